@@ -1,0 +1,41 @@
+import type { IPFamily, Snapshot } from '../model/types.js';
+
+export type DetectLocalMode = 'ClusterCIDR' | 'NodeCIDR' | 'BridgeInterface' | 'InterfaceNamePrefix';
+
+/** What a backend needs from the configuration, already resolved for one IP family. */
+export interface BackendConfig {
+  family: IPFamily;
+  masqueradeAll: boolean;
+  /** Bit of the packet mark used to request masquerade (upstream: 14 → 0x4000). */
+  masqueradeBit: number;
+  detectLocalMode: DetectLocalMode;
+  /** CIDRs of this family for ClusterCIDR / NodeCIDR detection (empty: no local detection). */
+  localCIDRs: string[];
+  bridgeInterface: string;
+  interfaceNamePrefix: string;
+  /** nodePortAddresses of this family: CIDRs, or 'primary'. Empty means upstream's default for the mode. */
+  nodePortAddresses: string[];
+  /** The node's IPs of this family (primary first), used to resolve NodePort addresses. */
+  nodeIPs: string[];
+}
+
+export interface SyncResult {
+  /** Number of kernel operations sent (rules / elements / commands), for tests and metrics. */
+  operations: number;
+  /** True when the whole ruleset was replaced. */
+  full: boolean;
+}
+
+/**
+ * A kernel backend for one IP family. `sync` renders (pure) and applies (thin). A failed
+ * apply throws and must leave the previously applied rules in place; the runner retries.
+ */
+export interface Backend {
+  readonly mode: string;
+  readonly family: IPFamily;
+  sync(snapshot: Snapshot): Promise<SyncResult>;
+  /** Remove everything this backend ever programmed. */
+  cleanup(): Promise<void>;
+  /** Human-readable dump of what is currently programmed (for dry-run and debugging). */
+  describe?(): string;
+}
