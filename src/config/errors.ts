@@ -1,0 +1,31 @@
+/**
+ * A configuration problem a user can fix: bad file, bad field, bad flag. The message is
+ * complete on its own (it names the field or flag and the offending value) so the CLI can
+ * print it as is and exit non-zero.
+ */
+export class ConfigError extends Error {
+  /** Field path (`iptables.syncPeriod`) or flag (`--proxy-mode`) at fault, when known. */
+  readonly field: string | undefined;
+  readonly value: unknown;
+
+  constructor(message: string, field?: string, value?: unknown) {
+    super(message);
+    this.name = 'ConfigError';
+    this.field = field;
+    this.value = value;
+  }
+}
+
+/** Renders a value for an error message: strings quoted, everything else as JSON. */
+export function showValue(value: unknown): string {
+  if (value === undefined) return 'undefined';
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+export function invalidField(field: string, value: unknown, reason: string): ConfigError {
+  return new ConfigError(`invalid value ${showValue(value)} for ${field}: ${reason}`, field, value);
+}
