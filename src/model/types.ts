@@ -90,7 +90,15 @@ export interface ChangeSet {
   /** Keys of service ports that no longer exist. */
   deleted: Set<string>;
   /** UDP/SCTP endpoints no longer reachable through a service IP: conntrack entries to flush. */
-  staleEndpoints: Array<{ serviceIP: string; protocol: Protocol; endpointIP: string; port: number }>;
+  staleEndpoints: Array<{
+    serviceIP: string;
+    protocol: Protocol;
+    endpointIP: string;
+    /** The endpoint's port. */
+    port: number;
+    /** The service port clients used (set by the model; optional for hand-built change sets). */
+    servicePort?: number;
+  }>;
   /** UDP service IPs that went from no endpoints to some: conntrack entries to flush. */
   staleServiceIPs: Array<{ ip: string; protocol: Protocol }>;
 }

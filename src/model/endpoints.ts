@@ -1,0 +1,290 @@
+// EndpointSlices → endpoints per service port, with upstream kube-proxy's semantics.
+import type { Endpoint, IPFamily, Protocol } from './types.js';
+import { metaKey } from './service.js';
+import {
+  LIMITS,
+  clip,
+  isDNSLabel,
+  isDNSSubdomain,
+  isPlainString,
+  isPort,
+  isRecord,
+  parseIP,
+  parseProtocol,
+  type FieldProblem,
+} from './validate.js';
+
+export const LABEL_SERVICE_NAME = 'kubernetes.io/service-name';
+
+export interface SlicePort {
+  /** '' for an unnamed port. */
+  name: string;
+  protocol: Protocol;
+  port: number;
+}
+
+/** One endpoint of a slice, before it is paired with a port. */
+export interface SliceEndpoint {
+  ip: string;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName: string;
+  zone: string;
+  hintsForZones: string[];
+  hintsForNodes: string[];
+}
+
+export interface ParsedSlice {
+  /** `namespace/sliceName`. */
+  key: string;
+  /** `namespace/serviceName`: the Service this slice belongs to. */
+  serviceKey: string;
+  family: IPFamily;
+  ports: SlicePort[];
+  endpoints: SliceEndpoint[];
+}
+
+export type SliceParseResult =
+  | { status: 'ok'; slice: ParsedSlice; problems: FieldProblem[] }
+  /** A valid slice the proxy does not use (FQDN address type). */
+  | { status: 'ignored'; key: string; reason: string }
+  | { status: 'invalid'; key: string; reason: string; detail: string };
+
+function invalid(key: string, reason: string, detail: string): SliceParseResult {
+  return { status: 'invalid', key, reason, detail };
+}
+
+function parseHints(raw: unknown, field: string, problems: FieldProblem[]): string[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw) || raw.length > LIMITS.hints) {
+    problems.push({ reason: 'invalid-hints', detail: `${field} is not a list or too long` });
+    return [];
+  }
+  const out = new Set<string>();
+  for (const h of raw) {
+    const name = isRecord(h) ? h.name : undefined;
+    if (isPlainString(name, LIMITS.longName) && name !== '') out.add(name);
+    else problems.push({ reason: 'invalid-hints', detail: `${field} entry ${clip(h)}` });
+  }
+  return [...out].sort();
+}
+
+function optionalBool(v: unknown): boolean | undefined | 'bad' {
+  if (v === undefined || v === null) return undefined;
+  return typeof v === 'boolean' ? v : 'bad';
+}
+
+function parseEndpoint(raw: unknown, family: IPFamily, problems: FieldProblem[]): SliceEndpoint | null {
+  if (!isRecord(raw)) {
+    problems.push({ reason: 'invalid-endpoint', detail: `entry ${clip(raw)} is not an object` });
+    return null;
+  }
+  const addresses = raw.addresses;
+  if (!Array.isArray(addresses) || addresses.length === 0) {
+    problems.push({ reason: 'endpoint-without-address', detail: clip(addresses) });
+    return null;
+  }
+  // Like upstream, only the first address is used: the others are the same pod.
+  const ip = parseIP(addresses[0]);
+  if (ip === null) {
+    problems.push({ reason: 'invalid-endpoint-ip', detail: clip(addresses[0]) });
+    return null;
+  }
+  if (ip.family !== family) {
+    problems.push({ reason: 'endpoint-family-mismatch', detail: `${ip.ip} in a ${family} slice` });
+    return null;
+  }
+  const c = raw.conditions;
+  if (c !== undefined && c !== null && !isRecord(c)) {
+    problems.push({ reason: 'invalid-conditions', detail: `${ip.ip}: conditions is not an object` });
+    return null;
+  }
+  const ready = optionalBool(c?.ready);
+  const serving = optionalBool(c?.serving);
+  const terminating = optionalBool(c?.terminating);
+  if (ready === 'bad' || serving === 'bad' || terminating === 'bad') {
+    problems.push({ reason: 'invalid-conditions', detail: `${ip.ip}: ${clip(c)}` });
+    return null;
+  }
+  // API rules: ready unknown means ready; serving unknown defers to ready.
+  const isReady = ready ?? true;
+  let nodeName = '';
+  if (raw.nodeName !== undefined && raw.nodeName !== null) {
+    if (isPlainString(raw.nodeName, LIMITS.longName)) nodeName = raw.nodeName;
+    else problems.push({ reason: 'invalid-node-name', detail: `${ip.ip}: ${clip(raw.nodeName)}` });
+  }
+  let zone = '';
+  if (raw.zone !== undefined && raw.zone !== null) {
+    if (isPlainString(raw.zone, LIMITS.shortName)) zone = raw.zone;
+    else problems.push({ reason: 'invalid-zone', detail: `${ip.ip}: ${clip(raw.zone)}` });
+  }
+  let hintsForZones: string[] = [];
+  let hintsForNodes: string[] = [];
+  if (raw.hints !== undefined && raw.hints !== null) {
+    if (isRecord(raw.hints)) {
+      hintsForZones = parseHints(raw.hints.forZones, 'hints.forZones', problems);
+      hintsForNodes = parseHints(raw.hints.forNodes, 'hints.forNodes', problems);
+    } else {
+      problems.push({ reason: 'invalid-hints', detail: `${ip.ip}: hints is not an object` });
+    }
+  }
+  return {
+    ip: ip.ip,
+    ready: isReady,
+    serving: serving ?? isReady,
+    terminating: terminating ?? false,
+    nodeName,
+    zone,
+    hintsForZones,
+    hintsForNodes,
+  };
+}
+
+/** Parses one EndpointSlice. Never throws. */
+export function parseEndpointSlice(obj: unknown): SliceParseResult {
+  const meta = metaKey(obj);
+  if (meta === null) return invalid('', 'invalid-metadata', 'missing namespace or name');
+  const key = `${meta.namespace}/${meta.name}`;
+  if (!isDNSLabel(meta.namespace)) return invalid(key, 'invalid-metadata', `namespace ${clip(meta.namespace)}`);
+  if (!isDNSSubdomain(meta.name)) return invalid(key, 'invalid-metadata', `name ${clip(meta.name)}`);
+  const o = obj as Record<string, unknown> & { metadata: Record<string, unknown> };
+  const labels = o.metadata.labels;
+  const serviceName = isRecord(labels) ? labels[LABEL_SERVICE_NAME] : undefined;
+  if (serviceName === undefined || serviceName === '') {
+    return invalid(key, 'missing-service-name', `no ${LABEL_SERVICE_NAME} label`);
+  }
+  if (!isDNSLabel(serviceName)) return invalid(key, 'invalid-service-name', clip(serviceName));
+
+  const addressType = o.addressType;
+  let family: IPFamily;
+  if (addressType === 'IPv4' || addressType === 'IPv6') family = addressType;
+  else if (addressType === 'FQDN') return { status: 'ignored', key, reason: 'addressType FQDN' };
+  else return invalid(key, 'invalid-address-type', clip(addressType));
+
+  const problems: FieldProblem[] = [];
+  const rawPorts = o.ports;
+  const ports: SlicePort[] = [];
+  if (rawPorts !== undefined && rawPorts !== null) {
+    if (!Array.isArray(rawPorts)) return invalid(key, 'invalid-ports', 'ports is not a list');
+    if (rawPorts.length > LIMITS.slicePorts) {
+      return invalid(key, 'too-many-ports', `${rawPorts.length} ports, limit ${LIMITS.slicePorts}`);
+    }
+    for (const p of rawPorts) {
+      if (!isRecord(p)) {
+        problems.push({ reason: 'invalid-port', detail: `entry ${clip(p)} is not an object` });
+        continue;
+      }
+      // The API defaults a missing name to '' and a missing protocol to TCP.
+      const name = p.name === undefined || p.name === null ? '' : p.name;
+      if (name !== '' && !isDNSLabel(name)) {
+        problems.push({ reason: 'invalid-port-name', detail: clip(name) });
+        continue;
+      }
+      const protocol = parseProtocol(p.protocol);
+      if (protocol === null) {
+        problems.push({ reason: 'invalid-protocol', detail: `port ${clip(name)}: ${clip(p.protocol)}` });
+        continue;
+      }
+      if (!isPort(p.port)) {
+        problems.push({ reason: 'invalid-port-number', detail: `port ${clip(name)}: ${clip(p.port)}` });
+        continue;
+      }
+      ports.push({ name, protocol, port: p.port });
+    }
+  }
+
+  const rawEndpoints = o.endpoints;
+  const endpoints: SliceEndpoint[] = [];
+  if (rawEndpoints !== undefined && rawEndpoints !== null) {
+    if (!Array.isArray(rawEndpoints)) return invalid(key, 'invalid-endpoints', 'endpoints is not a list');
+    if (rawEndpoints.length > LIMITS.sliceEndpoints) {
+      return invalid(key, 'too-many-endpoints', `${rawEndpoints.length} endpoints, limit ${LIMITS.sliceEndpoints}`);
+    }
+    for (const e of rawEndpoints) {
+      const ep = parseEndpoint(e, family, problems);
+      if (ep !== null) endpoints.push(ep);
+    }
+  }
+  return {
+    status: 'ok',
+    slice: { key, serviceKey: `${meta.namespace}/${serviceName}`, family, ports, endpoints },
+    problems,
+  };
+}
+
+function sliceEndpointEqual(a: SliceEndpoint, b: SliceEndpoint): boolean {
+  return (
+    a.ip === b.ip &&
+    a.ready === b.ready &&
+    a.serving === b.serving &&
+    a.terminating === b.terminating &&
+    a.nodeName === b.nodeName &&
+    a.zone === b.zone &&
+    a.hintsForZones.join(',') === b.hintsForZones.join(',') &&
+    a.hintsForNodes.join(',') === b.hintsForNodes.join(',')
+  );
+}
+
+export function parsedSliceEqual(a: ParsedSlice, b: ParsedSlice): boolean {
+  if (a.key !== b.key || a.serviceKey !== b.serviceKey || a.family !== b.family) return false;
+  if (a.ports.length !== b.ports.length || a.endpoints.length !== b.endpoints.length) return false;
+  for (let i = 0; i < a.ports.length; i++) {
+    const x = a.ports[i]!;
+    const y = b.ports[i]!;
+    if (x.name !== y.name || x.protocol !== y.protocol || x.port !== y.port) return false;
+  }
+  for (let i = 0; i < a.endpoints.length; i++) {
+    if (!sliceEndpointEqual(a.endpoints[i]!, b.endpoints[i]!)) return false;
+  }
+  return true;
+}
+
+export function endpointString(ep: Pick<Endpoint, 'ip' | 'port'>): string {
+  return ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
+}
+
+/** Higher wins when two slices list the same ip:port. */
+function preference(ep: Endpoint): number {
+  return (ep.ready ? 4 : 0) + (ep.serving ? 2 : 0) + (ep.isLocal ? 1 : 0);
+}
+
+/**
+ * The endpoints of one service port: every slice port with the same name and protocol
+ * contributes its endpoints at that slice port's number. The same ip:port listed by
+ * several slices (an endpoint moving between slices) appears once, the ready copy
+ * preferred. Sorted by `ip:port` text, as upstream does.
+ */
+export function endpointsForPort(
+  slices: readonly ParsedSlice[],
+  portName: string,
+  protocol: Protocol,
+  nodeName: string,
+): Endpoint[] {
+  const byKey = new Map<string, Endpoint>();
+  for (const slice of slices) {
+    for (const sp of slice.ports) {
+      if (sp.name !== portName || sp.protocol !== protocol) continue;
+      for (const se of slice.endpoints) {
+        const ep: Endpoint = {
+          ip: se.ip,
+          port: sp.port,
+          ready: se.ready,
+          serving: se.serving,
+          terminating: se.terminating,
+          isLocal: nodeName !== '' && se.nodeName === nodeName,
+          nodeName: se.nodeName,
+          zone: se.zone,
+          hintsForZones: se.hintsForZones,
+          hintsForNodes: se.hintsForNodes,
+        };
+        const k = endpointString(ep);
+        const prev = byKey.get(k);
+        if (prev === undefined || preference(ep) > preference(prev)) byKey.set(k, ep);
+      }
+    }
+  }
+  const keyed = [...byKey.entries()];
+  keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return keyed.map((e) => e[1]);
+}

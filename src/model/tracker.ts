@@ -1,0 +1,438 @@
+// ProxyModel: the state built from source events, and per-family snapshots with the
+// change set since the previous snapshot of that family.
+import { log } from '../log.js';
+import type { SourceEvent } from '../source/types.js';
+import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual, type ParsedSlice } from './endpoints.js';
+import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
+import { metaKey, parseService, parsedServiceEqual, sameStrings, servicePortInfoEqual, type ParsedService } from './service.js';
+import { categorizeEndpoints } from './topology.js';
+import {
+  servicePortKey,
+  type ChangeSet,
+  type Endpoint,
+  type IPFamily,
+  type NodeInfo,
+  type Protocol,
+  type ServicePortState,
+  type Snapshot,
+} from './types.js';
+import { clip, isRecord, type FieldProblem } from './validate.js';
+
+export interface ProxyModelOptions {
+  /** The proxy's node name: endpoints on this node are local. */
+  nodeName: string;
+  /** IP families to produce snapshots for (default both). */
+  families?: IPFamily[];
+}
+
+interface FamilyState {
+  generation: number;
+  full: boolean;
+  /** The node's topology changed: report every service port as changed. */
+  allChanged: boolean;
+  /** Services whose Service object changed since the last snapshot. */
+  dirtyServices: Set<string>;
+  /** Services whose EndpointSlices changed since the last snapshot. */
+  dirtyEndpoints: Set<string>;
+  states: Map<string, ServicePortState>;
+  /** Service key → keys of its ports in `states`. */
+  portKeys: Map<string, string[]>;
+}
+
+type StaleEndpoint = ChangeSet['staleEndpoints'][number];
+
+function serviceIPs(state: ServicePortState): string[] {
+  const { clusterIP, externalIPs, loadBalancerIPs } = state.info;
+  const ips = clusterIP === '' ? [] : [clusterIP];
+  for (const ip of externalIPs) if (!ips.includes(ip)) ips.push(ip);
+  for (const ip of loadBalancerIPs) if (!ips.includes(ip)) ips.push(ip);
+  return ips;
+}
+
+/** Every (service IP, endpoint) pair that carries traffic for a UDP/SCTP port. */
+function reachablePairs(state: ServicePortState | undefined): Map<string, StaleEndpoint> {
+  const out = new Map<string, StaleEndpoint>();
+  if (state === undefined || state.info.protocol === 'TCP') return out;
+  const { protocol, port } = state.info;
+  for (const serviceIP of serviceIPs(state)) {
+    for (const ep of state.allReachableEndpoints) {
+      out.set(`${serviceIP}|${port}|${endpointString(ep)}`, {
+        serviceIP,
+        protocol,
+        endpointIP: ep.ip,
+        port: ep.port,
+        servicePort: port,
+      });
+    }
+  }
+  return out;
+}
+
+function endpointEqual(a: Endpoint, b: Endpoint): boolean {
+  return (
+    a.ip === b.ip &&
+    a.port === b.port &&
+    a.ready === b.ready &&
+    a.serving === b.serving &&
+    a.terminating === b.terminating &&
+    a.isLocal === b.isLocal &&
+    a.nodeName === b.nodeName &&
+    a.zone === b.zone &&
+    sameStrings(a.hintsForZones, b.hintsForZones) &&
+    sameStrings(a.hintsForNodes, b.hintsForNodes)
+  );
+}
+
+function sameEndpointList(a: readonly Endpoint[], b: readonly Endpoint[], deep: boolean): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (deep ? !endpointEqual(x, y) : x.ip !== y.ip || x.port !== y.port) return false;
+  }
+  return true;
+}
+
+export function servicePortStateEqual(a: ServicePortState, b: ServicePortState): boolean {
+  return (
+    a.hasAnyEndpoints === b.hasAnyEndpoints &&
+    a.localReadyCount === b.localReadyCount &&
+    servicePortInfoEqual(a.info, b.info) &&
+    sameEndpointList(a.endpoints, b.endpoints, true) &&
+    sameEndpointList(a.clusterEndpoints, b.clusterEndpoints, false) &&
+    sameEndpointList(a.localEndpoints, b.localEndpoints, false) &&
+    sameEndpointList(a.allReachableEndpoints, b.allReachableEndpoints, false)
+  );
+}
+
+/**
+ * Kubernetes Service semantics in one place: feed it source events with `apply`, take
+ * per-family `snapshot`s. Invalid objects never throw: they are logged, counted in
+ * `invalidObjects` by reason, and the previous valid version (if any) stays in effect.
+ */
+export class ProxyModel {
+  readonly nodeName: string;
+  readonly families: readonly IPFamily[];
+  /** Skipped objects, by `Kind/reason`. */
+  readonly invalidObjects = new Map<string, number>();
+  /** Dropped fields of otherwise usable objects, by `Kind/reason`. */
+  readonly droppedFields = new Map<string, number>();
+
+  private readonly services = new Map<string, ParsedService>();
+  private readonly slices = new Map<string, ParsedSlice>();
+  /** Service key → its slices, by slice key. */
+  private readonly slicesByService = new Map<string, Map<string, ParsedSlice>>();
+  private nodeInfo: NodeInfo;
+  private readonly familyStates = new Map<IPFamily, FamilyState>();
+
+  constructor(opts: { nodeName: string; families?: IPFamily[] }) {
+    if (typeof opts.nodeName !== 'string') throw new Error('ProxyModel: nodeName must be a string');
+    const families = opts.families ?? ['IPv4', 'IPv6'];
+    if (families.length === 0 || families.some((f) => f !== 'IPv4' && f !== 'IPv6')) {
+      throw new Error(`ProxyModel: invalid families ${JSON.stringify(families)}`);
+    }
+    this.nodeName = opts.nodeName;
+    this.families = [...new Set(families)];
+    this.nodeInfo = emptyNodeInfo(opts.nodeName);
+    for (const f of this.families) {
+      this.familyStates.set(f, {
+        generation: 0,
+        full: true,
+        allChanged: false,
+        dirtyServices: new Set(),
+        dirtyEndpoints: new Set(),
+        states: new Map(),
+        portKeys: new Map(),
+      });
+    }
+  }
+
+  apply(event: SourceEvent): void {
+    try {
+      if (!isRecord(event) || !isRecord(event.object)) {
+        this.countInvalid('Event', 'invalid-event', '', 'event or object is not an object');
+        return;
+      }
+      if (event.type !== 'ADDED' && event.type !== 'MODIFIED' && event.type !== 'DELETED') {
+        this.countInvalid('Event', 'invalid-event', '', `type ${clip(event.type)}`);
+        return;
+      }
+      switch (event.kind) {
+        case 'Service':
+          this.applyService(event);
+          return;
+        case 'EndpointSlice':
+          this.applySlice(event);
+          return;
+        case 'Node':
+          this.applyNode(event);
+          return;
+        default:
+          this.countInvalid('Event', 'invalid-event', '', `kind ${clip((event as { kind?: unknown }).kind)}`);
+      }
+    } catch (err) {
+      // A bug here must not take the proxy down; the object is skipped like bad input.
+      this.countInvalid('Event', 'internal-error', '', err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  /** Marks every family's next snapshot as full (the consumer must resync everything). */
+  markFull(family?: IPFamily): void {
+    for (const [f, fs] of this.familyStates) if (family === undefined || f === family) fs.full = true;
+  }
+
+  node(): NodeInfo {
+    return this.nodeInfo;
+  }
+
+  /** Services with changes not yet handed out in a snapshot (the most behind family). */
+  pendingChanges(): { services: number; endpoints: number } {
+    let services = 0;
+    let endpoints = 0;
+    for (const fs of this.familyStates.values()) {
+      services = Math.max(services, fs.dirtyServices.size);
+      endpoints = Math.max(endpoints, fs.dirtyEndpoints.size);
+    }
+    return { services, endpoints };
+  }
+
+  snapshot(family: IPFamily): Snapshot {
+    const fs = this.familyStates.get(family);
+    if (fs === undefined) throw new Error(`ProxyModel: family ${family} is not tracked`);
+    fs.generation += 1;
+    const changes: ChangeSet = {
+      full: fs.full,
+      changed: new Set(),
+      deleted: new Set(),
+      staleEndpoints: [],
+      staleServiceIPs: [],
+    };
+    const staleIPsSeen = new Set<string>();
+    let todo: Iterable<string>;
+    if (fs.allChanged) {
+      todo = new Set([...fs.portKeys.keys(), ...this.services.keys(), ...fs.dirtyEndpoints]);
+    } else {
+      todo = new Set([...fs.dirtyServices, ...fs.dirtyEndpoints]);
+    }
+    for (const serviceKey of todo) this.refreshService(fs, family, serviceKey, changes, staleIPsSeen);
+    fs.dirtyServices.clear();
+    fs.dirtyEndpoints.clear();
+    fs.full = false;
+    fs.allChanged = false;
+    return {
+      family,
+      generation: fs.generation,
+      node: this.nodeInfo,
+      // A copy: the snapshot must not change under a consumer that keeps it.
+      services: new Map(fs.states),
+      changes,
+    };
+  }
+
+  private refreshService(
+    fs: FamilyState,
+    family: IPFamily,
+    serviceKey: string,
+    changes: ChangeSet,
+    staleIPsSeen: Set<string>,
+  ): void {
+    const fresh = this.buildStates(family, serviceKey);
+    const oldKeys = fs.portKeys.get(serviceKey) ?? [];
+    const newKeys: string[] = [];
+    for (const state of fresh) {
+      const key = servicePortKey(state.info);
+      newKeys.push(key);
+      const old = fs.states.get(key);
+      if (old !== undefined && servicePortStateEqual(old, state)) {
+        if (fs.allChanged) changes.changed.add(key);
+        continue;
+      }
+      changes.changed.add(key);
+      fs.states.set(key, state);
+      this.collectStale(old, state, changes, staleIPsSeen);
+    }
+    for (const key of oldKeys) {
+      if (newKeys.includes(key)) continue;
+      const old = fs.states.get(key);
+      fs.states.delete(key);
+      changes.deleted.add(key);
+      this.collectStale(old, undefined, changes, staleIPsSeen);
+    }
+    if (newKeys.length > 0) fs.portKeys.set(serviceKey, newKeys);
+    else fs.portKeys.delete(serviceKey);
+  }
+
+  private collectStale(
+    old: ServicePortState | undefined,
+    state: ServicePortState | undefined,
+    changes: ChangeSet,
+    staleIPsSeen: Set<string>,
+  ): void {
+    const before = reachablePairs(old);
+    if (before.size > 0) {
+      const after = reachablePairs(state);
+      for (const [k, v] of before) if (!after.has(k)) changes.staleEndpoints.push(v);
+    }
+    // A UDP VIP without endpoints may have conntrack entries that black-hole new
+    // flows; once endpoints appear those entries must go.
+    if (state !== undefined && state.info.protocol === 'UDP' && state.allReachableEndpoints.length > 0) {
+      if (old === undefined || old.allReachableEndpoints.length === 0) {
+        for (const ip of serviceIPs(state)) {
+          const k = `${ip}|${state.info.protocol}`;
+          if (staleIPsSeen.has(k)) continue;
+          staleIPsSeen.add(k);
+          changes.staleServiceIPs.push({ ip, protocol: state.info.protocol as Protocol });
+        }
+      }
+    }
+  }
+
+  private buildStates(family: IPFamily, serviceKey: string): ServicePortState[] {
+    const infos = this.services.get(serviceKey)?.ports[family] ?? [];
+    if (infos.length === 0) return [];
+    const bySlice = this.slicesByService.get(serviceKey);
+    const slices: ParsedSlice[] = [];
+    if (bySlice !== undefined) {
+      for (const s of bySlice.values()) if (s.family === family) slices.push(s);
+      // Deterministic merge order, whatever order the slices arrived in.
+      slices.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    }
+    const perPort = infos.map((info) => endpointsForPort(slices, info.portName, info.protocol, this.nodeName));
+    // Like upstream's health check, count distinct local ready pod IPs over all ports.
+    const localReady = new Set<string>();
+    for (const eps of perPort) for (const ep of eps) if (ep.isLocal && ep.ready) localReady.add(ep.ip);
+    return infos.map((info, i) => {
+      const endpoints = perPort[i]!;
+      const cat = categorizeEndpoints(endpoints, info, this.nodeName, this.nodeInfo.zone);
+      return {
+        info,
+        endpoints,
+        clusterEndpoints: cat.clusterEndpoints,
+        localEndpoints: cat.localEndpoints,
+        allReachableEndpoints: cat.allReachableEndpoints,
+        hasAnyEndpoints: cat.hasAnyEndpoints,
+        localReadyCount: localReady.size,
+      };
+    });
+  }
+
+  private markService(serviceKey: string): void {
+    for (const fs of this.familyStates.values()) fs.dirtyServices.add(serviceKey);
+  }
+
+  private markEndpoints(serviceKey: string, family: IPFamily): void {
+    this.familyStates.get(family)?.dirtyEndpoints.add(serviceKey);
+  }
+
+  private applyService(event: SourceEvent): void {
+    if (event.type === 'DELETED') {
+      const meta = metaKey(event.object);
+      if (meta === null) {
+        this.countInvalid('Service', 'invalid-metadata', '', 'deleted object without namespace/name');
+        return;
+      }
+      const key = `${meta.namespace}/${meta.name}`;
+      if (this.services.delete(key)) this.markService(key);
+      return;
+    }
+    const r = parseService(event.object);
+    if (r.status === 'invalid') {
+      this.countInvalid('Service', r.reason, r.key, r.detail, this.services.has(r.key));
+      return;
+    }
+    if (r.status === 'skipped') {
+      log.v(3, 'Skipping service', { service: r.key, reason: r.reason });
+      if (this.services.delete(r.key)) this.markService(r.key);
+      return;
+    }
+    this.countProblems('Service', r.service.key, r.problems);
+    const prev = this.services.get(r.service.key);
+    if (prev !== undefined && parsedServiceEqual(prev, r.service)) return;
+    this.services.set(r.service.key, r.service);
+    this.markService(r.service.key);
+  }
+
+  private removeSlice(sliceKey: string): void {
+    const prev = this.slices.get(sliceKey);
+    if (prev === undefined) return;
+    this.slices.delete(sliceKey);
+    const bySlice = this.slicesByService.get(prev.serviceKey);
+    bySlice?.delete(sliceKey);
+    if (bySlice !== undefined && bySlice.size === 0) this.slicesByService.delete(prev.serviceKey);
+    this.markEndpoints(prev.serviceKey, prev.family);
+  }
+
+  private applySlice(event: SourceEvent): void {
+    if (event.type === 'DELETED') {
+      const meta = metaKey(event.object);
+      if (meta === null) {
+        this.countInvalid('EndpointSlice', 'invalid-metadata', '', 'deleted object without namespace/name');
+        return;
+      }
+      this.removeSlice(`${meta.namespace}/${meta.name}`);
+      return;
+    }
+    const r = parseEndpointSlice(event.object);
+    if (r.status === 'invalid') {
+      this.countInvalid('EndpointSlice', r.reason, r.key, r.detail, this.slices.has(r.key));
+      return;
+    }
+    if (r.status === 'ignored') {
+      log.v(4, 'Ignoring EndpointSlice', { endpointSlice: r.key, reason: r.reason });
+      this.removeSlice(r.key);
+      return;
+    }
+    const slice = r.slice;
+    this.countProblems('EndpointSlice', slice.key, r.problems);
+    const prev = this.slices.get(slice.key);
+    if (prev !== undefined && parsedSliceEqual(prev, slice)) return;
+    // Removing first also handles a slice that moved to another service or family.
+    this.removeSlice(slice.key);
+    this.slices.set(slice.key, slice);
+    let bySlice = this.slicesByService.get(slice.serviceKey);
+    if (bySlice === undefined) {
+      bySlice = new Map();
+      this.slicesByService.set(slice.serviceKey, bySlice);
+    }
+    bySlice.set(slice.key, slice);
+    this.markEndpoints(slice.serviceKey, slice.family);
+  }
+
+  private applyNode(event: SourceEvent): void {
+    const meta = isRecord(event.object.metadata) ? event.object.metadata : {};
+    if (meta.name !== this.nodeName) {
+      log.v(4, 'Ignoring event for another node', { node: clip(meta.name) });
+      return;
+    }
+    if (event.type === 'DELETED') {
+      // Keep the last known topology: rules must not change because the object vanished.
+      log.warn('Own Node object was deleted; keeping its last known state', { node: this.nodeName });
+      return;
+    }
+    const { info, problems } = parseNode(event.object, this.nodeName);
+    this.countProblems('Node', this.nodeName, problems);
+    if (topologyChanged(this.nodeInfo, info)) {
+      for (const fs of this.familyStates.values()) fs.allChanged = true;
+    }
+    this.nodeInfo = info;
+  }
+
+  private countInvalid(kind: string, reason: string, key: string, detail: string, keptPrevious = false): void {
+    const k = `${kind}/${reason}`;
+    this.invalidObjects.set(k, (this.invalidObjects.get(k) ?? 0) + 1);
+    log.warn(`Skipping invalid ${kind}`, {
+      object: clip(key),
+      reason,
+      detail: clip(detail, 200),
+      ...(keptPrevious ? { kept: 'previous valid version' } : {}),
+    });
+  }
+
+  private countProblems(kind: string, key: string, problems: FieldProblem[]): void {
+    for (const p of problems) {
+      const k = `${kind}/${p.reason}`;
+      this.droppedFields.set(k, (this.droppedFields.get(k) ?? 0) + 1);
+      log.warn(`Ignoring invalid field of ${kind}`, { object: clip(key), reason: p.reason, detail: clip(p.detail, 200) });
+    }
+  }
+}
