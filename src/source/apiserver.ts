@@ -1,0 +1,468 @@
+// The API server source: one list/watch reflector per kind (Services, EndpointSlices, the
+// own Node). Each keeps its own copy of the objects so that a relist can be turned into the
+// exact ADDED/MODIFIED/DELETED events the consumer missed, and so that connection trouble
+// never loses state: it is logged and retried with backoff, forever.
+import { StringDecoder } from 'node:string_decoder';
+import type { KubeObject, ObjectKind } from '../model/k8s.js';
+import { log } from '../log.js';
+import type { EventType, Source, SourceHandler } from './types.js';
+import type { ApiRequester, KubeResponse } from './kubeclient.js';
+
+/** Objects that name a non-default proxy, or headless Services, are not ours. */
+export const PROXY_LABEL_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
+
+export interface ApiServerSourceOptions {
+  client: ApiRequester;
+  nodeName: string;
+  /** Watches ask the server to end after this many seconds, jittered up to twice as long. Default 300. */
+  minWatchTimeoutSeconds?: number;
+  /** First retry delay after a failure, doubled per consecutive failure, with jitter. Default 800. */
+  backoffInitialMs?: number;
+  /** Retry delay ceiling. Default 30000. */
+  backoffMaxMs?: number;
+  /** A connection that delivers nothing for this long is abandoned. Default: above the longest watch timeout. */
+  inactivityTimeoutMs?: number;
+  /** LIST page size. Default 500. */
+  pageSize?: number;
+}
+
+interface ResourceSpec {
+  kind: ObjectKind;
+  apiVersion: string;
+  path: string;
+  labelSelector?: string;
+  fieldSelector?: string;
+}
+
+/** A failed request or watch; `gone` means the resourceVersion expired and a relist is needed. */
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly code?: number,
+    readonly gone = false,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+export class ApiServerSource implements Source {
+  private readonly reflectors: Reflector[] = [];
+  private running: Promise<void>[] = [];
+  private started = false;
+
+  constructor(private readonly opts: ApiServerSourceOptions) {
+    if (!opts.nodeName) throw new Error('ApiServerSource needs the node name');
+  }
+
+  async start(handler: SourceHandler): Promise<void> {
+    if (this.started) throw new Error('ApiServerSource already started');
+    this.started = true;
+    const specs: ResourceSpec[] = [
+      { kind: 'Service', apiVersion: 'v1', path: '/api/v1/services', labelSelector: PROXY_LABEL_SELECTOR },
+      {
+        kind: 'EndpointSlice',
+        apiVersion: 'discovery.k8s.io/v1',
+        path: '/apis/discovery.k8s.io/v1/endpointslices',
+        labelSelector: PROXY_LABEL_SELECTOR,
+      },
+      { kind: 'Node', apiVersion: 'v1', path: '/api/v1/nodes', fieldSelector: `metadata.name=${this.opts.nodeName}` },
+    ];
+    for (const spec of specs) {
+      const r = new Reflector(spec, this.opts, handler);
+      this.reflectors.push(r);
+      this.running.push(r.run());
+    }
+  }
+
+  async stop(): Promise<void> {
+    for (const r of this.reflectors) r.stop();
+    await Promise.all(this.running);
+    this.running = [];
+  }
+}
+
+function objectKey(o: KubeObject): string | undefined {
+  const name = o.metadata?.name;
+  if (typeof name !== 'string' || name === '') return undefined;
+  return `${o.metadata?.namespace ?? ''}/${name}`;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function parseRetryAfter(v: string | string[] | undefined): number | undefined {
+  const s = Array.isArray(v) ? v[0] : v;
+  if (!s) return undefined;
+  const secs = Number(s);
+  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
+  const date = Date.parse(s);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
+}
+
+// A non-success response, turned into an ApiError carrying the Status reason when there is one.
+async function responseError(res: KubeResponse, what: string): Promise<ApiError> {
+  let message = '';
+  let reason = '';
+  try {
+    const text = await res.body.text();
+    try {
+      const st = JSON.parse(text) as unknown;
+      if (isObject(st)) {
+        message = typeof st.message === 'string' ? st.message : '';
+        reason = typeof st.reason === 'string' ? st.reason : '';
+      }
+    } catch {
+      message = text.slice(0, 200);
+    }
+  } catch {
+    // The body could not be read; the status code alone has to do.
+  }
+  const detail = [reason, message].filter((s) => s !== '').join(': ');
+  return new ApiError(
+    `${what}: HTTP ${res.status}${detail ? ` (${detail})` : ''}`,
+    res.status,
+    res.status === 410,
+    parseRetryAfter(res.headers['retry-after']),
+  );
+}
+
+class Reflector {
+  private readonly store = new Map<string, KubeObject>();
+  private resourceVersion = '';
+  private needList = true;
+  private synced = false;
+  private failures = 0;
+  private stopped = false;
+  private current: AbortController | undefined;
+  private wake: (() => void) | undefined;
+  private readonly minWatchTimeout: number;
+  private readonly backoffInitial: number;
+  private readonly backoffMax: number;
+  private readonly inactivityMs: number;
+  private readonly pageSize: number;
+
+  constructor(
+    private readonly spec: ResourceSpec,
+    private readonly opts: ApiServerSourceOptions,
+    private readonly handler: SourceHandler,
+  ) {
+    this.minWatchTimeout = opts.minWatchTimeoutSeconds ?? 300;
+    this.backoffInitial = opts.backoffInitialMs ?? 800;
+    this.backoffMax = opts.backoffMaxMs ?? 30_000;
+    this.inactivityMs = opts.inactivityTimeoutMs ?? (2 * this.minWatchTimeout + 30) * 1000;
+    this.pageSize = opts.pageSize ?? 500;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.current?.abort();
+    this.wake?.();
+  }
+
+  async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        if (this.needList) await this.list();
+        await this.watch();
+      } catch (err) {
+        if (this.stopped) break;
+        await this.sleep(this.failed(err));
+      }
+    }
+  }
+
+  // Logs a failure and returns how long to wait before the next attempt.
+  private failed(err: unknown): number {
+    this.failures++;
+    const e = err instanceof ApiError ? err : new ApiError(describe(err));
+    if (e.gone) {
+      this.needList = true;
+      log.warn('Resource version expired, relisting', { kind: this.spec.kind, reason: e.message });
+      // The first 410 is routine (history compacted): relist at once.
+      if (this.failures === 1) return 0;
+    }
+    let delay = Math.min(this.backoffMax, this.backoffInitial * 2 ** Math.min(this.failures - 1, 30));
+    delay = Math.min(this.backoffMax, delay * (1 + Math.random()));
+    if (e.retryAfterMs !== undefined) delay = e.retryAfterMs;
+    if (!e.gone) {
+      log.warn(this.needList ? 'List failed, will retry' : 'Watch failed, will resume', {
+        kind: this.spec.kind,
+        reason: e.message,
+        retryInMs: Math.round(delay),
+        failures: this.failures,
+      });
+    }
+    return delay;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    if (ms <= 0 || this.stopped) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(done, ms);
+      this.wake = done;
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+    }).then(() => {
+      this.wake = undefined;
+    });
+  }
+
+  // One request with an inactivity timer covering both the wait for headers and the body.
+  private async call<T>(
+    query: Record<string, string | undefined>,
+    what: string,
+    consume: (res: KubeResponse, touch: () => void) => Promise<T>,
+  ): Promise<T> {
+    const ac = new AbortController();
+    this.current = ac;
+    let timer: NodeJS.Timeout | undefined;
+    const touch = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () => ac.abort(new ApiError(`${what}: no data from the API server for ${this.inactivityMs}ms`)),
+        this.inactivityMs,
+      );
+    };
+    touch();
+    try {
+      const res = await this.opts.client.request(this.spec.path, {
+        query,
+        signal: ac.signal,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      });
+      touch();
+      if (res.status !== 200) throw await responseError(res, what);
+      return await consume(res, touch);
+    } catch (err) {
+      if (ac.signal.aborted && ac.signal.reason instanceof ApiError) throw ac.signal.reason;
+      throw err instanceof ApiError ? err : new ApiError(`${what}: ${describe(err)}`);
+    } finally {
+      clearTimeout(timer);
+      // Ends the connection if the body was left unread (error paths).
+      ac.abort();
+      if (this.current === ac) this.current = undefined;
+    }
+  }
+
+  private async list(): Promise<void> {
+    // A continue token can expire between pages; then the whole list starts again.
+    for (let attempt = 1; ; attempt++) {
+      const items: KubeObject[] = [];
+      let cont: string | undefined;
+      let rv = '';
+      let pages = 0;
+      try {
+        do {
+          const query = {
+            limit: String(this.pageSize),
+            continue: cont,
+            labelSelector: this.spec.labelSelector,
+            fieldSelector: this.spec.fieldSelector,
+          };
+          const body = await this.call(query, `list ${this.spec.kind}`, async (res, touch) => {
+            let text = '';
+            const dec = new StringDecoder('utf8');
+            for await (const chunk of res.body) {
+              touch();
+              text += dec.write(chunk as Buffer);
+            }
+            text += dec.end();
+            try {
+              return JSON.parse(text) as unknown;
+            } catch {
+              throw new ApiError(`list ${this.spec.kind}: response is not JSON`);
+            }
+          });
+          if (!isObject(body) || !Array.isArray(body.items) || !isObject(body.metadata)) {
+            throw new ApiError(`list ${this.spec.kind}: response is not a list`);
+          }
+          pages++;
+          for (const it of body.items) {
+            if (isObject(it)) items.push(it as KubeObject);
+            else log.warn('Skipping list item that is not an object', { kind: this.spec.kind });
+          }
+          const c = body.metadata.continue;
+          cont = typeof c === 'string' && c !== '' ? c : undefined;
+          if (typeof body.metadata.resourceVersion === 'string') rv = body.metadata.resourceVersion;
+        } while (cont !== undefined && !this.stopped);
+      } catch (err) {
+        if (err instanceof ApiError && err.gone && pages > 0 && attempt < 3 && !this.stopped) {
+          log.info('List continue token expired, restarting the list', { kind: this.spec.kind });
+          continue;
+        }
+        throw err;
+      }
+      if (this.stopped) return;
+      if (rv === '') throw new ApiError(`list ${this.spec.kind}: response has no resourceVersion`);
+      this.replace(items, rv);
+      return;
+    }
+  }
+
+  // Turns a fresh full list into the events that bring the consumer from the old view to it.
+  private replace(items: KubeObject[], rv: string): void {
+    const fresh = new Map<string, KubeObject>();
+    for (const o of items) {
+      const key = objectKey(o);
+      if (!key) {
+        log.warn('Skipping object without a name', { kind: this.spec.kind });
+        continue;
+      }
+      fresh.set(key, this.complete(o));
+    }
+    // Deletions first: a new object may reuse what a vanished one held (an IP, a node port).
+    for (const [key, old] of this.store) {
+      if (!fresh.has(key)) {
+        this.store.delete(key);
+        this.emit('DELETED', old);
+      }
+    }
+    let changed = 0;
+    for (const [key, o] of fresh) {
+      const old = this.store.get(key);
+      this.store.set(key, o);
+      if (!old) this.emit('ADDED', o);
+      else if (old.metadata?.resourceVersion === undefined || old.metadata.resourceVersion !== o.metadata?.resourceVersion) {
+        this.emit('MODIFIED', o);
+      } else continue;
+      changed++;
+    }
+    this.resourceVersion = rv;
+    this.needList = false;
+    log.v(2, 'Listed', { kind: this.spec.kind, objects: fresh.size, changed, resourceVersion: rv });
+    if (!this.synced) {
+      this.synced = true;
+      try {
+        this.handler.onSynced(this.spec.kind);
+      } catch (err) {
+        log.error('Source handler failed on sync', { kind: this.spec.kind, err: describe(err) });
+      }
+    }
+  }
+
+  private async watch(): Promise<void> {
+    const timeoutSeconds = Math.max(1, Math.floor(this.minWatchTimeout * (1 + Math.random())));
+    const query = {
+      watch: 'true',
+      resourceVersion: this.resourceVersion,
+      allowWatchBookmarks: 'true',
+      timeoutSeconds: String(timeoutSeconds),
+      labelSelector: this.spec.labelSelector,
+      fieldSelector: this.spec.fieldSelector,
+    };
+    const started = Date.now();
+    let events = 0;
+    await this.call(query, `watch ${this.spec.kind}`, async (res, touch) => {
+      const dec = new StringDecoder('utf8');
+      let buf = '';
+      for await (const chunk of res.body) {
+        touch();
+        buf += dec.write(chunk as Buffer);
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line === '' || this.stopped) continue;
+          this.handleLine(line);
+          events++;
+          this.failures = 0;
+        }
+      }
+      const rest = (buf + dec.end()).trim();
+      if (rest !== '' && !this.stopped) {
+        this.handleLine(rest);
+        events++;
+      }
+    });
+    // A watch the server closes at once without a word would otherwise be reopened in a tight loop.
+    if (events === 0 && !this.stopped && Date.now() - started < (timeoutSeconds * 1000) / 2) {
+      throw new ApiError(`watch ${this.spec.kind}: closed by the server before its timeout`);
+    }
+  }
+
+  private handleLine(line: string): void {
+    let ev: unknown;
+    try {
+      ev = JSON.parse(line);
+    } catch {
+      throw new ApiError(`watch ${this.spec.kind}: malformed event line ${JSON.stringify(line.slice(0, 80))}`);
+    }
+    if (!isObject(ev) || typeof ev.type !== 'string' || !isObject(ev.object)) {
+      throw new ApiError(`watch ${this.spec.kind}: malformed event ${JSON.stringify(line.slice(0, 80))}`);
+    }
+    const obj = ev.object as KubeObject & Record<string, unknown>;
+    switch (ev.type) {
+      case 'ERROR': {
+        const code = typeof obj.code === 'number' ? obj.code : undefined;
+        const msg = typeof obj.message === 'string' ? obj.message : 'unknown error';
+        throw new ApiError(`watch ${this.spec.kind}: error event ${code ?? ''} ${msg}`.trim(), code, code === 410);
+      }
+      case 'BOOKMARK': {
+        const rv = obj.metadata?.resourceVersion;
+        if (typeof rv === 'string' && rv !== '') this.resourceVersion = rv;
+        return;
+      }
+      case 'ADDED':
+      case 'MODIFIED':
+      case 'DELETED':
+        this.apply(ev.type, obj);
+        return;
+      default:
+        log.warn('Skipping watch event of unknown type', { kind: this.spec.kind, type: ev.type });
+    }
+  }
+
+  private apply(type: EventType, raw: KubeObject): void {
+    const rv = raw.metadata?.resourceVersion;
+    const key = objectKey(raw);
+    if (!key) {
+      log.warn('Skipping object without a name', { kind: this.spec.kind, type });
+    } else if (type === 'DELETED') {
+      if (this.store.delete(key)) this.emit('DELETED', this.complete(raw));
+    } else {
+      const o = this.complete(raw);
+      const had = this.store.has(key);
+      this.store.set(key, o);
+      this.emit(had ? 'MODIFIED' : 'ADDED', o);
+    }
+    if (typeof rv === 'string' && rv !== '') this.resourceVersion = rv;
+  }
+
+  // List items arrive without kind/apiVersion; give every object both, whatever its route.
+  private complete(o: KubeObject): KubeObject {
+    if (o.kind === this.spec.kind && o.apiVersion === this.spec.apiVersion) return o;
+    return { ...o, kind: this.spec.kind, apiVersion: this.spec.apiVersion };
+  }
+
+  private emit(type: EventType, object: KubeObject): void {
+    log.v(2, 'Received change', {
+      kind: this.spec.kind,
+      type,
+      namespace: object.metadata?.namespace,
+      name: object.metadata?.name,
+      resourceVersion: object.metadata?.resourceVersion,
+    });
+    try {
+      this.handler.onEvent({ kind: this.spec.kind, type, object });
+    } catch (err) {
+      log.error('Source handler failed on an event', { kind: this.spec.kind, type, err: describe(err) });
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = (err as { cause?: unknown }).cause;
+    const code = (err as { code?: unknown }).code;
+    let s = err.message || err.name;
+    if (typeof code === 'string' && !s.includes(code)) s += ` (${code})`;
+    if (cause instanceof Error && cause.message && !s.includes(cause.message)) s += `: ${cause.message}`;
+    return s;
+  }
+  return String(err);
+}
