@@ -1,0 +1,40 @@
+// Human-readable rendering of a snapshot: what the proxy would program, per service port.
+import type { Endpoint, ServicePortState, Snapshot } from '../model/types.js';
+
+function endpointText(e: Endpoint): string {
+  const host = e.ip.includes(':') ? `[${e.ip}]` : e.ip;
+  const flags: string[] = [];
+  if (!e.ready) flags.push(e.terminating ? 'terminating' : 'not-ready');
+  if (e.isLocal) flags.push('local');
+  return `${host}:${e.port}${flags.length ? `(${flags.join(',')})` : ''}`;
+}
+
+function list(eps: Endpoint[]): string {
+  return eps.length ? eps.map(endpointText).join(' ') : '(none)';
+}
+
+export function describeServicePort(s: ServicePortState): string {
+  const i = s.info;
+  const vip = i.clusterIP.includes(':') ? `[${i.clusterIP}]` : i.clusterIP;
+  const parts = [`${i.name} ${i.protocol} ${vip}:${i.port}`];
+  if (i.nodePort) parts.push(`nodePort=${i.nodePort}`);
+  if (i.externalIPs.length) parts.push(`externalIPs=${i.externalIPs.join(',')}`);
+  if (i.loadBalancerIPs.length) parts.push(`loadBalancerIPs=${i.loadBalancerIPs.join(',')}`);
+  if (i.loadBalancerSourceRanges.length) parts.push(`sourceRanges=${i.loadBalancerSourceRanges.join(',')}`);
+  if (i.sessionAffinity.clientIPTimeoutSeconds !== undefined) {
+    parts.push(`affinity=ClientIP/${i.sessionAffinity.clientIPTimeoutSeconds}s`);
+  }
+  if (i.externalPolicyLocal) parts.push('externalTrafficPolicy=Local');
+  if (i.internalPolicyLocal) parts.push('internalTrafficPolicy=Local');
+  const lines = [parts.join(' ')];
+  lines.push(`    cluster endpoints: ${list(s.clusterEndpoints)}`);
+  if (i.externalPolicyLocal || i.internalPolicyLocal) lines.push(`    local endpoints:   ${list(s.localEndpoints)}`);
+  return lines.join('\n');
+}
+
+export function describeSnapshot(snap: Snapshot): string {
+  const keys = [...snap.services.keys()].sort();
+  const head = `snapshot ${snap.family} generation ${snap.generation}: ${keys.length} service ports` +
+    (snap.changes.full ? ' (full)' : `, ${snap.changes.changed.size} changed, ${snap.changes.deleted.size} deleted`);
+  return [head, ...keys.map((k) => '  ' + describeServicePort(snap.services.get(k)!))].join('\n');
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env node
+// kube-proxy-ts entry point: flags and config file → a running proxy (or a one-shot action).
+import { writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { createBackend, cleanupAll } from '../backend/index.js';
+import { ConfigError, effectiveMode, serializeConfiguration } from '../config/index.js';
+import { log, setVerbosity } from '../log.js';
+import { Proxy } from '../proxy.js';
+import { ApiServerSource } from '../source/apiserver.js';
+import { KubeClient } from '../source/kubeclient.js';
+import { ManifestsSource } from '../source/manifests.js';
+import type { Source } from '../source/types.js';
+import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
+
+const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {};
+
+/** Lets other modules (sandbox, explain) add subcommands without main knowing their flags. */
+export function registerSubcommand(name: string, run: (argv: string[]) => Promise<number>): void {
+  SUBCOMMANDS[name] = run;
+}
+
+function nodeNameOf(cmd: CommandLine): string {
+  return (cmd.config.hostnameOverride || hostname()).trim().toLowerCase();
+}
+
+async function runProxy(cmd: CommandLine): Promise<number> {
+  const nodeName = nodeNameOf(cmd);
+  const mode = effectiveMode(cmd.config);
+  let source: Source;
+  if (cmd.manifestsDir) {
+    source = new ManifestsSource(cmd.manifestsDir);
+  } else {
+    const client = KubeClient.load({ kubeconfig: cmd.config.clientConnection.kubeconfig || undefined, master: cmd.master || undefined });
+    source = new ApiServerSource({ client, nodeName });
+    log.info('using the API server', { server: client.server });
+  }
+  const proxy = new Proxy({
+    config: cmd.config,
+    nodeName,
+    source,
+    createBackend: (cfg) => createBackend(mode, cfg, { dryRun: cmd.dryRun }),
+  });
+  log.info('starting kube-proxy-ts', { version: VERSION, mode, node: nodeName, dryRun: cmd.dryRun });
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    // Rules stay in the kernel: a restart must not interrupt service traffic.
+    log.info('stopping; kernel rules are left in place', { signal });
+    proxy.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  await proxy.start();
+  return new Promise<number>(() => {
+    /* runs until a signal */
+  });
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const sub = argv[0] !== undefined ? SUBCOMMANDS[argv[0]] : undefined;
+  if (sub) return sub(argv.slice(1));
+
+  let cmd: CommandLine;
+  try {
+    cmd = parseCommandLine(argv);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`kube-proxy-ts: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
+  if (cmd.help) {
+    process.stdout.write(helpText());
+    return 0;
+  }
+  if (cmd.version) {
+    process.stdout.write(`kube-proxy-ts ${VERSION}\n`);
+    return 0;
+  }
+  setVerbosity(cmd.verbosity);
+  if (cmd.writeConfigTo) {
+    writeFileSync(cmd.writeConfigTo, serializeConfiguration(cmd.config));
+    log.info('wrote the effective configuration', { file: cmd.writeConfigTo });
+    return 0;
+  }
+  if (cmd.cleanup) {
+    await cleanupAll();
+    log.info('cleanup done');
+    return 0;
+  }
+  return runProxy(cmd);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`kube-proxy-ts: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

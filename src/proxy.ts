@@ -1,0 +1,133 @@
+// The proxy: source events feed the model; a bounded-frequency runner turns the model into
+// per-family snapshots and hands them to the kernel backends (or, in observe mode, prints them).
+import { networkInterfaces } from 'node:os';
+import type { Backend, BackendConfig } from './backend/types.js';
+import { describeSnapshot } from './cli/describe.js';
+import { resolveBackendConfigs, syncPeriodsMs } from './config/index.js';
+import type { KubeProxyConfiguration } from './config/types.js';
+import { log } from './log.js';
+import type { KubeObject } from './model/k8s.js';
+import { ProxyModel } from './model/tracker.js';
+import type { IPFamily, Snapshot } from './model/types.js';
+import { Readiness } from './runner/readiness.js';
+import { SyncRunner } from './runner/runner.js';
+import type { Source, SourceEvent } from './source/types.js';
+
+export interface ProxyOptions {
+  config: KubeProxyConfiguration;
+  nodeName: string;
+  source: Source;
+  /** Returns the backend for one family, or null to only print snapshots (observe mode). */
+  createBackend: (cfg: BackendConfig) => Backend | null;
+  /** Where observe mode writes snapshots. */
+  out?: (text: string) => void;
+}
+
+function objectName(o: KubeObject): string {
+  const m = o.metadata ?? {};
+  return m.namespace ? `${m.namespace}/${m.name}` : String(m.name);
+}
+
+/** Node IPs when the Node object has none: the host's own non-loopback addresses. */
+function hostIPs(): string[] {
+  const ips: string[] = [];
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) {
+      if (!a.internal && !(a.family === 'IPv6' && a.address.startsWith('fe80'))) ips.push(a.address);
+    }
+  }
+  return ips;
+}
+
+export class Proxy {
+  readonly model: ProxyModel;
+  readonly readiness = new Readiness();
+  readonly runner: SyncRunner;
+  /** Backends by family, created at the first sync once the node's IPs are known. */
+  backends: Map<IPFamily, Backend | null> | null = null;
+  readonly lastSnapshots = new Map<IPFamily, Snapshot>();
+  private readonly out: (text: string) => void;
+
+  constructor(private readonly opts: ProxyOptions) {
+    this.model = new ProxyModel({ nodeName: opts.nodeName });
+    this.out = opts.out ?? ((t) => process.stdout.write(t + '\n'));
+    const periods = syncPeriodsMs(opts.config);
+    this.runner = new SyncRunner({
+      name: 'sync-proxy-rules',
+      minIntervalMs: periods.minSyncPeriodMs,
+      maxIntervalMs: periods.syncPeriodMs,
+      sync: () => this.sync(),
+      gate: () => this.readiness.ready(),
+    });
+  }
+
+  async start(): Promise<void> {
+    this.readiness.onReady(() => {
+      log.info('services and endpoint slices synced; starting rule syncs');
+      this.runner.run();
+    });
+    this.runner.start();
+    await this.opts.source.start({
+      onEvent: (e) => this.onEvent(e),
+      onSynced: (kind) => {
+        log.info('initial list delivered', { kind });
+        this.readiness.markSynced(kind);
+      },
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.opts.source.stop();
+    await this.runner.stop();
+  }
+
+  private onEvent(e: SourceEvent): void {
+    log.info('change received', {
+      kind: e.kind,
+      type: e.type,
+      object: objectName(e.object),
+      resourceVersion: e.object.metadata?.resourceVersion,
+    });
+    this.model.apply(e);
+    if (this.readiness.ready()) this.runner.run();
+  }
+
+  private ensureBackends(): Map<IPFamily, Backend | null> {
+    if (this.backends) return this.backends;
+    const node = this.model.node();
+    let ips = node.addresses;
+    if (ips.length === 0) {
+      ips = hostIPs();
+      log.warn('own Node has no addresses (or is unknown); using the host interface addresses', {
+        node: this.opts.nodeName,
+        ips,
+      });
+    }
+    const configs = resolveBackendConfigs(this.opts.config, { ips, podCIDRs: node.podCIDRs });
+    this.backends = new Map(configs.map((c) => [c.family, this.opts.createBackend(c)]));
+    return this.backends;
+  }
+
+  private async sync(): Promise<void> {
+    const backends = this.ensureBackends();
+    for (const [family, backend] of backends) {
+      const snap = this.model.snapshot(family);
+      this.lastSnapshots.set(family, snap);
+      if (backend) {
+        const started = performance.now();
+        const res = await backend.sync(snap);
+        log.info('synced proxy rules', {
+          mode: backend.mode,
+          family,
+          servicePorts: snap.services.size,
+          full: res.full,
+          operations: res.operations,
+          ms: Math.round(performance.now() - started),
+        });
+        log.v(2, describeSnapshot(snap));
+      } else {
+        this.out(describeSnapshot(snap));
+      }
+    }
+  }
+}
