@@ -55,11 +55,14 @@ function invalid(key: string, reason: string, detail: string): SliceParseResult 
   return { status: 'invalid', key, reason, detail };
 }
 
+// Shared by every endpoint without hints, to spare an allocation per endpoint. Never mutated.
+const NO_HINTS: string[] = [];
+
 function parseHints(raw: unknown, field: string, problems: FieldProblem[]): string[] {
-  if (raw === undefined || raw === null) return [];
+  if (raw === undefined || raw === null) return NO_HINTS;
   if (!Array.isArray(raw) || raw.length > LIMITS.hints) {
     problems.push({ reason: 'invalid-hints', detail: `${field} is not a list or too long` });
-    return [];
+    return NO_HINTS;
   }
   const out = new Set<string>();
   for (const h of raw) {
@@ -67,7 +70,7 @@ function parseHints(raw: unknown, field: string, problems: FieldProblem[]): stri
     if (isPlainString(name, LIMITS.longName) && name !== '') out.add(name);
     else problems.push({ reason: 'invalid-hints', detail: `${field} entry ${clip(h)}` });
   }
-  return [...out].sort();
+  return out.size === 0 ? NO_HINTS : [...out].sort();
 }
 
 function optionalBool(v: unknown): boolean | undefined | 'bad' {
@@ -119,8 +122,8 @@ function parseEndpoint(raw: unknown, family: IPFamily, problems: FieldProblem[])
     if (isPlainString(raw.zone, LIMITS.shortName)) zone = raw.zone;
     else problems.push({ reason: 'invalid-zone', detail: `${ip.ip}: ${clip(raw.zone)}` });
   }
-  let hintsForZones: string[] = [];
-  let hintsForNodes: string[] = [];
+  let hintsForZones = NO_HINTS;
+  let hintsForNodes = NO_HINTS;
   if (raw.hints !== undefined && raw.hints !== null) {
     if (isRecord(raw.hints)) {
       hintsForZones = parseHints(raw.hints.forZones, 'hints.forZones', problems);
@@ -205,6 +208,7 @@ export function parseEndpointSlice(obj: unknown): SliceParseResult {
       const ep = parseEndpoint(e, family, problems);
       if (ep !== null) endpoints.push(ep);
     }
+    sortByAddress(endpoints);
   }
   return {
     status: 'ok',
@@ -244,16 +248,45 @@ export function endpointString(ep: Pick<Endpoint, 'ip' | 'port'>): string {
   return ep.ip.includes(':') ? `[${ep.ip}]:${ep.port}` : `${ep.ip}:${ep.port}`;
 }
 
+function compareKeys<T>(a: [string, T], b: [string, T]): number {
+  return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+}
+
+/**
+ * Sorts slice endpoints so that, for any one port number, they come out in `ip:port`
+ * text order (upstream's order) and duplicate addresses are adjacent.
+ */
+function sortByAddress(endpoints: SliceEndpoint[]): void {
+  const keyed = endpoints.map((e): [string, SliceEndpoint] => [e.ip.includes(':') ? `[${e.ip}]:` : `${e.ip}:`, e]);
+  keyed.sort(compareKeys);
+  for (let i = 0; i < keyed.length; i++) endpoints[i] = keyed[i]![1];
+}
+
 /** Higher wins when two slices list the same ip:port. */
 function preference(ep: Endpoint): number {
   return (ep.ready ? 4 : 0) + (ep.serving ? 2 : 0) + (ep.isLocal ? 1 : 0);
 }
 
+function toEndpoint(se: SliceEndpoint, port: number, nodeName: string): Endpoint {
+  return {
+    ip: se.ip,
+    port,
+    ready: se.ready,
+    serving: se.serving,
+    terminating: se.terminating,
+    isLocal: nodeName !== '' && se.nodeName === nodeName,
+    nodeName: se.nodeName,
+    zone: se.zone,
+    hintsForZones: se.hintsForZones,
+    hintsForNodes: se.hintsForNodes,
+  };
+}
+
 /**
  * The endpoints of one service port: every slice port with the same name and protocol
- * contributes its endpoints at that slice port's number. The same ip:port listed by
- * several slices (an endpoint moving between slices) appears once, the ready copy
- * preferred. Sorted by `ip:port` text, as upstream does.
+ * contributes its endpoints at that slice port's number. The same ip:port listed twice
+ * (an endpoint moving between slices) appears once, the ready copy preferred. Sorted by
+ * `ip:port` text, as upstream does.
  */
 export function endpointsForPort(
   slices: readonly ParsedSlice[],
@@ -261,30 +294,35 @@ export function endpointsForPort(
   protocol: Protocol,
   nodeName: string,
 ): Endpoint[] {
-  const byKey = new Map<string, Endpoint>();
+  const sources: Array<[SliceEndpoint[], number]> = [];
   for (const slice of slices) {
     for (const sp of slice.ports) {
-      if (sp.name !== portName || sp.protocol !== protocol) continue;
-      for (const se of slice.endpoints) {
-        const ep: Endpoint = {
-          ip: se.ip,
-          port: sp.port,
-          ready: se.ready,
-          serving: se.serving,
-          terminating: se.terminating,
-          isLocal: nodeName !== '' && se.nodeName === nodeName,
-          nodeName: se.nodeName,
-          zone: se.zone,
-          hintsForZones: se.hintsForZones,
-          hintsForNodes: se.hintsForNodes,
-        };
-        const k = endpointString(ep);
-        const prev = byKey.get(k);
-        if (prev === undefined || preference(ep) > preference(prev)) byKey.set(k, ep);
-      }
+      if (sp.name === portName && sp.protocol === protocol) sources.push([slice.endpoints, sp.port]);
     }
   }
-  const keyed = [...byKey.entries()];
-  keyed.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  return keyed.map((e) => e[1]);
+  if (sources.length === 1) {
+    // The common case: slice endpoints are already in order, duplicates adjacent.
+    const [list, port] = sources[0]!;
+    const out: Endpoint[] = [];
+    for (const se of list) {
+      const ep = toEndpoint(se, port, nodeName);
+      const last = out[out.length - 1];
+      if (last !== undefined && last.ip === ep.ip) {
+        if (preference(ep) > preference(last)) out[out.length - 1] = ep;
+      } else {
+        out.push(ep);
+      }
+    }
+    return out;
+  }
+  const byKey = new Map<string, Endpoint>();
+  for (const [list, port] of sources) {
+    for (const se of list) {
+      const ep = toEndpoint(se, port, nodeName);
+      const k = endpointString(ep);
+      const prev = byKey.get(k);
+      if (prev === undefined || preference(ep) > preference(prev)) byKey.set(k, ep);
+    }
+  }
+  return [...byKey.entries()].sort(compareKeys).map((e) => e[1]);
 }

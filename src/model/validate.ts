@@ -81,20 +81,32 @@ export interface ParsedIP {
   words: number[];
 }
 
-const V4_OCTET = /^(0|[1-9][0-9]{0,2})$/;
-
 function parseIPv4Words(s: string): number | null {
-  const parts = s.split('.');
-  if (parts.length !== 4) return null;
+  // A hand-written scanner: this runs for every endpoint address, so it avoids regexes.
   let v = 0;
-  for (const p of parts) {
-    // Leading zeros are rejected: some parsers read them as octal.
-    if (!V4_OCTET.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    v = v * 256 + n;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46 /* . */) {
+      if (digits === 0 || dots === 3) return null;
+      v = v * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      // Leading zeros are rejected: some parsers read them as octal.
+      if (digits > 0 && octet === 0) return null;
+      octet = octet * 10 + (c - 48);
+      digits++;
+      if (octet > 255) return null;
+    } else {
+      return null;
+    }
   }
-  return v;
+  if (dots !== 3 || digits === 0) return null;
+  return v * 256 + octet;
 }
 
 const HEX_GROUP = /^[0-9a-f]{1,4}$/;
