@@ -7,12 +7,15 @@ export class ConfigError extends Error {
   /** Field path (`iptables.syncPeriod`) or flag (`--proxy-mode`) at fault, when known. */
   readonly field: string | undefined;
   readonly value: unknown;
+  /** What is wrong with the value, without the field and value (for re-wording by the CLI). */
+  readonly reason: string | undefined;
 
-  constructor(message: string, field?: string, value?: unknown) {
+  constructor(message: string, field?: string, value?: unknown, reason?: string) {
     super(message);
     this.name = 'ConfigError';
     this.field = field;
     this.value = value;
+    this.reason = reason;
   }
 }
 
@@ -27,5 +30,5 @@ export function showValue(value: unknown): string {
 }
 
 export function invalidField(field: string, value: unknown, reason: string): ConfigError {
-  return new ConfigError(`invalid value ${showValue(value)} for ${field}: ${reason}`, field, value);
+  return new ConfigError(`invalid value ${showValue(value)} for ${field}: ${reason}`, field, value, reason);
 }

@@ -184,8 +184,11 @@ export function checkConfigObject(obj: unknown): PartialConfiguration {
   return check(SCHEMA, obj, '') as PartialConfiguration;
 }
 
-function withSource(e: unknown, source: string): ConfigError {
-  if (e instanceof ConfigError) return new ConfigError(`config file ${showValue(source)}: ${e.message}`, e.field, e.value);
+/** Prefixes an error with the config file it came from. */
+export function withSource(e: unknown, source: string): ConfigError {
+  if (e instanceof ConfigError) {
+    return new ConfigError(`config file ${showValue(source)}: ${e.message}`, e.field, e.value, e.reason);
+  }
   return new ConfigError(`config file ${showValue(source)}: ${e instanceof Error ? e.message : String(e)}`);
 }
 
