@@ -92,12 +92,28 @@ export class KubeClient implements ApiRequester {
   private agent: Agent | undefined;
   private agentKey = '';
   private readonly userAgent: string;
+  /** Where credentials are asked for; see the constructor. */
+  private readonly credentials: KubeConfig;
 
   constructor(
     readonly config: KubeConfig,
     opts: { userAgent?: string } = {},
   ) {
     this.userAgent = opts.userAgent ?? `kube-proxy-ts/0.1.0 (${process.platform}/${process.arch})`;
+    const cluster = config.getCurrentCluster();
+    if (!cluster) throw new Error('kubeconfig has no current cluster');
+    this.credentials = config;
+    if (cluster.server.startsWith('http:') && !cluster.skipTLSVerify) {
+      // KubeConfig refuses plain http unless TLS verification is switched off; there is no TLS
+      // to verify on such a URL, so credentials come from a copy that says so.
+      this.credentials = new KubeConfig();
+      this.credentials.loadFromOptions({
+        clusters: config.clusters.map((c) => (c.name === cluster.name ? { ...c, skipTLSVerify: true } : c)),
+        users: config.users,
+        contexts: config.contexts,
+        currentContext: config.currentContext,
+      });
+    }
   }
 
   static load(opts: ClientConnectionOptions = {}): KubeClient {
@@ -106,13 +122,13 @@ export class KubeClient implements ApiRequester {
 
   /** The API server base URL. */
   get server(): string {
-    return this.config.getCurrentCluster()!.server;
+    return this.credentials.getCurrentCluster()!.server;
   }
 
   async request(path: string, opts: KubeRequestOptions = {}): Promise<KubeResponse> {
     // Asked for every request: token files, exec plugins and rotated certificates refresh here.
     const auth: https.RequestOptions = { headers: {} };
-    await this.config.applyToHTTPSOptions(auth);
+    await this.credentials.applyToHTTPSOptions(auth);
     const headers: Record<string, string> = { Accept: 'application/json', 'User-Agent': this.userAgent };
     for (const [k, v] of Object.entries(auth.headers ?? {})) {
       if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);

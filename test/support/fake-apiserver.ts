@@ -32,6 +32,8 @@ export interface RequestRecord {
   path: string;
   namespace: string | undefined;
   query: Record<string, string>;
+  /** Date.now() when the request arrived. */
+  time: number;
 }
 
 export interface RequestFilter {
@@ -497,6 +499,11 @@ export class FakeApiServer {
     }
   }
 
+  /** Recorded requests matching the filter, oldest first. */
+  requestsMatching(filter: RequestFilter = {}): RequestRecord[] {
+    return this.requests.filter((r) => matchesFilter(r, filter));
+  }
+
   /** Number of recorded requests matching the filter. */
   count(filter: RequestFilter = {}): number {
     return this.requests.filter((r) => matchesFilter(r, filter)).length;
@@ -523,7 +530,15 @@ export class FakeApiServer {
       else if (method === 'PUT' && r.name !== undefined) verb = 'update';
       else if (method === 'DELETE' && r.name !== undefined) verb = 'delete';
     }
-    const rec: RequestRecord = { kind: r?.kind, verb, method, path: url.pathname, namespace: r?.namespace, query };
+    const rec: RequestRecord = {
+      kind: r?.kind,
+      verb,
+      method,
+      path: url.pathname,
+      namespace: r?.namespace,
+      query,
+      time: Date.now(),
+    };
     this.requests.push(rec);
 
     const fault = this.takeFault(rec);
@@ -780,4 +795,64 @@ function asStatus(err: unknown): StatusError {
   if (err instanceof StatusError) return err;
   if (err instanceof SyntaxError) return new StatusError(400, 'BadRequest', `invalid JSON body: ${err.message}`);
   return new StatusError(500, 'InternalError', String(err));
+}
+
+// ---- consumer side ----
+
+export interface RecordedEvent {
+  kind: ObjectKind;
+  type: ChangeType;
+  object: KubeObject;
+}
+
+/** A SourceHandler that rebuilds the view a consumer would have and flags inconsistent
+ *  events (ADDED for a known object, MODIFIED or DELETED for an unknown one, double sync). */
+export class ViewRecorder {
+  readonly events: RecordedEvent[] = [];
+  readonly synced: ObjectKind[] = [];
+  readonly problems: string[] = [];
+  private readonly views: Record<ObjectKind, Map<string, KubeObject>> = {
+    Service: new Map(),
+    EndpointSlice: new Map(),
+    Node: new Map(),
+  };
+
+  onEvent(e: RecordedEvent): void {
+    this.events.push(e);
+    const view = this.views[e.kind];
+    const key = keyOf(e.object);
+    const known = view.has(key);
+    if (e.type === 'ADDED' && known) this.problems.push(`ADDED for known ${e.kind} ${key}`);
+    if (e.type !== 'ADDED' && !known) this.problems.push(`${e.type} for unknown ${e.kind} ${key}`);
+    if (e.type === 'DELETED') view.delete(key);
+    else view.set(key, e.object);
+  }
+
+  onSynced(kind: ObjectKind): void {
+    if (this.synced.includes(kind)) this.problems.push(`synced twice: ${kind}`);
+    this.synced.push(kind);
+  }
+
+  /** key → resourceVersion of what the consumer currently believes. */
+  view(kind: ObjectKind): Record<string, string> {
+    return versions([...this.views[kind].values()]);
+  }
+}
+
+/** key → resourceVersion of a list of objects, for comparing views. */
+export function versions(objs: KubeObject[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const o of [...objs].sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1))) {
+    out[keyOf(o)] = o.metadata?.resourceVersion ?? '';
+  }
+  return out;
+}
+
+/** Polls until cond() holds; rejects with `what` after timeoutMs. */
+export async function waitFor(cond: () => boolean, what: string, timeoutMs = 8000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }

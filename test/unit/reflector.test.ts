@@ -1,0 +1,303 @@
+import { test, describe, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { isDeepStrictEqual } from 'node:util';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FakeApiServer, ViewRecorder, versions, waitFor } from '../support/fake-apiserver.js';
+import { kubeconfigFor } from '../support/kubeconfig.js';
+import { ApiServerSource, type ApiServerSourceOptions } from '../../src/source/apiserver.js';
+import { KubeClient, loadKubeConfig } from '../../src/source/kubeclient.js';
+import type { KubeObject, ObjectKind } from '../../src/model/k8s.js';
+
+const TOKEN = 'reflector-token';
+const NODE = 'node-1';
+const KINDS: ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
+const EXCLUDING = ['service.kubernetes.io/service-proxy-name', 'service.kubernetes.io/headless'];
+
+export interface Harness {
+  server: FakeApiServer;
+  client: KubeClient;
+  source: ApiServerSource;
+  rec: ViewRecorder;
+}
+
+const open: Harness[] = [];
+
+export async function startHarness(
+  populate: (s: FakeApiServer) => void = () => undefined,
+  sourceOpts: Partial<ApiServerSourceOptions> = {},
+  token = TOKEN,
+): Promise<Harness> {
+  const server = await FakeApiServer.start({ token: TOKEN, bookmarkIntervalMs: 50 });
+  populate(server);
+  const client = KubeClient.load({ kubeconfig: kubeconfigFor(server, { token }) });
+  const source = new ApiServerSource({
+    client,
+    nodeName: NODE,
+    minWatchTimeoutSeconds: 2,
+    backoffInitialMs: 20,
+    backoffMaxMs: 200,
+    inactivityTimeoutMs: 400,
+    ...sourceOpts,
+  });
+  const rec = new ViewRecorder();
+  const h = { server, client, source, rec };
+  open.push(h);
+  await source.start(rec);
+  return h;
+}
+
+export async function stopHarnesses(): Promise<void> {
+  for (const h of open.splice(0)) {
+    await h.source.stop();
+    await h.client.close();
+    await h.server.stop();
+  }
+}
+
+/** What the proxy should see: objects passing its selectors. */
+export function expected(server: FakeApiServer, kind: ObjectKind): Record<string, string> {
+  let objs = server.list(kind);
+  if (kind === 'Node') objs = objs.filter((o) => o.metadata?.name === NODE);
+  else objs = objs.filter((o) => !EXCLUDING.some((l) => l in (o.metadata?.labels ?? {})));
+  return versions(objs);
+}
+
+/** Waits until the consumer's view equals the server's objects for every kind. */
+export async function converged(h: Harness, what: string): Promise<void> {
+  const same = (): boolean => KINDS.every((k) => isDeepStrictEqual(h.rec.view(k), expected(h.server, k)));
+  try {
+    await waitFor(same, what);
+  } finally {
+    for (const k of KINDS) assert.deepEqual(h.rec.view(k), expected(h.server, k), `${what}: ${k} view`);
+    assert.deepEqual(h.rec.problems, []);
+  }
+}
+
+export function svc(ns: string, name: string, extra: Partial<KubeObject> & Record<string, unknown> = {}): KubeObject {
+  return { metadata: { namespace: ns, name }, spec: { clusterIP: '10.96.0.10' }, ...extra } as KubeObject;
+}
+
+export function populateSmall(s: FakeApiServer): void {
+  for (let i = 0; i < 5; i++) s.create('Service', svc('default', `svc-${i}`));
+  for (let i = 0; i < 5; i++) s.create('EndpointSlice', svc('default', `svc-${i}-abc`));
+  s.create('Node', { metadata: { name: NODE } });
+  s.create('Node', { metadata: { name: 'node-2' } });
+}
+
+describe('API server source', () => {
+  afterEach(stopHarnesses);
+
+  test('initial sync lists in pages of 500 with the proxy selectors, then reports synced once per kind', async () => {
+    const h = await startHarness((s) => {
+      for (let i = 0; i < 1201; i++) s.create('Service', svc('bulk', `svc-${String(i).padStart(4, '0')}`));
+      s.create('Service', svc('bulk', 'other-proxy', { metadata: { namespace: 'bulk', name: 'other-proxy', labels: { 'service.kubernetes.io/service-proxy-name': 'x' } } }));
+      s.create('Service', svc('bulk', 'headless', { metadata: { namespace: 'bulk', name: 'headless', labels: { 'service.kubernetes.io/headless': '' } } }));
+      s.create('EndpointSlice', svc('bulk', 'svc-0000-abc'));
+      s.create('Node', { metadata: { name: NODE } });
+      s.create('Node', { metadata: { name: 'node-2' } });
+    });
+    await waitFor(() => h.rec.synced.length === 3, 'all kinds synced');
+    await converged(h, 'initial list');
+    assert.equal(Object.keys(h.rec.view('Service')).length, 1201);
+    assert.deepEqual(Object.keys(h.rec.view('Node')), [`/${NODE}`]);
+    const lists = h.server.requestsMatching({ kind: 'Service', verb: 'list' });
+    assert.equal(lists.length, 3, 'three LIST pages for 1201 Services');
+    for (const r of lists) {
+      assert.equal(r.query.limit, '500');
+      assert.equal(r.query.labelSelector, '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless');
+    }
+    assert.equal(lists[0]!.query.continue, undefined);
+    assert.ok(lists[1]!.query.continue && lists[2]!.query.continue);
+    const nodeList = h.server.requestsMatching({ kind: 'Node', verb: 'list' })[0]!;
+    assert.equal(nodeList.query.fieldSelector, `metadata.name=${NODE}`);
+    assert.equal(h.server.requestsMatching({ kind: 'EndpointSlice', verb: 'list' })[0]!.query.labelSelector, lists[0]!.query.labelSelector);
+    // Events carry kind and apiVersion even though list items do not.
+    const first = h.rec.events.find((e) => e.kind === 'EndpointSlice')!;
+    assert.equal(first.object.kind, 'EndpointSlice');
+    assert.equal(first.object.apiVersion, 'discovery.k8s.io/v1');
+    assert.ok(h.rec.events.every((e) => e.type === 'ADDED'));
+    // Every watch resumes from the version its list returned, with bookmarks asked for.
+    await waitFor(() => h.server.count({ kind: 'Service', verb: 'watch' }) > 0, 'service watch');
+    const w = h.server.requestsMatching({ kind: 'Service', verb: 'watch' })[0]!;
+    assert.equal(w.query.allowWatchBookmarks, 'true');
+    assert.equal(w.query.resourceVersion, h.server.resourceVersion);
+    const t = Number(w.query.timeoutSeconds);
+    assert.ok(t >= 2 && t <= 4, `jittered watch timeout ${t}`);
+  });
+
+  test('restarts the list when a continue token expires between pages', async () => {
+    const h = await startHarness((s) => {
+      for (let i = 0; i < 700; i++) s.create('Service', svc('bulk', `svc-${i}`));
+      s.gone({ filter: { kind: 'Service', verb: 'list', continue: true } });
+    });
+    await converged(h, 'list after expired continue token');
+    const lists = h.server.requestsMatching({ kind: 'Service', verb: 'list' });
+    // page 1, page 2 → 410, then a full new list of two pages.
+    assert.equal(lists.length, 4);
+    assert.equal(lists[2]!.query.continue, undefined);
+    assert.equal(h.rec.synced.filter((k) => k === 'Service').length, 1);
+  });
+
+  test('delivers watch events in order, and selector changes as ADDED/DELETED', async () => {
+    const h = await startHarness(populateSmall);
+    await converged(h, 'initial');
+    const mark = h.rec.events.length;
+    const s = h.server;
+    s.create('Service', svc('ns1', 'a'));
+    s.update('Service', svc('ns1', 'a', { spec: { clusterIP: '10.96.0.11' } }));
+    s.create('EndpointSlice', svc('ns1', 'a-xyz'));
+    s.remove('Service', 'default', 'svc-0');
+    s.update('Service', svc('default', 'svc-1', { metadata: { namespace: 'default', name: 'svc-1', labels: { 'service.kubernetes.io/headless': '' } } }));
+    s.update('Service', svc('default', 'svc-1'));
+    s.update('Node', { metadata: { name: NODE, labels: { zone: 'a' } } });
+    s.update('Node', { metadata: { name: 'node-2', labels: { zone: 'b' } } });
+    await converged(h, 'after changes');
+    const got = h.rec.events.slice(mark).map((e) => `${e.type} ${e.kind} ${e.object.metadata!.name}`);
+    const byKind = (k: string): string[] => got.filter((g) => g.split(' ')[1] === k);
+    assert.deepEqual(byKind('Service'), [
+      'ADDED Service a',
+      'MODIFIED Service a',
+      'DELETED Service svc-0',
+      'DELETED Service svc-1',
+      'ADDED Service svc-1',
+    ]);
+    assert.deepEqual(byKind('EndpointSlice'), ['ADDED EndpointSlice a-xyz']);
+    assert.deepEqual(byKind('Node'), [`MODIFIED Node ${NODE}`]);
+    const modified = h.rec.events.slice(mark).find((e) => e.type === 'MODIFIED' && e.kind === 'Service')!;
+    assert.equal((modified.object as { spec?: { clusterIP?: string } }).spec?.clusterIP, '10.96.0.11');
+  });
+
+  test('bookmarks advance the version a new watch resumes from', async () => {
+    const h = await startHarness(populateSmall);
+    await converged(h, 'initial');
+    await waitFor(() => h.server.openWatches === 3, 'three watches');
+    const listRv = h.server.requestsMatching({ kind: 'Service', verb: 'watch' }).at(-1)!.query.resourceVersion;
+    // Changes to other kinds move the global version; Service watches only see it in bookmarks.
+    h.server.create('EndpointSlice', svc('default', 'bm-1'));
+    h.server.create('EndpointSlice', svc('default', 'bm-2'));
+    const rv = h.server.resourceVersion;
+    assert.notEqual(rv, listRv);
+    await new Promise((r) => setTimeout(r, 300));
+    const before = h.server.count({ kind: 'Service', verb: 'watch' });
+    h.server.dropConnections();
+    await waitFor(() => h.server.count({ kind: 'Service', verb: 'watch' }) > before, 'service watch resumed');
+    const resumed = h.server.requestsMatching({ kind: 'Service', verb: 'watch' })[before]!;
+    assert.equal(resumed.query.resourceVersion, rv);
+    assert.equal(h.server.count({ kind: 'Service', verb: 'list' }), 1, 'resumed without relisting');
+    await converged(h, 'after resume');
+  });
+
+  test('keeps watching across the server-side watch timeout without relisting', async () => {
+    const h = await startHarness(populateSmall, { minWatchTimeoutSeconds: 1 });
+    await converged(h, 'initial');
+    await waitFor(() => h.server.count({ kind: 'Node', verb: 'watch' }) >= 2, 'a second node watch', 8000);
+    h.server.update('Node', { metadata: { name: NODE, labels: { later: 'yes' } } });
+    await converged(h, 'after a change on a later watch');
+    assert.equal(h.server.count({ kind: 'Node', verb: 'list' }), 1);
+  });
+
+  test('stop() ends all requests and no events follow', async () => {
+    const h = await startHarness(populateSmall);
+    await converged(h, 'initial');
+    await h.source.stop();
+    await waitFor(() => h.server.openWatches === 0, 'watch connections closed');
+    const events = h.rec.events.length;
+    const requests = h.server.requests.length;
+    h.server.create('Service', svc('late', 'x'));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(h.rec.events.length, events);
+    assert.equal(h.server.requests.length, requests);
+  });
+
+  test('a wrong token is retried with backoff and never reports synced', async () => {
+    const h = await startHarness(populateSmall, {}, 'wrong-token');
+    await waitFor(() => h.server.count({ kind: 'Service', verb: 'list' }) >= 3, 'repeated list attempts');
+    assert.deepEqual(h.rec.synced, []);
+    assert.deepEqual(h.rec.events, []);
+  });
+
+  test('rejects an empty node name', () => {
+    assert.throws(() => new ApiServerSource({ client: {} as KubeClient, nodeName: '' }), /node name/);
+  });
+});
+
+describe('kube client configuration', () => {
+  test('a missing kubeconfig file is a clear error', () => {
+    assert.throws(() => loadKubeConfig({ kubeconfig: '/nonexistent/kubeconfig' }), /does not exist/);
+  });
+
+  test('--master overrides the kubeconfig server URL', async () => {
+    const server = await FakeApiServer.start({ token: TOKEN });
+    const client = KubeClient.load({
+      kubeconfig: kubeconfigFor('http://127.0.0.1:1', { token: TOKEN }),
+      master: server.url,
+    });
+    try {
+      const res = await client.request('/api/v1/nodes');
+      assert.equal(res.status, 200);
+      assert.equal(((await res.body.json()) as { kind: string }).kind, 'NodeList');
+    } finally {
+      await client.close();
+      await server.stop();
+    }
+  });
+
+  test('KUBECONFIG is used when no path is given; an exec plugin supplies the token', async () => {
+    const server = await FakeApiServer.start({ token: 'from-exec' });
+    const dir = mkdtempSync(join(tmpdir(), 'kpts-exec-'));
+    const plugin = join(dir, 'plugin.mjs');
+    writeFileSync(
+      plugin,
+      `process.stdout.write(JSON.stringify({apiVersion:'client.authentication.k8s.io/v1',kind:'ExecCredential',status:{token:'from-exec'}}));\n`,
+    );
+    const path = kubeconfigFor(server, { exec: { command: process.execPath, args: [plugin] }, dir });
+    const saved = process.env.KUBECONFIG;
+    process.env.KUBECONFIG = path;
+    const client = KubeClient.load({});
+    try {
+      const res = await client.request('/api/v1/services', { query: { limit: '1' } });
+      assert.equal(res.status, 200);
+      await res.body.dump();
+      assert.equal(server.requestsMatching({ verb: 'list' })[0]!.query.limit, '1');
+    } finally {
+      if (saved === undefined) delete process.env.KUBECONFIG;
+      else process.env.KUBECONFIG = saved;
+      await client.close();
+      await server.stop();
+    }
+  });
+
+  test('in-cluster: service account token and CA from the pod filesystem', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'kpts-sa-'));
+    const sa = join(root, 'var/run/secrets/kubernetes.io/serviceaccount');
+    mkdirSync(sa, { recursive: true });
+    writeFileSync(join(sa, 'token'), 'sa-token');
+    writeFileSync(join(sa, 'ca.crt'), 'not a real CA');
+    writeFileSync(join(sa, 'namespace'), 'kube-system');
+    const saved = { h: process.env.KUBERNETES_SERVICE_HOST, p: process.env.KUBERNETES_SERVICE_PORT, k: process.env.KUBECONFIG };
+    process.env.KUBERNETES_SERVICE_HOST = '10.96.0.1';
+    process.env.KUBERNETES_SERVICE_PORT = '443';
+    delete process.env.KUBECONFIG;
+    try {
+      const kc = loadKubeConfig({ inClusterPathPrefix: root });
+      assert.equal(kc.getCurrentCluster()!.server, 'https://10.96.0.1:443');
+      const opts: { headers: Record<string, string>; ca?: Buffer } = { headers: {} };
+      await kc.applyToHTTPSOptions(opts);
+      assert.equal(opts.headers.Authorization, 'Bearer sa-token');
+      assert.equal(opts.ca?.toString(), 'not a real CA');
+      delete process.env.KUBERNETES_SERVICE_HOST;
+      assert.throws(() => loadKubeConfig({}), /not running in a cluster/);
+    } finally {
+      for (const [k, v] of [
+        ['KUBERNETES_SERVICE_HOST', saved.h],
+        ['KUBERNETES_SERVICE_PORT', saved.p],
+        ['KUBECONFIG', saved.k],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
+});
