@@ -46,6 +46,8 @@ interface FlagSpec {
   def: string;
   /** Configuration fields this flag sets (used to point validation errors at the flag). */
   fields?: string[];
+  /** Fields checked against this flag's value (cross-field rules): errors there mention the flag. */
+  related?: string[];
   apply?: (c: KubeProxyConfiguration, v: Value) => void;
 }
 
@@ -105,6 +107,7 @@ const FLAGS: FlagSpec[] = [
   },
   {
     name: 'detect-local-mode', kind: 'string', def: 'ClusterCIDR', fields: ['detectLocalMode'],
+    related: ['detectLocal.bridgeInterface', 'detectLocal.interfaceNamePrefix'],
     usage: 'How to detect local traffic: ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix.',
     apply: (c, v) => { c.detectLocalMode = str(v) as LocalMode | ''; },
   },
@@ -139,6 +142,7 @@ const FLAGS: FlagSpec[] = [
   },
   {
     name: 'iptables-sync-period', kind: 'duration', def: '30s', fields: ['iptables.syncPeriod', 'nftables.syncPeriod'],
+    related: ['iptables.minSyncPeriod', 'nftables.minSyncPeriod'],
     usage: 'Maximum interval between full rule resyncs (iptables and nftables modes), e.g. 5s, 1m, 2h22m; must be > 0.',
     apply: (c, v) => { c.iptables.syncPeriod = str(v); c.nftables.syncPeriod = str(v); },
   },
@@ -164,6 +168,7 @@ const FLAGS: FlagSpec[] = [
   },
   {
     name: 'ipvs-sync-period', kind: 'duration', def: '30s', fields: ['ipvs.syncPeriod'],
+    related: ['ipvs.minSyncPeriod'],
     usage: 'Maximum interval between full IPVS resyncs; must be > 0.',
     apply: (c, v) => { c.ipvs.syncPeriod = str(v); },
   },
@@ -416,7 +421,11 @@ function attribute(e: unknown, given: Map<string, Value>, configFile: string): u
       );
     }
   }
-  return configFile === '' ? e : withSource(e, configFile);
+  const related = FLAGS.find((spec) => given.has(spec.name) && spec.related?.includes(field));
+  const hinted = related
+    ? new ConfigError(`${e.message} (see flag --${related.name}=${showValue(given.get(related.name))})`, e.field, e.value, e.reason)
+    : e;
+  return configFile === '' ? hinted : withSource(hinted, configFile);
 }
 
 function firstPath(list: string | undefined): string {
