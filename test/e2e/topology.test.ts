@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { parsePodServerArgs } from '../support/podserver.js';
 import { requestBatch, requestMany, tcpRequest, udpRequest } from '../support/netclient.js';
 import { createTopology, listNamespaces, type PodSpec, type Topology } from '../support/topology.js';
 
@@ -143,6 +144,38 @@ describe('network-namespace topology', () => {
     assert.equal((await tcpRequest(topo, 'a-1', '10.244.2.10', 8080)).ok, true);
   });
 
+  it('a node DNAT rule serves hairpin and same-node endpoints the way a proxy needs', async () => {
+    // A hand-written Service: 10.96.0.10:80 → a-1:80, masquerading only hairpin traffic, as kube-proxy does.
+    await topo.exec('node1', 'nft', ['-f', '-'], {
+      input: [
+        'table ip svc {',
+        ' chain pre {',
+        '  type nat hook prerouting priority -100;',
+        '  ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.10:80',
+        ' }',
+        ' chain post {',
+        '  type nat hook postrouting priority 100;',
+        '  ip saddr 10.244.1.10 ip daddr 10.244.1.10 masquerade',
+        ' }',
+        '}',
+        '',
+      ].join('\n'),
+    });
+    try {
+      assert.deepEqual(await tcpRequest(topo, 'a-1', '10.96.0.10', 80), { ok: true, pod: 'a-1', seenSource: '10.244.1.1' });
+      assert.deepEqual(await tcpRequest(topo, 'b-1', '10.96.0.10', 80), { ok: false, error: 'unreachable', detail: 'ENETUNREACH' }, 'node2 has no route for it');
+      const sameNode = await tcpRequest(topo, 'a-2', '10.96.0.10', 80, { timeoutMs: 500 });
+      if (topo.brNetfilter) {
+        assert.deepEqual(sameNode, { ok: true, pod: 'a-1', seenSource: '10.244.1.11' });
+      } else {
+        // The bridged reply bypasses conntrack, so the client never sees an answer from the Service IP.
+        assert.equal(sameNode.ok, false);
+      }
+    } finally {
+      await topo.exec('node1', 'nft', ['delete', 'table', 'ip', 'svc']);
+    }
+  });
+
   it('batches many requests in one client process and counts answers per pod', async () => {
     const many = await requestMany(topo, 'ext', '10.244.2.11', 80, 25);
     assert.deepEqual(many.pods, { 'b-2': 25 });
@@ -234,5 +267,30 @@ describe('cleanup when a test fails', () => {
     assert.equal(r.code, 143);
     assert.deepEqual(listNamespaces(`${r.id}-`), []);
     await eventually(() => r.pids.every((p) => !pidAlive(p)), 'pod servers to exit');
+  });
+});
+
+describe('pod server arguments', () => {
+  it('parses repeated and comma-separated ports', () => {
+    assert.deepEqual(parsePodServerArgs(['--name', 'web-1', '--tcp', '80,8080', '--udp', '53', '--tcp', '9000']), {
+      name: 'web-1',
+      tcp: [80, 8080, 9000],
+      udp: [53],
+    });
+  });
+
+  it('rejects bad arguments with a clear message, and the standalone server exits 2', async () => {
+    assert.throws(() => parsePodServerArgs(['--name', 'w', '--tcp', '70000']), /--tcp: invalid port "70000"/);
+    assert.throws(() => parsePodServerArgs(['--tcp', '80']), /--name is required/);
+    assert.throws(() => parsePodServerArgs(['--name', 'w']), /at least one/);
+    assert.throws(() => parsePodServerArgs(['--name', 'w', '--bogus', '1']), /unknown argument "--bogus"/);
+    const child = spawn(process.execPath, [fileURLToPath(new URL('../support/podserver-main.js', import.meta.url)), '--name', 'w', '--udp', 'x'], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const code = await new Promise((resolve) => child.once('close', resolve));
+    assert.equal(code, 2);
+    assert.match(err, /--udp: invalid port "x"/);
   });
 });
