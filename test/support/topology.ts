@@ -24,6 +24,7 @@
  *               pod spec lists its own ports; it answers `<pod name> <client ip>`.
  *
  * IPv6 duplicate address detection is off in every namespace so addresses are usable at once.
+ * exec/spawn/ns() take logical names (node1, node2, net, ext, ext2, or a pod name) or full names.
  *
  * br_netfilter: with it, frames bridged on cbr0 pass through netfilter, so conntrack can undo
  * the DNAT on a reply from an endpoint to a client pod on the same node, and hairpin traffic
