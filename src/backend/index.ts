@@ -1,6 +1,9 @@
 // Backend factory: the proxy mode picks the kernel backend for each IP family.
 import type { ProxyMode } from '../config/types.js';
 import { log } from '../log.js';
+import { deleteTables } from './nftables/apply.js';
+import { NftablesBackend } from './nftables/backend.js';
+import { removeLeftovers } from './nftables/leftovers.js';
 import type { Backend, BackendConfig } from './types.js';
 
 export interface BackendOptions {
@@ -9,12 +12,16 @@ export interface BackendOptions {
 }
 
 /** null: the mode has no kernel backend yet; the proxy then only logs its snapshots. */
-export function createBackend(mode: ProxyMode, cfg: BackendConfig, _opts: BackendOptions): Backend | null {
+export function createBackend(mode: ProxyMode, cfg: BackendConfig, opts: BackendOptions): Backend | null {
+  if (mode === 'nftables') return new NftablesBackend(cfg, { dryRun: opts.dryRun });
   log.warn(`proxy mode ${mode} has no kernel backend yet: no rules are programmed, snapshots are printed instead`, {
     family: cfg.family,
   });
   return null;
 }
 
-/** --cleanup: remove everything any mode may have left in the kernel. */
-export async function cleanupAll(): Promise<void> {}
+/** --cleanup: remove everything any mode may have left in the kernel (our nftables tables, KUBE-* iptables chains, IPVS). */
+export async function cleanupAll(): Promise<void> {
+  await deleteTables();
+  await removeLeftovers();
+}
