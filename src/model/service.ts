@@ -169,7 +169,7 @@ function policyLocal(v: unknown, field: string, problems: FieldProblem[]): boole
  */
 export function parseService(obj: unknown): ServiceParseResult {
   const meta = metaKey(obj);
-  if (meta === null) return invalid('', 'invalid-metadata', 'missing namespace or name');
+  if (meta === null) return invalid('', 'invalid-metadata', 'namespace or name missing or longer than 253');
   const key = `${meta.namespace}/${meta.name}`;
   if (!isDNSLabel(meta.namespace)) return invalid(key, 'invalid-metadata', `namespace ${clip(meta.namespace)}`);
   if (!isDNSLabel(meta.name)) return invalid(key, 'invalid-metadata', `name ${clip(meta.name)}`);
