@@ -1,0 +1,132 @@
+// Thin layer over the `nft` command: run scripts, read the table back, delete tables.
+import { spawn } from 'node:child_process';
+import type { NftFamily, NftRuleset, NftSet } from './render.js';
+import { TABLE } from './render.js';
+
+export interface ExecOptions {
+  /**
+   * Command prefix, e.g. `['ip', 'netns', 'exec', 'ns1']` for tests and tools that run outside
+   * the proxy's namespace. Empty in the proxy itself.
+   */
+  wrap?: string[];
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command (through `wrap`), optionally feeding stdin. Never throws for a non-zero exit. */
+export function run(argv: string[], input: string | undefined, opts: ExecOptions = {}): Promise<ExecResult> {
+  const full = [...(opts.wrap ?? []), ...argv];
+  return new Promise((resolve, reject) => {
+    const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
+    // A child that exits early closes stdin; the exit status carries the error.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input ?? '');
+  });
+}
+
+export class NftError extends Error {
+  constructor(
+    message: string,
+    /** nft's own error text. */
+    readonly nftMessage: string,
+    /** 1-based line of the script nft complained about, 0 when unknown. */
+    readonly line: number,
+    readonly lineText: string,
+  ) {
+    super(message);
+    this.name = 'NftError';
+  }
+}
+
+/** Runs one script as one transaction (`nft -f -`); `check` only validates (`nft -c`). */
+export async function applyScript(script: string, opts: ExecOptions & { check?: boolean } = {}): Promise<void> {
+  const res = await run(['nft', ...(opts.check ? ['-c'] : []), '-f', '-'], script, opts);
+  if (res.code === 0) return;
+  const stderr = res.stderr.trim();
+  const m = /\/dev\/stdin:(\d+):[\d-]+: Error: ([^\n]*)/.exec(stderr);
+  const line = m ? Number(m[1]) : 0;
+  const lineText = line > 0 ? (script.split('\n')[line - 1] ?? '') : '';
+  const nftMessage = m ? m[2]! : stderr || `nft exited with ${res.code}`;
+  throw new NftError(
+    `nft rejected the transaction: ${nftMessage}${line ? ` (line ${line}: ${lineText.trim()})` : ''}`,
+    nftMessage,
+    line,
+    lineText,
+  );
+}
+
+type Json = unknown;
+
+function jsonAtom(x: Json): string {
+  if (typeof x === 'string' || typeof x === 'number') return String(x);
+  if (x && typeof x === 'object') {
+    const o = x as Record<string, Json>;
+    if ('concat' in o && Array.isArray(o.concat)) return o.concat.map(jsonAtom).join(' . ');
+    if ('prefix' in o) {
+      const p = o.prefix as { addr: string; len: number };
+      return `${p.addr}/${p.len}`;
+    }
+    if ('range' in o && Array.isArray(o.range)) return `${jsonAtom(o.range[0])}-${jsonAtom(o.range[1])}`;
+    if ('elem' in o) return jsonAtom((o.elem as { val: Json }).val);
+    for (const verdict of ['goto', 'jump']) {
+      if (verdict in o) return `${verdict} ${(o[verdict] as { target: string }).target}`;
+    }
+    for (const verdict of ['drop', 'accept', 'return', 'continue']) if (verdict in o) return verdict;
+  }
+  throw new Error(`unexpected element in nft JSON: ${JSON.stringify(x)}`);
+}
+
+/**
+ * Reads our table back from the kernel (`nft -j list table`), or undefined when it does not
+ * exist. Set declarations and chain rules are not reconstructed: a sync treats every existing
+ * chain as changed and every existing set as compatible.
+ */
+export async function readTable(family: NftFamily, opts: ExecOptions = {}): Promise<NftRuleset | undefined> {
+  const res = await run(['nft', '-j', 'list', 'table', family, TABLE], undefined, opts);
+  if (res.code !== 0) {
+    if (/No such file or directory/.test(res.stderr)) return undefined;
+    throw new Error(`nft list table ${family} ${TABLE} failed: ${res.stderr.trim()}`);
+  }
+  const doc = JSON.parse(res.stdout) as { nftables: Array<Record<string, Json>> };
+  const rs: NftRuleset = { family, table: TABLE, sets: [], chains: [] };
+  for (const item of doc.nftables) {
+    const s = (item.set ?? item.map) as { name: string; elem?: Json[]; flags?: string[] } | undefined;
+    if (s) {
+      const set: NftSet = { name: s.name, kind: item.map ? 'map' : 'set', decl: '', elements: new Map() };
+      if (s.flags?.includes('dynamic') || s.name.startsWith('affinity-')) set.dynamic = true;
+      for (const e of s.elem ?? []) {
+        if (Array.isArray(e)) set.elements.set(jsonAtom(e[0]), jsonAtom(e[1]));
+        else set.elements.set(jsonAtom(e), undefined);
+      }
+      rs.sets.push(set);
+    }
+    const c = item.chain as { name: string } | undefined;
+    if (c) rs.chains.push({ name: c.name, rules: [] });
+  }
+  return rs;
+}
+
+/** Plain-text listing of our table, '' when absent. */
+export async function listTable(family: NftFamily, opts: ExecOptions = {}): Promise<string> {
+  const res = await run(['nft', 'list', 'table', family, TABLE], undefined, opts);
+  return res.code === 0 ? res.stdout : '';
+}
+
+/** Deletes our tables in both families (absent tables are fine). */
+export async function deleteTables(opts: ExecOptions = {}): Promise<void> {
+  for (const family of ['ip', 'ip6'] as const) {
+    await applyScript(`add table ${family} ${TABLE}\ndelete table ${family} ${TABLE}\n`, opts);
+  }
+}

@@ -1,0 +1,602 @@
+// Pure rendering of a Snapshot into the nftables layout of docs/nftables-layout.md: no I/O,
+// no clock, no randomness. `render` gives a structured ruleset; `toNftScript` turns it into
+// one atomic `nft -f` transaction. Element-level diffs and chunking live in diff.ts.
+//
+// Every rule string emitted, by purpose (<f> is `ip` or `ip6`, <m> the masquerade mark):
+//   dispatch     <f> daddr . meta l4proto . th dport vmap @service-ips
+//                <f> daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
+//   no endpoints <f> daddr . meta l4proto . th dport vmap @no-endpoint-services
+//                <f> daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports
+//   firewall     <f> daddr . meta l4proto . th dport @firewall-ips jump firewall-check
+//                <f> daddr . meta l4proto . th dport . <f> saddr @firewall-allow return
+//   verdicts     drop | reject | jump <chain> | goto <chain>
+//   masquerade   [<cond>] jump mark-for-masquerade
+//                  <cond>: <f> saddr != { cidrs } | iifname != "<name>" | fib saddr type local
+//                          | <f> daddr <clusterIP> [<f> saddr != { cidrs } | iifname != "<name>"]
+//   load balance [<cond>] dnat <f> to <f> daddr . meta l4proto . th dport . numgen random mod N [offset 65536] map @service-endpoints
+//                [<cond>] dnat <f> to meta l4proto . th dport . numgen random mod N [offset 65536] map @nodeport-endpoints
+//                  <cond>: fib saddr type local | <f> saddr { cidrs } | iifname "<name>"
+//   wrong port   ct state invalid drop
+//                <f> daddr @cluster-ips reject
+//   postrouting  ct status dnat <f> saddr . <f> daddr @hairpin masquerade
+//                meta mark & <m> == 0 return
+//                meta mark set meta mark ^ <m>
+//                meta mark set meta mark | <m>
+//                masquerade fully-random
+//   affinity     <f> saddr @affinity-<name> goto endpoint-<name>
+//                numgen random mod N vmap { 0 : goto endpoint-<name>, ... }
+//                update @affinity-<name> { <f> saddr }
+//                meta l4proto <proto> dnat <f> to <ip>:<port>   (IPv6: [<ip>]:<port>)
+import type { BackendConfig } from '../types.js';
+import type { Endpoint, ServicePortState, Snapshot } from '../../model/types.js';
+import { canonicalCIDR, canonicalIP, cidrContains } from './addr.js';
+import { endpointBase, hashedName, servicePortBase } from './names.js';
+
+export type NftFamily = 'ip' | 'ip6';
+export const TABLE = 'kube-proxy';
+
+export interface NftSet {
+  name: string;
+  kind: 'set' | 'map';
+  /** Declaration body: `type …` or `typeof …`, flags and timeout, e.g. `type ipv4_addr; flags interval`. */
+  decl: string;
+  /** Dynamic sets are filled by the packet path (affinity); their elements are never diffed. */
+  dynamic?: boolean;
+  /** Element text → value text (`undefined` for plain sets). */
+  elements: Map<string, string | undefined>;
+}
+
+export interface NftHook {
+  type: 'filter' | 'nat';
+  hook: 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+  priority: string;
+}
+
+export interface NftChain {
+  name: string;
+  hook?: NftHook;
+  rules: string[];
+}
+
+export interface NftRuleset {
+  family: NftFamily;
+  table: string;
+  sets: NftSet[];
+  chains: NftChain[];
+}
+
+/** What one service port contributes: elements, and for affinity services its own chains and sets. */
+export interface Fragment {
+  elements: Array<[set: string, key: string, value: string | undefined]>;
+  chains: NftChain[];
+  sets: NftSet[];
+  /** Names of shape chains the elements point at. */
+  shapes: string[];
+}
+
+/** Slot offset of the cluster endpoints of a Local-policy tuple (for locally originated traffic). */
+export const CLUSTER_SLOT_OFFSET = 65536;
+
+/** Everything render needs that depends only on the configuration. */
+export interface RenderContext {
+  f: NftFamily;
+  v6: boolean;
+  addrType: string;
+  mark: string;
+  masqueradeAll: boolean;
+  /** Condition matching traffic from local pods, undefined when nothing is treated as local. */
+  localCond?: string;
+  /** Condition matching traffic not from local pods. */
+  nonLocalCond?: string;
+  nodePortIPs: string[];
+  nodeIPs: string[];
+}
+
+export function renderContext(config: BackendConfig): RenderContext {
+  const v6 = config.family === 'IPv6';
+  const f: NftFamily = v6 ? 'ip6' : 'ip';
+  const ctx: RenderContext = {
+    f,
+    v6,
+    addrType: v6 ? 'ipv6_addr' : 'ipv4_addr',
+    mark: '0x' + (1 << config.masqueradeBit).toString(16),
+    masqueradeAll: config.masqueradeAll,
+    nodePortIPs: [],
+    nodeIPs: [],
+  };
+  switch (config.detectLocalMode) {
+    case 'ClusterCIDR':
+    case 'NodeCIDR': {
+      const cidrs = uniq(config.localCIDRs.map((c) => canonicalCIDR(c, v6)));
+      if (cidrs.length > 0) {
+        ctx.localCond = `${f} saddr { ${cidrs.join(', ')} }`;
+        ctx.nonLocalCond = `${f} saddr != { ${cidrs.join(', ')} }`;
+      }
+      break;
+    }
+    case 'BridgeInterface':
+      if (validIfname(config.bridgeInterface)) {
+        ctx.localCond = `iifname "${config.bridgeInterface}"`;
+        ctx.nonLocalCond = `iifname != "${config.bridgeInterface}"`;
+      }
+      break;
+    case 'InterfaceNamePrefix':
+      if (validIfname(config.interfaceNamePrefix)) {
+        ctx.localCond = `iifname "${config.interfaceNamePrefix}*"`;
+        ctx.nonLocalCond = `iifname != "${config.interfaceNamePrefix}*"`;
+      }
+      break;
+  }
+  ctx.nodeIPs = uniq(config.nodeIPs.map((ip) => canonicalIP(ip, v6)));
+  // As upstream's nftables mode: CIDRs select node IPs, `primary` or nothing means the primary IP.
+  const cidrs = config.nodePortAddresses.filter((a) => a !== 'primary');
+  const np: Array<string | undefined> = [];
+  if (config.nodePortAddresses.length === 0 || config.nodePortAddresses.includes('primary')) np.push(ctx.nodeIPs[0]);
+  for (const ip of ctx.nodeIPs) if (cidrs.some((c) => cidrContains(c, ip))) np.push(ip);
+  ctx.nodePortIPs = uniq(np);
+  return ctx;
+}
+
+function validIfname(name: string): boolean {
+  return /^[A-Za-z0-9_.:@-]{1,15}$/.test(name);
+}
+
+function uniq(xs: Array<string | undefined>): string[] {
+  return [...new Set(xs.filter((x): x is string => x !== undefined))];
+}
+
+/** The sets and maps of the table, empty except for the configuration-derived `nodeport-ips`. */
+export function baseSets(ctx: RenderContext): NftSet[] {
+  const a = ctx.addrType;
+  const f = ctx.f;
+  const set = (name: string, decl: string): NftSet => ({ name, kind: 'set', decl, elements: new Map() });
+  const map = (name: string, decl: string): NftSet => ({ name, kind: 'map', decl, elements: new Map() });
+  const sets = [
+    set('cluster-ips', `type ${a}`),
+    set('nodeport-ips', `type ${a}`),
+    set('hairpin', `type ${a} . ${a}`),
+    set('firewall-ips', `type ${a} . inet_proto . inet_service`),
+    set('firewall-allow', `type ${a} . inet_proto . inet_service . ${a}; flags interval`),
+    map('service-ips', `type ${a} . inet_proto . inet_service : verdict`),
+    map('service-nodeports', 'type inet_proto . inet_service : verdict'),
+    map('service-endpoints', `typeof ${f} daddr . meta l4proto . th dport . numgen random mod 1 : ${f} daddr . th dport`),
+    map('nodeport-endpoints', `typeof meta l4proto . th dport . numgen random mod 1 : ${f} daddr . th dport`),
+    map('no-endpoint-services', `type ${a} . inet_proto . inet_service : verdict`),
+    map('no-endpoint-nodeports', 'type inet_proto . inet_service : verdict'),
+  ];
+  for (const ip of ctx.nodePortIPs) sets[1]!.elements.set(ip, undefined);
+  return sets;
+}
+
+/** The fixed chains: hooks, dispatch, masquerading. */
+export function baseChains(ctx: RenderContext): NftChain[] {
+  const f = ctx.f;
+  const preDnat = [
+    `${f} daddr . meta l4proto . th dport @firewall-ips jump firewall-check`,
+    `${f} daddr . meta l4proto . th dport vmap @no-endpoint-services`,
+    `${f} daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports`,
+  ];
+  return [
+    { name: 'mark-for-masquerade', rules: [`meta mark set meta mark | ${ctx.mark}`] },
+    {
+      name: 'masquerading',
+      rules: [`meta mark & ${ctx.mark} == 0 return`, `meta mark set meta mark ^ ${ctx.mark}`, 'masquerade fully-random'],
+    },
+    { name: 'reject-chain', rules: ['reject'] },
+    { name: 'firewall-check', rules: [`${f} daddr . meta l4proto . th dport . ${f} saddr @firewall-allow return`, 'drop'] },
+    {
+      name: 'services',
+      rules: [
+        `${f} daddr . meta l4proto . th dport vmap @service-ips`,
+        `${f} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports`,
+      ],
+    },
+    { name: 'filter-prerouting-pre-dnat', hook: { type: 'filter', hook: 'prerouting', priority: 'dstnat - 10' }, rules: preDnat },
+    // nft only accepts the `dstnat` keyword in prerouting: output hooks use its value, -100.
+    { name: 'filter-output-pre-dnat', hook: { type: 'filter', hook: 'output', priority: '-110' }, rules: [...preDnat] },
+    { name: 'nat-prerouting', hook: { type: 'nat', hook: 'prerouting', priority: 'dstnat' }, rules: ['jump services'] },
+    { name: 'nat-output', hook: { type: 'nat', hook: 'output', priority: '-100' }, rules: ['jump services'] },
+    {
+      name: 'filter-forward',
+      hook: { type: 'filter', hook: 'forward', priority: 'filter' },
+      rules: ['ct state invalid drop', `${f} daddr @cluster-ips reject`],
+    },
+    {
+      name: 'filter-output-post-dnat',
+      hook: { type: 'filter', hook: 'output', priority: '-90' },
+      rules: [`${f} daddr @cluster-ips reject`],
+    },
+    {
+      name: 'nat-postrouting',
+      hook: { type: 'nat', hook: 'postrouting', priority: 'srcnat' },
+      rules: [`ct status dnat ${f} saddr . ${f} daddr @hairpin masquerade`, 'jump masquerading'],
+    },
+  ];
+}
+
+/** Rules of a shape chain, from its name (`cluster-N`, `external-N`, `external-local-L-C`, `nodeport-…`). */
+export function shapeChain(name: string, ctx: RenderContext): NftChain {
+  const m = /^(cluster|external|nodeport)-(?:(local)-)?(\d+)(?:-(\d+))?$/.exec(name);
+  if (!m) throw new Error(`not a shape chain name: ${name}`);
+  const [, cls, local, a, b] = m;
+  const f = ctx.f;
+  const key = cls === 'nodeport' ? 'meta l4proto . th dport' : `${f} daddr . meta l4proto . th dport`;
+  const map = cls === 'nodeport' ? '@nodeport-endpoints' : '@service-endpoints';
+  const dnat = (n: string, offset: boolean): string =>
+    `dnat ${f} to ${key} . numgen random mod ${n}${offset ? ` offset ${CLUSTER_SLOT_OFFSET}` : ''} map ${map}`;
+  const rules: string[] = [];
+  if (cls === 'cluster') {
+    if (ctx.masqueradeAll) rules.push('jump mark-for-masquerade');
+    else if (ctx.nonLocalCond) rules.push(`${ctx.nonLocalCond} jump mark-for-masquerade`);
+    rules.push(dnat(a!, false));
+  } else if (!local) {
+    rules.push('jump mark-for-masquerade', dnat(a!, false));
+  } else {
+    // Local policy: traffic starting on this node keeps working through the cluster endpoints;
+    // host traffic is masqueraded, pod traffic is not; everything else keeps its client IP.
+    rules.push('fib saddr type local jump mark-for-masquerade', `fib saddr type local ${dnat(b!, true)}`);
+    if (ctx.localCond) rules.push(`${ctx.localCond} ${dnat(b!, true)}`);
+    rules.push(a === '0' ? 'drop' : dnat(a!, false));
+  }
+  return { name, rules };
+}
+
+function sortedEndpoints(eps: Endpoint[], v6: boolean): Array<{ ip: string; port: number }> {
+  const seen = new Map<string, { ip: string; port: number }>();
+  for (const e of eps) {
+    const ip = canonicalIP(e.ip, v6);
+    if (!ip || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535) continue;
+    seen.set(`${ip} . ${e.port}`, { ip, port: e.port });
+  }
+  return [...seen.entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0)).map((e) => e[1]);
+}
+
+function validPort(p: number): boolean {
+  return Number.isInteger(p) && p >= 1 && p <= 65535;
+}
+
+/** Renders one service port. Ports with an unusable ClusterIP or port render nothing. */
+export function renderServicePort(s: ServicePortState, ctx: RenderContext): Fragment {
+  const frag: Fragment = { elements: [], chains: [], sets: [], shapes: [] };
+  const info = s.info;
+  const proto = info.protocol.toLowerCase();
+  if (!['tcp', 'udp', 'sctp'].includes(proto) || !validPort(info.port)) return frag;
+  const v6 = ctx.v6;
+  const el = (set: string, key: string, value?: string): void => {
+    frag.elements.push([set, key, value]);
+  };
+  const clusterIP = info.clusterIP ? canonicalIP(info.clusterIP, v6) : undefined;
+  const cluster = sortedEndpoints(s.clusterEndpoints, v6);
+  const local = sortedEndpoints(s.localEndpoints, v6);
+  const internal = info.internalPolicyLocal ? local : cluster;
+  const extLocal = info.externalPolicyLocal;
+  // Locally originated traffic under Local policy uses the cluster endpoints (local ones if none).
+  const extCluster = extLocal && cluster.length === 0 ? local : cluster;
+  const extIPs = uniq([...info.externalIPs, ...info.loadBalancerIPs].map((ip) => canonicalIP(ip, v6))).filter(
+    (ip) => ip !== clusterIP,
+  );
+  const lbIPs = new Set(uniq(info.loadBalancerIPs.map((ip) => canonicalIP(ip, v6))));
+  const nodePort = validPort(info.nodePort) && ctx.nodePortIPs.length > 0 ? info.nodePort : 0;
+  const extHasEndpoints = extLocal ? local.length > 0 || extCluster.length > 0 : cluster.length > 0;
+
+  const used = new Map<string, { ip: string; port: number }>();
+  const use = (eps: Array<{ ip: string; port: number }>): void => {
+    for (const e of eps) used.set(`${e.ip} . ${e.port}`, e);
+  };
+
+  const affinity = info.sessionAffinity.clientIPTimeoutSeconds;
+  const aff = affinity !== undefined && affinity > 0 ? renderAffinity(s, ctx, clusterIP, internal, cluster, local, extHasEndpoints, frag) : undefined;
+
+  const noEndpointVerdict = (policyLocal: boolean, any: boolean): string => (policyLocal && any ? 'drop' : 'goto reject-chain');
+  const fillSlots = (
+    map: string,
+    prefix: string,
+    eps: Array<{ ip: string; port: number }>,
+    offset: number,
+  ): void => {
+    eps.forEach((e, i) => el(map, `${prefix} . ${offset + i}`, `${e.ip} . ${e.port}`));
+    use(eps);
+  };
+
+  if (clusterIP) {
+    el('cluster-ips', clusterIP);
+    const tuple = `${clusterIP} . ${proto} . ${info.port}`;
+    if (internal.length > 0) {
+      if (aff) {
+        el('service-ips', tuple, `goto ${aff.internalChain}`);
+        use(internal);
+      } else {
+        const shape = `cluster-${internal.length}`;
+        fillSlots('service-endpoints', tuple, internal, 0);
+        el('service-ips', tuple, `goto ${shape}`);
+        frag.shapes.push(shape);
+      }
+    } else {
+      el('no-endpoint-services', tuple, noEndpointVerdict(info.internalPolicyLocal, cluster.length > 0));
+    }
+  }
+
+  const externalTuple = (tuple: string, kind: 'external' | 'nodeport'): void => {
+    const dataMap = kind === 'external' ? 'service-endpoints' : 'nodeport-endpoints';
+    const verdictMap = kind === 'external' ? 'service-ips' : 'service-nodeports';
+    if (!extHasEndpoints) {
+      el(kind === 'external' ? 'no-endpoint-services' : 'no-endpoint-nodeports', tuple, 'goto reject-chain');
+      return;
+    }
+    if (aff) {
+      el(verdictMap, tuple, `goto ${aff.externalChain}`);
+      use(extLocal ? [...local, ...extCluster] : cluster);
+      return;
+    }
+    let shape: string;
+    if (extLocal) {
+      shape = `${kind}-local-${local.length}-${extCluster.length}`;
+      fillSlots(dataMap, tuple, local, 0);
+      fillSlots(dataMap, tuple, extCluster, CLUSTER_SLOT_OFFSET);
+    } else {
+      shape = `${kind}-${cluster.length}`;
+      fillSlots(dataMap, tuple, cluster, 0);
+    }
+    el(verdictMap, tuple, `goto ${shape}`);
+    frag.shapes.push(shape);
+  };
+
+  for (const ip of extIPs) {
+    const tuple = `${ip} . ${proto} . ${info.port}`;
+    externalTuple(tuple, 'external');
+    if (lbIPs.has(ip) && info.loadBalancerSourceRanges.length > 0) {
+      const ranges = uniq(info.loadBalancerSourceRanges.map((c) => canonicalCIDR(c, v6)));
+      el('firewall-ips', tuple);
+      for (const r of ranges) el('firewall-allow', `${tuple} . ${r}`);
+      // Traffic the node itself sends to its LB IP arrives with the LB IP as source.
+      if (ctx.nodeIPs.some((n) => ranges.some((r) => cidrContains(r, n)))) el('firewall-allow', `${tuple} . ${ip}`);
+    }
+  }
+  if (nodePort) externalTuple(`${proto} . ${nodePort}`, 'nodeport');
+
+  for (const e of used.values()) el('hairpin', `${e.ip} . ${e.ip}`);
+  frag.shapes = [...new Set(frag.shapes)];
+  return frag;
+}
+
+interface AffinityChains {
+  internalChain: string;
+  externalChain: string;
+}
+
+/** Upstream-style per-service chains for ClientIP affinity; fills frag.chains / frag.sets. */
+function renderAffinity(
+  s: ServicePortState,
+  ctx: RenderContext,
+  clusterIP: string | undefined,
+  internal: Array<{ ip: string; port: number }>,
+  cluster: Array<{ ip: string; port: number }>,
+  local: Array<{ ip: string; port: number }>,
+  extHasEndpoints: boolean,
+  frag: Fragment,
+): AffinityChains {
+  const info = s.info;
+  const f = ctx.f;
+  const proto = info.protocol.toLowerCase();
+  const base = servicePortBase(info);
+  const serviceChain = `service-${hashedName(base)}`;
+  const localChain = `local-${hashedName(base)}`;
+  const externalChain = `external-${hashedName(base)}`;
+  const timeout = info.sessionAffinity.clientIPTimeoutSeconds!;
+  const endpointChains = new Map<string, string>();
+  const endpointChain = (e: { ip: string; port: number }): string => {
+    const k = `${e.ip} . ${e.port}`;
+    let name = endpointChains.get(k);
+    if (!name) {
+      const h = hashedName(endpointBase(base, e.ip, e.port));
+      name = `endpoint-${h}`;
+      endpointChains.set(k, name);
+      frag.sets.push({
+        name: `affinity-${h}`,
+        kind: 'set',
+        decl: `type ${ctx.addrType}; flags dynamic,timeout; timeout ${timeout}s`,
+        dynamic: true,
+        elements: new Map(),
+      });
+      const addr = ctx.v6 ? `[${e.ip}]` : e.ip;
+      frag.chains.push({
+        name,
+        rules: [`update @affinity-${h} { ${f} saddr }`, `meta l4proto ${proto} dnat ${f} to ${addr}:${e.port}`],
+      });
+    }
+    return name;
+  };
+  const lbRules = (eps: Array<{ ip: string; port: number }>): string[] => {
+    if (eps.length === 0) return ['drop'];
+    const names = eps.map(endpointChain);
+    const rules = names.map((n) => `${f} saddr @affinity-${n.slice('endpoint-'.length)} goto ${n}`);
+    rules.push(`numgen random mod ${eps.length} vmap { ${names.map((n, i) => `${i} : goto ${n}`).join(', ')} }`);
+    return rules;
+  };
+  const clusterMasq: string[] = [];
+  if (clusterIP) {
+    if (ctx.masqueradeAll) clusterMasq.push(`${f} daddr ${clusterIP} jump mark-for-masquerade`);
+    else if (ctx.nonLocalCond) clusterMasq.push(`${f} daddr ${clusterIP} ${ctx.nonLocalCond} jump mark-for-masquerade`);
+  }
+  const internalChain = info.internalPolicyLocal ? localChain : serviceChain;
+  const referenced = new Set<string>();
+  if (clusterIP && internal.length > 0) referenced.add(internalChain);
+  const hasExternal = info.externalIPs.length > 0 || info.loadBalancerIPs.length > 0 || info.nodePort > 0;
+  if (hasExternal && extHasEndpoints) {
+    const rules: string[] = [];
+    if (!info.externalPolicyLocal) {
+      rules.push('jump mark-for-masquerade', `goto ${serviceChain}`);
+      referenced.add(serviceChain);
+    } else {
+      const clusterSide = cluster.length > 0 ? serviceChain : localChain;
+      referenced.add(clusterSide);
+      rules.push('fib saddr type local jump mark-for-masquerade', `fib saddr type local goto ${clusterSide}`);
+      if (ctx.localCond) rules.push(`${ctx.localCond} goto ${clusterSide}`);
+      if (local.length > 0) {
+        rules.push(`goto ${localChain}`);
+        referenced.add(localChain);
+      } else {
+        rules.push('drop');
+      }
+    }
+    frag.chains.push({ name: externalChain, rules });
+  }
+  if (referenced.has(serviceChain)) {
+    frag.chains.push({ name: serviceChain, rules: [...(info.internalPolicyLocal ? [] : clusterMasq), ...lbRules(cluster)] });
+  }
+  if (referenced.has(localChain)) {
+    frag.chains.push({ name: localChain, rules: [...(info.internalPolicyLocal ? clusterMasq : []), ...lbRules(local)] });
+  }
+  // Endpoint chains before the chains that jump to them, as the transaction needs.
+  frag.chains.sort((a, b) => rank(a.name) - rank(b.name));
+  return { internalChain, externalChain };
+}
+
+function rank(name: string): number {
+  return name.startsWith('endpoint-') ? 0 : name.startsWith('external-') ? 2 : 1;
+}
+
+function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * Merges fragments into a ruleset. When two service ports claim the same element (e.g. the same
+ * external IP and port), the one with the smaller key wins, as in a full render.
+ */
+export function render(snapshot: Snapshot, config: BackendConfig): NftRuleset {
+  const ctx = renderContext(config);
+  const sets = baseSets(ctx);
+  const byName = new Map(sets.map((s) => [s.name, s]));
+  const chains = baseChains(ctx);
+  const shapes = new Set<string>();
+  const extraSets: NftSet[] = [];
+  const extraChains: NftChain[] = [];
+  const seenChains = new Set(chains.map((c) => c.name));
+  for (const key of [...snapshot.services.keys()].sort(compareKeys)) {
+    const frag = renderServicePort(snapshot.services.get(key)!, ctx);
+    for (const [set, k, v] of frag.elements) {
+      const s = byName.get(set)!;
+      if (!s.elements.has(k)) s.elements.set(k, v);
+    }
+    for (const c of frag.chains) {
+      if (seenChains.has(c.name)) continue;
+      seenChains.add(c.name);
+      extraChains.push(c);
+    }
+    for (const s of frag.sets) {
+      if (byName.has(s.name)) continue;
+      byName.set(s.name, s);
+      extraSets.push(s);
+    }
+    for (const sh of frag.shapes) shapes.add(sh);
+  }
+  const shapeChains = [...shapes].sort(compareKeys).map((n) => shapeChain(n, ctx));
+  return { family: ctx.f, table: TABLE, sets: [...sets, ...extraSets], chains: [...shapeChains, ...extraChains, ...chains] };
+}
+
+export function elementText(key: string, value: string | undefined): string {
+  return value === undefined ? key : `${key} : ${value}`;
+}
+
+/** Names of the chains a chain's rules jump or go to. */
+export function chainRefs(chain: NftChain): string[] {
+  const out: string[] = [];
+  for (const r of chain.rules) for (const m of r.matchAll(/\b(?:jump|goto) ([^\s,}]+)/g)) out.push(m[1]!);
+  return out;
+}
+
+/** Chains ordered so that every chain comes after the chains it refers to. */
+export function orderChains(chains: NftChain[]): NftChain[] {
+  const byName = new Map(chains.map((c) => [c.name, c]));
+  const done = new Set<string>();
+  const out: NftChain[] = [];
+  const visit = (c: NftChain): void => {
+    if (done.has(c.name)) return;
+    done.add(c.name);
+    for (const r of chainRefs(c)) {
+      const d = byName.get(r);
+      if (d) visit(d);
+    }
+    out.push(c);
+  };
+  for (const c of chains) visit(c);
+  return out;
+}
+
+export function chainHeader(c: NftChain): string | undefined {
+  return c.hook ? `type ${c.hook.type} hook ${c.hook.hook} priority ${c.hook.priority}; policy accept;` : undefined;
+}
+
+/** Data sets before verdict maps, so a tuple becomes live only with its endpoints in place. */
+export const SET_ORDER = [
+  'hairpin',
+  'cluster-ips',
+  'nodeport-ips',
+  'service-endpoints',
+  'nodeport-endpoints',
+  'firewall-allow',
+  'firewall-ips',
+  'no-endpoint-services',
+  'no-endpoint-nodeports',
+  'service-ips',
+  'service-nodeports',
+];
+
+export const VERDICT_MAPS = new Set(['service-ips', 'service-nodeports', 'no-endpoint-services', 'no-endpoint-nodeports']);
+
+/**
+ * One atomic transaction replacing the whole table: `add table` + `delete table` (so it also
+ * works when the table is absent), the table's sets and chains, then the elements, data first.
+ */
+export function toNftScript(rs: NftRuleset): string {
+  const out: string[] = [`add table ${rs.family} ${rs.table}`, `delete table ${rs.family} ${rs.table}`, `table ${rs.family} ${rs.table} {`];
+  for (const s of rs.sets) out.push(`\t${s.kind} ${s.name} { ${s.decl}; }`);
+  for (const c of orderChains(rs.chains)) {
+    out.push(`\tchain ${c.name} {`);
+    const h = chainHeader(c);
+    if (h) out.push(`\t\t${h}`);
+    for (const r of c.rules) out.push(`\t\t${r}`);
+    out.push('\t}');
+  }
+  out.push('}');
+  const order = (n: string): number => {
+    const i = SET_ORDER.indexOf(n);
+    return i < 0 ? -1 : i;
+  };
+  for (const s of [...rs.sets].sort((a, b) => order(a.name) - order(b.name))) {
+    if (s.dynamic || s.elements.size === 0) continue;
+    out.push(`add element ${rs.family} ${rs.table} ${s.name} {`);
+    let first = true;
+    for (const [k, v] of s.elements) {
+      out.push(`${first ? '\t' : '\t,'}${elementText(k, v)}`);
+      first = false;
+    }
+    out.push('}');
+  }
+  return out.join('\n') + '\n';
+}
+
+/** Human-readable listing (dry-run, describe): the table block with elements inline. */
+export function describeRuleset(rs: NftRuleset): string {
+  const out: string[] = [`table ${rs.family} ${rs.table} {`];
+  for (const s of rs.sets) {
+    out.push(`\t${s.kind} ${s.name} {`, `\t\t${s.decl.split('; ').join('\n\t\t')}`);
+    if (!s.dynamic && s.elements.size > 0) {
+      const els = [...s.elements].map(([k, v]) => elementText(k, v));
+      out.push(`\t\telements = { ${els.join(',\n\t\t\t     ')} }`);
+    }
+    out.push('\t}');
+  }
+  for (const c of orderChains(rs.chains)) {
+    out.push(`\tchain ${c.name} {`);
+    const h = chainHeader(c);
+    if (h) out.push(`\t\t${h}`);
+    for (const r of c.rules) out.push(`\t\t${r}`);
+    out.push('\t}');
+  }
+  out.push('}');
+  return out.join('\n') + '\n';
+}
+
+export { diff, opsToScripts, type NftOp } from './diff.js';

@@ -1,0 +1,55 @@
+// Deletes conntrack entries that would keep UDP/SCTP flows pinned to endpoints that are gone,
+// or to "no endpoint" rejections that no longer apply. Thin wrapper over the `conntrack` tool.
+import { spawn } from 'node:child_process';
+import type { ChangeSet, IPFamily } from '../model/types.js';
+import { log } from '../log.js';
+
+export interface ConntrackOptions {
+  /** Command prefix (tests run it in their own network namespace). */
+  wrap?: string[];
+}
+
+function runConntrack(args: string[], opts: ConntrackOptions): Promise<{ code: number; stderr: string }> {
+  const argv = [...(opts.wrap ?? []), 'conntrack', ...args];
+  return new Promise((resolve) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const err: Buffer[] = [];
+    child.stderr.on('data', (d: Buffer) => err.push(d));
+    child.on('error', (e) => resolve({ code: -1, stderr: String(e) }));
+    child.on('close', (code) => resolve({ code: code ?? 1, stderr: Buffer.concat(err).toString() }));
+  });
+}
+
+/** The conntrack argument lists that flush the stale flows of a change set. */
+export function conntrackCommands(family: IPFamily, changes: Pick<ChangeSet, 'staleEndpoints' | 'staleServiceIPs'>): string[][] {
+  const fam = family === 'IPv6' ? ['-f', 'ipv6'] : [];
+  const cmds: string[][] = [];
+  for (const s of changes.staleServiceIPs) {
+    if (s.protocol === 'TCP') continue;
+    cmds.push(['-D', ...fam, '-p', s.protocol.toLowerCase(), '--orig-dst', s.ip]);
+  }
+  for (const e of changes.staleEndpoints) {
+    if (e.protocol === 'TCP') continue;
+    cmds.push(['-D', ...fam, '-p', e.protocol.toLowerCase(), '--orig-dst', e.serviceIP, '--dst-nat', e.endpointIP]);
+  }
+  return cmds;
+}
+
+/** Runs the flushes; failures are logged, never thrown (a missed flush only delays recovery). */
+export async function flushStale(
+  family: IPFamily,
+  changes: Pick<ChangeSet, 'staleEndpoints' | 'staleServiceIPs'>,
+  opts: ConntrackOptions = {},
+): Promise<number> {
+  let done = 0;
+  for (const args of conntrackCommands(family, changes)) {
+    const res = await runConntrack(args, opts);
+    // Exit status 1 with "0 flow entries" just means there was nothing to delete.
+    if (res.code === 0 || /0 flow entries/.test(res.stderr)) {
+      done++;
+      continue;
+    }
+    log.warn('conntrack flush failed', { args: args.join(' '), error: res.stderr.trim() });
+  }
+  return done;
+}

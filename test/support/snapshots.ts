@@ -1,0 +1,130 @@
+// Hand-built snapshots and backend configurations for backend tests and benchmarks, shaped
+// like the model's output (endpoint selection already made).
+import type { BackendConfig } from '../../src/backend/types.js';
+import {
+  servicePortKey,
+  type ChangeSet,
+  type Endpoint,
+  type IPFamily,
+  type Protocol,
+  type ServicePortInfo,
+  type ServicePortState,
+  type Snapshot,
+} from '../../src/model/types.js';
+
+export const NODE = 'node-1';
+
+export function backendConfig(over: Partial<BackendConfig> = {}): BackendConfig {
+  const v6 = over.family === 'IPv6';
+  return {
+    family: 'IPv4',
+    masqueradeAll: false,
+    masqueradeBit: 14,
+    detectLocalMode: 'ClusterCIDR',
+    localCIDRs: v6 ? ['fd00:10:244::/56'] : ['10.244.0.0/16'],
+    bridgeInterface: '',
+    interfaceNamePrefix: '',
+    nodePortAddresses: [],
+    nodeIPs: v6 ? ['fd00:192::11'] : ['192.168.50.11'],
+    ...over,
+  };
+}
+
+export function endpoint(ip: string, port: number, over: Partial<Endpoint> = {}): Endpoint {
+  return {
+    ip,
+    port,
+    ready: true,
+    serving: true,
+    terminating: false,
+    isLocal: false,
+    nodeName: 'node-2',
+    zone: '',
+    hintsForZones: [],
+    hintsForNodes: [],
+    ...over,
+  };
+}
+
+export function localEndpoint(ip: string, port: number): Endpoint {
+  return endpoint(ip, port, { isLocal: true, nodeName: NODE });
+}
+
+export interface PortSpec extends Partial<Omit<ServicePortInfo, 'name'>> {
+  namespace: string;
+  serviceName: string;
+  endpoints?: Endpoint[];
+}
+
+/** A service port with the model's endpoint selection for ready endpoints. */
+export function servicePort(spec: PortSpec): ServicePortState {
+  const portName = spec.portName ?? '';
+  const info: ServicePortInfo = {
+    namespace: spec.namespace,
+    serviceName: spec.serviceName,
+    portName,
+    name: `${spec.namespace}/${spec.serviceName}${portName ? ':' + portName : ''}`,
+    protocol: spec.protocol ?? 'TCP',
+    clusterIP: spec.clusterIP ?? '',
+    port: spec.port ?? 80,
+    nodePort: spec.nodePort ?? 0,
+    externalIPs: spec.externalIPs ?? [],
+    loadBalancerIPs: spec.loadBalancerIPs ?? [],
+    loadBalancerSourceRanges: spec.loadBalancerSourceRanges ?? [],
+    sessionAffinity: spec.sessionAffinity ?? {},
+    externalPolicyLocal: spec.externalPolicyLocal ?? false,
+    internalPolicyLocal: spec.internalPolicyLocal ?? false,
+    healthCheckNodePort: spec.healthCheckNodePort ?? 0,
+    trafficDistribution: spec.trafficDistribution ?? '',
+    type: spec.type ?? (spec.loadBalancerIPs?.length ? 'LoadBalancer' : spec.nodePort ? 'NodePort' : 'ClusterIP'),
+  };
+  const eps = spec.endpoints ?? [];
+  const ready = eps.filter((e) => e.ready);
+  const localReady = ready.filter((e) => e.isLocal);
+  return {
+    info,
+    endpoints: eps,
+    clusterEndpoints: ready,
+    localEndpoints: localReady,
+    allReachableEndpoints: ready,
+    hasAnyEndpoints: eps.length > 0,
+    localReadyCount: localReady.length,
+  };
+}
+
+export function emptyChanges(full = false): ChangeSet {
+  return { full, changed: new Set(), deleted: new Set(), staleEndpoints: [], staleServiceIPs: [] };
+}
+
+export function snapshot(ports: ServicePortState[], opts: { family?: IPFamily; generation?: number; changes?: ChangeSet } = {}): Snapshot {
+  const services = new Map<string, ServicePortState>();
+  for (const p of ports) services.set(servicePortKey(p.info), p);
+  return {
+    family: opts.family ?? 'IPv4',
+    generation: opts.generation ?? 1,
+    node: { name: NODE, labels: {}, zone: '', podCIDRs: ['10.244.1.0/24'], addresses: ['192.168.50.11'] },
+    services,
+    changes: opts.changes ?? { ...emptyChanges(true), changed: new Set(services.keys()) },
+  };
+}
+
+export function key(p: ServicePortState): string {
+  return servicePortKey(p.info);
+}
+
+/** Service `i` of a large synthetic cluster: ClusterIP 10.96.x.y, `eps` endpoints on 10.x.y.z. */
+export function syntheticService(i: number, eps: number, protocol: Protocol = 'TCP'): ServicePortState {
+  const clusterIP = `10.96.${(i >> 8) & 255}.${i & 255}`;
+  const endpoints: Endpoint[] = [];
+  for (let j = 0; j < eps; j++) {
+    const n = i * eps + j;
+    endpoints.push(endpoint(`10.${100 + ((n >> 16) & 63)}.${(n >> 8) & 255}.${n & 255}`, 8080));
+  }
+  return servicePort({ namespace: `ns${i % 50}`, serviceName: `svc${i}`, portName: 'http', protocol, clusterIP, port: 80, endpoints });
+}
+
+export function syntheticCluster(services: number, eps: number): ServicePortState[] {
+  const out: ServicePortState[] = [];
+  for (let i = 0; i < services; i++) out.push(syntheticService(i, eps));
+  return out;
+}
