@@ -15,7 +15,7 @@ const NODE = 'node-1';
 const KINDS: ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
 const EXCLUDING = ['service.kubernetes.io/service-proxy-name', 'service.kubernetes.io/headless'];
 
-export interface Harness {
+interface Harness {
   server: FakeApiServer;
   client: KubeClient;
   source: ApiServerSource;
@@ -24,7 +24,7 @@ export interface Harness {
 
 const open: Harness[] = [];
 
-export async function startHarness(
+async function startHarness(
   populate: (s: FakeApiServer) => void = () => undefined,
   sourceOpts: Partial<ApiServerSourceOptions> = {},
   token = TOKEN,
@@ -48,7 +48,7 @@ export async function startHarness(
   return h;
 }
 
-export async function stopHarnesses(): Promise<void> {
+async function stopHarnesses(): Promise<void> {
   for (const h of open.splice(0)) {
     await h.source.stop();
     await h.client.close();
@@ -57,7 +57,7 @@ export async function stopHarnesses(): Promise<void> {
 }
 
 /** What the proxy should see: objects passing its selectors. */
-export function expected(server: FakeApiServer, kind: ObjectKind): Record<string, string> {
+function expected(server: FakeApiServer, kind: ObjectKind): Record<string, string> {
   let objs = server.list(kind);
   if (kind === 'Node') objs = objs.filter((o) => o.metadata?.name === NODE);
   else objs = objs.filter((o) => !EXCLUDING.some((l) => l in (o.metadata?.labels ?? {})));
@@ -65,7 +65,7 @@ export function expected(server: FakeApiServer, kind: ObjectKind): Record<string
 }
 
 /** Waits until the consumer's view equals the server's objects for every kind. */
-export async function converged(h: Harness, what: string): Promise<void> {
+async function converged(h: Harness, what: string): Promise<void> {
   const same = (): boolean => KINDS.every((k) => isDeepStrictEqual(h.rec.view(k), expected(h.server, k)));
   try {
     await waitFor(same, what);
@@ -75,11 +75,11 @@ export async function converged(h: Harness, what: string): Promise<void> {
   }
 }
 
-export function svc(ns: string, name: string, extra: Partial<KubeObject> & Record<string, unknown> = {}): KubeObject {
+function svc(ns: string, name: string, extra: Partial<KubeObject> & Record<string, unknown> = {}): KubeObject {
   return { metadata: { namespace: ns, name }, spec: { clusterIP: '10.96.0.10' }, ...extra } as KubeObject;
 }
 
-export function populateSmall(s: FakeApiServer): void {
+function populateSmall(s: FakeApiServer): void {
   for (let i = 0; i < 5; i++) s.create('Service', svc('default', `svc-${i}`));
   for (let i = 0; i < 5; i++) s.create('EndpointSlice', svc('default', `svc-${i}-abc`));
   s.create('Node', { metadata: { name: NODE } });
@@ -299,5 +299,150 @@ describe('kube client configuration', () => {
         else process.env[k] = v;
       }
     }
+  });
+});
+
+describe('API server source under faults: the view always converges to the server objects', () => {
+  afterEach(stopHarnesses);
+
+  // Changes made while the source is cut off, touching every kind.
+  function mutate(s: FakeApiServer, tag: string): void {
+    s.create('Service', svc('faults', `svc-${tag}`));
+    s.remove('Service', 'default', 'svc-0');
+    s.update('Service', svc('default', 'svc-1', { spec: { clusterIP: `10.96.1.${tag.length}` } }));
+    s.create('EndpointSlice', svc('faults', `svc-${tag}-abc`));
+    s.remove('EndpointSlice', 'default', 'svc-0-abc');
+    s.update('Node', { metadata: { name: NODE, labels: { fault: tag } } });
+  }
+
+  async function ready(): Promise<Harness> {
+    const h = await startHarness(populateSmall);
+    await converged(h, 'initial');
+    await waitFor(() => h.server.openWatches === 3, 'three watches');
+    return h;
+  }
+
+  const lists = (h: Harness): number => h.server.count({ verb: 'list' });
+
+  test('dropped connections: resumes every watch from its last version, no relist', async () => {
+    const h = await ready();
+    h.server.dropConnections();
+    mutate(h.server, 'drop');
+    await converged(h, 'after drop');
+    assert.equal(lists(h), 3);
+  });
+
+  test('silent watch: the inactivity timer abandons it and the watch resumes', async () => {
+    const h = await ready();
+    const watches = h.server.count({ verb: 'watch' });
+    h.server.hangWatches();
+    mutate(h.server, 'silent');
+    await converged(h, 'after silent watches');
+    assert.ok(h.server.count({ verb: 'watch' }) >= watches + 3);
+    assert.equal(lists(h), 3);
+  });
+
+  test('requests that are accepted and never answered (list and watch) are retried', async () => {
+    const h = await startHarness((s) => {
+      populateSmall(s);
+      s.hang(1, { kind: 'Service', verb: 'list' });
+    });
+    await converged(h, 'initial after a hung list');
+    assert.equal(h.server.count({ kind: 'Service', verb: 'list' }), 2);
+    await waitFor(() => h.server.openWatches === 3, 'three watches');
+    h.server.hang(3, { verb: 'watch' });
+    h.server.dropConnections();
+    mutate(h.server, 'hung');
+    await converged(h, 'after hung watch requests');
+  });
+
+  test('HTTP 500 on lists and watches: retried with backoff', async () => {
+    const h = await startHarness((s) => {
+      populateSmall(s);
+      s.fail(500, { requests: 4, filter: { verb: 'list' } });
+    });
+    await converged(h, 'initial after failed lists');
+    await waitFor(() => h.server.openWatches === 3, 'three watches');
+    const watches = h.server.count({ verb: 'watch' });
+    h.server.fail(500, { requests: 6, filter: { verb: 'watch' } });
+    h.server.dropConnections();
+    mutate(h.server, 'five-hundred');
+    await converged(h, 'after failed watches');
+    assert.ok(h.server.count({ verb: 'watch' }) >= watches + 6 + 3);
+    assert.equal(h.rec.synced.length, 3);
+  });
+
+  test('HTTP 429 with Retry-After: the next attempt waits as long as the server asked', async () => {
+    const h = await ready();
+    const before = h.server.count({ kind: 'Service', verb: 'watch' });
+    h.server.fail(429, { retryAfter: 1, filter: { kind: 'Service', verb: 'watch' } });
+    h.server.dropConnections();
+    mutate(h.server, 'throttled');
+    await converged(h, 'after 429');
+    const ws = h.server.requestsMatching({ kind: 'Service', verb: 'watch' });
+    const refused = ws[before]!;
+    const next = ws[before + 1]!;
+    // Without Retry-After the backoff here is 20-40 ms.
+    assert.ok(next.time - refused.time >= 950, `retried after ${next.time - refused.time} ms`);
+  });
+
+  test('410 on resume after compaction: relists and synthesizes exactly the missed changes', async () => {
+    const h = await ready();
+    h.server.hangWatches();
+    const mark = h.rec.events.length;
+    h.server.remove('Service', 'default', 'svc-0');
+    h.server.remove('Service', 'default', 'svc-1');
+    h.server.update('Service', svc('default', 'svc-2', { spec: { clusterIP: '10.96.2.2' } }));
+    h.server.create('Service', svc('default', 'svc-new'));
+    h.server.remove('EndpointSlice', 'default', 'svc-4-abc');
+    h.server.compact();
+    await converged(h, 'after 410');
+    assert.equal(h.server.count({ kind: 'Service', verb: 'list' }), 2);
+    const got = h.rec.events
+      .slice(mark)
+      .map((e) => `${e.type} ${e.kind} ${e.object.metadata!.name}`)
+      .sort();
+    assert.deepEqual(got, [
+      'ADDED Service svc-new',
+      'DELETED EndpointSlice svc-4-abc',
+      'DELETED Service svc-0',
+      'DELETED Service svc-1',
+      'MODIFIED Service svc-2',
+    ]);
+    const deleted = h.rec.events.slice(mark).find((e) => e.type === 'DELETED' && e.object.metadata!.name === 'svc-0')!;
+    assert.equal(deleted.object.kind, 'Service');
+    assert.equal(h.rec.synced.length, 3);
+  });
+
+  test('410 ERROR event on an open watch: relists', async () => {
+    const h = await ready();
+    h.server.goneWatches();
+    mutate(h.server, 'gone');
+    await converged(h, 'after 410 event');
+    await waitFor(() => lists(h) >= 6, 'every kind relisted');
+    assert.deepEqual(h.rec.problems, []);
+  });
+
+  test('a garbage line in the watch stream: logged, watch resumed, state kept', async () => {
+    const h = await ready();
+    const watches = h.server.count({ verb: 'watch' });
+    const events = h.rec.events.length;
+    h.server.garbageLine();
+    mutate(h.server, 'garbage');
+    await converged(h, 'after garbage');
+    assert.ok(h.server.count({ verb: 'watch' }) >= watches + 3);
+    assert.equal(lists(h), 3);
+    // Only the six changes were delivered: nothing was re-added.
+    assert.equal(h.rec.events.length - events, 6);
+  });
+
+  test('API server restart on the same port: reconnects and catches up', async () => {
+    const h = await ready();
+    const restarting = h.server.restart(300);
+    mutate(h.server, 'restart');
+    await restarting;
+    h.server.create('Service', svc('faults', 'after-restart'));
+    await converged(h, 'after restart');
+    assert.equal(lists(h), 3);
   });
 });
