@@ -203,7 +203,7 @@ class Interpreter {
     for (const s of table.sets) this.sets.set(s.name, s);
     for (const c of table.chains) {
       for (const r of c.rules) {
-        for (const m of r.matchAll(/\b(?:update|add)\s+@([\w.-]+)/g)) this.dynamicSets.add(m[1]!);
+        for (const m of r.matchAll(/\b(?:update|add)\s+@([^\s{]+)/g)) this.dynamicSets.add(m[1]!);
       }
     }
     this.local = new Set([this.family === 4 ? ipToBigInt('127.0.0.1')!.n : 1n]);

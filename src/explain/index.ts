@@ -1,0 +1,208 @@
+// `explain`: where does a packet to VIP:port go, and why. Human text over the tracer's
+// result, and the CLI subcommand (the caller supplies how a snapshot is loaded).
+import type { BackendConfig } from '../backend/types.js';
+import { render, type NftRuleset } from '../backend/nftables/render.js';
+import type { IPFamily, Snapshot } from '../model/types.js';
+import { ipToBigInt, parseLiteral } from './values.js';
+import { TraceError, trace, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
+
+export { trace, traceTable, tableFromRuleset, TraceError } from './tracer.js';
+export type { TraceResult, TracePacket, TraceNode, TraceBranch, TraceEndpoint, TraceTable, AffinityPin } from './tracer.js';
+
+function hostPort(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+function branchLine(b: TraceBranch): string {
+  const parts: string[] = [b.verdict];
+  if (b.endpoint) parts.push(`to ${hostPort(b.endpoint.ip, b.endpoint.port)}`);
+  else if (b.verdict === 'ACCEPT') parts.push('not translated');
+  if (b.masquerade) parts.push('masqueraded');
+  for (const p of b.pins) parts.push(`records ${p.key} in @${p.set}${p.timeout ? ` for ${p.timeout}` : ''}`);
+  const when = b.conditions.length > 0 ? `when ${b.conditions.join(', ')}: ` : '';
+  return `  ${when}${parts.join(', ')}`;
+}
+
+/** Human-readable report of a trace: verdict, endpoints, masquerade, the matched rules and each branch. */
+export function formatTrace(packet: TracePacket, result: TraceResult): string {
+  const out: string[] = [];
+  const iif = packet.inInterface && packet.from !== 'host' ? ` on ${packet.inInterface}` : '';
+  out.push(`packet: ${packet.protocol} ${packet.sourceIP} -> ${hostPort(packet.destIP, packet.destPort)} (from ${packet.from}${iif}, new connection)`);
+  out.push(`verdict: ${result.verdict}`);
+  if (result.endpoints.length > 0) {
+    out.push(`endpoints (${result.endpoints.length}):`);
+    for (const e of result.endpoints) {
+      const notes: string[] = [];
+      if (e.masquerade) notes.push('masqueraded');
+      for (const p of e.pins) notes.push(`affinity: pins the client in @${p.set}${p.timeout ? ` for ${p.timeout}` : ''}`);
+      out.push(`  ${hostPort(e.ip, e.port)}${notes.length ? `  (${notes.join('; ')})` : ''}`);
+    }
+  } else if (result.verdict === 'ACCEPT') {
+    out.push('endpoints: none (the destination is not translated)');
+  } else {
+    out.push('endpoints: none');
+  }
+  const accepted = result.branches.filter((b) => b.verdict === 'ACCEPT');
+  const masqueraded = accepted.filter((b) => b.masquerade).length;
+  const masq =
+    masqueraded === 0 ? 'no (the client IP is preserved)'
+    : masqueraded === accepted.length ? 'yes (source NAT to the node address)'
+    : `only for ${result.endpoints.filter((e) => e.masquerade).map((e) => hostPort(e.ip, e.port)).join(', ')}`;
+  out.push(`masquerade: ${result.verdict === 'ACCEPT' ? masq : 'n/a'}`);
+  out.push('path:');
+  for (const p of result.path) out.push(`  ${p}`);
+  if (result.branches.length > 1) {
+    out.push(`branches (${result.branches.length}):`);
+    for (const b of result.branches) out.push(branchLine(b));
+  }
+  return out.join('\n') + '\n';
+}
+
+/** Traces a packet through a rendered ruleset and describes the result in text. */
+export function explain(ruleset: NftRuleset, packet: TracePacket, node: TraceNode): string {
+  return formatTrace(packet, trace(ruleset, packet, node));
+}
+
+/** Where the snapshot comes from, as given on the command line. */
+export interface ExplainSource {
+  manifests?: string;
+  kubeconfig?: string;
+}
+
+/** Loads the model's snapshot and the resolved backend configuration for one IP family. */
+export type SnapshotLoader = (source: ExplainSource, family: IPFamily) => Promise<{ snapshot: Snapshot; config: BackendConfig }>;
+
+export const EXPLAIN_USAGE = `usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE) --from SRC_IP --to DST_IP:PORT
+       [--proto tcp|udp|sctp] [--source-kind pod|host|external] [--in-interface NAME] [--json]
+Traces a new connection through the nftables rules this proxy would program and prints
+where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
+The source kind is guessed from SRC_IP (a node IP: host; inside the node's pod CIDRs or the
+local-traffic CIDRs: pod; otherwise external) unless --source-kind is given.
+`;
+
+class UsageError extends Error {}
+
+interface ExplainArgs {
+  source: ExplainSource;
+  from: string;
+  to: string;
+  port: number;
+  proto: TracePacket['protocol'];
+  kind?: TracePacket['from'];
+  iif?: string;
+  json: boolean;
+}
+
+function parseArgs(argv: string[]): ExplainArgs | 'help' {
+  const args = argv[0] === 'explain' ? argv.slice(1) : argv;
+  const vals = new Map<string, string>();
+  let json = false;
+  const known = ['--manifests', '--kubeconfig', '--from', '--to', '--proto', '--source-kind', '--in-interface'];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '-h' || a === '--help') return 'help';
+    if (a === '--json') { json = true; continue; }
+    const eq = a.indexOf('=');
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    if (!known.includes(name)) throw new UsageError(`unknown argument '${a}'`);
+    const v = eq > 0 ? a.slice(eq + 1) : args[++i];
+    if (v === undefined || v === '') throw new UsageError(`${name} needs a value`);
+    vals.set(name, v);
+  }
+  const manifests = vals.get('--manifests');
+  const kubeconfig = vals.get('--kubeconfig');
+  if ((manifests === undefined) === (kubeconfig === undefined)) throw new UsageError('give exactly one of --manifests and --kubeconfig');
+  const from = vals.get('--from');
+  const to = vals.get('--to');
+  if (!from) throw new UsageError('--from is required');
+  if (!to) throw new UsageError('--to is required');
+  if (!ipToBigInt(from)) throw new UsageError(`--from '${from}' is not an IP address`);
+  const m = /^\[(.+)\]:(\d+)$/.exec(to) ?? /^([^:]+):(\d+)$/.exec(to);
+  if (!m || !ipToBigInt(m[1]!)) throw new UsageError(`--to '${to}' is not IP:PORT (IPv6: [IP]:PORT)`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new UsageError(`--to port ${port} is out of range`);
+  if (ipToBigInt(from)!.family !== ipToBigInt(m[1]!)!.family) throw new UsageError('--from and --to must be of the same IP family');
+  const proto = (vals.get('--proto') ?? 'tcp').toUpperCase();
+  if (proto !== 'TCP' && proto !== 'UDP' && proto !== 'SCTP') throw new UsageError(`--proto '${vals.get('--proto')}' is not tcp, udp or sctp`);
+  const kind = vals.get('--source-kind');
+  if (kind !== undefined && kind !== 'pod' && kind !== 'host' && kind !== 'external') {
+    throw new UsageError(`--source-kind '${kind}' is not pod, host or external`);
+  }
+  const out: ExplainArgs = {
+    source: manifests !== undefined ? { manifests } : { kubeconfig: kubeconfig! },
+    from,
+    to: m[1]!,
+    port,
+    proto,
+    json,
+  };
+  if (kind) out.kind = kind;
+  const iif = vals.get('--in-interface');
+  if (iif) out.iif = iif;
+  return out;
+}
+
+function inCIDRs(ip: string, cidrs: string[], family: 'ip4' | 'ip6'): boolean {
+  const n = ipToBigInt(ip)!.n;
+  return cidrs.some((c) => {
+    const l = parseLiteral(c, family);
+    return l !== null && !('ifname' in l) && n >= l.lo && n <= l.hi;
+  });
+}
+
+/** The packet the command describes, with the source kind and input interface filled in. */
+function packetFor(a: ExplainArgs, snapshot: Snapshot, config: BackendConfig): TracePacket {
+  const fam = ipToBigInt(a.from)!.family === 4 ? 'ip4' : 'ip6';
+  const same = (x: string): boolean => ipToBigInt(x)?.n === ipToBigInt(a.from)!.n;
+  const kind =
+    a.kind ??
+    (config.nodeIPs.some(same) || snapshot.node.addresses.some(same) ? 'host'
+    : inCIDRs(a.from, [...snapshot.node.podCIDRs, ...config.localCIDRs], fam) ? 'pod'
+    : 'external');
+  const pk: TracePacket = { sourceIP: a.from, destIP: a.to, protocol: a.proto, destPort: a.port, from: kind };
+  if (kind === 'host') return pk;
+  if (a.iif) pk.inInterface = a.iif;
+  else if (config.detectLocalMode === 'BridgeInterface') pk.inInterface = kind === 'pod' ? config.bridgeInterface : 'eth0';
+  else if (config.detectLocalMode === 'InterfaceNamePrefix') {
+    // An interface that does (pod) or does not (external) carry the local prefix.
+    pk.inInterface = kind === 'pod' ? `${config.interfaceNamePrefix}0` : config.interfaceNamePrefix.startsWith('eth') ? 'uplink0' : 'eth0';
+  }
+  return pk;
+}
+
+/**
+ * `kube-proxy-ts explain ...`: prints the trace to `out` and returns the exit code
+ * (0 traced, 1 the snapshot or rules could not be used, 2 bad arguments).
+ */
+export async function runExplainCommand(
+  argv: string[],
+  loadSnapshot: SnapshotLoader,
+  out: (s: string) => void = (s) => process.stdout.write(s),
+  err: (s: string) => void = (s) => process.stderr.write(s),
+): Promise<number> {
+  let args: ExplainArgs | 'help';
+  try {
+    args = parseArgs(argv);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    err(`explain: ${e.message}\n${EXPLAIN_USAGE}`);
+    return 2;
+  }
+  if (args === 'help') {
+    out(EXPLAIN_USAGE);
+    return 0;
+  }
+  const family: IPFamily = ipToBigInt(args.to)!.family === 4 ? 'IPv4' : 'IPv6';
+  try {
+    const { snapshot, config } = await loadSnapshot(args.source, family);
+    const ruleset = render(snapshot, config);
+    const packet = packetFor(args, snapshot, config);
+    const result = trace(ruleset, packet, { localIPs: [...config.nodeIPs, ...snapshot.node.addresses] });
+    out(args.json ? JSON.stringify({ packet, ...result }, null, 2) + '\n' : formatTrace(packet, result));
+    return 0;
+  } catch (e) {
+    const msg = e instanceof TraceError ? `cannot trace: ${e.message}` : `failed: ${(e as Error).message ?? String(e)}`;
+    err(`explain: ${msg}\n`);
+    return 1;
+  }
+}
