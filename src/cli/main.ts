@@ -10,14 +10,13 @@ import { ApiServerSource } from '../source/apiserver.js';
 import { KubeClient } from '../source/kubeclient.js';
 import { ManifestsSource } from '../source/manifests.js';
 import type { Source } from '../source/types.js';
+import { explainCommand } from './explain-cmd.js';
 import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
 
-const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {};
-
-/** Lets other modules (sandbox, explain) add subcommands without main knowing their flags. */
-export function registerSubcommand(name: string, run: (argv: string[]) => Promise<number>): void {
-  SUBCOMMANDS[name] = run;
-}
+/** Subcommands parse their own arguments. */
+const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+  explain: explainCommand,
+};
 
 function nodeNameOf(cmd: CommandLine): string {
   return (cmd.config.hostnameOverride || hostname()).trim().toLowerCase();
