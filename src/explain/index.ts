@@ -7,7 +7,7 @@ import { ipToBigInt, parseLiteral } from './values.js';
 import { TraceError, trace, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
 
 export { trace, traceTable, tableFromRuleset, TraceError } from './tracer.js';
-export type { TraceResult, TracePacket, TraceNode, TraceBranch, TraceEndpoint, TraceTable, AffinityPin } from './tracer.js';
+export type { TraceResult, TracePacket, TraceNode, TraceBranch, TraceEndpoint, TraceTable, TraceChain, TraceSet, AffinityPin } from './tracer.js';
 
 function hostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
