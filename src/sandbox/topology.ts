@@ -1,0 +1,698 @@
+/*
+ * Real-kernel topology built only from network namespaces, for the e2e tests and the sandbox command.
+ *
+ * Every name is prefixed with the instance id `kptXXXX` (4 random hex digits), so parallel runs
+ * never collide. Nothing is created in the root namespace: veth pairs are created with both
+ * ends directly inside their namespaces.
+ *
+ *   <id>-ext    eth0 10.0.0.100/24  fd00:10::100/64   default via 10.0.0.1 / fd00:10::1 (node1)
+ *   <id>-ext2   eth0 10.0.0.101/24  fd00:10::101/64   default via node1 too (second client, e.g.
+ *               for loadBalancerSourceRanges tests)
+ *        │ (veth; peers named ext, ext2)
+ *   <id>-net    br0: plain L2 switch joining the nodes network; no addresses; ports n1, n2, ext, ext2
+ *        │ (veth; peers named nN)
+ *   <id>-nodeN  eth0 10.0.0.N/24    fd00:10::N/64     ("nodes network"; N = 1, 2, ...)
+ *               cbr0 10.244.N.1/24  fd00:244:N::1/64  (bridge, pod gateway; pod CIDRs
+ *               10.244.N.0/24 and fd00:244:N::/64)
+ *               routes: 10.244.M.0/24 via 10.0.0.M and fd00:244:M::/64 via fd00:10::M for every other node M
+ *               sysctls: net.ipv4.ip_forward=1, net.ipv6.conf.all.forwarding=1,
+ *               net.bridge.bridge-nf-call-ip{,6}tables=1 when br_netfilter is loaded (see below).
+ *               route_localnet is left at 0: the proxy sets it itself when it needs localhost NodePorts.
+ *        │ (veth; node side vpK on cbr0 with hairpin on, pod side eth0)
+ *   <id>-pod-NAME  eth0 <pod ip>/24 [<pod ip6>/64]; default via 10.244.N.1 [and fd00:244:N::1]
+ *               runs a pod server (podserver-main.js) on TCP 80,8080 and UDP 53,5353 unless the
+ *               pod spec lists its own ports; it answers `<pod name> <client ip>`.
+ *
+ * IPv6 duplicate address detection is off in every namespace so addresses are usable at once.
+ * exec/spawn/ns() take logical names (node1, node2, net, ext, ext2, or a pod name) or full names.
+ *
+ * br_netfilter: with it, frames bridged on cbr0 pass through netfilter, so conntrack can undo
+ * the DNAT on a reply from an endpoint to a client pod on the same node, and hairpin traffic
+ * (a pod reaching itself through a Service) is bridged back out of its own port (hence hairpin on).
+ * Without the module (it is never loaded from here), same-node pod → Service → pod replies skip
+ * conntrack and the client sees the endpoint's address instead of the Service IP, so those
+ * connections fail unless the proxy masquerades them; `topology.brNetfilter` tells tests which case holds.
+ */
+import { spawn as spawnChild, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const DEFAULT_TCP_PORTS = [80, 8080];
+export const DEFAULT_UDP_PORTS = [53, 5353];
+const PODSERVER_MAIN = fileURLToPath(new URL('./podserver-main.js', import.meta.url));
+const OUTPUT_CAP = 1 << 20;
+const MAX_NODES = 20;
+
+export interface PodSpec {
+  name: string;
+  /** Node index (1-based). */
+  node: number;
+  /** Inside 10.244.<node>.0/24, host part 2..254. */
+  ip: string;
+  /** Inside fd00:244:<node>::/64. */
+  ip6?: string;
+  /** TCP ports of the pod server; default DEFAULT_TCP_PORTS. Empty tcp and udp: no server. */
+  tcp?: number[];
+  udp?: number[];
+}
+
+export interface TopologyOptions {
+  /** Number of node namespaces, default 2. */
+  nodes?: number;
+  pods?: PodSpec[];
+}
+
+export interface NodeInfo {
+  /** Kubernetes node name: node1, node2, ... */
+  name: string;
+  index: number;
+  ns: string;
+  ip: string;
+  ip6: string;
+  podCidr: string;
+  podCidr6: string;
+  gateway: string;
+  gateway6: string;
+}
+
+export interface ClientInfo {
+  name: 'ext' | 'ext2';
+  ns: string;
+  ip: string;
+  ip6: string;
+}
+
+export interface PodInfo {
+  name: string;
+  node: number;
+  ns: string;
+  ip: string;
+  ip6?: string;
+  tcp: number[];
+  udp: number[];
+  /** Name of the pod's veth in its node namespace (a port of cbr0). */
+  hostVeth: string;
+  server?: Proc;
+}
+
+export interface ExecOptions {
+  input?: string;
+  /** Kill the command (by PID) after this long; default 30 s. */
+  timeoutMs?: number;
+  /** Reject on a non-zero exit status (default true). */
+  check?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Proc {
+  readonly pid: number;
+  readonly ns: string;
+  readonly child: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Captured output so far (the last 1 MiB of each stream). */
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the first output line (past or future) matching pattern; rejects on timeout or exit. */
+  waitFor(pattern: RegExp | string, opts?: { timeoutMs?: number; stream?: 'stdout' | 'stderr' | 'both' }): Promise<string>;
+  /** SIGTERM, then SIGKILL after graceMs (default 2 s); resolves once the process is gone. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+// One set of exit/signal handlers serves every live topology, so a crashing or interrupted
+// test run still removes its namespaces.
+const live = new Set<Topology>();
+const onExit = (): void => {
+  for (const t of live) t.destroySync();
+};
+const onSignal = (sig: NodeJS.Signals): void => {
+  onExit();
+  process.exit(sig === 'SIGINT' ? 130 : 143);
+};
+
+function track(t: Topology): void {
+  if (live.size === 0) {
+    process.on('exit', onExit);
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+  live.add(t);
+}
+
+function untrack(t: Topology): void {
+  if (!live.delete(t) || live.size > 0) return;
+  process.off('exit', onExit);
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+}
+
+function isAlive(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
+  if (!isAlive(child)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+function signal(child: ChildProcess, sig: NodeJS.Signals): void {
+  if (child.pid === undefined || !isAlive(child)) return;
+  try {
+    process.kill(child.pid, sig);
+  } catch {
+    // Already gone between the check and the kill.
+  }
+}
+
+async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  signal(child, 'SIGTERM');
+  if (await waitExit(child, graceMs)) return;
+  signal(child, 'SIGKILL');
+  await waitExit(child, 5000);
+}
+
+class Output {
+  text = '';
+  private partial = '';
+  private waiters = new Set<(line: string) => boolean>();
+
+  push(chunk: string): void {
+    this.text += chunk;
+    if (this.text.length > OUTPUT_CAP) this.text = this.text.slice(-OUTPUT_CAP);
+    const lines = (this.partial + chunk).split('\n');
+    this.partial = lines.pop() ?? '';
+    for (const line of lines) this.emit(line);
+  }
+
+  flush(): void {
+    if (this.partial !== '') this.emit(this.partial);
+    this.partial = '';
+  }
+
+  private emit(line: string): void {
+    for (const w of this.waiters) if (w(line)) this.waiters.delete(w);
+  }
+
+  /** Registers a line watcher after replaying the captured history; returns an unsubscribe function. */
+  watch(fn: (line: string) => boolean): () => void {
+    for (const line of this.text.split('\n')) if (fn(line)) return () => {};
+    this.waiters.add(fn);
+    return () => this.waiters.delete(fn);
+  }
+}
+
+function makeProc(ns: string, child: ChildProcess, describe: string): Proc {
+  const out = new Output();
+  const err = new Output();
+  child.stdout?.setEncoding('utf8').on('data', (s: string) => out.push(s));
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => err.push(s));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('close', (code, sig) => {
+      out.flush();
+      err.flush();
+      resolve({ code, signal: sig });
+    });
+  });
+  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  return {
+    pid: child.pid ?? -1,
+    ns,
+    child,
+    exited,
+    stdout: () => out.text,
+    stderr: () => err.text,
+    waitFor(pattern, opts = {}) {
+      const re = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : pattern;
+      const streams = opts.stream === 'stdout' ? [out] : opts.stream === 'stderr' ? [err] : [out, err];
+      return new Promise<string>((resolve, reject) => {
+        let done = false;
+        const unsubs: Array<() => void> = [];
+        const finish = (fn: () => void): void => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          for (const u of unsubs) u();
+          fn();
+        };
+        const timer = setTimeout(
+          () => finish(() => reject(new Error(`${describe}: no output matching ${re} within ${opts.timeoutMs ?? 10000} ms; stderr: ${err.text.slice(-2000)}`))),
+          opts.timeoutMs ?? 10000,
+        );
+        for (const s of streams) {
+          unsubs.push(
+            s.watch((line) => {
+              if (!re.test(line)) return false;
+              finish(() => resolve(line));
+              return true;
+            }),
+          );
+        }
+        void exited.then((st) =>
+          finish(() => reject(new Error(`${describe} exited (code ${st.code}, signal ${st.signal}) before printing ${re}; stderr: ${err.text.slice(-2000)}`))),
+        );
+        void spawnError.then((e) => finish(() => reject(e)));
+      });
+    },
+    stop: (graceMs = 2000) => stopChild(child, graceMs),
+  };
+}
+
+function runCollect(child: ChildProcess, describe: string, opts: ExecOptions): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    const timeoutMs = opts.timeoutMs ?? 30000;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      signal(child, 'SIGKILL');
+    }, timeoutMs);
+    child.stdout?.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${describe}: ${e.message}`));
+    });
+    child.once('close', (code, sig) => {
+      clearTimeout(timer);
+      if (timedOut) return reject(new Error(`${describe}: killed after ${timeoutMs} ms; stderr: ${stderr.trim()}`));
+      const res = { code: code ?? 128, stdout, stderr };
+      if (opts.check !== false && (code !== 0 || sig !== null)) {
+        return reject(new Error(`${describe}: exit ${code ?? sig}: ${stderr.trim() || stdout.trim()}`));
+      }
+      resolve(res);
+    });
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(opts.input ?? '');
+  });
+}
+
+function inSubnet(ip: string, prefix: string, bits: number, family: 'ipv4' | 'ipv6'): boolean {
+  const bl = new net.BlockList();
+  bl.addSubnet(prefix, bits, family);
+  return bl.check(ip, family);
+}
+
+function listNetns(): string[] {
+  const out = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '')
+    .filter((l) => l !== '');
+}
+
+/** Names of existing network namespaces that start with prefix (e.g. a topology id). */
+export function listNamespaces(prefix: string): string[] {
+  return listNetns().filter((n) => n.startsWith(prefix));
+}
+
+function brNetfilterLoaded(): boolean {
+  // Reading the root namespace's /proc only tells whether the module is present; nothing is changed there.
+  return existsSync('/proc/sys/net/bridge/bridge-nf-call-iptables');
+}
+
+export class Topology {
+  readonly id: string;
+  readonly nodes: NodeInfo[];
+  readonly ext: ClientInfo;
+  readonly ext2: ClientInfo;
+  readonly netNs: string;
+  readonly pods = new Map<string, PodInfo>();
+  readonly brNetfilter = brNetfilterLoaded();
+
+  private readonly created = new Set<string>();
+  /** Running processes and the namespace each was started in (null: root-namespace `ip`). */
+  private readonly children = new Map<ChildProcess, string | null>();
+  private vethCounter = 0;
+  private destroying: Promise<void> | undefined;
+  private destroyed = false;
+
+  constructor(id: string, nodeCount: number) {
+    this.id = id;
+    this.netNs = `${id}-net`;
+    this.nodes = [];
+    for (let n = 1; n <= nodeCount; n++) {
+      this.nodes.push({
+        name: `node${n}`,
+        index: n,
+        ns: `${id}-node${n}`,
+        ip: `10.0.0.${n}`,
+        ip6: `fd00:10::${n}`,
+        podCidr: `10.244.${n}.0/24`,
+        podCidr6: `fd00:244:${n}::/64`,
+        gateway: `10.244.${n}.1`,
+        gateway6: `fd00:244:${n}::1`,
+      });
+    }
+    this.ext = { name: 'ext', ns: `${id}-ext`, ip: '10.0.0.100', ip6: 'fd00:10::100' };
+    this.ext2 = { name: 'ext2', ns: `${id}-ext2`, ip: '10.0.0.101', ip6: 'fd00:10::101' };
+  }
+
+  node(index: number): NodeInfo {
+    const n = this.nodes[index - 1];
+    if (!n) throw new Error(`topology ${this.id}: no node ${index}`);
+    return n;
+  }
+
+  pod(name: string): PodInfo {
+    const p = this.pods.get(name);
+    if (!p) throw new Error(`topology ${this.id}: no pod ${JSON.stringify(name)}`);
+    return p;
+  }
+
+  /**
+   * Full namespace name for a logical one: node1.., net, ext, ext2, or a pod name.
+   * A full name already created by this topology is returned unchanged.
+   */
+  ns(name: string): string {
+    const node = /^node(\d+)$/.exec(name);
+    if (node) return this.node(Number(node[1])).ns;
+    if (name === 'net') return this.netNs;
+    if (name === 'ext') return this.ext.ns;
+    if (name === 'ext2') return this.ext2.ns;
+    const pod = this.pods.get(name);
+    if (pod) return pod.ns;
+    if (this.created.has(name)) return name;
+    throw new Error(`topology ${this.id}: unknown namespace ${JSON.stringify(name)}`);
+  }
+
+  /** Every namespace this topology created and has not deleted yet. */
+  namespaces(): string[] {
+    return [...this.created];
+  }
+
+  /** PIDs of processes started by this topology that are still running. */
+  pids(): number[] {
+    return [...this.children.keys()].filter(isAlive).map((c) => c.pid ?? -1);
+  }
+
+  private start(ns: string, cmd: string, args: string[], opts: SpawnOptions): ChildProcess {
+    if (this.destroying) throw new Error(`topology ${this.id} is destroyed`);
+    const full = this.ns(ns);
+    const child = spawnChild('ip', ['netns', 'exec', full, cmd, ...args], opts);
+    this.children.set(child, full);
+    child.once('close', () => this.children.delete(child));
+    child.once('error', () => this.children.delete(child));
+    return child;
+  }
+
+  /** Runs a command inside a namespace and collects its output. */
+  exec(ns: string, cmd: string, args: string[] = [], opts: ExecOptions = {}): Promise<ExecResult> {
+    const child = this.start(ns, cmd, args, { stdio: 'pipe', env: opts.env ?? process.env });
+    return runCollect(child, `[${ns}] ${cmd} ${args.join(' ')}`, opts);
+  }
+
+  /** Starts a long-running process inside a namespace; destroy() kills it by PID. */
+  spawn(ns: string, cmd: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Proc {
+    const child = this.start(ns, cmd, args, { stdio: 'pipe', env: opts.env ?? process.env, cwd: opts.cwd });
+    return makeProc(this.ns(ns), child, `[${ns}] ${cmd}`);
+  }
+
+  /** Runs `ip -batch` inside a namespace (or the root namespace's ip tool for ns === null, used only
+   *  for `netns add/del` and creating veths whose ends live in other namespaces). */
+  async ipBatch(ns: string | null, lines: string[]): Promise<void> {
+    if (lines.length === 0) return;
+    const args = ns === null ? ['-batch', '-'] : ['-n', this.ns(ns), '-batch', '-'];
+    const child = spawnChild('ip', args, { stdio: 'pipe' });
+    this.children.set(child, null);
+    child.once('close', () => this.children.delete(child));
+    await runCollect(child, `ip ${ns ? `-n ${ns} ` : ''}-batch`, { input: lines.join('\n') + '\n' });
+  }
+
+  private async sysctl(ns: string, settings: Record<string, string | number>): Promise<void> {
+    const args = ['-q', ...Object.entries(settings).map(([k, v]) => `${k}=${v}`)];
+    await this.exec(ns, 'sysctl', ['-w', ...args]);
+  }
+
+  private nodeSysctls(): Record<string, number> {
+    const s: Record<string, number> = {
+      'net.ipv6.conf.all.accept_dad': 0,
+      'net.ipv6.conf.default.accept_dad': 0,
+      'net.ipv4.ip_forward': 1,
+      'net.ipv6.conf.all.forwarding': 1,
+    };
+    if (this.brNetfilter) {
+      s['net.bridge.bridge-nf-call-iptables'] = 1;
+      s['net.bridge.bridge-nf-call-ip6tables'] = 1;
+    }
+    return s;
+  }
+
+  private static readonly LEAF_SYSCTLS = { 'net.ipv6.conf.all.accept_dad': 0, 'net.ipv6.conf.default.accept_dad': 0 };
+
+  private validatePod(spec: PodSpec, taken: Set<string>, ips: Set<string>): PodInfo {
+    const what = `pod ${JSON.stringify(spec.name)}`;
+    if (typeof spec.name !== 'string' || !/^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$/.test(spec.name)) {
+      throw new Error(`${what}: name must be a lower-case DNS label of at most 42 characters`);
+    }
+    if (/^(node\d+|net|ext|ext2)$/.test(spec.name)) throw new Error(`${what}: name is reserved for a topology namespace`);
+    if (taken.has(spec.name)) throw new Error(`${what}: duplicate pod name`);
+    const node = this.nodes[spec.node - 1];
+    if (!node) throw new Error(`${what}: node ${spec.node} does not exist (topology has ${this.nodes.length})`);
+    if (!net.isIPv4(spec.ip) || !inSubnet(spec.ip, `10.244.${spec.node}.0`, 24, 'ipv4')) {
+      throw new Error(`${what}: ip ${JSON.stringify(spec.ip)} is not an address in ${node.podCidr}`);
+    }
+    const host = Number(spec.ip.split('.')[3]);
+    if (host < 2 || host > 254) throw new Error(`${what}: ip ${spec.ip} collides with the network, gateway or broadcast address`);
+    if (spec.ip6 !== undefined) {
+      if (!net.isIPv6(spec.ip6) || !inSubnet(spec.ip6, `fd00:244:${spec.node}::`, 64, 'ipv6')) {
+        throw new Error(`${what}: ip6 ${JSON.stringify(spec.ip6)} is not an address in ${node.podCidr6}`);
+      }
+      if (inSubnet(spec.ip6, node.gateway6, 128, 'ipv6') || inSubnet(spec.ip6, `fd00:244:${spec.node}::`, 128, 'ipv6')) {
+        throw new Error(`${what}: ip6 ${spec.ip6} collides with the subnet-router or gateway address`);
+      }
+    }
+    for (const a of [spec.ip, spec.ip6]) {
+      if (a === undefined) continue;
+      if (ips.has(a)) throw new Error(`${what}: address ${a} is already used`);
+    }
+    const ports = (list: number[] | undefined, dflt: number[], proto: string): number[] => {
+      const p = list ?? dflt;
+      for (const x of p) if (!Number.isInteger(x) || x < 1 || x > 65535) throw new Error(`${what}: bad ${proto} port ${x}`);
+      return [...p];
+    };
+    const info: PodInfo = {
+      name: spec.name,
+      node: spec.node,
+      ns: `${this.id}-pod-${spec.name}`,
+      ip: spec.ip,
+      tcp: ports(spec.tcp, DEFAULT_TCP_PORTS, 'tcp'),
+      udp: ports(spec.udp, DEFAULT_UDP_PORTS, 'udp'),
+      hostVeth: `vp${++this.vethCounter}`,
+    };
+    if (spec.ip6 !== undefined) info.ip6 = spec.ip6;
+    taken.add(spec.name);
+    ips.add(spec.ip);
+    if (spec.ip6 !== undefined) ips.add(spec.ip6);
+    return info;
+  }
+
+  private usedPodAddresses(): Set<string> {
+    const s = new Set<string>();
+    for (const p of this.pods.values()) {
+      s.add(p.ip);
+      if (p.ip6) s.add(p.ip6);
+    }
+    return s;
+  }
+
+  private async createNamespaces(names: string[]): Promise<void> {
+    for (const n of names) this.created.add(n);
+    await this.ipBatch(
+      null,
+      names.map((n) => `netns add ${n}`),
+    );
+  }
+
+  private podVethLine(p: PodInfo): string {
+    return `link add eth0 netns ${p.ns} type veth peer name ${p.hostVeth} netns ${this.node(p.node).ns}`;
+  }
+
+  private nodePortLines(p: PodInfo): string[] {
+    return [`link set ${p.hostVeth} master cbr0`, `link set ${p.hostVeth} type bridge_slave hairpin on`, `link set ${p.hostVeth} up`];
+  }
+
+  private podLines(p: PodInfo): string[] {
+    const node = this.node(p.node);
+    const lines = ['link set lo up', `addr add ${p.ip}/24 dev eth0`];
+    if (p.ip6) lines.push(`addr add ${p.ip6}/64 dev eth0 nodad`);
+    lines.push('link set eth0 up', `route add default via ${node.gateway}`);
+    if (p.ip6) lines.push(`route add ::/0 via ${node.gateway6}`);
+    return lines;
+  }
+
+  private async startPodServers(pods: PodInfo[]): Promise<void> {
+    await Promise.all(
+      pods.map(async (p) => {
+        if (p.tcp.length + p.udp.length === 0) return;
+        const args = [PODSERVER_MAIN, '--name', p.name];
+        if (p.tcp.length) args.push('--tcp', p.tcp.join(','));
+        if (p.udp.length) args.push('--udp', p.udp.join(','));
+        p.server = this.spawn(p.ns, process.execPath, args);
+        await p.server.waitFor(/^ready$/, { stream: 'stdout', timeoutMs: 15000 });
+      }),
+    );
+  }
+
+  /** Builds everything; called once by createTopology. */
+  async build(podSpecs: PodSpec[]): Promise<void> {
+    const taken = new Set<string>();
+    const ips = new Set<string>();
+    const pods = podSpecs.map((s) => this.validatePod(s, taken, ips));
+    track(this);
+
+    const leafNs = [this.netNs, this.ext.ns, this.ext2.ns, ...pods.map((p) => p.ns)];
+    await this.createNamespaces([...this.nodes.map((n) => n.ns), ...leafNs]);
+    // Sysctls first: new interfaces copy net.ipv6.conf.default.*, so DAD is off on them from the start.
+    await Promise.all([
+      ...this.nodes.map((n) => this.sysctl(n.ns, this.nodeSysctls())),
+      ...leafNs.map((ns) => this.sysctl(ns, Topology.LEAF_SYSCTLS)),
+    ]);
+    await this.ipBatch(null, [
+      ...this.nodes.map((n) => `link add eth0 netns ${n.ns} type veth peer name n${n.index} netns ${this.netNs}`),
+      ...[this.ext, this.ext2].map((c) => `link add eth0 netns ${c.ns} type veth peer name ${c.name} netns ${this.netNs}`),
+      ...pods.map((p) => this.podVethLine(p)),
+    ]);
+
+    const netLines = ['link set lo up', 'link add br0 type bridge mcast_snooping 0', 'link set br0 up'];
+    for (const port of [...this.nodes.map((n) => `n${n.index}`), this.ext.name, this.ext2.name]) {
+      netLines.push(`link set ${port} master br0`, `link set ${port} up`);
+    }
+    const batches: Array<Promise<void>> = [this.ipBatch(this.netNs, netLines)];
+    for (const n of this.nodes) {
+      const lines = [
+        'link set lo up',
+        `addr add ${n.ip}/24 dev eth0`,
+        `addr add ${n.ip6}/64 dev eth0 nodad`,
+        'link set eth0 up',
+        'link add cbr0 type bridge mcast_snooping 0',
+        `addr add ${n.gateway}/24 dev cbr0`,
+        `addr add ${n.gateway6}/64 dev cbr0 nodad`,
+        'link set cbr0 up',
+      ];
+      for (const p of pods) if (p.node === n.index) lines.push(...this.nodePortLines(p));
+      for (const m of this.nodes) {
+        if (m === n) continue;
+        lines.push(`route add ${m.podCidr} via ${m.ip}`, `route add ${m.podCidr6} via ${m.ip6}`);
+      }
+      batches.push(this.ipBatch(n.ns, lines));
+    }
+    const first = this.node(1);
+    for (const c of [this.ext, this.ext2]) {
+      batches.push(
+        this.ipBatch(c.ns, [
+          'link set lo up',
+          `addr add ${c.ip}/24 dev eth0`,
+          `addr add ${c.ip6}/64 dev eth0 nodad`,
+          'link set eth0 up',
+          `route add default via ${first.ip}`,
+          `route add ::/0 via ${first.ip6}`,
+        ]),
+      );
+    }
+    for (const p of pods) batches.push(this.ipBatch(p.ns, this.podLines(p)));
+    await Promise.all(batches);
+
+    for (const p of pods) this.pods.set(p.name, p);
+    await this.startPodServers(pods);
+  }
+
+  /** Adds a pod (namespace, veth on its node's cbr0, addresses, routes, pod server) at run time. */
+  async addPod(spec: PodSpec): Promise<PodInfo> {
+    if (this.destroying) throw new Error(`topology ${this.id} is destroyed`);
+    const p = this.validatePod(spec, new Set(this.pods.keys()), this.usedPodAddresses());
+    await this.createNamespaces([p.ns]);
+    await this.sysctl(p.ns, Topology.LEAF_SYSCTLS);
+    await this.ipBatch(null, [this.podVethLine(p)]);
+    await Promise.all([this.ipBatch(this.node(p.node).ns, this.nodePortLines(p)), this.ipBatch(p.ns, this.podLines(p))]);
+    this.pods.set(p.name, p);
+    await this.startPodServers([p]);
+    return p;
+  }
+
+  /** Stops every process in the pod's namespace and deletes it (its veth goes with it). */
+  async removePod(name: string): Promise<void> {
+    const p = this.pod(name);
+    await Promise.all([...this.children].filter(([, ns]) => ns === p.ns).map(([c]) => stopChild(c, 2000)));
+    this.pods.delete(name);
+    await this.ipBatch(null, [`netns del ${p.ns}`]);
+    this.created.delete(p.ns);
+  }
+
+  /** Adds an address (e.g. a LoadBalancer or external IP) to a device; IPv6 skips DAD. */
+  async addAddress(ns: string, dev: string, cidr: string): Promise<void> {
+    await this.ipBatch(ns, [`addr add ${cidr} dev ${dev}${cidr.includes(':') ? ' nodad' : ''}`]);
+  }
+
+  async removeAddress(ns: string, dev: string, cidr: string): Promise<void> {
+    await this.ipBatch(ns, [`addr del ${cidr} dev ${dev}`]);
+  }
+
+  /** Kills every process this topology started and deletes every namespace it created. Idempotent. */
+  destroy(): Promise<void> {
+    this.destroying ??= (async () => {
+      await Promise.all([...this.children.keys()].map((c) => stopChild(c, 2000)));
+      const names = [...this.created];
+      if (names.length > 0) {
+        const child = spawnChild('ip', ['-force', '-batch', '-'], { stdio: 'pipe' });
+        await runCollect(child, 'ip netns del', { input: names.map((n) => `netns del ${n}\n`).join(''), check: false });
+      }
+      this.created.clear();
+      this.destroyed = true;
+      untrack(this);
+    })();
+    return this.destroying;
+  }
+
+  /** Synchronous last-resort cleanup for process exit and signals. */
+  destroySync(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    for (const c of this.children.keys()) signal(c, 'SIGKILL');
+    const names = [...this.created];
+    if (names.length > 0) {
+      try {
+        execFileSync('ip', ['-force', '-batch', '-'], { input: names.map((n) => `netns del ${n}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });
+      } catch {
+        // Best effort while the process is going down; nothing more can be done here.
+      }
+    }
+    this.created.clear();
+    untrack(this);
+  }
+}
+
+function newId(): string {
+  const existing = listNetns();
+  for (;;) {
+    const id = `kpt${randomBytes(2).toString('hex')}`;
+    if (!existing.some((n) => n.startsWith(`${id}-`))) return id;
+  }
+}
+
+/** Creates the namespaces, links, addresses, routes and pod servers described at the top of this file. */
+export async function createTopology(opts: TopologyOptions = {}): Promise<Topology> {
+  const nodes = opts.nodes ?? 2;
+  if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_NODES) throw new Error(`nodes must be an integer in 1..${MAX_NODES}, got ${nodes}`);
+  const topo = new Topology(newId(), nodes);
+  try {
+    await topo.build(opts.pods ?? []);
+  } catch (err) {
+    await topo.destroy();
+    throw err;
+  }
+  return topo;
+}
