@@ -6,31 +6,26 @@ export class ParseError extends Error {}
 
 export type Token = { kind: 'word' | 'str' | 'punct'; text: string };
 
+const TOKEN = /\s+|("(?:[^"\\]|\\.)*")|([{},])|("[^]*)|([^\s{},"]+)/y;
+const PUNCT = new Set(['.', ':', '==', '!=', '&', '|', '^', '<', '>', '<=', '>=']);
+
 export function tokenize(src: string): Token[] {
   const out: Token[] = [];
-  let i = 0;
-  while (i < src.length) {
-    const c = src[i]!;
-    if (/\s/.test(c)) { i++; continue; }
-    if (c === '"') {
-      let j = i + 1;
-      while (j < src.length && src[j] !== '"') j += src[j] === '\\' ? 2 : 1;
-      if (j >= src.length) throw new ParseError('unterminated string');
-      out.push({ kind: 'str', text: src.slice(i, j + 1) });
-      i = j + 1;
-      continue;
+  TOKEN.lastIndex = 0;
+  let m: RegExpExecArray | null;
+  while (TOKEN.lastIndex < src.length && (m = TOKEN.exec(src))) {
+    if (m[1]) out.push({ kind: 'str', text: m[1] });
+    else if (m[2]) out.push({ kind: 'punct', text: m[2] });
+    else if (m[3]) throw new ParseError('unterminated string');
+    else if (m[4]) {
+      let word = m[4];
+      // `0: goto x` written without a space: split the colon unless the word is an IPv6 address.
+      if (word.length > 1 && word.endsWith(':') && !word.slice(0, -1).includes(':')) {
+        out.push({ kind: 'word', text: word.slice(0, -1) });
+        word = ':';
+      }
+      out.push({ kind: PUNCT.has(word) ? 'punct' : 'word', text: word });
     }
-    if ('{},'.includes(c)) { out.push({ kind: 'punct', text: c }); i++; continue; }
-    let j = i;
-    while (j < src.length && !/\s/.test(src[j]!) && !'{},"'.includes(src[j]!)) j++;
-    let word = src.slice(i, j);
-    i = j;
-    // `0: goto x` written without a space: split the colon unless the word is an IPv6 address.
-    if (word.length > 1 && word.endsWith(':') && !word.slice(0, -1).includes(':')) {
-      out.push({ kind: 'word', text: word.slice(0, -1) });
-      word = ':';
-    }
-    out.push({ kind: ['.', ':', '==', '!=', '&', '|', '^', '<', '>', '<=', '>='].includes(word) ? 'punct' : 'word', text: word });
   }
   return out;
 }
