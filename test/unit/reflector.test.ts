@@ -23,6 +23,8 @@ interface Harness {
 }
 
 const open: Harness[] = [];
+// For tests that count requests: a loaded machine must not trip the inactivity timer.
+const QUIET = { inactivityTimeoutMs: 5000 };
 
 async function startHarness(
   populate: (s: FakeApiServer) => void = () => undefined,
@@ -38,7 +40,7 @@ async function startHarness(
     minWatchTimeoutSeconds: 2,
     backoffInitialMs: 20,
     backoffMaxMs: 200,
-    inactivityTimeoutMs: 400,
+    inactivityTimeoutMs: 1000,
     ...sourceOpts,
   });
   const rec = new ViewRecorder();
@@ -97,7 +99,7 @@ describe('API server source', () => {
       s.create('EndpointSlice', svc('bulk', 'svc-0000-abc'));
       s.create('Node', { metadata: { name: NODE } });
       s.create('Node', { metadata: { name: 'node-2' } });
-    });
+    }, QUIET);
     await waitFor(() => h.rec.synced.length === 3, 'all kinds synced');
     await converged(h, 'initial list');
     assert.equal(Object.keys(h.rec.view('Service')).length, 1201);
@@ -131,7 +133,7 @@ describe('API server source', () => {
     const h = await startHarness((s) => {
       for (let i = 0; i < 700; i++) s.create('Service', svc('bulk', `svc-${i}`));
       s.gone({ filter: { kind: 'Service', verb: 'list', continue: true } });
-    });
+    }, QUIET);
     await converged(h, 'list after expired continue token');
     const lists = h.server.requestsMatching({ kind: 'Service', verb: 'list' });
     // page 1, page 2 → 410, then a full new list of two pages.
