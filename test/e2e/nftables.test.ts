@@ -1,0 +1,235 @@
+// `--proxy-mode nftables` end to end: the proxy runs in node1's network namespace against the
+// fake API server, and real packets from pods and external clients show what a user would see.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { E2ECluster, PROXY_MAIN } from '../support/e2e-cluster.js';
+import { requestMany, tcpRequest, udpRequest } from '../support/netclient.js';
+import type { PodSpec } from '../support/topology.js';
+
+const PODS: PodSpec[] = [
+  { name: 'a-1', node: 1, ip: '10.244.1.10', ip6: 'fd00:244:1::10' },
+  { name: 'a-2', node: 1, ip: '10.244.1.11', ip6: 'fd00:244:1::11' },
+  { name: 'b-1', node: 2, ip: '10.244.2.10', ip6: 'fd00:244:2::10' },
+  { name: 'b-2', node: 2, ip: '10.244.2.11', ip6: 'fd00:244:2::11' },
+  // A client pod on the proxy's node that is never an endpoint.
+  { name: 'c-1', node: 1, ip: '10.244.1.20', ip6: 'fd00:244:1::20' },
+];
+const ALL = ['a-1', 'a-2', 'b-1', 'b-2'];
+const NODE1_BRIDGE = '10.244.1.1';
+const NODE1_IP = '10.0.0.1';
+const EXT_IP = '10.0.0.100';
+/** Long enough for an answer through the proxy, short enough to keep "dropped" checks quick. */
+const DROP_MS = 1500;
+
+const sorted = (o: Record<string, number>): string[] => Object.keys(o).sort();
+
+describe('nftables mode on a real kernel', () => {
+  let c: E2ECluster;
+
+  before(async () => {
+    c = await E2ECluster.start({ pods: PODS });
+  });
+
+  after(async () => {
+    await c?.destroy();
+  });
+
+  it('a ClusterIP serves TCP and UDP from every endpoint, and endpoints see the client pod IP', async () => {
+    await c.addService({
+      name: 'web',
+      clusterIPs: ['10.96.0.10'],
+      ports: [
+        { name: 'http', port: 80, targetPort: 8080 },
+        { name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353 },
+      ],
+    });
+    await c.setEndpoints('web', ALL);
+    const tcp = await requestMany(c.topo, 'c-1', '10.96.0.10', 80, 60);
+    assert.deepEqual(tcp.errors, {});
+    assert.deepEqual(sorted(tcp.pods), ALL);
+    assert.deepEqual(tcp.sources, { '10.244.1.20': 60 }, 'pod-to-service traffic is not masqueraded');
+    const udp = await requestMany(c.topo, 'c-1', '10.96.0.10', 53, 60, { proto: 'udp' });
+    assert.deepEqual(udp.errors, {});
+    assert.deepEqual(sorted(udp.pods), ALL);
+    assert.deepEqual(udp.sources, { '10.244.1.20': 60 });
+  });
+
+  it('a pod reaching itself through its Service is answered by itself from a masqueraded source (hairpin)', async () => {
+    await c.addService({
+      name: 'self',
+      clusterIPs: ['10.96.0.11'],
+      ports: [
+        { name: 'http', port: 80 },
+        { name: 'dns', protocol: 'UDP', port: 53 },
+      ],
+    });
+    await c.setEndpoints('self', ['a-1']);
+    // Masquerading picks the address of the bridge the packet leaves by: the node's pod gateway.
+    assert.deepEqual(await tcpRequest(c.topo, 'a-1', '10.96.0.11', 80), { ok: true, pod: 'a-1', seenSource: NODE1_BRIDGE });
+    assert.deepEqual(await udpRequest(c.topo, 'a-1', '10.96.0.11', 53), { ok: true, pod: 'a-1', seenSource: NODE1_BRIDGE });
+  });
+
+  it('NodePort, external IP and load-balancer IP serve an external client through every endpoint, masqueraded', async () => {
+    await c.addService({
+      name: 'lb',
+      type: 'LoadBalancer',
+      clusterIPs: ['10.96.0.20'],
+      ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30080 }],
+      externalIPs: ['192.0.2.10'],
+      loadBalancerIPs: ['192.0.2.20'],
+    });
+    await c.setEndpoints('lb', ['a-1', 'b-1']);
+    for (const [ip, port] of [
+      [NODE1_IP, 30080],
+      ['192.0.2.10', 80],
+      ['192.0.2.20', 80],
+    ] as const) {
+      const r = await requestMany(c.topo, 'ext', ip, port, 30);
+      assert.deepEqual(r.errors, {}, `${ip}:${port}`);
+      assert.deepEqual(sorted(r.pods), ['a-1', 'b-1'], `${ip}:${port}`);
+      // externalTrafficPolicy Cluster: the source is node1's address toward the endpoint.
+      for (const src of Object.keys(r.sources)) assert.ok([NODE1_BRIDGE, NODE1_IP].includes(src), `${ip}:${port} seen from ${src}`);
+    }
+  });
+
+  it('loadBalancerSourceRanges: a client inside the range is served, one outside is dropped', async () => {
+    await c.addService({
+      name: 'fw',
+      type: 'LoadBalancer',
+      clusterIPs: ['10.96.0.21'],
+      ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30081 }],
+      loadBalancerIPs: ['192.0.2.21'],
+      loadBalancerSourceRanges: [`${EXT_IP}/32`],
+    });
+    await c.setEndpoints('fw', ['a-1']);
+    assert.deepEqual(await tcpRequest(c.topo, 'ext', '192.0.2.21', 80), { ok: true, pod: 'a-1', seenSource: NODE1_BRIDGE });
+    assert.deepEqual(await tcpRequest(c.topo, 'ext2', '192.0.2.21', 80, { timeoutMs: DROP_MS }), { ok: false, error: 'timeout' });
+  });
+
+  it('a Service without endpoints refuses TCP and UDP at once', async () => {
+    await c.addService({
+      name: 'empty',
+      clusterIPs: ['10.96.0.30'],
+      ports: [
+        { name: 'http', port: 80, targetPort: 8080 },
+        { name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353 },
+      ],
+    });
+    assert.deepEqual(await tcpRequest(c.topo, 'c-1', '10.96.0.30', 80, { timeoutMs: 1000 }), { ok: false, error: 'refused' });
+    assert.deepEqual(await udpRequest(c.topo, 'c-1', '10.96.0.30', 53, { timeoutMs: 1000 }), { ok: false, error: 'refused' });
+  });
+
+  it('a removed endpoint gets no new connections after the next sync; an added one is reached', async () => {
+    await c.addService({ name: 'churn', clusterIPs: ['10.96.0.31'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c.setEndpoints('churn', ['a-1', 'b-1']);
+    assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', '10.96.0.31', 80, 30)).pods), ['a-1', 'b-1']);
+
+    await c.setEndpoints('churn', ['a-1']);
+    const one = await requestMany(c.topo, 'c-1', '10.96.0.31', 80, 30);
+    assert.deepEqual(one.pods, { 'a-1': 30 });
+    assert.deepEqual(one.errors, {});
+
+    await c.setEndpoints('churn', ['a-1', 'b-2']);
+    const two = await requestMany(c.topo, 'c-1', '10.96.0.31', 80, 30);
+    assert.deepEqual(sorted(two.pods), ['a-1', 'b-2']);
+    assert.deepEqual(two.errors, {});
+  });
+
+  it('ClientIP session affinity sends every connection of a client to one pod', async () => {
+    await c.addService({
+      name: 'sticky',
+      clusterIPs: ['10.96.0.40'],
+      ports: [{ name: 'http', port: 80, targetPort: 8080 }],
+      sessionAffinity: 'ClientIP',
+    });
+    await c.setEndpoints('sticky', ALL);
+    // One at a time: the first connection records the client's endpoint for the others.
+    const r = await requestMany(c.topo, 'c-1', '10.96.0.40', 80, 20, { concurrency: 1 });
+    assert.deepEqual(r.errors, {});
+    assert.equal(Object.keys(r.pods).length, 1, `answered by ${JSON.stringify(r.pods)}`);
+  });
+
+  it('externalTrafficPolicy Local: outside traffic reaches only local pods with the client IP kept, and is dropped without one', async () => {
+    await c.addService({
+      name: 'local',
+      type: 'NodePort',
+      clusterIPs: ['10.96.0.50'],
+      ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30082 }],
+      externalTrafficPolicy: 'Local',
+    });
+    await c.setEndpoints('local', ['a-1', 'b-1']);
+    const r = await requestMany(c.topo, 'ext', NODE1_IP, 30082, 20);
+    assert.deepEqual(r.pods, { 'a-1': 20 });
+    assert.deepEqual(r.sources, { [EXT_IP]: 20 });
+
+    await c.setEndpoints('local', ['b-1', 'b-2']);
+    assert.deepEqual(await tcpRequest(c.topo, 'ext', NODE1_IP, 30082, { timeoutMs: DROP_MS }), { ok: false, error: 'timeout' });
+    // The policy is about external traffic: the ClusterIP still reaches the remote endpoints.
+    assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', '10.96.0.50', 80, 20)).pods), ['b-1', 'b-2']);
+  });
+
+  it('Services for another proxy, headless and ExternalName Services get no rules', async () => {
+    await c.addService(
+      {
+        name: 'other',
+        clusterIPs: ['10.96.0.60'],
+        ports: [{ name: 'http', port: 80, targetPort: 8080 }],
+        labels: { 'service.kubernetes.io/service-proxy-name': 'someone-else' },
+      },
+      { expectRules: false },
+    );
+    await c.setEndpoints('other', ['a-1'], { expectRules: false });
+    await c.addService({ name: 'headless', clusterIPs: 'None', ports: [{ name: 'http', port: 80, targetPort: 8080 }] }, { expectRules: false });
+    await c.setEndpoints('headless', ['a-1'], { expectRules: false });
+    await c.addService(
+      { name: 'extname', type: 'ExternalName', externalName: 'db.example.com', ports: [{ name: 'http', port: 80 }] },
+      { expectRules: false },
+    );
+    await c.barrier();
+
+    for (const family of ['ip', 'ip6'] as const) {
+      const table = await c.nftTable(family);
+      assert.ok(table !== null, `table ${family} kube-proxy exists`);
+      for (const word of ['other', 'headless', 'extname', '10.96.0.60']) assert.ok(!table.includes(word), `${family} table mentions ${word}`);
+    }
+    const r = await tcpRequest(c.topo, 'c-1', '10.96.0.60', 80, { timeoutMs: DROP_MS });
+    assert.equal(r.ok, false, `the other proxy's ClusterIP answered: ${JSON.stringify(r)}`);
+  });
+
+  it('an IPv6 ClusterIP of a dual-stack Service serves TCP and UDP from every endpoint', async () => {
+    await c.addService({
+      name: 'web6',
+      clusterIPs: ['10.96.0.70', 'fd00:96::70'],
+      ports: [
+        { name: 'http', port: 80, targetPort: 8080 },
+        { name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353 },
+      ],
+    });
+    await c.setEndpoints('web6', ALL);
+    const table = await c.nftTable('ip6');
+    assert.ok(table?.includes('fd00:96::70'), 'the ip6 table holds the IPv6 ClusterIP');
+    const tcp = await requestMany(c.topo, 'c-1', 'fd00:96::70', 80, 60);
+    assert.deepEqual(tcp.errors, {});
+    assert.deepEqual(sorted(tcp.pods), ALL);
+    assert.deepEqual(tcp.sources, { 'fd00:244:1::20': 60 });
+    const udp = await requestMany(c.topo, 'c-1', 'fd00:96::70', 53, 60, { proto: 'udp' });
+    assert.deepEqual(udp.errors, {});
+    assert.deepEqual(sorted(udp.pods), ALL);
+    // The IPv4 side of the same Service keeps working.
+    assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', '10.96.0.70', 80, 40)).pods), ALL);
+  });
+
+  it('stopping the proxy keeps the rules; --cleanup removes the kube-proxy table of both families', async () => {
+    await c.proxy.stop();
+    assert.notEqual(await c.nftTable('ip'), null);
+    assert.notEqual(await c.nftTable('ip6'), null);
+    assert.equal((await tcpRequest(c.topo, 'c-1', '10.96.0.10', 80)).ok, true, 'services still work without the proxy process');
+
+    await c.topo.exec('node1', process.execPath, [PROXY_MAIN, '--cleanup', '--proxy-mode', 'nftables']);
+    assert.equal(await c.nftTable('ip'), null);
+    assert.equal(await c.nftTable('ip6'), null);
+    const tables = await c.topo.exec('node1', 'nft', ['list', 'tables']);
+    assert.doesNotMatch(tables.stdout, /kube-proxy/);
+    assert.equal((await tcpRequest(c.topo, 'c-1', '10.96.0.10', 80, { timeoutMs: DROP_MS })).ok, false);
+  });
+});

@@ -1,0 +1,459 @@
+/*
+ * A small cluster for real-kernel e2e tests of the proxy: the namespace topology of topology.ts,
+ * the fake API server running on node1's loopback (fake-apiserver-main.js, driven over stdin), and
+ * the proxy (dist/src/cli/main.js) running inside node1's namespace with a kubeconfig pointing at it.
+ *
+ * Kubernetes node names are `node-<N>` for topology node N; node-1 is the proxy's own node, with
+ * InternalIPs 10.0.0.1 and fd00:10::1 (so the proxy programs both the ip and ip6 tables).
+ *
+ * Knowing when a change is in the kernel: with `--v 2` the proxy logs, after each applied sync,
+ * the snapshot it just programmed (service ports with their endpoints). The harness parses those
+ * blocks and waits for one, newer than the change, that shows the desired state. A plain "next sync
+ * line" is not enough: a sync already running when the change arrives logs without it.
+ */
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { EndpointSlice, KubeObject, Node, ObjectKind, Service } from '../../src/model/k8s.js';
+import { kubeconfigFor } from './kubeconfig.js';
+import { createTopology, type PodInfo, type PodSpec, type Proc, type Topology } from './topology.js';
+
+export const PROXY_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+const API_MAIN = fileURLToPath(new URL('./fake-apiserver-main.js', import.meta.url));
+const NAMESPACE = 'default';
+const WAIT_MS = 15000;
+
+export type Family = 'IPv4' | 'IPv6';
+
+export interface PortSpec {
+  name: string;
+  protocol?: 'TCP' | 'UDP';
+  port: number;
+  /** Port on the pods (default: port). */
+  targetPort?: number;
+  nodePort?: number;
+}
+
+export interface ServiceSpec {
+  name: string;
+  type?: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+  /** One per family, IPv4 first for dual-stack; 'None' for a headless Service; omit for ExternalName. */
+  clusterIPs?: string[] | 'None';
+  ports?: PortSpec[];
+  externalIPs?: string[];
+  /** status.loadBalancer.ingress IPs. */
+  loadBalancerIPs?: string[];
+  loadBalancerSourceRanges?: string[];
+  sessionAffinity?: 'ClientIP';
+  externalTrafficPolicy?: 'Cluster' | 'Local';
+  externalName?: string;
+  labels?: Record<string, string>;
+}
+
+/** One service port as a logged snapshot shows it. */
+export interface LoggedServicePort {
+  /** The whole description line, e.g. `default/web:http TCP 10.96.0.10:80 nodePort=30080`. */
+  line: string;
+  /** Endpoints as `ip:port` / `[ip6]:port`, flags removed, sorted. */
+  clusterEndpoints: string[];
+  localEndpoints: string[];
+}
+
+/** A snapshot the proxy logged after applying it to the kernel. */
+export interface LoggedSnapshot {
+  /** Order of appearance in the proxy's log, from 0. */
+  seq: number;
+  family: Family;
+  /** Keyed by service port name (`ns/name:port`). */
+  services: Map<string, LoggedServicePort>;
+}
+
+export interface ClusterOptions {
+  pods: PodSpec[];
+  /** Extra proxy flags. */
+  proxyArgs?: string[];
+}
+
+interface Pending {
+  resolve: (answer: Record<string, unknown>) => void;
+  reject: (err: Error) => void;
+}
+
+/** Client side of fake-apiserver-main.js: one JSON command per line, one answer per line. */
+class ApiServerProcess {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private buffered = '';
+
+  constructor(readonly proc: Proc) {
+    proc.child.stdout!.on('data', (chunk: string) => {
+      this.buffered += chunk;
+      let nl: number;
+      while ((nl = this.buffered.indexOf('\n')) >= 0) {
+        const line = this.buffered.slice(0, nl);
+        this.buffered = this.buffered.slice(nl + 1);
+        this.onLine(line);
+      }
+    });
+    void proc.exited.then(() => {
+      for (const p of this.pending.values()) p.reject(new Error(`fake API server exited; stderr: ${proc.stderr()}`));
+      this.pending.clear();
+    });
+  }
+
+  private onLine(line: string): void {
+    let answer: Record<string, unknown>;
+    try {
+      answer = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    if (typeof answer.id !== 'number') return;
+    const p = this.pending.get(answer.id);
+    if (!p) return;
+    this.pending.delete(answer.id);
+    if (answer.ok === true) p.resolve(answer);
+    else p.reject(new Error(`fake API server: ${String(answer.error)}`));
+  }
+
+  send(cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.proc.child.stdin!.write(JSON.stringify({ ...cmd, id }) + '\n');
+    });
+  }
+}
+
+function stripEndpoint(token: string): string {
+  return token.replace(/\(.*\)$/, '');
+}
+
+function endpointList(text: string): string[] {
+  const t = text.trim();
+  return t === '(none)' ? [] : t.split(/\s+/).map(stripEndpoint).sort();
+}
+
+/** Endpoint text as the proxy logs it. */
+export function endpointText(ip: string, port: number): string {
+  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+function familyOf(ip: string): Family {
+  return ip.includes(':') ? 'IPv6' : 'IPv4';
+}
+
+export class E2ECluster {
+  readonly snapshots: LoggedSnapshot[] = [];
+  private readonly services = new Map<string, ServiceSpec>();
+  private readonly slices = new Set<string>();
+  private log = '';
+  private lastOutputAt = 0;
+  private parsedUpTo = 0;
+  private barriers = 0;
+  private kubeconfigDir: string | undefined;
+  api!: ApiServerProcess;
+  proxy!: Proc;
+
+  private constructor(readonly topo: Topology) {}
+
+  /** Builds the topology, starts the API server with node-1 and node-2, then the proxy. */
+  static async start(opts: ClusterOptions): Promise<E2ECluster> {
+    const topo = await createTopology({ nodes: 2, pods: opts.pods });
+    const c = new E2ECluster(topo);
+    try {
+      await c.startApiServer();
+      await c.startProxy(opts.proxyArgs ?? []);
+    } catch (e) {
+      await c.destroy();
+      throw e;
+    }
+    return c;
+  }
+
+  private async startApiServer(): Promise<void> {
+    const proc = this.topo.spawn('node1', process.execPath, [API_MAIN]);
+    const first = await proc.waitFor(/^\{"url":/, { stream: 'stdout', timeoutMs: WAIT_MS });
+    const { url } = JSON.parse(first) as { url: string };
+    this.api = new ApiServerProcess(proc);
+    for (const n of this.topo.nodes) {
+      const node: Node = {
+        metadata: { name: `node-${n.index}`, labels: { 'kubernetes.io/hostname': `node-${n.index}` } },
+        spec: { podCIDRs: [n.podCidr, n.podCidr6] },
+        status: {
+          addresses: [
+            { type: 'InternalIP', address: n.ip },
+            { type: 'InternalIP', address: n.ip6 },
+            { type: 'Hostname', address: `node-${n.index}` },
+          ],
+        },
+      };
+      await this.create('Node', node);
+    }
+    this.kubeconfigDir = dirname(kubeconfigFor(url));
+  }
+
+  private async startProxy(extra: string[]): Promise<void> {
+    const args = [
+      PROXY_MAIN,
+      '--kubeconfig',
+      `${this.kubeconfigDir}/kubeconfig`,
+      '--hostname-override',
+      'node-1',
+      '--proxy-mode',
+      'nftables',
+      '--cluster-cidr',
+      '10.244.0.0/16,fd00:244::/32',
+      '--iptables-min-sync-period',
+      '0s',
+      '--v',
+      '2',
+      ...extra,
+    ];
+    this.proxy = this.topo.spawn('node1', process.execPath, args);
+    this.proxy.child.stderr!.on('data', (chunk: string) => {
+      this.log += chunk;
+      this.lastOutputAt = Date.now();
+    });
+    // The first sync programs an empty ruleset for each family of the node.
+    await this.waitForSnapshot(() => true, { family: 'IPv4' });
+    await this.waitForSnapshot(() => true, { family: 'IPv6' });
+  }
+
+  pod(name: string): PodInfo {
+    return this.topo.pod(name);
+  }
+
+  async create(kind: ObjectKind, object: KubeObject): Promise<KubeObject> {
+    return (await this.api.send({ op: 'create', kind, object })).object as KubeObject;
+  }
+
+  async update(kind: ObjectKind, object: KubeObject): Promise<KubeObject> {
+    return (await this.api.send({ op: 'update', kind, object })).object as KubeObject;
+  }
+
+  async remove(kind: ObjectKind, name: string): Promise<void> {
+    await this.api.send({ op: 'remove', kind, namespace: kind === 'Node' ? undefined : NAMESPACE, name });
+  }
+
+  /** The proxy's stderr so far (its log). */
+  proxyLog(): string {
+    return this.log;
+  }
+
+  /** Parses every complete snapshot block logged since the last call. */
+  private parse(): void {
+    const end = this.log.lastIndexOf('\n') + 1;
+    if (end <= this.parsedUpTo) return;
+    const lines = this.log.slice(this.parsedUpTo, end).split('\n');
+    lines.pop(); // the text ends with a newline
+    // A block ends at the next unindented line. The last block of the log may still be arriving
+    // in pieces: it is parsed once the output has been quiet for a moment.
+    const quiet = Date.now() - this.lastOutputAt > 50;
+    let i = 0;
+    let consumed = this.parsedUpTo;
+    while (i < lines.length) {
+      const head = /^I\S+ snapshot (IPv4|IPv6) generation \d+:/.exec(lines[i]!);
+      if (!head) {
+        consumed += lines[i]!.length + 1;
+        i++;
+        continue;
+      }
+      let j = i + 1;
+      while (j < lines.length && lines[j]!.startsWith(' ')) j++;
+      if (j === lines.length && !quiet) break;
+      const services = new Map<string, LoggedServicePort>();
+      let current: LoggedServicePort | undefined;
+      for (const l of lines.slice(i + 1, j)) {
+        const ce = /^ {4}cluster endpoints: (.*)$/.exec(l);
+        const le = /^ {4}local endpoints: +(.*)$/.exec(l);
+        if (ce && current) current.clusterEndpoints = endpointList(ce[1]!);
+        else if (le && current) current.localEndpoints = endpointList(le[1]!);
+        else if (/^ {2}\S/.test(l)) {
+          const line = l.trim();
+          current = { line, clusterEndpoints: [], localEndpoints: [] };
+          services.set(line.split(' ')[0]!, current);
+        }
+      }
+      this.snapshots.push({ seq: this.snapshots.length, family: head[1] as Family, services });
+      for (let k = i; k < j; k++) consumed += lines[k]!.length + 1;
+      i = j;
+    }
+    this.parsedUpTo = consumed;
+  }
+
+  /** Number of snapshots logged so far: pass it as `since` to ignore older ones. */
+  mark(): number {
+    this.parse();
+    return this.snapshots.length;
+  }
+
+  /**
+   * Waits for an applied snapshot (of `family`, newer than `since`) that satisfies check, and
+   * returns it. Fails early if the proxy exits, with the end of its log.
+   */
+  async waitForSnapshot(
+    check: (s: LoggedSnapshot) => boolean,
+    opts: { family?: Family; since?: number; what?: string; timeoutMs?: number } = {},
+  ): Promise<LoggedSnapshot> {
+    const deadline = Date.now() + (opts.timeoutMs ?? WAIT_MS);
+    const since = opts.since ?? 0;
+    for (;;) {
+      this.parse();
+      for (let k = since; k < this.snapshots.length; k++) {
+        const s = this.snapshots[k]!;
+        if ((opts.family === undefined || s.family === opts.family) && check(s)) return s;
+      }
+      if (this.proxy.child.exitCode !== null || this.proxy.child.signalCode !== null) {
+        throw new Error(`proxy exited while waiting for ${opts.what ?? 'a sync'}; log:\n${this.log.slice(-4000)}`);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`timed out waiting for ${opts.what ?? 'a sync'}; log:\n${this.log.slice(-4000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  private servicePorts(spec: ServiceSpec, family: Family): Array<{ portName: string; vip: string; port: PortSpec }> {
+    if (!Array.isArray(spec.clusterIPs)) return [];
+    const vip = spec.clusterIPs.find((ip) => familyOf(ip) === family);
+    if (vip === undefined) return [];
+    return (spec.ports ?? []).map((p) => ({ portName: `${NAMESPACE}/${spec.name}:${p.name}`, vip, port: p }));
+  }
+
+  private static serviceObject(spec: ServiceSpec): Service {
+    const s: Service = {
+      metadata: { name: spec.name, namespace: NAMESPACE, ...(spec.labels ? { labels: spec.labels } : {}) },
+      spec: {
+        type: spec.type ?? 'ClusterIP',
+        ports: (spec.ports ?? []).map((p) => ({
+          name: p.name,
+          protocol: p.protocol ?? 'TCP',
+          port: p.port,
+          targetPort: p.targetPort ?? p.port,
+          ...(p.nodePort !== undefined ? { nodePort: p.nodePort } : {}),
+        })),
+      },
+    };
+    const sp = s.spec!;
+    if (spec.clusterIPs === 'None') {
+      sp.clusterIP = 'None';
+      sp.clusterIPs = ['None'];
+    } else if (spec.clusterIPs) {
+      sp.clusterIP = spec.clusterIPs[0]!;
+      sp.clusterIPs = spec.clusterIPs;
+      sp.ipFamilies = spec.clusterIPs.map(familyOf);
+      sp.ipFamilyPolicy = spec.clusterIPs.length > 1 ? 'RequireDualStack' : 'SingleStack';
+    }
+    if (spec.externalIPs) sp.externalIPs = spec.externalIPs;
+    if (spec.loadBalancerSourceRanges) sp.loadBalancerSourceRanges = spec.loadBalancerSourceRanges;
+    if (spec.sessionAffinity) sp.sessionAffinity = spec.sessionAffinity;
+    if (spec.externalTrafficPolicy) sp.externalTrafficPolicy = spec.externalTrafficPolicy;
+    if (spec.externalName) sp.externalName = spec.externalName;
+    if (spec.loadBalancerIPs) s.status = { loadBalancer: { ingress: spec.loadBalancerIPs.map((ip) => ({ ip, ipMode: 'VIP' })) } };
+    return s;
+  }
+
+  /**
+   * Creates a Service. Unless `expectRules` is false, waits until every port of it is in an applied
+   * snapshot of each of its families.
+   */
+  async addService(spec: ServiceSpec, opts: { expectRules?: boolean } = {}): Promise<void> {
+    const since = this.mark();
+    await this.create('Service', E2ECluster.serviceObject(spec));
+    this.services.set(spec.name, spec);
+    if (opts.expectRules === false) return;
+    for (const family of ['IPv4', 'IPv6'] as const) {
+      const ports = this.servicePorts(spec, family);
+      if (ports.length === 0) continue;
+      await this.waitForSnapshot(
+        (s) =>
+          ports.every((p) => {
+            const logged = s.services.get(p.portName);
+            return logged !== undefined && logged.line.startsWith(`${p.portName} ${p.port.protocol ?? 'TCP'} ${endpointText(p.vip, p.port.port)}`);
+          }),
+        { family, since, what: `service ${spec.name} in the ${family} rules` },
+      );
+    }
+  }
+
+  /**
+   * Makes the listed pods the (ready) endpoints of a Service, one EndpointSlice per family the
+   * Service has (IPv4 for a Service without cluster IPs), labelled as the EndpointSlice controller
+   * does. Unless `expectRules` is false, waits until the proxy has programmed exactly those endpoints.
+   */
+  async setEndpoints(service: string, pods: string[], opts: { expectRules?: boolean } = {}): Promise<void> {
+    const spec = this.services.get(service);
+    if (!spec) throw new Error(`setEndpoints: no service ${service} was added`);
+    const infos = pods.map((p) => this.topo.pod(p));
+    const since = this.mark();
+    const families: Family[] = Array.isArray(spec.clusterIPs) ? spec.clusterIPs.map(familyOf) : ['IPv4'];
+    const labels: Record<string, string> = { 'kubernetes.io/service-name': service };
+    if (spec.clusterIPs === 'None') labels['service.kubernetes.io/headless'] = '';
+    const waits: Array<{ family: Family; expected: Map<string, string[]> }> = [];
+    for (const family of families) {
+      const members = infos.filter((p) => family === 'IPv4' || p.ip6 !== undefined);
+      const addr = (p: PodInfo): string => (family === 'IPv4' ? p.ip : p.ip6!);
+      const name = `${service}-${family.toLowerCase()}`;
+      const slice: EndpointSlice = {
+        metadata: { name, namespace: NAMESPACE, labels },
+        addressType: family,
+        ports: (spec.ports ?? []).map((p) => ({ name: p.name, port: p.targetPort ?? p.port, protocol: p.protocol ?? 'TCP' })),
+        endpoints: members.map((p) => ({
+          addresses: [addr(p)],
+          conditions: { ready: true, serving: true, terminating: false },
+          nodeName: `node-${p.node}`,
+          targetRef: { kind: 'Pod', name: p.name, namespace: NAMESPACE },
+        })),
+      };
+      await (this.slices.has(name) ? this.update('EndpointSlice', slice) : this.create('EndpointSlice', slice));
+      this.slices.add(name);
+      const expected = new Map(
+        this.servicePorts(spec, family).map((p) => [
+          p.portName,
+          members.map((m) => endpointText(addr(m), p.port.targetPort ?? p.port.port)).sort(),
+        ]),
+      );
+      waits.push({ family, expected });
+    }
+    if (opts.expectRules === false) return;
+    for (const { family, expected } of waits) {
+      await this.waitForSnapshot(
+        (s) =>
+          [...expected].every(([portName, eps]) => {
+            const logged = s.services.get(portName);
+            return logged !== undefined && logged.clusterEndpoints.join(' ') === eps.join(' ');
+          }),
+        { family, since, what: `endpoints ${pods.join(',') || '(none)'} of ${service} in the ${family} rules` },
+      );
+    }
+  }
+
+  /**
+   * Returns once every Service change made so far has been seen by the proxy and a sync after
+   * it applied: a sentinel Service is added after them (the watch delivers in order) and awaited.
+   */
+  async barrier(): Promise<void> {
+    const n = ++this.barriers;
+    if (n > 250) throw new Error('barrier: out of sentinel addresses');
+    const name = `barrier-${n}`;
+    await this.addService({ name, clusterIPs: [`10.96.255.${n}`], ports: [{ name: 'p', port: 1 }] });
+    await this.remove('Service', name);
+    this.services.delete(name);
+  }
+
+  /** `nft list table <family> kube-proxy` in node1, or null when the table does not exist. */
+  async nftTable(family: 'ip' | 'ip6'): Promise<string | null> {
+    const res = await this.topo.exec('node1', 'nft', ['list', 'table', family, 'kube-proxy'], { check: false });
+    if (res.code === 0) return res.stdout;
+    if (/No such file or directory/.test(res.stderr)) return null;
+    throw new Error(`nft list table ${family} kube-proxy: ${res.stderr.trim()}`);
+  }
+
+  /** Stops everything and removes the namespaces (safe to call more than once, and after a failed start). */
+  async destroy(): Promise<void> {
+    await this.topo.destroy();
+    if (this.kubeconfigDir) rmSync(this.kubeconfigDir, { recursive: true, force: true });
+    this.kubeconfigDir = undefined;
+  }
+}
