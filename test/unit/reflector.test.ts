@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { FakeApiServer, ViewRecorder, versions, waitFor } from '../support/fake-apiserver.js';
 import { kubeconfigFor } from '../support/kubeconfig.js';
 import { ApiServerSource, type ApiServerSourceOptions } from '../../src/source/apiserver.js';
-import { KubeClient, loadKubeConfig } from '../../src/source/kubeclient.js';
+import { KubeClient, loadKubeConfig, type ApiRequester, type KubeRequestOptions, type KubeResponse } from '../../src/source/kubeclient.js';
+import { Readable } from 'node:stream';
 import type { KubeObject, ObjectKind } from '../../src/model/k8s.js';
 
 const TOKEN = 'reflector-token';
@@ -446,5 +447,76 @@ describe('API server source under faults: the view always converges to the serve
     h.server.create('Service', svc('faults', 'after-restart'));
     await converged(h, 'after restart');
     assert.equal(lists(h), 3);
+  });
+});
+
+describe('API server source with malformed input', () => {
+  function response(status: number, chunks: string[]): KubeResponse {
+    const body = Readable.from(chunks.map((c) => Buffer.from(c))) as unknown as KubeResponse['body'] & {
+      text(): Promise<string>;
+    };
+    body.text = async () => chunks.join('');
+    return { status, headers: {}, body };
+  }
+
+  // Serves canned lists and one canned watch stream per kind; later watches stay open until aborted.
+  class CannedApi implements ApiRequester {
+    watched = new Set<string>();
+    watchCalls = 0;
+    constructor(
+      private readonly lists: Record<string, unknown>,
+      private readonly watches: Record<string, string[]>,
+    ) {}
+    async request(path: string, opts: KubeRequestOptions = {}): Promise<KubeResponse> {
+      if (opts.query?.watch === 'true' && path === '/api/v1/services') this.watchCalls++;
+      if (opts.query?.watch !== 'true') return response(200, [JSON.stringify(this.lists[path] ?? { metadata: { resourceVersion: '1' }, items: [] })]);
+      if (!this.watched.has(path) && this.watches[path]) {
+        this.watched.add(path);
+        return response(200, this.watches[path]!);
+      }
+      return new Promise((_, reject) => opts.signal?.addEventListener('abort', () => reject(new Error('aborted'))));
+    }
+  }
+
+  test('skips nameless objects, non-objects and unknown event types; a throwing handler does not stop delivery', async () => {
+    const api = new CannedApi(
+      {
+        '/api/v1/services': {
+          metadata: { resourceVersion: '3' },
+          items: [{ metadata: { namespace: 'x', name: 'a', resourceVersion: '2' } }, { metadata: {} }, 42],
+        },
+      },
+      {
+        '/api/v1/services': [
+          '{"type":"WEIRD","object":{}}\n',
+          '{"type":"ADDED","object":{"metadata":{"namespace":"x"}}}\n{"type":"ADD',
+          'ED","object":{"metadata":{"namespace":"x","name":"b","resourceVersion":"5"}}}\n',
+          '{"type":"DELETED","object":{"metadata":{"namespace":"x","name":"never-seen","resourceVersion":"6"}}}\n',
+        ],
+      },
+    );
+    const rec = new ViewRecorder();
+    let calls = 0;
+    const source = new ApiServerSource({ client: api, nodeName: NODE, backoffInitialMs: 10, inactivityTimeoutMs: 60_000 });
+    await source.start({
+      onEvent: (e) => {
+        rec.onEvent(e);
+        if (++calls === 1) throw new Error('consumer bug');
+      },
+      onSynced: (k) => rec.onSynced(k),
+    });
+    try {
+      // The second Service watch means the first stream was read to its end.
+      await waitFor(() => api.watchCalls === 2, 'the canned stream consumed');
+      assert.deepEqual(rec.view('Service'), { 'x/a': '2', 'x/b': '5' });
+      assert.deepEqual(
+        rec.events.map((e) => `${e.type} ${e.object.metadata!.name}`),
+        ['ADDED a', 'ADDED b'],
+      );
+      assert.deepEqual(rec.problems, []);
+      assert.deepEqual([...rec.synced].sort(), ['EndpointSlice', 'Node', 'Service']);
+    } finally {
+      await source.stop();
+    }
   });
 });
