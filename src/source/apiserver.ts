@@ -179,7 +179,8 @@ class Reflector {
     const e = err instanceof ApiError ? err : new ApiError(describe(err));
     if (e.gone) {
       this.needList = true;
-      log.warn('Resource version expired, relisting', { kind: this.spec.kind, reason: e.message });
+      // Routine after etcd compaction, so not a warning.
+      log.info('Resource version expired, relisting', { kind: this.spec.kind, reason: e.message });
       // The first 410 is routine (history compacted): relist at once.
       if (this.failures === 1) return 0;
     }
@@ -278,11 +279,11 @@ class Reflector {
               throw new ApiError(`list ${this.spec.kind}: response is not JSON`);
             }
           });
-          if (!isObject(body) || !Array.isArray(body.items) || !isObject(body.metadata)) {
+          if (!isObject(body) || !isObject(body.metadata) || !(Array.isArray(body.items) || body.items === null)) {
             throw new ApiError(`list ${this.spec.kind}: response is not a list`);
           }
           pages++;
-          for (const it of body.items) {
+          for (const it of body.items ?? []) {
             if (isObject(it)) items.push(it as KubeObject);
             else log.warn('Skipping list item that is not an object', { kind: this.spec.kind });
           }
