@@ -93,12 +93,21 @@ export function formatIP(ip: ParsedIP): string {
     i = j;
   }
   const hex = (a: number[]): string => a.map((g) => g.toString(16)).join(':');
+  // Like inet_ntop: IPv4-mapped and IPv4-compatible addresses end in dotted quad.
+  if (bestStart === 0 && (bestLen === 6 || (bestLen === 5 && groups[5] === 0xffff))) {
+    const v4 = formatIP({ v6: false, value: ip.value & 0xffffffffn });
+    return bestLen === 6 ? `::${v4}` : `::ffff:${v4}`;
+  }
   if (bestStart < 0) return hex(groups);
   return hex(groups.slice(0, bestStart)) + '::' + hex(groups.slice(bestStart + bestLen));
 }
 
+const PLAIN_V4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
 /** Canonical text of an IP of the wanted family, or undefined. */
 export function canonicalIP(s: string, v6: boolean): string | undefined {
+  // Fast path: an IPv4 address without leading zeros is already canonical.
+  if (!v6 && PLAIN_V4.test(s)) return s;
   const p = parseIP(s.trim());
   if (!p || p.v6 !== v6) return undefined;
   return formatIP(p);

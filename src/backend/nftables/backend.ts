@@ -66,7 +66,7 @@ export class NftablesBackend implements Backend {
     let next: RulesetState;
     if (full) {
       next = new RulesetState(this.config);
-      next.update(snapshot);
+      next.load(snapshot);
       ({ scripts, operations } = await this.fullScripts(next.ruleset(), next.elementCount()));
     } else {
       next = this.state!;

@@ -67,7 +67,8 @@ export interface NftRuleset {
 
 /** What one service port contributes: elements, and for affinity services its own chains and sets. */
 export interface Fragment {
-  elements: Array<[set: string, key: string, value: string | undefined]>;
+  /** Flat triples: set name, element key, value (undefined for plain sets). */
+  elements: Array<string | undefined>;
   chains: NftChain[];
   sets: NftSet[];
   /** Names of shape chains the elements point at. */
@@ -159,8 +160,11 @@ export function baseSets(ctx: RenderContext): NftSet[] {
     set('firewall-allow', `type ${a} . inet_proto . inet_service . ${a}; flags interval`),
     map('service-ips', `type ${a} . inet_proto . inet_service : verdict`),
     map('service-nodeports', 'type inet_proto . inet_service : verdict'),
-    map('service-endpoints', `typeof ${f} daddr . meta l4proto . th dport . numgen random mod 1 : ${f} daddr . th dport`),
-    map('nodeport-endpoints', `typeof meta l4proto . th dport . numgen random mod 1 : ${f} daddr . th dport`),
+    // The data half says `tcp dport` (same type as `th dport`, and it is only a type): nft 1.0.6
+    // cannot re-read a `: ${f} daddr . th dport` declaration from the kernel, so rules added in a
+    // later transaction than the map would be rejected.
+    map('service-endpoints', `typeof ${f} daddr . meta l4proto . th dport . numgen random mod 1 : ${f} daddr . tcp dport`),
+    map('nodeport-endpoints', `typeof meta l4proto . th dport . numgen random mod 1 : ${f} daddr . tcp dport`),
     map('no-endpoint-services', `type ${a} . inet_proto . inet_service : verdict`),
     map('no-endpoint-nodeports', 'type inet_proto . inet_service : verdict'),
   ];
@@ -263,7 +267,7 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
   if (!['tcp', 'udp', 'sctp'].includes(proto) || !validPort(info.port)) return frag;
   const v6 = ctx.v6;
   const el = (set: string, key: string, value?: string): void => {
-    frag.elements.push([set, key, value]);
+    frag.elements.push(set, key, value);
   };
   const clusterIP = info.clusterIP ? canonicalIP(info.clusterIP, v6) : undefined;
   const cluster = sortedEndpoints(s.clusterEndpoints, v6);
@@ -475,9 +479,10 @@ export function render(snapshot: Snapshot, config: BackendConfig): NftRuleset {
   const seenChains = new Set(chains.map((c) => c.name));
   for (const key of [...snapshot.services.keys()].sort(compareKeys)) {
     const frag = renderServicePort(snapshot.services.get(key)!, ctx);
-    for (const [set, k, v] of frag.elements) {
-      const s = byName.get(set)!;
-      if (!s.elements.has(k)) s.elements.set(k, v);
+    const els = frag.elements;
+    for (let i = 0; i < els.length; i += 3) {
+      const s = byName.get(els[i]!)!;
+      if (!s.elements.has(els[i + 1]!)) s.elements.set(els[i + 1]!, els[i + 2]);
     }
     for (const c of frag.chains) {
       if (seenChains.has(c.name)) continue;

@@ -18,7 +18,7 @@ import {
   type RenderContext,
 } from './render.js';
 
-/** Claims on one element (or chain/set) by service ports; the smallest owner key wins. */
+/** Claims on one chain or set by service ports; the smallest owner key wins. */
 type Claims<T> = Map<string, T>;
 
 function winner<T>(claims: Claims<T> | undefined): T | undefined {
@@ -28,7 +28,14 @@ function winner<T>(claims: Claims<T> | undefined): T | undefined {
   return claims.get(best!);
 }
 
+/**
+ * Owner of one element: the owning service port key, or, in the rare case of several service
+ * ports producing the same element, each claimant with its value.
+ */
+type Owner = string | Map<string, string | undefined>;
+
 const NONE = Symbol('none');
+type Before = string | undefined | typeof NONE;
 
 export class RulesetState {
   readonly ctx: RenderContext;
@@ -36,8 +43,7 @@ export class RulesetState {
   private readonly sets = new Map<string, NftSet>();
   private readonly baseSetNames: string[];
   private readonly base: NftChain[];
-  /** set name → element key → owner → value. Only elements with more than one owner possible are tracked here lazily. */
-  private readonly claims = new Map<string, Map<string, Claims<string | undefined>>>();
+  private readonly owners = new Map<string, Map<string, Owner>>();
   private readonly chainClaims = new Map<string, Claims<NftChain>>();
   private readonly setClaims = new Map<string, Claims<NftSet>>();
   private readonly shapeRefs = new Map<string, number>();
@@ -46,39 +52,53 @@ export class RulesetState {
   constructor(config: BackendConfig) {
     this.ctx = renderContext(config);
     const sets = baseSets(this.ctx);
-    for (const s of sets) this.sets.set(s.name, s);
+    for (const s of sets) {
+      this.sets.set(s.name, s);
+      this.owners.set(s.name, new Map());
+    }
     this.baseSetNames = sets.map((s) => s.name);
     this.base = baseChains(this.ctx);
   }
 
+  /** Renders every service port of a snapshot into a fresh state (no operations collected). */
+  load(snapshot: Snapshot): void {
+    this.apply(snapshot, snapshot.services.keys(), false);
+  }
+
   /**
-   * Re-renders the given service port keys (all keys of the snapshot when `keys` is undefined),
-   * updates the ruleset and returns the ordered operations that take the previous ruleset to
-   * the new one.
+   * Re-renders the given service port keys (all known and snapshot keys when `keys` is
+   * undefined), updates the ruleset and returns the ordered operations that take the previous
+   * ruleset to the new one.
    */
   update(snapshot: Snapshot, keys?: Iterable<string>): NftOp[] {
-    const todo = keys ? new Set(keys) : new Set([...snapshot.services.keys(), ...this.frags.keys()]);
-    const elemBefore = new Map<string, Map<string, string | undefined | typeof NONE>>();
+    return this.apply(snapshot, keys ?? new Set([...snapshot.services.keys(), ...this.frags.keys()]), true);
+  }
+
+  private apply(snapshot: Snapshot, keys: Iterable<string>, collect: boolean): NftOp[] {
+    const elemBefore = new Map<string, Map<string, Before>>();
     const chainBefore = new Map<string, NftChain | undefined>();
     const setBefore = new Map<string, NftSet | undefined>();
     const shapeBefore = new Map<string, boolean>();
-
-    const touchElem = (set: string, key: string): void => {
+    const touch = (set: string, k: string): void => {
       let m = elemBefore.get(set);
       if (!m) elemBefore.set(set, (m = new Map()));
-      if (!m.has(key)) {
-        const s = this.sets.get(set)!;
-        m.set(key, s.elements.has(key) ? s.elements.get(key) : NONE);
+      if (!m.has(k)) {
+        const els = this.sets.get(set)!.elements;
+        m.set(k, els.has(k) ? els.get(k) : NONE);
       }
     };
-    for (const key of todo) {
+    const seen = new Set<string>();
+    for (const key of keys) {
+      if (seen.has(key)) continue;
+      seen.add(key);
       const old = this.frags.get(key);
       const st = snapshot.services.get(key);
       const next = st ? renderServicePort(st, this.ctx) : undefined;
       if (old) {
-        for (const [set, k] of old.elements) {
-          touchElem(set, k);
-          this.unclaimElem(set, k, key);
+        const els = old.elements;
+        for (let i = 0; i < els.length; i += 3) {
+          if (collect) touch(els[i]!, els[i + 1]!);
+          this.unclaim(els[i]!, els[i + 1]!, key);
         }
         for (const c of old.chains) {
           if (!chainBefore.has(c.name)) chainBefore.set(c.name, winner(this.chainClaims.get(c.name)));
@@ -94,9 +114,10 @@ export class RulesetState {
         }
       }
       if (next) {
-        for (const [set, k, v] of next.elements) {
-          touchElem(set, k);
-          this.claimElem(set, k, key, v);
+        const els = next.elements;
+        for (let i = 0; i < els.length; i += 3) {
+          if (collect) touch(els[i]!, els[i + 1]!);
+          this.claim(els[i]!, els[i + 1]!, key, els[i + 2]);
         }
         for (const c of next.chains) {
           if (!chainBefore.has(c.name)) chainBefore.set(c.name, winner(this.chainClaims.get(c.name)));
@@ -122,32 +143,25 @@ export class RulesetState {
 
     const ops: NftOp[] = [];
     for (const [set, m] of elemBefore) {
-      const s = this.sets.get(set)!;
+      const els = this.sets.get(set)!.elements;
       for (const [k, before] of m) {
-        const cl = this.claims.get(set)?.get(k);
-        const has = cl !== undefined && cl.size > 0;
-        const after = has ? winner(cl) : undefined;
-        if (!has) {
-          if (cl) this.claims.get(set)!.delete(k);
-          s.elements.delete(k);
+        if (!els.has(k)) {
           if (before !== NONE) ops.push({ kind: 'delete-element', set, key: k });
-        } else {
-          s.elements.set(k, after);
-          if (before === NONE) ops.push({ kind: 'add-element', set, key: k, value: after });
-          else if (before !== after) ops.push({ kind: 'replace-element', set, key: k, value: after });
+          continue;
         }
+        const after = els.get(k);
+        if (before === NONE) ops.push({ kind: 'add-element', set, key: k, value: after });
+        else if (before !== after) ops.push({ kind: 'replace-element', set, key: k, value: after });
       }
     }
     for (const [name, before] of setBefore) {
-      const cl = this.setClaims.get(name);
-      const after = winner(cl);
+      const after = winner(this.setClaims.get(name));
       if (!after) this.setClaims.delete(name);
       if (!before && after) ops.push({ kind: 'add-set', set: after });
       else if (before && !after) ops.push({ kind: 'delete-set', name, setKind: before.kind });
     }
     for (const [name, before] of chainBefore) {
-      const cl = this.chainClaims.get(name);
-      const after = winner(cl);
+      const after = winner(this.chainClaims.get(name));
       if (!after) this.chainClaims.delete(name);
       if (!before && after) ops.push({ kind: 'add-chain', chain: after });
       else if (before && !after) ops.push({ kind: 'delete-chain', name });
@@ -165,19 +179,50 @@ export class RulesetState {
         ops.push({ kind: 'delete-chain', name });
       }
     }
+    if (!collect) return [];
     return orderOps(ops, (n) => this.shapeChains.get(n) ?? winner(this.chainClaims.get(n)) ?? this.base.find((c) => c.name === n));
   }
 
-  private claimElem(set: string, k: string, owner: string, v: string | undefined): void {
-    let bySet = this.claims.get(set);
-    if (!bySet) this.claims.set(set, (bySet = new Map()));
-    let cl = bySet.get(k);
-    if (!cl) bySet.set(k, (cl = new Map()));
-    cl.set(owner, v);
+  private claim(set: string, k: string, owner: string, v: string | undefined): void {
+    const bySet = this.owners.get(set)!;
+    const els = this.sets.get(set)!.elements;
+    const cur = bySet.get(k);
+    if (cur === undefined || cur === owner) {
+      bySet.set(k, owner);
+      els.set(k, v);
+      return;
+    }
+    let m: Map<string, string | undefined>;
+    if (typeof cur === 'string') {
+      m = new Map([[cur, els.get(k)]]);
+      bySet.set(k, m);
+    } else {
+      m = cur;
+    }
+    m.set(owner, v);
+    els.set(k, winner(m));
   }
 
-  private unclaimElem(set: string, k: string, owner: string): void {
-    this.claims.get(set)?.get(k)?.delete(owner);
+  private unclaim(set: string, k: string, owner: string): void {
+    const bySet = this.owners.get(set)!;
+    const els = this.sets.get(set)!.elements;
+    const cur = bySet.get(k);
+    if (cur === undefined) return;
+    if (typeof cur === 'string') {
+      if (cur === owner) {
+        bySet.delete(k);
+        els.delete(k);
+      }
+      return;
+    }
+    cur.delete(owner);
+    if (cur.size === 1) {
+      const [o, v] = cur.entries().next().value as [string, string | undefined];
+      bySet.set(k, o);
+      els.set(k, v);
+    } else {
+      els.set(k, winner(cur));
+    }
   }
 
   /** The current ruleset (shares element maps with this state: read, do not modify). */

@@ -1,0 +1,436 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
+import { diff, opsToScripts, type NftOp } from '../../src/backend/nftables/diff.js';
+import { RulesetState } from '../../src/backend/nftables/state.js';
+import { NftError, applyScript, readTable } from '../../src/backend/nftables/apply.js';
+import { NftablesBackend } from '../../src/backend/nftables/backend.js';
+import type { BackendConfig } from '../../src/backend/types.js';
+import {
+  backendConfig,
+  emptyChanges,
+  endpoint,
+  key,
+  localEndpoint,
+  servicePort,
+  snapshot,
+  syntheticCluster,
+} from '../support/snapshots.js';
+import type { ServicePortState } from '../../src/model/types.js';
+
+const cfg = backendConfig();
+
+function set(rs: NftRuleset, name: string): Map<string, string | undefined> {
+  const s = rs.sets.find((x) => x.name === name);
+  assert.ok(s, `set ${name} exists`);
+  return s.elements;
+}
+
+function chain(rs: NftRuleset, name: string): string[] {
+  const c = rs.chains.find((x) => x.name === name);
+  assert.ok(c, `chain ${name} exists`);
+  return c.rules;
+}
+
+const web = (over: Partial<Parameters<typeof servicePort>[0]> = {}): ServicePortState =>
+  servicePort({
+    namespace: 'ns1',
+    serviceName: 'svc1',
+    portName: 'p80',
+    clusterIP: '10.96.0.10',
+    port: 80,
+    endpoints: [endpoint('10.244.2.5', 8080), localEndpoint('10.244.1.5', 8080)],
+    ...over,
+  });
+
+// Representative snapshots, also loaded into a real kernel below.
+const cases: Record<string, { ports: ServicePortState[]; config?: BackendConfig }> = {
+  clusterIP: { ports: [web()] },
+  nodePort: { ports: [web({ nodePort: 30080 })] },
+  externalIP: { ports: [web({ externalIPs: ['192.168.99.1'] })] },
+  lbSourceRanges: {
+    ports: [web({ loadBalancerIPs: ['203.0.113.5'], loadBalancerSourceRanges: ['192.168.50.0/24', '198.51.100.7/32'] })],
+  },
+  eTPLocal: { ports: [web({ nodePort: 30080, loadBalancerIPs: ['203.0.113.5'], externalPolicyLocal: true })] },
+  eTPLocalNoLocal: {
+    ports: [web({ nodePort: 30080, externalIPs: ['192.168.99.1'], externalPolicyLocal: true, endpoints: [endpoint('10.244.2.5', 8080)] })],
+  },
+  iTPLocal: { ports: [web({ internalPolicyLocal: true })] },
+  iTPLocalNoLocal: { ports: [web({ internalPolicyLocal: true, endpoints: [endpoint('10.244.2.5', 8080)] })] },
+  affinity: {
+    ports: [web({ nodePort: 30080, loadBalancerIPs: ['203.0.113.5'], sessionAffinity: { clientIPTimeoutSeconds: 600 }, externalPolicyLocal: true })],
+  },
+  noEndpoints: { ports: [web({ nodePort: 30080, endpoints: [] })] },
+  ipv6: {
+    ports: [
+      web({
+        clusterIP: 'fd00:10:96::a',
+        nodePort: 30080,
+        loadBalancerIPs: ['2001:db8::5'],
+        loadBalancerSourceRanges: ['2001:db8:1::/48'],
+        sessionAffinity: { clientIPTimeoutSeconds: 60 },
+        endpoints: [endpoint('fd00:10:244:2::5', 8080), localEndpoint('FD00:10:244:1:0:0:0:5', 8080)],
+      }),
+    ],
+    config: backendConfig({ family: 'IPv6' }),
+  },
+  sctp: { ports: [web({ protocol: 'SCTP', port: 9999 })] },
+  tcpAndUdp: { ports: [web({ protocol: 'TCP', port: 53, portName: 'dns-tcp' }), web({ protocol: 'UDP', port: 53, portName: 'dns' })] },
+  bridgeMasqueradeAll: { ports: [web({ sessionAffinity: { clientIPTimeoutSeconds: 30 } })], config: backendConfig({ masqueradeAll: true, detectLocalMode: 'BridgeInterface', bridgeInterface: 'cbr0' }) },
+  prefixNoCIDR: { ports: [web({ externalPolicyLocal: true, externalIPs: ['192.168.99.1'] })], config: backendConfig({ detectLocalMode: 'InterfaceNamePrefix', interfaceNamePrefix: 'veth' }) },
+};
+
+function renderCase(name: string): NftRuleset {
+  const c = cases[name]!;
+  const conf = c.config ?? cfg;
+  return render(snapshot(c.ports, { family: conf.family }), conf);
+}
+
+describe('render', () => {
+  test('ClusterIP: data slots, shape chain, wrong-port reject set, hairpin', () => {
+    const rs = renderCase('clusterIP');
+    assert.equal(rs.family, 'ip');
+    assert.equal(rs.table, 'kube-proxy');
+    assert.deepEqual([...set(rs, 'cluster-ips').keys()], ['10.96.0.10']);
+    assert.deepEqual([...set(rs, 'service-ips')], [['10.96.0.10 . tcp . 80', 'goto cluster-2']]);
+    assert.deepEqual([...set(rs, 'service-endpoints')], [
+      ['10.96.0.10 . tcp . 80 . 0', '10.244.1.5 . 8080'],
+      ['10.96.0.10 . tcp . 80 . 1', '10.244.2.5 . 8080'],
+    ]);
+    assert.deepEqual(chain(rs, 'cluster-2'), [
+      'ip saddr != { 10.244.0.0/16 } jump mark-for-masquerade',
+      'dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints',
+    ]);
+    assert.deepEqual([...set(rs, 'hairpin').keys()].sort(), ['10.244.1.5 . 10.244.1.5', '10.244.2.5 . 10.244.2.5']);
+    assert.equal(set(rs, 'nodeport-ips').size, 1);
+    assert.equal(set(rs, 'service-nodeports').size, 0);
+  });
+
+  test('NodePort on the primary node IP, or on nodePortAddresses CIDRs', () => {
+    const rs = renderCase('nodePort');
+    assert.deepEqual([...set(rs, 'nodeport-ips').keys()], ['192.168.50.11']);
+    assert.deepEqual([...set(rs, 'service-nodeports')], [['tcp . 30080', 'goto nodeport-2']]);
+    assert.deepEqual([...set(rs, 'nodeport-endpoints').keys()], ['tcp . 30080 . 0', 'tcp . 30080 . 1']);
+    assert.deepEqual(chain(rs, 'nodeport-2'), [
+      'jump mark-for-masquerade',
+      'dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints',
+    ]);
+    const two = backendConfig({ nodeIPs: ['192.168.50.11', '172.16.0.11'], nodePortAddresses: ['172.16.0.0/12'] });
+    assert.deepEqual([...set(render(snapshot(cases.nodePort!.ports), two), 'nodeport-ips').keys()], ['172.16.0.11']);
+    const none = backendConfig({ nodeIPs: [] });
+    const rsNone = render(snapshot(cases.nodePort!.ports), none);
+    assert.equal(set(rsNone, 'nodeport-ips').size, 0);
+    assert.equal(set(rsNone, 'service-nodeports').size, 0);
+  });
+
+  test('external IP: Cluster policy masquerades, no firewall', () => {
+    const rs = renderCase('externalIP');
+    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
+    assert.deepEqual(chain(rs, 'external-2')[0], 'jump mark-for-masquerade');
+    assert.equal(set(rs, 'firewall-ips').size, 0);
+  });
+
+  test('LoadBalancer source ranges: firewall sets, node allowed through its LB IP', () => {
+    const rs = renderCase('lbSourceRanges');
+    assert.deepEqual([...set(rs, 'firewall-ips').keys()], ['203.0.113.5 . tcp . 80']);
+    assert.deepEqual([...set(rs, 'firewall-allow').keys()], [
+      '203.0.113.5 . tcp . 80 . 192.168.50.0/24',
+      '203.0.113.5 . tcp . 80 . 198.51.100.7',
+      '203.0.113.5 . tcp . 80 . 203.0.113.5',
+    ]);
+    const far = render(snapshot(cases.lbSourceRanges!.ports), backendConfig({ nodeIPs: ['172.16.0.11'] }));
+    assert.ok(!set(far, 'firewall-allow').has('203.0.113.5 . tcp . 80 . 203.0.113.5'));
+    assert.deepEqual(chain(rs, 'firewall-check'), ['ip daddr . meta l4proto . th dport . ip saddr @firewall-allow return', 'drop']);
+  });
+
+  test('externalTrafficPolicy Local: local endpoints first, cluster endpoints at the offset', () => {
+    const rs = renderCase('eTPLocal');
+    assert.equal(set(rs, 'service-ips').get('203.0.113.5 . tcp . 80'), 'goto external-local-1-2');
+    assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-1-2');
+    const eps = set(rs, 'service-endpoints');
+    assert.equal(eps.get('203.0.113.5 . tcp . 80 . 0'), '10.244.1.5 . 8080');
+    assert.equal(eps.get('203.0.113.5 . tcp . 80 . 65536'), '10.244.1.5 . 8080');
+    assert.equal(eps.get('203.0.113.5 . tcp . 80 . 65537'), '10.244.2.5 . 8080');
+    assert.ok(!eps.has('203.0.113.5 . tcp . 80 . 1'));
+    assert.deepEqual(chain(rs, 'external-local-1-2'), [
+      'fib saddr type local jump mark-for-masquerade',
+      'fib saddr type local dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 65536 map @service-endpoints',
+      'ip saddr { 10.244.0.0/16 } dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 65536 map @service-endpoints',
+      'dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-endpoints',
+    ]);
+    // ClusterIP traffic is unaffected by the external policy.
+    assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-2');
+  });
+
+  test('externalTrafficPolicy Local without local endpoints drops outside traffic only', () => {
+    const rs = renderCase('eTPLocalNoLocal');
+    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-local-0-1');
+    assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-0-1');
+    const rules = chain(rs, 'external-local-0-1');
+    assert.equal(rules[rules.length - 1], 'drop');
+    assert.match(rules[1]!, /^fib saddr type local dnat .* mod 1 offset 65536 /);
+  });
+
+  test('internalTrafficPolicy Local uses only local endpoints, drops when there are none here', () => {
+    const rs = renderCase('iTPLocal');
+    assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-1');
+    assert.deepEqual([...set(rs, 'service-endpoints')], [['10.96.0.10 . tcp . 80 . 0', '10.244.1.5 . 8080']]);
+    const none = renderCase('iTPLocalNoLocal');
+    assert.equal(set(none, 'service-ips').size, 0);
+    assert.deepEqual([...set(none, 'no-endpoint-services')], [['10.96.0.10 . tcp . 80', 'drop']]);
+  });
+
+  test('ClientIP affinity: upstream-style per-service chains and affinity sets', () => {
+    const rs = renderCase('affinity');
+    const svc = 'service-ULMVA6XW-ns1/svc1/tcp/p80';
+    assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), `goto ${svc}`);
+    assert.equal(set(rs, 'service-ips').get('203.0.113.5 . tcp . 80'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
+    assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
+    const rules = chain(rs, svc);
+    assert.equal(rules[0], 'ip daddr 10.96.0.10 ip saddr != { 10.244.0.0/16 } jump mark-for-masquerade');
+    assert.match(rules[rules.length - 1]!, /^numgen random mod 2 vmap \{ 0 : goto endpoint-\w{8}-ns1\/svc1\/tcp\/p80__10\.244\.1\.5\/8080, 1 : goto endpoint-/);
+    const aff = rs.sets.filter((s) => s.name.startsWith('affinity-'));
+    assert.equal(aff.length, 2);
+    for (const s of aff) {
+      assert.equal(s.decl, 'type ipv4_addr; flags dynamic,timeout; timeout 600s');
+      const ep = chain(rs, s.name.replace(/^affinity-/, 'endpoint-'));
+      assert.equal(ep[0], `update @${s.name} { ip saddr }`);
+      assert.match(ep[1]!, /^meta l4proto tcp dnat ip to 10\.244\.[12]\.5:8080$/);
+    }
+    assert.deepEqual(chain(rs, 'external-ULMVA6XW-ns1/svc1/tcp/p80'), [
+      'fib saddr type local jump mark-for-masquerade',
+      `fib saddr type local goto ${svc}`,
+      `ip saddr { 10.244.0.0/16 } goto ${svc}`,
+      'goto local-ULMVA6XW-ns1/svc1/tcp/p80',
+    ]);
+    // No shape chains and no data slots for affinity services.
+    assert.equal(set(rs, 'service-endpoints').size, 0);
+    assert.ok(!rs.chains.some((c) => /^cluster-\d/.test(c.name)));
+  });
+
+  test('no endpoints: reject for ClusterIP and NodePort, ClusterIP still known', () => {
+    const rs = renderCase('noEndpoints');
+    assert.deepEqual([...set(rs, 'no-endpoint-services')], [['10.96.0.10 . tcp . 80', 'goto reject-chain']]);
+    assert.deepEqual([...set(rs, 'no-endpoint-nodeports')], [['tcp . 30080', 'goto reject-chain']]);
+    assert.ok(set(rs, 'cluster-ips').has('10.96.0.10'));
+    assert.equal(set(rs, 'service-ips').size, 0);
+  });
+
+  test('IPv6: ip6 family, canonical addresses, ip6 matches', () => {
+    const rs = renderCase('ipv6');
+    assert.equal(rs.family, 'ip6');
+    assert.ok(set(rs, 'cluster-ips').has('fd00:10:96::a'));
+    assert.deepEqual([...set(rs, 'nodeport-ips').keys()], ['fd00:192::11']);
+    assert.ok(set(rs, 'firewall-allow').has('2001:db8::5 . tcp . 80 . 2001:db8:1::/48'));
+    assert.ok(set(rs, 'hairpin').has('fd00:10:244:1::5 . fd00:10:244:1::5'));
+    assert.ok(rs.chains.some((c) => c.rules.some((r) => r === 'meta l4proto tcp dnat ip6 to [fd00:10:244:1::5]:8080')));
+    for (const c of rs.chains) for (const r of c.rules) assert.doesNotMatch(r, /\bip (saddr|daddr)\b/);
+  });
+
+  test('SCTP and one port number on TCP and UDP', () => {
+    assert.equal(set(renderCase('sctp'), 'service-ips').get('10.96.0.10 . sctp . 9999'), 'goto cluster-2');
+    const rs = renderCase('tcpAndUdp');
+    assert.deepEqual([...set(rs, 'service-ips').keys()].sort(), ['10.96.0.10 . tcp . 53', '10.96.0.10 . udp . 53']);
+    assert.deepEqual([...set(rs, 'cluster-ips').keys()], ['10.96.0.10']);
+  });
+
+  test('detect-local variants and masqueradeAll', () => {
+    const br = renderCase('bridgeMasqueradeAll');
+    assert.equal(chain(br, 'service-ULMVA6XW-ns1/svc1/tcp/p80')[0], 'ip daddr 10.96.0.10 jump mark-for-masquerade');
+    const pre = renderCase('prefixNoCIDR');
+    assert.deepEqual(chain(pre, 'cluster-2')[0], 'iifname != "veth*" jump mark-for-masquerade');
+    assert.ok(chain(pre, 'external-local-1-2').includes(
+      'iifname "veth*" dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 65536 map @service-endpoints',
+    ));
+    const brOnly = render(snapshot([web()]), backendConfig({ detectLocalMode: 'BridgeInterface', bridgeInterface: 'cbr0' }));
+    assert.equal(chain(brOnly, 'cluster-2')[0], 'iifname != "cbr0" jump mark-for-masquerade');
+    // No local CIDRs: nothing is local, ClusterIP traffic is not masqueraded.
+    const noLocal = render(snapshot([web()]), backendConfig({ localCIDRs: [] }));
+    assert.deepEqual(chain(noLocal, 'cluster-2'), ['dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints']);
+    assert.equal(chain(noLocal, 'mark-for-masquerade')[0], 'meta mark set meta mark | 0x4000');
+  });
+
+  test('bad input is skipped, the rest still renders', () => {
+    const rs = render(
+      snapshot([
+        web({ clusterIP: 'not-an-ip', serviceName: 'bad' }),
+        web({ serviceName: 'bad-eps', clusterIP: '10.96.0.20', endpoints: [endpoint('999.1.1.1', 80), endpoint('10.244.2.9', 0), endpoint('10.244.2.8', 80)] }),
+        web(),
+      ]),
+      cfg,
+    );
+    assert.deepEqual([...set(rs, 'cluster-ips').keys()].sort(), ['10.96.0.10', '10.96.0.20']);
+    assert.equal(set(rs, 'service-ips').get('10.96.0.20 . tcp . 80'), 'goto cluster-1');
+  });
+
+  test('two services claiming one external IP and port: the smaller key wins, in full and incremental renders', () => {
+    const a = web({ namespace: 'a', externalIPs: ['192.168.99.1'] });
+    const b = web({ namespace: 'b', clusterIP: '10.96.0.11', externalIPs: ['192.168.99.1'], endpoints: [endpoint('10.244.2.77', 80)] });
+    const rs = render(snapshot([b, a]), cfg);
+    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
+    const st = new RulesetState(cfg);
+    st.update(snapshot([b]));
+    const ops = st.update(snapshot([a, b]), [key(a)]);
+    assert.ok(ops.some((o) => o.kind === 'replace-element' && o.set === 'service-ips' && o.value === 'goto external-2'));
+    assert.deepEqual(st.ruleset().sets, rs.sets);
+    const back = st.update(snapshot([b]), [key(a)]);
+    assert.ok(back.some((o) => o.kind === 'replace-element' && o.set === 'service-ips' && o.value === 'goto external-1'));
+  });
+});
+
+describe('diff and chunking', () => {
+  const cluster = syntheticCluster(1000, 3);
+  const target = cluster[500]!;
+  const changedEndpoints = [target.clusterEndpoints[0]!, endpoint('10.200.0.1', 8080), target.clusterEndpoints[2]!];
+  const changed = servicePort({ ...target.info, endpoints: changedEndpoints });
+  const cip = target.info.clusterIP;
+
+  test('one endpoint of one service among 1,000 changes: only that service\'s elements', () => {
+    const before = snapshot(cluster);
+    const after = snapshot(cluster.map((p, i) => (i === 500 ? changed : p)));
+    const expected: NftOp[] = [
+      { kind: 'add-element', set: 'hairpin', key: '10.200.0.1 . 10.200.0.1', value: undefined },
+      { kind: 'replace-element', set: 'service-endpoints', key: `${cip} . tcp . 80 . 1`, value: '10.100.5.222 . 8080' },
+      { kind: 'replace-element', set: 'service-endpoints', key: `${cip} . tcp . 80 . 2`, value: '10.200.0.1 . 8080' },
+      { kind: 'delete-element', set: 'hairpin', key: '10.100.5.221 . 10.100.5.221' },
+    ];
+    assert.equal(cip, '10.96.1.244');
+    assert.deepEqual(diff(render(before, cfg), render(after, cfg)), expected);
+    const st = new RulesetState(cfg);
+    st.update(before);
+    assert.deepEqual(st.update(after, [key(changed)]), expected);
+    assert.deepEqual(st.ruleset().sets, render(after, cfg).sets);
+  });
+
+  test('endpoint count change: new shape chain first, verdict moved, then the old slot removed', () => {
+    const st = new RulesetState(cfg);
+    st.update(snapshot(cluster));
+    const fewer = servicePort({ ...target.info, endpoints: target.clusterEndpoints.slice(0, 2) });
+    const ops = st.update(snapshot(cluster.map((p, i) => (i === 500 ? fewer : p))), [key(fewer)]);
+    assert.deepEqual(
+      ops.map((o) => [o.kind, 'set' in o ? o.set : 'chain' in o ? o.chain.name : o.name, 'key' in o ? o.key : '']),
+      [
+        ['add-chain', 'cluster-2', ''],
+        ['replace-element', 'service-ips', `${cip} . tcp . 80`],
+        ['delete-element', 'service-endpoints', `${cip} . tcp . 80 . 2`],
+        ['delete-element', 'hairpin', '10.100.5.222 . 10.100.5.222'],
+      ],
+    );
+    // Removing the last service with 2 endpoints deletes the shape chain after its verdict element.
+    const gone = st.update(snapshot(cluster.filter((_, i) => i !== 500)), [key(fewer)]);
+    assert.deepEqual(gone[gone.length - 1], { kind: 'delete-chain', name: 'cluster-2' });
+    const verdictAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'service-ips');
+    const dataAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'service-endpoints');
+    assert.ok(verdictAt >= 0 && verdictAt < dataAt);
+  });
+
+  test('incremental state equals a full render after a sequence of changes', () => {
+    const st = new RulesetState(cfg);
+    let ports = syntheticCluster(50, 2);
+    st.update(snapshot(ports));
+    const steps: Array<(p: ServicePortState[]) => ServicePortState[]> = [
+      (p) => p.map((s, i) => (i === 3 ? servicePort({ ...s.info, endpoints: [] }) : s)),
+      (p) => p.map((s, i) => (i === 4 ? servicePort({ ...s.info, sessionAffinity: { clientIPTimeoutSeconds: 10 }, endpoints: s.endpoints }) : s)),
+      (p) => p.map((s, i) => (i === 5 ? servicePort({ ...s.info, nodePort: 30005, externalPolicyLocal: true, endpoints: [...s.endpoints, localEndpoint('10.244.1.50', 80)] }) : s)),
+      (p) => p.filter((_, i) => i !== 6),
+      (p) => p.map((s, i) => (i === 4 ? servicePort({ ...s.info, sessionAffinity: {}, endpoints: s.endpoints }) : s)),
+    ];
+    for (const step of steps) {
+      const next = step(ports);
+      const keys = new Set([...ports.map(key), ...next.map(key)]);
+      st.update(snapshot(next), keys);
+      const full = render(snapshot(next), cfg);
+      const mine = st.ruleset();
+      assert.deepEqual(mine.sets, full.sets);
+      assert.deepEqual(new Map(mine.chains.map((c) => [c.name, c.rules])), new Map(full.chains.map((c) => [c.name, c.rules])));
+      ports = next;
+    }
+  });
+
+  test('chunks respect the budget and keep verdicts after their data', () => {
+    const ports = syntheticCluster(40, 5);
+    const ops = diff({ family: 'ip', table: 'kube-proxy', sets: [], chains: [] }, render(snapshot(ports), cfg));
+    const budget = 37;
+    const scripts = opsToScripts(ops, budget);
+    assert.ok(scripts.length > 5);
+    const seen = new Set<string>();
+    for (const s of scripts) {
+      const lines = s.split('\n');
+      const cost = lines.filter((l) => /^\t/.test(l) || /^add rule /.test(l) || /^(add|delete) (chain|set|map) /.test(l)).length;
+      assert.ok(cost <= budget, `chunk cost ${cost} within ${budget}`);
+      let current = '';
+      for (const l of lines) {
+        const m = /^add element ip kube-proxy (\S+) \{$/.exec(l);
+        if (m) current = m[1]!;
+        const el = /^\t,?(.*)$/.exec(l);
+        if (el && current) {
+          const k = el[1]!.split(' : ')[0]!;
+          seen.add(`${current}|${k}`);
+          if (current === 'service-ips') {
+            // Every slot of the tuple must already be there when it becomes live.
+            for (let i = 0; i < 5; i++) assert.ok(seen.has(`service-endpoints|${k} . ${i}`), `slot ${i} of ${k} before its verdict`);
+            assert.ok(seen.has(`cluster-ips|${k.split(' . ')[0]}`));
+          }
+        }
+        if (l === '}') current = '';
+      }
+    }
+    assert.equal(seen.size, ops.filter((o) => o.kind === 'add-element').length);
+  });
+});
+
+const wrapFor = (ns: string): string[] => ['ip', 'netns', 'exec', ns];
+
+describe('kernel acceptance (throwaway network namespace)', () => {
+  const ns = `kptnft-u${process.pid}`;
+  before(() => execFileSync('ip', ['netns', 'add', ns]));
+  after(() => execFileSync('ip', ['netns', 'del', ns]));
+
+  test('every representative ruleset is accepted by nft -c', async () => {
+    for (const name of Object.keys(cases)) {
+      const script = toNftScript(renderCase(name));
+      await assert.doesNotReject(applyScript(script, { wrap: wrapFor(ns), check: true }), `case ${name}`);
+    }
+  });
+
+  test('an invalid script is rejected with nft\'s message and the failing line', async () => {
+    const script = 'add table ip kube-proxy\nadd chain ip kube-proxy c\nadd rule ip kube-proxy c jump no-such-chain\n';
+    await assert.rejects(applyScript(script, { wrap: wrapFor(ns), check: true }), (e: unknown) => {
+      assert.ok(e instanceof NftError);
+      assert.equal(e.line, 3);
+      assert.equal(e.lineText, 'add rule ip kube-proxy c jump no-such-chain');
+      return true;
+    });
+  });
+
+  test('a rejected transaction leaves the previous table intact and the next sync is full', async () => {
+    const be = new NftablesBackend(cfg, { wrap: wrapFor(ns), removeLeftovers: false });
+    const a1 = web();
+    const a2 = web({ serviceName: 'svc2', clusterIP: '10.96.0.20', endpoints: [endpoint('10.244.2.20', 80)] });
+    const first = await be.sync(snapshot([a1, a2]));
+    assert.equal(first.full, true);
+    // Someone removes one of our elements behind our back.
+    await applyScript('delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n', { wrap: wrapFor(ns) });
+    const b1 = web({ endpoints: [endpoint('10.244.2.5', 8080)] });
+    const b3 = web({ serviceName: 'svc3', clusterIP: '10.96.0.30', endpoints: [endpoint('10.244.2.30', 80)] });
+    const changes = { ...emptyChanges(false), changed: new Set([key(b1), key(b3)]) };
+    const snapB = snapshot([b1, a2, b3], { generation: 2, changes });
+    await assert.rejects(be.sync(snapB), NftError);
+    assert.equal(be.syncFailures, 1);
+    const kernel = await readTable('ip', { wrap: wrapFor(ns) });
+    assert.ok(kernel);
+    const k = (n: string) => kernel.sets.find((s) => s.name === n)!.elements;
+    // Nothing of the failed transaction is in: no svc3, svc1 still has both slots.
+    assert.ok(!k('service-ips').has('10.96.0.30 . tcp . 80'));
+    assert.ok(k('service-endpoints').has('10.96.0.10 . tcp . 80 . 1'));
+    assert.ok(k('service-ips').has('10.96.0.20 . tcp . 80'));
+    const retry = await be.sync({ ...snapB, generation: 3 });
+    assert.equal(retry.full, true);
+    const repaired = await readTable('ip', { wrap: wrapFor(ns) });
+    const want = render(snapB, cfg);
+    for (const s of want.sets) assert.deepEqual(repaired!.sets.find((x) => x.name === s.name)!.elements, s.elements, s.name);
+    await be.cleanup();
+    assert.equal(await readTable('ip', { wrap: wrapFor(ns) }), undefined);
+  });
+});
