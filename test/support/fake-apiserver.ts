@@ -6,8 +6,6 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import { pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import type { KubeObject, ObjectKind, ObjectMeta } from '../../src/model/k8s.js';
 
 type Meta = ObjectMeta & { creationTimestamp?: string };
@@ -857,28 +855,4 @@ export async function waitFor(cond: () => boolean, what: string, timeoutMs = 800
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
-}
-
-// Run as a process (e.g. inside a test's network namespace):
-//   node dist/test/support/fake-apiserver.js [--host H] [--port P] [--token T] [--bookmark-interval-ms N]
-// Prints "listening <url>" once ready; objects are managed with the API's POST/PUT/DELETE verbs.
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const { values } = parseArgs({
-    options: {
-      host: { type: 'string' },
-      port: { type: 'string' },
-      token: { type: 'string' },
-      'bookmark-interval-ms': { type: 'string' },
-    },
-  });
-  const server = await FakeApiServer.start({
-    ...(values.host !== undefined ? { host: values.host } : {}),
-    ...(values.port !== undefined ? { port: Number(values.port) } : {}),
-    ...(values.token !== undefined ? { token: values.token } : {}),
-    ...(values['bookmark-interval-ms'] !== undefined ? { bookmarkIntervalMs: Number(values['bookmark-interval-ms']) } : {}),
-  });
-  process.stdout.write(`listening ${server.url}\n`);
-  const shutdown = (): void => void server.stop().then(() => process.exit(0));
-  process.on('SIGTERM', shutdown);
-  process.on('SIGINT', shutdown);
 }
