@@ -180,7 +180,11 @@ export class RulesetState {
       }
     }
     if (!collect) return [];
-    return orderOps(ops, (n) => this.shapeChains.get(n) ?? winner(this.chainClaims.get(n)) ?? this.base.find((c) => c.name === n));
+    // Deleted chains are looked up as they were, so they go before the chains they referred to.
+    return orderOps(
+      ops,
+      (n) => this.shapeChains.get(n) ?? winner(this.chainClaims.get(n)) ?? chainBefore.get(n) ?? this.base.find((c) => c.name === n),
+    );
   }
 
   private claim(set: string, k: string, owner: string, v: string | undefined): void {
