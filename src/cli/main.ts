@@ -10,12 +10,14 @@ import { ApiServerSource } from '../source/apiserver.js';
 import { KubeClient } from '../source/kubeclient.js';
 import { ManifestsSource } from '../source/manifests.js';
 import type { Source } from '../source/types.js';
+import { runSandbox } from '../sandbox/index.js';
 import { explainCommand } from './explain-cmd.js';
 import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
 
 /** Subcommands parse their own arguments. */
 const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
   explain: explainCommand,
+  sandbox: runSandbox,
 };
 
 function nodeNameOf(cmd: CommandLine): string {

@@ -1,8 +1,8 @@
 /*
  * Real-kernel topology built only from network namespaces, for the e2e tests and the sandbox command.
  *
- * Every name is prefixed with the instance id `kptXXXX` (4 random hex digits), so parallel runs
- * never collide. Nothing is created in the root namespace: veth pairs are created with both
+ * Every name is prefixed with the instance id `kptXXXX` (a prefix, `kpt` unless told otherwise, and
+ * 4 random hex digits), so parallel runs never collide. Nothing is created in the root namespace: veth pairs are created with both
  * ends directly inside their namespaces.
  *
  *   <id>-ext    eth0 10.0.0.100/24  fd00:10::100/64   default via 10.0.0.1 / fd00:10::1 (node1)
@@ -62,6 +62,13 @@ export interface TopologyOptions {
   /** Number of node namespaces, default 2. */
   nodes?: number;
   pods?: PodSpec[];
+  /** Start of the instance id, default `kpt`: lets a caller tell its namespaces from others'. */
+  prefix?: string;
+  /**
+   * Destroy the topology and exit on SIGINT/SIGTERM (default true). Callers that run their own
+   * shutdown on those signals pass false; cleanup at process exit stays in place either way.
+   */
+  handleSignals?: boolean;
 }
 
 export interface NodeInfo {
@@ -129,6 +136,8 @@ export interface Proc {
 // One set of exit/signal handlers serves every live topology, so a crashing or interrupted
 // test run still removes its namespaces.
 const live = new Set<Topology>();
+/** Live topologies whose owner left signal handling to this module. */
+const signalled = new Set<Topology>();
 const onExit = (): void => {
   for (const t of live) t.destroySync();
 };
@@ -137,20 +146,23 @@ const onSignal = (sig: NodeJS.Signals): void => {
   process.exit(sig === 'SIGINT' ? 130 : 143);
 };
 
-function track(t: Topology): void {
-  if (live.size === 0) {
-    process.on('exit', onExit);
+function track(t: Topology, handleSignals: boolean): void {
+  if (live.size === 0) process.on('exit', onExit);
+  live.add(t);
+  if (!handleSignals) return;
+  if (signalled.size === 0) {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   }
-  live.add(t);
+  signalled.add(t);
 }
 
 function untrack(t: Topology): void {
-  if (!live.delete(t) || live.size > 0) return;
-  process.off('exit', onExit);
-  process.off('SIGINT', onSignal);
-  process.off('SIGTERM', onSignal);
+  if (signalled.delete(t) && signalled.size === 0) {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  if (live.delete(t) && live.size === 0) process.off('exit', onExit);
 }
 
 function isAlive(child: ChildProcess): boolean {
@@ -548,11 +560,11 @@ export class Topology {
   }
 
   /** Builds everything; called once by createTopology. */
-  async build(podSpecs: PodSpec[]): Promise<void> {
+  async build(podSpecs: PodSpec[], handleSignals = true): Promise<void> {
     const taken = new Set<string>();
     const ips = new Set<string>();
     const pods = podSpecs.map((s) => this.validatePod(s, taken, ips));
-    track(this);
+    track(this, handleSignals);
 
     const leafNs = [this.netNs, this.ext.ns, this.ext2.ns, ...pods.map((p) => p.ns)];
     await this.createNamespaces([...this.nodes.map((n) => n.ns), ...leafNs]);
@@ -675,10 +687,10 @@ export class Topology {
   }
 }
 
-function newId(): string {
+function newId(prefix: string): string {
   const existing = listNetns();
   for (;;) {
-    const id = `kpt${randomBytes(2).toString('hex')}`;
+    const id = `${prefix}${randomBytes(2).toString('hex')}`;
     if (!existing.some((n) => n.startsWith(`${id}-`))) return id;
   }
 }
@@ -687,9 +699,12 @@ function newId(): string {
 export async function createTopology(opts: TopologyOptions = {}): Promise<Topology> {
   const nodes = opts.nodes ?? 2;
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > MAX_NODES) throw new Error(`nodes must be an integer in 1..${MAX_NODES}, got ${nodes}`);
-  const topo = new Topology(newId(), nodes);
+  const prefix = opts.prefix ?? 'kpt';
+  // Namespace names become file names and parts of longer names: keep the prefix short and plain.
+  if (!/^[a-z][a-z0-9]{0,7}$/.test(prefix)) throw new Error(`prefix must be 1..8 lower-case letters or digits starting with a letter, got ${JSON.stringify(prefix)}`);
+  const topo = new Topology(newId(prefix), nodes);
   try {
-    await topo.build(opts.pods ?? []);
+    await topo.build(opts.pods ?? [], opts.handleSignals ?? true);
   } catch (err) {
     await topo.destroy();
     throw err;

@@ -1,0 +1,378 @@
+// `kube-proxy-ts sandbox`: the example cluster on a real kernel, in network namespaces.
+//
+// Builds the topology of topology.ts with one pod per endpoint of the manifests, runs the proxy
+// (nftables mode, manifests source) inside the proxy node's namespace, shows every service
+// answering from its pods, then keeps running until SIGINT/SIGTERM and removes everything.
+// Without root or without ip/nft it runs the proxy with --dry-run and prints the ruleset.
+import { spawn } from 'node:child_process';
+import { accessSync, constants, copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { delimiter, extname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ProxyModel } from '../model/tracker.js';
+import type { Snapshot } from '../model/types.js';
+import type { EndpointSlice, KubeObject, Node, Service } from '../model/k8s.js';
+import { ManifestsSource } from '../source/manifests.js';
+import { planChecks, planPods, type Check, type ManifestObjects, type PodPlan } from './plan.js';
+import type { ProbeJob, ProbeResult } from './probe.js';
+import { formatCheck, formatSkip, judge, widths } from './report.js';
+import { createTopology, type Topology } from './topology.js';
+
+const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+const PROBE_MAIN = fileURLToPath(new URL('./probe-main.js', import.meta.url));
+const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
+/** Holds every topology pod network (10.244.N.0/24). */
+const CLUSTER_CIDR = '10.244.0.0/16';
+/** Namespace names start with this and 4 hex digits. */
+export const SANDBOX_PREFIX = 'kps';
+const REQUESTS = 30;
+const NO_ANSWER_REQUESTS = 3;
+const FIRST_SYNC_TIMEOUT_MS = 60_000;
+const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+
+export interface SandboxOptions {
+  once: boolean;
+  manifests: string;
+  node: string;
+  help: boolean;
+}
+
+const HELP = `Usage: kube-proxy-ts sandbox [--once] [--manifests DIR] [--node NAME]
+
+Creates network namespaces for the nodes and pods of the manifests (default: the example
+cluster), runs the proxy in nftables mode inside the proxy node's namespace, and shows each
+service answering from its pods. Then keeps running until Ctrl-C, which removes everything.
+Without root (or without ip and nft) it runs the proxy with --dry-run and prints the ruleset.
+
+  --once            check, print, clean up and exit: 0 if every service answered as expected
+                    (a dry run exits 0 after the first sync)
+  --manifests DIR   the cluster to build (default: ${EXAMPLES})
+  --node NAME       the node the proxy runs as (default: node-1; must have InternalIP 10.0.0.1)
+`;
+
+export function parseSandboxArgs(argv: string[]): SandboxOptions {
+  const opts: SandboxOptions = { once: false, manifests: EXAMPLES, node: 'node-1', help: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf('=');
+    const flag = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    const value = (): string => {
+      if (eq > 0 && flag !== arg) return arg.slice(eq + 1);
+      const v = argv[++i];
+      if (v === undefined || v === '') throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    if (flag === '--once' && flag === arg) opts.once = true;
+    else if ((flag === '--help' || flag === '-h') && flag === arg) opts.help = true;
+    else if (flag === '--manifests') opts.manifests = resolve(value());
+    else if (flag === '--node') opts.node = value();
+    else throw new Error(`unknown argument ${JSON.stringify(arg)} (see --help)`);
+  }
+  return opts;
+}
+
+function out(line = ''): void {
+  process.stdout.write(line + '\n');
+}
+
+function onPath(cmd: string): boolean {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    try {
+      accessSync(join(dir, cmd), constants.X_OK);
+      return true;
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return false;
+}
+
+/** Why the sandbox cannot create namespaces here, or undefined when it can. */
+export function missingPrivileges(): string | undefined {
+  if (process.getuid && process.getuid() !== 0) return `not running as root (uid ${process.getuid()})`;
+  const missing = ['ip', 'nft', 'sysctl'].filter((c) => !onPath(c));
+  if (missing.length > 0) return `missing command${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}`;
+  return undefined;
+}
+
+function proxyArgs(manifests: string, node: string): string[] {
+  return [MAIN, '--manifests', manifests, '--hostname-override', node, '--proxy-mode', 'nftables', '--cluster-cidr', CLUSTER_CIDR];
+}
+
+/** Calls fn with each complete line of a stream. */
+function eachLine(stream: NodeJS.ReadableStream, fn: (line: string) => void): void {
+  let partial = '';
+  stream.on('data', (chunk: Buffer | string) => {
+    const lines = (partial + chunk.toString()).split('\n');
+    partial = lines.pop() ?? '';
+    for (const l of lines) fn(l);
+  });
+}
+
+/** The proxy log lines worth showing while the sandbox idles: problems, changes and syncs. */
+function worthForwarding(line: string): boolean {
+  return /^[WE]\d/.test(line) || / (change received|synced proxy rules) /.test(line);
+}
+
+/** Resolves with the signal's name on the first SIGINT or SIGTERM; the handlers stay until dispose. */
+function signals(): { received: Promise<NodeJS.Signals>; dispose(): void } {
+  let fire: (s: NodeJS.Signals) => void = () => {};
+  const received = new Promise<NodeJS.Signals>((r) => (fire = r));
+  const handler = (s: NodeJS.Signals): void => fire(s);
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    received,
+    dispose: () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
+}
+
+const signalExitCode = (s: NodeJS.Signals): number => (s === 'SIGINT' ? 130 : 143);
+
+/** Without namespaces: the proxy with --dry-run, its ruleset on stdout. */
+async function dryRun(opts: SandboxOptions): Promise<number> {
+  // No health or metrics servers: a dry run serves nothing, and their ports may be taken on this host.
+  const args = [...proxyArgs(opts.manifests, opts.node), '--dry-run', '--healthz-bind-address=', '--metrics-bind-address='];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const sig = signals();
+  child.stdout.pipe(process.stdout, { end: false });
+  let firstSync: () => void = () => {};
+  const synced = new Promise<void>((r) => (firstSync = r));
+  eachLine(child.stderr, (line) => {
+    if (/ synced proxy rules /.test(line)) firstSync();
+    if (worthForwarding(line)) process.stderr.write(line + '\n');
+  });
+  const closed = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+  child.once('error', (e) => process.stderr.write(`sandbox: cannot start the proxy: ${e.message}\n`));
+  const stopChild = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid, 'SIGTERM');
+    await closed;
+  };
+  try {
+    const first = await Promise.race([synced.then(() => 'synced' as const), closed.then(() => 'exited' as const), sig.received]);
+    if (first === 'exited') {
+      process.stderr.write(`sandbox: the proxy exited (code ${child.exitCode}) before its first sync\n`);
+      return 1;
+    }
+    if (first !== 'synced') {
+      await stopChild();
+      return signalExitCode(first);
+    }
+    if (opts.once) {
+      await stopChild();
+      return 0;
+    }
+    out();
+    out(`Dry run: nothing is programmed. Edit the manifests in ${opts.manifests} and the proxy prints the`);
+    out('transaction it would send. Press Ctrl-C to stop.');
+    const end = await Promise.race([closed.then(() => 'exited' as const), sig.received]);
+    if (end === 'exited') {
+      process.stderr.write(`sandbox: the proxy exited unexpectedly (code ${child.exitCode})\n`);
+      return 1;
+    }
+    await stopChild();
+    return 0;
+  } finally {
+    sig.dispose();
+  }
+}
+
+/** Reads the manifests once, the way the proxy will, for the pods to create and the checks to run. */
+async function loadManifests(dir: string, node: string): Promise<{ objects: ManifestObjects; snapshot: Snapshot }> {
+  const source = new ManifestsSource(dir, { rescanIntervalMs: 0 });
+  const model = new ProxyModel({ nodeName: node, families: ['IPv4'] });
+  const byKey = new Map<string, { kind: string; object: KubeObject }>();
+  await source.start({
+    onEvent: (e) => {
+      model.apply(e);
+      const key = `${e.kind}/${e.object.metadata?.namespace ?? ''}/${e.object.metadata?.name ?? ''}`;
+      if (e.type === 'DELETED') byKey.delete(key);
+      else byKey.set(key, { kind: e.kind, object: e.object });
+    },
+    onSynced: () => {},
+  });
+  await source.stop();
+  const of = <T>(kind: string): T[] => [...byKey.values()].filter((o) => o.kind === kind).map((o) => o.object as T);
+  return {
+    objects: { nodes: of<Node>('Node'), services: of<Service>('Service'), slices: of<EndpointSlice>('EndpointSlice') },
+    snapshot: model.snapshot('IPv4'),
+  };
+}
+
+/** A private copy, so that edits while the sandbox runs never touch the originals. */
+function copyManifests(dir: string): string {
+  const tmp = mkdtempSync(join(tmpdir(), 'kube-proxy-sandbox-'));
+  for (const name of readdirSync(dir)) {
+    const src = join(dir, name);
+    if (MANIFEST_EXTENSIONS.has(extname(name).toLowerCase()) && statSync(src).isFile()) copyFileSync(src, join(tmp, name));
+  }
+  return tmp;
+}
+
+async function runChecks(topo: Topology, checks: Check[]): Promise<ProbeResult[]> {
+  const results: ProbeResult[] = new Array(checks.length);
+  const bySource = new Map<string, number[]>();
+  checks.forEach((c, i) => bySource.set(c.from, [...(bySource.get(c.from) ?? []), i]));
+  await Promise.all(
+    [...bySource].map(async ([from, indexes]) => {
+      const jobs: ProbeJob[] = indexes.map((i) => {
+        const c = checks[i]!;
+        return {
+          proto: c.proto,
+          ip: c.ip,
+          port: c.port,
+          count: c.noAnswer !== undefined ? NO_ANSWER_REQUESTS : REQUESTS,
+          // Affinity is recorded by the first packet: concurrent first requests could each pick a pod.
+          concurrency: c.sticky ? 1 : 10,
+          timeoutMs: c.noAnswer !== undefined ? 1000 : 1500,
+        };
+      });
+      const worst = jobs.reduce((sum, j) => sum + Math.ceil(j.count / j.concurrency) * j.timeoutMs, 0);
+      const res = await topo.exec(from, process.execPath, [PROBE_MAIN, '--json'], { input: JSON.stringify(jobs), timeoutMs: worst + 15_000 });
+      const parsed = JSON.parse(res.stdout) as ProbeResult[];
+      if (!Array.isArray(parsed) || parsed.length !== jobs.length) throw new Error(`probe in ${from}: unexpected output ${res.stdout.slice(0, 200)}`);
+      indexes.forEach((ci, j) => (results[ci] = parsed[j]!));
+    }),
+  );
+  return results;
+}
+
+function describeNamespaces(topo: Topology, plan: PodPlan): string[] {
+  const lines: string[] = [];
+  const w = Math.max(...topo.namespaces().map((n) => n.length));
+  const nodeName = (index: number): string => plan.nodes.find((n) => n.index === index)?.name ?? `node ${index} (no Node object)`;
+  for (const n of topo.nodes) {
+    const proxy = n.index === plan.proxyNode.index ? '; runs the proxy' : '';
+    lines.push(`  ${n.ns.padEnd(w)}  ${nodeName(n.index)}: ${n.ip}, pods ${n.podCidr}${proxy}`);
+  }
+  lines.push(`  ${topo.ext.ns.padEnd(w)}  external client ${topo.ext.ip} (routes through ${topo.node(1).ip})`);
+  for (const p of topo.pods.values()) {
+    const serves = [...p.tcp.map((x) => `${x}/tcp`), ...p.udp.map((x) => `${x}/udp`)].join(' ') || 'nothing (client)';
+    lines.push(`  ${p.ns.padEnd(w)}  pod ${p.ip} on ${nodeName(p.node)}, serves ${serves}`);
+  }
+  return lines;
+}
+
+class Sandbox {
+  private topo: Topology | undefined;
+  private tmp: string | undefined;
+  /** Set once the checks are done: a signal then ends a normal run instead of interrupting one. */
+  private running = false;
+  private readonly removeTmp = (): void => {
+    if (this.tmp) rmSync(this.tmp, { recursive: true, force: true });
+  };
+
+  constructor(private readonly opts: SandboxOptions) {}
+
+  async run(): Promise<number> {
+    const sig = signals();
+    process.on('exit', this.removeTmp);
+    try {
+      // While running, main() itself turns the signal into a normal end.
+      const interrupted = sig.received.then((s) => (this.running ? new Promise<number>(() => {}) : signalExitCode(s)));
+      const code = await Promise.race([this.main(sig.received), interrupted]);
+      await this.cleanup();
+      return code;
+    } catch (err) {
+      process.stderr.write(`sandbox: ${err instanceof Error ? err.message : String(err)}\n`);
+      await this.cleanup();
+      return 1;
+    } finally {
+      sig.dispose();
+      process.off('exit', this.removeTmp);
+    }
+  }
+
+  private async cleanup(): Promise<void> {
+    if (this.topo) {
+      const names = this.topo.namespaces();
+      out(`Removing the sandbox: stopping its processes and deleting ${names.length} namespaces (${this.topo.id}-*).`);
+      await this.topo.destroy();
+      this.topo = undefined;
+    }
+    this.removeTmp();
+    this.tmp = undefined;
+  }
+
+  private async main(stop: Promise<NodeJS.Signals>): Promise<number> {
+    const o = this.opts;
+    this.tmp = copyManifests(o.manifests);
+    const { objects, snapshot } = await loadManifests(this.tmp, o.node);
+    const plan = planPods(objects, o.node);
+    for (const n of plan.notes) out(`note: ${n}`);
+    out(`Creating ${plan.nodeCount} nodes, ${plan.pods.length - 1} pods and a client pod in network namespaces...`);
+    this.topo = await createTopology({ nodes: plan.nodeCount, pods: plan.pods, prefix: SANDBOX_PREFIX, handleSignals: false });
+    const topo = this.topo;
+    out(`Sandbox ${topo.id}:`);
+    for (const l of describeNamespaces(topo, plan)) out(l);
+    if (!topo.brNetfilter) {
+      out('note: br_netfilter is not loaded, so a pod cannot reach a pod on its own node through a service');
+      out('      (the reply is bridged past conntrack); Kubernetes nodes load it: modprobe br_netfilter');
+    }
+    const { checks, skips } = planChecks(objects, snapshot, plan, { extIp: topo.ext.ip, sameNodeReplies: topo.brNetfilter });
+
+    const nodeNs = topo.node(plan.proxyNode.index).ns;
+    out(`Starting the proxy in ${nodeNs} (nftables mode, manifests ${this.tmp})...`);
+    const proxy = topo.spawn(nodeNs, process.execPath, proxyArgs(this.tmp, o.node));
+    // A failed first sync is retried by the proxy, but here it means a broken ruleset: report it at once.
+    const first = await proxy.waitFor(/ (synced proxy rules|sync failed) /, { stream: 'stderr', timeoutMs: FIRST_SYNC_TIMEOUT_MS });
+    if (/ sync failed /.test(first)) throw new Error(`the proxy's first sync failed:\n${proxy.stderr().trim().split('\n').slice(-5).join('\n')}`);
+
+    out();
+    out(`Each address gets ${REQUESTS} requests (${NO_ANSWER_REQUESTS} where no answer is expected); every pod answers with its name.`);
+    const results = await runChecks(topo, checks);
+    const w = widths(checks, skips);
+    let failed = 0;
+    checks.forEach((c, i) => {
+      const v = judge(c, results[i]!);
+      if (!v.ok) failed++;
+      out(formatCheck(c, results[i]!, v, w));
+    });
+    for (const s of skips) out(formatSkip(s, w));
+    out(failed === 0 ? `All ${checks.length} checks passed.` : `${failed} of ${checks.length} checks FAILED.`);
+    if (o.once) return failed === 0 ? 0 : 1;
+    this.running = true;
+
+    out();
+    out('Poke around:');
+    out(`  ip netns exec ${nodeNs} nft list table ip kube-proxy`);
+    const sample = checks.find((c) => c.kind === 'clusterIP' && c.noAnswer === undefined);
+    if (sample) out(`  ip netns exec ${topo.ns(sample.from)} ${process.execPath} ${PROBE_MAIN} ${sample.proto} ${sample.ip} ${sample.port} 10`);
+    out(`  ip netns exec ${topo.ext.ns} ${process.execPath} ${PROBE_MAIN} tcp <address> <port> 10`);
+    out(`  edit ${this.tmp}/*.yaml: the proxy follows the changes (pods exist only for the endpoints above)`);
+    out('The proxy keeps running; its changes, syncs and warnings follow. Press Ctrl-C to stop and remove everything.');
+    eachLine(proxy.child.stderr!, (line) => {
+      if (worthForwarding(line)) process.stderr.write(`proxy: ${line}\n`);
+    });
+    const end = await Promise.race([stop.then(() => 'stopped' as const), proxy.exited]);
+    if (end === 'stopped') return 0;
+    process.stderr.write(`sandbox: the proxy exited unexpectedly (code ${end.code}, signal ${end.signal}); last log lines:\n${proxy.stderr().slice(-2000)}\n`);
+    return 1;
+  }
+}
+
+export async function runSandbox(argv: string[]): Promise<number> {
+  let opts: SandboxOptions;
+  try {
+    opts = parseSandboxArgs(argv);
+  } catch (err) {
+    process.stderr.write(`kube-proxy-ts sandbox: ${(err as Error).message}\n`);
+    return 1;
+  }
+  if (opts.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const missing = missingPrivileges();
+  if (missing) {
+    out(`${missing}: the sandbox needs root, ip and nft to create network namespaces.`);
+    out(`Doing a dry run instead: the proxy reads ${opts.manifests} and prints the nftables ruleset it would program.`);
+    out();
+    return dryRun(opts);
+  }
+  return new Sandbox(opts).run();
+}
