@@ -142,9 +142,15 @@ async function dryRun(opts: SandboxOptions): Promise<number> {
   child.stdout.pipe(process.stdout, { end: false });
   let firstSync: () => void = () => {};
   const synced = new Promise<void>((r) => (firstSync = r));
+  let syncedOnce = false;
   eachLine(child.stderr, (line) => {
-    if (/ synced proxy rules /.test(line)) firstSync();
-    if (worthForwarding(line)) process.stderr.write(line + '\n');
+    const sync = / synced proxy rules /.test(line);
+    // The initial list is one change line per object: show changes only once the first sync is out.
+    if (sync || /^[WE]\d/.test(line) || (syncedOnce && worthForwarding(line))) process.stderr.write(line + '\n');
+    if (sync) {
+      syncedOnce = true;
+      firstSync();
+    }
   });
   const closed = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
   child.once('error', (e) => process.stderr.write(`sandbox: cannot start the proxy: ${e.message}\n`));
