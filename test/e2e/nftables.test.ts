@@ -52,6 +52,8 @@ describe('nftables mode on a real kernel', () => {
     assert.deepEqual(udp.errors, {});
     assert.deepEqual(sorted(udp.pods), ALL);
     assert.deepEqual(udp.sources, { '10.244.1.20': 60 });
+    // A port the Service does not have is refused rather than left to time out.
+    assert.deepEqual(await tcpRequest(c.topo, 'c-1', '10.96.0.10', 8080, { timeoutMs: 1000 }), { ok: false, error: 'refused' });
   });
 
   it('a pod reaching itself through its Service is answered by itself from a masqueraded source (hairpin)', async () => {
@@ -90,6 +92,9 @@ describe('nftables mode on a real kernel', () => {
       // externalTrafficPolicy Cluster: the source is node1's address toward the endpoint.
       for (const src of Object.keys(r.sources)) assert.ok([NODE1_BRIDGE, NODE1_IP].includes(src), `${ip}:${port} seen from ${src}`);
     }
+    // The NodePort also answers pods and the node itself.
+    assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', NODE1_IP, 30080, 30)).pods), ['a-1', 'b-1']);
+    assert.deepEqual(sorted((await requestMany(c.topo, 'node1', NODE1_IP, 30080, 30)).pods), ['a-1', 'b-1']);
   });
 
   it('loadBalancerSourceRanges: a client inside the range is served, one outside is dropped', async () => {
@@ -104,6 +109,8 @@ describe('nftables mode on a real kernel', () => {
     await c.setEndpoints('fw', ['a-1']);
     assert.deepEqual(await tcpRequest(c.topo, 'ext', '192.0.2.21', 80), { ok: true, pod: 'a-1', seenSource: NODE1_BRIDGE });
     assert.deepEqual(await tcpRequest(c.topo, 'ext2', '192.0.2.21', 80, { timeoutMs: DROP_MS }), { ok: false, error: 'timeout' });
+    // Source ranges guard the load-balancer IP only, not the Service's NodePort.
+    assert.deepEqual(await tcpRequest(c.topo, 'ext2', NODE1_IP, 30081), { ok: true, pod: 'a-1', seenSource: NODE1_BRIDGE });
   });
 
   it('a Service without endpoints refuses TCP and UDP at once', async () => {
@@ -135,6 +142,26 @@ describe('nftables mode on a real kernel', () => {
     assert.deepEqual(two.errors, {});
   });
 
+  it('a UDP flow to a removed endpoint moves to a remaining one (its conntrack entries are cleared)', async () => {
+    await c.addService({ name: 'udp-churn', clusterIPs: ['10.96.0.32'], ports: [{ name: 'dns', protocol: 'UDP', port: 53, targetPort: 5353 }] });
+    await c.setEndpoints('udp-churn', ['a-2']);
+    // A fixed source port keeps every datagram in one conntrack flow, as a DNS resolver's would.
+    const flow = { proto: 'udp' as const, sourcePort: 40053 };
+    assert.deepEqual((await requestMany(c.topo, 'c-1', '10.96.0.32', 53, 3, flow)).pods, { 'a-2': 3 });
+    await c.setEndpoints('udp-churn', ['b-1']);
+    // a-2 still runs, so a leftover flow would keep being answered by it.
+    const after = await requestMany(c.topo, 'c-1', '10.96.0.32', 53, 3, flow);
+    assert.deepEqual(after.pods, { 'b-1': 3 }, JSON.stringify(after.results));
+  });
+
+  it('a deleted Service stops answering', async () => {
+    assert.equal((await tcpRequest(c.topo, 'c-1', '10.96.0.31', 80)).ok, true);
+    await c.removeService('churn');
+    const r = await tcpRequest(c.topo, 'c-1', '10.96.0.31', 80, { timeoutMs: DROP_MS });
+    assert.equal(r.ok, false, JSON.stringify(r));
+    assert.ok(!(await c.nftTable('ip'))!.includes('10.96.0.31'), 'the ClusterIP left the table');
+  });
+
   it('ClientIP session affinity sends every connection of a client to one pod', async () => {
     await c.addService({
       name: 'sticky',
@@ -164,8 +191,11 @@ describe('nftables mode on a real kernel', () => {
 
     await c.setEndpoints('local', ['b-1', 'b-2']);
     assert.deepEqual(await tcpRequest(c.topo, 'ext', NODE1_IP, 30082, { timeoutMs: DROP_MS }), { ok: false, error: 'timeout' });
-    // The policy is about external traffic: the ClusterIP still reaches the remote endpoints.
+    // The policy is about traffic from outside: the ClusterIP still reaches the remote endpoints,
+    // and so does the NodePort from a pod or the node itself.
     assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', '10.96.0.50', 80, 20)).pods), ['b-1', 'b-2']);
+    assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', NODE1_IP, 30082, 20)).pods), ['b-1', 'b-2']);
+    assert.deepEqual(sorted((await requestMany(c.topo, 'node1', NODE1_IP, 30082, 20)).pods), ['b-1', 'b-2']);
   });
 
   it('Services for another proxy, headless and ExternalName Services get no rules', async () => {
@@ -217,6 +247,18 @@ describe('nftables mode on a real kernel', () => {
     assert.deepEqual(sorted(udp.pods), ALL);
     // The IPv4 side of the same Service keeps working.
     assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', '10.96.0.70', 80, 40)).pods), ALL);
+  });
+
+  it('a restarted proxy keeps serving: rules stay while it is down and after its first sync', async () => {
+    const check = async (when: string): Promise<void> => {
+      assert.deepEqual(sorted((await requestMany(c.topo, 'c-1', '10.96.0.10', 80, 30)).pods), ALL, when);
+      assert.deepEqual(sorted((await requestMany(c.topo, 'ext', NODE1_IP, 30080, 20)).pods), ['a-1', 'b-1'], when);
+    };
+    await c.proxy.stop();
+    await check('while the proxy is down');
+    await c.restartProxy();
+    await check('after the restarted proxy synced');
+    assert.deepEqual(await tcpRequest(c.topo, 'c-1', '10.96.0.30', 80, { timeoutMs: 1000 }), { ok: false, error: 'refused' });
   });
 
   it('stopping the proxy keeps the rules; --cleanup removes the kube-proxy table of both families', async () => {

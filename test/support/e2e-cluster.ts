@@ -4,7 +4,8 @@
  * the proxy (dist/src/cli/main.js) running inside node1's namespace with a kubeconfig pointing at it.
  *
  * Kubernetes node names are `node-<N>` for topology node N; node-1 is the proxy's own node, with
- * InternalIPs 10.0.0.1 and fd00:10::1 (so the proxy programs both the ip and ip6 tables).
+ * InternalIPs 10.0.0.1 and fd00:10::1 (so the proxy programs both the ip and ip6 tables) and a
+ * default route via node2.
  *
  * Knowing when a change is in the kernel: with `--v 2` the proxy logs, after each applied sync,
  * the snapshot it just programmed (service ports with their endpoints). The harness parses those
@@ -70,8 +71,6 @@ export interface LoggedSnapshot {
 
 export interface ClusterOptions {
   pods: PodSpec[];
-  /** Extra proxy flags. */
-  proxyArgs?: string[];
 }
 
 interface Pending {
@@ -162,8 +161,11 @@ export class E2ECluster {
     const topo = await createTopology({ nodes: 2, pods: opts.pods });
     const c = new E2ECluster(topo);
     try {
+      // Like a real node, node1 has a default route, so packets no rule claims are forwarded
+      // (and reach the proxy's forward-hook checks) instead of failing routing on node1.
+      await topo.ipBatch('node1', [`route add default via ${topo.node(2).ip}`, `route add ::/0 via ${topo.node(2).ip6}`]);
       await c.startApiServer();
-      await c.startProxy(opts.proxyArgs ?? []);
+      await c.startProxy();
     } catch (e) {
       await c.destroy();
       throw e;
@@ -193,7 +195,8 @@ export class E2ECluster {
     this.kubeconfigDir = dirname(kubeconfigFor(url));
   }
 
-  private async startProxy(extra: string[]): Promise<void> {
+  private async startProxy(): Promise<void> {
+    const since = this.mark();
     const args = [
       PROXY_MAIN,
       '--kubeconfig',
@@ -208,16 +211,21 @@ export class E2ECluster {
       '0s',
       '--v',
       '2',
-      ...extra,
     ];
     this.proxy = this.topo.spawn('node1', process.execPath, args);
     this.proxy.child.stderr!.on('data', (chunk: string) => {
       this.log += chunk;
       this.lastOutputAt = Date.now();
     });
-    // The first sync programs an empty ruleset for each family of the node.
-    await this.waitForSnapshot(() => true, { family: 'IPv4' });
-    await this.waitForSnapshot(() => true, { family: 'IPv6' });
+    // The first sync programs every known Service for each family of the node.
+    await this.waitForSnapshot(() => true, { family: 'IPv4', since, what: 'the first IPv4 sync' });
+    await this.waitForSnapshot(() => true, { family: 'IPv6', since, what: 'the first IPv6 sync' });
+  }
+
+  /** Stops the proxy (SIGTERM) and starts a new one; resolves after the new one's first sync. */
+  async restartProxy(): Promise<void> {
+    await this.proxy.stop();
+    await this.startProxy();
   }
 
   pod(name: string): PodInfo {
@@ -374,6 +382,24 @@ export class E2ECluster {
           }),
         { family, since, what: `service ${spec.name} in the ${family} rules` },
       );
+    }
+  }
+
+  /** Deletes a Service (not its EndpointSlices) and waits until no applied snapshot has it. */
+  async removeService(name: string): Promise<void> {
+    const spec = this.services.get(name);
+    if (!spec) throw new Error(`removeService: no service ${name} was added`);
+    const since = this.mark();
+    await this.remove('Service', name);
+    this.services.delete(name);
+    for (const family of ['IPv4', 'IPv6'] as const) {
+      const ports = this.servicePorts(spec, family);
+      if (ports.length === 0) continue;
+      await this.waitForSnapshot((s) => ports.every((p) => !s.services.has(p.portName)), {
+        family,
+        since,
+        what: `service ${name} gone from the ${family} rules`,
+      });
     }
   }
 
