@@ -150,7 +150,7 @@ export class E2ECluster {
   private lastOutputAt = 0;
   private parsedUpTo = 0;
   private barriers = 0;
-  private kubeconfigDir: string | undefined;
+  private kubeconfig: string | undefined;
   api!: ApiServerProcess;
   proxy!: Proc;
 
@@ -192,7 +192,7 @@ export class E2ECluster {
       };
       await this.create('Node', node);
     }
-    this.kubeconfigDir = dirname(kubeconfigFor(url));
+    this.kubeconfig = kubeconfigFor(url);
   }
 
   private async startProxy(): Promise<void> {
@@ -200,7 +200,7 @@ export class E2ECluster {
     const args = [
       PROXY_MAIN,
       '--kubeconfig',
-      `${this.kubeconfigDir}/kubeconfig`,
+      this.kubeconfig!,
       '--hostname-override',
       'node-1',
       '--proxy-mode',
@@ -228,10 +228,6 @@ export class E2ECluster {
     await this.startProxy();
   }
 
-  pod(name: string): PodInfo {
-    return this.topo.pod(name);
-  }
-
   async create(kind: ObjectKind, object: KubeObject): Promise<KubeObject> {
     return (await this.api.send({ op: 'create', kind, object })).object as KubeObject;
   }
@@ -242,11 +238,6 @@ export class E2ECluster {
 
   async remove(kind: ObjectKind, name: string): Promise<void> {
     await this.api.send({ op: 'remove', kind, namespace: kind === 'Node' ? undefined : NAMESPACE, name });
-  }
-
-  /** The proxy's stderr so far (its log). */
-  proxyLog(): string {
-    return this.log;
   }
 
   /** Parses every complete snapshot block logged since the last call. */
@@ -479,7 +470,7 @@ export class E2ECluster {
   /** Stops everything and removes the namespaces (safe to call more than once, and after a failed start). */
   async destroy(): Promise<void> {
     await this.topo.destroy();
-    if (this.kubeconfigDir) rmSync(this.kubeconfigDir, { recursive: true, force: true });
-    this.kubeconfigDir = undefined;
+    if (this.kubeconfig) rmSync(dirname(this.kubeconfig), { recursive: true, force: true });
+    this.kubeconfig = undefined;
   }
 }

@@ -17,7 +17,7 @@ import { FakeApiServer } from './fake-apiserver.js';
 
 const KINDS: readonly ObjectKind[] = ['Service', 'EndpointSlice', 'Node'];
 
-export interface Command {
+interface Command {
   id?: unknown;
   op?: unknown;
   kind?: unknown;
@@ -26,14 +26,14 @@ export interface Command {
   name?: unknown;
 }
 
-export type Answer = { id: unknown; ok: true; object?: unknown; objects?: unknown[] } | { id: unknown; ok: false; error: string };
+type Answer = { id: unknown; ok: true; object?: unknown; objects?: unknown[] } | { id: unknown; ok: false; error: string };
 
 function isRecord(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
 /** Executes one command line against the server; never throws. */
-export function execute(server: FakeApiServer, line: string): Answer {
+function execute(server: FakeApiServer, line: string): Answer {
   let cmd: Command;
   try {
     const parsed: unknown = JSON.parse(line);
@@ -114,4 +114,4 @@ async function main(): Promise<void> {
   rl.on('close', shutdown);
 }
 
-if (process.argv[1] === new URL(import.meta.url).pathname) void main();
+void main();
