@@ -9,11 +9,7 @@ import { accessSync, constants, copyFileSync, mkdtempSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { delimiter, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ProxyModel } from '../model/tracker.js';
-import type { Snapshot } from '../model/types.js';
-import type { EndpointSlice, KubeObject, Node, Service } from '../model/k8s.js';
-import { ManifestsSource } from '../source/manifests.js';
-import { planChecks, planPods, type Check, type ManifestObjects, type PodPlan } from './plan.js';
+import { loadManifests, planChecks, planPods, type Check, type PodPlan } from './plan.js';
 import type { ProbeJob, ProbeResult } from './probe.js';
 import { formatCheck, formatSkip, judge, widths } from './report.js';
 import { createTopology, type Topology } from './topology.js';
@@ -187,32 +183,16 @@ async function dryRun(opts: SandboxOptions): Promise<number> {
   }
 }
 
-/** Reads the manifests once, the way the proxy will, for the pods to create and the checks to run. */
-async function loadManifests(dir: string, node: string): Promise<{ objects: ManifestObjects; snapshot: Snapshot }> {
-  const source = new ManifestsSource(dir, { rescanIntervalMs: 0 });
-  const model = new ProxyModel({ nodeName: node, families: ['IPv4'] });
-  const byKey = new Map<string, { kind: string; object: KubeObject }>();
-  await source.start({
-    onEvent: (e) => {
-      model.apply(e);
-      const key = `${e.kind}/${e.object.metadata?.namespace ?? ''}/${e.object.metadata?.name ?? ''}`;
-      if (e.type === 'DELETED') byKey.delete(key);
-      else byKey.set(key, { kind: e.kind, object: e.object });
-    },
-    onSynced: () => {},
-  });
-  await source.stop();
-  const of = <T>(kind: string): T[] => [...byKey.values()].filter((o) => o.kind === kind).map((o) => o.object as T);
-  return {
-    objects: { nodes: of<Node>('Node'), services: of<Service>('Service'), slices: of<EndpointSlice>('EndpointSlice') },
-    snapshot: model.snapshot('IPv4'),
-  };
-}
-
 /** A private copy, so that edits while the sandbox runs never touch the originals. */
 function copyManifests(dir: string): string {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch (err) {
+    throw new Error(`cannot read manifests directory ${dir}: ${(err as Error).message}`);
+  }
   const tmp = mkdtempSync(join(tmpdir(), 'kube-proxy-sandbox-'));
-  for (const name of readdirSync(dir)) {
+  for (const name of names) {
     const src = join(dir, name);
     if (MANIFEST_EXTENSIONS.has(extname(name).toLowerCase()) && statSync(src).isFile()) copyFileSync(src, join(tmp, name));
   }

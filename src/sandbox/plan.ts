@@ -1,11 +1,13 @@
-// What the sandbox builds and checks, derived from the manifests (pure; no kernel access).
+// What the sandbox builds and checks, derived from the manifests (no kernel access).
 //
 // Pods come from the EndpointSlices: one pod per endpoint address, named after its targetRef,
 // serving every port its slices list. Checks come from the proxy model's snapshot of the same
 // manifests: which address to try, from where, and which pods must answer.
 import net from 'node:net';
-import type { EndpointSlice, Node, Service } from '../model/k8s.js';
+import type { EndpointSlice, KubeObject, Node, Service } from '../model/k8s.js';
+import { ProxyModel } from '../model/tracker.js';
 import type { Endpoint, Snapshot } from '../model/types.js';
+import { ManifestsSource } from '../source/manifests.js';
 import type { Proto } from './probe.js';
 import type { PodSpec } from './topology.js';
 
@@ -96,7 +98,7 @@ function placeNode(node: Node): SandboxNode {
   const index = m ? Number(m[1]) : 0;
   const fit = `the sandbox places node N at 10.0.0.N with pods in 10.244.N.0/24 (N = 1..${MAX_NODES})`;
   if (index < 1 || index > MAX_NODES) throw new Error(`node ${name}: InternalIP ${internal || '(none)'} does not fit: ${fit}`);
-  const cidrs = [...(node.spec?.podCIDRs ?? []), node.spec?.podCIDR ?? ''].filter((c) => c !== '' && !c.includes(':'));
+  const cidrs = [...new Set([...(node.spec?.podCIDRs ?? []), node.spec?.podCIDR ?? ''])].filter((c) => c !== '' && !c.includes(':'));
   const want = `10.244.${index}.0/24`;
   if (cidrs.some((c) => c !== want)) throw new Error(`node ${name}: pod CIDR ${cidrs.join(', ')} does not fit: ${fit}`);
   return { name, index };
@@ -262,3 +264,24 @@ export function planChecks(objects: ManifestObjects, snapshot: Snapshot, pods: P
   return { checks, skips };
 }
 
+/** Reads the manifests once, the way the proxy will, for the pods to create and the checks to run. */
+export async function loadManifests(dir: string, node: string): Promise<{ objects: ManifestObjects; snapshot: Snapshot }> {
+  const source = new ManifestsSource(dir, { rescanIntervalMs: 0 });
+  const model = new ProxyModel({ nodeName: node, families: ['IPv4'] });
+  const byKey = new Map<string, { kind: string; object: KubeObject }>();
+  await source.start({
+    onEvent: (e) => {
+      model.apply(e);
+      const key = `${e.kind}/${e.object.metadata?.namespace ?? ''}/${e.object.metadata?.name ?? ''}`;
+      if (e.type === 'DELETED') byKey.delete(key);
+      else byKey.set(key, { kind: e.kind, object: e.object });
+    },
+    onSynced: () => {},
+  });
+  await source.stop();
+  const of = <T>(kind: string): T[] => [...byKey.values()].filter((o) => o.kind === kind).map((o) => o.object as T);
+  return {
+    objects: { nodes: of<Node>('Node'), services: of<Service>('Service'), slices: of<EndpointSlice>('EndpointSlice') },
+    snapshot: model.snapshot('IPv4'),
+  };
+}
