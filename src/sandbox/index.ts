@@ -20,7 +20,7 @@ const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
 /** Holds every topology pod network (10.244.N.0/24). */
 const CLUSTER_CIDR = '10.244.0.0/16';
 /** Namespace names start with this and 4 hex digits. */
-export const SANDBOX_PREFIX = 'kps';
+const SANDBOX_PREFIX = 'kps';
 const REQUESTS = 30;
 const NO_ANSWER_REQUESTS = 3;
 const FIRST_SYNC_TIMEOUT_MS = 60_000;
@@ -256,6 +256,8 @@ class Sandbox {
 
   async run(): Promise<number> {
     const sig = signals();
+    let signalled: NodeJS.Signals | undefined;
+    void sig.received.then((s) => (signalled = s));
     process.on('exit', this.removeTmp);
     try {
       // While running, main() itself turns the signal into a normal end.
@@ -264,9 +266,10 @@ class Sandbox {
       await this.cleanup();
       return code;
     } catch (err) {
-      process.stderr.write(`sandbox: ${err instanceof Error ? err.message : String(err)}\n`);
+      // Ctrl-C reaches the children too, so setup steps fail as a consequence: not worth a message.
+      if (!signalled) process.stderr.write(`sandbox: ${err instanceof Error ? err.message : String(err)}\n`);
       await this.cleanup();
-      return 1;
+      return signalled ? signalExitCode(signalled) : 1;
     } finally {
       sig.dispose();
       process.off('exit', this.removeTmp);
@@ -336,6 +339,9 @@ class Sandbox {
     });
     const end = await Promise.race([stop.then(() => 'stopped' as const), proxy.exited]);
     if (end === 'stopped') return 0;
+    // Ctrl-C in a terminal signals the whole process group: the proxy may exit before our own handler runs.
+    const late = await Promise.race([stop.then(() => 'stopped' as const), new Promise<'exited'>((r) => setTimeout(() => r('exited'), 1000))]);
+    if (late === 'stopped') return 0;
     process.stderr.write(`sandbox: the proxy exited unexpectedly (code ${end.code}, signal ${end.signal}); last log lines:\n${proxy.stderr().slice(-2000)}\n`);
     return 1;
   }
