@@ -33,6 +33,15 @@ function chain(rs: NftRuleset, name: string): string[] {
   return c.rules;
 }
 
+
+/** The per-protocol DNAT rules of a shape chain (one endpoint map per protocol). */
+function dnat(cond: string, kind: 'service' | 'nodeport', n: number, offset = false): string[] {
+  return ['tcp', 'udp', 'sctp'].map((p) => {
+    const k = kind === 'service' ? `ip daddr . meta l4proto . ${p} dport` : `meta l4proto . ${p} dport`;
+    return `${cond}meta l4proto ${p} dnat ip to ${k} . numgen random mod ${n}${offset ? ' offset 65536' : ''} map @${kind}-endpoints-${p}`;
+  });
+}
+
 const web = (over: Partial<Parameters<typeof servicePort>[0]> = {}): ServicePortState =>
   servicePort({
     namespace: 'ns1',
@@ -94,13 +103,13 @@ describe('render', () => {
     assert.equal(rs.table, 'kube-proxy');
     assert.deepEqual([...set(rs, 'cluster-ips').keys()], ['10.96.0.10']);
     assert.deepEqual([...set(rs, 'service-ips')], [['10.96.0.10 . tcp . 80', 'goto cluster-2']]);
-    assert.deepEqual([...set(rs, 'service-endpoints')], [
+    assert.deepEqual([...set(rs, 'service-endpoints-tcp')], [
       ['10.96.0.10 . tcp . 80 . 0', '10.244.1.5 . 8080'],
       ['10.96.0.10 . tcp . 80 . 1', '10.244.2.5 . 8080'],
     ]);
     assert.deepEqual(chain(rs, 'cluster-2'), [
       'ip saddr != { 10.244.0.0/16 } jump mark-for-masquerade',
-      'dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints',
+      ...dnat('', 'service', 2),
     ]);
     assert.deepEqual([...set(rs, 'hairpin').keys()].sort(), ['10.244.1.5 . 10.244.1.5', '10.244.2.5 . 10.244.2.5']);
     assert.equal(set(rs, 'nodeport-ips').size, 1);
@@ -111,10 +120,10 @@ describe('render', () => {
     const rs = renderCase('nodePort');
     assert.deepEqual([...set(rs, 'nodeport-ips').keys()], ['192.168.50.11']);
     assert.deepEqual([...set(rs, 'service-nodeports')], [['tcp . 30080', 'goto nodeport-2']]);
-    assert.deepEqual([...set(rs, 'nodeport-endpoints').keys()], ['tcp . 30080 . 0', 'tcp . 30080 . 1']);
+    assert.deepEqual([...set(rs, 'nodeport-endpoints-tcp').keys()], ['tcp . 30080 . 0', 'tcp . 30080 . 1']);
     assert.deepEqual(chain(rs, 'nodeport-2'), [
       'jump mark-for-masquerade',
-      'dnat ip to meta l4proto . th dport . numgen random mod 2 map @nodeport-endpoints',
+      ...dnat('', 'nodeport', 2),
     ]);
     const two = backendConfig({ nodeIPs: ['192.168.50.11', '172.16.0.11'], nodePortAddresses: ['172.16.0.0/12'] });
     assert.deepEqual([...set(render(snapshot(cases.nodePort!.ports), two), 'nodeport-ips').keys()], ['172.16.0.11']);
@@ -148,16 +157,16 @@ describe('render', () => {
     const rs = renderCase('eTPLocal');
     assert.equal(set(rs, 'service-ips').get('203.0.113.5 . tcp . 80'), 'goto external-local-1-2');
     assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-1-2');
-    const eps = set(rs, 'service-endpoints');
+    const eps = set(rs, 'service-endpoints-tcp');
     assert.equal(eps.get('203.0.113.5 . tcp . 80 . 0'), '10.244.1.5 . 8080');
     assert.equal(eps.get('203.0.113.5 . tcp . 80 . 65536'), '10.244.1.5 . 8080');
     assert.equal(eps.get('203.0.113.5 . tcp . 80 . 65537'), '10.244.2.5 . 8080');
     assert.ok(!eps.has('203.0.113.5 . tcp . 80 . 1'));
     assert.deepEqual(chain(rs, 'external-local-1-2'), [
       'fib saddr type local jump mark-for-masquerade',
-      'fib saddr type local dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 65536 map @service-endpoints',
-      'ip saddr { 10.244.0.0/16 } dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 65536 map @service-endpoints',
-      'dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @service-endpoints',
+      ...dnat('fib saddr type local ', 'service', 2, true),
+      ...dnat('ip saddr { 10.244.0.0/16 } ', 'service', 2, true),
+      ...dnat('', 'service', 1),
     ]);
     // ClusterIP traffic is unaffected by the external policy.
     assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-2');
@@ -169,13 +178,13 @@ describe('render', () => {
     assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-0-1');
     const rules = chain(rs, 'external-local-0-1');
     assert.equal(rules[rules.length - 1], 'drop');
-    assert.match(rules[1]!, /^fib saddr type local dnat .* mod 1 offset 65536 /);
+    assert.equal(rules[1], dnat('fib saddr type local ', 'service', 1, true)[0]);
   });
 
   test('internalTrafficPolicy Local uses only local endpoints, drops when there are none here', () => {
     const rs = renderCase('iTPLocal');
     assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-1');
-    assert.deepEqual([...set(rs, 'service-endpoints')], [['10.96.0.10 . tcp . 80 . 0', '10.244.1.5 . 8080']]);
+    assert.deepEqual([...set(rs, 'service-endpoints-tcp')], [['10.96.0.10 . tcp . 80 . 0', '10.244.1.5 . 8080']]);
     const none = renderCase('iTPLocalNoLocal');
     assert.equal(set(none, 'service-ips').size, 0);
     assert.deepEqual([...set(none, 'no-endpoint-services')], [['10.96.0.10 . tcp . 80', 'drop']]);
@@ -205,7 +214,7 @@ describe('render', () => {
       'goto local-ULMVA6XW-ns1/svc1/tcp/p80',
     ]);
     // No shape chains and no data slots for affinity services.
-    assert.equal(set(rs, 'service-endpoints').size, 0);
+    assert.equal(set(rs, 'service-endpoints-tcp').size, 0);
     assert.ok(!rs.chains.some((c) => /^cluster-\d/.test(c.name)));
   });
 
@@ -240,14 +249,12 @@ describe('render', () => {
     assert.equal(chain(br, 'service-ULMVA6XW-ns1/svc1/tcp/p80')[0], 'ip daddr 10.96.0.10 jump mark-for-masquerade');
     const pre = renderCase('prefixNoCIDR');
     assert.deepEqual(chain(pre, 'cluster-2')[0], 'iifname != "veth*" jump mark-for-masquerade');
-    assert.ok(chain(pre, 'external-local-1-2').includes(
-      'iifname "veth*" dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset 65536 map @service-endpoints',
-    ));
+    assert.ok(chain(pre, 'external-local-1-2').includes(dnat('iifname "veth*" ', 'service', 2, true)[1]!));
     const brOnly = render(snapshot([web()]), backendConfig({ detectLocalMode: 'BridgeInterface', bridgeInterface: 'cbr0' }));
     assert.equal(chain(brOnly, 'cluster-2')[0], 'iifname != "cbr0" jump mark-for-masquerade');
     // No local CIDRs: nothing is local, ClusterIP traffic is not masqueraded.
     const noLocal = render(snapshot([web()]), backendConfig({ localCIDRs: [] }));
-    assert.deepEqual(chain(noLocal, 'cluster-2'), ['dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints']);
+    assert.deepEqual(chain(noLocal, 'cluster-2'), dnat('', 'service', 2));
     assert.equal(chain(noLocal, 'mark-for-masquerade')[0], 'meta mark set meta mark | 0x4000');
   });
 
@@ -291,8 +298,8 @@ describe('diff and chunking', () => {
     const after = snapshot(cluster.map((p, i) => (i === 500 ? changed : p)));
     const expected: NftOp[] = [
       { kind: 'add-element', set: 'hairpin', key: '10.200.0.1 . 10.200.0.1', value: undefined },
-      { kind: 'replace-element', set: 'service-endpoints', key: `${cip} . tcp . 80 . 1`, value: '10.100.5.222 . 8080' },
-      { kind: 'replace-element', set: 'service-endpoints', key: `${cip} . tcp . 80 . 2`, value: '10.200.0.1 . 8080' },
+      { kind: 'replace-element', set: 'service-endpoints-tcp', key: `${cip} . tcp . 80 . 1`, value: '10.100.5.222 . 8080' },
+      { kind: 'replace-element', set: 'service-endpoints-tcp', key: `${cip} . tcp . 80 . 2`, value: '10.200.0.1 . 8080' },
       { kind: 'delete-element', set: 'hairpin', key: '10.100.5.221 . 10.100.5.221' },
     ];
     assert.equal(cip, '10.96.1.244');
@@ -313,7 +320,7 @@ describe('diff and chunking', () => {
       [
         ['add-chain', 'cluster-2', ''],
         ['replace-element', 'service-ips', `${cip} . tcp . 80`],
-        ['delete-element', 'service-endpoints', `${cip} . tcp . 80 . 2`],
+        ['delete-element', 'service-endpoints-tcp', `${cip} . tcp . 80 . 2`],
         ['delete-element', 'hairpin', '10.100.5.222 . 10.100.5.222'],
       ],
     );
@@ -321,7 +328,7 @@ describe('diff and chunking', () => {
     const gone = st.update(snapshot(cluster.filter((_, i) => i !== 500)), [key(fewer)]);
     assert.deepEqual(gone[gone.length - 1], { kind: 'delete-chain', name: 'cluster-2' });
     const verdictAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'service-ips');
-    const dataAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'service-endpoints');
+    const dataAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'service-endpoints-tcp');
     assert.ok(verdictAt >= 0 && verdictAt < dataAt);
   });
 
@@ -369,7 +376,7 @@ describe('diff and chunking', () => {
           seen.add(`${current}|${k}`);
           if (current === 'service-ips') {
             // Every slot of the tuple must already be there when it becomes live.
-            for (let i = 0; i < 5; i++) assert.ok(seen.has(`service-endpoints|${k} . ${i}`), `slot ${i} of ${k} before its verdict`);
+            for (let i = 0; i < 5; i++) assert.ok(seen.has(`service-endpoints-tcp|${k} . ${i}`), `slot ${i} of ${k} before its verdict`);
             assert.ok(seen.has(`cluster-ips|${k.split(' . ')[0]}`));
           }
         }
@@ -423,7 +430,7 @@ describe('kernel acceptance (throwaway network namespace)', () => {
     const k = (n: string) => kernel.sets.find((s) => s.name === n)!.elements;
     // Nothing of the failed transaction is in: no svc3, svc1 still has both slots.
     assert.ok(!k('service-ips').has('10.96.0.30 . tcp . 80'));
-    assert.ok(k('service-endpoints').has('10.96.0.10 . tcp . 80 . 1'));
+    assert.ok(k('service-endpoints-tcp').has('10.96.0.10 . tcp . 80 . 1'));
     assert.ok(k('service-ips').has('10.96.0.20 . tcp . 80'));
     const retry = await be.sync({ ...snapB, generation: 3 });
     assert.equal(retry.full, true);

@@ -1,5 +1,8 @@
 // Thin layer over the `nft` command: run scripts, read the table back, delete tables.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { NftFamily, NftRuleset, NftSet } from './render.js';
 import { TABLE } from './render.js';
 
@@ -50,12 +53,107 @@ export class NftError extends Error {
   }
 }
 
-/** Runs one script as one transaction (`nft -f -`); `check` only validates (`nft -c`). */
+/**
+ * Runs nft through one long-lived shell: starting a process from a large Node heap costs
+ * milliseconds per call, a small shell forks nft much more cheaply. Scripts go through a
+ * private temporary file; the shell answers with nft's exit status.
+ */
+class NftShell {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private readonly dir = mkdtempSync(join(tmpdir(), 'kpt-nft-'));
+  private buf = '';
+  private waiting: ((line: string) => void) | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private seq = 0;
+  dead = false;
+
+  constructor(wrap: string[]) {
+    const argv = [...wrap, 'sh'];
+    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdout.setEncoding('utf8');
+    this.child.stdout.on('data', (d: string) => {
+      this.buf += d;
+      const nl = this.buf.indexOf('\n');
+      if (nl >= 0 && this.waiting) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const w = this.waiting;
+        this.waiting = undefined;
+        w(line);
+      }
+    });
+    this.child.stderr.resume();
+    this.child.stdin.on('error', () => undefined);
+    const die = (): void => {
+      this.dead = true;
+      this.waiting?.('rc=255');
+      this.waiting = undefined;
+    };
+    this.child.on('error', die);
+    this.child.on('exit', die);
+    // The helper keeps the process alive only while a command is running.
+    this.hold(false);
+  }
+
+  private hold(on: boolean): void {
+    if (on) this.child.ref();
+    else this.child.unref();
+    for (const st of [this.child.stdin, this.child.stdout, this.child.stderr]) {
+      const sock = st as unknown as { ref?: () => void; unref?: () => void };
+      if (on) sock.ref?.();
+      else sock.unref?.();
+    }
+  }
+
+  run(args: string[], script: string): Promise<ExecResult> {
+    const next = this.queue.then(() => this.runNow(args, script));
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async runNow(args: string[], script: string): Promise<ExecResult> {
+    if (this.dead) throw new Error('nft helper shell exited');
+    const id = this.seq++;
+    const input = join(this.dir, `in-${id}.nft`);
+    const errFile = join(this.dir, `err-${id}`);
+    writeFileSync(input, script, { mode: 0o600 });
+    const quoted = [...args, input].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+    this.hold(true);
+    const line = await new Promise<string>((resolve) => {
+      this.waiting = (l: string) => {
+        this.hold(false);
+        resolve(l);
+      };
+      this.child.stdin.write(`nft ${quoted} 2>'${errFile}' </dev/null; echo "rc=$?"\n`);
+    });
+    let stderr = '';
+    try {
+      stderr = readFileSync(errFile, 'utf8');
+    } catch {
+      stderr = '';
+    }
+    rmSync(input, { force: true });
+    rmSync(errFile, { force: true });
+    const code = /^rc=(\d+)$/.exec(line.trim());
+    return { code: code ? Number(code[1]) : 1, stdout: '', stderr };
+  }
+}
+
+const shells = new Map<string, NftShell>();
+
+function shellFor(opts: ExecOptions): NftShell {
+  const k = JSON.stringify(opts.wrap ?? []);
+  let sh = shells.get(k);
+  if (!sh || sh.dead) shells.set(k, (sh = new NftShell(opts.wrap ?? [])));
+  return sh;
+}
+
+/** Runs one script as one transaction (`nft -f`); `check` only validates (`nft -c`). */
 export async function applyScript(script: string, opts: ExecOptions & { check?: boolean } = {}): Promise<void> {
-  const res = await run(['nft', ...(opts.check ? ['-c'] : []), '-f', '-'], script, opts);
+  const res = await shellFor(opts).run([...(opts.check ? ['-c'] : []), '-f'], script);
   if (res.code === 0) return;
   const stderr = res.stderr.trim();
-  const m = /\/dev\/stdin:(\d+):[\d-]+: Error: ([^\n]*)/.exec(stderr);
+  const m = /^[^\n:]+:(\d+):[\d-]+: Error: ([^\n]*)/m.exec(stderr);
   const line = m ? Number(m[1]) : 0;
   const lineText = line > 0 ? (script.split('\n')[line - 1] ?? '') : '';
   const nftMessage = m ? m[2]! : stderr || `nft exited with ${res.code}`;

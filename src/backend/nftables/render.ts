@@ -13,8 +13,9 @@
 //   masquerade   [<cond>] jump mark-for-masquerade
 //                  <cond>: <f> saddr != { cidrs } | iifname != "<name>" | fib saddr type local
 //                          | <f> daddr <clusterIP> [<f> saddr != { cidrs } | iifname != "<name>"]
-//   load balance [<cond>] dnat <f> to <f> daddr . meta l4proto . th dport . numgen random mod N [offset 65536] map @service-endpoints
-//                [<cond>] dnat <f> to meta l4proto . th dport . numgen random mod N [offset 65536] map @nodeport-endpoints
+//   load balance [<cond>] meta l4proto <p> dnat <f> to <f> daddr . meta l4proto . <p> dport . numgen random mod N [offset 65536] map @service-endpoints-<p>
+//                [<cond>] meta l4proto <p> dnat <f> to meta l4proto . <p> dport . numgen random mod N [offset 65536] map @nodeport-endpoints-<p>
+//                  (<p>: tcp, udp, sctp — one rule each)
 //                  <cond>: fib saddr type local | <f> saddr { cidrs } | iifname "<name>"
 //   wrong port   ct state invalid drop
 //                <f> daddr @cluster-ips reject
@@ -34,6 +35,14 @@ import { endpointBase, hashedName, servicePortBase } from './names.js';
 
 export type NftFamily = 'ip' | 'ip6';
 export const TABLE = 'kube-proxy';
+
+export const PROTOCOLS = ['tcp', 'udp', 'sctp'] as const;
+export type NftProto = (typeof PROTOCOLS)[number];
+
+/** The data map holding the endpoint slots of one protocol: `service-endpoints-tcp`, `nodeport-endpoints-udp`, … */
+export function endpointMap(kind: 'service' | 'nodeport', proto: NftProto): string {
+  return `${kind}-endpoints-${proto}`;
+}
 
 export interface NftSet {
   name: string;
@@ -160,11 +169,12 @@ export function baseSets(ctx: RenderContext): NftSet[] {
     set('firewall-allow', `type ${a} . inet_proto . inet_service . ${a}; flags interval`),
     map('service-ips', `type ${a} . inet_proto . inet_service : verdict`),
     map('service-nodeports', 'type inet_proto . inet_service : verdict'),
-    // The data half says `tcp dport` (same type as `th dport`, and it is only a type): nft 1.0.6
-    // cannot re-read a `: ${f} daddr . th dport` declaration from the kernel, so rules added in a
-    // later transaction than the map would be rejected.
-    map('service-endpoints', `typeof ${f} daddr . meta l4proto . th dport . numgen random mod 1 : ${f} daddr . tcp dport`),
-    map('nodeport-endpoints', `typeof meta l4proto . th dport . numgen random mod 1 : ${f} daddr . tcp dport`),
+    // One endpoint map per protocol: nft 1.0.6 cannot re-read a `: ${f} daddr . th dport` data
+    // declaration from the kernel (rules added in a later transaction are rejected), and a
+    // protocol-specific `tcp dport` data type makes nft add an implicit `meta l4proto tcp` to
+    // every rule using the map. So each protocol gets its own map and its own DNAT rule.
+    ...PROTOCOLS.map((p) => map(endpointMap('service', p), `typeof ${f} daddr . meta l4proto . ${p} dport . numgen random mod 1 : ${f} daddr . ${p} dport`)),
+    ...PROTOCOLS.map((p) => map(endpointMap('nodeport', p), `typeof meta l4proto . ${p} dport . numgen random mod 1 : ${f} daddr . ${p} dport`)),
     map('no-endpoint-services', `type ${a} . inet_proto . inet_service : verdict`),
     map('no-endpoint-nodeports', 'type inet_proto . inet_service : verdict'),
   ];
@@ -224,23 +234,27 @@ export function shapeChain(name: string, ctx: RenderContext): NftChain {
   if (!m) throw new Error(`not a shape chain name: ${name}`);
   const [, cls, local, a, b] = m;
   const f = ctx.f;
-  const key = cls === 'nodeport' ? 'meta l4proto . th dport' : `${f} daddr . meta l4proto . th dport`;
-  const map = cls === 'nodeport' ? '@nodeport-endpoints' : '@service-endpoints';
-  const dnat = (n: string, offset: boolean): string =>
-    `dnat ${f} to ${key} . numgen random mod ${n}${offset ? ` offset ${CLUSTER_SLOT_OFFSET}` : ''} map ${map}`;
+  const kind = cls === 'nodeport' ? 'nodeport' : 'service';
+  // One DNAT rule per protocol (see baseSets), each with its own condition prefix.
+  const dnat = (n: string, offset: boolean, cond = ''): string[] =>
+    PROTOCOLS.map((p) => {
+      const key = kind === 'nodeport' ? `meta l4proto . ${p} dport` : `${f} daddr . meta l4proto . ${p} dport`;
+      return `${cond}meta l4proto ${p} dnat ${f} to ${key} . numgen random mod ${n}${offset ? ` offset ${CLUSTER_SLOT_OFFSET}` : ''} map @${endpointMap(kind, p)}`;
+    });
   const rules: string[] = [];
   if (cls === 'cluster') {
     if (ctx.masqueradeAll) rules.push('jump mark-for-masquerade');
     else if (ctx.nonLocalCond) rules.push(`${ctx.nonLocalCond} jump mark-for-masquerade`);
-    rules.push(dnat(a!, false));
+    rules.push(...dnat(a!, false));
   } else if (!local) {
-    rules.push('jump mark-for-masquerade', dnat(a!, false));
+    rules.push('jump mark-for-masquerade', ...dnat(a!, false));
   } else {
     // Local policy: traffic starting on this node keeps working through the cluster endpoints;
     // host traffic is masqueraded, pod traffic is not; everything else keeps its client IP.
-    rules.push('fib saddr type local jump mark-for-masquerade', `fib saddr type local ${dnat(b!, true)}`);
-    if (ctx.localCond) rules.push(`${ctx.localCond} ${dnat(b!, true)}`);
-    rules.push(a === '0' ? 'drop' : dnat(a!, false));
+    rules.push('fib saddr type local jump mark-for-masquerade', ...dnat(b!, true, 'fib saddr type local '));
+    if (ctx.localCond) rules.push(...dnat(b!, true, `${ctx.localCond} `));
+    if (a === '0') rules.push('drop');
+    else rules.push(...dnat(a!, false));
   }
   return { name, rules };
 }
@@ -255,6 +269,15 @@ function sortedEndpoints(eps: Endpoint[], v6: boolean): Array<{ ip: string; port
   return [...seen.entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0)).map((e) => e[1]);
 }
 
+/** CIDRs nest or are disjoint: keep only those no other one contains (interval sets refuse overlaps). */
+function outermostCIDRs(cidrs: string[]): string[] {
+  return cidrs.filter((c) => !cidrs.some((o) => o !== c && cidrContains(o, c.split('/')[0]!) && prefixLength(o) < prefixLength(c)));
+}
+
+function prefixLength(cidr: string): number {
+  return Number(cidr.split('/')[1]);
+}
+
 function validPort(p: number): boolean {
   return Number.isInteger(p) && p >= 1 && p <= 65535;
 }
@@ -263,8 +286,8 @@ function validPort(p: number): boolean {
 export function renderServicePort(s: ServicePortState, ctx: RenderContext): Fragment {
   const frag: Fragment = { elements: [], chains: [], sets: [], shapes: [] };
   const info = s.info;
-  const proto = info.protocol.toLowerCase();
-  if (!['tcp', 'udp', 'sctp'].includes(proto) || !validPort(info.port)) return frag;
+  const proto = info.protocol.toLowerCase() as NftProto;
+  if (!PROTOCOLS.includes(proto) || !validPort(info.port)) return frag;
   const v6 = ctx.v6;
   const el = (set: string, key: string, value?: string): void => {
     frag.elements.push(set, key, value);
@@ -311,7 +334,7 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
         use(internal);
       } else {
         const shape = `cluster-${internal.length}`;
-        fillSlots('service-endpoints', tuple, internal, 0);
+        fillSlots(endpointMap('service', proto), tuple, internal, 0);
         el('service-ips', tuple, `goto ${shape}`);
         frag.shapes.push(shape);
       }
@@ -321,7 +344,7 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
   }
 
   const externalTuple = (tuple: string, kind: 'external' | 'nodeport'): void => {
-    const dataMap = kind === 'external' ? 'service-endpoints' : 'nodeport-endpoints';
+    const dataMap = endpointMap(kind === 'external' ? 'service' : 'nodeport', proto);
     const verdictMap = kind === 'external' ? 'service-ips' : 'service-nodeports';
     if (!extHasEndpoints) {
       el(kind === 'external' ? 'no-endpoint-services' : 'no-endpoint-nodeports', tuple, 'goto reject-chain');
@@ -349,11 +372,13 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
     const tuple = `${ip} . ${proto} . ${info.port}`;
     externalTuple(tuple, 'external');
     if (lbIPs.has(ip) && info.loadBalancerSourceRanges.length > 0) {
-      const ranges = uniq(info.loadBalancerSourceRanges.map((c) => canonicalCIDR(c, v6)));
+      const ranges = outermostCIDRs(uniq(info.loadBalancerSourceRanges.map((c) => canonicalCIDR(c, v6))));
       el('firewall-ips', tuple);
       for (const r of ranges) el('firewall-allow', `${tuple} . ${r}`);
-      // Traffic the node itself sends to its LB IP arrives with the LB IP as source.
-      if (ctx.nodeIPs.some((n) => ranges.some((r) => cidrContains(r, n)))) el('firewall-allow', `${tuple} . ${ip}`);
+      // Traffic the node itself sends to its LB IP arrives with the LB IP as source. An interval
+      // set rejects overlapping elements, so it is added only when no range covers it already.
+      const nodeInRange = ctx.nodeIPs.some((n) => ranges.some((r) => cidrContains(r, n)));
+      if (nodeInRange && !ranges.some((r) => cidrContains(r, ip))) el('firewall-allow', `${tuple} . ${ip}`);
     }
   }
   if (nodePort) externalTuple(`${proto} . ${nodePort}`, 'nodeport');
@@ -538,8 +563,8 @@ export const SET_ORDER = [
   'hairpin',
   'cluster-ips',
   'nodeport-ips',
-  'service-endpoints',
-  'nodeport-endpoints',
+  ...PROTOCOLS.map((p) => endpointMap('service', p)),
+  ...PROTOCOLS.map((p) => endpointMap('nodeport', p)),
   'firewall-allow',
   'firewall-ips',
   'no-endpoint-services',
