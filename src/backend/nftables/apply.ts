@@ -91,6 +91,7 @@ class NftShell {
     };
     this.child.on('error', die);
     this.child.on('exit', die);
+    process.once('exit', () => rmSync(this.dir, { recursive: true, force: true }));
     // The helper keeps the process alive only while a command is running.
     this.hold(false);
   }
