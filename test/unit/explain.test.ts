@@ -115,7 +115,7 @@ test('pod to ClusterIP: every endpoint, no masquerade from a local pod', () => {
   assert.deepEqual(eps(r), ['10.180.0.1:8080', '10.180.2.1:8080']);
   assert.equal(r.masquerade, false);
   assert.ok(r.path.includes('services: ip daddr . meta l4proto . th dport vmap @service-ips'), r.path.join('\n'));
-  assert.ok(r.path.some((p) => p.startsWith('cluster-2: dnat ip to')), r.path.join('\n'));
+  assert.ok(r.path.some((p) => p.startsWith('cluster-2: meta l4proto tcp dnat ip to')), r.path.join('\n'));
   assert.deepEqual(r.branches.map((b) => b.conditions).sort(), [['numgen random mod 2 = 0'], ['numgen random mod 2 = 1']]);
 });
 
@@ -171,7 +171,7 @@ test('external to NodePort: masqueraded, every endpoint', () => {
   assert.deepEqual(eps(r), ['10.0.1.7:80', '10.180.2.2:80', '10.180.2.3:80']);
   assert.deepEqual(masqueraded(r), eps(r));
   assert.ok(r.path.includes('services: ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports'));
-  assert.ok(r.path.some((p) => p.startsWith('nodeport-3: dnat ip to meta l4proto . th dport . numgen random mod 3')));
+  assert.ok(r.path.some((p) => p.startsWith('nodeport-3: meta l4proto tcp dnat ip to meta l4proto . tcp dport . numgen random mod 3')));
   // The same port on an address NodePorts do not answer on reaches the node itself.
   const other = run([nodePortSvc()], { sourceIP: EXTERNAL, destIP: '192.168.0.99', destPort: 3001, from: 'external' }, config({ nodeIPs: [NODE_IP, '192.168.0.99'] }));
   assert.deepEqual(other.endpoints, []);
