@@ -41,7 +41,11 @@ function hostIPs(): string[] {
 
 export class Proxy {
   readonly model: ProxyModel;
-  readonly readiness = new Readiness();
+  /**
+   * The Node's list is awaited too (it completes even when the Node does not exist), so the
+   * backends are built from the Node's own addresses rather than a guess.
+   */
+  readonly readiness = new Readiness(['Service', 'EndpointSlice', 'Node']);
   readonly runner: SyncRunner;
   /** Backends by family, created at the first sync once the node's IPs are known. */
   backends: Map<IPFamily, Backend | null> | null = null;
@@ -63,7 +67,7 @@ export class Proxy {
 
   async start(): Promise<void> {
     this.readiness.onReady(() => {
-      log.info('services and endpoint slices synced; starting rule syncs');
+      log.info('services, endpoint slices and the node synced; starting rule syncs');
       this.runner.run();
     });
     this.runner.start();
