@@ -1,12 +1,12 @@
 // Model throughput: N services × M endpoints applied, then snapshotted, then a small
 // update applied and snapshotted again. Prints the timings; run with
-// `node dist/bench/model.bench.js [services] [endpointsPerService]`.
+// Run through `npm run bench` (bench/run.ts).
 import { performance } from 'node:perf_hooks';
 import { ProxyModel } from '../src/model/tracker.js';
 import type { SourceEvent } from '../src/source/types.js';
 
-const services = Number(process.argv[2] ?? 10000);
-const perService = Number(process.argv[3] ?? 10);
+const services = 10000;
+const perService = 10;
 
 function ip(n: number): string {
   return `10.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
@@ -52,23 +52,26 @@ function sliceEvent(i: number, type: SourceEvent['type'], ready = true): SourceE
   };
 }
 
-const events: SourceEvent[] = [];
-for (let i = 0; i < services; i++) events.push(serviceEvent(i), sliceEvent(i, 'ADDED'));
+/** Applies a whole cluster's events to the model and takes snapshots; prints the timings. */
+export async function run(): Promise<void> {
+  const events: SourceEvent[] = [];
+  for (let i = 0; i < services; i++) events.push(serviceEvent(i), sliceEvent(i, 'ADDED'));
 
-const model = new ProxyModel({ nodeName: 'node0', families: ['IPv4'] });
-const t0 = performance.now();
-for (const e of events) model.apply(e);
-const t1 = performance.now();
-const first = model.snapshot('IPv4');
-const t2 = performance.now();
-for (let i = 0; i < 100; i++) model.apply(sliceEvent(i, 'MODIFIED', false));
-const t3 = performance.now();
-const second = model.snapshot('IPv4');
-const t4 = performance.now();
+  const model = new ProxyModel({ nodeName: 'node0', families: ['IPv4'] });
+  const t0 = performance.now();
+  for (const e of events) model.apply(e);
+  const t1 = performance.now();
+  const first = model.snapshot('IPv4');
+  const t2 = performance.now();
+  for (let i = 0; i < 100; i++) model.apply(sliceEvent(i, 'MODIFIED', false));
+  const t3 = performance.now();
+  const second = model.snapshot('IPv4');
+  const t4 = performance.now();
 
-const ms = (x: number): string => `${x.toFixed(1)} ms`;
-console.log(`model: ${services} services x ${perService} endpoints`);
-console.log(`  apply ${events.length} events: ${ms(t1 - t0)}`);
-console.log(`  first snapshot (${first.services.size} service ports, ${first.changes.changed.size} changed): ${ms(t2 - t1)}`);
-console.log(`  total initial: ${ms(t2 - t0)}`);
-console.log(`  100 slice updates + snapshot (${second.changes.changed.size} changed): ${ms(t4 - t2)} (apply ${ms(t3 - t2)})`);
+  const ms = (x: number): string => `${x.toFixed(1)} ms`;
+  console.log(`model: ${services} services x ${perService} endpoints`);
+  console.log(`  apply ${events.length} events: ${ms(t1 - t0)}`);
+  console.log(`  first snapshot (${first.services.size} service ports, ${first.changes.changed.size} changed): ${ms(t2 - t1)}`);
+  console.log(`  total initial: ${ms(t2 - t0)}`);
+  console.log(`  100 slice updates + snapshot (${second.changes.changed.size} changed): ${ms(t4 - t2)} (apply ${ms(t3 - t2)})`);
+}
