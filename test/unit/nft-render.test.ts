@@ -411,6 +411,23 @@ describe('kernel acceptance (throwaway network namespace)', () => {
     });
   });
 
+  test('a rejected partial transaction (interactive nft session) names the failing command and changes nothing', async () => {
+    await applyScript('add table ip kpts-probe\nadd chain ip kpts-probe c\n', { wrap: wrapFor(ns) });
+    const script = 'add chain ip kpts-probe d\nadd element ip kpts-probe nosuchset {\n\t10.0.0.1\n\t,10.0.0.2\n}\nadd rule ip kpts-probe c jump no-such-chain\n';
+    await assert.rejects(applyScript(script, { wrap: wrapFor(ns) }), (e: unknown) => {
+      assert.ok(e instanceof NftError);
+      assert.equal(e.line, 2);
+      assert.equal(e.lineText, 'add element ip kpts-probe nosuchset {');
+      return true;
+    });
+    const listed = execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kpts-probe']).toString();
+    assert.doesNotMatch(listed, /chain d/, 'the whole transaction was rolled back');
+    // The session goes on serving later transactions.
+    await applyScript('add chain ip kpts-probe e\n', { wrap: wrapFor(ns) });
+    assert.match(execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kpts-probe']).toString(), /chain e/);
+    await applyScript('delete table ip kpts-probe\n', { wrap: wrapFor(ns) });
+  });
+
   test('a rejected transaction leaves the previous table intact and the next sync is full', async () => {
     const be = new NftablesBackend(cfg, { wrap: wrapFor(ns), removeLeftovers: false });
     const a1 = web();

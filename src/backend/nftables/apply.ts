@@ -149,21 +149,162 @@ function shellFor(opts: ExecOptions): NftShell {
   return sh;
 }
 
-/** Runs one script as one transaction (`nft -f`); `check` only validates (`nft -c`). */
-export async function applyScript(script: string, opts: ExecOptions & { check?: boolean } = {}): Promise<void> {
-  const res = await shellFor(opts).run([...(opts.check ? ['-c'] : []), '-f'], script);
-  if (res.code === 0) return;
-  const stderr = res.stderr.trim();
-  const m = /^[^\n:]+:(\d+):[\d-]+: Error: ([^\n]*)/m.exec(stderr);
-  const line = m ? Number(m[1]) : 0;
+/**
+ * A script as one line for nft's interactive mode, where each input line is one transaction:
+ * commands joined with `;`, multi-line element blocks folded. Table blocks (full syncs) are not
+ * folded: they go through `nft -f`. Also returns, per command, its first line in the script.
+ */
+export function foldScript(script: string): { line: string; commands: Array<{ start: number; end: number; scriptLine: number }> } | undefined {
+  const cmds: Array<{ text: string; scriptLine: number }> = [];
+  let open: { text: string; scriptLine: number } | undefined;
+  const lines = script.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim();
+    if (line === '') continue;
+    if (open) {
+      open.text += (line.startsWith(',') ? '' : ' ') + line;
+      if (line === '}') {
+        cmds.push(open);
+        open = undefined;
+      }
+      continue;
+    }
+    if (/^(add|delete) element .*\{$/.test(line)) open = { text: line, scriptLine: i + 1 };
+    else if (line.endsWith('{')) return undefined;
+    else cmds.push({ text: line, scriptLine: i + 1 });
+  }
+  if (open || cmds.length === 0) return undefined;
+  const commands: Array<{ start: number; end: number; scriptLine: number }> = [];
+  let pos = 0;
+  for (const c of cmds) {
+    commands.push({ start: pos, end: pos + c.text.length, scriptLine: c.scriptLine });
+    pos += c.text.length + 3;
+  }
+  return { line: cmds.map((c) => c.text).join(' ; '), commands };
+}
+
+/**
+ * One long-lived `nft -i`. A new nft process per transaction costs ~15 ms on a large table:
+ * start-up, and at exit the kernel makes the closing netlink socket wait for the RCU grace
+ * period of the elements it just removed. The interactive process keeps its socket, so a small
+ * transaction takes well under a millisecond. After each transaction line a marker command
+ * that is bound to fail (listing a table that never exists) tells where its output ends.
+ */
+class NftInteractive {
+  private readonly child: ChildProcessWithoutNullStreams;
+  private errBuf = '';
+  private waiting: { marker: string; resolve: (stderr: string) => void } | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private seq = 0;
+  dead = false;
+
+  constructor(wrap: string[]) {
+    const argv = [...wrap, 'nft', '-i'];
+    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdout.resume();
+    this.child.stderr.setEncoding('utf8');
+    this.child.stderr.on('data', (d: string) => {
+      this.errBuf += d;
+      this.settle();
+    });
+    this.child.stdin.on('error', () => undefined);
+    const die = (): void => {
+      this.dead = true;
+      const w = this.waiting;
+      this.waiting = undefined;
+      w?.resolve(`Error: nft -i exited\n${this.errBuf}`);
+    };
+    this.child.on('error', die);
+    this.child.on('exit', die);
+    this.hold(false);
+  }
+
+  /** The session must not keep the proxy (or a test) alive when nothing else does. */
+  private hold(on: boolean): void {
+    for (const h of [this.child, this.child.stdin, this.child.stdout, this.child.stderr] as unknown as Array<{ ref?: () => void; unref?: () => void }>) {
+      if (on) h.ref?.();
+      else h.unref?.();
+    }
+  }
+
+  private settle(): void {
+    const w = this.waiting;
+    if (!w) return;
+    // The marker's error block: the echoed command, then a caret line.
+    const at = this.errBuf.indexOf(`list table ip ${w.marker}\n`);
+    if (at < 0) return;
+    const caretEnd = this.errBuf.indexOf('\n', at + w.marker.length + 15);
+    if (caretEnd < 0) return;
+    const before = this.errBuf.slice(0, at).replace(/Error: [^\n]*\n$/, '');
+    this.errBuf = this.errBuf.slice(caretEnd + 1);
+    this.waiting = undefined;
+    w.resolve(before);
+  }
+
+  run(line: string): Promise<string> {
+    const next = this.queue.then(
+      () =>
+        new Promise<string>((resolve) => {
+          if (this.dead) return resolve('Error: nft -i exited');
+          const marker = `kpts-end-of-transaction-${this.seq++}`;
+          this.hold(true);
+          this.waiting = {
+            marker,
+            resolve: (stderr) => {
+              this.hold(false);
+              resolve(stderr);
+            },
+          };
+          this.child.stdin.write(`${line}\nlist table ip ${marker}\n`);
+        }),
+    );
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+}
+
+const sessions = new Map<string, NftInteractive>();
+
+function sessionFor(opts: ExecOptions): NftInteractive {
+  const k = JSON.stringify(opts.wrap ?? []);
+  let s = sessions.get(k);
+  if (!s || s.dead) sessions.set(k, (s = new NftInteractive(opts.wrap ?? [])));
+  return s;
+}
+
+function rejected(script: string, nftMessage: string, line: number): NftError {
   const lineText = line > 0 ? (script.split('\n')[line - 1] ?? '') : '';
-  const nftMessage = m ? m[2]! : stderr || `nft exited with ${res.code}`;
-  throw new NftError(
+  return new NftError(
     `nft rejected the transaction: ${nftMessage}${line ? ` (line ${line}: ${lineText.trim()})` : ''}`,
     nftMessage,
     line,
     lineText,
   );
+}
+
+/** Above this, nft's line editor costs more than a process start: such scripts use `nft -f`. */
+const INTERACTIVE_MAX_BYTES = 64 * 1024;
+
+/**
+ * Runs one script as one transaction; `check` only validates (`nft -c`). Small scripts made of
+ * single commands and element blocks (partial syncs) go through the interactive session; table
+ * blocks and large chunks (full syncs) through `nft -f`.
+ */
+export async function applyScript(script: string, opts: ExecOptions & { check?: boolean } = {}): Promise<void> {
+  const folded = opts.check || script.length > INTERACTIVE_MAX_BYTES ? undefined : foldScript(script);
+  if (folded) {
+    const stderr = await sessionFor(opts).run(folded.line);
+    const m = /Error: ([^\n]*)\n[^\n]*\n( *)[~^]/.exec(stderr) ?? /Error: ([^\n]*)/.exec(stderr);
+    if (!m) return;
+    const col = m[2] !== undefined ? m[2].length : -1;
+    const cmd = folded.commands.find((c) => col >= c.start && col <= c.end);
+    throw rejected(script, m[1]!, cmd ? cmd.scriptLine : 0);
+  }
+  const res = await shellFor(opts).run([...(opts.check ? ['-c'] : []), '-f'], script);
+  if (res.code === 0) return;
+  const stderr = res.stderr.trim();
+  const m = /^[^\n:]+:(\d+):[\d-]+: Error: ([^\n]*)/m.exec(stderr);
+  throw rejected(script, m ? m[2]! : stderr || `nft exited with ${res.code}`, m ? Number(m[1]) : 0);
 }
 
 type Json = unknown;
