@@ -5,7 +5,8 @@ import { log } from '../log.js';
 import type { IPFamily } from '../model/types.js';
 import { parseDuration } from './duration.js';
 import type { KubeProxyConfiguration, ProxyMode } from './types.js';
-import { NODE_PORT_ADDRESSES_PRIMARY, cidrFamilyOf, ipFamilyOf } from './validate.js';
+import { parseCIDR, parseIP } from '../net/ip.js';
+import { NODE_PORT_ADDRESSES_PRIMARY, SLOPPY_IP } from './validate.js';
 
 export * from './defaults.js';
 export * from './duration.js';
@@ -32,8 +33,6 @@ export function syncPeriodsMs(config: KubeProxyConfiguration): { syncPeriodMs: n
   return { syncPeriodMs: parseDuration(section.syncPeriod), minSyncPeriodMs: parseDuration(section.minSyncPeriod) };
 }
 
-const FAMILY_NUMBER: Record<IPFamily, 4 | 6> = { IPv4: 4, IPv6: 6 };
-
 /**
  * One BackendConfig per IP family present in the node's IPs, IPv4 first. A node without
  * any usable IP gets a single IPv4 backend, upstream's default family.
@@ -43,12 +42,12 @@ export function resolveBackendConfigs(
   node: { ips: string[]; podCIDRs: string[] },
 ): BackendConfig[] {
   const nodeIPs = node.ips.filter((ip) => {
-    if (ipFamilyOf(ip) !== 0) return true;
+    if (parseIP(ip, SLOPPY_IP) !== null) return true;
     log.warn('ignoring invalid node IP', { ip });
     return false;
   });
   let families: IPFamily[] = (['IPv4', 'IPv6'] as const).filter((f) =>
-    nodeIPs.some((ip) => ipFamilyOf(ip) === FAMILY_NUMBER[f]),
+    nodeIPs.some((ip) => parseIP(ip, SLOPPY_IP)?.family === f),
   );
   if (families.length === 0) {
     log.warn('node has no usable IP address; assuming IPv4 single-stack');
@@ -61,8 +60,7 @@ export function resolveBackendConfigs(
   const clusterCIDRs = config.clusterCIDR === '' ? [] : config.clusterCIDR.split(',').map((s) => s.trim());
 
   return families.map((family) => {
-    const want = FAMILY_NUMBER[family];
-    const ofFamily = (cidrs: string[]): string[] => cidrs.filter((c) => cidrFamilyOf(c) === want);
+    const ofFamily = (cidrs: string[]): string[] => cidrs.filter((c) => parseCIDR(c, SLOPPY_IP)?.family === family);
     let localCIDRs: string[] = [];
     if (detectLocalMode === 'ClusterCIDR') localCIDRs = ofFamily(clusterCIDRs);
     else if (detectLocalMode === 'NodeCIDR') localCIDRs = ofFamily(node.podCIDRs);
@@ -75,9 +73,9 @@ export function resolveBackendConfigs(
       bridgeInterface: config.detectLocal.bridgeInterface,
       interfaceNamePrefix: config.detectLocal.interfaceNamePrefix,
       nodePortAddresses: (config.nodePortAddresses ?? []).filter(
-        (a) => a === NODE_PORT_ADDRESSES_PRIMARY || cidrFamilyOf(a) === want,
+        (a) => a === NODE_PORT_ADDRESSES_PRIMARY || parseCIDR(a, SLOPPY_IP)?.family === family,
       ),
-      nodeIPs: nodeIPs.filter((ip) => ipFamilyOf(ip) === want),
+      nodeIPs: nodeIPs.filter((ip) => parseIP(ip, SLOPPY_IP)?.family === family),
     };
   });
 }

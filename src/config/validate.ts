@@ -1,6 +1,6 @@
 // Upstream KubeProxyConfiguration validation. The first problem found is reported as a
 // ConfigError naming the field (wire name, e.g. `iptables.syncPeriod`) and its value.
-import { isIP } from 'node:net';
+import { parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import { splitHostPort } from './defaults.js';
 import { parseDurationNs } from './duration.js';
 import { invalidField } from './errors.js';
@@ -12,27 +12,10 @@ export const IPVS_SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'sh',
 export const NODE_PORT_ADDRESSES_PRIMARY = 'primary';
 
 /**
- * IP family of an address (4, 6, or 0 when invalid). Like Go's ParseIPSloppy, IPv4 with
- * leading zeros is accepted; zoned IPv6 ("fe80::1%eth0") is not an IP.
+ * How upstream reads configured addresses and CIDRs (Go's ParseIPSloppy): IPv4 octets and
+ * prefix lengths may have leading zeros and IPv4-mapped IPv6 is accepted; zones are not.
  */
-export function ipFamilyOf(text: string): 4 | 6 | 0 {
-  if (text.includes('%')) return 0;
-  const family = isIP(text);
-  if (family === 4 || family === 6) return family;
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
-  if (m && m.slice(1).every((o) => Number(o) <= 255)) return 4;
-  return 0;
-}
-
-/** IP family of a CIDR ("10.0.0.0/8" → 4), or 0 when it is not a valid CIDR. */
-export function cidrFamilyOf(text: string): 4 | 6 | 0 {
-  const slash = text.indexOf('/');
-  if (slash < 0) return 0;
-  const family = ipFamilyOf(text.slice(0, slash));
-  const prefix = text.slice(slash + 1);
-  if (family === 0 || !/^\d{1,3}$/.test(prefix)) return 0;
-  return Number(prefix) <= (family === 4 ? 32 : 128) ? family : 0;
-}
+export const SLOPPY_IP: ParseOptions = { leadingZeros: true, v4Mapped: true };
 
 function durationNs(field: string, value: string): bigint {
   try {
@@ -69,7 +52,7 @@ function masqueradeBit(field: string, bit: number): void {
 function hostPort(field: string, value: string): void {
   const hp = splitHostPort(value);
   if (hp === null) throw invalidField(field, value, 'must be IP:port');
-  if (ipFamilyOf(hp.host) === 0) throw invalidField(field, value, `host ${JSON.stringify(hp.host)} must be a valid IP`);
+  if (parseIP(hp.host, SLOPPY_IP) === null) throw invalidField(field, value, `host ${JSON.stringify(hp.host)} must be a valid IP`);
   if (!/^\d+$/.test(hp.port) || Number(hp.port) < 1 || Number(hp.port) > 65535) {
     throw invalidField(field, value, `port ${JSON.stringify(hp.port)} must be a valid port (1-65535)`);
   }
@@ -77,7 +60,7 @@ function hostPort(field: string, value: string): void {
 
 function cidrList(field: string, list: readonly string[]): void {
   list.forEach((cidr, i) => {
-    if (typeof cidr !== 'string' || cidrFamilyOf(cidr) === 0) {
+    if (parseCIDR(cidr, SLOPPY_IP) === null) {
       throw invalidField(`${field}[${i}]`, cidr, 'must be a valid CIDR (e.g. 10.0.0.0/8 or fd00::/64)');
     }
   });
@@ -151,7 +134,7 @@ export function validateConfiguration(c: KubeProxyConfiguration): void {
     throw invalidField('logging.verbosity', c.logging.verbosity, 'must be a non-negative integer');
   }
 
-  if (ipFamilyOf(c.bindAddress) === 0) {
+  if (parseIP(c.bindAddress, SLOPPY_IP) === null) {
     throw invalidField('bindAddress', c.bindAddress, 'must be a valid IP address');
   }
   // An empty listen address disables that server, as with the upstream flags.
@@ -167,12 +150,14 @@ export function validateConfiguration(c: KubeProxyConfiguration): void {
 
   if (c.clusterCIDR !== '') {
     const cidrs = c.clusterCIDR.split(',').map((s) => s.trim());
-    cidrs.forEach((cidr) => {
-      if (cidrFamilyOf(cidr) === 0) {
+    const families = cidrs.map((cidr) => {
+      const parsed = parseCIDR(cidr, SLOPPY_IP);
+      if (parsed === null) {
         throw invalidField('clusterCIDR', c.clusterCIDR, `${JSON.stringify(cidr)} is not a valid CIDR (e.g. 10.244.0.0/16 or fd00:10:244::/56)`);
       }
+      return parsed.family;
     });
-    const v4 = cidrs.filter((s) => cidrFamilyOf(s) === 4).length;
+    const v4 = families.filter((f) => f === 'IPv4').length;
     if (cidrs.length > 2 || v4 > 1 || cidrs.length - v4 > 1) {
       throw invalidField('clusterCIDR', c.clusterCIDR, 'must be a single CIDR or a dual-stack pair (at most one per IP family)');
     }
@@ -187,7 +172,7 @@ export function validateConfiguration(c: KubeProxyConfiguration): void {
       }
       continue;
     }
-    if (typeof entry !== 'string' || cidrFamilyOf(entry) === 0) {
+    if (parseCIDR(entry, SLOPPY_IP) === null) {
       throw invalidField(`nodePortAddresses[${i}]`, entry, "must be a valid CIDR or 'primary'");
     }
   }
