@@ -3,7 +3,8 @@
 import type { BackendConfig } from '../backend/types.js';
 import { render, type NftRuleset } from '../backend/nftables/render.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
-import { ipToBigInt, parseLiteral } from './values.js';
+import { cidrContains, formatIP, parseCIDR, parseIP, type IP } from '../net/ip.js';
+import { TRACE_IP } from './values.js';
 import { TraceError, trace, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
 
 export { trace, traceTable, tableFromRuleset, TraceError } from './tracer.js';
@@ -116,12 +117,14 @@ function parseArgs(argv: string[]): ExplainArgs | 'help' {
   const to = vals.get('--to');
   if (!from) throw new UsageError('--from is required');
   if (!to) throw new UsageError('--to is required');
-  if (!ipToBigInt(from)) throw new UsageError(`--from '${from}' is not an IP address`);
+  const fromIP = parseIP(from, TRACE_IP);
+  if (fromIP === null) throw new UsageError(`--from '${from}' is not an IP address`);
   const m = /^\[(.+)\]:(\d+)$/.exec(to) ?? /^([^:]+):(\d+)$/.exec(to);
-  if (!m || !ipToBigInt(m[1]!)) throw new UsageError(`--to '${to}' is not IP:PORT (IPv6: [IP]:PORT)`);
+  const toIP = m ? parseIP(m[1], TRACE_IP) : null;
+  if (!m || toIP === null) throw new UsageError(`--to '${to}' is not IP:PORT (IPv6: [IP]:PORT)`);
   const port = Number(m[2]);
   if (port < 1 || port > 65535) throw new UsageError(`--to port ${port} is out of range`);
-  if (ipToBigInt(from)!.family !== ipToBigInt(m[1]!)!.family) throw new UsageError('--from and --to must be of the same IP family');
+  if (fromIP.family !== toIP.family) throw new UsageError('--from and --to must be of the same IP family');
   const proto = (vals.get('--proto') ?? 'tcp').toUpperCase();
   if (proto !== 'TCP' && proto !== 'UDP' && proto !== 'SCTP') throw new UsageError(`--proto '${vals.get('--proto')}' is not tcp, udp or sctp`);
   const kind = vals.get('--source-kind');
@@ -142,22 +145,28 @@ function parseArgs(argv: string[]): ExplainArgs | 'help' {
   return out;
 }
 
-function inCIDRs(ip: string, cidrs: string[], family: 'ip4' | 'ip6'): boolean {
-  const n = ipToBigInt(ip)!.n;
+// Configured CIDRs are read as the renderer reads them, leading zeros included.
+const CONFIG_CIDR = { leadingZeros: true, v4Mapped: true };
+
+function inCIDRs(ip: IP, cidrs: string[]): boolean {
   return cidrs.some((c) => {
-    const l = parseLiteral(c, family);
-    return l !== null && !('ifname' in l) && n >= l.lo && n <= l.hi;
+    const cidr = parseCIDR(c, CONFIG_CIDR);
+    return cidr !== null && cidrContains(cidr, ip);
   });
 }
 
 /** The packet the command describes, with the source kind and input interface filled in. */
 function packetFor(a: ExplainArgs, snapshot: Snapshot, config: BackendConfig): TracePacket {
-  const fam = ipToBigInt(a.from)!.family === 4 ? 'ip4' : 'ip6';
-  const same = (x: string): boolean => ipToBigInt(x)?.n === ipToBigInt(a.from)!.n;
+  const from = parseIP(a.from, TRACE_IP)!;
+  const fromText = formatIP(from);
+  const same = (x: string): boolean => {
+    const ip = parseIP(x, TRACE_IP);
+    return ip !== null && formatIP(ip) === fromText;
+  };
   const kind =
     a.kind ??
     (config.nodeIPs.some(same) || snapshot.node.addresses.some(same) ? 'host'
-    : inCIDRs(a.from, [...snapshot.node.podCIDRs, ...config.localCIDRs], fam) ? 'pod'
+    : inCIDRs(from, [...snapshot.node.podCIDRs, ...config.localCIDRs]) ? 'pod'
     : 'external');
   const pk: TracePacket = { sourceIP: a.from, destIP: a.to, protocol: a.proto, destPort: a.port, from: kind };
   if (kind === 'host') return pk;
@@ -192,7 +201,7 @@ export async function runExplainCommand(
     out(EXPLAIN_USAGE);
     return 0;
   }
-  const family: IPFamily = ipToBigInt(args.to)!.family === 4 ? 'IPv4' : 'IPv6';
+  const family: IPFamily = parseIP(args.to, TRACE_IP)!.family;
   try {
     const { snapshot, config } = await loadSnapshot(args.source, family);
     const ruleset = render(snapshot, config);

@@ -8,8 +8,7 @@ import {
   FIB_LOCAL,
   FIB_UNICAST,
   PROTOCOL_NUMBER,
-  bigIntToIP,
-  ipToBigInt,
+  TRACE_IP,
   isBitmask,
   literalIsExact,
   literalKey,
@@ -21,6 +20,7 @@ import {
   type ValueType,
 } from './values.js';
 import type { NftRuleset } from '../backend/nftables/render.js';
+import { formatIP, ipFromBigInt, ipToBigInt, parseIP, type IPFamily } from '../net/ip.js';
 import { ParseError, parseElement, parseRule, type AnonElement, type Expr, type SetRef, type Stmt, type Verdict } from './parse.js';
 
 /** A chain as the tracer needs it: base chains carry hook, type and priority. */
@@ -192,6 +192,7 @@ class Interpreter {
   private readonly anonCompiled = new WeakMap<AnonElement[], Map<string, CompiledSet>>();
   private readonly dynamicSets = new Set<string>();
   private readonly family: 4 | 6;
+  private readonly ipFamily: IPFamily;
   private readonly local: Set<bigint>;
   private readonly protoNum: bigint;
   private st!: State;
@@ -199,6 +200,7 @@ class Interpreter {
 
   constructor(private readonly table: TraceTable, private readonly packet: TracePacket, node: TraceNode) {
     this.family = table.family === 'ip6' ? 6 : 4;
+    this.ipFamily = table.family === 'ip6' ? 'IPv6' : 'IPv4';
     for (const c of table.chains) this.chains.set(c.name, c);
     for (const s of table.sets) this.sets.set(s.name, s);
     for (const c of table.chains) {
@@ -206,19 +208,19 @@ class Interpreter {
         for (const m of r.matchAll(/\b(?:update|add)\s+@([^\s{]+)/g)) this.dynamicSets.add(m[1]!);
       }
     }
-    this.local = new Set([this.family === 4 ? ipToBigInt('127.0.0.1')!.n : 1n]);
+    this.local = new Set([ipToBigInt(parseIP(this.family === 4 ? '127.0.0.1' : '::1')!)]);
     for (const ip of node.localIPs) {
-      const p = ipToBigInt(ip);
-      if (p && p.family === this.family) this.local.add(p.n);
+      const p = parseIP(ip, TRACE_IP);
+      if (p !== null && p.family === this.ipFamily) this.local.add(ipToBigInt(p));
     }
     this.protoNum = BigInt(PROTOCOL_NUMBER[packet.protocol]);
   }
 
   private addr(ip: string, what: string): bigint {
-    const p = ipToBigInt(ip);
-    if (!p) throw new TraceError(`${what} '${ip}' is not an IP address`);
-    if (p.family !== this.family) throw new TraceError(`${what} ${ip} is not an IPv${this.family} address (table family ${this.table.family})`);
-    return p.n;
+    const p = parseIP(ip, TRACE_IP);
+    if (p === null) throw new TraceError(`${what} '${ip}' is not an IP address`);
+    if (p.family !== this.ipFamily) throw new TraceError(`${what} ${ip} is not an IPv${this.family} address (table family ${this.table.family})`);
+    return ipToBigInt(p);
   }
 
   private isLocal(a: bigint): boolean {
@@ -275,7 +277,7 @@ class Interpreter {
       pins: s.pins,
     };
     if (routed) branch.routed = routed;
-    if (s.dnat) branch.endpoint = { ip: bigIntToIP(s.daddr, this.family), port: Number(s.dport) };
+    if (s.dnat) branch.endpoint = { ip: formatIP(ipFromBigInt(s.daddr, this.ipFamily)), port: Number(s.dport) };
     return branch;
   }
 
@@ -438,7 +440,7 @@ class Interpreter {
   }
 
   private show(v: Value, t: ValueType): string {
-    if (typeof v === 'bigint' && (t === 'ip4' || t === 'ip6')) return bigIntToIP(v, t === 'ip4' ? 4 : 6);
+    if (typeof v === 'bigint' && (t === 'ip4' || t === 'ip6')) return formatIP(ipFromBigInt(v, t === 'ip4' ? 'IPv4' : 'IPv6'));
     return String(v);
   }
 

@@ -1,7 +1,7 @@
 // Literal values of the nft grammar subset the tracer understands, as closed bigint
 // intervals (an address, a CIDR and a port range are all one shape) or interface-name
 // patterns. Parsing depends on the type of the expression a literal is compared with.
-import { isIPv4, isIPv6 } from 'node:net';
+import { bitLength, ipToBigInt, parseCIDR, parseIP, type IPFamily, type ParseOptions } from '../net/ip.js';
 
 export type ValueType =
   | 'ip4'
@@ -39,48 +39,10 @@ export function isBitmask(t: ValueType): boolean {
   return t === 'ctstate' || t === 'ctstatus';
 }
 
-export function ipToBigInt(ip: string): { family: 4 | 6; n: bigint } | null {
-  if (isIPv4(ip)) {
-    let n = 0n;
-    for (const part of ip.split('.')) n = (n << 8n) | BigInt(Number(part));
-    return { family: 4, n };
-  }
-  if (isIPv6(ip)) {
-    let s = ip;
-    // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hextets.
-    const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(s);
-    if (v4) {
-      const n4 = ipToBigInt(v4[1]!)!.n;
-      s = s.slice(0, -v4[1]!.length) + ((n4 >> 16n) & 0xffffn).toString(16) + ':' + (n4 & 0xffffn).toString(16);
-    }
-    const [head, tail] = s.includes('::') ? s.split('::') : [s, undefined];
-    const h = head ? head.split(':') : [];
-    const t = tail !== undefined && tail !== '' ? tail.split(':') : [];
-    const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t];
-    let n = 0n;
-    for (const g of groups) n = (n << 16n) | BigInt(parseInt(g, 16));
-    return { family: 6, n };
-  }
-  return null;
-}
+/** How the tracer reads addresses: canonical decimal, IPv4-mapped IPv6 accepted. */
+export const TRACE_IP: ParseOptions = { v4Mapped: true };
 
-export function bigIntToIP(n: bigint, family: 4 | 6): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((n >> s) & 0xffn)).join('.');
-  const groups: string[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(((n >> BigInt(i * 16)) & 0xffffn).toString(16));
-  // Compress the longest run of zero groups, as the usual textual form does.
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== '0') { i++; continue; }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen && j - i > 1) { best = i; bestLen = j - i; }
-    i = j;
-  }
-  if (best < 0) return groups.join(':');
-  return groups.slice(0, best).join(':') + '::' + groups.slice(best + bestLen).join(':');
-}
+const IP_FAMILY = { ip4: 'IPv4', ip6: 'IPv6' } as const satisfies Record<string, IPFamily>;
 
 function parseInteger(s: string): bigint | null {
   if (/^0x[0-9a-f]+$/i.test(s) || /^\d+$/.test(s)) return BigInt(s);
@@ -95,8 +57,8 @@ function parseScalar(text: string, type: ValueType): bigint | null {
   switch (type) {
     case 'ip4':
     case 'ip6': {
-      const ip = ipToBigInt(text.replace(/^\[|\]$/g, ''));
-      return ip && ip.family === (type === 'ip4' ? 4 : 6) ? ip.n : null;
+      const ip = parseIP(text.replace(/^\[|\]$/g, ''), TRACE_IP);
+      return ip !== null && ip.family === IP_FAMILY[type] ? ipToBigInt(ip) : null;
     }
     case 'proto': return named(PROTOCOLS);
     case 'nfproto': return named(NFPROTO);
@@ -118,14 +80,10 @@ export function parseLiteral(raw: string, type: ValueType): Literal | null {
       : { ifname: text.replace(/\\\*$/, '*'), prefix: false };
   }
   if ((type === 'ip4' || type === 'ip6') && text.includes('/')) {
-    const [addr, lenText] = text.split('/');
-    const base = parseScalar(addr!, type);
-    const bits = type === 'ip4' ? 32 : 128;
-    const len = Number(lenText);
-    if (base === null || !/^\d+$/.test(lenText ?? '') || len > bits) return null;
-    const host = (1n << BigInt(bits - len)) - 1n;
-    const lo = base & ~host & ((1n << BigInt(bits)) - 1n);
-    return { lo, hi: lo | host };
+    const cidr = parseCIDR(text, TRACE_IP);
+    if (cidr === null || cidr.family !== IP_FAMILY[type]) return null;
+    const lo = ipToBigInt(cidr);
+    return { lo, hi: lo | ((1n << BigInt(bitLength(cidr.family) - cidr.prefix)) - 1n) };
   }
   const dash = text.indexOf('-', 1);
   if (dash > 0 && type !== 'ctstatus') {
