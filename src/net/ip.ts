@@ -50,7 +50,7 @@ export function bitLength(family: IPFamily): number {
   return family === 'IPv4' ? 32 : 128;
 }
 
-/** Decimal digits "0".."255"; null for anything else. */
+/** One to three decimal digits as a number (the caller checks the range); null otherwise. */
 function decimalByte(s: string, from: number, to: number, leadingZeros: boolean): number | null {
   const digits = to - from;
   if (digits === 0 || digits > 3) return null;
