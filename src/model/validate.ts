@@ -74,10 +74,16 @@ export function isPort(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
 }
 
+/** An address as the model keeps it: family and canonical text (RFC 5952 for IPv6). */
 export interface ParsedIP {
   family: IPFamily;
-  /** Canonical text: dotted quad, or RFC 5952 compressed lower-case IPv6. */
   ip: string;
+}
+
+/** A CIDR as the model keeps it: canonical `network/prefix`, host bits cleared. */
+export interface ParsedCIDR {
+  family: IPFamily;
+  cidr: string;
 }
 
 /**
@@ -86,17 +92,11 @@ export interface ParsedIP {
  */
 export function parseIP(s: unknown): ParsedIP | null {
   const ip = net.parseIP(s);
-  return ip === null ? null : { family: ip.family, ip: net.formatIP(ip) };
-}
-
-export interface ParsedCIDR {
-  family: IPFamily;
-  /** Canonical `network/prefix`, host bits cleared. */
-  cidr: string;
+  return ip && { family: ip.family, ip: net.formatIP(ip) };
 }
 
 /** Parses `address/prefix` with the rules of parseIP; the prefix has no leading zeros. */
 export function parseCIDR(s: unknown): ParsedCIDR | null {
   const cidr = net.parseCIDR(s);
-  return cidr === null ? null : { family: cidr.family, cidr: net.formatCIDR(cidr) };
+  return cidr && { family: cidr.family, cidr: net.formatCIDR(cidr) };
 }
