@@ -97,14 +97,9 @@ class NftShell {
   }
 
   private hold(on: boolean): void {
-    if (on) this.child.ref();
-    else this.child.unref();
-    for (const st of [this.child.stdin, this.child.stdout, this.child.stderr]) {
-      const sock = st as unknown as { ref?: () => void; unref?: () => void };
-      if (on) sock.ref?.();
-      else sock.unref?.();
-    }
+    keepAlive(this.child, on);
   }
+
 
   run(args: string[], script: string): Promise<ExecResult> {
     const next = this.queue.then(() => this.runNow(args, script));
@@ -140,14 +135,24 @@ class NftShell {
   }
 }
 
-const shells = new Map<string, NftShell>();
-
-function shellFor(opts: ExecOptions): NftShell {
+/** One long-lived helper per command prefix, replaced when it has died. */
+function helperFor<T extends { dead: boolean }>(pool: Map<string, T>, opts: ExecOptions, make: (wrap: string[]) => T): T {
   const k = JSON.stringify(opts.wrap ?? []);
-  let sh = shells.get(k);
-  if (!sh || sh.dead) shells.set(k, (sh = new NftShell(opts.wrap ?? [])));
-  return sh;
+  let h = pool.get(k);
+  if (!h || h.dead) pool.set(k, (h = make(opts.wrap ?? [])));
+  return h;
 }
+
+/** A helper process must not keep the proxy (or a test) alive while it has nothing to do. */
+function keepAlive(child: ChildProcessWithoutNullStreams, on: boolean): void {
+  for (const h of [child, child.stdin, child.stdout, child.stderr] as unknown as Array<{ ref?: () => void; unref?: () => void }>) {
+    if (on) h.ref?.();
+    else h.unref?.();
+  }
+}
+
+const shells = new Map<string, NftShell>();
+const shellFor = (opts: ExecOptions): NftShell => helperFor(shells, opts, (wrap) => new NftShell(wrap));
 
 /**
  * A script as one line for nft's interactive mode, where each input line is one transaction:
@@ -219,13 +224,10 @@ class NftInteractive {
     this.hold(false);
   }
 
-  /** The session must not keep the proxy (or a test) alive when nothing else does. */
   private hold(on: boolean): void {
-    for (const h of [this.child, this.child.stdin, this.child.stdout, this.child.stderr] as unknown as Array<{ ref?: () => void; unref?: () => void }>) {
-      if (on) h.ref?.();
-      else h.unref?.();
-    }
+    keepAlive(this.child, on);
   }
+
 
   private settle(): void {
     const w = this.waiting;
@@ -264,13 +266,7 @@ class NftInteractive {
 }
 
 const sessions = new Map<string, NftInteractive>();
-
-function sessionFor(opts: ExecOptions): NftInteractive {
-  const k = JSON.stringify(opts.wrap ?? []);
-  let s = sessions.get(k);
-  if (!s || s.dead) sessions.set(k, (s = new NftInteractive(opts.wrap ?? [])));
-  return s;
-}
+const sessionFor = (opts: ExecOptions): NftInteractive => helperFor(sessions, opts, (wrap) => new NftInteractive(wrap));
 
 function rejected(script: string, nftMessage: string, line: number): NftError {
   const lineText = line > 0 ? (script.split('\n')[line - 1] ?? '') : '';

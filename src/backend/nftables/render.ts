@@ -575,6 +575,19 @@ export const SET_ORDER = [
 
 export const VERDICT_MAPS = new Set(['service-ips', 'service-nodeports', 'no-endpoint-services', 'no-endpoint-nodeports']);
 
+/** The chains as `chain x { … }` blocks inside a table block, referenced chains first. */
+function chainBlocks(chains: NftChain[]): string[] {
+  const out: string[] = [];
+  for (const c of orderChains(chains)) {
+    out.push(`\tchain ${c.name} {`);
+    const h = chainHeader(c);
+    if (h) out.push(`\t\t${h}`);
+    for (const r of c.rules) out.push(`\t\t${r}`);
+    out.push('\t}');
+  }
+  return out;
+}
+
 /**
  * One atomic transaction replacing the whole table: `add table` + `delete table` (so it also
  * works when the table is absent), the table's sets and chains, then the elements, data first.
@@ -582,13 +595,7 @@ export const VERDICT_MAPS = new Set(['service-ips', 'service-nodeports', 'no-end
 export function toNftScript(rs: NftRuleset): string {
   const out: string[] = [`add table ${rs.family} ${rs.table}`, `delete table ${rs.family} ${rs.table}`, `table ${rs.family} ${rs.table} {`];
   for (const s of rs.sets) out.push(`\t${s.kind} ${s.name} { ${s.decl}; }`);
-  for (const c of orderChains(rs.chains)) {
-    out.push(`\tchain ${c.name} {`);
-    const h = chainHeader(c);
-    if (h) out.push(`\t\t${h}`);
-    for (const r of c.rules) out.push(`\t\t${r}`);
-    out.push('\t}');
-  }
+  out.push(...chainBlocks(rs.chains));
   out.push('}');
   const order = (n: string): number => {
     const i = SET_ORDER.indexOf(n);
@@ -618,13 +625,7 @@ export function describeRuleset(rs: NftRuleset): string {
     }
     out.push('\t}');
   }
-  for (const c of orderChains(rs.chains)) {
-    out.push(`\tchain ${c.name} {`);
-    const h = chainHeader(c);
-    if (h) out.push(`\t\t${h}`);
-    for (const r of c.rules) out.push(`\t\t${r}`);
-    out.push('\t}');
-  }
+  out.push(...chainBlocks(rs.chains));
   out.push('}');
   return out.join('\n') + '\n';
 }
