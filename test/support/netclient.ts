@@ -3,21 +3,12 @@
 //
 // Each call starts one Node process in the namespace (this file, run as a script: requests as JSON
 // on stdin, results as JSON on stdout), so a batch of hundreds of requests costs one process start.
-// Failures are classified the way a client sees them:
-//   refused      TCP RST or ICMP port-unreachable (UDP sockets are connected so the ICMP error is reported)
-//   timeout      no answer within timeoutMs (packets dropped)
-//   unreachable  ICMP host/net unreachable or administratively prohibited
-//   reset        connection reset after it was established
-//   closed       connection closed without a reply line
-//   error        anything else (see detail)
-import dgram from 'node:dgram';
-import net from 'node:net';
+// Sending one request and classifying its failures is src/sandbox/request.ts.
 import { fileURLToPath } from 'node:url';
+import { requestOnce, runLimited, validateTarget, type RequestResult } from '../../src/sandbox/request.js';
 import type { Topology } from './topology.js';
 
-export type RequestError = 'refused' | 'timeout' | 'unreachable' | 'reset' | 'closed' | 'error';
-
-export type RequestResult = { ok: true; pod: string; seenSource: string } | { ok: false; error: RequestError; detail?: string };
+export type { RequestError, RequestResult } from '../../src/sandbox/request.js';
 
 export interface RequestOptions {
   /** Per-request limit; default 1500 ms. */
@@ -47,101 +38,16 @@ export interface ManyResult {
 const DEFAULT_TIMEOUT_MS = 1500;
 const SELF = fileURLToPath(import.meta.url);
 
-function classify(err: NodeJS.ErrnoException): RequestResult {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-      return { ok: false, error: 'refused' };
-    case 'ETIMEDOUT':
-      return { ok: false, error: 'timeout' };
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'EACCES':
-    case 'EPERM':
-      return { ok: false, error: 'unreachable', detail: err.code };
-    case 'ECONNRESET':
-    case 'EPIPE':
-      return { ok: false, error: 'reset' };
-    default:
-      return { ok: false, error: 'error', detail: err.code ?? err.message };
-  }
-}
-
-function parseReply(line: string): RequestResult {
-  const parts = line.trim().split(' ');
-  if (parts.length !== 2 || !parts[0] || !parts[1]) return { ok: false, error: 'error', detail: `unexpected reply ${JSON.stringify(line)}` };
-  return { ok: true, pod: parts[0], seenSource: parts[1] };
-}
-
-function tcpOnce(r: BatchRequest): Promise<RequestResult> {
-  return new Promise((resolve) => {
-    const sock = net.connect({ host: r.ip, port: r.port, localAddress: r.sourceIp, localPort: r.sourcePort });
-    let data = '';
-    let done = false;
-    const finish = (res: RequestResult): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(res);
-    };
-    const timer = setTimeout(() => finish({ ok: false, error: 'timeout' }), r.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => {
-      data += d;
-      const nl = data.indexOf('\n');
-      if (nl >= 0) finish(parseReply(data.slice(0, nl)));
-    });
-    sock.on('end', () => finish(data ? parseReply(data) : { ok: false, error: 'closed' }));
-    sock.on('error', (e) => finish(classify(e)));
-  });
-}
-
-function udpOnce(r: BatchRequest): Promise<RequestResult> {
-  return new Promise((resolve) => {
-    const sock = dgram.createSocket(net.isIPv6(r.ip) ? 'udp6' : 'udp4');
-    let done = false;
-    const finish = (res: RequestResult): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      sock.close();
-      resolve(res);
-    };
-    const timer = setTimeout(() => finish({ ok: false, error: 'timeout' }), r.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-    sock.on('message', (msg) => finish(parseReply(msg.toString('utf8'))));
-    sock.on('error', (e) => finish(classify(e)));
-    // A connected socket receives the ICMP errors for its peer, which is how 'refused' is seen for UDP.
-    const connect = (): void =>
-      sock.connect(r.port, r.ip, () => {
-        if (!done) sock.send('ping');
-      });
-    if (r.sourceIp !== undefined || r.sourcePort !== undefined) sock.bind({ address: r.sourceIp, port: r.sourcePort ?? 0 }, connect);
-    else connect();
-  });
-}
-
-function validate(r: BatchRequest): string | undefined {
-  if (r.proto !== 'tcp' && r.proto !== 'udp') return `bad proto ${JSON.stringify(r.proto)}`;
-  if (!net.isIP(r.ip)) return `bad ip ${JSON.stringify(r.ip)}`;
-  if (!Number.isInteger(r.port) || r.port < 1 || r.port > 65535) return `bad port ${JSON.stringify(r.port)}`;
-  return undefined;
-}
-
 /** Runs the requests in this process (the script side); results keep the order of requests. */
 export async function runRequests(requests: BatchRequest[], concurrency: number): Promise<RequestResult[]> {
   const results: RequestResult[] = new Array(requests.length);
   // A fixed source port cannot be shared by concurrent sockets.
-  const width = requests.some((r) => r.sourcePort !== undefined) ? 1 : Math.max(1, concurrency);
-  let next = 0;
-  const worker = async (): Promise<void> => {
-    while (next < requests.length) {
-      const i = next++;
-      const r = requests[i]!;
-      const bad = validate(r);
-      results[i] = bad ? { ok: false, error: 'error', detail: bad } : await (r.proto === 'tcp' ? tcpOnce(r) : udpOnce(r));
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(width, requests.length) }, worker));
+  const width = requests.some((r) => r.sourcePort !== undefined) ? 1 : concurrency;
+  await runLimited(requests.length, width, async (i) => {
+    const r = requests[i]!;
+    const bad = validateTarget(r);
+    results[i] = bad ? { ok: false, error: 'error', detail: bad } : await requestOnce({ ...r, timeoutMs: r.timeoutMs ?? DEFAULT_TIMEOUT_MS });
+  });
   return results;
 }
 
