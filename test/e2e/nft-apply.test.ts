@@ -1,5 +1,5 @@
 // Applies rendered rulesets to a real kernel inside throwaway network namespaces.
-import { after, before, beforeEach, describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { deleteTables, readTable, type ExecOptions } from '../../src/backend/nftables/apply.js';
@@ -7,23 +7,13 @@ import { NftablesBackend } from '../../src/backend/nftables/backend.js';
 import { removeLeftovers } from '../../src/backend/nftables/leftovers.js';
 import { render, type NftRuleset, type NftSet } from '../../src/backend/nftables/render.js';
 import type { ServicePortState, Snapshot } from '../../src/model/types.js';
-import {
-  backendConfig,
-  emptyChanges,
-  endpoint,
-  key,
-  localEndpoint,
-  servicePort,
-  snapshot,
-  syntheticCluster,
-} from '../support/snapshots.js';
+import { backendConfig, emptyChanges, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
+import { useNetns } from '../support/netns.js';
 
-const ns = `kptnft-e${process.pid}`;
-const exec: ExecOptions = { wrap: ['ip', 'netns', 'exec', ns] };
+const { name: ns, wrap } = useNetns(`kptnft-e${process.pid}`);
+const exec: ExecOptions = { wrap };
 const cfg = backendConfig();
 
-before(() => execFileSync('ip', ['netns', 'add', ns]));
-after(() => execFileSync('ip', ['netns', 'del', ns]));
 // Each test starts from an empty table, whatever the previous one left behind.
 beforeEach(() => deleteTables(exec));
 
@@ -48,7 +38,7 @@ function partial(ports: ServicePortState[], changed: ServicePortState[], deleted
 
 describe('nftables apply (network namespace)', () => {
   test('full load, then partial updates that add and remove shapes, services and affinity chains', async () => {
-    const be = new NftablesBackend(cfg, { wrap: exec.wrap!, removeLeftovers: false });
+    const be = new NftablesBackend(cfg, { wrap, removeLeftovers: false });
     const a = servicePort({ namespace: 'ns1', serviceName: 'a', clusterIP: '10.96.0.10', nodePort: 30010, endpoints: [endpoint('10.244.2.5', 80)] });
     const b = servicePort({
       namespace: 'ns1',
@@ -98,7 +88,7 @@ describe('nftables apply (network namespace)', () => {
   test('chunked full sync, and a restart that sends only the difference', async () => {
     const ports = syntheticCluster(300, 4);
     const s1 = snapshot(ports);
-    const be = new NftablesBackend(cfg, { wrap: exec.wrap!, removeLeftovers: false, budget: 500 });
+    const be = new NftablesBackend(cfg, { wrap, removeLeftovers: false, budget: 500 });
     await be.sync(s1);
     assert.ok(be.lastScripts.length > 4, `several transactions (${be.lastScripts.length})`);
     await assertKernelHas(render(s1, cfg));
@@ -106,7 +96,7 @@ describe('nftables apply (network namespace)', () => {
     // A restart with one service gone and one changed while the proxy was down.
     const changed = servicePort({ ...ports[7]!.info, endpoints: [endpoint('10.250.0.1', 8080)] });
     const s2 = snapshot([...ports.slice(0, 7), changed, ...ports.slice(8, 299)]);
-    const restarted = new NftablesBackend(cfg, { wrap: exec.wrap!, removeLeftovers: false, budget: 500 });
+    const restarted = new NftablesBackend(cfg, { wrap, removeLeftovers: false, budget: 500 });
     const r = await restarted.sync(s2);
     assert.equal(r.full, true);
     await assertKernelHas(render(s2, cfg));
@@ -118,14 +108,14 @@ describe('nftables apply (network namespace)', () => {
 
   test('IPv6 backend loads and cleanup removes both families', async () => {
     const v6 = backendConfig({ family: 'IPv6' });
-    const be6 = new NftablesBackend(v6, { wrap: exec.wrap!, removeLeftovers: false });
+    const be6 = new NftablesBackend(v6, { wrap, removeLeftovers: false });
     const s = snapshot(
       [servicePort({ namespace: 'ns', serviceName: 'v6', clusterIP: 'fd00:10:96::10', nodePort: 30600, endpoints: [endpoint('fd00:10:244:2::5', 80)] })],
       { family: 'IPv6' },
     );
     await be6.sync(s);
     await assertKernelHas(render(s, v6));
-    const be4 = new NftablesBackend(cfg, { wrap: exec.wrap!, removeLeftovers: false });
+    const be4 = new NftablesBackend(cfg, { wrap, removeLeftovers: false });
     await be4.sync(snapshot(syntheticCluster(3, 2)));
     await be4.cleanup();
     assert.equal(await readTable('ip', exec), undefined);

@@ -2,9 +2,8 @@
 // network namespace: every sync, full or partial, must be accepted by the kernel, and what the
 // kernel holds afterwards must equal a fresh full render of the same snapshot.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { readTable } from '../../src/backend/nftables/apply.js';
 import { NftablesBackend } from '../../src/backend/nftables/backend.js';
 import { render, type NftSet } from '../../src/backend/nftables/render.js';
@@ -12,9 +11,9 @@ import type { BackendConfig } from '../../src/backend/types.js';
 import type { EndpointSlice, KubeObject, Service } from '../../src/model/k8s.js';
 import { ProxyModel } from '../../src/model/tracker.js';
 import type { IPFamily } from '../../src/model/types.js';
+import { useNetns } from '../support/netns.js';
 
-const ns = `kptrnd-${randomBytes(3).toString('hex')}`;
-const wrap = ['ip', 'netns', 'exec', ns];
+const { wrap } = useNetns(`kptrnd-${randomBytes(3).toString('hex')}`);
 
 /** Small deterministic PRNG (mulberry32), so a failure can be replayed from its seed. */
 function prng(seed: number): () => number {
@@ -124,8 +123,6 @@ function configFor(family: IPFamily): BackendConfig {
   };
 }
 
-before(() => execFileSync('ip', ['netns', 'add', ns]));
-after(() => execFileSync('ip', ['netns', 'del', ns]));
 
 for (const seed of [1, 2, 3]) {
   test(`random cluster, seed ${seed}: 8 rounds of changes, every sync accepted and kernel = render`, async () => {

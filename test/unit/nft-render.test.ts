@@ -1,4 +1,4 @@
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
@@ -7,16 +7,8 @@ import { RulesetState } from '../../src/backend/nftables/state.js';
 import { NftError, applyScript, readTable } from '../../src/backend/nftables/apply.js';
 import { NftablesBackend } from '../../src/backend/nftables/backend.js';
 import type { BackendConfig } from '../../src/backend/types.js';
-import {
-  backendConfig,
-  emptyChanges,
-  endpoint,
-  key,
-  localEndpoint,
-  servicePort,
-  snapshot,
-  syntheticCluster,
-} from '../support/snapshots.js';
+import { backendConfig, emptyChanges, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
+import { useNetns } from '../support/netns.js';
 import type { ServicePortState } from '../../src/model/types.js';
 
 const cfg = backendConfig();
@@ -387,23 +379,19 @@ describe('diff and chunking', () => {
   });
 });
 
-const wrapFor = (ns: string): string[] => ['ip', 'netns', 'exec', ns];
-
 describe('kernel acceptance (throwaway network namespace)', () => {
-  const ns = `kptnft-u${process.pid}`;
-  before(() => execFileSync('ip', ['netns', 'add', ns]));
-  after(() => execFileSync('ip', ['netns', 'del', ns]));
+  const { name: ns, wrap } = useNetns(`kptnft-u${process.pid}`);
 
   test('every representative ruleset is accepted by nft -c', async () => {
     for (const name of Object.keys(cases)) {
       const script = toNftScript(renderCase(name));
-      await assert.doesNotReject(applyScript(script, { wrap: wrapFor(ns), check: true }), `case ${name}`);
+      await assert.doesNotReject(applyScript(script, { wrap, check: true }), `case ${name}`);
     }
   });
 
   test('an invalid script is rejected with nft\'s message and the failing line', async () => {
     const script = 'add table ip kube-proxy\nadd chain ip kube-proxy c\nadd rule ip kube-proxy c jump no-such-chain\n';
-    await assert.rejects(applyScript(script, { wrap: wrapFor(ns), check: true }), (e: unknown) => {
+    await assert.rejects(applyScript(script, { wrap, check: true }), (e: unknown) => {
       assert.ok(e instanceof NftError);
       assert.equal(e.line, 3);
       assert.equal(e.lineText, 'add rule ip kube-proxy c jump no-such-chain');
@@ -412,9 +400,9 @@ describe('kernel acceptance (throwaway network namespace)', () => {
   });
 
   test('a rejected partial transaction (interactive nft session) names the failing command and changes nothing', async () => {
-    await applyScript('add table ip kpts-probe\nadd chain ip kpts-probe c\n', { wrap: wrapFor(ns) });
+    await applyScript('add table ip kpts-probe\nadd chain ip kpts-probe c\n', { wrap });
     const script = 'add chain ip kpts-probe d\nadd element ip kpts-probe nosuchset {\n\t10.0.0.1\n\t,10.0.0.2\n}\nadd rule ip kpts-probe c jump no-such-chain\n';
-    await assert.rejects(applyScript(script, { wrap: wrapFor(ns) }), (e: unknown) => {
+    await assert.rejects(applyScript(script, { wrap }), (e: unknown) => {
       assert.ok(e instanceof NftError);
       assert.equal(e.line, 2);
       assert.equal(e.lineText, 'add element ip kpts-probe nosuchset {');
@@ -423,26 +411,26 @@ describe('kernel acceptance (throwaway network namespace)', () => {
     const listed = execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kpts-probe']).toString();
     assert.doesNotMatch(listed, /chain d/, 'the whole transaction was rolled back');
     // The session goes on serving later transactions.
-    await applyScript('add chain ip kpts-probe e\n', { wrap: wrapFor(ns) });
+    await applyScript('add chain ip kpts-probe e\n', { wrap });
     assert.match(execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kpts-probe']).toString(), /chain e/);
-    await applyScript('delete table ip kpts-probe\n', { wrap: wrapFor(ns) });
+    await applyScript('delete table ip kpts-probe\n', { wrap });
   });
 
   test('a rejected transaction leaves the previous table intact and the next sync is full', async () => {
-    const be = new NftablesBackend(cfg, { wrap: wrapFor(ns), removeLeftovers: false });
+    const be = new NftablesBackend(cfg, { wrap, removeLeftovers: false });
     const a1 = web();
     const a2 = web({ serviceName: 'svc2', clusterIP: '10.96.0.20', endpoints: [endpoint('10.244.2.20', 80)] });
     const first = await be.sync(snapshot([a1, a2]));
     assert.equal(first.full, true);
     // Someone removes one of our elements behind our back.
-    await applyScript('delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n', { wrap: wrapFor(ns) });
+    await applyScript('delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n', { wrap });
     const b1 = web({ endpoints: [endpoint('10.244.2.5', 8080)] });
     const b3 = web({ serviceName: 'svc3', clusterIP: '10.96.0.30', endpoints: [endpoint('10.244.2.30', 80)] });
     const changes = { ...emptyChanges(false), changed: new Set([key(b1), key(b3)]) };
     const snapB = snapshot([b1, a2, b3], { generation: 2, changes });
     await assert.rejects(be.sync(snapB), NftError);
     assert.equal(be.syncFailures, 1);
-    const kernel = await readTable('ip', { wrap: wrapFor(ns) });
+    const kernel = await readTable('ip', { wrap });
     assert.ok(kernel);
     const k = (n: string) => kernel.sets.find((s) => s.name === n)!.elements;
     // Nothing of the failed transaction is in: no svc3, svc1 still has both slots.
@@ -451,10 +439,10 @@ describe('kernel acceptance (throwaway network namespace)', () => {
     assert.ok(k('service-ips').has('10.96.0.20 . tcp . 80'));
     const retry = await be.sync({ ...snapB, generation: 3 });
     assert.equal(retry.full, true);
-    const repaired = await readTable('ip', { wrap: wrapFor(ns) });
+    const repaired = await readTable('ip', { wrap });
     const want = render(snapB, cfg);
     for (const s of want.sets) assert.deepEqual(repaired!.sets.find((x) => x.name === s.name)!.elements, s.elements, s.name);
     await be.cleanup();
-    assert.equal(await readTable('ip', { wrap: wrapFor(ns) }), undefined);
+    assert.equal(await readTable('ip', { wrap }), undefined);
   });
 });
