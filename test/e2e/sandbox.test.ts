@@ -8,6 +8,7 @@ import { after, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
 import { listNamespaces } from '../support/topology.js';
+import { pidAlive } from '../support/process.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const MAIN = join(ROOT, 'dist/src/cli/main.js');
@@ -81,15 +82,6 @@ function sandboxId(stdout: string): string {
   const m = /^Sandbox (kps[0-9a-f]{4}):$/m.exec(stdout);
   assert.ok(m, `the sandbox names its namespaces; output:\n${stdout}`);
   return m[1]!;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** PIDs of processes whose command line mentions marker (the sandbox's private manifests copy). */

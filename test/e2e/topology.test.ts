@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parsePodServerArgs } from '../support/podserver.js';
 import { requestBatch, requestMany, tcpRequest, udpRequest } from '../support/netclient.js';
+import { pidAlive } from '../support/process.js';
 import { createTopology, listNamespaces, type PodSpec, type Topology } from '../support/topology.js';
 
 const TOPOLOGY_MODULE = fileURLToPath(new URL('../support/topology.js', import.meta.url));
@@ -14,15 +15,6 @@ const PODS: PodSpec[] = [
   { name: 'b-1', node: 2, ip: '10.244.2.10', ip6: 'fd00:244:2::10' },
   { name: 'b-2', node: 2, ip: '10.244.2.11', ip6: 'fd00:244:2::11' },
 ];
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function rootLinks(): string[] {
   return execFileSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' })
