@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import {
   ConfigError,
@@ -18,17 +16,10 @@ import {
   validateConfiguration,
   type KubeProxyConfiguration,
 } from '../../src/config/index.js';
+import { CONFIG_HEADER, tempFiles } from '../support/tempfiles.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'kpts-config-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let fileCount = 0;
-function writeTemp(content: string, ext = 'yaml'): string {
-  const path = join(dir, `cfg-${fileCount++}.${ext}`);
-  writeFileSync(path, content);
-  return path;
-}
-
-const HEADER = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
+const { dir, write: writeTemp } = tempFiles('kpts-config-');
+const HEADER = CONFIG_HEADER;
 
 /** Asserts fn throws a ConfigError whose message contains every needle. */
 function throwsConfigError(fn: () => unknown, ...needles: string[]): ConfigError {

@@ -1,22 +1,14 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { VERSION, helpText, parseCommandLine } from '../../src/cli/flags.js';
 import { ConfigError, defaultConfiguration, serializeConfiguration } from '../../src/config/index.js';
+import { CONFIG_HEADER, tempFiles } from '../support/tempfiles.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'kpts-flags-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
-let fileCount = 0;
-function writeTemp(content: string, ext = 'yaml'): string {
-  const path = join(dir, `cfg-${fileCount++}.${ext}`);
-  writeFileSync(path, content);
-  return path;
-}
-
-const HEADER = 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n';
+const { dir, write: writeTemp } = tempFiles('kpts-flags-');
+const HEADER = CONFIG_HEADER;
 // An empty environment, so a developer's $KUBECONFIG cannot change results.
 const ENV = {};
 const parse = (...argv: string[]) => parseCommandLine(argv, ENV);
