@@ -13,6 +13,18 @@ import { Readiness } from './runner/readiness.js';
 import { SyncRunner } from './runner/runner.js';
 import type { Source, SourceEvent } from './source/types.js';
 
+/** Watches the proxy's work (metrics, health); every hook is optional. */
+export interface ProxyObserver {
+  /** A source event, before the model applies it. */
+  event?(e: SourceEvent): void;
+  /** A sync is about to take its snapshots; the returned callback gets its outcome. */
+  syncStarted?(): (ok: boolean) => void;
+  /** One family's snapshot was applied by its backend (or printed, in observe mode). */
+  familySynced?(family: IPFamily, full: boolean, seconds: number): void;
+  /** A backend's sync threw. */
+  backendFailed?(mode: string, family: IPFamily): void;
+}
+
 export interface ProxyOptions {
   config: KubeProxyConfiguration;
   nodeName: string;
@@ -49,8 +61,11 @@ export class Proxy {
   readonly runner: SyncRunner;
   /** Backends by family, created at the first sync once the node's IPs are known. */
   backends: Map<IPFamily, Backend | null> | null = null;
+  /** The configurations the backends were built from (empty before the first sync). */
+  backendConfigs: BackendConfig[] = [];
   readonly lastSnapshots = new Map<IPFamily, Snapshot>();
   private readonly out: (text: string) => void;
+  private readonly observers: ProxyObserver[] = [];
 
   constructor(private readonly opts: ProxyOptions) {
     this.model = new ProxyModel({ nodeName: opts.nodeName });
@@ -63,6 +78,11 @@ export class Proxy {
       sync: () => this.sync(),
       gate: () => this.readiness.ready(),
     });
+  }
+
+  /** Adds an observer; its hooks run from the next event or sync on. */
+  observe(o: ProxyObserver): void {
+    this.observers.push(o);
   }
 
   async start(): Promise<void> {
@@ -86,6 +106,7 @@ export class Proxy {
   }
 
   private onEvent(e: SourceEvent): void {
+    for (const o of this.observers) o.event?.(e);
     log.info('change received', {
       kind: e.kind,
       type: e.type,
@@ -108,18 +129,38 @@ export class Proxy {
       });
     }
     const configs = resolveBackendConfigs(this.opts.config, { ips, podCIDRs: node.podCIDRs });
+    this.backendConfigs = configs;
     this.backends = new Map(configs.map((c) => [c.family, this.opts.createBackend(c)]));
     return this.backends;
   }
 
   private async sync(): Promise<void> {
+    const done = this.observers.map((o) => o.syncStarted?.());
+    let ok = false;
+    try {
+      await this.syncFamilies();
+      ok = true;
+    } finally {
+      for (const d of done) d?.(ok);
+    }
+  }
+
+  private async syncFamilies(): Promise<void> {
     const backends = this.ensureBackends();
     for (const [family, backend] of backends) {
       const snap = this.model.snapshot(family);
       this.lastSnapshots.set(family, snap);
+      const started = performance.now();
+      let full = snap.changes.full;
       if (backend) {
-        const started = performance.now();
-        const res = await backend.sync(snap);
+        let res;
+        try {
+          res = await backend.sync(snap);
+        } catch (err) {
+          for (const o of this.observers) o.backendFailed?.(backend.mode, family);
+          throw err;
+        }
+        full = res.full;
         log.info('synced proxy rules', {
           mode: backend.mode,
           family,
@@ -132,6 +173,8 @@ export class Proxy {
       } else {
         this.out(describeSnapshot(snap));
       }
+      const seconds = (performance.now() - started) / 1000;
+      for (const o of this.observers) o.familySynced?.(family, full, seconds);
     }
   }
 }

@@ -3,7 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createBackend, cleanupAll } from '../backend/index.js';
-import { ConfigError, effectiveMode, serializeConfiguration } from '../config/index.js';
+import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs } from '../config/index.js';
 import { log, setVerbosity } from '../log.js';
 import { Proxy } from '../proxy.js';
 import { ApiServerSource } from '../source/apiserver.js';
@@ -11,6 +11,9 @@ import { KubeClient } from '../source/kubeclient.js';
 import { ManifestsSource } from '../source/manifests.js';
 import type { Source } from '../source/types.js';
 import { runSandbox } from '../sandbox/index.js';
+import { healthCheckHosts, ProxierHealth, ServiceHealthServers, startHealthServer } from '../server/health.js';
+import type { RunningServer } from '../server/http.js';
+import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
 import { explainCommand } from './explain-cmd.js';
 import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
 
@@ -43,16 +46,26 @@ async function runProxy(cmd: CommandLine): Promise<number> {
   });
   log.info('starting kube-proxy-ts', { version: VERSION, mode, node: nodeName, dryRun: cmd.dryRun });
 
+  let servers: { close(): Promise<void> }[];
+  try {
+    servers = await startServers(cmd, proxy, mode, nodeName);
+  } catch (err) {
+    log.error(err instanceof Error ? err.message : String(err));
+    return 1;
+  }
+
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     // Rules stay in the kernel: a restart must not interrupt service traffic.
     log.info('stopping; kernel rules are left in place', { signal });
-    proxy.stop().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    Promise.all(servers.map((s) => s.close()))
+      .then(() => proxy.stop())
+      .then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -60,6 +73,45 @@ async function runProxy(cmd: CommandLine): Promise<number> {
   return new Promise<number>(() => {
     /* runs until a signal */
   });
+}
+
+/**
+ * The healthz and metrics servers (an empty address disables one) and the service
+ * health-check node ports. A bind failure rejects only with bindAddressHardFail.
+ */
+async function startServers(cmd: CommandLine, proxy: Proxy, mode: string, nodeName: string): Promise<{ close(): Promise<void> }[]> {
+  const config = cmd.config;
+  const hardFail = config.bindAddressHardFail;
+  const metrics = new ProxyMetrics({
+    mode,
+    sources: { runner: proxy.runner, model: proxy.model, snapshots: () => proxy.lastSnapshots.values() },
+  });
+  const health = new ProxierHealth({
+    state: proxy.runner,
+    healthTimeoutMs: 2 * syncPeriodsMs(config).syncPeriodMs,
+    nodeName,
+  });
+  proxy.observe(metrics);
+  proxy.observe(health);
+  const started: RunningServer[] = [];
+  try {
+    if (config.healthzBindAddress !== '') {
+      started.push(await startHealthServer(config.healthzBindAddress, { health, counters: metrics, hardFail }));
+    }
+    if (config.metricsBindAddress !== '') {
+      started.push(await startMetricsServer(config.metricsBindAddress, metrics, { hardFail }));
+    }
+  } catch (err) {
+    await Promise.all(started.map((s) => s.close()));
+    throw err;
+  }
+  // A dry run programs nothing, so it must not tell load balancers this node can take traffic.
+  if (cmd.dryRun) return started;
+  const checks = new ServiceHealthServers(health);
+  proxy.runner.onSync((r) => {
+    if (r.ok) void checks.update(proxy.lastSnapshots.values(), healthCheckHosts(proxy.backendConfigs, mode));
+  });
+  return [...started, checks];
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -1,0 +1,260 @@
+// Health as upstream reports it: the proxier health server (/healthz, /livez on
+// healthzBindAddress) and one health-check node port per LoadBalancer Service with
+// externalTrafficPolicy Local, which load balancers probe to find nodes with local endpoints.
+import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import { createServer } from 'node:http';
+import type { BackendConfig } from '../backend/types.js';
+import { NODE_PORT_ADDRESSES_PRIMARY, SLOPPY_IP } from '../config/validate.js';
+import { log } from '../log.js';
+import type { Snapshot } from '../model/types.js';
+import { cidrContains, parseCIDR, parseIP } from '../net/ip.js';
+import type { SourceEvent } from '../source/types.js';
+import { closeServer, listen, notFound, sendJSON, serve, type RunningServer } from './http.js';
+
+/** The taint the cluster autoscaler puts on a node it is about to delete. */
+export const TO_BE_DELETED_TAINT = 'ToBeDeletedByClusterAutoscaler';
+
+/** What health is judged on; SyncRunner has exactly these fields. */
+export interface SyncState {
+  /** Oldest sync request not yet covered by a successful sync (ms); 0 when none is pending. */
+  readonly pendingSinceMs: number;
+  /** Time of the last successful sync (ms); 0 before the first one. */
+  readonly lastSyncMs: number;
+}
+
+/** Counts responses by status code (proxy_healthz_total / proxy_livez_total). */
+export interface HealthCounters {
+  healthz(code: number): void;
+  livez(code: number): void;
+}
+
+/** A node being deleted, or tainted for deletion by the autoscaler, should get no new traffic. */
+export function nodeEligible(node: unknown): boolean {
+  if (typeof node !== 'object' || node === null) return true;
+  const o = node as { metadata?: { deletionTimestamp?: unknown }; spec?: { taints?: unknown } };
+  if (o.metadata?.deletionTimestamp) return false;
+  const taints = o.spec?.taints;
+  if (!Array.isArray(taints)) return true;
+  return !taints.some((t) => typeof t === 'object' && t !== null && (t as { key?: unknown }).key === TO_BE_DELETED_TAINT);
+}
+
+/** RFC 3339 in UTC; 0 is Go's zero time, which upstream prints for "never". */
+function rfc3339(ms: number): string {
+  return new Date(ms === 0 ? -62135596800000 : ms).toISOString();
+}
+
+export interface ProxierHealthOptions {
+  state: SyncState;
+  /** Upstream: twice the sync period. */
+  healthTimeoutMs: number;
+  /** Only this Node's events change eligibility. */
+  nodeName: string;
+  /** Must be the clock the SyncState's times come from. */
+  now?: () => number;
+}
+
+/**
+ * Upstream's proxier health: healthy unless a queued update has waited healthTimeout or
+ * longer without a successful sync (so healthy while starting up); /healthz also requires
+ * the node to be eligible, /livez does not.
+ */
+export class ProxierHealth {
+  /** True until an event for the own Node says otherwise, as upstream. */
+  nodeEligible = true;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: ProxierHealthOptions) {
+    if (!(opts.healthTimeoutMs > 0)) throw new Error('ProxierHealth: healthTimeoutMs must be > 0');
+    this.now = opts.now ?? (() => performance.timeOrigin + performance.now());
+  }
+
+  isHealthy(): boolean {
+    const pending = this.opts.state.pendingSinceMs;
+    return pending === 0 || this.now() - pending < this.opts.healthTimeoutMs;
+  }
+
+  /** Source events: the own Node's updates (and deletion) decide eligibility. */
+  event(e: SourceEvent): void {
+    if (e.kind !== 'Node' || e.object?.metadata?.name !== this.opts.nodeName) return;
+    const eligible = nodeEligible(e.object);
+    if (eligible !== this.nodeEligible) log.info('node eligibility changed', { node: this.opts.nodeName, eligible });
+    this.nodeEligible = eligible;
+  }
+
+  /** Status and body of /healthz (withNode) or /livez. */
+  report(withNode: boolean): { code: number; body: string } {
+    const healthy = this.isHealthy() && (!withNode || this.nodeEligible);
+    const now = this.now();
+    // As upstream: a healthy answer reports "now", an unhealthy one the last successful sync.
+    const lastUpdated = rfc3339(healthy ? now : this.opts.state.lastSyncMs);
+    const node = withNode ? `, "nodeEligible": ${this.nodeEligible}` : '';
+    return {
+      code: healthy ? 200 : 503,
+      body: `{"lastUpdated": ${JSON.stringify(lastUpdated)},"currentTime": ${JSON.stringify(rfc3339(now))}${node}}`,
+    };
+  }
+}
+
+export interface HealthServerOptions {
+  health: ProxierHealth;
+  counters?: HealthCounters;
+  hardFail: boolean;
+  retryMs?: number;
+}
+
+/** The proxier health server: /healthz and /livez on `address` (host:port; port 0 picks one). */
+export function startHealthServer(address: string, opts: HealthServerOptions): Promise<RunningServer> {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/healthz' && path !== '/livez') {
+      notFound(res);
+      return;
+    }
+    const { code, body } = opts.health.report(path === '/healthz');
+    if (path === '/healthz') opts.counters?.healthz(code);
+    else opts.counters?.livez(code);
+    sendJSON(res, code, body);
+  };
+  const serveOpts = { name: 'healthz server', hardFail: opts.hardFail, ...(opts.retryMs !== undefined ? { retryMs: opts.retryMs } : {}) };
+  return serve(address, handler, serveOpts);
+}
+
+/**
+ * Where health-check node ports listen: like NodePorts, the node IPs selected by
+ * nodePortAddresses (nftables mode: the primary IP when none is given); null means
+ * every address.
+ */
+export function healthCheckHosts(configs: BackendConfig[], mode: string): string[] | null {
+  const hosts: string[] = [];
+  for (const c of configs) {
+    const cidrs = c.nodePortAddresses.filter((a) => a !== NODE_PORT_ADDRESSES_PRIMARY).map((a) => parseCIDR(a, SLOPPY_IP));
+    if (c.nodePortAddresses.length === 0 && mode !== 'nftables') return null;
+    if (cidrs.some((cidr) => cidr !== null && cidr.prefix === 0)) return null;
+    const primary = c.nodePortAddresses.length === 0 || c.nodePortAddresses.includes(NODE_PORT_ADDRESSES_PRIMARY);
+    c.nodeIPs.forEach((ip, i) => {
+      const parsed = parseIP(ip, SLOPPY_IP);
+      if (parsed === null) return;
+      if ((primary && i === 0) || cidrs.some((cidr) => cidr !== null && cidrContains(cidr, parsed))) hosts.push(ip);
+    });
+  }
+  if (hosts.length === 0) {
+    log.warn('no node IP matches nodePortAddresses; health check node ports listen on every address');
+    return null;
+  }
+  return [...new Set(hosts)];
+}
+
+interface ServiceCheck {
+  namespace: string;
+  name: string;
+  port: number;
+  localEndpoints: number;
+  servers: Server[];
+}
+
+/** What the health-check node ports need from the snapshots: service → port and local endpoints. */
+export function healthCheckServices(snapshots: Iterable<Snapshot>): Map<string, { namespace: string; name: string; port: number; localEndpoints: number }> {
+  const out = new Map<string, { namespace: string; name: string; port: number; localEndpoints: number }>();
+  for (const snap of snapshots) {
+    for (const state of snap.services.values()) {
+      const info = state.info;
+      if (info.type !== 'LoadBalancer' || !info.externalPolicyLocal || info.healthCheckNodePort === 0) continue;
+      const key = `${info.namespace}/${info.serviceName}`;
+      const prev = out.get(key);
+      // The count is per service (distinct pod IPs over its ports); each family sees the same pods.
+      out.set(key, {
+        namespace: info.namespace,
+        name: info.serviceName,
+        port: info.healthCheckNodePort,
+        localEndpoints: Math.max(prev?.localEndpoints ?? 0, state.localReadyCount),
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * One HTTP server per Service needing a health check, on its healthCheckNodePort: 200 while
+ * it has local ready endpoints and the proxy is healthy, 503 otherwise. Servers open and
+ * close as `update` is called with each sync's snapshots; a port that cannot be bound is
+ * logged and retried on the next update.
+ */
+export class ServiceHealthServers {
+  private readonly checks = new Map<string, ServiceCheck>();
+  private hostsKey = '';
+  /** Updates run one at a time, in call order. */
+  private queue: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(private readonly health: { isHealthy(): boolean }) {}
+
+  /** Current ports by `namespace/name`, for tests and logs. */
+  ports(): Map<string, number> {
+    return new Map([...this.checks].map(([k, c]) => [k, c.port]));
+  }
+
+  update(snapshots: Iterable<Snapshot>, hosts: string[] | null): Promise<void> {
+    // The snapshots are read now: they may be replaced before a queued update runs.
+    const wanted = healthCheckServices(snapshots);
+    this.queue = this.queue.then(() => this.apply(wanted, hosts));
+    return this.queue;
+  }
+
+  private async apply(wanted: ReturnType<typeof healthCheckServices>, hosts: string[] | null): Promise<void> {
+    if (this.closed) return;
+    const hostsKey = hosts === null ? '*' : hosts.join(',');
+    const hostsChanged = hostsKey !== this.hostsKey;
+    this.hostsKey = hostsKey;
+    for (const [key, check] of this.checks) {
+      const w = wanted.get(key);
+      if (w === undefined || w.port !== check.port || hostsChanged) {
+        log.v(2, 'closing health check node port', { service: key, port: check.port });
+        this.checks.delete(key);
+        await Promise.all(check.servers.map(closeServer));
+      }
+    }
+    for (const [key, w] of wanted) {
+      const existing = this.checks.get(key);
+      if (existing) {
+        existing.localEndpoints = w.localEndpoints;
+        continue;
+      }
+      const check: ServiceCheck = { ...w, servers: [] };
+      try {
+        for (const host of hosts ?? [undefined]) {
+          const server = createServer((req, res) => this.answer(check, req, res));
+          check.servers.push(server);
+          await listen(server, host, w.port);
+        }
+      } catch (err) {
+        log.error('failed to start health check node port', {
+          service: key,
+          port: w.port,
+          error: err instanceof Error ? err.message : String(err),
+        });
+        await Promise.all(check.servers.map(closeServer));
+        continue;
+      }
+      log.v(2, 'opened health check node port', { service: key, port: w.port });
+      this.checks.set(key, check);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.queue;
+    const all = [...this.checks.values()];
+    this.checks.clear();
+    await Promise.all(all.flatMap((c) => c.servers.map(closeServer)));
+  }
+
+  private answer(check: ServiceCheck, _req: IncomingMessage, res: ServerResponse): void {
+    const healthy = this.health.isHealthy();
+    const body = {
+      service: { namespace: check.namespace, name: check.name },
+      localEndpoints: check.localEndpoints,
+      serviceProxyHealthy: healthy,
+    };
+    sendJSON(res, check.localEndpoints > 0 && healthy ? 200 : 503, JSON.stringify(body, null, '\t'));
+  }
+}

@@ -1,0 +1,246 @@
+// Prometheus metrics with upstream kube-proxy's names, types and buckets (subsystem
+// kubeproxy), plus kubeproxy_invalid_objects_total for the objects the model skipped.
+// Served on metricsBindAddress at /metrics, with /healthz and /proxyMode as upstream.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets, linearBuckets } from 'prom-client';
+import type { IPFamily, Snapshot } from '../model/types.js';
+import type { SourceEvent } from '../source/types.js';
+import { log } from '../log.js';
+import { notFound, serve, type RunningServer } from './http.js';
+import type { HealthCounters } from './health.js';
+
+/** EndpointSlice annotation: when the endpoints controller saw the change behind this version. */
+export const LAST_CHANGE_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+const SYNC_BUCKETS = exponentialBuckets(0.001, 2, 15);
+// 0.25 s and 0.5 s, then every second to 59 s, every 5 s to 115 s, every 30 s to 5 min.
+const PROGRAMMING_BUCKETS = [
+  ...linearBuckets(0.25, 0.25, 2),
+  ...linearBuckets(1, 1, 59),
+  ...linearBuckets(60, 5, 12),
+  ...linearBuckets(120, 30, 7),
+];
+
+/** Live state the gauges read at scrape time; every part is optional. */
+export interface MetricsSources {
+  runner?: { readonly lastQueuedMs: number };
+  model?: {
+    pendingChanges(): { services: number; endpoints: number };
+    readonly invalidObjects: ReadonlyMap<string, number>;
+  };
+  /** The snapshots of the last sync. */
+  snapshots?: () => Iterable<Snapshot>;
+}
+
+export interface ProxyMetricsOptions {
+  /** The effective proxy mode, for /proxyMode. */
+  mode: string;
+  sources?: MetricsSources;
+  /** Node.js process metrics (default true). */
+  processMetrics?: boolean;
+  /** Wall clock in ms, for timestamps and programming latency. */
+  now?: () => number;
+}
+
+/** Services whose Local policy leaves them without usable endpoints, as upstream counts them. */
+export function noLocalEndpoints(snapshots: Iterable<Snapshot>): { internal: number; external: number } {
+  let internal = 0;
+  let external = 0;
+  for (const snap of snapshots) {
+    for (const s of snap.services.values()) {
+      // No endpoints at all is a reject, not a Local-policy drop.
+      if (!s.hasAnyEndpoints) continue;
+      if (s.info.internalPolicyLocal && s.localEndpoints.length === 0) internal++;
+      if (s.info.externalPolicyLocal && s.localEndpoints.length === 0) external++;
+    }
+  }
+  return { internal, external };
+}
+
+/**
+ * The registry and the recording side. Its `event`, `syncStarted`, `familySynced` and
+ * `backendFailed` methods are what a Proxy observer calls; `healthz`/`livez` count health
+ * server answers.
+ */
+export class ProxyMetrics implements HealthCounters {
+  readonly registry = new Registry();
+  readonly mode: string;
+  private readonly now: () => number;
+  private readonly startedMs: number;
+  /** Trigger times of endpoint changes not yet programmed. */
+  private pendingTriggers: number[] = [];
+
+  private readonly syncDuration: Histogram;
+  private readonly fullSyncDuration: Histogram;
+  private readonly partialSyncDuration: Histogram;
+  private readonly programming: Histogram;
+  private readonly lastSync: Gauge;
+  private readonly endpointChanges: Counter;
+  private readonly serviceChanges: Counter;
+  private readonly nftablesFailures: Counter;
+  private readonly healthzTotal: Counter<'code'>;
+  private readonly livezTotal: Counter<'code'>;
+
+  constructor(opts: ProxyMetricsOptions) {
+    this.mode = opts.mode;
+    this.now = opts.now ?? Date.now;
+    this.startedMs = this.now();
+    const registers = [this.registry];
+    const src = opts.sources ?? {};
+    const histogram = (name: string, help: string, buckets: number[]): Histogram =>
+      new Histogram({ name: `kubeproxy_${name}`, help, buckets, registers });
+    const counter = (name: string, help: string): Counter => new Counter({ name: `kubeproxy_${name}`, help, registers });
+
+    this.syncDuration = histogram('sync_proxy_rules_duration_seconds', 'SyncProxyRules latency in seconds', SYNC_BUCKETS);
+    this.fullSyncDuration = histogram('sync_full_proxy_rules_duration_seconds', 'SyncProxyRules latency in seconds for full resyncs', SYNC_BUCKETS);
+    this.partialSyncDuration = histogram('sync_partial_proxy_rules_duration_seconds', 'SyncProxyRules latency in seconds for partial resyncs', SYNC_BUCKETS);
+    this.programming = histogram('network_programming_duration_seconds', 'In Cluster Network Programming Latency in seconds', PROGRAMMING_BUCKETS);
+    this.lastSync = new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
+      help: 'The last time proxy rules were successfully synced',
+      registers,
+    });
+    new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds',
+      help: 'The last time a sync of proxy rules was queued',
+      registers,
+      collect() {
+        if (src.runner) this.set(src.runner.lastQueuedMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_endpoint_changes_pending',
+      help: 'Pending proxy rules Endpoint changes',
+      registers,
+      collect() {
+        if (src.model) this.set(src.model.pendingChanges().endpoints);
+      },
+    });
+    new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_service_changes_pending',
+      help: 'Pending proxy rules Service changes',
+      registers,
+      collect() {
+        if (src.model) this.set(src.model.pendingChanges().services);
+      },
+    });
+    this.endpointChanges = counter('sync_proxy_rules_endpoint_changes_total', 'Cumulative proxy rules Endpoint changes');
+    this.serviceChanges = counter('sync_proxy_rules_service_changes_total', 'Cumulative proxy rules Service changes');
+    this.nftablesFailures = counter('sync_proxy_rules_nftables_sync_failures_total', 'Cumulative proxy nftables sync failures');
+    new Gauge({
+      name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
+      help: 'Number of services with a Local traffic policy and no endpoints',
+      labelNames: ['traffic_policy'],
+      registers,
+      collect() {
+        if (!src.snapshots) return;
+        const n = noLocalEndpoints(src.snapshots());
+        this.set({ traffic_policy: 'internal' }, n.internal);
+        this.set({ traffic_policy: 'external' }, n.external);
+      },
+    });
+    this.healthzTotal = new Counter({ name: 'kubeproxy_proxy_healthz_total', help: 'Cumulative proxy healthz HTTP status', labelNames: ['code'], registers });
+    this.livezTotal = new Counter({ name: 'kubeproxy_proxy_livez_total', help: 'Cumulative proxy livez HTTP status', labelNames: ['code'], registers });
+    new Counter({
+      name: 'kubeproxy_invalid_objects_total',
+      help: 'API objects skipped as invalid, by kind and reason',
+      labelNames: ['kind', 'reason'],
+      registers,
+      collect() {
+        if (!src.model) return;
+        this.reset();
+        for (const [key, count] of src.model.invalidObjects) {
+          const slash = key.indexOf('/');
+          this.inc({ kind: key.slice(0, slash), reason: key.slice(slash + 1) }, count);
+        }
+      },
+    });
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** A source event: counts changes and remembers when the endpoint change was triggered. */
+  event(e: SourceEvent): void {
+    if (e.kind === 'Service') this.serviceChanges.inc();
+    if (e.kind !== 'EndpointSlice') return;
+    this.endpointChanges.inc();
+    const raw = e.object?.metadata?.annotations?.[LAST_CHANGE_TRIGGER_TIME];
+    const t = typeof raw === 'string' ? Date.parse(raw) : NaN;
+    // As upstream, changes from before this proxy started (the initial list) are not counted.
+    if (Number.isFinite(t) && t > this.startedMs) this.pendingTriggers.push(t);
+  }
+
+  /**
+   * A sync is taking its snapshots: the endpoint changes seen so far are in it. Returns the
+   * sync's completion: on success they are programmed; on failure they wait for the retry.
+   */
+  syncStarted(): (ok: boolean) => void {
+    const taken = this.pendingTriggers;
+    this.pendingTriggers = [];
+    return (ok) => {
+      if (!ok) {
+        this.pendingTriggers = taken.concat(this.pendingTriggers);
+        return;
+      }
+      const now = this.now();
+      this.lastSync.set(now / 1000);
+      // A trigger time ahead of this clock is skew between nodes, not latency.
+      for (const t of taken) if (now >= t) this.programming.observe((now - t) / 1000);
+    };
+  }
+
+  /** One family's rules were rendered and applied (or printed) in `seconds`. */
+  familySynced(_family: IPFamily, full: boolean, seconds: number): void {
+    this.syncDuration.observe(seconds);
+    (full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
+  }
+
+  /** A backend's sync threw. */
+  backendFailed(mode: string, _family: IPFamily): void {
+    if (mode === 'nftables') this.nftablesFailures.inc();
+  }
+
+  healthz(code: number): void {
+    this.healthzTotal.inc({ code: String(code) });
+  }
+
+  livez(code: number): void {
+    this.livezTotal.inc({ code: String(code) });
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+export interface MetricsServerOptions {
+  hardFail: boolean;
+  retryMs?: number;
+}
+
+/** /metrics (Prometheus text), /healthz ("ok") and /proxyMode on `address`. */
+export function startMetricsServer(address: string, metrics: ProxyMetrics, opts: MetricsServerOptions): Promise<RunningServer> {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? '').split('?')[0];
+    const plain = (body: string): void => {
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
+      res.end(body);
+    };
+    if (path === '/healthz') plain('ok');
+    else if (path === '/proxyMode') plain(metrics.mode);
+    else if (path === '/metrics') {
+      metrics.text().then(
+        (text) => {
+          res.writeHead(200, { 'Content-Type': metrics.registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => {
+          log.error('collecting metrics failed', { error: err instanceof Error ? err.message : String(err) });
+          res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' });
+          res.end('collecting metrics failed\n');
+        },
+      );
+    } else notFound(res);
+  };
+  const serveOpts = { name: 'metrics server', hardFail: opts.hardFail, ...(opts.retryMs !== undefined ? { retryMs: opts.retryMs } : {}) };
+  return serve(address, handler, serveOpts);
+}
