@@ -84,7 +84,15 @@ async function startServers(cmd: CommandLine, proxy: Proxy, mode: string, nodeNa
   const hardFail = config.bindAddressHardFail;
   const metrics = new ProxyMetrics({
     mode,
-    sources: { runner: proxy.runner, model: proxy.model, snapshots: () => proxy.lastSnapshots.values() },
+    sources: {
+      runner: proxy.runner,
+      model: {
+        // Only the families the proxy syncs: the others are never taken and would look stuck.
+        pendingChanges: () => proxy.model.pendingChanges(proxy.backends ? [...proxy.backends.keys()] : undefined),
+        invalidObjects: proxy.model.invalidObjects,
+      },
+      snapshots: () => proxy.lastSnapshots.values(),
+    },
   });
   const health = new ProxierHealth({
     state: proxy.runner,

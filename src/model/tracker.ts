@@ -185,11 +185,15 @@ export class ProxyModel {
     return this.nodeInfo;
   }
 
-  /** Services with changes not yet handed out in a snapshot (the most behind family). */
-  pendingChanges(): { services: number; endpoints: number } {
+  /**
+   * Services with changes not yet handed out in a snapshot (the most behind family; only
+   * `families` when given, so families nobody takes snapshots of do not count).
+   */
+  pendingChanges(families?: readonly IPFamily[]): { services: number; endpoints: number } {
     let services = 0;
     let endpoints = 0;
-    for (const fs of this.familyStates.values()) {
+    for (const [family, fs] of this.familyStates) {
+      if (families !== undefined && !families.includes(family)) continue;
       services = Math.max(services, fs.dirtyServices.size);
       endpoints = Math.max(endpoints, fs.dirtyEndpoints.size);
     }

@@ -13,8 +13,10 @@ import type { HealthCounters } from './health.js';
 export const LAST_CHANGE_TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
 
 const SYNC_BUCKETS = exponentialBuckets(0.001, 2, 15);
-// 0.25 s and 0.5 s, then every second to 59 s, every 5 s to 115 s, every 30 s to 5 min.
+// 0 (upstream's bucket merge starts with it), 0.25 s and 0.5 s, then every second to 59 s,
+// every 5 s to 115 s, every 30 s to 5 min.
 const PROGRAMMING_BUCKETS = [
+  0,
   ...linearBuckets(0.25, 0.25, 2),
   ...linearBuckets(1, 1, 59),
   ...linearBuckets(60, 5, 12),
