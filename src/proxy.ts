@@ -19,8 +19,11 @@ export interface ProxyObserver {
   event?(e: SourceEvent): void;
   /** A sync is about to take its snapshots; the returned callback gets its outcome. */
   syncStarted?(): (ok: boolean) => void;
-  /** One family's snapshot was applied by its backend (or printed, in observe mode). */
-  familySynced?(family: IPFamily, full: boolean, seconds: number): void;
+  /**
+   * One family's sync attempt took `seconds`; `full` says whether the backend replaced
+   * everything, null when it failed.
+   */
+  familySynced?(family: IPFamily, full: boolean | null, seconds: number): void;
   /** A backend's sync threw. */
   backendFailed?(mode: string, family: IPFamily): void;
 }
@@ -78,6 +81,11 @@ export class Proxy {
       sync: () => this.sync(),
       gate: () => this.readiness.ready(),
     });
+  }
+
+  /** The model's pending changes, over the families this proxy syncs once it knows them. */
+  pendingChanges(): { services: number; endpoints: number } {
+    return this.model.pendingChanges(this.backends ? [...this.backends.keys()] : undefined);
   }
 
   /** Adds an observer; its hooks run from the next event or sync on. */
@@ -157,7 +165,11 @@ export class Proxy {
         try {
           res = await backend.sync(snap);
         } catch (err) {
-          for (const o of this.observers) o.backendFailed?.(backend.mode, family);
+          const seconds = (performance.now() - started) / 1000;
+          for (const o of this.observers) {
+            o.backendFailed?.(backend.mode, family);
+            o.familySynced?.(family, null, seconds);
+          }
           throw err;
         }
         full = res.full;

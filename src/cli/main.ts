@@ -86,11 +86,7 @@ async function startServers(cmd: CommandLine, proxy: Proxy, mode: string, nodeNa
     mode,
     sources: {
       runner: proxy.runner,
-      model: {
-        // Only the families the proxy syncs: the others are never taken and would look stuck.
-        pendingChanges: () => proxy.model.pendingChanges(proxy.backends ? [...proxy.backends.keys()] : undefined),
-        invalidObjects: proxy.model.invalidObjects,
-      },
+      model: { pendingChanges: () => proxy.pendingChanges(), invalidObjects: proxy.model.invalidObjects },
       snapshots: () => proxy.lastSnapshots.values(),
     },
   });

@@ -190,10 +190,10 @@ export class ProxyMetrics implements HealthCounters {
     };
   }
 
-  /** One family's rules were rendered and applied (or printed) in `seconds`. */
-  familySynced(_family: IPFamily, full: boolean, seconds: number): void {
+  /** One family's sync attempt took `seconds` (failed ones too, as upstream); full is null when it failed. */
+  familySynced(_family: IPFamily, full: boolean | null, seconds: number): void {
     this.syncDuration.observe(seconds);
-    (full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
+    if (full !== null) (full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
   }
 
   /** A backend's sync threw. */

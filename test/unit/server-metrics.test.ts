@@ -1,0 +1,270 @@
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Backend, BackendConfig, SyncResult } from '../../src/backend/types.js';
+import { applyDefaults } from '../../src/config/index.js';
+import type { KubeObject, ObjectKind } from '../../src/model/k8s.js';
+import type { Snapshot } from '../../src/model/types.js';
+import { Proxy } from '../../src/proxy.js';
+import type { RunningServer } from '../../src/server/http.js';
+import { LAST_CHANGE_TRIGGER_TIME, ProxyMetrics, startMetricsServer } from '../../src/server/metrics.js';
+import type { Source, SourceEvent, SourceHandler } from '../../src/source/types.js';
+
+const NODE = 'node-1';
+
+/** Value of one sample line, e.g. `kubeproxy_x{code="200"}`; undefined when absent. */
+function sample(text: string, series: string): number | undefined {
+  for (const line of text.split('\n')) {
+    if (line.startsWith(series + ' ')) return Number(line.slice(series.length + 1));
+  }
+  return undefined;
+}
+
+/** Delivers a fixed initial list, then whatever the test pushes. */
+class FakeSource implements Source {
+  private handler: SourceHandler | null = null;
+  constructor(private readonly initial: SourceEvent[]) {}
+  async start(handler: SourceHandler): Promise<void> {
+    this.handler = handler;
+    for (const e of this.initial) handler.onEvent(e);
+    for (const kind of ['Service', 'EndpointSlice', 'Node'] as ObjectKind[]) handler.onSynced(kind);
+  }
+  async stop(): Promise<void> {
+    this.handler = null;
+  }
+  push(e: SourceEvent): void {
+    this.handler!.onEvent(e);
+  }
+}
+
+/** Records snapshots; fails while `fail` is set; the first sync is full, later ones partial. */
+class FakeBackend implements Backend {
+  readonly mode = 'nftables';
+  fail = false;
+  syncs = 0;
+  constructor(readonly family: BackendConfig['family']) {}
+  async sync(_snapshot: Snapshot): Promise<SyncResult> {
+    if (this.fail) throw new Error('nft: rejected');
+    return { operations: 1, full: this.syncs++ === 0 };
+  }
+  async cleanup(): Promise<void> {}
+}
+
+function service(name: string, internalPolicy: 'Local' | 'Cluster', rv: string): KubeObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { namespace: 'ns', name, resourceVersion: rv },
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.0.20',
+      clusterIPs: ['10.96.0.20'],
+      ipFamilies: ['IPv4'],
+      internalTrafficPolicy: internalPolicy,
+      ports: [{ name: 'http', port: 80, protocol: 'TCP', targetPort: 8080 }],
+    },
+  } as KubeObject;
+}
+
+function slice(rv: string, node: string, triggerTime?: string): KubeObject {
+  return {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      namespace: 'ns',
+      name: 'web-1',
+      resourceVersion: rv,
+      labels: { 'kubernetes.io/service-name': 'web' },
+      ...(triggerTime ? { annotations: { [LAST_CHANGE_TRIGGER_TIME]: triggerTime } } : {}),
+    },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: ['10.244.2.5'], nodeName: node, conditions: { ready: true } }],
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  } as KubeObject;
+}
+
+const nodeObj = {
+  apiVersion: 'v1',
+  kind: 'Node',
+  metadata: { name: NODE, resourceVersion: '1' },
+  status: { addresses: [{ type: 'InternalIP', address: '192.168.1.10' }] },
+} as KubeObject;
+
+describe('metrics follow the syncs of a proxy', () => {
+  const source = new FakeSource([
+    { kind: 'Node', type: 'ADDED', object: nodeObj },
+    { kind: 'Service', type: 'ADDED', object: service('web', 'Local', '1') },
+    // No name: skipped by the model as invalid.
+    { kind: 'Service', type: 'ADDED', object: { apiVersion: 'v1', kind: 'Service', metadata: { namespace: 'ns' }, spec: {} } as KubeObject },
+    { kind: 'EndpointSlice', type: 'ADDED', object: slice('1', 'node-2') },
+  ]);
+  let backend: FakeBackend | null = null;
+  const proxy = new Proxy({
+    config: applyDefaults({ mode: 'nftables', nftables: { minSyncPeriod: '0s', syncPeriod: '1h' } }),
+    nodeName: NODE,
+    source,
+    createBackend: (cfg) => (backend = new FakeBackend(cfg.family)),
+  });
+  const metrics = new ProxyMetrics({
+    mode: 'nftables',
+    processMetrics: false,
+    sources: {
+      runner: proxy.runner,
+      model: { pendingChanges: () => proxy.pendingChanges(), invalidObjects: proxy.model.invalidObjects },
+      snapshots: () => proxy.lastSnapshots.values(),
+    },
+  });
+  proxy.observe(metrics);
+  after(() => proxy.stop());
+
+  /** Resolves with the outcome of the next sync attempt. */
+  function nextSync(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const off = proxy.runner.onSync((r) => {
+        off();
+        resolve(r.ok);
+      });
+    });
+  }
+
+  test('first sync: durations, change counters, timestamps, Local-policy services, invalid objects', async () => {
+    const synced = nextSync();
+    await proxy.start();
+    assert.equal(await synced, true);
+    const text = await metrics.text();
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count'), 0);
+    // Every Service and EndpointSlice event counts, as upstream's change trackers do.
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_service_changes_total'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_total'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_service_changes_pending'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_pending'), 0);
+    const last = sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds')!;
+    assert.ok(Math.abs(last - Date.now() / 1000) < 60, `last sync timestamp ${last}`);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds'), proxy.runner.lastQueuedMs / 1000);
+    // The only endpoint is on another node and internalTrafficPolicy is Local.
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 0);
+    assert.match(text, /^kubeproxy_invalid_objects_total\{kind="Service",reason="[a-z-]+"\} 1$/m);
+    assert.match(text, /^# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram$/m);
+    assert.match(text, /^kubeproxy_sync_proxy_rules_duration_seconds_bucket\{le="16.384"\} 1$/m);
+  });
+
+  test('a failed sync counts as an nftables failure; the retry programs the pending change', async () => {
+    backend!.fail = true;
+    // After the proxy started: earlier trigger times belong to the initial list and are not counted.
+    const trigger = new Date().toISOString();
+    let synced = nextSync();
+    source.push({ kind: 'EndpointSlice', type: 'MODIFIED', object: slice('2', NODE, trigger) });
+    assert.equal(await synced, false);
+    let text = await metrics.text();
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 0);
+    // Failed attempts are timed too, but are neither full nor partial.
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count'), 1);
+
+    backend!.fail = false;
+    synced = nextSync();
+    source.push({ kind: 'Service', type: 'MODIFIED', object: service('web', 'Local', '2') });
+    assert.equal(await synced, true);
+    text = await metrics.text();
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count'), 3);
+    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_total'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_service_changes_total'), 3);
+    // The change failed once and was programmed by the retry: one observation, not two.
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="60"}'), 1);
+    // The endpoint is now local.
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"}'), 0);
+  });
+});
+
+describe('ProxyMetrics', () => {
+  test('network programming latency: from the trigger time to the successful sync; older changes ignored', async () => {
+    const clock = { ms: Date.parse('2024-05-01T10:00:00Z') };
+    const m = new ProxyMetrics({ mode: 'nftables', processMetrics: false, now: () => clock.ms });
+    const ev = (t: string): SourceEvent => ({ kind: 'EndpointSlice', type: 'MODIFIED', object: slice('1', NODE, t) });
+    m.event(ev('2024-05-01T09:59:00Z')); // before the proxy started: the initial list
+    m.event(ev('2024-05-01T10:00:01Z'));
+    m.event(ev('not a time'));
+    clock.ms += 4_500;
+    m.syncStarted()(true);
+    const text = await m.text();
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum'), 3.5);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="3"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="0"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds'), clock.ms / 1000);
+  });
+
+  test('changes seen during a sync wait for the next one', async () => {
+    const clock = { ms: 1_000_000 };
+    const m = new ProxyMetrics({ mode: 'nftables', processMetrics: false, now: () => clock.ms });
+    const ev = (ms: number): SourceEvent => ({ kind: 'EndpointSlice', type: 'MODIFIED', object: slice('1', NODE, new Date(ms).toISOString()) });
+    m.event(ev(1_001_000));
+    const first = m.syncStarted();
+    m.event(ev(1_002_000));
+    clock.ms = 1_003_000;
+    first(true);
+    let text = await m.text();
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum'), 2);
+    clock.ms = 1_005_000;
+    m.syncStarted()(true);
+    text = await m.text();
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 2);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum'), 5);
+  });
+
+  test('only the nftables backend counts nftables sync failures', async () => {
+    const m = new ProxyMetrics({ mode: 'iptables', processMetrics: false });
+    m.backendFailed('iptables', 'IPv4');
+    m.backendFailed('nftables', 'IPv6');
+    assert.equal(sample(await m.text(), 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
+  });
+});
+
+describe('metrics server', () => {
+  let server: RunningServer | null = null;
+  after(() => server?.close());
+
+  test('/metrics, /healthz and /proxyMode as upstream; anything else 404', async () => {
+    const m = new ProxyMetrics({ mode: 'nftables' });
+    server = await startMetricsServer('127.0.0.1:0', m, { hardFail: true });
+    const base = `http://127.0.0.1:${server.port}`;
+    let res = await fetch(`${base}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+    const text = await res.text();
+    assert.match(text, /^# TYPE kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds gauge$/m);
+    assert.match(text, /^# TYPE kubeproxy_sync_proxy_rules_endpoint_changes_total counter$/m);
+    // Node.js process metrics come along.
+    assert.match(text, /^process_cpu_user_seconds_total /m);
+    res = await fetch(`${base}/healthz`);
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), 'ok');
+    res = await fetch(`${base}/proxyMode`);
+    assert.equal(await res.text(), 'nftables');
+    res = await fetch(`${base}/configz`);
+    assert.equal(res.status, 404);
+    await res.text();
+  });
+
+  test('a taken port is fatal only with hardFail', async () => {
+    const taken = await startMetricsServer('127.0.0.1:0', new ProxyMetrics({ mode: 'nftables', processMetrics: false }), { hardFail: true });
+    try {
+      const address = `127.0.0.1:${taken.port}`;
+      const m = new ProxyMetrics({ mode: 'nftables', processMetrics: false });
+      await assert.rejects(startMetricsServer(address, m, { hardFail: true }), /failed to start metrics server on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+      const soft = await startMetricsServer(address, m, { hardFail: false, retryMs: 60_000 });
+      assert.equal(soft.port, null);
+      await soft.close();
+    } finally {
+      await taken.close();
+    }
+  });
+});
