@@ -3,7 +3,6 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import {
-  ConfigError,
   applyDefaults,
   defaultConfiguration,
   formatDuration,
@@ -16,23 +15,12 @@ import {
   validateConfiguration,
   type KubeProxyConfiguration,
 } from '../../src/config/index.js';
+import { throwsConfigError } from '../support/config-errors.js';
 import { CONFIG_HEADER, tempFiles } from '../support/tempfiles.js';
 
 const { dir, write: writeTemp } = tempFiles('kpts-config-');
 const HEADER = CONFIG_HEADER;
 
-/** Asserts fn throws a ConfigError whose message contains every needle. */
-function throwsConfigError(fn: () => unknown, ...needles: string[]): ConfigError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof ConfigError, `expected ConfigError, got ${String(caught)}`);
-  for (const n of needles) assert.ok(caught.message.includes(n), `message ${JSON.stringify(caught.message)} lacks ${JSON.stringify(n)}`);
-  return caught;
-}
 
 function withChanges(change: (c: KubeProxyConfiguration) => void): KubeProxyConfiguration {
   const c = defaultConfiguration();

@@ -4,7 +4,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import { VERSION, helpText, parseCommandLine } from '../../src/cli/flags.js';
-import { ConfigError, defaultConfiguration, serializeConfiguration } from '../../src/config/index.js';
+import { defaultConfiguration, serializeConfiguration } from '../../src/config/index.js';
+import { throwsConfigError } from '../support/config-errors.js';
 import { CONFIG_HEADER, tempFiles } from '../support/tempfiles.js';
 
 const { dir, write: writeTemp } = tempFiles('kpts-flags-');
@@ -13,17 +14,6 @@ const HEADER = CONFIG_HEADER;
 const ENV = {};
 const parse = (...argv: string[]) => parseCommandLine(argv, ENV);
 
-function throwsConfigError(fn: () => unknown, ...needles: string[]): ConfigError {
-  let caught: unknown;
-  try {
-    fn();
-  } catch (e) {
-    caught = e;
-  }
-  assert.ok(caught instanceof ConfigError, `expected ConfigError, got ${String(caught)}`);
-  for (const n of needles) assert.ok(caught.message.includes(n), `message ${JSON.stringify(caught.message)} lacks ${JSON.stringify(n)}`);
-  return caught;
-}
 
 describe('parseCommandLine', () => {
   it('gives upstream defaults and empty options without flags', () => {
