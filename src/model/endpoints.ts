@@ -7,10 +7,9 @@ import {
   isDNSLabel,
   isDNSSubdomain,
   isPlainString,
-  isPort,
   isRecord,
   parseIP,
-  parseProtocol,
+  parsePortEntry,
   type FieldProblem,
 } from './validate.js';
 
@@ -173,27 +172,9 @@ export function parseEndpointSlice(obj: unknown): SliceParseResult {
     if (rawPorts.length > LIMITS.slicePorts) {
       return invalid(key, 'too-many-ports', `${rawPorts.length} ports, limit ${LIMITS.slicePorts}`);
     }
-    for (const p of rawPorts) {
-      if (!isRecord(p)) {
-        problems.push({ reason: 'invalid-port', detail: `entry ${clip(p)} is not an object` });
-        continue;
-      }
-      // The API defaults a missing name to '' and a missing protocol to TCP.
-      const name = p.name === undefined || p.name === null ? '' : p.name;
-      if (name !== '' && !isDNSLabel(name)) {
-        problems.push({ reason: 'invalid-port-name', detail: clip(name) });
-        continue;
-      }
-      const protocol = parseProtocol(p.protocol);
-      if (protocol === null) {
-        problems.push({ reason: 'invalid-protocol', detail: `port ${clip(name)}: ${clip(p.protocol)}` });
-        continue;
-      }
-      if (!isPort(p.port)) {
-        problems.push({ reason: 'invalid-port-number', detail: `port ${clip(name)}: ${clip(p.port)}` });
-        continue;
-      }
-      ports.push({ name, protocol, port: p.port });
+    for (const raw of rawPorts) {
+      const p = parsePortEntry(raw, problems);
+      if (p) ports.push({ name: p.name, protocol: p.protocol, port: p.port });
     }
   }
 

@@ -10,7 +10,7 @@ import {
   isRecord,
   parseCIDR,
   parseIP,
-  parseProtocol,
+  parsePortEntry,
   type FieldProblem,
 } from './validate.js';
 
@@ -97,25 +97,10 @@ function parsePorts(raw: unknown, type: ServiceType, problems: FieldProblem[]): 
   if (raw.length > LIMITS.servicePorts) return `${raw.length} ports, limit ${LIMITS.servicePorts}`;
   const out: PortBase[] = [];
   const seen = new Set<string>();
-  for (const p of raw) {
-    if (!isRecord(p)) {
-      problems.push({ reason: 'invalid-port', detail: `port entry ${clip(p)} is not an object` });
-      continue;
-    }
-    const portName = p.name === undefined || p.name === null ? '' : p.name;
-    if (portName !== '' && !isDNSLabel(portName)) {
-      problems.push({ reason: 'invalid-port-name', detail: clip(portName) });
-      continue;
-    }
-    const protocol = parseProtocol(p.protocol);
-    if (protocol === null) {
-      problems.push({ reason: 'invalid-protocol', detail: `port ${clip(portName)}: ${clip(p.protocol)}` });
-      continue;
-    }
-    if (!isPort(p.port)) {
-      problems.push({ reason: 'invalid-port-number', detail: `port ${clip(portName)}: ${clip(p.port)}` });
-      continue;
-    }
+  for (const rawPort of raw) {
+    const parsed = parsePortEntry(rawPort, problems);
+    if (!parsed) continue;
+    const { entry: p, name: portName, protocol } = parsed;
     let nodePort = 0;
     if (p.nodePort !== undefined && p.nodePort !== null && p.nodePort !== 0) {
       if (!isPort(p.nodePort)) {
@@ -131,7 +116,7 @@ function parsePorts(raw: unknown, type: ServiceType, problems: FieldProblem[]): 
       continue;
     }
     seen.add(id);
-    out.push({ portName, protocol, port: p.port, nodePort });
+    out.push({ portName, protocol, port: parsed.port, nodePort });
   }
   return out;
 }

@@ -75,6 +75,36 @@ export function isPort(n: unknown): n is number {
 }
 
 /** An address as the model keeps it: family and canonical text (RFC 5952 for IPv6). */
+/**
+ * The checks a Service port and an EndpointSlice port share: name (a DNS label or ''), protocol
+ * (default TCP), port number. A failure is recorded in `problems` and gives null.
+ */
+export function parsePortEntry(
+  p: unknown,
+  problems: FieldProblem[],
+): { entry: Record<string, unknown>; name: string; protocol: Protocol; port: number } | null {
+  if (!isRecord(p)) {
+    problems.push({ reason: 'invalid-port', detail: `port entry ${clip(p)} is not an object` });
+    return null;
+  }
+  // The API defaults a missing name to ''.
+  const name = p.name === undefined || p.name === null ? '' : p.name;
+  if (name !== '' && !isDNSLabel(name)) {
+    problems.push({ reason: 'invalid-port-name', detail: clip(name) });
+    return null;
+  }
+  const protocol = parseProtocol(p.protocol);
+  if (protocol === null) {
+    problems.push({ reason: 'invalid-protocol', detail: `port ${clip(name)}: ${clip(p.protocol)}` });
+    return null;
+  }
+  if (!isPort(p.port)) {
+    problems.push({ reason: 'invalid-port-number', detail: `port ${clip(name)}: ${clip(p.port)}` });
+    return null;
+  }
+  return { entry: p, name, protocol, port: p.port };
+}
+
 export interface ParsedIP {
   family: IPFamily;
   ip: string;
