@@ -3,7 +3,7 @@ import type { ProxyMode } from '../config/types.js';
 import { log } from '../log.js';
 import { deleteTables } from './nftables/apply.js';
 import { NftablesBackend } from './nftables/backend.js';
-import { removeLeftovers } from './nftables/leftovers.js';
+import { removeLeftovers } from './common/leftovers.js';
 import type { Backend, BackendConfig } from './types.js';
 
 export interface BackendOptions {

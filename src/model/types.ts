@@ -27,8 +27,13 @@ export interface ServicePortInfo {
   externalIPs: string[];
   /** LoadBalancer ingress IPs of this family, ipMode Proxy excluded. */
   loadBalancerIPs: string[];
-  /** CIDRs of this family; empty means no restriction. */
+  /** CIDRs of this family; empty means no restriction (unless sourceRangesDenyAll). */
   loadBalancerSourceRanges: string[];
+  /**
+   * Source ranges were given but none is usable in this family (invalid, or only the other
+   * family): external traffic to the load-balancer IPs is dropped (fails closed).
+   */
+  sourceRangesDenyAll?: boolean;
   sessionAffinity: SessionAffinity;
   /** externalTrafficPolicy Local (only meaningful with NodePort / external IPs / LB IPs). */
   externalPolicyLocal: boolean;

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { deleteTables, readTable, type ExecOptions } from '../../src/backend/nftables/apply.js';
 import { NftablesBackend } from '../../src/backend/nftables/backend.js';
-import { removeLeftovers } from '../../src/backend/nftables/leftovers.js';
+import { removeLeftovers } from '../../src/backend/common/leftovers.js';
 import { render, type NftRuleset, type NftSet } from '../../src/backend/nftables/render.js';
 import type { ServicePortState, Snapshot } from '../../src/model/types.js';
 import { backendConfig, emptyChanges, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';

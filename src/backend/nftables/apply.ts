@@ -1,43 +1,10 @@
 // Thin layer over the `nft` command: run scripts, read the table back, delete tables.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { helperFor, keepAlive, run, shellFor, type ExecOptions } from '../common/exec.js';
 import type { NftFamily, NftRuleset, NftSet } from './render.js';
 import { TABLE } from './render.js';
 
-export interface ExecOptions {
-  /**
-   * Command prefix, e.g. `['ip', 'netns', 'exec', 'ns1']` for tests and tools that run outside
-   * the proxy's namespace. Empty in the proxy itself.
-   */
-  wrap?: string[];
-}
-
-export interface ExecResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command (through `wrap`), optionally feeding stdin. Never throws for a non-zero exit. */
-export function run(argv: string[], input: string | undefined, opts: ExecOptions = {}): Promise<ExecResult> {
-  const full = [...(opts.wrap ?? []), ...argv];
-  return new Promise((resolve, reject) => {
-    const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-    // A child that exits early closes stdin; the exit status carries the error.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(input ?? '');
-  });
-}
+export type { ExecOptions } from '../common/exec.js';
 
 export class NftError extends Error {
   constructor(
@@ -52,107 +19,6 @@ export class NftError extends Error {
     this.name = 'NftError';
   }
 }
-
-/**
- * Runs nft through one long-lived shell: starting a process from a large Node heap costs
- * milliseconds per call, a small shell forks nft much more cheaply. Scripts go through a
- * private temporary file; the shell answers with nft's exit status.
- */
-class NftShell {
-  private readonly child: ChildProcessWithoutNullStreams;
-  private readonly dir = mkdtempSync(join(tmpdir(), 'kpt-nft-'));
-  private buf = '';
-  private waiting: ((line: string) => void) | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
-  private seq = 0;
-  dead = false;
-
-  constructor(wrap: string[]) {
-    const argv = [...wrap, 'sh'];
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout.setEncoding('utf8');
-    this.child.stdout.on('data', (d: string) => {
-      this.buf += d;
-      const nl = this.buf.indexOf('\n');
-      if (nl >= 0 && this.waiting) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        const w = this.waiting;
-        this.waiting = undefined;
-        w(line);
-      }
-    });
-    this.child.stderr.resume();
-    this.child.stdin.on('error', () => undefined);
-    const die = (): void => {
-      this.dead = true;
-      this.waiting?.('rc=255');
-      this.waiting = undefined;
-    };
-    this.child.on('error', die);
-    this.child.on('exit', die);
-    process.once('exit', () => rmSync(this.dir, { recursive: true, force: true }));
-    // The helper keeps the process alive only while a command is running.
-    this.hold(false);
-  }
-
-  private hold(on: boolean): void {
-    keepAlive(this.child, on);
-  }
-
-
-  run(args: string[], script: string): Promise<ExecResult> {
-    const next = this.queue.then(() => this.runNow(args, script));
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async runNow(args: string[], script: string): Promise<ExecResult> {
-    if (this.dead) throw new Error('nft helper shell exited');
-    const id = this.seq++;
-    const input = join(this.dir, `in-${id}.nft`);
-    const errFile = join(this.dir, `err-${id}`);
-    writeFileSync(input, script, { mode: 0o600 });
-    const quoted = [...args, input].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
-    this.hold(true);
-    const line = await new Promise<string>((resolve) => {
-      this.waiting = (l: string) => {
-        this.hold(false);
-        resolve(l);
-      };
-      this.child.stdin.write(`nft ${quoted} 2>'${errFile}' </dev/null; echo "rc=$?"\n`);
-    });
-    let stderr = '';
-    try {
-      stderr = readFileSync(errFile, 'utf8');
-    } catch {
-      stderr = '';
-    }
-    rmSync(input, { force: true });
-    rmSync(errFile, { force: true });
-    const code = /^rc=(\d+)$/.exec(line.trim());
-    return { code: code ? Number(code[1]) : 1, stdout: '', stderr };
-  }
-}
-
-/** One long-lived helper per command prefix, replaced when it has died. */
-function helperFor<T extends { dead: boolean }>(pool: Map<string, T>, opts: ExecOptions, make: (wrap: string[]) => T): T {
-  const k = JSON.stringify(opts.wrap ?? []);
-  let h = pool.get(k);
-  if (!h || h.dead) pool.set(k, (h = make(opts.wrap ?? [])));
-  return h;
-}
-
-/** A helper process must not keep the proxy (or a test) alive while it has nothing to do. */
-function keepAlive(child: ChildProcessWithoutNullStreams, on: boolean): void {
-  for (const h of [child, child.stdin, child.stdout, child.stderr] as unknown as Array<{ ref?: () => void; unref?: () => void }>) {
-    if (on) h.ref?.();
-    else h.unref?.();
-  }
-}
-
-const shells = new Map<string, NftShell>();
-const shellFor = (opts: ExecOptions): NftShell => helperFor(shells, opts, (wrap) => new NftShell(wrap));
 
 /**
  * A script as one line for nft's interactive mode, where each input line is one transaction:
@@ -228,7 +94,6 @@ class NftInteractive {
     keepAlive(this.child, on);
   }
 
-
   private settle(): void {
     const w = this.waiting;
     if (!w) return;
@@ -296,7 +161,7 @@ export async function applyScript(script: string, opts: ExecOptions & { check?: 
     const cmd = folded.commands.find((c) => col >= c.start && col <= c.end);
     throw rejected(script, m[1]!, cmd ? cmd.scriptLine : 0);
   }
-  const res = await shellFor(opts).run([...(opts.check ? ['-c'] : []), '-f'], script);
+  const res = await shellFor(opts).run(['nft', ...(opts.check ? ['-c'] : []), '-f'], script);
   if (res.code === 0) return;
   const stderr = res.stderr.trim();
   const m = /^[^\n:]+:(\d+):[\d-]+: Error: ([^\n]*)/m.exec(stderr);

@@ -5,7 +5,7 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { NftError, applyScript, deleteTables, readTable } from './apply.js';
 import { diff, opsToScripts, type NftOp } from './diff.js';
-import { removeLeftovers } from './leftovers.js';
+import { removeLeftovers } from '../common/leftovers.js';
 import { TABLE, describeRuleset, toNftScript, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 

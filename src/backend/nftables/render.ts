@@ -630,4 +630,3 @@ export function describeRuleset(rs: NftRuleset): string {
   return out.join('\n') + '\n';
 }
 
-export { diff, opsToScripts, type NftOp } from './diff.js';

@@ -1,8 +1,8 @@
-// Start-up cleanup of what kube-proxy's iptables and ipvs modes leave behind when a node
-// switches to nftables: their KUBE-* chains and the jumps to them, the kube-ipvs0 dummy
-// interface and the IPVS virtual servers on its addresses. Chains of other owners (including
-// kubelet's KUBE-FIREWALL / KUBE-KUBELET-CANARY in the filter table) are never touched.
-import { run, type ExecOptions } from './apply.js';
+// Start-up cleanup of what another proxy mode left behind: KUBE-* iptables chains and the
+// jumps to them, the kube-ipvs0 dummy interface and the IPVS virtual servers on its addresses.
+// Chains of other owners (including kubelet's KUBE-FIREWALL / KUBE-KUBELET-CANARY in the
+// filter table) are never touched.
+import { run, tryRun, type ExecOptions } from './exec.js';
 import { log } from '../../log.js';
 
 const OWN_CHAINS = new Set([
@@ -73,15 +73,6 @@ export function iptablesCleanupScript(save: string): string {
     }
   }
   return out.length > 0 ? out.join('\n') + '\n' : '';
-}
-
-/** Runs a command; undefined when the tool is not installed. */
-async function tryRun(argv: string[], input: string | undefined, opts: ExecOptions) {
-  try {
-    return await run(argv, input, opts);
-  } catch {
-    return undefined;
-  }
 }
 
 export interface LeftoverReport {

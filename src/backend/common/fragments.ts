@@ -1,0 +1,258 @@
+// Per-service-port fragments and the bookkeeping behind partial syncs, shared by every backend.
+// A backend's renderer turns one service port into a Fragment: items it adds to shared
+// collections (nftables set and map elements, iptables rules in dispatch chains such as
+// KUBE-SERVICES), objects it owns (per-service chains and sets), and shared objects it refers to
+// (nftables shape chains). The store keeps each service port's fragment, so a sync re-renders
+// only the changed service ports and yields exactly the operations that take the previous
+// ruleset to the new one. What the store holds always equals a fresh render of the last snapshot.
+
+export interface Fragment<O> {
+  /** Items in shared collections, as flat triples: collection, key, value (undefined when none). */
+  items: Array<string | undefined>;
+  /** Objects owned by this service port. Several claiming one id: the smallest service key wins. */
+  objects: O[];
+  /** Shared objects this service port refers to: one exists while anything refers to it. */
+  refs: string[];
+}
+
+export function emptyFragment<O>(): Fragment<O> {
+  return { items: [], objects: [], refs: [] };
+}
+
+export type StoreOp<O> =
+  | { kind: 'add-item'; collection: string; key: string; value: string | undefined }
+  /** Same key, new value. */
+  | { kind: 'replace-item'; collection: string; key: string; value: string | undefined; before: string | undefined }
+  | { kind: 'delete-item'; collection: string; key: string; value: string | undefined }
+  | { kind: 'add-object'; object: O }
+  | { kind: 'replace-object'; object: O; before: O }
+  /** `object` is the deleted object as it was. */
+  | { kind: 'delete-object'; object: O }
+  | { kind: 'add-ref'; name: string }
+  | { kind: 'drop-ref'; name: string };
+
+/** Claims on one id by service port keys; the smallest key wins. */
+type Claims<T> = Map<string, T>;
+
+function winner<T>(claims: Claims<T> | undefined): T | undefined {
+  if (!claims || claims.size === 0) return undefined;
+  let best: string | undefined;
+  for (const k of claims.keys()) if (best === undefined || k < best) best = k;
+  return claims.get(best!);
+}
+
+/** Owner of one item: the service port key, or each claimant with its value when several produce it. */
+type Owner = string | Map<string, string | undefined>;
+
+const NONE = Symbol('none');
+type Before = string | undefined | typeof NONE;
+
+export interface ObjectKind<O> {
+  /** Unique id of an object (e.g. `chain:name`, `nat/KUBE-SVC-…`). */
+  id(o: O): string;
+  /** Whether two objects with the same id have the same content. */
+  same(a: O, b: O): boolean;
+}
+
+export class FragmentStore<O> {
+  private readonly frags = new Map<string, Fragment<O>>();
+  private readonly collections = new Map<string, Map<string, string | undefined>>();
+  private readonly owners = new Map<string, Map<string, Owner>>();
+  private readonly objectClaims = new Map<string, Claims<O>>();
+  private readonly refCounts = new Map<string, number>();
+
+  constructor(
+    private readonly kind: ObjectKind<O>,
+    /** Collections that exist even when empty, in this order. */
+    collections: string[] = [],
+  ) {
+    for (const c of collections) this.ensure(c);
+  }
+
+  private ensure(c: string): Map<string, string | undefined> {
+    let m = this.collections.get(c);
+    if (!m) {
+      this.collections.set(c, (m = new Map()));
+      this.owners.set(c, new Map());
+    }
+    return m;
+  }
+
+  /**
+   * Re-renders the given keys (`render` returns undefined for a key that no longer exists) and
+   * returns the operations that take the previous content to the new one (none when `collect`
+   * is false, e.g. when loading from scratch).
+   */
+  update(keys: Iterable<string>, render: (key: string) => Fragment<O> | undefined, collect = true): Array<StoreOp<O>> {
+    const itemBefore = new Map<string, Map<string, Before>>();
+    const objBefore = new Map<string, O | undefined>();
+    const refBefore = new Map<string, boolean>();
+    const touch = (c: string, k: string): void => {
+      let m = itemBefore.get(c);
+      if (!m) itemBefore.set(c, (m = new Map()));
+      if (!m.has(k)) {
+        const items = this.ensure(c);
+        m.set(k, items.has(k) ? items.get(k) : NONE);
+      }
+    };
+    const seen = new Set<string>();
+    for (const key of keys) {
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const old = this.frags.get(key);
+      const next = render(key);
+      if (old) {
+        const it = old.items;
+        for (let i = 0; i < it.length; i += 3) {
+          if (collect) touch(it[i]!, it[i + 1]!);
+          this.unclaim(it[i]!, it[i + 1]!, key);
+        }
+        for (const o of old.objects) {
+          const id = this.kind.id(o);
+          if (!objBefore.has(id)) objBefore.set(id, winner(this.objectClaims.get(id)));
+          this.objectClaims.get(id)?.delete(key);
+        }
+        for (const r of old.refs) {
+          if (!refBefore.has(r)) refBefore.set(r, (this.refCounts.get(r) ?? 0) > 0);
+          this.refCounts.set(r, (this.refCounts.get(r) ?? 0) - 1);
+        }
+      }
+      if (next) {
+        const it = next.items;
+        for (let i = 0; i < it.length; i += 3) {
+          if (collect) touch(it[i]!, it[i + 1]!);
+          this.claim(it[i]!, it[i + 1]!, key, it[i + 2]);
+        }
+        for (const o of next.objects) {
+          const id = this.kind.id(o);
+          if (!objBefore.has(id)) objBefore.set(id, winner(this.objectClaims.get(id)));
+          let cl = this.objectClaims.get(id);
+          if (!cl) this.objectClaims.set(id, (cl = new Map()));
+          cl.set(key, o);
+        }
+        for (const r of next.refs) {
+          if (!refBefore.has(r)) refBefore.set(r, (this.refCounts.get(r) ?? 0) > 0);
+          this.refCounts.set(r, (this.refCounts.get(r) ?? 0) + 1);
+        }
+        this.frags.set(key, next);
+      } else {
+        this.frags.delete(key);
+      }
+    }
+
+    const ops: Array<StoreOp<O>> = [];
+    for (const [c, m] of itemBefore) {
+      const items = this.collections.get(c)!;
+      for (const [k, before] of m) {
+        if (!items.has(k)) {
+          if (before !== NONE) ops.push({ kind: 'delete-item', collection: c, key: k, value: before });
+          continue;
+        }
+        const after = items.get(k);
+        if (before === NONE) ops.push({ kind: 'add-item', collection: c, key: k, value: after });
+        else if (before !== after) ops.push({ kind: 'replace-item', collection: c, key: k, value: after, before });
+      }
+    }
+    for (const [id, before] of objBefore) {
+      const after = winner(this.objectClaims.get(id));
+      if (!after) this.objectClaims.delete(id);
+      if (!before && after) ops.push({ kind: 'add-object', object: after });
+      else if (before && !after) ops.push({ kind: 'delete-object', object: before });
+      else if (before && after && !this.kind.same(before, after)) ops.push({ kind: 'replace-object', object: after, before });
+    }
+    for (const [name, before] of refBefore) {
+      const after = (this.refCounts.get(name) ?? 0) > 0;
+      if (!after) this.refCounts.delete(name);
+      if (!before && after) ops.push({ kind: 'add-ref', name });
+      else if (before && !after) ops.push({ kind: 'drop-ref', name });
+    }
+    return collect ? ops : [];
+  }
+
+  private claim(c: string, k: string, owner: string, v: string | undefined): void {
+    const items = this.ensure(c);
+    const byKey = this.owners.get(c)!;
+    const cur = byKey.get(k);
+    if (cur === undefined || cur === owner) {
+      byKey.set(k, owner);
+      items.set(k, v);
+      return;
+    }
+    let m: Map<string, string | undefined>;
+    if (typeof cur === 'string') {
+      m = new Map([[cur, items.get(k)]]);
+      byKey.set(k, m);
+    } else {
+      m = cur;
+    }
+    m.set(owner, v);
+    items.set(k, winner(m));
+  }
+
+  private unclaim(c: string, k: string, owner: string): void {
+    const byKey = this.owners.get(c)!;
+    const items = this.collections.get(c)!;
+    const cur = byKey.get(k);
+    if (cur === undefined) return;
+    if (typeof cur === 'string') {
+      if (cur === owner) {
+        byKey.delete(k);
+        items.delete(k);
+      }
+      return;
+    }
+    cur.delete(owner);
+    if (cur.size === 1) {
+      const [o, v] = cur.entries().next().value as [string, string | undefined];
+      byKey.set(k, o);
+      items.set(k, v);
+    } else {
+      items.set(k, winner(cur));
+    }
+  }
+
+  /** The items of one collection (live: read, do not modify). */
+  items(collection: string): Map<string, string | undefined> {
+    return this.ensure(collection);
+  }
+
+  collectionNames(): string[] {
+    return [...this.collections.keys()];
+  }
+
+  /** The winning object of each id. */
+  objects(): O[] {
+    const out: O[] = [];
+    for (const cl of this.objectClaims.values()) {
+      const o = winner(cl);
+      if (o) out.push(o);
+    }
+    return out;
+  }
+
+  /** The winning object with this id, if any. */
+  object(id: string): O | undefined {
+    return winner(this.objectClaims.get(id));
+  }
+
+  /** Shared objects referred to by at least one service port. */
+  refs(): string[] {
+    return [...this.refCounts.keys()];
+  }
+
+  hasRef(name: string): boolean {
+    return (this.refCounts.get(name) ?? 0) > 0;
+  }
+
+  /** Number of items over all collections. */
+  itemCount(): number {
+    let n = 0;
+    for (const c of this.collections.values()) n += c.size;
+    return n;
+  }
+
+  /** Keys of the service ports the store holds. */
+  keys(): IterableIterator<string> {
+    return this.frags.keys();
+  }
+}
