@@ -126,7 +126,7 @@ export function parsePriority(p: number | string | undefined): number {
 }
 
 /** Replays one run with a fixed sequence of choices; records how many options each point had. */
-class Chooser {
+export class Chooser {
   readonly counts: number[] = [];
   private pos = 0;
   constructor(private readonly choices: number[]) {}
@@ -626,11 +626,19 @@ export function traceTable(table: TraceTable, packet: TracePacket, node: TraceNo
   }
   if (!(packet.protocol in PROTOCOL_NUMBER)) throw new TraceError(`unknown protocol '${String(packet.protocol)}'`);
   const interp = new Interpreter(table, packet, node);
+  return traceBranches((chooser) => interp.run(chooser));
+}
+
+/**
+ * Runs a trace once per combination of choices (depth first) and merges the branches into one
+ * result. Every interpreter (one per mode) enumerates its random and unknown choices here.
+ */
+export function traceBranches(runOnce: (chooser: Chooser) => TraceBranch): TraceResult {
   const branches: TraceBranch[] = [];
   let choices: number[] = [];
   for (;;) {
     const chooser = new Chooser(choices);
-    branches.push(interp.run(chooser));
+    branches.push(runOnce(chooser));
     if (branches.length > MAX_BRANCHES) throw new TraceError(`more than ${MAX_BRANCHES} branches`);
     // Next choice sequence in depth-first order.
     const taken = chooser.taken();
