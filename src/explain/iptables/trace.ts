@@ -117,9 +117,8 @@ class IptInterpreter {
       saddr: this.addr(pk.sourceIP, 'source'),
       daddr: this.addr(pk.destIP, 'destination'),
       dport: BigInt(pk.destPort),
-      // Locally generated packets have no input interface: `-i` compares with the empty name.
-      iif: pk.from === 'host' ? '' : pk.inInterface,
-      oif: '',
+      iif: pk.from === 'host' ? undefined : pk.inInterface,
+      oif: undefined,
       mark: BigInt(pk.mark ?? 0),
       dnat: false,
       masquerade: false,
@@ -144,7 +143,6 @@ class IptInterpreter {
         if (verdict === 'ACCEPT' && local) {
           // Looped back: PREROUTING and INPUT see it again; NAT is already bound both ways.
           this.st.iif = 'lo';
-          this.st.oif = '';
           verdict = this.hook('PREROUTING');
           if (verdict === 'ACCEPT') verdict = this.hook('INPUT');
         }
@@ -153,7 +151,6 @@ class IptInterpreter {
       verdict = this.hook('PREROUTING');
       if (verdict === 'ACCEPT') {
         routed = this.isLocal(this.st.daddr) ? 'local' : 'forward';
-        this.st.oif = routed === 'local' ? '' : undefined;
         verdict = routed === 'local' ? this.hook('INPUT') : this.hook('FORWARD');
         if (verdict === 'ACCEPT' && routed === 'forward') verdict = this.hook('POSTROUTING');
       }
@@ -294,6 +291,9 @@ class IptInterpreter {
         case 'proto':
           return m.proto === 0 || BigInt(m.proto) === this.proto;
         case 'iface': {
+          // As the kernel: no input interface after routing a local packet out, no output interface before routing.
+          const invalid = m.side === 'in' ? w.hook === 'OUTPUT' || w.hook === 'POSTROUTING' : w.hook === 'PREROUTING' || w.hook === 'INPUT';
+          if (invalid) fail(`${m.side === 'in' ? '-i' : '-o'} cannot be used on ${w.hook}`);
           const have = m.side === 'in' ? s.iif : s.oif;
           if (have === undefined) {
             fail(m.side === 'in'
