@@ -3,7 +3,9 @@
 // other software, and are ensured one by one), so a trace of restore input alone assumes
 // them. Each jump is prepended, in this list's order, so in the kernel the last entry of a
 // built-in chain comes first: see kernelOrderJumps.
-import type { IptTableName } from './restore.js';
+import { TraceError } from '../tracer.js';
+import { BUILTIN_CHAINS, parseRestoreInput, type IptTableName, type RestoreInput } from './restore.js';
+import { IptParseError } from './rule.js';
 
 export interface UpstreamJump {
   table: Extract<IptTableName, 'nat' | 'filter'>;
@@ -47,4 +49,30 @@ export function jumpRuleSpec(j: UpstreamJump): string {
 /** The jumps of one built-in chain in the order the kernel holds them (last ensured first). */
 export function kernelOrderJumps(table: IptTableName, from: string): UpstreamJump[] {
   return UPSTREAM_JUMPS.filter((j) => j.table === table && j.from === from).reverse();
+}
+
+/**
+ * Fills in (in place) upstream's jumps from the built-in chains to ours, for tables whose
+ * built-in chains the input leaves empty (the proxy writes only its own chains). A jump is
+ * added only when its target chain exists: an absent chain could not be jumped to.
+ */
+export function withUpstreamJumps(tables: RestoreInput): RestoreInput {
+  for (const [name, table] of tables) {
+    const builtins = BUILTIN_CHAINS[name].map((c) => table.chains.get(c)!);
+    if (builtins.some((c) => c.rules.length > 0)) continue;
+    for (const c of builtins) {
+      c.rules = kernelOrderJumps(name, c.name).filter((j) => table.chains.has(j.to)).map(jumpRuleSpec);
+    }
+  }
+  return tables;
+}
+
+/** Reads restore input for tracing: parse errors become TraceErrors; missing hooks are upstream's. */
+export function restoreTables(restoreInput: string): RestoreInput {
+  try {
+    return withUpstreamJumps(parseRestoreInput(restoreInput));
+  } catch (e) {
+    if (e instanceof IptParseError) throw new TraceError(`cannot read the iptables rules: ${e.message}`);
+    throw e;
+  }
 }

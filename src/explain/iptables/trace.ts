@@ -5,8 +5,8 @@
 import { formatIP, ipFromBigInt, ipToBigInt, parseIP, type IPFamily } from '../../net/ip.js';
 import { TraceError, traceBranches, type AffinityPin, type Chooser, type TraceBranch, type TraceNode, type TracePacket, type TraceResult, type TraceVerdict } from '../tracer.js';
 import { PROTOCOL_NUMBER, TRACE_IP } from '../values.js';
-import { jumpRuleSpec, kernelOrderJumps } from './hooks.js';
-import { BUILTIN_CHAINS, parseRestoreInput, type IptTableName, type RestoreChain, type RestoreInput } from './restore.js';
+import { restoreTables } from './hooks.js';
+import type { IptTableName, RestoreChain, RestoreInput } from './restore.js';
 import { IptParseError, parseRule, type IptMatch, type IptRule } from './rule.js';
 
 type Hook = 'PREROUTING' | 'INPUT' | 'FORWARD' | 'OUTPUT' | 'POSTROUTING';
@@ -366,32 +366,6 @@ class IptInterpreter {
     const within = m.seconds !== undefined ? ` within ${m.seconds}s` : '';
     s.conditions.push(member ? `${shown} seen in recent list ${m.name}${within}` : `${shown} not in recent list ${m.name}${within}`);
     return member;
-  }
-}
-
-/**
- * Adds upstream's jumps from the built-in chains to ours, for tables whose built-in chains
- * the input leaves empty (the proxy writes only its own chains). A jump is added only when
- * its target chain exists: an absent chain could not be jumped to.
- */
-export function withUpstreamJumps(tables: RestoreInput): RestoreInput {
-  for (const [name, table] of tables) {
-    const builtins = BUILTIN_CHAINS[name].map((c) => table.chains.get(c)!);
-    if (builtins.some((c) => c.rules.length > 0)) continue;
-    for (const c of builtins) {
-      c.rules = kernelOrderJumps(name, c.name).filter((j) => table.chains.has(j.to)).map(jumpRuleSpec);
-    }
-  }
-  return tables;
-}
-
-/** Reads restore input for tracing: parse errors become TraceErrors; missing hooks are upstream's. */
-export function restoreTables(restoreInput: string): RestoreInput {
-  try {
-    return withUpstreamJumps(parseRestoreInput(restoreInput));
-  } catch (e) {
-    if (e instanceof IptParseError) throw new TraceError(`cannot read the iptables rules: ${e.message}`);
-    throw e;
   }
 }
 
