@@ -23,7 +23,7 @@ test('an endpoint change rewrites only its service chain, adds the new endpoint 
   const ops = store.update(['a'], () => frag('A', ['1', '4']));
   assert.equal(
     opsToRestore(ops),
-    ['*nat', ':KUBE-SVC-A - [0:0]', ':KUBE-SEP-4 - [0:0]', ':KUBE-SEP-2 - [0:0]', '-A KUBE-SVC-A -j KUBE-SEP-1', '-A KUBE-SVC-A -j KUBE-SEP-4',
+    ['*nat', ':KUBE-SVC-A - [0:0]', ':KUBE-SEP-2 - [0:0]', ':KUBE-SEP-4 - [0:0]', '-A KUBE-SVC-A -j KUBE-SEP-1', '-A KUBE-SVC-A -j KUBE-SEP-4',
       '-A KUBE-SEP-4 -p tcp -m tcp -j DNAT --to-destination 4', '-X KUBE-SEP-2', 'COMMIT', ''].join('\n'),
   );
 });
