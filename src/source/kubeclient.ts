@@ -70,6 +70,8 @@ export interface KubeRequestOptions {
   query?: Record<string, string | undefined>;
   signal?: AbortSignal;
   body?: unknown;
+  /** Content-Type of the body (default application/json; a PATCH names its patch type). */
+  contentType?: string;
   /** undici timeouts in ms; 0 disables (callers that watch run their own inactivity timer). */
   headersTimeout?: number;
   bodyTimeout?: number;
@@ -142,7 +144,7 @@ export class KubeClient implements ApiRequester {
     let body: string | undefined;
     if (opts.body !== undefined) {
       body = JSON.stringify(opts.body);
-      headers['Content-Type'] = 'application/json';
+      headers['Content-Type'] = opts.contentType ?? 'application/json';
     }
     const res = await request(url, {
       method: (opts.method ?? 'GET') as Dispatcher.HttpMethod,
