@@ -11,6 +11,11 @@ export interface BackendOptions {
   dryRun: boolean;
 }
 
+/** Whether createBackend programs the kernel in this mode (otherwise it only logs snapshots). */
+export function hasKernelBackend(mode: ProxyMode): boolean {
+  return mode === 'nftables';
+}
+
 /** null: the mode has no kernel backend yet; the proxy then only logs its snapshots. */
 export function createBackend(mode: ProxyMode, cfg: BackendConfig, opts: BackendOptions): Backend | null {
   if (mode === 'nftables') return new NftablesBackend(cfg, { dryRun: opts.dryRun });

@@ -3,10 +3,12 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import type { ProxyMode } from '../config/types.js';
+
+/** The proxy modes (config's Mode; repeated here because node sits below config). */
+export type Mode = 'iptables' | 'nftables' | 'ipvs' | 'userspace';
 
 /** The tools each mode runs (upstream's packages: nftables, iptables, ipset, ipvsadm, conntrack). */
-export const TOOLS_BY_MODE: Record<ProxyMode, string[]> = {
+export const TOOLS_BY_MODE: Record<Mode, string[]> = {
   nftables: ['nft', 'conntrack'],
   iptables: ['iptables', 'iptables-save', 'iptables-restore', 'conntrack'],
   ipvs: ['ipvsadm', 'ipset', 'iptables', 'iptables-save', 'iptables-restore', 'conntrack'],
@@ -14,7 +16,7 @@ export const TOOLS_BY_MODE: Record<ProxyMode, string[]> = {
 };
 
 /** The kernel features each mode needs, and a file that exists only when the kernel has one. */
-const KERNEL_SUPPORT: Record<ProxyMode, Array<{ feature: string; path: string; module: string }>> = {
+const KERNEL_SUPPORT: Record<Mode, Array<{ feature: string; path: string; module: string }>> = {
   // nf_tables has no marker file; the nft probe below answers for it.
   nftables: [{ feature: 'connection tracking', path: '/proc/sys/net/netfilter/nf_conntrack_max', module: 'nf_conntrack' }],
   iptables: [{ feature: 'connection tracking', path: '/proc/sys/net/netfilter/nf_conntrack_max', module: 'nf_conntrack' }],
@@ -61,7 +63,7 @@ export function hostEnvironment(): CheckEnvironment {
  * The problems that stop the proxy from programming `mode`, one message each; empty when it
  * can start.
  */
-export async function startupProblems(mode: ProxyMode, env: CheckEnvironment = hostEnvironment()): Promise<string[]> {
+export async function startupProblems(mode: Mode, env: CheckEnvironment = hostEnvironment()): Promise<string[]> {
   const problems: string[] = [];
   if (env.uid !== 0) {
     problems.push(`kube-proxy-ts must run as root to program the kernel (running as uid ${env.uid}); use --dry-run to only print the rules`);

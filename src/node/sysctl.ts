@@ -8,9 +8,20 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { parseDuration } from '../config/duration.js';
-import type { KubeProxyConfiguration, ProxyMode } from '../config/types.js';
 import { log } from '../log.js';
+
+/** The configuration's node settings, durations already in whole seconds (0: leave alone). */
+export interface NodeSettings {
+  conntrackMaxPerCore: number;
+  conntrackMin: number;
+  tcpEstablishedTimeoutSec: number;
+  tcpCloseWaitTimeoutSec: number;
+  tcpBeLiberal: boolean;
+  udpTimeoutSec: number;
+  udpStreamTimeoutSec: number;
+  /** iptables mode with localhostNodePorts: NodePorts on 127.0.0.1 need route_localnet. */
+  routeLocalnet: boolean;
+}
 
 export interface SysctlSetting {
   /** Name below /proc/sys, with slashes. */
@@ -26,30 +37,26 @@ const NETFILTER = 'net/netfilter';
 export const CONNTRACK_MAX = `${NETFILTER}/nf_conntrack_max`;
 
 /** Upstream's table size: maxPerCore × cores, at least min; 0 maxPerCore leaves it alone. */
-export function conntrackMax(ct: KubeProxyConfiguration['conntrack'], cores: number): number {
-  if (ct.maxPerCore === 0) return 0;
-  return Math.max(ct.maxPerCore * cores, ct.min);
+export function conntrackMax(maxPerCore: number, min: number, cores: number): number {
+  if (maxPerCore === 0) return 0;
+  return Math.max(maxPerCore * cores, min);
 }
 
-/** The settings a configuration asks for, in the order they are written. Zero durations are left alone. */
-export function desiredSysctls(config: KubeProxyConfiguration, mode: ProxyMode, cores = cpus().length): SysctlSetting[] {
-  const ct = config.conntrack;
+/** The sysctls the settings ask for, in the order they are written. */
+export function desiredSysctls(n: NodeSettings, cores = cpus().length): SysctlSetting[] {
   const out: SysctlSetting[] = [];
-  const max = conntrackMax(ct, cores);
+  const max = conntrackMax(n.conntrackMaxPerCore, n.conntrackMin, cores);
   if (max > 0) out.push({ name: CONNTRACK_MAX, value: max, raiseOnly: true, global: true });
-  const seconds = (d: string): number => Math.floor(parseDuration(d) / 1000);
-  const timeout = (name: string, d: string): void => {
-    if (seconds(d) > 0) out.push({ name: `${NETFILTER}/${name}`, value: seconds(d) });
+  const timeout = (name: string, seconds: number): void => {
+    if (seconds > 0) out.push({ name: `${NETFILTER}/${name}`, value: seconds });
   };
-  timeout('nf_conntrack_tcp_timeout_established', ct.tcpEstablishedTimeout);
-  timeout('nf_conntrack_tcp_timeout_close_wait', ct.tcpCloseWaitTimeout);
-  if (ct.tcpBeLiberal) out.push({ name: `${NETFILTER}/nf_conntrack_tcp_be_liberal`, value: 1 });
-  timeout('nf_conntrack_udp_timeout', ct.udpTimeout);
-  timeout('nf_conntrack_udp_timeout_stream', ct.udpStreamTimeout);
+  timeout('nf_conntrack_tcp_timeout_established', n.tcpEstablishedTimeoutSec);
+  timeout('nf_conntrack_tcp_timeout_close_wait', n.tcpCloseWaitTimeoutSec);
+  if (n.tcpBeLiberal) out.push({ name: `${NETFILTER}/nf_conntrack_tcp_be_liberal`, value: 1 });
+  timeout('nf_conntrack_udp_timeout', n.udpTimeoutSec);
+  timeout('nf_conntrack_udp_timeout_stream', n.udpStreamTimeoutSec);
   // iptables mode DNATs NodePorts on 127.0.0.1, which the kernel routes only with route_localnet.
-  if (mode === 'iptables' && config.iptables.localhostNodePorts) {
-    out.push({ name: 'net/ipv4/conf/all/route_localnet', value: 1 });
-  }
+  if (n.routeLocalnet) out.push({ name: 'net/ipv4/conf/all/route_localnet', value: 1 });
   return out;
 }
 
