@@ -9,6 +9,7 @@ import { configChanges } from '../../src/cli/config-watch.js';
 import { applyDefaults, effectiveMode } from '../../src/config/index.js';
 import { log, setLogFormat, setLogWriter, setVerbosity } from '../../src/log.js';
 import { startupProblems, type CheckEnvironment } from '../../src/node/checks.js';
+import { applyOomScoreAdj } from '../../src/node/oom.js';
 import { deleteArgs, frontendsOf, parseConntrackList, staleFlows } from '../../src/node/conntrack-reconcile.js';
 import { NodeEventRecorder, SERIES_WINDOW_MS, type EventApi } from '../../src/node/events.js';
 import { applySysctls, conntrackMax, CONNTRACK_MAX, desiredSysctls } from '../../src/node/sysctl.js';
@@ -72,6 +73,16 @@ describe('sysctls', () => {
     const files = tempFiles('kpt-sysctl-');
     const out = applySysctls([{ name: 'net/netfilter/nf_conntrack_udp_timeout', value: 30 }], { procSys: files.dir, initialNetns: false });
     assert.equal(out.get('net/netfilter/nf_conntrack_udp_timeout'), 'failed');
+  });
+});
+
+describe('oom score', () => {
+  test("upstream's default -999 is written to the process's oom_score_adj", () => {
+    const files = tempFiles('kpt-oom-');
+    const path = files.write('0\n', 'txt');
+    assert.equal(applyOomScoreAdj(applyDefaults({}).oomScoreAdj, path), true);
+    assert.equal(readFileSync(path, 'utf8'), '-999\n');
+    assert.equal(applyOomScoreAdj(-999, join(files.dir, 'missing/oom_score_adj')), false, 'a failure is reported, not thrown');
   });
 });
 
