@@ -22,5 +22,8 @@ WORKDIR /app
 COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
-RUN chmod +x dist/src/cli/main.js && ln -s /app/dist/src/cli/main.js /usr/local/bin/kube-proxy-ts
+# kube-proxy is the name upstream manifests run (kubeadm: /usr/local/bin/kube-proxy), so only the image changes.
+RUN chmod +x dist/src/cli/main.js \
+ && ln -s /app/dist/src/cli/main.js /usr/local/bin/kube-proxy-ts \
+ && ln -s /app/dist/src/cli/main.js /usr/local/bin/kube-proxy
 ENTRYPOINT ["kube-proxy-ts"]
