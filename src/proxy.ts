@@ -121,8 +121,12 @@ export class Proxy {
     if (!backends.removeOld || !old) return;
     for (const b of old.values()) {
       if (!b) continue;
-      await b.cleanup().catch((e: unknown) => log.warn("removing the previous mode's rules failed", { mode: b.mode, family: b.family, error: String(e) }));
-      log.info("removed the previous mode's rules", { mode: b.mode, family: b.family });
+      try {
+        await b.cleanup();
+        log.info("removed the previous mode's rules", { mode: b.mode, family: b.family });
+      } catch (e) {
+        log.warn("removing the previous mode's rules failed", { mode: b.mode, family: b.family, error: String(e) });
+      }
     }
   }
 
