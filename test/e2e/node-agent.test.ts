@@ -294,6 +294,16 @@ describe('the proxy as a node agent', () => {
     assert.deepEqual([...used].sort(), [...granted].sort());
   });
 
+  it('SIGINT, like SIGTERM, leaves the rules in place', async () => {
+    process.kill(proxyPid(), 'SIGINT');
+    const exit = await c.proxy.exited;
+    assert.equal(exit.code, 0);
+    assert.match(log(), /stopping; kernel rules are left in place signal="SIGINT"/);
+    assert.notEqual(await c.nftTable('ip'), null);
+    assert.deepEqual((await requestMany(c.topo, 'c-1', '10.96.0.10', 80, 10)).errors, {}, 'services work without the proxy');
+    await c.restartProxy();
+  });
+
   it('a restart over its own rules fails no request of a client loop', async () => {
     const results = await trafficDuring(c.restartProxy());
     assert.ok(results.length >= 2);
