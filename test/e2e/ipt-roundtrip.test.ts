@@ -5,10 +5,21 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { jumpRules, render, renderContext, toRestoreInput, type IptRuleset, type IptTable } from '../../src/backend/iptables/render.js';
+import {
+  baseChains,
+  jumpRules,
+  render,
+  renderContext,
+  renderServicePort,
+  toRestoreInput,
+  type IptChain,
+  type IptRuleset,
+  type IptTable,
+} from '../../src/backend/iptables/render.js';
+import { FragmentStore, type StoreOp } from '../../src/backend/common/fragments.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import type { ServicePortState } from '../../src/model/types.js';
-import { backendConfig, endpoint, localEndpoint, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
+import { backendConfig, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
 import { useNetns } from '../support/netns.js';
 import { requestMany, tcpRequest } from '../support/netclient.js';
 import { createTopology, type Topology } from '../support/topology.js';
@@ -48,14 +59,30 @@ const BUILTIN: Record<IptTable, string[]> = {
   mangle: ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'],
 };
 
-/** The kernel holds exactly our chains with exactly the rendered rules, and the hooks. */
-function assertKernelHas(ns: string, flavour: Flavour, rs: IptRuleset, config: BackendConfig): void {
+/** A shared chain with its service rules sorted (their order is free), the fixed rules last. */
+function sortedItems(config: BackendConfig): (c: IptChain) => IptChain {
+  const base = baseChains(renderContext(config));
+  return (c) => {
+    const b = base.find((x) => x.table === c.table && x.name === c.name);
+    if (!b) return c;
+    const items = c.rules.slice(0, c.rules.length - b.rules.length);
+    return { ...c, rules: [...items.sort(), ...c.rules.slice(items.length)] };
+  };
+}
+
+/**
+ * The kernel holds exactly our chains with exactly the rendered rules, and the hooks. After a
+ * partial sync the service rules of a shared chain are in insertion order: compare them as a set.
+ */
+function assertKernelHas(ns: string, flavour: Flavour, rs: IptRuleset, config: BackendConfig, partial = false): void {
   const v6 = rs.family === 'IPv6';
   const got = save(ns, flavour, v6);
+  const rendered = partial ? rs.chains.map(sortedItems(config)) : rs.chains;
+  if (partial) for (const [k, rules] of got) got.set(k, sortedItems(config)({ table: k.split('/')[0] as IptTable, name: k.split('/')[1]!, rules }).rules);
   const want = new Map<string, string[]>();
   for (const [table, chains] of Object.entries(BUILTIN)) for (const c of chains) want.set(`${table}/${c}`, []);
   for (const j of jumpRules(renderContext(config))) want.get(`${j.table}/${j.chain}`)!.push(j.rule);
-  for (const c of rs.chains) want.set(`${c.table}/${c.name}`, c.rules);
+  for (const c of rendered) want.set(`${c.table}/${c.name}`, c.rules);
   // iptables-nft lists only the tables that exist; an untouched table has no chains to compare.
   const ours = (k: string): boolean => Object.keys(BUILTIN).includes(k.split('/')[0]!);
   for (const k of [...got.keys()].filter((k) => ours(k) && !want.has(k))) assert.fail(`unexpected chain ${k}`);
@@ -148,6 +175,51 @@ function everyFeature(v6: boolean): ServicePortState[] {
   ];
 }
 
+/**
+ * iptables-restore input for a partial sync, as the store's operations describe it: owned chains
+ * created or rewritten whole, service rules inserted at the head of shared chains and deleted by
+ * their text, then chains nothing refers to any more removed.
+ */
+function partialInput(ops: Array<StoreOp<IptChain>>): string {
+  const out: string[] = [];
+  for (const table of ['filter', 'nat', 'mangle'] as const) {
+    const declare: string[] = [];
+    const rules: string[] = [];
+    const remove: string[] = [];
+    for (const op of ops) {
+      if (op.kind === 'add-item' || op.kind === 'delete-item') {
+        const [t, chain] = op.collection.split('/');
+        if (t === table) rules.push(op.kind === 'add-item' ? `-I ${chain} 1 ${op.key}` : `-D ${chain} ${op.key}`);
+      } else if (op.kind === 'add-object' || op.kind === 'replace-object' || op.kind === 'delete-object') {
+        if (op.object.table !== table) continue;
+        declare.push(`:${op.object.name} - [0:0]`);
+        if (op.kind === 'delete-object') remove.push(`-X ${op.object.name}`);
+        else declare.push(...op.object.rules.map((r) => `-A ${op.object.name} ${r}`));
+      } else {
+        assert.fail(`unexpected operation ${op.kind}`);
+      }
+    }
+    if (declare.length + rules.length + remove.length === 0) continue;
+    const heads = declare.filter((l) => l.startsWith(':'));
+    out.push(`*${table}`, ...heads, ...declare.filter((l) => !l.startsWith(':')), ...rules, ...remove, 'COMMIT');
+  }
+  return out.join('\n') + '\n';
+}
+
+/** A later snapshot: some ports kept, one changed (no more local endpoint), some gone, one new. */
+function evolve(ports: ServicePortState[], v6: boolean): ServicePortState[] {
+  const lbLocal = ports.find((p) => p.info.serviceName === 'lb-local')!;
+  const changed = servicePort({ ...lbLocal.info, endpoints: lbLocal.endpoints.filter((e) => !e.isLocal) });
+  const added = web({
+    namespace: 'ns5',
+    serviceName: 'added',
+    clusterIP: v6 ? 'fd00:10:96::50' : '10.96.0.50',
+    nodePort: 30090,
+    endpoints: [endpoint(v6 ? 'fd00:10:244:2::50' : '10.244.2.50', 8080)],
+  });
+  return [...ports.slice(0, 2), changed, ...ports.slice(4, 6), added];
+}
+
 interface Case {
   name: string;
   config: BackendConfig;
@@ -194,6 +266,30 @@ function v6Cluster(services: number, eps: number): ServicePortState[] {
 for (const flavour of ['legacy', 'nft'] as const) {
   describe(`iptables-${flavour}-restore accepts rendered rulesets and saves them back unchanged`, () => {
     const { name: ns } = useNetns(`kptipt-${flavour[0]}${process.pid}`);
+    for (const v6 of [false, true]) {
+      test(`partial sync by rule insertion and deletion by spec (${v6 ? 'IPv6' : 'IPv4'})`, () => {
+        const config = backendConfig(v6 ? { family: 'IPv6' } : {});
+        const ctx = renderContext(config);
+        flushAll(ns, flavour, v6);
+        const before = everyFeature(v6);
+        const after = evolve(before, v6);
+        const family = { family: config.family };
+        run(ns, [tool(flavour, v6, 'restore'), '--noflush'], toRestoreInput(render(snapshot(before, family), config)));
+        run(ns, [tool(flavour, v6, 'restore'), '--noflush'], hooksInput(config));
+        const store = new FragmentStore<IptChain>(
+          { id: (c) => `${c.table}/${c.name}`, same: (a, b) => a.rules.join('\n') === b.rules.join('\n') },
+          baseChains(ctx).map((c) => `${c.table}/${c.name}`),
+        );
+        store.update(before.map(key), (k) => renderServicePort(before.find((p) => key(p) === k)!, ctx), false);
+        const next = new Map(after.map((p) => [key(p), p]));
+        const ops = store.update([...before.map(key), ...next.keys()], (k) => (next.has(k) ? renderServicePort(next.get(k)!, ctx) : undefined));
+        for (const kind of ['add-item', 'delete-item', 'add-object', 'replace-object', 'delete-object']) {
+          assert.ok(ops.some((o) => o.kind === kind), `the update has a ${kind}`);
+        }
+        run(ns, [tool(flavour, v6, 'restore'), '--noflush'], partialInput(ops));
+        assertKernelHas(ns, flavour, render(snapshot(after, family), config), config, true);
+      });
+    }
     for (const c of cases) {
       test(c.name, () => {
         const v6 = c.config.family === 'IPv6';
