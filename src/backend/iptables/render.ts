@@ -47,6 +47,10 @@ export function isLargeCluster(snapshot: Snapshot): boolean {
 const PROTOCOLS = new Set(['tcp', 'udp', 'sctp']);
 const NAME = /^[A-Za-z0-9._/:-]+$/;
 
+function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 function validPort(p: number): boolean {
   return Number.isInteger(p) && p >= 1 && p <= 65535;
 }
@@ -67,7 +71,7 @@ function usable(eps: Endpoint[], family: IPFamily): Ep[] {
     const text = joinHostPort(ip, e.port);
     seen.set(text, { ip, port: e.port, text });
   }
-  return [...seen.values()].sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : 0));
+  return [...seen.values()].sort((a, b) => compareKeys(a.text, b.text));
 }
 
 /** Canonical IPs of the family; undefined when any is invalid. */
@@ -77,11 +81,12 @@ function ipList(ips: string[], family: IPFamily): string[] | undefined {
 }
 
 /** Fields of a service port every rule relies on; undefined when the port cannot be rendered safely. */
-function checked(s: ServicePortState, ctx: IptContext) {
+function validated(s: ServicePortState, ctx: IptContext) {
   const info = s.info;
   const proto = info.protocol.toLowerCase();
-  // Comments carry the name: it must fit the kernel's limit with upstream's longest wording.
-  if (!PROTOCOLS.has(proto) || !NAME.test(info.name) || info.name.length > MAX_COMMENT - 64) return undefined;
+  // Comments carry the names: they must fit the kernel's limit with upstream's longest wording.
+  if (!PROTOCOLS.has(proto) || info.name.length > MAX_COMMENT - 64) return undefined;
+  if (![info.name, info.namespace, info.serviceName].every((n) => NAME.test(n))) return undefined;
   if (!validPort(info.port)) return undefined;
   if (info.nodePort !== 0 && !validPort(info.nodePort)) return undefined;
   if (info.healthCheckNodePort !== 0 && !validPort(info.healthCheckNodePort)) return undefined;
@@ -102,7 +107,7 @@ function checked(s: ServicePortState, ctx: IptContext) {
  */
 export function renderServicePort(s: ServicePortState, ctx: IptContext): Fragment<IptChain> {
   const frag = emptyFragment<IptChain>();
-  const c = checked(s, ctx);
+  const c = validated(s, ctx);
   if (!c) return frag;
   const { info, proto, clusterIP, externalIPs, lbIPs } = c;
   const name = info.name;
@@ -249,7 +254,7 @@ export function renderServicePort(s: ServicePortState, ctx: IptContext): Fragmen
 
   const reachable = new Map<string, Ep>();
   for (const e of [...cluster, ...local]) reachable.set(e.text, e);
-  for (const e of [...reachable.values()].sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : 0))) {
+  for (const e of [...reachable.values()].sort((a, b) => compareKeys(a.text, b.text))) {
     const epc = epComment(name);
     const setRecent = affinity !== undefined ? `-m recent --set --name ${sep(e)} --mask ${mask} --rsource` : undefined;
     own(sep(e), [
@@ -262,10 +267,6 @@ export function renderServicePort(s: ServicePortState, ctx: IptContext): Fragmen
 }
 
 const chainId = (c: IptChain): string => `${c.table}/${c.name}`;
-
-function compareKeys(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
 
 /** Full render: base chains with every service item before their fixed rules, then owned chains. */
 export function render(snapshot: Snapshot, config: BackendConfig): IptRuleset {
