@@ -1,10 +1,8 @@
 // Loads rendered iptables rulesets into real kernels (legacy x_tables and nf_tables, each in its
 // own throwaway network namespace) and checks that iptables-save prints back exactly what was
 // rendered: the renderer's text is the canonical form the backend compares the kernel against.
-// Then loads one into a node of a test topology and sends real packets through it.
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import {
   baseChains,
   jumpRules,
@@ -19,22 +17,9 @@ import {
 import { FragmentStore, type StoreOp } from '../../src/backend/common/fragments.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import type { ServicePortState } from '../../src/model/types.js';
-import { backendConfig, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
+import { backendConfig, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster, type PortSpec } from '../support/snapshots.js';
 import { useNetns } from '../support/netns.js';
-import { requestMany, tcpRequest } from '../support/netclient.js';
-import { createTopology, type Topology } from '../support/topology.js';
-
-type Flavour = 'legacy' | 'nft';
-
-function tool(flavour: Flavour, v6: boolean, what: 'restore' | 'save' | ''): string {
-  return `${v6 ? 'ip6tables' : 'iptables'}-${flavour}${what ? '-' + what : ''}`;
-}
-
-function run(ns: string, argv: string[], input?: string): string {
-  const r = spawnSync('ip', ['netns', 'exec', ns, ...argv], { input, encoding: 'utf8' });
-  assert.equal(r.status, 0, `${argv.join(' ')} failed: ${r.stderr}\n${input ?? ''}`);
-  return r.stdout;
-}
+import { hooksInput, run, tool, type Flavour } from '../support/iptables.js';
 
 /** Chains of every table as iptables-save lists them: name → rules (text after `-A NAME `). */
 function save(ns: string, flavour: Flavour, v6: boolean): Map<string, string[]> {
@@ -92,16 +77,6 @@ function assertKernelHas(ns: string, flavour: Flavour, rs: IptRuleset, config: B
   }
 }
 
-function hooksInput(config: BackendConfig): string {
-  const out: string[] = [];
-  for (const table of ['filter', 'nat'] as const) {
-    out.push(`*${table}`);
-    for (const j of jumpRules(renderContext(config))) if (j.table === table) out.push(`-A ${j.chain} ${j.rule}`);
-    out.push('COMMIT');
-  }
-  return out.join('\n') + '\n';
-}
-
 function flushAll(ns: string, flavour: Flavour, v6: boolean): void {
   for (const t of ['filter', 'nat', 'mangle']) {
     run(ns, [tool(flavour, v6, ''), '-t', t, '-F']);
@@ -109,7 +84,7 @@ function flushAll(ns: string, flavour: Flavour, v6: boolean): void {
   }
 }
 
-const web = (over: Parameters<typeof servicePort>[0]): ServicePortState => servicePort({ portName: 'http', port: 80, ...over });
+const web = (over: PortSpec): ServicePortState => servicePort({ portName: 'http', port: 80, ...over });
 
 /** Every feature of the layout, for one family. */
 function everyFeature(v6: boolean): ServicePortState[] {
@@ -312,92 +287,3 @@ for (const flavour of ['legacy', 'nft'] as const) {
     }
   });
 }
-
-describe('rendered rules carry real traffic (node1 of a test topology, iptables-nft)', () => {
-  let topo: Topology;
-  const NODE1 = '10.0.0.1';
-  const config = backendConfig({ nodeIPs: [NODE1], localCIDRs: ['10.244.0.0/16'] });
-  const a1 = localEndpoint('10.244.1.10', 8080);
-  const b1 = endpoint('10.244.2.10', 8080);
-  const b2 = endpoint('10.244.2.11', 8080);
-  const ports = [
-    web({ namespace: 'ns', serviceName: 'web', clusterIP: '10.96.0.10', nodePort: 30080, endpoints: [a1, b1, b2] }),
-    web({ namespace: 'ns', serviceName: 'self', clusterIP: '10.96.0.11', endpoints: [a1] }),
-    web({
-      namespace: 'ns',
-      serviceName: 'local',
-      clusterIP: '10.96.0.12',
-      loadBalancerIPs: ['192.0.2.12'],
-      externalPolicyLocal: true,
-      endpoints: [a1, b1],
-    }),
-    web({
-      namespace: 'ns',
-      serviceName: 'fenced',
-      clusterIP: '10.96.0.13',
-      loadBalancerIPs: ['192.0.2.13'],
-      loadBalancerSourceRanges: ['10.0.0.100/32'],
-      endpoints: [b1],
-    }),
-    web({ namespace: 'ns', serviceName: 'empty', clusterIP: '10.96.0.14', nodePort: 30081 }),
-  ];
-  const sorted = (o: Record<string, number>): string[] => Object.keys(o).sort();
-
-  before(async () => {
-    topo = await createTopology({
-      prefix: 'kptipt',
-      pods: [
-        { name: 'a-1', node: 1, ip: '10.244.1.10' },
-        { name: 'c-1', node: 1, ip: '10.244.1.20' },
-        { name: 'b-1', node: 2, ip: '10.244.2.10' },
-        { name: 'b-2', node: 2, ip: '10.244.2.11' },
-      ],
-    });
-    const node = topo.node(1).ns;
-    // As on a real node, where iptables mode filters (after routing) what nat did not translate.
-    run(node, ['ip', 'route', 'add', 'default', 'via', topo.node(2).ip]);
-    // The node sends ICMP redirects to a client on its own segment, which share the kernel's
-    // per-host ICMP budget with the port-unreachable replies that REJECT sends: lift the limit.
-    run(node, ['sysctl', '-qw', 'net.ipv4.icmp_ratelimit=0']);
-    const rs = render(snapshot(ports), config);
-    run(node, ['iptables-nft-restore', '--noflush'], toRestoreInput(rs));
-    run(node, ['iptables-nft-restore', '--noflush'], hooksInput(config));
-  });
-
-  after(async () => {
-    await topo?.destroy();
-  });
-
-  test('a cluster IP reaches every endpoint from a pod without masquerade; other ports are refused', async () => {
-    const r = await requestMany(topo, 'c-1', '10.96.0.10', 80, 45);
-    assert.deepEqual(r.errors, {});
-    assert.deepEqual(sorted(r.pods), ['a-1', 'b-1', 'b-2']);
-    assert.deepEqual(r.sources, { '10.244.1.20': 45 });
-    assert.deepEqual(await tcpRequest(topo, 'c-1', '10.96.0.10', 8080, { timeoutMs: 1000 }), { ok: false, error: 'refused' });
-    assert.deepEqual(await tcpRequest(topo, 'c-1', '10.96.0.14', 80, { timeoutMs: 1000 }), { ok: false, error: 'refused' });
-  });
-
-  test('a pod reaching itself through its service sees a masqueraded source (hairpin)', async () => {
-    assert.deepEqual(await tcpRequest(topo, 'a-1', '10.96.0.11', 80), { ok: true, pod: 'a-1', seenSource: '10.244.1.1' });
-  });
-
-  test('a NodePort serves an external client, masqueraded; one without endpoints is refused', async () => {
-    const r = await requestMany(topo, 'ext', NODE1, 30080, 45);
-    assert.deepEqual(r.errors, {});
-    assert.deepEqual(sorted(r.pods), ['a-1', 'b-1', 'b-2']);
-    assert.ok(!('10.0.0.100' in r.sources), `client IP hidden: ${JSON.stringify(r.sources)}`);
-    assert.deepEqual(await tcpRequest(topo, 'ext', NODE1, 30081, { timeoutMs: 1000 }), { ok: false, error: 'refused' });
-  });
-
-  test('externalTrafficPolicy Local: only the local endpoint answers, with the client IP kept', async () => {
-    const r = await requestMany(topo, 'ext', '192.0.2.12', 80, 20);
-    assert.deepEqual(r.errors, {});
-    assert.deepEqual(r.pods, { 'a-1': 20 });
-    assert.deepEqual(r.sources, { '10.0.0.100': 20 });
-  });
-
-  test('loadBalancerSourceRanges: an allowed client is served, another is dropped', async () => {
-    assert.deepEqual(await tcpRequest(topo, 'ext', '192.0.2.13', 80), { ok: true, pod: 'b-1', seenSource: NODE1 });
-    assert.deepEqual(await tcpRequest(topo, 'ext2', '192.0.2.13', 80, { timeoutMs: 1500 }), { ok: false, error: 'timeout' });
-  });
-});
