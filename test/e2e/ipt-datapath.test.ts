@@ -69,11 +69,10 @@ describe('rendered rules carry real traffic (node1 of a test topology, iptables-
     // As on a real node, where iptables mode filters (after routing) what nat did not translate.
     run(node, ['ip', 'route', 'add', 'default', 'via', topo.node(2).ip]);
     run(node, ['ip', '-6', 'route', 'add', 'default', 'via', topo.node(2).ip6]);
+    run(node, ['iptables-nft-restore', '--noflush'], toRestoreInput(render(snapshot(ports), config)));
+    run(node, ['iptables-nft-restore', '--noflush'], hooksInput(config));
     run(node, ['ip6tables-nft-restore', '--noflush'], toRestoreInput(render(snapshot(ports6, { family: 'IPv6' }), config6)));
     run(node, ['ip6tables-nft-restore', '--noflush'], hooksInput(config6));
-    const rs = render(snapshot(ports), config);
-    run(node, ['iptables-nft-restore', '--noflush'], toRestoreInput(rs));
-    run(node, ['iptables-nft-restore', '--noflush'], hooksInput(config));
   });
 
   after(async () => {
