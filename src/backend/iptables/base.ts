@@ -2,7 +2,7 @@
 // hooks from the built-in chains, and the configuration-derived context the renderer uses.
 import type { BackendConfig } from '../types.js';
 import type { IPFamily } from '../../model/types.js';
-import { cidrContains, parseCIDR, parseIP } from '../../net/ip.js';
+import { cidrContains, parseCIDR, parseIP, type CIDR } from '../../net/ip.js';
 import { canonicalCIDR, canonicalIP, comment, hostCIDR, rule, type IptChain, type IptTable, type RuleParts } from './syntax.js';
 
 export const MARK_MASQ = 'KUBE-MARK-MASQ';
@@ -92,9 +92,9 @@ function nodePortRules(config: BackendConfig, nodeIPs: string[], localhostNodePo
   const cidrs = config.nodePortAddresses
     .filter((a) => a !== 'primary')
     .map((a) => parseCIDR(a.trim(), { leadingZeros: true }))
-    .filter((c) => c !== null && c.family === family);
+    .filter((c): c is CIDR => c !== null && c.family === family);
   const primary = config.nodePortAddresses.includes('primary');
-  if ((!primary && cidrs.length === 0) || cidrs.some((c) => c!.prefix === 0)) {
+  if ((!primary && cidrs.length === 0) || cidrs.some((c) => c.prefix === 0)) {
     // Localhost NodePorts never work on IPv6, and on IPv4 only with route_localnet.
     const notLocalhost = v6 ? '! -d ::1/128' : localhostNodePorts ? undefined : '! -d 127.0.0.0/8';
     return [rule({ dst: notLocalhost, matches: [NODEPORTS_COMMENT, '-m addrtype --dst-type LOCAL'], jump: NODEPORTS })];
@@ -104,7 +104,7 @@ function nodePortRules(config: BackendConfig, nodeIPs: string[], localhostNodePo
   const candidates = v6 ? nodeIPs : [...nodeIPs, ...(localhostNodePorts ? ['127.0.0.1'] : [])];
   for (const ip of candidates) {
     const p = parseIP(ip, { v4Mapped: true });
-    if (p && cidrs.some((c) => cidrContains(c!, p))) ips.push(ip);
+    if (p && cidrs.some((c) => cidrContains(c, p))) ips.push(ip);
   }
   return [...new Set(ips)].map((ip) => rule({ dst: `-d ${hostCIDR(ip, family)}`, matches: [NODEPORTS_COMMENT], jump: NODEPORTS }));
 }
