@@ -1,11 +1,11 @@
 // The proxy: source events feed the model; a bounded-frequency runner turns the model into
-// per-family snapshots and hands them to the kernel backends (or, in observe mode, prints them).
+// per-family snapshots and hands them to the backends (a mode without a kernel backend logs them).
 import { networkInterfaces } from 'node:os';
 import type { Backend, BackendConfig } from './backend/types.js';
-import { describeSnapshot } from './cli/describe.js';
 import { resolveBackendConfigs, syncPeriodsMs } from './config/index.js';
 import type { KubeProxyConfiguration } from './config/types.js';
 import { log } from './log.js';
+import { describeSnapshot } from './model/describe.js';
 import type { KubeObject } from './model/k8s.js';
 import { ProxyModel } from './model/tracker.js';
 import type { IPFamily, Snapshot } from './model/types.js';
@@ -32,10 +32,8 @@ export interface ProxyOptions {
   config: KubeProxyConfiguration;
   nodeName: string;
   source: Source;
-  /** Returns the backend for one family, or null to only print snapshots (observe mode). */
-  createBackend: (cfg: BackendConfig) => Backend | null;
-  /** Where observe mode writes snapshots. */
-  out?: (text: string) => void;
+  /** Returns the backend for one family. */
+  createBackend: (cfg: BackendConfig) => Backend;
 }
 
 function objectName(o: KubeObject): string {
@@ -63,16 +61,20 @@ export class Proxy {
   readonly readiness = new Readiness(['Service', 'EndpointSlice', 'Node']);
   readonly runner: SyncRunner;
   /** Backends by family, created at the first sync once the node's IPs are known. */
-  backends: Map<IPFamily, Backend | null> | null = null;
+  backends: Map<IPFamily, Backend> | null = null;
   /** The configurations the backends were built from (empty before the first sync). */
   backendConfigs: BackendConfig[] = [];
   readonly lastSnapshots = new Map<IPFamily, Snapshot>();
-  private readonly out: (text: string) => void;
   private readonly observers: ProxyObserver[] = [];
+  private config: KubeProxyConfiguration;
+  private createBackend: (cfg: BackendConfig) => Backend;
+  /** performance.now() at the start of the latest sync. */
+  private syncStartedAt = 0;
 
   constructor(private readonly opts: ProxyOptions) {
+    this.config = opts.config;
+    this.createBackend = opts.createBackend;
     this.model = new ProxyModel({ nodeName: opts.nodeName });
-    this.out = opts.out ?? ((t) => process.stdout.write(t + '\n'));
     const periods = syncPeriodsMs(opts.config);
     this.runner = new SyncRunner({
       name: 'sync-proxy-rules',
@@ -86,6 +88,55 @@ export class Proxy {
   /** The model's pending changes, over the families this proxy syncs once it knows them. */
   pendingChanges(): { services: number; endpoints: number } {
     return this.model.pendingChanges(this.backends ? [...this.backends.keys()] : undefined);
+  }
+
+  /** The configuration the proxy runs with now. */
+  get configuration(): KubeProxyConfiguration {
+    return this.config;
+  }
+
+  /**
+   * Runs with a new configuration: new sync periods at once. With `backends`, new backends
+   * (built from the new configuration) program the next sync, and only once that sync
+   * succeeded are the old backends' rules removed (`removeOld`, for a mode change), so traffic
+   * always has a working ruleset. Resolves after that sync.
+   */
+  async reconfigure(
+    config: KubeProxyConfiguration,
+    backends?: { create: (cfg: BackendConfig) => Backend; removeOld: boolean },
+  ): Promise<void> {
+    const periods = syncPeriodsMs(config);
+    this.runner.setIntervals(periods.minSyncPeriodMs, periods.syncPeriodMs);
+    this.config = config;
+    if (!backends) return;
+    const old = this.backends;
+    this.createBackend = backends.create;
+    this.backends = null;
+    if (!this.readiness.ready()) return;
+    await this.syncedFromNow();
+    if (!backends.removeOld || !old) return;
+    for (const b of old.values()) {
+      try {
+        await b.cleanup();
+        log.info("removed the previous mode's rules", { mode: b.mode, family: b.family });
+      } catch (e) {
+        log.warn("removing the previous mode's rules failed", { mode: b.mode, family: b.family, error: String(e) });
+      }
+    }
+  }
+
+  /** Requests a sync and resolves after the first successful sync that starts from now on. */
+  private syncedFromNow(): Promise<void> {
+    const from = performance.now();
+    return new Promise((resolve) => {
+      const off = this.runner.onSync((r) => {
+        if (r.ok && this.syncStartedAt >= from) {
+          off();
+          resolve();
+        }
+      });
+      this.runner.run();
+    });
   }
 
   /** Adds an observer; its hooks run from the next event or sync on. */
@@ -125,7 +176,7 @@ export class Proxy {
     if (this.readiness.ready()) this.runner.run();
   }
 
-  private ensureBackends(): Map<IPFamily, Backend | null> {
+  private ensureBackends(): Map<IPFamily, Backend> {
     if (this.backends) return this.backends;
     const node = this.model.node();
     let ips = node.addresses;
@@ -136,13 +187,14 @@ export class Proxy {
         ips,
       });
     }
-    const configs = resolveBackendConfigs(this.opts.config, { ips, podCIDRs: node.podCIDRs });
+    const configs = resolveBackendConfigs(this.config, { ips, podCIDRs: node.podCIDRs });
     this.backendConfigs = configs;
-    this.backends = new Map(configs.map((c) => [c.family, this.opts.createBackend(c)]));
+    this.backends = new Map(configs.map((c) => [c.family, this.createBackend(c)]));
     return this.backends;
   }
 
   private async sync(): Promise<void> {
+    this.syncStartedAt = performance.now();
     const done = this.observers.map((o) => o.syncStarted?.());
     let ok = false;
     try {
@@ -159,34 +211,28 @@ export class Proxy {
       const snap = this.model.snapshot(family);
       this.lastSnapshots.set(family, snap);
       const started = performance.now();
-      let full = snap.changes.full;
-      if (backend) {
-        let res;
-        try {
-          res = await backend.sync(snap);
-        } catch (err) {
-          const seconds = (performance.now() - started) / 1000;
-          for (const o of this.observers) {
-            o.backendFailed?.(backend.mode, family);
-            o.familySynced?.(family, null, seconds);
-          }
-          throw err;
+      let res;
+      try {
+        res = await backend.sync(snap);
+      } catch (err) {
+        const seconds = (performance.now() - started) / 1000;
+        for (const o of this.observers) {
+          o.backendFailed?.(backend.mode, family);
+          o.familySynced?.(family, null, seconds);
         }
-        full = res.full;
-        log.info('synced proxy rules', {
-          mode: backend.mode,
-          family,
-          servicePorts: snap.services.size,
-          full: res.full,
-          operations: res.operations,
-          ms: Math.round(performance.now() - started),
-        });
-        log.v(2, describeSnapshot(snap));
-      } else {
-        this.out(describeSnapshot(snap));
+        throw err;
       }
+      log.info('synced proxy rules', {
+        mode: backend.mode,
+        family,
+        servicePorts: snap.services.size,
+        full: res.full,
+        operations: res.operations,
+        ms: Math.round(performance.now() - started),
+      });
+      log.v(2, describeSnapshot(snap));
       const seconds = (performance.now() - started) / 1000;
-      for (const o of this.observers) o.familySynced?.(family, full, seconds);
+      for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
     }
   }
 }

@@ -71,6 +71,12 @@ export interface LoggedSnapshot {
 
 export interface ClusterOptions {
   pods: PodSpec[];
+  /**
+   * A KubeProxyConfiguration file for the proxy (`--config`), instead of the mode, cluster CIDR
+   * and sync-period flags, so a test can change those under the running proxy. The kubeconfig,
+   * node name and `--v 2` stay flags.
+   */
+  configFile?: string;
 }
 
 interface Pending {
@@ -154,12 +160,15 @@ export class E2ECluster {
   api!: ApiServerProcess;
   proxy!: Proc;
 
-  private constructor(readonly topo: Topology) {}
+  private constructor(
+    readonly topo: Topology,
+    private readonly configFile?: string,
+  ) {}
 
   /** Builds the topology, starts the API server with node-1 and node-2, then the proxy. */
   static async start(opts: ClusterOptions): Promise<E2ECluster> {
     const topo = await createTopology({ nodes: 2, pods: opts.pods });
-    const c = new E2ECluster(topo);
+    const c = new E2ECluster(topo, opts.configFile);
     try {
       // Like a real node, node1 has a default route, so packets no rule claims are forwarded
       // (and reach the proxy's forward-hook checks) instead of failing routing on node1.
@@ -197,21 +206,10 @@ export class E2ECluster {
 
   private async startProxy(): Promise<void> {
     const since = this.mark();
-    const args = [
-      PROXY_MAIN,
-      '--kubeconfig',
-      this.kubeconfig!,
-      '--hostname-override',
-      'node-1',
-      '--proxy-mode',
-      'nftables',
-      '--cluster-cidr',
-      '10.244.0.0/16,fd00:244::/32',
-      '--iptables-min-sync-period',
-      '0s',
-      '--v',
-      '2',
-    ];
+    const ruleFlags = this.configFile
+      ? ['--config', this.configFile]
+      : ['--proxy-mode', 'nftables', '--cluster-cidr', '10.244.0.0/16,fd00:244::/32', '--iptables-min-sync-period', '0s'];
+    const args = [PROXY_MAIN, '--kubeconfig', this.kubeconfig!, '--hostname-override', 'node-1', ...ruleFlags, '--v', '2'];
     this.proxy = this.topo.spawn('node1', process.execPath, args);
     this.proxy.child.stderr!.on('data', (chunk: string) => {
       this.log += chunk;

@@ -81,10 +81,13 @@ export interface LeftoverReport {
   removedInterface: boolean;
 }
 
-/** Removes iptables/ipvs leftovers of upstream kube-proxy. Errors are logged, not thrown. */
-export async function removeLeftovers(opts: ExecOptions = {}): Promise<LeftoverReport> {
+/**
+ * Removes iptables/ipvs leftovers of upstream kube-proxy (`parts` picks which; both by default).
+ * Errors are logged, not thrown.
+ */
+export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?: boolean; ipvs?: boolean } = {}): Promise<LeftoverReport> {
   const report: LeftoverReport = { iptablesChains: 0, ipvsServices: 0, removedInterface: false };
-  for (const tool of ['iptables', 'ip6tables']) {
+  for (const tool of parts.iptables === false ? [] : ['iptables', 'ip6tables']) {
     try {
       const save = await tryRun([`${tool}-save`], undefined, opts);
       if (!save || save.code !== 0) continue;
@@ -101,8 +104,8 @@ export async function removeLeftovers(opts: ExecOptions = {}): Promise<LeftoverR
     }
   }
   try {
-    const link = await run(['ip', '-o', 'addr', 'show', 'dev', 'kube-ipvs0'], undefined, opts);
-    if (link.code === 0) {
+    const link = parts.ipvs === false ? undefined : await run(['ip', '-o', 'addr', 'show', 'dev', 'kube-ipvs0'], undefined, opts);
+    if (link?.code === 0) {
       const addrs = new Set([...link.stdout.matchAll(/inet6? ([0-9a-fA-F:.]+)\//g)].map((m) => m[1]!));
       const list = addrs.size > 0 ? await tryRun(['ipvsadm', '-Ln'], undefined, opts) : undefined;
       if (list && list.code === 0) {
