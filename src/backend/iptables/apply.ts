@@ -106,34 +106,35 @@ export interface JumpRule {
 
 /**
  * Makes each jump rule exist exactly once: missing ones are inserted at the top of their chain
- * (in the given order), duplicates removed, all in one restore. The chains jumped to must exist.
- * Returns the number of rules inserted or removed (0 when everything was in place).
+ * (in the given order), later copies of a doubled one removed, all in one restore. The chains
+ * jumped to must exist. Returns the number of rules inserted or removed (0 when all was in place).
  */
 export async function ensureJumps(jumps: readonly JumpRule[], family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<number> {
   const tableNames = [...new Set(jumps.map((j) => j.table))];
   if (tableNames.length === 0) return 0;
   const saved = parseSave(await saveTables(family, flavour, opts, tableNames));
-  const byTable = new Map<string, string[]>();
-  let changes = 0;
+  const plans = new Map<string, { deletes: Array<{ chain: string; pos: number }>; inserts: string[] }>();
   const seen = new Set<string>();
+  let changes = 0;
   for (const j of jumps) {
     const id = `${j.table} ${j.chain} ${j.rule}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    const present = (saved.get(j.table)?.chains.get(j.chain) ?? []).filter((r) => r === j.rule).length;
-    const ops = byTable.get(j.table) ?? [];
-    byTable.set(j.table, ops);
-    if (present === 0) ops.push(`-I ${j.chain} 1 ${j.rule}`);
-    for (let k = 1; k < present; k++) ops.push(`-D ${j.chain} ${j.rule}`);
+    const plan = plans.get(j.table) ?? { deletes: [], inserts: [] };
+    plans.set(j.table, plan);
+    // 1-based positions of the copies in the chain; all but the first go.
+    const positions = (saved.get(j.table)?.chains.get(j.chain) ?? []).flatMap((r, i) => (r === j.rule ? [i + 1] : []));
+    if (positions.length === 0) plan.inserts.push(`-I ${j.chain} 1 ${j.rule}`);
+    for (const pos of positions.slice(1)) plan.deletes.push({ chain: j.chain, pos });
+    changes += positions.length === 0 ? 1 : positions.length - 1;
   }
   let input = '';
-  for (const [table, ops] of byTable) {
-    if (ops.length === 0) continue;
-    // Inserting at position 1 puts the last insert on top: insert in reverse to keep the order.
-    const inserts = ops.filter((o) => o.startsWith('-I ')).reverse();
-    const deletes = ops.filter((o) => o.startsWith('-D '));
-    input += [`*${table}`, ...deletes, ...inserts, 'COMMIT', ''].join('\n');
-    changes += ops.length;
+  for (const [table, { deletes, inserts }] of plans) {
+    if (deletes.length === 0 && inserts.length === 0) continue;
+    // Deleting by position from the bottom up keeps the other positions valid; inserting at
+    // position 1 puts the last insert on top, so the inserts go in reverse.
+    const dels = deletes.sort((a, b) => b.pos - a.pos).map((d) => `-D ${d.chain} ${d.pos}`);
+    input += [`*${table}`, ...dels, ...inserts.reverse(), 'COMMIT', ''].join('\n');
   }
   if (input) await restore(input, family, flavour, opts);
   return changes;
