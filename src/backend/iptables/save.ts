@@ -41,8 +41,3 @@ export function parseSave(text: string): SavedTables {
   }
   return tables;
 }
-
-/** Rules of one chain, [] when the table or chain is absent. */
-export function rulesOf(tables: SavedTables, table: string, chain: string): string[] {
-  return tables.get(table)?.chains.get(chain) ?? [];
-}
