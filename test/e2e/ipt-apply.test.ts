@@ -101,16 +101,23 @@ for (const [family, flavour] of cases) {
       assert.equal(err.lineText, '-A KUBE-SERVICES -j KUBE-SVC-NOSUCHCHAIN0000');
     });
 
-    test('ensureJumps inserts missing jumps at the top in order, removes duplicates, and is idempotent', async () => {
+    test('ensureJumps prepends missing jumps as upstream does, removes duplicates, and is idempotent', async () => {
       await restore('*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:OTHER - [0:0]\nCOMMIT\n', family, flavour, exec);
+      await restore('*filter\n:KUBE-EXTERNAL-SERVICES - [0:0]\n:KUBE-NODEPORTS - [0:0]\nCOMMIT\n', family, flavour, exec);
+      const external = '-m conntrack --ctstate NEW -m comment --comment "kubernetes externally-visible service portals" -j KUBE-EXTERNAL-SERVICES';
+      const health = '-m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS';
       ipt(family, flavour, '-t', 'nat', '-A', 'PREROUTING', '-j', 'OTHER');
       const portals = '-m comment --comment "kubernetes service portals" -j KUBE-SERVICES';
       const jumps = [
         { table: 'nat', chain: 'PREROUTING', rule: portals },
         { table: 'nat', chain: 'OUTPUT', rule: portals },
         { table: 'nat', chain: 'POSTROUTING', rule: '-m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING' },
+        { table: 'filter', chain: 'INPUT', rule: external },
+        { table: 'filter', chain: 'INPUT', rule: health },
       ];
-      assert.equal(await ensureJumps(jumps, family, flavour, exec), 3);
+      assert.equal(await ensureJumps(jumps, family, flavour, exec), 5);
+      // Each one prepended in turn: the later jump is the first rule.
+      assert.deepEqual((await save(family, flavour, 'filter')).get('filter')!.chains.get('INPUT'), [health, external]);
       let nat = (await save(family, flavour, 'nat')).get('nat')!;
       assert.deepEqual(nat.chains.get('PREROUTING'), [portals, '-j OTHER']);
       assert.deepEqual(nat.chains.get('OUTPUT'), [portals]);

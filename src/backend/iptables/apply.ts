@@ -105,8 +105,9 @@ export interface JumpRule {
 }
 
 /**
- * Makes each jump rule exist exactly once: missing ones are inserted at the top of their chain
- * (in the given order), later copies of a doubled one removed, all in one restore. The chains
+ * Makes each jump rule exist exactly once: missing ones are inserted at the top of their chain,
+ * one after the other as upstream prepends them (so of two missing jumps in one chain, the later
+ * one ends up first), later copies of a doubled one removed, all in one restore. The chains
  * jumped to must exist. Returns the number of rules inserted or removed (0 when all was in place).
  */
 export async function ensureJumps(jumps: readonly JumpRule[], family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<number> {
@@ -131,10 +132,9 @@ export async function ensureJumps(jumps: readonly JumpRule[], family: IPFamily, 
   let input = '';
   for (const [table, { deletes, inserts }] of plans) {
     if (deletes.length === 0 && inserts.length === 0) continue;
-    // Deleting by position from the bottom up keeps the other positions valid; inserting at
-    // position 1 puts the last insert on top, so the inserts go in reverse.
+    // Deleting by position from the bottom up keeps the other positions valid.
     const dels = deletes.sort((a, b) => b.pos - a.pos).map((d) => `-D ${d.chain} ${d.pos}`);
-    input += [`*${table}`, ...dels, ...inserts.reverse(), 'COMMIT', ''].join('\n');
+    input += [`*${table}`, ...dels, ...inserts, 'COMMIT', ''].join('\n');
   }
   if (input) await restore(input, family, flavour, opts);
   return changes;
