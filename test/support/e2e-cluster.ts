@@ -510,13 +510,19 @@ export class E2ECluster {
 
   /**
    * What the proxy programmed for a family in node1, in the mode's own syntax: the kube-proxy
-   * nftables table, or the iptables rules naming a KUBE- chain. null when there is nothing.
+   * nftables table, or the iptables chain declarations and rules naming a KUBE- chain, kubelet's
+   * chains (KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, the filter table's KUBE-FIREWALL) left out.
+   * null when there is nothing.
    */
   async ruleText(family: Family): Promise<string | null> {
     if (this.mode === 'nftables') return this.nftTable(family === 'IPv4' ? 'ip' : 'ip6');
-    const ours = (await this.iptablesSave(family))
-      .split('\n')
-      .filter((l) => /^(:|-A )/.test(l) && /KUBE-/.test(l) && !/KUBE-(KUBELET-CANARY|IPTABLES-HINT)\b/.test(l));
+    const ours: string[] = [];
+    let table = '';
+    for (const l of (await this.iptablesSave(family)).split('\n')) {
+      if (l.startsWith('*')) table = l.slice(1);
+      const kubelets = table === 'filter' ? /KUBE-(KUBELET-CANARY|IPTABLES-HINT|FIREWALL)\b/ : /KUBE-(KUBELET-CANARY|IPTABLES-HINT)\b/;
+      if (/^(:|-A )/.test(l) && /KUBE-/.test(l) && !kubelets.test(l)) ours.push(l);
+    }
     return ours.length > 0 ? ours.join('\n') + '\n' : null;
   }
 

@@ -27,6 +27,8 @@ const SHARED_CHAINS = new Set([
   'KUBE-FORWARD',
   'KUBE-PROXY-FIREWALL',
   'KUBE-PROXY-CANARY',
+  // Not upstream's: our iptables mode rejects connections to a cluster IP port the Service lacks.
+  'KUBE-CLUSTER-IPS',
 ]);
 const OWN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'];
 
