@@ -8,6 +8,7 @@ missing=()
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+command -v ipset >/dev/null 2>&1 || missing+=(ipset)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

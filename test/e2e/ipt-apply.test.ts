@@ -259,4 +259,41 @@ describe('leftovers and cleanup', () => {
     assert.doesNotMatch(tables, /kube-proxy/);
     assert.match(tables, /table ip other/);
   });
+
+  test('iptables mode removes the IPVS mode leftovers: its own chains, its ipset rules, its ipsets and kube-ipvs0', async () => {
+    const inNs = (cmd: string, ...args: string[]): string => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args]).toString();
+    inNs('ipset', 'create', 'KUBE-CLUSTER-IP', 'hash:ip,port');
+    inNs('ipset', 'create', 'SOMEONE-ELSES', 'hash:ip');
+    // A bridge stands in for the dummy device: this kernel may lack the dummy module.
+    inNs('ip', 'link', 'add', 'kube-ipvs0', 'type', 'bridge');
+    inNs('ip', 'addr', 'add', '10.96.0.10/32', 'dev', 'kube-ipvs0');
+    await restore(
+      [
+        '*nat',
+        ':KUBE-SERVICES - [0:0]',
+        ':KUBE-MARK-MASQ - [0:0]',
+        ':KUBE-NODE-PORT - [0:0]',
+        ':KUBE-FIREWALL - [0:0]',
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A KUBE-SERVICES -m comment --comment "Kubernetes service cluster ip + port for masquerade purpose" -m set --match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ',
+        '-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT',
+        '-A KUBE-SERVICES -d 10.96.0.10/32 -j RETURN',
+        'COMMIT',
+        '',
+      ].join('\n'),
+      'IPv4',
+      'nft',
+      exec,
+    );
+    const report = await removeLeftoversForIptables('nft', exec);
+    assert.equal(report.iptablesChains, 2);
+    assert.equal(report.ipsets, 1);
+    assert.equal(report.removedInterface, true);
+    const nat = parseSave(await saveTables('IPv4', 'nft', exec)).get('nat')!;
+    assert.deepEqual([...nat.chains.keys()].filter((n) => n.startsWith('KUBE-')).sort(), ['KUBE-MARK-MASQ', 'KUBE-SERVICES']);
+    assert.deepEqual(nat.chains.get('KUBE-SERVICES'), ['-d 10.96.0.10/32 -j RETURN']);
+    assert.deepEqual(nat.chains.get('PREROUTING'), ['-m comment --comment "kubernetes service portals" -j KUBE-SERVICES']);
+    assert.deepEqual(inNs('ipset', 'list', '-n').trim().split('\n'), ['SOMEONE-ELSES']);
+    assert.doesNotMatch(inNs('ip', '-o', 'link'), /kube-ipvs0/);
+  });
 });
