@@ -184,10 +184,14 @@ function logReport(report: LeftoverReport): LeftoverReport {
   return report;
 }
 
-/** nftables mode: removes the iptables (both flavours) and IPVS modes' leftovers. */
-export async function removeLeftovers(opts: ExecOptions = {}): Promise<LeftoverReport> {
-  const iptablesChains = await cleanupIptables(opts);
-  return logReport({ iptablesChains, ...(await removeIpvsLeftovers(opts)) });
+/**
+ * nftables mode: removes the iptables (both flavours) and IPVS modes' leftovers; `parts` picks
+ * one of the two.
+ */
+export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?: boolean; ipvs?: boolean } = {}): Promise<LeftoverReport> {
+  const iptablesChains = parts.iptables === false ? 0 : await cleanupIptables(opts);
+  const ipvs = parts.ipvs === false ? { ipvsServices: 0, removedInterface: false, ipsets: 0 } : await removeIpvsLeftovers(opts);
+  return logReport({ iptablesChains, ...ipvs });
 }
 
 /**
