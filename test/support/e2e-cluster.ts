@@ -1,7 +1,8 @@
 /*
  * A small cluster for real-kernel e2e tests of the proxy: the namespace topology of topology.ts,
  * the fake API server running on node1's loopback (fake-apiserver-main.js, driven over stdin), and
- * the proxy (dist/src/cli/main.js) running inside node1's namespace with a kubeconfig pointing at it.
+ * the proxy (dist/src/cli/main.js) running inside node1's namespace with a kubeconfig pointing at it,
+ * in the nftables mode or the iptables mode (on a node whose kubelet uses the nft or legacy flavour).
  *
  * Kubernetes node names are `node-<N>` for topology node N; node-1 is the proxy's own node, with
  * InternalIPs 10.0.0.1 and fd00:10::1 (so the proxy programs both the ip and ip6 tables) and a
