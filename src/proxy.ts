@@ -1,11 +1,11 @@
 // The proxy: source events feed the model; a bounded-frequency runner turns the model into
-// per-family snapshots and hands them to the kernel backends (or, in observe mode, prints them).
+// per-family snapshots and hands them to the backends (a mode without a kernel backend logs them).
 import { networkInterfaces } from 'node:os';
 import type { Backend, BackendConfig } from './backend/types.js';
-import { describeSnapshot } from './cli/describe.js';
 import { resolveBackendConfigs, syncPeriodsMs } from './config/index.js';
 import type { KubeProxyConfiguration } from './config/types.js';
 import { log } from './log.js';
+import { describeSnapshot } from './model/describe.js';
 import type { KubeObject } from './model/k8s.js';
 import { ProxyModel } from './model/tracker.js';
 import type { IPFamily, Snapshot } from './model/types.js';
@@ -32,10 +32,8 @@ export interface ProxyOptions {
   config: KubeProxyConfiguration;
   nodeName: string;
   source: Source;
-  /** Returns the backend for one family, or null to only print snapshots (observe mode). */
-  createBackend: (cfg: BackendConfig) => Backend | null;
-  /** Where observe mode writes snapshots. */
-  out?: (text: string) => void;
+  /** Returns the backend for one family. */
+  createBackend: (cfg: BackendConfig) => Backend;
 }
 
 function objectName(o: KubeObject): string {
@@ -63,16 +61,14 @@ export class Proxy {
   readonly readiness = new Readiness(['Service', 'EndpointSlice', 'Node']);
   readonly runner: SyncRunner;
   /** Backends by family, created at the first sync once the node's IPs are known. */
-  backends: Map<IPFamily, Backend | null> | null = null;
+  backends: Map<IPFamily, Backend> | null = null;
   /** The configurations the backends were built from (empty before the first sync). */
   backendConfigs: BackendConfig[] = [];
   readonly lastSnapshots = new Map<IPFamily, Snapshot>();
-  private readonly out: (text: string) => void;
   private readonly observers: ProxyObserver[] = [];
 
   constructor(private readonly opts: ProxyOptions) {
     this.model = new ProxyModel({ nodeName: opts.nodeName });
-    this.out = opts.out ?? ((t) => process.stdout.write(t + '\n'));
     const periods = syncPeriodsMs(opts.config);
     this.runner = new SyncRunner({
       name: 'sync-proxy-rules',
@@ -125,7 +121,7 @@ export class Proxy {
     if (this.readiness.ready()) this.runner.run();
   }
 
-  private ensureBackends(): Map<IPFamily, Backend | null> {
+  private ensureBackends(): Map<IPFamily, Backend> {
     if (this.backends) return this.backends;
     const node = this.model.node();
     let ips = node.addresses;
@@ -159,34 +155,28 @@ export class Proxy {
       const snap = this.model.snapshot(family);
       this.lastSnapshots.set(family, snap);
       const started = performance.now();
-      let full = snap.changes.full;
-      if (backend) {
-        let res;
-        try {
-          res = await backend.sync(snap);
-        } catch (err) {
-          const seconds = (performance.now() - started) / 1000;
-          for (const o of this.observers) {
-            o.backendFailed?.(backend.mode, family);
-            o.familySynced?.(family, null, seconds);
-          }
-          throw err;
+      let res;
+      try {
+        res = await backend.sync(snap);
+      } catch (err) {
+        const seconds = (performance.now() - started) / 1000;
+        for (const o of this.observers) {
+          o.backendFailed?.(backend.mode, family);
+          o.familySynced?.(family, null, seconds);
         }
-        full = res.full;
-        log.info('synced proxy rules', {
-          mode: backend.mode,
-          family,
-          servicePorts: snap.services.size,
-          full: res.full,
-          operations: res.operations,
-          ms: Math.round(performance.now() - started),
-        });
-        log.v(2, describeSnapshot(snap));
-      } else {
-        this.out(describeSnapshot(snap));
+        throw err;
       }
+      log.info('synced proxy rules', {
+        mode: backend.mode,
+        family,
+        servicePorts: snap.services.size,
+        full: res.full,
+        operations: res.operations,
+        ms: Math.round(performance.now() - started),
+      });
+      log.v(2, describeSnapshot(snap));
       const seconds = (performance.now() - started) / 1000;
-      for (const o of this.observers) o.familySynced?.(family, full, seconds);
+      for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
     }
   }
 }

@@ -1,7 +1,7 @@
 // `kube-proxy-ts explain`: load the cluster state once (manifests or API server), build the
 // snapshot the proxy would program, and trace a packet through the rendered rules.
 import { hostname } from 'node:os';
-import { resolveBackendConfigs } from '../config/index.js';
+import { resolveBackendConfigs, type ProxyMode } from '../config/index.js';
 import { runExplainCommand, type ExplainSource } from '../explain/index.js';
 import { ProxyModel } from '../model/tracker.js';
 import type { IPFamily } from '../model/types.js';
@@ -47,7 +47,7 @@ export async function explainCommand(argv: string[]): Promise<number> {
   const cmd = parseCommandLine(proxy);
   const nodeName = (cmd.config.hostnameOverride || hostname()).trim().toLowerCase();
   let model: ProxyModel | undefined;
-  const load = async (src: ExplainSource, family: IPFamily) => {
+  const load = async (src: ExplainSource, family: IPFamily, mode: ProxyMode) => {
     if (!model) {
       const source: Source = src.manifests
         ? new ManifestsSource(src.manifests, { rescanIntervalMs: 0 })
@@ -55,7 +55,8 @@ export async function explainCommand(argv: string[]): Promise<number> {
       model = await loadOnce(source, nodeName);
     }
     const node = model.node();
-    const configs = resolveBackendConfigs(cmd.config, { ips: node.addresses, podCIDRs: node.podCIDRs });
+    // The traced mode's sections (masquerade settings) apply, whatever mode the config names.
+    const configs = resolveBackendConfigs({ ...cmd.config, mode }, { ips: node.addresses, podCIDRs: node.podCIDRs });
     const config = configs.find((c) => c.family === family);
     if (!config) throw new Error(`node ${nodeName} has no ${family} address`);
     return { snapshot: model.snapshot(family), config };

@@ -2,8 +2,8 @@
 // kube-proxy-ts entry point: flags and config file → a running proxy (or a one-shot action).
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { createBackend, cleanupAll } from '../backend/index.js';
-import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs } from '../config/index.js';
+import { cleanupAll, createBackend } from '../backend/index.js';
+import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type ProxyMode } from '../config/index.js';
 import { log, setVerbosity } from '../log.js';
 import { Proxy } from '../proxy.js';
 import { ApiServerSource } from '../source/apiserver.js';
@@ -79,7 +79,7 @@ async function runProxy(cmd: CommandLine): Promise<number> {
  * The healthz and metrics servers (an empty address disables one) and the service
  * health-check node ports. A bind failure rejects only with bindAddressHardFail.
  */
-async function startServers(cmd: CommandLine, proxy: Proxy, mode: string, nodeName: string): Promise<{ close(): Promise<void> }[]> {
+async function startServers(cmd: CommandLine, proxy: Proxy, mode: ProxyMode, nodeName: string): Promise<{ close(): Promise<void> }[]> {
   const config = cmd.config;
   const hardFail = config.bindAddressHardFail;
   const metrics = new ProxyMetrics({

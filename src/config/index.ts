@@ -1,5 +1,6 @@
 // Configuration entry points, and the resolution of a configuration into what each
 // per-family backend and the sync runner need.
+import { MODES } from '../backend/modes.js';
 import type { BackendConfig, DetectLocalMode } from '../backend/types.js';
 import { log } from '../log.js';
 import type { IPFamily } from '../model/types.js';
@@ -28,8 +29,7 @@ export function effectiveDetectLocalMode(config: KubeProxyConfiguration): Detect
 
 /** syncPeriod / minSyncPeriod of the active mode, in milliseconds. */
 export function syncPeriodsMs(config: KubeProxyConfiguration): { syncPeriodMs: number; minSyncPeriodMs: number } {
-  const mode = effectiveMode(config);
-  const section = mode === 'nftables' ? config.nftables : mode === 'ipvs' ? config.ipvs : config.iptables;
+  const section = config[MODES[effectiveMode(config)].syncSection];
   return { syncPeriodMs: parseDuration(section.syncPeriod), minSyncPeriodMs: parseDuration(section.minSyncPeriod) };
 }
 
@@ -54,8 +54,7 @@ export function resolveBackendConfigs(
     families = ['IPv4'];
   }
 
-  const mode = effectiveMode(config);
-  const masq = mode === 'nftables' ? config.nftables : config.iptables;
+  const masq = config[MODES[effectiveMode(config)].masqueradeSection];
   const detectLocalMode = effectiveDetectLocalMode(config);
   const clusterCIDRs = config.clusterCIDR === '' ? [] : config.clusterCIDR.split(',').map((s) => s.trim());
 

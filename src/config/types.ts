@@ -1,7 +1,9 @@
 // KubeProxyConfiguration, kubeproxy.config.k8s.io/v1alpha1, as written in a config file.
 // Durations are Go duration strings ("30s", "1m0s"). After defaulting every field is set.
 
-export type ProxyMode = 'iptables' | 'nftables' | 'ipvs' | 'userspace';
+import type { ProxyMode } from '../backend/modes.js';
+
+export type { ProxyMode };
 export type LocalMode = 'ClusterCIDR' | 'NodeCIDR' | 'BridgeInterface' | 'InterfaceNamePrefix';
 
 export interface ClientConnectionConfiguration {

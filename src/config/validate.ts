@@ -1,12 +1,13 @@
 // Upstream KubeProxyConfiguration validation. The first problem found is reported as a
 // ConfigError naming the field (wire name, e.g. `iptables.syncPeriod`) and its value.
+import { MODES, PROXY_MODE_NAMES } from '../backend/modes.js';
 import { parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import { splitHostPort } from './defaults.js';
 import { parseDurationNs } from './duration.js';
 import { invalidField } from './errors.js';
 import type { KubeProxyConfiguration } from './types.js';
 
-export const PROXY_MODES = ['iptables', 'nftables', 'ipvs', 'userspace', ''] as const;
+export const PROXY_MODES = [...PROXY_MODE_NAMES, ''] as const;
 export const LOCAL_MODES = ['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix', ''] as const;
 export const IPVS_SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'sh', 'dh', 'sed', 'nq', 'mh', ''] as const;
 export const NODE_PORT_ADDRESSES_PRIMARY = 'primary';
@@ -90,14 +91,15 @@ export function validateConfiguration(c: KubeProxyConfiguration): void {
     throw invalidField('mode', c.mode, 'must be iptables, nftables, ipvs, userspace or blank (blank means iptables)');
   }
 
+  // As upstream: the iptables section always, the mode's own sections besides.
+  const mode = MODES[c.mode === '' ? 'iptables' : c.mode];
   syncPeriods('iptables', c.iptables);
   masqueradeBit('iptables.masqueradeBit', c.iptables.masqueradeBit);
-  if (c.mode === 'nftables') {
-    syncPeriods('nftables', c.nftables);
-    masqueradeBit('nftables.masqueradeBit', c.nftables.masqueradeBit);
+  if (mode.syncSection !== 'iptables') syncPeriods(mode.syncSection, c[mode.syncSection]);
+  if (mode.masqueradeSection !== 'iptables') {
+    masqueradeBit(`${mode.masqueradeSection}.masqueradeBit`, c[mode.masqueradeSection].masqueradeBit);
   }
-  if (c.mode === 'ipvs') {
-    syncPeriods('ipvs', c.ipvs);
+  if (mode.syncSection === 'ipvs') {
     if (!(IPVS_SCHEDULERS as readonly string[]).includes(c.ipvs.scheduler)) {
       throw invalidField('ipvs.scheduler', c.ipvs.scheduler, `must be one of ${IPVS_SCHEDULERS.filter(Boolean).join(', ')} or blank (rr)`);
     }

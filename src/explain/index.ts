@@ -1,7 +1,8 @@
 // `explain`: where does a packet to VIP:port go, and why. Human text over the tracer's
 // result, and the CLI subcommand (the caller supplies how a snapshot is loaded).
+import { modeDescriptor, PROXY_MODE_NAMES, type ModeDescriptor, type ProxyMode } from '../backend/modes.js';
+import type { NftRuleset } from '../backend/nftables/render.js';
 import type { BackendConfig } from '../backend/types.js';
-import { render, type NftRuleset } from '../backend/nftables/render.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
 import { cidrContains, formatIP, parseCIDR, parseIP, type IP } from '../net/ip.js';
 import { TRACE_IP } from './values.js';
@@ -70,13 +71,23 @@ export interface ExplainSource {
   kubeconfig?: string;
 }
 
-/** Loads the model's snapshot and the resolved backend configuration for one IP family. */
-export type SnapshotLoader = (source: ExplainSource, family: IPFamily) => Promise<{ snapshot: Snapshot; config: BackendConfig }>;
+/** Loads the model's snapshot and the backend configuration resolved for one IP family in a mode. */
+export type SnapshotLoader = (
+  source: ExplainSource,
+  family: IPFamily,
+  mode: ProxyMode,
+) => Promise<{ snapshot: Snapshot; config: BackendConfig }>;
+
+/** The mode explain traces when --proxy-mode is not given: the one whose rules it can trace today. */
+const DEFAULT_MODE = 'nftables';
 
 export const EXPLAIN_USAGE = `usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE) --from SRC_IP --to DST_IP:PORT
-       [--proto tcp|udp|sctp] [--source-kind pod|host|external] [--in-interface NAME] [--json]
-Traces a new connection through the nftables rules this proxy would program and prints
+       [--proto tcp|udp|sctp] [--source-kind pod|host|external] [--in-interface NAME]
+       [--proxy-mode ${PROXY_MODE_NAMES.join('|')}] [--json]
+Traces a new connection through the rules this proxy would program in the given mode and prints
 where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
+The mode defaults to ${DEFAULT_MODE}, the only mode whose rules can be traced so far (not the
+proxy's own default, iptables).
 The source kind is guessed from SRC_IP (a node IP: host; inside the node's pod CIDRs or the
 local-traffic CIDRs: pod; otherwise external) unless --source-kind is given.
 `;
@@ -85,6 +96,7 @@ class UsageError extends Error {}
 
 interface ExplainArgs {
   source: ExplainSource;
+  mode: ModeDescriptor;
   from: string;
   to: string;
   port: number;
@@ -98,7 +110,7 @@ function parseArgs(argv: string[]): ExplainArgs | 'help' {
   const args = argv[0] === 'explain' ? argv.slice(1) : argv;
   const vals = new Map<string, string>();
   let json = false;
-  const known = ['--manifests', '--kubeconfig', '--from', '--to', '--proto', '--source-kind', '--in-interface'];
+  const known = ['--manifests', '--kubeconfig', '--from', '--to', '--proto', '--source-kind', '--in-interface', '--proxy-mode'];
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === '-h' || a === '--help') return 'help';
@@ -131,8 +143,12 @@ function parseArgs(argv: string[]): ExplainArgs | 'help' {
   if (kind !== undefined && kind !== 'pod' && kind !== 'host' && kind !== 'external') {
     throw new UsageError(`--source-kind '${kind}' is not pod, host or external`);
   }
+  const modeName = vals.get('--proxy-mode') ?? DEFAULT_MODE;
+  const mode = modeDescriptor(modeName);
+  if (!mode) throw new UsageError(`--proxy-mode '${modeName}' is not ${PROXY_MODE_NAMES.join(', ')}`);
   const out: ExplainArgs = {
     source: manifests !== undefined ? { manifests } : { kubeconfig: kubeconfig! },
+    mode,
     from,
     to: m[1]!,
     port,
@@ -201,12 +217,21 @@ export async function runExplainCommand(
     out(EXPLAIN_USAGE);
     return 0;
   }
+  const traceable = args.mode.traceableRules;
+  if (!traceable) {
+    err(`explain: proxy mode ${args.mode.name} cannot be traced yet: no traceable form of its rules (try --proxy-mode ${DEFAULT_MODE})\n`);
+    return 1;
+  }
   const family: IPFamily = parseIP(args.to, TRACE_IP)!.family;
   try {
-    const { snapshot, config } = await loadSnapshot(args.source, family);
-    const ruleset = render(snapshot, config);
+    const { snapshot, config } = await loadSnapshot(args.source, family, args.mode.name);
+    const rules = traceable(snapshot, config);
+    if (rules.syntax !== 'nftables') {
+      err(`explain: proxy mode ${args.mode.name} renders ${rules.syntax} rules, which explain cannot trace yet\n`);
+      return 1;
+    }
     const packet = packetFor(args, snapshot, config);
-    const result = trace(ruleset, packet, { localIPs: [...config.nodeIPs, ...snapshot.node.addresses] });
+    const result = trace(rules.ruleset, packet, { localIPs: [...config.nodeIPs, ...snapshot.node.addresses] });
     out(args.json ? JSON.stringify({ packet, ...result }, null, 2) + '\n' : formatTrace(packet, result));
     return 0;
   } catch (e) {

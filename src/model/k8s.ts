@@ -83,3 +83,13 @@ export interface Node extends KubeObject {
 }
 
 export type ObjectKind = 'Service' | 'EndpointSlice' | 'Node';
+
+export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+/** One change from a source, as the model consumes it (defined here: the model sits below the sources). */
+export interface SourceEvent {
+  kind: ObjectKind;
+  type: EventType;
+  /** For DELETED: the last known state of the object. */
+  object: KubeObject;
+}

@@ -1,8 +1,8 @@
 // ProxyModel: the state built from source events, and per-family snapshots with the
 // change set since the previous snapshot of that family.
 import { log } from '../log.js';
-import type { SourceEvent } from '../source/types.js';
 import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual, type ParsedSlice } from './endpoints.js';
+import type { SourceEvent } from './k8s.js';
 import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
 import { metaKey, parseService, parsedServiceEqual, sameStrings, servicePortInfoEqual, type ParsedService } from './service.js';
 import { categorizeEndpoints } from './topology.js';

@@ -2,7 +2,9 @@
 // backends, explain, health checks and metrics. All Kubernetes semantics are resolved
 // here; a backend never looks at raw API objects.
 
-export type IPFamily = 'IPv4' | 'IPv6';
+import type { IPFamily } from '../net/ip.js';
+
+export type { IPFamily };
 export type Protocol = 'TCP' | 'UDP' | 'SCTP';
 
 export interface SessionAffinity {

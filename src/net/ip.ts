@@ -5,9 +5,8 @@
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are rejected unless `v4Mapped` is set, and
 // even then they stay IPv6 addresses: they are never turned into IPv4, so they are not
 // inside any IPv4 CIDR, just as an ip6 rule never matches an IPv4 packet.
-import type { IPFamily } from '../model/types.js';
-
-export type { IPFamily };
+// Defined here, the lowest layer; the model re-exports it.
+export type IPFamily = 'IPv4' | 'IPv6';
 
 export interface IP {
   family: IPFamily;

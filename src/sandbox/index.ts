@@ -9,6 +9,7 @@ import { accessSync, constants, copyFileSync, mkdtempSync, readdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { delimiter, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { MODES } from '../backend/modes.js';
 import { loadManifests, planChecks, planPods, type Check, type PodPlan } from './plan.js';
 import type { ProbeJob, ProbeResult } from './probe.js';
 import { formatCheck, formatSkip, judge, widths } from './report.js';
@@ -25,6 +26,8 @@ const REQUESTS = 30;
 const NO_ANSWER_REQUESTS = 3;
 const FIRST_SYNC_TIMEOUT_MS = 60_000;
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+/** The mode the sandbox runs the proxy in. */
+const MODE = MODES.nftables;
 
 export interface SandboxOptions {
   once: boolean;
@@ -87,13 +90,13 @@ function onPath(cmd: string): boolean {
 /** Why the sandbox cannot create namespaces here, or undefined when it can. */
 export function missingPrivileges(): string | undefined {
   if (process.getuid && process.getuid() !== 0) return `not running as root (uid ${process.getuid()})`;
-  const missing = ['ip', 'nft', 'sysctl'].filter((c) => !onPath(c));
+  const missing = ['ip', ...MODE.sandbox.tools, 'sysctl'].filter((c) => !onPath(c));
   if (missing.length > 0) return `missing command${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}`;
   return undefined;
 }
 
 function proxyArgs(manifests: string, node: string): string[] {
-  return [MAIN, '--manifests', manifests, '--hostname-override', node, '--proxy-mode', 'nftables', '--cluster-cidr', CLUSTER_CIDR];
+  return [MAIN, '--manifests', manifests, '--hostname-override', node, '--proxy-mode', MODE.name, '--cluster-cidr', CLUSTER_CIDR];
 }
 
 /** Calls fn with each complete line of a stream. */
@@ -305,7 +308,7 @@ class Sandbox {
     const { checks, skips } = planChecks(objects, snapshot, plan, { extIp: topo.ext.ip, sameNodeReplies: topo.brNetfilter });
 
     const nodeNs = topo.node(plan.proxyNode.index).ns;
-    out(`Starting the proxy in ${nodeNs} (nftables mode, manifests ${this.tmp})...`);
+    out(`Starting the proxy in ${nodeNs} (${MODE.name} mode, manifests ${this.tmp})...`);
     const proxy = topo.spawn(nodeNs, process.execPath, proxyArgs(this.tmp, o.node));
     // A failed first sync is retried by the proxy, but here it means a broken ruleset: report it at once.
     const first = await proxy.waitFor(/ (synced proxy rules|sync failed) /, { stream: 'stderr', timeoutMs: FIRST_SYNC_TIMEOUT_MS });
@@ -328,7 +331,7 @@ class Sandbox {
 
     out();
     out('Poke around:');
-    out(`  ip netns exec ${nodeNs} nft list table ip kube-proxy`);
+    out(`  ip netns exec ${nodeNs} ${MODE.sandbox.dumpRules.join(' ')}`);
     const sample = checks.find((c) => c.kind === 'clusterIP' && c.noAnswer === undefined);
     if (sample) out(`  ip netns exec ${topo.ns(sample.from)} ${process.execPath} ${PROBE_MAIN} ${sample.proto} ${sample.ip} ${sample.port} 10`);
     out(`  ip netns exec ${topo.ext.ns} ${process.execPath} ${PROBE_MAIN} tcp <address> <port> 10`);
@@ -361,8 +364,8 @@ export async function runSandbox(argv: string[]): Promise<number> {
   }
   const missing = missingPrivileges();
   if (missing) {
-    out(`${missing}: the sandbox needs root, ip and nft to create network namespaces.`);
-    out(`Doing a dry run instead: the proxy reads ${opts.manifests} and prints the nftables ruleset it would program.`);
+    out(`${missing}: the sandbox needs root, ip and ${MODE.sandbox.tools.join(', ')} to create network namespaces.`);
+    out(`Doing a dry run instead: the proxy reads ${opts.manifests} and prints the ${MODE.name} ruleset it would program.`);
     out();
     return dryRun(opts);
   }

@@ -3,11 +3,10 @@
 // externalTrafficPolicy Local, which load balancers probe to find nodes with local endpoints.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
 import { createServer } from 'node:http';
+import { MODES, nodePortIPsOf, type ProxyMode } from '../backend/modes.js';
 import type { BackendConfig } from '../backend/types.js';
-import { NODE_PORT_ADDRESSES_PRIMARY, SLOPPY_IP } from '../config/validate.js';
 import { log } from '../log.js';
 import type { Snapshot } from '../model/types.js';
-import { cidrContains, parseCIDR, parseIP } from '../net/ip.js';
 import type { SourceEvent } from '../source/types.js';
 import { closeServer, listen, notFound, sendJSON, serve, type RunningServer } from './http.js';
 
@@ -120,28 +119,16 @@ export function startHealthServer(address: string, opts: HealthServerOptions): P
 }
 
 /**
- * Where health-check node ports listen: like NodePorts, the node IPs selected by
- * nodePortAddresses (nftables mode: the primary IP when none is given); null means
- * every address.
+ * Where health-check node ports listen: where the mode's NodePorts answer, over every
+ * family; null means every address.
  */
-export function healthCheckHosts(configs: BackendConfig[], mode: string): string[] | null {
-  const hosts: string[] = [];
-  for (const c of configs) {
-    const cidrs = c.nodePortAddresses.filter((a) => a !== NODE_PORT_ADDRESSES_PRIMARY).map((a) => parseCIDR(a, SLOPPY_IP));
-    if (c.nodePortAddresses.length === 0 && mode !== 'nftables') return null;
-    if (cidrs.some((cidr) => cidr !== null && cidr.prefix === 0)) return null;
-    const primary = c.nodePortAddresses.length === 0 || c.nodePortAddresses.includes(NODE_PORT_ADDRESSES_PRIMARY);
-    c.nodeIPs.forEach((ip, i) => {
-      const parsed = parseIP(ip, SLOPPY_IP);
-      if (parsed === null) return;
-      if ((primary && i === 0) || cidrs.some((cidr) => cidr !== null && cidrContains(cidr, parsed))) hosts.push(ip);
-    });
-  }
-  if (hosts.length === 0) {
+export function healthCheckHosts(configs: BackendConfig[], mode: ProxyMode): string[] | null {
+  const hosts = nodePortIPsOf(MODES[mode], configs);
+  if (hosts?.length === 0) {
     log.warn('no node IP matches nodePortAddresses; health check node ports listen on every address');
     return null;
   }
-  return [...new Set(hosts)];
+  return hosts;
 }
 
 interface ServiceCheck {

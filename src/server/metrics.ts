@@ -3,6 +3,7 @@
 // Served on metricsBindAddress at /metrics, with /healthz and /proxyMode as upstream.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets, linearBuckets } from 'prom-client';
+import { modeDescriptor } from '../backend/modes.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
 import type { SourceEvent } from '../source/types.js';
 import { log } from '../log.js';
@@ -79,7 +80,8 @@ export class ProxyMetrics implements HealthCounters {
   private readonly lastSync: Gauge;
   private readonly endpointChanges: Counter;
   private readonly serviceChanges: Counter;
-  private readonly nftablesFailures: Counter;
+  /** The mode's failed-sync counter, when upstream has one for it. */
+  private readonly syncFailures: Counter | undefined;
   private readonly healthzTotal: Counter<'code'>;
   private readonly livezTotal: Counter<'code'>;
 
@@ -128,7 +130,8 @@ export class ProxyMetrics implements HealthCounters {
     });
     this.endpointChanges = counter('sync_proxy_rules_endpoint_changes_total', 'Cumulative proxy rules Endpoint changes');
     this.serviceChanges = counter('sync_proxy_rules_service_changes_total', 'Cumulative proxy rules Service changes');
-    this.nftablesFailures = counter('sync_proxy_rules_nftables_sync_failures_total', 'Cumulative proxy nftables sync failures');
+    const failureMetric = modeDescriptor(opts.mode)?.syncFailureMetric;
+    this.syncFailures = failureMetric && new Counter({ ...failureMetric, registers });
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
       help: 'Number of services with a Local traffic policy and no endpoints',
@@ -196,9 +199,9 @@ export class ProxyMetrics implements HealthCounters {
     if (full !== null) (full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
   }
 
-  /** A backend's sync threw. */
+  /** A backend's sync threw; only the configured mode's backends count. */
   backendFailed(mode: string, _family: IPFamily): void {
-    if (mode === 'nftables') this.nftablesFailures.inc();
+    if (mode === this.mode) this.syncFailures?.inc();
   }
 
   healthz(code: number): void {

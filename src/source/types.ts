@@ -1,13 +1,6 @@
-import type { KubeObject, ObjectKind } from '../model/k8s.js';
+import type { ObjectKind, SourceEvent } from '../model/k8s.js';
 
-export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
-
-export interface SourceEvent {
-  kind: ObjectKind;
-  type: EventType;
-  /** For DELETED: the last known state of the object. */
-  object: KubeObject;
-}
+export type { EventType, SourceEvent } from '../model/k8s.js';
 
 export interface SourceHandler {
   /** Called strictly in order, one event at a time. */

@@ -349,15 +349,16 @@ test('explain() text names verdict, endpoints, masquerade and the path', () => {
 
 test('runExplainCommand: parses arguments, guesses the source kind, prints the trace', async () => {
   const calls: unknown[] = [];
-  const loader = async (source: unknown, family: IPFamily): Promise<{ snapshot: Snapshot; config: BackendConfig }> => {
-    calls.push([source, family]);
+  const loader = async (source: unknown, family: IPFamily, mode: string): Promise<{ snapshot: Snapshot; config: BackendConfig }> => {
+    calls.push([source, family, mode]);
     return { snapshot: snapshot([nodePortSvc(true)]), config: config() };
   };
   let out = '';
   let err = '';
   const code = await runExplainCommand(['explain', '--manifests', '/tmp/m', '--from', EXTERNAL, '--to', `${NODE_IP}:3001`], loader, (s) => (out += s), (s) => (err += s));
   assert.equal(code, 0, err);
-  assert.deepEqual(calls, [[{ manifests: '/tmp/m' }, 'IPv4']]);
+  // nftables is explain's default mode: the only one it can trace so far.
+  assert.deepEqual(calls, [[{ manifests: '/tmp/m' }, 'IPv4', 'nftables']]);
   assert.match(out, /from external/);
   assert.match(out, /^ {2}10\.0\.1\.7:80$/m);
   assert.match(out, /^masquerade: no/m);
@@ -374,6 +375,29 @@ test('runExplainCommand: parses arguments, guesses the source kind, prints the t
   assert.equal(pod, 0, err);
   assert.match(out, /UDP 10\.0\.1\.77 -> 172\.30\.0\.42:80 \(from pod/);
   assert.match(out, /^verdict: REJECT$/m);
+
+  out = '';
+  const explicit = await runExplainCommand(['--manifests', 'd', '--proxy-mode', 'nftables', '--from', EXTERNAL, '--to', `${NODE_IP}:3001`], loader, (s) => (out += s), (s) => (err += s));
+  assert.equal(explicit, 0, err);
+  assert.match(out, /^ {2}10\.0\.1\.7:80$/m);
+  assert.deepEqual(calls.at(-1), [{ manifests: 'd' }, 'IPv4', 'nftables']);
+});
+
+test('runExplainCommand: a mode without traceable rules exits 1 naming the mode, before loading anything', async () => {
+  let loads = 0;
+  const loader = async (): Promise<{ snapshot: Snapshot; config: BackendConfig }> => {
+    loads++;
+    return { snapshot: snapshot([nodePortSvc(true)]), config: config() };
+  };
+  for (const mode of ['iptables', 'ipvs', 'userspace']) {
+    let out = '';
+    let err = '';
+    const code = await runExplainCommand(['--manifests', 'd', '--proxy-mode', mode, '--from', EXTERNAL, '--to', `${NODE_IP}:3001`], loader, (s) => (out += s), (s) => (err += s));
+    assert.equal(code, 1, mode);
+    assert.equal(out, '');
+    assert.match(err, new RegExp(`proxy mode ${mode} cannot be traced yet`));
+  }
+  assert.equal(loads, 0);
 });
 
 test('runExplainCommand: bad arguments and loader failures are reported, not thrown', async () => {
@@ -387,6 +411,7 @@ test('runExplainCommand: bad arguments and loader failures are reported, not thr
     [['--manifests', 'd', '--from', '1.2.3.4', '--to', '[fd00::1]:80'], 2, /same IP family/],
     [['--manifests', 'd', '--from', '1.2.3.4', '--to', '1.2.3.4:80', '--proto', 'icmp'], 2, /not tcp, udp or sctp/],
     [['--manifests', 'd', '--from', '1.2.3.4', '--to', '1.2.3.4:80', '--bogus'], 2, /unknown argument/],
+    [['--manifests', 'd', '--from', '1.2.3.4', '--to', '1.2.3.4:80', '--proxy-mode', 'kernelspace'], 2, /--proxy-mode 'kernelspace' is not iptables, nftables, ipvs, userspace/],
     [['--manifests', 'd', '--from', '1.2.3.4', '--to', '1.2.3.4:80'], 1, /no such directory/],
   ];
   for (const [argv, want, msg] of cases) {

@@ -347,9 +347,13 @@ describe('healthCheckHosts', () => {
     assert.deepEqual(healthCheckHosts([cfg([], ips)], 'nftables'), ['192.168.1.10']);
     assert.deepEqual(healthCheckHosts([cfg(['primary'], ips)], 'iptables'), ['192.168.1.10']);
     assert.deepEqual(healthCheckHosts([cfg(['10.0.0.0/8'], ips)], 'nftables'), ['10.0.0.10']);
+    // nftables mode: a zero CIDR selects every node IP, as the NodePort rules do.
+    assert.deepEqual(healthCheckHosts([cfg(['0.0.0.0/0'], ips)], 'nftables'), ips);
     // Other modes: nothing given means every address; so does a zero CIDR.
     assert.equal(healthCheckHosts([cfg([], ips)], 'iptables'), null);
-    assert.equal(healthCheckHosts([cfg(['0.0.0.0/0'], ips)], 'nftables'), null);
+    assert.equal(healthCheckHosts([cfg([], ips)], 'ipvs'), null);
+    assert.equal(healthCheckHosts([cfg(['0.0.0.0/0'], ips)], 'iptables'), null);
+    assert.deepEqual(healthCheckHosts([cfg(['10.0.0.0/8'], ips)], 'iptables'), ['10.0.0.10']);
     // Nothing matches: every address rather than no health check at all.
     assert.equal(healthCheckHosts([cfg(['172.16.0.0/12'], ips)], 'nftables'), null);
   });

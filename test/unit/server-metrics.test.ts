@@ -220,11 +220,20 @@ describe('ProxyMetrics', () => {
     assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum'), 5);
   });
 
-  test('only the nftables backend counts nftables sync failures', async () => {
-    const m = new ProxyMetrics({ mode: 'iptables', processMetrics: false });
-    m.backendFailed('iptables', 'IPv4');
-    m.backendFailed('nftables', 'IPv6');
-    assert.equal(sample(await m.text(), 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
+  test('each mode counts its failed syncs under its own upstream name', async () => {
+    const nft = new ProxyMetrics({ mode: 'nftables', processMetrics: false });
+    assert.equal(sample(await nft.text(), 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 0);
+    nft.backendFailed('nftables', 'IPv6');
+    const nftText = await nft.text();
+    assert.equal(sample(nftText, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
+    assert.equal(sample(nftText, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), undefined);
+
+    const ipt = new ProxyMetrics({ mode: 'iptables', processMetrics: false });
+    ipt.backendFailed('iptables', 'IPv4');
+    ipt.backendFailed('iptables', 'IPv6');
+    const iptText = await ipt.text();
+    assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), 2);
+    assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), undefined);
   });
 });
 

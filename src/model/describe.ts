@@ -1,5 +1,5 @@
 // Human-readable rendering of a snapshot: what the proxy would program, per service port.
-import type { Endpoint, ServicePortState, Snapshot } from '../model/types.js';
+import type { Endpoint, ServicePortState, Snapshot } from './types.js';
 
 function endpointText(e: Endpoint): string {
   const host = e.ip.includes(':') ? `[${e.ip}]` : e.ip;

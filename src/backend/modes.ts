@@ -1,0 +1,201 @@
+// One descriptor per proxy mode: everything the rest of the proxy needs to know about a mode
+// (its backend, its configuration sections, what it leaves behind, where its NodePorts
+// listen, its failure metric, its traceable rules, how the sandbox runs and inspects it),
+// so that no other module tests a mode by name.
+import type { Snapshot } from '../model/types.js';
+import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
+import type { ExecOptions } from './common/exec.js';
+import { removeLeftovers } from './common/leftovers.js';
+import { LogOnlyBackend } from './logonly.js';
+import { deleteTables } from './nftables/apply.js';
+import { NftablesBackend } from './nftables/backend.js';
+import { render, renderContext, type NftRuleset } from './nftables/render.js';
+import type { Backend, BackendConfig, SyncResult } from './types.js';
+
+export const PROXY_MODE_NAMES = ['iptables', 'nftables', 'ipvs', 'userspace'] as const;
+export type ProxyMode = (typeof PROXY_MODE_NAMES)[number];
+
+export interface BackendOptions {
+  /** Print what would be programmed instead of touching the kernel (no privileges needed). */
+  dryRun: boolean;
+  /** Where printed rulesets and snapshots go, each text complete with its newline (default: stdout). */
+  out?: (text: string) => void;
+  /** Command prefix for the kernel tools (tests run them in their own network namespace). */
+  wrap?: string[];
+}
+
+/** A mode's rules in a form a packet tracer can follow, tagged by syntax. */
+export type TraceableRules = { syntax: 'nftables'; ruleset: NftRuleset } | { syntax: 'iptables'; text: string };
+
+export interface ModeDescriptor {
+  readonly name: ProxyMode;
+  /** False while the mode has no kernel backend: its backend is a LogOnlyBackend. */
+  readonly programsKernel: boolean;
+  createBackend(cfg: BackendConfig, opts: BackendOptions): Backend;
+  /** The KubeProxyConfiguration section holding syncPeriod / minSyncPeriod. */
+  readonly syncSection: 'iptables' | 'ipvs' | 'nftables';
+  /** The KubeProxyConfiguration section holding masqueradeBit / masqueradeAll. */
+  readonly masqueradeSection: 'iptables' | 'nftables';
+  /** Removes what the other modes may have left, before the first sync (errors are logged). */
+  startupLeftovers(exec: ExecOptions): Promise<void>;
+  /** Removes everything this mode may have programmed (`--cleanup`). */
+  cleanup(exec: ExecOptions): Promise<void>;
+  /** The addresses NodePorts answer on for one family; null means every local address. */
+  nodePortIPs(cfg: BackendConfig): string[] | null;
+  /** Counter of failed syncs (full metric name), as upstream names it for the mode. */
+  readonly syncFailureMetric?: { name: string; help: string };
+  /** The rules the mode would program, in a traceable form; absent while no tracer can read them. */
+  readonly traceableRules?: (snapshot: Snapshot, cfg: BackendConfig) => TraceableRules;
+  readonly sandbox: {
+    /** Kernel tools the sandbox needs besides ip and sysctl. */
+    tools: string[];
+    /** Shows the rules the mode programmed, run inside the proxy node's namespace. */
+    dumpRules: string[];
+  };
+}
+
+// Configured CIDRs are read as upstream reads them (leading zeros, IPv4-mapped IPv6).
+const CONFIG_IP: ParseOptions = { leadingZeros: true, v4Mapped: true };
+const PRIMARY = 'primary';
+
+/**
+ * iptables-style NodePort addresses: none given or a zero-length CIDR means every local
+ * address; `primary` the first node IP; CIDRs the node IPs inside them.
+ */
+function localNodePortIPs(cfg: BackendConfig): string[] | null {
+  if (cfg.nodePortAddresses.length === 0) return null;
+  const cidrs = cfg.nodePortAddresses.filter((a) => a !== PRIMARY).map((a) => parseCIDR(a, CONFIG_IP));
+  if (cidrs.some((c) => c !== null && c.prefix === 0)) return null;
+  const primary = cfg.nodePortAddresses.includes(PRIMARY);
+  const ips: string[] = [];
+  cfg.nodeIPs.forEach((ip, i) => {
+    const parsed = parseIP(ip, CONFIG_IP);
+    if (parsed === null) return;
+    if ((primary && i === 0) || cidrs.some((c) => c !== null && cidrContains(c, parsed))) ips.push(ip);
+  });
+  return [...new Set(ips)];
+}
+
+/** Runs `remove` once, before the backend's first sync (not in a dry run: that touches nothing). */
+function removingLeftoversFirst(backend: Backend, remove: () => Promise<void>): Backend {
+  let pending: Promise<void> | undefined;
+  const wrapped: Backend = {
+    mode: backend.mode,
+    family: backend.family,
+    async sync(snapshot: Snapshot): Promise<SyncResult> {
+      pending ??= remove();
+      await pending;
+      return backend.sync(snapshot);
+    },
+    cleanup: () => backend.cleanup(),
+  };
+  if (backend.describe) wrapped.describe = () => backend.describe!();
+  return wrapped;
+}
+
+function logOnly(mode: ProxyMode): ModeDescriptor['createBackend'] {
+  return (cfg, opts) => new LogOnlyBackend(mode, cfg, opts.out ? { out: opts.out } : {});
+}
+
+const execOf = (opts: BackendOptions): ExecOptions => (opts.wrap ? { wrap: opts.wrap } : {});
+
+const removeIptablesChains = async (exec: ExecOptions): Promise<void> => {
+  await removeLeftovers(exec, { ipvs: false });
+};
+const removeIpvs = async (exec: ExecOptions): Promise<void> => {
+  await removeLeftovers(exec, { iptables: false });
+};
+const removeIptablesAndIpvs = async (exec: ExecOptions): Promise<void> => {
+  await removeLeftovers(exec);
+};
+
+const nftables: ModeDescriptor = {
+  name: 'nftables',
+  programsKernel: true,
+  createBackend(cfg, opts) {
+    const exec = execOf(opts);
+    const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false });
+    return opts.dryRun ? backend : removingLeftoversFirst(backend, () => nftables.startupLeftovers(exec));
+  },
+  syncSection: 'nftables',
+  masqueradeSection: 'nftables',
+  startupLeftovers: removeIptablesAndIpvs,
+  cleanup: deleteTables,
+  // Exactly the addresses the renderer puts in its NodePort set.
+  nodePortIPs: (cfg) => renderContext(cfg).nodePortIPs,
+  syncFailureMetric: { name: 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total', help: 'Cumulative proxy nftables sync failures' },
+  traceableRules: (snapshot, cfg) => ({ syntax: 'nftables', ruleset: render(snapshot, cfg) }),
+  sandbox: { tools: ['nft'], dumpRules: ['nft', 'list', 'table', 'ip', 'kube-proxy'] },
+};
+
+const iptables: ModeDescriptor = {
+  name: 'iptables',
+  programsKernel: false,
+  createBackend: logOnly('iptables'),
+  syncSection: 'iptables',
+  masqueradeSection: 'iptables',
+  async startupLeftovers(exec) {
+    await deleteTables(exec);
+    await removeIpvs(exec);
+  },
+  cleanup: removeIptablesChains,
+  nodePortIPs: localNodePortIPs,
+  syncFailureMetric: {
+    name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+    help: 'Cumulative proxy iptables restore failures',
+  },
+  sandbox: { tools: ['iptables-save'], dumpRules: ['iptables-save'] },
+};
+
+const ipvs: ModeDescriptor = {
+  name: 'ipvs',
+  programsKernel: false,
+  createBackend: logOnly('ipvs'),
+  syncSection: 'ipvs',
+  masqueradeSection: 'iptables',
+  // The iptables mode's chains cannot be told apart from the ipvs mode's own by the shared
+  // leftovers code, so only the nftables tables go.
+  startupLeftovers: deleteTables,
+  // The ipvs mode programs IPVS services on kube-ipvs0 and KUBE-* iptables chains.
+  cleanup: removeIptablesAndIpvs,
+  nodePortIPs: localNodePortIPs,
+  sandbox: { tools: ['ipvsadm'], dumpRules: ['ipvsadm', '-Ln'] },
+};
+
+const userspace: ModeDescriptor = {
+  name: 'userspace',
+  programsKernel: false,
+  createBackend: logOnly('userspace'),
+  syncSection: 'iptables',
+  masqueradeSection: 'iptables',
+  async startupLeftovers(exec) {
+    await deleteTables(exec);
+    await removeIpvs(exec);
+  },
+  cleanup: removeIptablesChains,
+  nodePortIPs: localNodePortIPs,
+  sandbox: { tools: ['iptables-save'], dumpRules: ['iptables-save', '-t', 'nat'] },
+};
+
+export const MODES: Readonly<Record<ProxyMode, ModeDescriptor>> = { iptables, nftables, ipvs, userspace };
+
+/** The descriptor of a mode name, or undefined for a name that is not a mode. */
+export function modeDescriptor(name: string): ModeDescriptor | undefined {
+  return (PROXY_MODE_NAMES as readonly string[]).includes(name) ? MODES[name as ProxyMode] : undefined;
+}
+
+/** `--cleanup`: every mode's cleanup (each distinct one once), whatever mode last ran. */
+export async function cleanupAll(exec: ExecOptions = {}): Promise<void> {
+  for (const cleanup of new Set(Object.values(MODES).map((m) => m.cleanup))) await cleanup(exec);
+}
+
+/** NodePort addresses over a node's families in one mode; null means every local address. */
+export function nodePortIPsOf(mode: ModeDescriptor, configs: BackendConfig[]): string[] | null {
+  const ips: string[] = [];
+  for (const cfg of configs) {
+    const own = mode.nodePortIPs(cfg);
+    if (own === null) return null;
+    ips.push(...own);
+  }
+  return [...new Set(ips)];
+}

@@ -1,0 +1,93 @@
+// The mode descriptors: what each proxy mode means for its backend, configuration sections,
+// NodePort addresses, metrics and explain.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { LogOnlyBackend, MODES, modeDescriptor, nodePortIPsOf, PROXY_MODE_NAMES } from '../../src/backend/index.js';
+import { render } from '../../src/backend/nftables/render.js';
+import { describeSnapshot } from '../../src/model/describe.js';
+import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
+
+const web = servicePort({ namespace: 'ns1', serviceName: 'web', clusterIP: '10.96.0.10', nodePort: 30010, endpoints: [endpoint('10.244.2.5', 80)] });
+
+describe('mode descriptors', () => {
+  test('every mode has a descriptor under its own name; unknown names have none', () => {
+    assert.deepEqual(Object.keys(MODES).sort(), [...PROXY_MODE_NAMES].sort());
+    for (const name of PROXY_MODE_NAMES) assert.equal(modeDescriptor(name)?.name, name);
+    assert.equal(modeDescriptor('kernelspace'), undefined);
+    assert.equal(modeDescriptor('toString'), undefined);
+  });
+
+  test('configuration sections follow upstream: nftables its own, ipvs its own sync periods with iptables masquerading', () => {
+    const sections = Object.fromEntries(PROXY_MODE_NAMES.map((m) => [m, [MODES[m].syncSection, MODES[m].masqueradeSection]]));
+    assert.deepEqual(sections, {
+      nftables: ['nftables', 'nftables'],
+      iptables: ['iptables', 'iptables'],
+      ipvs: ['ipvs', 'iptables'],
+      userspace: ['iptables', 'iptables'],
+    });
+  });
+
+  test('a mode without a kernel backend gets a log-only backend that prints the snapshot and programs nothing', async () => {
+    for (const name of ['iptables', 'ipvs', 'userspace'] as const) {
+      const printed: string[] = [];
+      // A wrap that cannot run: any attempt to run a kernel tool would fail the sync.
+      const be = MODES[name].createBackend(backendConfig(), { dryRun: false, out: (t) => printed.push(t), wrap: ['/nonexistent/tool'] });
+      assert.ok(be instanceof LogOnlyBackend, name);
+      assert.equal(MODES[name].programsKernel, false);
+      assert.equal(be.mode, name);
+      const snap = snapshot([web]);
+      assert.deepEqual(await be.sync(snap), { operations: 0, full: true });
+      assert.deepEqual(printed, [describeSnapshot(snap) + '\n']);
+      assert.match(printed[0]!, /ns1\/web TCP 10\.96\.0\.10:80 nodePort=30010/);
+      assert.equal(be.describe?.(), describeSnapshot(snap));
+      await be.cleanup();
+    }
+  });
+
+  test('nftables mode builds the nftables backend; a dry run prints its ruleset', async () => {
+    assert.equal(MODES.nftables.programsKernel, true);
+    let printed = '';
+    const be = MODES.nftables.createBackend(backendConfig(), { dryRun: true, out: (t) => (printed += t) });
+    assert.equal(be.mode, 'nftables');
+    const res = await be.sync(snapshot([web]));
+    assert.equal(res.full, true);
+    assert.match(printed, /table ip kube-proxy/);
+    assert.match(printed, /10\.96\.0\.10/);
+  });
+
+  test('NodePort addresses: nftables as its renderer, the other modes every local address by default', () => {
+    const ips = ['192.168.1.10', '10.0.0.10'];
+    const cfg = (nodePortAddresses: string[]) => backendConfig({ nodePortAddresses, nodeIPs: ips });
+    assert.deepEqual(MODES.nftables.nodePortIPs(cfg([])), ['192.168.1.10']);
+    assert.deepEqual(MODES.nftables.nodePortIPs(cfg(['10.0.0.0/8'])), ['10.0.0.10']);
+    for (const name of ['iptables', 'ipvs', 'userspace'] as const) {
+      const m = MODES[name];
+      assert.equal(m.nodePortIPs(cfg([])), null, name);
+      assert.equal(m.nodePortIPs(cfg(['0.0.0.0/0'])), null, name);
+      assert.deepEqual(m.nodePortIPs(cfg(['primary'])), ['192.168.1.10'], name);
+      assert.deepEqual(m.nodePortIPs(cfg(['010.0.0.0/8', '172.16.0.0/12'])), ['10.0.0.10'], name);
+    }
+    const v6 = backendConfig({ family: 'IPv6', nodePortAddresses: [], nodeIPs: ['fd00::10'] });
+    assert.deepEqual(nodePortIPsOf(MODES.nftables, [cfg([]), v6]), ['192.168.1.10', 'fd00::10']);
+    assert.equal(nodePortIPsOf(MODES.iptables, [cfg(['primary']), v6]), null);
+  });
+
+  test('sync failure metrics carry upstream names; ipvs and userspace have none', () => {
+    assert.equal(MODES.nftables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total');
+    assert.equal(MODES.iptables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
+    assert.equal(MODES.ipvs.syncFailureMetric, undefined);
+    assert.equal(MODES.userspace.syncFailureMetric, undefined);
+  });
+
+  test('only nftables has traceable rules so far: the rendered ruleset, tagged by syntax', () => {
+    const snap = snapshot([web]);
+    const cfg = backendConfig();
+    assert.deepEqual(MODES.nftables.traceableRules?.(snap, cfg), { syntax: 'nftables', ruleset: render(snap, cfg) });
+    for (const name of ['iptables', 'ipvs', 'userspace'] as const) assert.equal(MODES[name].traceableRules, undefined, name);
+  });
+
+  test('the sandbox learns its tools and rule dump from the mode', () => {
+    assert.deepEqual(MODES.nftables.sandbox, { tools: ['nft'], dumpRules: ['nft', 'list', 'table', 'ip', 'kube-proxy'] });
+    assert.deepEqual(MODES.iptables.sandbox.dumpRules, ['iptables-save']);
+  });
+});
