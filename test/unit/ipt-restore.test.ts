@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FragmentStore, type Fragment } from '../../src/backend/common/fragments.js';
 import type { IptChain } from '../../src/backend/iptables/render.js';
-import { chainsToRestore, opsToRestore } from '../../src/backend/iptables/restore.js';
+import { opsToRestore } from '../../src/backend/iptables/restore.js';
 
 const chains = {
   id: (c: IptChain) => `${c.table}/${c.name}`,
@@ -46,20 +46,4 @@ test('nothing changed: no restore input at all', () => {
   const store = new FragmentStore(chains, ['nat/KUBE-SERVICES']);
   store.update(['a'], () => frag('A', ['1']), false);
   assert.equal(opsToRestore(store.update(['a'], () => frag('A', ['1']))), '');
-});
-
-test('a full restore declares every chain, fills it, and deletes stale chains last, table by table', () => {
-  const input = chainsToRestore(
-    [
-      { table: 'nat', name: 'KUBE-SERVICES', rules: ['-j KUBE-SVC-A'] },
-      { table: 'nat', name: 'KUBE-SVC-A', rules: [] },
-      { table: 'filter', name: 'KUBE-FORWARD', rules: ['-m conntrack --ctstate INVALID -j DROP'] },
-    ],
-    [{ table: 'nat', name: 'KUBE-SVC-OLD' }],
-  );
-  assert.equal(
-    input,
-    ['*filter', ':KUBE-FORWARD - [0:0]', '-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP', 'COMMIT',
-      '*nat', ':KUBE-SERVICES - [0:0]', ':KUBE-SVC-A - [0:0]', ':KUBE-SVC-OLD - [0:0]', '-A KUBE-SERVICES -j KUBE-SVC-A', '-X KUBE-SVC-OLD', 'COMMIT', ''].join('\n'),
-  );
 });

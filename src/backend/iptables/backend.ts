@@ -7,15 +7,8 @@ import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { FragmentStore, type ObjectKind } from '../common/fragments.js';
-import {
-  IptablesRestoreError,
-  canaryAlive,
-  detectFlavour,
-  ensureJumps,
-  ourChains,
-  restore,
-  type Flavour,
-} from './apply.js';
+import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
+import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from './apply.js';
 import {
   baseChains,
   isLargeCluster,
@@ -25,8 +18,9 @@ import {
   type IptChain,
   type IptContext,
   type IptRuleset,
+  toRestoreInput,
 } from './render.js';
-import { chainsToRestore, opsToRestore } from './restore.js';
+import { opsToRestore } from './restore.js';
 
 export interface IptablesBackendOptions {
   /** Print the restore input instead of applying it (no privileges needed). */
@@ -37,8 +31,8 @@ export interface IptablesBackendOptions {
   wrap?: string[];
   /** The flavour to use; detected from the node's rules when absent. */
   flavour?: Flavour;
-  /** Start-up cleanup of the other modes' leftovers (default: none; the mode descriptor supplies it). */
-  removeLeftovers?: () => Promise<void>;
+  /** Start-up cleanup of the other modes' leftovers, once the flavour is known (the mode descriptor supplies it). */
+  removeLeftovers?: (flavour: Flavour) => Promise<void>;
 }
 
 const IPT_CHAINS: ObjectKind<IptChain> = {
@@ -100,7 +94,7 @@ export class IptablesBackend implements Backend {
       this.flavour = d.flavour;
       log.info('using iptables flavour', { family: this.family, flavour: d.flavour, reason: d.reason });
     }
-    await this.opts.removeLeftovers?.();
+    await this.opts.removeLeftovers?.(this.flavour);
   }
 
   async sync(snapshot: Snapshot): Promise<SyncResult> {
@@ -120,7 +114,7 @@ export class IptablesBackend implements Backend {
       next.store.update(keys, (k) => renderServicePort(snapshot.services.get(k)!, next.ctx), false);
       const chains = next.chains();
       const stale = this.opts.dryRun ? [] : await this.staleChains(chains);
-      input = chainsToRestore(chains, stale);
+      input = toRestoreInput({ family: this.family, chains }, stale);
       operations = chains.reduce((n, c) => n + 1 + c.rules.length, 0) + stale.length;
     } else {
       next = this.state!;
@@ -164,18 +158,28 @@ export class IptablesBackend implements Backend {
   /** Chains of ours the kernel holds that the new ruleset does not. */
   private async staleChains(chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> {
     const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
-    const have = await ourChains(this.family, this.flavour!, this.exec);
-    return have.filter((c) => !want.has(`${c.table}/${c.name}`));
+    const saved = parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter', 'mangle']));
+    const stale: Array<{ table: IptChain['table']; name: string }> = [];
+    for (const [table, t] of saved) {
+      for (const name of t.chains.keys()) {
+        if (!t.builtin.has(name) && isKubeProxyChain(table, name) && !want.has(`${table}/${name}`)) stale.push({ table: table as IptChain['table'], name });
+      }
+    }
+    return stale;
   }
 
+  /** Removes our chains (and the jumps to them) from this family in the flavour in use. */
   async cleanup(): Promise<void> {
     this.state = undefined;
     this.needFull = true;
+    if (this.opts.dryRun) return;
+    if (!this.flavour) this.flavour = (await detectFlavour(this.exec)).flavour;
+    await removeIptablesLeftovers([{ family: this.family, flavour: this.flavour }], this.exec);
   }
 
   /** The ruleset last applied, as restore input (dry-run, explain, debugging). */
   describe(): string {
-    return this.state ? chainsToRestore(this.state.chains()) : '';
+    return this.state ? toRestoreInput({ family: this.family, chains: this.state.chains() }) : '';
   }
 
   ruleset(): IptRuleset | undefined {

@@ -1,12 +1,10 @@
-// Pure: turns fragment-store operations and whole rulesets into `iptables-restore --noflush`
-// input. Each table is one block, committed atomically by the kernel. Within a block, every
+// Pure: turns fragment-store operations into `iptables-restore --noflush` input (a whole
+// ruleset is written by toRestoreInput in syntax.ts). Each table is one block, committed atomically by the kernel. Within a block, every
 // chain we write is declared first (which creates or flushes it), rules follow, and chains that
 // go away are deleted last, once nothing jumps to them any more.
 import type { StoreOp } from '../common/fragments.js';
-import type { IptChain, IptTable } from './render.js';
+import { TABLE_ORDER, type IptChain, type IptTable } from './syntax.js';
 
-/** Tables in the order they are written: filter rules may refer to nothing in nat, but nat is the data path. */
-const TABLE_ORDER: IptTable[] = ['mangle', 'filter', 'nat'];
 
 interface TableBlock {
   declare: Set<string>;
@@ -86,25 +84,6 @@ export function opsToRestore(ops: Array<StoreOp<IptChain>>): string {
       case 'drop-ref':
         break;
     }
-  }
-  return render(blocks);
-}
-
-/**
- * The restore input replacing all of ours: every chain declared (created or flushed) and filled,
- * and chains of ours that the kernel still has but the ruleset does not, deleted.
- */
-export function chainsToRestore(chains: IptChain[], stale: Array<{ table: IptTable; name: string }> = []): string {
-  const blocks = new Map<IptTable, TableBlock>();
-  for (const c of chains) {
-    const b = block(blocks, c.table);
-    b.declare.add(c.name);
-    for (const r of c.rules) b.appends.push(`-A ${c.name} ${r}`);
-  }
-  for (const s of stale) {
-    const b = block(blocks, s.table);
-    b.declare.add(s.name);
-    b.removeChains.push(s.name);
   }
   return render(blocks);
 }
