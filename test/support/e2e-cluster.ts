@@ -1,7 +1,8 @@
 /*
  * A small cluster for real-kernel e2e tests of the proxy: the namespace topology of topology.ts,
  * the fake API server running on node1's loopback (fake-apiserver-main.js, driven over stdin), and
- * the proxy (dist/src/cli/main.js) running inside node1's namespace with a kubeconfig pointing at it.
+ * the proxy (dist/src/cli/main.js) running inside node1's namespace with a kubeconfig pointing at it,
+ * in the nftables mode or the iptables mode (on a node whose kubelet uses the nft or legacy flavour).
  *
  * Kubernetes node names are `node-<N>` for topology node N; node-1 is the proxy's own node, with
  * InternalIPs 10.0.0.1 and fd00:10::1 (so the proxy programs both the ip and ip6 tables) and a
@@ -69,8 +70,34 @@ export interface LoggedSnapshot {
   services: Map<string, LoggedServicePort>;
 }
 
+export type ProxyMode = 'nftables' | 'iptables';
+export type IptablesFlavour = 'nft' | 'legacy';
+
 export interface ClusterOptions {
   pods: PodSpec[];
+  /**
+   * A KubeProxyConfiguration file for the proxy (`--config`), instead of the mode, cluster CIDR
+   * and sync-period flags, so a test can change those under the running proxy. The kubeconfig,
+   * node name and `--v 2` stay flags.
+   */
+  configFile?: string;
+  /** --proxy-mode (default nftables). */
+  mode?: ProxyMode;
+  /**
+   * iptables mode: the flavour node1's kubelet uses. As a kubelet would, the harness creates
+   * KUBE-KUBELET-CANARY in that flavour's mangle table (both families) before the proxy starts;
+   * the proxy has to find the flavour by itself. Default nft.
+   */
+  iptablesFlavour?: IptablesFlavour;
+  /** More proxy flags, e.g. `['--iptables-sync-period', '5s']`. */
+  extraArgs?: string[];
+  /** Runs in the finished topology before the proxy starts, e.g. to leave another mode's rules behind. */
+  beforeProxy?: (topo: Topology) => Promise<void>;
+}
+
+/** The iptables tool of a family and flavour, e.g. `ip6tables-legacy`, `iptables-nft-save`. */
+export function iptablesTool(family: Family, flavour: IptablesFlavour, suffix: '' | '-save' | '-restore' = ''): string {
+  return `${family === 'IPv6' ? 'ip6tables' : 'iptables'}-${flavour}${suffix}`;
 }
 
 interface Pending {
@@ -154,16 +181,31 @@ export class E2ECluster {
   api!: ApiServerProcess;
   proxy!: Proc;
 
-  private constructor(readonly topo: Topology) {}
+  readonly mode: ProxyMode;
+  readonly iptablesFlavour: IptablesFlavour;
+
+  private constructor(
+    readonly topo: Topology,
+    private readonly opts: ClusterOptions,
+  ) {
+    this.mode = opts.mode ?? 'nftables';
+    this.iptablesFlavour = opts.iptablesFlavour ?? 'nft';
+  }
 
   /** Builds the topology, starts the API server with node-1 and node-2, then the proxy. */
   static async start(opts: ClusterOptions): Promise<E2ECluster> {
     const topo = await createTopology({ nodes: 2, pods: opts.pods });
-    const c = new E2ECluster(topo);
+    const c = new E2ECluster(topo, opts);
     try {
       // Like a real node, node1 has a default route, so packets no rule claims are forwarded
       // (and reach the proxy's forward-hook checks) instead of failing routing on node1.
       await topo.ipBatch('node1', [`route add default via ${topo.node(2).ip}`, `route add ::/0 via ${topo.node(2).ip6}`]);
+      if (c.mode === 'iptables') {
+        for (const family of ['IPv4', 'IPv6'] as const) {
+          await topo.exec('node1', iptablesTool(family, c.iptablesFlavour), ['-t', 'mangle', '-N', 'KUBE-KUBELET-CANARY']);
+        }
+      }
+      await opts.beforeProxy?.(topo);
       await c.startApiServer();
       await c.startProxy();
     } catch (e) {
@@ -197,21 +239,10 @@ export class E2ECluster {
 
   private async startProxy(): Promise<void> {
     const since = this.mark();
-    const args = [
-      PROXY_MAIN,
-      '--kubeconfig',
-      this.kubeconfig!,
-      '--hostname-override',
-      'node-1',
-      '--proxy-mode',
-      'nftables',
-      '--cluster-cidr',
-      '10.244.0.0/16,fd00:244::/32',
-      '--iptables-min-sync-period',
-      '0s',
-      '--v',
-      '2',
-    ];
+    const ruleFlags = this.opts.configFile
+      ? ['--config', this.opts.configFile]
+      : ['--proxy-mode', this.mode, '--cluster-cidr', '10.244.0.0/16,fd00:244::/32', '--iptables-min-sync-period', '0s'];
+    const args = [PROXY_MAIN, '--kubeconfig', this.kubeconfig!, '--hostname-override', 'node-1', ...ruleFlags, '--v', '2', ...(this.opts.extraArgs ?? [])];
     this.proxy = this.topo.spawn('node1', process.execPath, args);
     this.proxy.child.stderr!.on('data', (chunk: string) => {
       this.log += chunk;
@@ -465,6 +496,29 @@ export class E2ECluster {
     if (res.code === 0) return res.stdout;
     if (/No such file or directory/.test(res.stderr)) return null;
     throw new Error(`nft list table ${family} kube-proxy: ${res.stderr.trim()}`);
+  }
+
+  /** `<flavour>-save` output (all tables) of one family in node1. */
+  async iptablesSave(family: Family, flavour: IptablesFlavour = this.iptablesFlavour): Promise<string> {
+    return (await this.topo.exec('node1', iptablesTool(family, flavour, '-save'))).stdout;
+  }
+
+  /**
+   * What the proxy programmed for a family in node1, in the mode's own syntax: the kube-proxy
+   * nftables table, or the iptables chain declarations and rules naming a KUBE- chain, kubelet's
+   * chains (KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT, the filter table's KUBE-FIREWALL) left out.
+   * null when there is nothing.
+   */
+  async ruleText(family: Family): Promise<string | null> {
+    if (this.mode === 'nftables') return this.nftTable(family === 'IPv4' ? 'ip' : 'ip6');
+    const ours: string[] = [];
+    let table = '';
+    for (const l of (await this.iptablesSave(family)).split('\n')) {
+      if (l.startsWith('*')) table = l.slice(1);
+      const kubelets = table === 'filter' ? /KUBE-(KUBELET-CANARY|IPTABLES-HINT|FIREWALL)\b/ : /KUBE-(KUBELET-CANARY|IPTABLES-HINT)\b/;
+      if (/^(:|-A )/.test(l) && /KUBE-/.test(l) && !kubelets.test(l)) ours.push(l);
+    }
+    return ours.length > 0 ? ours.join('\n') + '\n' : null;
   }
 
   /** Stops everything and removes the namespaces (safe to call more than once, and after a failed start). */

@@ -1,11 +1,24 @@
-// Start-up cleanup of what another proxy mode left behind: KUBE-* iptables chains and the
-// jumps to them, the kube-ipvs0 dummy interface and the IPVS virtual servers on its addresses.
-// Chains of other owners (including kubelet's KUBE-FIREWALL / KUBE-KUBELET-CANARY in the
-// filter table) are never touched.
+// Start-up cleanup of what another proxy mode (or another iptables flavour) left behind: our
+// KUBE-* iptables chains and the jumps to them, the IPVS mode's kube-ipvs0 dummy interface, IPVS
+// virtual servers and KUBE-* ipsets, and the nftables mode's tables. Chains of other owners
+// (kubelet's KUBE-FIREWALL in filter, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) are never touched.
+// Failures are logged, never thrown: leftovers must not keep the proxy from starting.
 import { run, tryRun, type ExecOptions } from './exec.js';
 import { log } from '../../log.js';
+import type { IPFamily } from '../../model/types.js';
+import { restore, saveTables } from '../iptables/apply.js';
+import { FAMILIES, FLAVOURS, otherFlavour, toolFor, type Flavour } from '../iptables/flavour.js';
+import { deleteTables } from '../nftables/apply.js';
 
-const OWN_CHAINS = new Set([
+/** Chains only the IPVS mode creates (the nat table's KUBE-FIREWALL is one, see isKubeProxyChain). */
+const IPVS_ONLY_CHAINS = new Set([
+  'KUBE-LOAD-BALANCER',
+  'KUBE-NODE-PORT',
+  'KUBE-IPVS-FILTER',
+  'KUBE-IPVS-OUT-FILTER',
+  'KUBE-SOURCE-RANGES-FIREWALL',
+]);
+const SHARED_CHAINS = new Set([
   'KUBE-SERVICES',
   'KUBE-EXTERNAL-SERVICES',
   'KUBE-NODEPORTS',
@@ -14,98 +27,125 @@ const OWN_CHAINS = new Set([
   'KUBE-FORWARD',
   'KUBE-PROXY-FIREWALL',
   'KUBE-PROXY-CANARY',
-  'KUBE-LOAD-BALANCER',
-  'KUBE-NODE-PORT',
-  'KUBE-IPVS-FILTER',
-  'KUBE-IPVS-OUT-FILTER',
-  'KUBE-SOURCE-RANGES-FIREWALL',
+  // Not upstream's: our iptables mode rejects connections to a cluster IP port the Service lacks.
+  'KUBE-CLUSTER-IPS',
 ]);
 const OWN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'];
 
-/** Whether a chain of an iptables table was created by kube-proxy. */
-export function isKubeProxyChain(table: string, chain: string): boolean {
-  if (OWN_CHAINS.has(chain) || OWN_PREFIXES.some((p) => chain.startsWith(p))) return true;
+/** Whether a chain of the IPVS mode's that the iptables mode never uses. */
+export function isIpvsOnlyChain(table: string, chain: string): boolean {
   // The ipvs mode's KUBE-FIREWALL lives in nat; the filter table's one is kubelet's.
-  return table === 'nat' && chain === 'KUBE-FIREWALL';
+  return IPVS_ONLY_CHAINS.has(chain) || (table === 'nat' && chain === 'KUBE-FIREWALL');
 }
 
+/** Whether a chain of an iptables table was created by kube-proxy (any mode). */
+export function isKubeProxyChain(table: string, chain: string): boolean {
+  return SHARED_CHAINS.has(chain) || OWN_PREFIXES.some((p) => chain.startsWith(p)) || isIpvsOnlyChain(table, chain);
+}
+
+export type ChainFilter = (table: string, chain: string) => boolean;
+
+/** A rule in a chain we keep that refers to an IPVS-mode ipset, which could not be destroyed otherwise. */
+const usesKubeIpset = (rule: string): boolean => /--match-set KUBE-/.test(rule);
+
 /**
- * From `iptables-save` output, the `iptables-restore --noflush` input removing our chains and
- * every jump to them from other chains; '' when there is nothing to remove.
+ * From `iptables-save` output, the `iptables-restore --noflush` input removing the chains isOurs
+ * accepts and every jump to them from other chains, plus the rules `dropRule` accepts in the
+ * chains that stay; '' when there is nothing to remove.
  */
-export function iptablesCleanupScript(save: string): string {
+export function iptablesCleanupScript(save: string, isOurs: ChainFilter = isKubeProxyChain, dropRule?: (rule: string) => boolean): string {
   const out: string[] = [];
-  let table = '';
-  let own: string[] = [];
-  let dels: string[] = [];
-  const flushTable = (): void => {
-    if (table && own.length > 0 && ['nat', 'filter', 'mangle'].includes(table)) {
-      out.push(`*${table}`, ...own.map((c) => `:${c} - [0:0]`), ...dels, ...own.map((c) => `-X ${c}`), 'COMMIT');
-    }
-    own = [];
-    dels = [];
-  };
   const chainsOf = new Map<string, Set<string>>();
+  let table = '';
   // First pass: which chains are ours, per table.
   for (const line of save.split('\n')) {
     if (line.startsWith('*')) table = line.slice(1).trim();
     else if (line.startsWith(':')) {
       const name = line.slice(1).split(' ')[0]!;
-      if (isKubeProxyChain(table, name)) {
+      if (isOurs(table, name)) {
         if (!chainsOf.has(table)) chainsOf.set(table, new Set());
         chainsOf.get(table)!.add(name);
       }
     }
   }
   table = '';
+  let own: string[] = [];
+  let dels: string[] = [];
   for (const line of save.split('\n')) {
     if (line.startsWith('*')) {
       table = line.slice(1).trim();
       own = [...(chainsOf.get(table) ?? [])];
+      dels = [];
     } else if (line.startsWith('-A ')) {
-      const ours = chainsOf.get(table);
-      if (!ours) continue;
+      const ours = chainsOf.get(table) ?? new Set<string>();
       const chain = line.split(' ')[1]!;
+      if (ours.has(chain)) continue;
       const target = /\s-[jg]\s+(\S+)/.exec(line)?.[1];
-      if (!ours.has(chain) && target && ours.has(target)) dels.push('-D' + line.slice(2));
+      if ((target && ours.has(target)) || (dropRule?.(line) ?? false)) dels.push('-D' + line.slice(2));
     } else if (line.trim() === 'COMMIT') {
-      flushTable();
+      if (table && (own.length > 0 || dels.length > 0)) {
+        out.push(`*${table}`, ...own.map((c) => `:${c} - [0:0]`), ...dels, ...own.map((c) => `-X ${c}`), 'COMMIT');
+      }
+      own = [];
+      dels = [];
     }
   }
   return out.length > 0 ? out.join('\n') + '\n' : '';
 }
 
-export interface LeftoverReport {
-  iptablesChains: number;
-  ipvsServices: number;
-  removedInterface: boolean;
+export interface IptablesTools {
+  family: IPFamily;
+  flavour: Flavour;
 }
 
 /**
- * Removes iptables/ipvs leftovers of upstream kube-proxy (`parts` picks which; both by default).
- * Errors are logged, not thrown.
+ * Removes the chains isOurs accepts (and the jumps to them) with each of the given tools, and the
+ * rules dropRule accepts in the chains that stay. Returns the number of chains removed.
  */
-export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?: boolean; ipvs?: boolean } = {}): Promise<LeftoverReport> {
-  const report: LeftoverReport = { iptablesChains: 0, ipvsServices: 0, removedInterface: false };
-  for (const tool of parts.iptables === false ? [] : ['iptables', 'ip6tables']) {
+export async function removeIptablesLeftovers(
+  tools: readonly IptablesTools[],
+  opts: ExecOptions = {},
+  isOurs: ChainFilter = isKubeProxyChain,
+  dropRule?: (rule: string) => boolean,
+): Promise<number> {
+  let removed = 0;
+  for (const { family, flavour } of tools) {
+    const tool = toolFor(family, flavour, 'restore');
     try {
-      const save = await tryRun([`${tool}-save`], undefined, opts);
-      if (!save || save.code !== 0) continue;
-      const script = iptablesCleanupScript(save.stdout);
+      // A flavour the node does not use has no tables; its save prints nothing.
+      const script = iptablesCleanupScript(await saveTables(family, flavour, opts), isOurs, dropRule);
       if (!script) continue;
-      const res = await run([`${tool}-restore`, '--noflush'], script, opts);
-      if (res.code !== 0) {
-        log.warn('removing iptables leftovers failed', { tool, error: res.stderr.trim() });
-        continue;
-      }
-      report.iptablesChains += (script.match(/^-X /gm) ?? []).length;
+      await restore(script, family, flavour, opts);
+      removed += (script.match(/^-X /gm) ?? []).length;
     } catch (e) {
-      log.warn('removing iptables leftovers failed', { tool, error: String(e) });
+      log.warn('removing iptables leftovers failed', { tool, error: e instanceof Error ? e.message : String(e) });
     }
   }
+  return removed;
+}
+
+const allTools = (flavours: readonly Flavour[]): IptablesTools[] => flavours.flatMap((flavour) => FAMILIES.map((family) => ({ family, flavour })));
+
+/** `--cleanup`: removes our chains from both flavours and both families. */
+export function cleanupIptables(opts: ExecOptions = {}): Promise<number> {
+  return removeIptablesLeftovers(allTools(FLAVOURS), opts);
+}
+
+export interface IpvsLeftovers {
+  ipvsServices: number;
+  removedInterface: boolean;
+  ipsets: number;
+}
+
+/**
+ * Removes the IPVS mode's kube-ipvs0 interface, the virtual servers on its addresses and the
+ * KUBE-* ipsets. Rules using those ipsets must be gone first (the kernel keeps a set in use).
+ */
+export async function removeIpvsLeftovers(opts: ExecOptions = {}): Promise<IpvsLeftovers> {
+  const report: IpvsLeftovers = { ipvsServices: 0, removedInterface: false, ipsets: 0 };
   try {
-    const link = parts.ipvs === false ? undefined : await run(['ip', '-o', 'addr', 'show', 'dev', 'kube-ipvs0'], undefined, opts);
-    if (link?.code === 0) {
+    const link = await run(['ip', '-o', 'addr', 'show', 'dev', 'kube-ipvs0'], undefined, opts);
+    if (link.code === 0) {
       const addrs = new Set([...link.stdout.matchAll(/inet6? ([0-9a-fA-F:.]+)\//g)].map((m) => m[1]!));
       const list = addrs.size > 0 ? await tryRun(['ipvsadm', '-Ln'], undefined, opts) : undefined;
       if (list && list.code === 0) {
@@ -120,9 +160,58 @@ export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?
       const del = await run(['ip', 'link', 'del', 'kube-ipvs0'], undefined, opts);
       report.removedInterface = del.code === 0;
     }
+    const sets = await tryRun(['ipset', 'list', '-n'], undefined, opts);
+    for (const name of sets?.code === 0 ? sets.stdout.split('\n').filter((n) => n.startsWith('KUBE-')) : []) {
+      const res = await run(['ipset', 'destroy', name], undefined, opts);
+      if (res.code === 0) report.ipsets++;
+      else log.warn('removing an ipvs-mode ipset failed', { ipset: name, error: res.stderr.trim() });
+    }
   } catch (e) {
     log.warn('removing ipvs leftovers failed', { error: String(e) });
   }
-  if (report.iptablesChains || report.ipvsServices || report.removedInterface) log.info('removed kube-proxy leftovers', { ...report });
   return report;
+}
+
+export interface LeftoverReport extends IpvsLeftovers {
+  iptablesChains: number;
+  nftablesTables?: boolean;
+}
+
+function logReport(report: LeftoverReport): LeftoverReport {
+  if (report.iptablesChains || report.ipvsServices || report.removedInterface || report.ipsets || report.nftablesTables) {
+    log.info('removed kube-proxy leftovers', { ...report });
+  }
+  return report;
+}
+
+/**
+ * nftables mode: removes the iptables (both flavours) and IPVS modes' leftovers; `parts` picks
+ * one of the two.
+ */
+export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?: boolean; ipvs?: boolean } = {}): Promise<LeftoverReport> {
+  const iptablesChains = parts.iptables === false ? 0 : await cleanupIptables(opts);
+  const ipvs = parts.ipvs === false ? { ipvsServices: 0, removedInterface: false, ipsets: 0 } : await removeIpvsLeftovers(opts);
+  return logReport({ iptablesChains, ...ipvs });
+}
+
+/**
+ * iptables mode with the node's `flavour`: removes our chains from the other flavour, the IPVS
+ * mode's own chains and its ipset rules from this one (the chains both modes share stay: the next
+ * full sync rewrites them), the IPVS leftovers and the nftables mode's tables.
+ */
+export async function removeLeftoversForIptables(flavour: Flavour, opts: ExecOptions = {}): Promise<LeftoverReport> {
+  let iptablesChains = await removeIptablesLeftovers(allTools([otherFlavour(flavour)]), opts);
+  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, isIpvsOnlyChain, usesKubeIpset);
+  const ipvs = await removeIpvsLeftovers(opts);
+  let nftablesTables = false;
+  try {
+    const listed = await tryRun(['nft', 'list', 'tables'], undefined, opts);
+    if (listed?.code === 0 && /^table ip6? kube-proxy$/m.test(listed.stdout)) {
+      await deleteTables(opts);
+      nftablesTables = true;
+    }
+  } catch (e) {
+    log.warn('removing the nftables-mode tables failed', { error: e instanceof Error ? e.message : String(e) });
+  }
+  return logReport({ iptablesChains, ...ipvs, nftablesTables });
 }

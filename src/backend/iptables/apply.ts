@@ -1,0 +1,188 @@
+// Thin layer over the iptables tools of one flavour (nft or legacy) and family: restore, save,
+// the jumps from built-in chains, the canary, and which flavour the node uses.
+import { shellFor, type ExecOptions } from '../common/exec.js';
+import type { IPFamily } from '../../model/types.js';
+import { CANARY_CHAIN, CANARY_RULE_ARGS, CANARY_TABLES } from './canary.js';
+import { FAMILIES, toolFor, type Flavour } from './flavour.js';
+import { parseSave } from './save.js';
+
+export type { ExecOptions } from '../common/exec.js';
+export { toolFor, type Flavour } from './flavour.js';
+export { parseSave, type SavedTable, type SavedTables } from './save.js';
+
+/** Seconds a restore or command waits for the xtables lock (legacy) before failing. */
+const WAIT_ARG = '--wait=5';
+
+export class IptablesRestoreError extends Error {
+  constructor(
+    message: string,
+    readonly tool: string,
+    /** The tool's own error text. */
+    readonly toolMessage: string,
+    /** 1-based line of the input the tool complained about, 0 when unknown. */
+    readonly line: number,
+    readonly lineText: string,
+  ) {
+    super(message);
+    this.name = 'IptablesRestoreError';
+  }
+}
+
+const runTool = (argv: string[], opts: ExecOptions) => shellFor(opts).run(argv, '', 'stdin');
+
+/**
+ * The failing line from iptables-restore's stderr. iptables-nft reports some errors (a jump to a
+ * chain that does not exist) only when the table is committed, pointing at its COMMIT line; the
+ * rule naming that chain is then the more useful line to show.
+ */
+function failingLine(input: string, stderr: string): number {
+  const m =
+    /Error occurred at line: (\d+)/.exec(stderr) ??
+    /line (\d+) failed/.exec(stderr) ??
+    /COMMIT expected at line (\d+)/.exec(stderr) ??
+    /\bline:? (\d+)/.exec(stderr);
+  let line = m ? Number(m[1]) : 0;
+  const lines = input.split('\n');
+  const missing = /Chain '([^']+)' does not exist/.exec(stderr)?.[1];
+  if (line > 0 && missing && lines[line - 1]?.trim() === 'COMMIT') {
+    let start = line - 1;
+    while (start > 0 && !lines[start - 1]!.startsWith('*')) start--;
+    const target = new RegExp(`\\s-[jg] ${missing.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(\\s|$)`);
+    const at = lines.slice(start, line - 1).findIndex((l) => target.test(l));
+    if (at >= 0) line = start + at + 1;
+  }
+  return line;
+}
+
+/** The tool's message without its usage hint. */
+function toolMessage(stderr: string): string {
+  return stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('Try `') && !l.startsWith('Error occurred at line'))
+    .join('; ');
+}
+
+/**
+ * `<tool>-restore --noflush` with `input` on stdin. Each table of the input is committed
+ * atomically: on failure the failing table keeps its previous rules, and the error carries the
+ * failing line.
+ */
+export async function restore(input: string, family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<void> {
+  const tool = toolFor(family, flavour, 'restore');
+  const res = await shellFor(opts).run([tool, '--noflush', WAIT_ARG], input, 'stdin');
+  if (res.code === 0) return;
+  const message = toolMessage(res.stderr) || `${tool} exited with ${res.code}`;
+  const line = failingLine(input, res.stderr);
+  const lineText = line > 0 ? (input.split('\n')[line - 1] ?? '') : '';
+  throw new IptablesRestoreError(
+    `${tool} failed: ${message}${line ? ` (line ${line}: ${lineText.trim()})` : ''}`,
+    tool,
+    message,
+    line,
+    lineText,
+  );
+}
+
+/** iptables-save output of the given tables (all of them when omitted). */
+export async function saveTables(family: IPFamily, flavour: Flavour, opts: ExecOptions = {}, tables?: readonly string[]): Promise<string> {
+  const tool = toolFor(family, flavour, 'save');
+  let out = '';
+  for (const t of tables ?? [undefined]) {
+    const res = await runTool(t ? [tool, '-t', t] : [tool], opts);
+    if (res.code !== 0) throw new Error(`${tool}${t ? ` -t ${t}` : ''} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
+    out += res.stdout;
+  }
+  return out;
+}
+
+/** A rule in a built-in chain that sends packets into ours, e.g. nat PREROUTING → KUBE-SERVICES. */
+export interface JumpRule {
+  table: string;
+  chain: string;
+  /** The rule as iptables-save prints it after `-A <chain> `. */
+  rule: string;
+}
+
+/**
+ * Makes each jump rule exist exactly once: missing ones are inserted at the top of their chain,
+ * one after the other as upstream prepends them (so of two missing jumps in one chain, the later
+ * one ends up first), later copies of a doubled one removed, all in one restore. The chains
+ * jumped to must exist. Returns the number of rules inserted or removed (0 when all was in place).
+ */
+export async function ensureJumps(jumps: readonly JumpRule[], family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<number> {
+  const tableNames = [...new Set(jumps.map((j) => j.table))];
+  if (tableNames.length === 0) return 0;
+  const saved = parseSave(await saveTables(family, flavour, opts, tableNames));
+  const plans = new Map<string, { deletes: Array<{ chain: string; pos: number }>; inserts: string[] }>();
+  const seen = new Set<string>();
+  let changes = 0;
+  for (const j of jumps) {
+    const id = `${j.table} ${j.chain} ${j.rule}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    const plan = plans.get(j.table) ?? { deletes: [], inserts: [] };
+    plans.set(j.table, plan);
+    // 1-based positions of the copies in the chain; all but the first go.
+    const positions = (saved.get(j.table)?.chains.get(j.chain) ?? []).flatMap((r, i) => (r === j.rule ? [i + 1] : []));
+    if (positions.length === 0) plan.inserts.push(`-I ${j.chain} 1 ${j.rule}`);
+    for (const pos of positions.slice(1)) plan.deletes.push({ chain: j.chain, pos });
+    changes += positions.length === 0 ? 1 : positions.length - 1;
+  }
+  let input = '';
+  for (const [table, { deletes, inserts }] of plans) {
+    if (deletes.length === 0 && inserts.length === 0) continue;
+    // Deleting by position from the bottom up keeps the other positions valid.
+    const dels = deletes.sort((a, b) => b.pos - a.pos).map((d) => `-D ${d.chain} ${d.pos}`);
+    input += [`*${table}`, ...dels, ...inserts, 'COMMIT', ''].join('\n');
+  }
+  if (input) await restore(input, family, flavour, opts);
+  return changes;
+}
+
+/**
+ * Whether KUBE-PROXY-CANARY still holds its marker rule in mangle, nat and filter: false after a
+ * table flush or a chain deletion by someone else. One `iptables -C` per table.
+ */
+export async function canaryAlive(family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<boolean> {
+  const tool = toolFor(family, flavour, 'iptables');
+  for (const table of CANARY_TABLES) {
+    const res = await runTool([tool, WAIT_ARG, '-t', table, '-C', CANARY_CHAIN, ...CANARY_RULE_ARGS], opts);
+    if (res.code !== 0) return false;
+  }
+  return true;
+}
+
+const KUBELET_CHAINS = /^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) /m;
+
+/** Save output of both families ('' for a tool that is missing or fails). */
+async function saveBoth(flavour: Flavour, opts: ExecOptions, table?: string): Promise<string> {
+  let out = '';
+  for (const family of FAMILIES) {
+    const tool = toolFor(family, flavour, 'save');
+    const res = await runTool(table ? [tool, '-t', table] : [tool], opts).catch(() => undefined);
+    if (res?.code === 0) out += res.stdout;
+  }
+  return out;
+}
+
+const ruleCount = (save: string): number => (save.match(/^-/gm) ?? []).length;
+
+/**
+ * Which flavour the node uses, decided as upstream's container image does: the flavour holding
+ * kubelet's KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY chain (mangle, either family; nft looked at
+ * first), else the one with more rules, nft on a tie.
+ */
+export async function detectFlavour(opts: ExecOptions = {}): Promise<{ flavour: Flavour; reason: string }> {
+  const nftMangle = await saveBoth('nft', opts, 'mangle');
+  if (KUBELET_CHAINS.test(nftMangle)) return { flavour: 'nft', reason: "kubelet's chains are in iptables-nft (mangle)" };
+  // Without -t: asking legacy for one table would make the kernel create it.
+  const legacy = await saveBoth('legacy', opts);
+  if (KUBELET_CHAINS.test(legacy.split(/^\*/m).find((t) => t.startsWith('mangle')) ?? '')) {
+    return { flavour: 'legacy', reason: "kubelet's chains are in iptables-legacy (mangle)" };
+  }
+  const legacyRules = ruleCount(legacy);
+  const nftRules = ruleCount(await saveBoth('nft', opts));
+  if (legacyRules > nftRules) return { flavour: 'legacy', reason: `no kubelet chains; iptables-legacy has more rules (${legacyRules} vs ${nftRules})` };
+  return { flavour: 'nft', reason: `no kubelet chains; iptables-nft has as many rules or more (${nftRules} vs ${legacyRules})` };
+}

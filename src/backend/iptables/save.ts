@@ -1,0 +1,43 @@
+// Reading `iptables-save` output. Pure.
+
+/** One table of a save: chain name → its rules, each as the text after `-A <chain> `, in order. */
+export interface SavedTable {
+  chains: Map<string, string[]>;
+  /** Built-in chains (those with a policy), e.g. PREROUTING. */
+  builtin: Set<string>;
+}
+
+/** Table name → its chains, in the order the save lists them. */
+export type SavedTables = Map<string, SavedTable>;
+
+/**
+ * Parses iptables-save output (any flavour). Comments and counters are ignored; rules of a chain
+ * the save did not declare are kept under that name all the same.
+ */
+export function parseSave(text: string): SavedTables {
+  const tables: SavedTables = new Map();
+  let current: SavedTable | undefined;
+  for (const raw of text.split('\n')) {
+    const line = raw.trimEnd();
+    if (line.startsWith('*')) {
+      current = { chains: new Map(), builtin: new Set() };
+      tables.set(line.slice(1).trim(), current);
+    } else if (!current || line === 'COMMIT') {
+      continue;
+    } else if (line.startsWith(':')) {
+      const [name, policy] = line.slice(1).split(' ');
+      if (!name) continue;
+      if (!current.chains.has(name)) current.chains.set(name, []);
+      if (policy && policy !== '-') current.builtin.add(name);
+    } else if (line.startsWith('-A ')) {
+      const rest = line.slice(3);
+      const space = rest.indexOf(' ');
+      const chain = space < 0 ? rest : rest.slice(0, space);
+      const rule = space < 0 ? '' : rest.slice(space + 1);
+      const rules = current.chains.get(chain);
+      if (rules) rules.push(rule);
+      else current.chains.set(chain, [rule]);
+    }
+  }
+  return tables;
+}
