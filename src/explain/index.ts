@@ -6,6 +6,7 @@ import type { BackendConfig } from '../backend/types.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
 import { cidrContains, formatIP, parseCIDR, parseIP, type IP } from '../net/ip.js';
 import { TRACE_IP } from './values.js';
+import { traceIptables } from './iptables/index.js';
 import { TraceError, trace, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
 
 export { trace, traceTable, tableFromRuleset, TraceError } from './tracer.js';
@@ -78,7 +79,7 @@ export type SnapshotLoader = (
   mode: ProxyMode,
 ) => Promise<{ snapshot: Snapshot; config: BackendConfig }>;
 
-/** The mode explain traces when --proxy-mode is not given: the one whose rules it can trace today. */
+/** The mode explain traces when --proxy-mode is not given. */
 const DEFAULT_MODE = 'nftables';
 
 export const EXPLAIN_USAGE = `usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE) --from SRC_IP --to DST_IP:PORT
@@ -86,8 +87,8 @@ export const EXPLAIN_USAGE = `usage: kube-proxy-ts explain (--manifests DIR | --
        [--proxy-mode ${PROXY_MODE_NAMES.join('|')}] [--json]
 Traces a new connection through the rules this proxy would program in the given mode and prints
 where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
-The mode defaults to ${DEFAULT_MODE}, the only mode whose rules can be traced so far (not the
-proxy's own default, iptables).
+The mode defaults to ${DEFAULT_MODE} (not the proxy's own default, iptables); the rules of the
+ipvs and userspace modes cannot be traced yet.
 The source kind is guessed from SRC_IP (a node IP: host; inside the node's pod CIDRs or the
 local-traffic CIDRs: pod; otherwise external) unless --source-kind is given.
 `;
@@ -226,12 +227,9 @@ export async function runExplainCommand(
   try {
     const { snapshot, config } = await loadSnapshot(args.source, family, args.mode.name);
     const rules = traceable(snapshot, config);
-    if (rules.syntax !== 'nftables') {
-      err(`explain: proxy mode ${args.mode.name} renders ${rules.syntax} rules, which explain cannot trace yet\n`);
-      return 1;
-    }
     const packet = packetFor(args, snapshot, config);
-    const result = trace(rules.ruleset, packet, { localIPs: [...config.nodeIPs, ...snapshot.node.addresses] });
+    const node = { localIPs: [...config.nodeIPs, ...snapshot.node.addresses] };
+    const result = rules.syntax === 'nftables' ? trace(rules.ruleset, packet, node) : traceIptables(rules.text, family, packet, node);
     out(args.json ? JSON.stringify({ packet, ...result }, null, 2) + '\n' : formatTrace(packet, result));
     return 0;
   } catch (e) {

@@ -2,8 +2,9 @@
 // user asking "where does this packet go" is told, and every piece of the rule grammar.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { jumpRules, renderContext } from '../../src/backend/iptables/render.js';
 import { TraceError, type TracePacket, type TraceResult } from '../../src/explain/index.js';
-import { parseRestoreInput, traceIptables, UPSTREAM_JUMPS } from '../../src/explain/iptables/index.js';
+import { jumpRuleSpec, parseRestoreInput, traceIptables, UPSTREAM_JUMPS } from '../../src/explain/iptables/index.js';
 
 const NODE_IP = '192.168.0.2';
 const NODE = { localIPs: [NODE_IP] };
@@ -227,6 +228,14 @@ test('upstream hooks: the jump list puts each built-in chain in kernel order, an
     .replace('-A KUBE-MARK-MASQ -j MARK', '-A PREROUTING -s 10.99.0.0/16 -j KUBE-SERVICES\n-A KUBE-MARK-MASQ -j MARK');
   assert.deepEqual(run({}, own).endpoints, []);
   assert.deepEqual(eps(run({ sourceIP: '10.99.0.1' }, own)), ['10.180.0.1:80', '10.180.2.1:80']);
+});
+
+test('the jumps the tracer assumes are the ones the iptables backend ensures', () => {
+  const ctx = renderContext({
+    family: 'IPv4', masqueradeAll: false, masqueradeBit: 14, detectLocalMode: 'ClusterCIDR', localCIDRs: ['10.0.0.0/8'],
+    bridgeInterface: '', interfaceNamePrefix: '', nodePortAddresses: [], nodeIPs: [NODE_IP], localhostNodePorts: true,
+  });
+  assert.deepEqual(jumpRules(ctx), UPSTREAM_JUMPS.map((j) => ({ table: j.table, chain: j.from, rule: jumpRuleSpec(j) })));
 });
 
 test('DNAT to an IPv6 endpoint in ip6tables input', () => {

@@ -2,11 +2,13 @@
 // tracer tests: what a user asking "where does this packet go" should be told.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { render as renderIptables, toRestoreInput } from '../../src/backend/iptables/render.js';
 import { render } from '../../src/backend/nftables/render.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import type { Endpoint, IPFamily, ServicePortInfo, ServicePortState, Snapshot } from '../../src/model/types.js';
 import { servicePortKey } from '../../src/model/types.js';
 import { explain, runExplainCommand, trace, TraceError, type TracePacket, type TraceResult } from '../../src/explain/index.js';
+import { traceIptables } from '../../src/explain/iptables/index.js';
 
 const NODE_IP = '192.168.0.2';
 const NODE_IP6 = 'fd00:192::2';
@@ -93,9 +95,46 @@ function snapshot(services: ServicePortState[], family: IPFamily = 'IPv4'): Snap
   };
 }
 
-function run(services: ServicePortState[], packet: Partial<TracePacket> & { sourceIP: string; destIP: string; destPort: number }, cfg = config()): TraceResult {
+/** What every mode must agree on for one packet: the verdict and each endpoint with its masquerade flag. */
+function outcome(r: TraceResult | TraceError): unknown {
+  if (r instanceof TraceError) return 'cannot trace';
+  return { verdict: r.verdict, endpoints: r.endpoints.map((e) => `${e.ip}:${e.port}${e.masquerade ? ' masqueraded' : ''}`).sort() };
+}
+
+function attempt(traceOnce: () => TraceResult): TraceResult | TraceError {
+  try {
+    return traceOnce();
+  } catch (e) {
+    if (e instanceof TraceError) return e;
+    throw e;
+  }
+}
+
+type PacketSpec = Partial<TracePacket> & { sourceIP: string; destIP: string; destPort: number };
+
+/** The packet traced through the rules each backend renders for the same snapshot. */
+function traceBothModes(services: ServicePortState[], packet: PacketSpec, cfg: BackendConfig): { pk: TracePacket; nft: TraceResult | TraceError; ipt: TraceResult | TraceError } {
   const pk: TracePacket = { protocol: 'TCP', from: 'pod', ...packet };
-  return trace(render(snapshot(services, cfg.family), cfg), pk, { localIPs: cfg.nodeIPs });
+  const snap = snapshot(services, cfg.family);
+  const node = { localIPs: cfg.nodeIPs };
+  return {
+    pk,
+    nft: attempt(() => trace(render(snap, cfg), pk, node)),
+    ipt: attempt(() => traceIptables(toRestoreInput(renderIptables(snap, cfg)), cfg.family, pk, node)),
+  };
+}
+
+/**
+ * Traces the packet through the rules both the nftables and the iptables backends render for
+ * the snapshot, requires the same answer from both, and returns the nftables trace (whose
+ * path the assertions below name).
+ */
+function run(services: ServicePortState[], packet: PacketSpec, cfg = config()): TraceResult {
+  const { pk, nft, ipt } = traceBothModes(services, packet, cfg);
+  const show = (r: TraceResult | TraceError): string => (r instanceof TraceError ? r.message : JSON.stringify(outcome(r)));
+  assert.deepEqual(outcome(ipt), outcome(nft), `modes disagree for ${JSON.stringify(pk)}\n  nftables: ${show(nft)}\n  iptables: ${show(ipt)}`);
+  if (nft instanceof TraceError) throw nft;
+  return nft;
 }
 
 function eps(r: TraceResult): string[] {
@@ -173,9 +212,19 @@ test('external to NodePort: masqueraded, every endpoint', () => {
   assert.ok(r.path.includes('services: ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports'));
   assert.ok(r.path.some((p) => p.startsWith('nodeport-3: meta l4proto tcp dnat ip to meta l4proto . tcp dport . numgen random mod 3')));
   // The same port on an address NodePorts do not answer on reaches the node itself.
-  const other = run([nodePortSvc()], { sourceIP: EXTERNAL, destIP: '192.168.0.99', destPort: 3001, from: 'external' }, config({ nodeIPs: [NODE_IP, '192.168.0.99'] }));
+  const cfg = config({ nodeIPs: [NODE_IP, '192.168.0.99'], nodePortAddresses: ['primary'] });
+  const other = run([nodePortSvc()], { sourceIP: EXTERNAL, destIP: '192.168.0.99', destPort: 3001, from: 'external' }, cfg);
   assert.deepEqual(other.endpoints, []);
   assert.equal(other.branches[0]!.routed, 'local');
+});
+
+test('nodePortAddresses unset: iptables mode answers NodePorts on every node address, nftables mode on the primary one', () => {
+  // Upstream's defaults differ by mode; every other case gives both modes the same answer.
+  const cfg = config({ nodeIPs: [NODE_IP, '192.168.0.99'] });
+  const { nft, ipt } = traceBothModes([nodePortSvc()], { sourceIP: EXTERNAL, destIP: '192.168.0.99', destPort: 3001, from: 'external' }, cfg);
+  assert.ok(!(nft instanceof TraceError) && !(ipt instanceof TraceError));
+  assert.deepEqual(nft.endpoints, []);
+  assert.deepEqual(eps(ipt), ['10.0.1.7:80', '10.180.2.2:80', '10.180.2.3:80']);
 });
 
 test('NodePort with externalTrafficPolicy Local: external clients reach local endpoints only, client IP kept', () => {
@@ -383,21 +432,29 @@ test('runExplainCommand: parses arguments, guesses the source kind, prints the t
   assert.deepEqual(calls.at(-1), [{ manifests: 'd' }, 'IPv4', 'nftables']);
 });
 
-test('runExplainCommand: a mode without traceable rules exits 1 naming the mode, before loading anything', async () => {
+test('runExplainCommand: iptables mode traces its own rules; a mode without traceable rules exits 1 before loading anything', async () => {
   let loads = 0;
   const loader = async (): Promise<{ snapshot: Snapshot; config: BackendConfig }> => {
     loads++;
     return { snapshot: snapshot([nodePortSvc(true)]), config: config() };
   };
-  for (const mode of ['iptables', 'ipvs', 'userspace']) {
-    let out = '';
-    let err = '';
+  let out = '';
+  let err = '';
+  const ipt = await runExplainCommand(['--manifests', 'd', '--proxy-mode', 'iptables', '--from', EXTERNAL, '--to', `${NODE_IP}:3001`], loader, (s) => (out += s), (s) => (err += s));
+  assert.equal(ipt, 0, err);
+  assert.match(out, /^ {2}10\.0\.1\.7:80$/m);
+  assert.match(out, /^masquerade: no/m);
+  assert.match(out, /^ {2}nat\/KUBE-NODEPORTS: /m);
+  assert.equal(loads, 1);
+  for (const mode of ['ipvs', 'userspace']) {
+    out = '';
+    err = '';
     const code = await runExplainCommand(['--manifests', 'd', '--proxy-mode', mode, '--from', EXTERNAL, '--to', `${NODE_IP}:3001`], loader, (s) => (out += s), (s) => (err += s));
     assert.equal(code, 1, mode);
     assert.equal(out, '');
     assert.match(err, new RegExp(`proxy mode ${mode} cannot be traced yet`));
   }
-  assert.equal(loads, 0);
+  assert.equal(loads, 1);
 });
 
 test('runExplainCommand: bad arguments and loader failures are reported, not thrown', async () => {
