@@ -88,6 +88,14 @@ export class Proxy {
     return this.model.pendingChanges(this.backends ? [...this.backends.keys()] : undefined);
   }
 
+  /** False while any backend knows the kernel holds wrong rules (see Backend.kernelInSync). */
+  kernelInSync(): boolean {
+    for (const b of this.backends?.values() ?? []) {
+      if (b?.kernelInSync?.() === false) return false;
+    }
+    return true;
+  }
+
   /** Adds an observer; its hooks run from the next event or sync on. */
   observe(o: ProxyObserver): void {
     this.observers.push(o);

@@ -94,6 +94,7 @@ async function startServers(cmd: CommandLine, proxy: Proxy, mode: string, nodeNa
     state: proxy.runner,
     healthTimeoutMs: 2 * syncPeriodsMs(config).syncPeriodMs,
     nodeName,
+    kernelInSync: () => proxy.kernelInSync(),
   });
   proxy.observe(metrics);
   proxy.observe(health);
