@@ -14,6 +14,7 @@ import { runSandbox } from '../sandbox/index.js';
 import { healthCheckHosts, ProxierHealth, ServiceHealthServers, startHealthServer } from '../server/health.js';
 import type { RunningServer } from '../server/http.js';
 import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
+import { registerWatchFreshness } from '../server/watch-metrics.js';
 import { explainCommand } from './explain-cmd.js';
 import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
 
@@ -48,7 +49,7 @@ async function runProxy(cmd: CommandLine): Promise<number> {
 
   let servers: { close(): Promise<void> }[];
   try {
-    servers = await startServers(cmd, proxy, mode, nodeName);
+    servers = await startServers(cmd, proxy, source, mode, nodeName);
   } catch (err) {
     log.error(err instanceof Error ? err.message : String(err));
     return 1;
@@ -79,7 +80,7 @@ async function runProxy(cmd: CommandLine): Promise<number> {
  * The healthz and metrics servers (an empty address disables one) and the service
  * health-check node ports. A bind failure rejects only with bindAddressHardFail.
  */
-async function startServers(cmd: CommandLine, proxy: Proxy, mode: string, nodeName: string): Promise<{ close(): Promise<void> }[]> {
+async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode: string, nodeName: string): Promise<{ close(): Promise<void> }[]> {
   const config = cmd.config;
   const hardFail = config.bindAddressHardFail;
   const metrics = new ProxyMetrics({
@@ -96,6 +97,7 @@ async function startServers(cmd: CommandLine, proxy: Proxy, mode: string, nodeNa
     nodeName,
     kernelInSync: () => proxy.kernelInSync(),
   });
+  if (source instanceof ApiServerSource) registerWatchFreshness(metrics.registry, source);
   proxy.observe(metrics);
   proxy.observe(health);
   const started: RunningServer[] = [];

@@ -560,3 +560,14 @@ describe('API server source with malformed input', () => {
     }
   });
 });
+
+test('kubeproxy_watch_seconds_since_last_event reports the age per resource', async () => {
+  const { Registry } = await import('prom-client');
+  const { registerWatchFreshness } = await import('../../src/server/watch-metrics.js');
+  const registry = new Registry();
+  const now = 1_000_000;
+  registerWatchFreshness(registry, { lastActivity: () => new Map([['Service', now - 12_500], ['Node', now]]) }, () => now);
+  const text = await registry.metrics();
+  assert.match(text, /^kubeproxy_watch_seconds_since_last_event\{resource="Service"\} 12\.5$/m);
+  assert.match(text, /^kubeproxy_watch_seconds_since_last_event\{resource="Node"\} 0$/m);
+});
