@@ -16,6 +16,8 @@ import type { RunningServer } from '../server/http.js';
 import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
 import { registerWatchFreshness } from '../server/watch-metrics.js';
 import { explainCommand } from './explain-cmd.js';
+import { acquireInstanceLock, removeStaleTempDirs, type LockResult } from './instance.js';
+import { applyProcessSettings } from './process-settings.js';
 import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
 
 /** Subcommands parse their own arguments. */
@@ -39,13 +41,28 @@ async function runProxy(cmd: CommandLine): Promise<number> {
     source = new ApiServerSource({ client, nodeName });
     log.info('using the API server', { server: client.server });
   }
+  // The lock is taken when the first kernel backend is made: a dry run, or a mode without
+  // a kernel backend, programs nothing and cannot fight another instance.
+  let lock: LockResult | undefined;
   const proxy = new Proxy({
     config: cmd.config,
     nodeName,
     source,
-    createBackend: (cfg) => createBackend(mode, cfg, { dryRun: cmd.dryRun }),
+    createBackend: (cfg) => {
+      const backend = createBackend(mode, cfg, { dryRun: cmd.dryRun });
+      if (backend !== null && !cmd.dryRun && lock === undefined) {
+        lock = acquireInstanceLock();
+        if (!lock.ok) {
+          log.error(`another kube-proxy-ts (PID ${lock.holderPid}) already programs this node's rules; exiting`, { lock: lock.path, holderPid: lock.holderPid });
+          process.exit(1);
+        }
+      }
+      return backend;
+    },
   });
   log.info('starting kube-proxy-ts', { version: VERSION, mode, node: nodeName, dryRun: cmd.dryRun });
+  applyProcessSettings(cmd.config, { dryRun: cmd.dryRun });
+  removeStaleTempDirs();
 
   let servers: { close(): Promise<void> }[];
   try {
