@@ -17,10 +17,12 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EndpointSlice, KubeObject, Node, ObjectKind, Service } from '../../src/model/k8s.js';
 import { kubeconfigFor } from './kubeconfig.js';
+import { RelayProcess } from './relay.js';
 import { createTopology, type PodInfo, type PodSpec, type Proc, type Topology } from './topology.js';
 
 export const PROXY_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const API_MAIN = fileURLToPath(new URL('./fake-apiserver-main.js', import.meta.url));
+const RELAY_MAIN = fileURLToPath(new URL('./relay.js', import.meta.url));
 const NAMESPACE = 'default';
 const WAIT_MS = 15000;
 
@@ -71,6 +73,8 @@ export interface LoggedSnapshot {
 
 export interface ClusterOptions {
   pods: PodSpec[];
+  /** Put a relay (relay.ts) between the proxy and the API server, for fault injection. */
+  relay?: boolean;
 }
 
 interface Pending {
@@ -153,6 +157,8 @@ export class E2ECluster {
   private kubeconfig: string | undefined;
   api!: ApiServerProcess;
   proxy!: Proc;
+  /** Set with the `relay` option. */
+  relay: RelayProcess | undefined;
 
   private constructor(readonly topo: Topology) {}
 
@@ -164,7 +170,7 @@ export class E2ECluster {
       // Like a real node, node1 has a default route, so packets no rule claims are forwarded
       // (and reach the proxy's forward-hook checks) instead of failing routing on node1.
       await topo.ipBatch('node1', [`route add default via ${topo.node(2).ip}`, `route add ::/0 via ${topo.node(2).ip6}`]);
-      await c.startApiServer();
+      await c.startApiServer(opts.relay === true);
       await c.startProxy();
     } catch (e) {
       await c.destroy();
@@ -173,10 +179,14 @@ export class E2ECluster {
     return c;
   }
 
-  private async startApiServer(): Promise<void> {
+  private async startApiServer(relay: boolean): Promise<void> {
     const proc = this.topo.spawn('node1', process.execPath, [API_MAIN]);
     const first = await proc.waitFor(/^\{"url":/, { stream: 'stdout', timeoutMs: WAIT_MS });
-    const { url } = JSON.parse(first) as { url: string };
+    let { url } = JSON.parse(first) as { url: string };
+    if (relay) {
+      this.relay = await RelayProcess.start(this.topo.spawn('node1', process.execPath, [RELAY_MAIN, '--target', new URL(url).host]));
+      url = `http://127.0.0.1:${this.relay.port}`;
+    }
     this.api = new ApiServerProcess(proc);
     for (const n of this.topo.nodes) {
       const node: Node = {
@@ -220,6 +230,16 @@ export class E2ECluster {
     // The first sync programs every known Service for each family of the node.
     await this.waitForSnapshot(() => true, { family: 'IPv4', since, what: 'the first IPv4 sync' });
     await this.waitForSnapshot(() => true, { family: 'IPv6', since, what: 'the first IPv6 sync' });
+  }
+
+  /** The kubeconfig the proxy uses (through the relay when there is one). */
+  get kubeconfigPath(): string {
+    return this.kubeconfig!;
+  }
+
+  /** The proxy's log so far. */
+  proxyLog(): string {
+    return this.log;
   }
 
   /** Stops the proxy (SIGTERM) and starts a new one; resolves after the new one's first sync. */

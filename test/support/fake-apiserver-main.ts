@@ -8,6 +8,7 @@
 //   {"id":1,"op":"create"|"update","kind":"Service","object":{...}}
 //   {"id":2,"op":"remove","kind":"Service","namespace":"default","name":"web"}
 //   {"id":3,"op":"list","kind":"Service"}
+//   {"id":4,"op":"compact"}   (forget the watch history: resuming watches get 410 Gone)
 // and answers each with one line `{"id":1,"ok":true,"object":...}` or `{"id":1,"ok":false,"error":"..."}`.
 // A line that is not a command is answered with an error (id null when none could be read).
 // Exits when stdin closes or on SIGTERM.
@@ -44,6 +45,10 @@ function execute(server: FakeApiServer, line: string): Answer {
   }
   const id = cmd.id ?? null;
   const fail = (error: string): Answer => ({ id, ok: false, error });
+  if (cmd.op === 'compact') {
+    server.compact();
+    return { id, ok: true };
+  }
   if (typeof cmd.kind !== 'string' || !KINDS.includes(cmd.kind as ObjectKind)) {
     return fail(`kind must be one of ${KINDS.join(', ')}, got ${JSON.stringify(cmd.kind)}`);
   }
