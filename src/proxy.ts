@@ -7,7 +7,7 @@ import { resolveBackendConfigs, syncPeriodsMs } from './config/index.js';
 import type { KubeProxyConfiguration } from './config/types.js';
 import { log } from './log.js';
 import type { KubeObject } from './model/k8s.js';
-import { ProxyModel } from './model/tracker.js';
+import { ProxyModel, type ObjectWarning } from './model/tracker.js';
 import type { IPFamily, Snapshot } from './model/types.js';
 import { Readiness } from './runner/readiness.js';
 import { SyncRunner } from './runner/runner.js';
@@ -36,6 +36,8 @@ export interface ProxyOptions {
   createBackend: (cfg: BackendConfig) => Backend | null;
   /** Where observe mode writes snapshots. */
   out?: (text: string) => void;
+  /** Where warnings about objects go (Events on the API server); logging happens anyway. */
+  onObjectWarning?: (w: ObjectWarning) => void;
 }
 
 function objectName(o: KubeObject): string {
@@ -71,7 +73,7 @@ export class Proxy {
   private readonly observers: ProxyObserver[] = [];
 
   constructor(private readonly opts: ProxyOptions) {
-    this.model = new ProxyModel({ nodeName: opts.nodeName });
+    this.model = new ProxyModel({ nodeName: opts.nodeName, ...(opts.onObjectWarning ? { onWarning: opts.onObjectWarning } : {}) });
     this.out = opts.out ?? ((t) => process.stdout.write(t + '\n'));
     const periods = syncPeriodsMs(opts.config);
     this.runner = new SyncRunner({

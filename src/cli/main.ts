@@ -7,6 +7,7 @@ import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs } fro
 import { log, setVerbosity } from '../log.js';
 import { Proxy } from '../proxy.js';
 import { ApiServerSource } from '../source/apiserver.js';
+import { EventRecorder } from '../source/events.js';
 import { KubeClient } from '../source/kubeclient.js';
 import { ManifestsSource } from '../source/manifests.js';
 import type { Source } from '../source/types.js';
@@ -34,11 +35,13 @@ async function runProxy(cmd: CommandLine): Promise<number> {
   const nodeName = nodeNameOf(cmd);
   const mode = effectiveMode(cmd.config);
   let source: Source;
+  let events: EventRecorder | undefined;
   if (cmd.manifestsDir) {
     source = new ManifestsSource(cmd.manifestsDir);
   } else {
     const client = KubeClient.load({ kubeconfig: cmd.config.clientConnection.kubeconfig || undefined, master: cmd.master || undefined });
     source = new ApiServerSource({ client, nodeName });
+    events = new EventRecorder(client, nodeName);
     log.info('using the API server', { server: client.server });
   }
   // The lock is taken when the first kernel backend is made: a dry run, or a mode without
@@ -48,6 +51,7 @@ async function runProxy(cmd: CommandLine): Promise<number> {
     config: cmd.config,
     nodeName,
     source,
+    ...(events ? { onObjectWarning: (w) => events.warn(w) } : {}),
     createBackend: (cfg) => {
       const backend = createBackend(mode, cfg, { dryRun: cmd.dryRun });
       if (backend !== null && !cmd.dryRun && lock === undefined) {

@@ -24,7 +24,22 @@ export interface ProxyModelOptions {
   nodeName: string;
   /** IP families to produce snapshots for (default both). */
   families?: IPFamily[];
+  /** Told when an object is programmed more restrictively than asked (fail closed), once per change. */
+  onWarning?: (w: ObjectWarning) => void;
 }
+
+/** An object the owner should hear about (an Event, when there is an API server). */
+export interface ObjectWarning {
+  kind: 'Service';
+  namespace: string;
+  name: string;
+  uid?: string;
+  reason: string;
+  message: string;
+}
+
+/** Problems that close something the owner meant to open: worth an Event, not only a log line. */
+const EVENT_REASONS: Record<string, string> = { 'source-ranges-deny-all': 'LoadBalancerSourceRangesUnusable' };
 
 interface FamilyState {
   generation: number;
@@ -131,7 +146,10 @@ export class ProxyModel {
   private nodeInfo: NodeInfo;
   private readonly familyStates = new Map<IPFamily, FamilyState>();
 
-  constructor(opts: { nodeName: string; families?: IPFamily[] }) {
+  private readonly onWarning: ((w: ObjectWarning) => void) | undefined;
+
+  constructor(opts: ProxyModelOptions) {
+    this.onWarning = opts.onWarning;
     if (typeof opts.nodeName !== 'string') throw new Error('ProxyModel: nodeName must be a string');
     const families = opts.families ?? ['IPv4', 'IPv6'];
     if (families.length === 0 || families.some((f) => f !== 'IPv4' && f !== 'IPv6')) {
@@ -386,6 +404,15 @@ export class ProxyModel {
     const prev = this.services.get(r.service.key);
     if (prev !== undefined && parsedServiceEqual(prev, r.service)) return;
     this.services.set(r.service.key, r.service);
+    if (this.onWarning) {
+      const uid = event.object.metadata?.uid;
+      for (const p of r.problems) {
+        const reason = EVENT_REASONS[p.reason];
+        if (reason === undefined) continue;
+        const w = { kind: 'Service' as const, namespace: r.service.namespace, name: r.service.name, reason, message: p.detail };
+        this.onWarning(typeof uid === 'string' ? { ...w, uid } : w);
+      }
+    }
     this.markService(r.service.key);
   }
 

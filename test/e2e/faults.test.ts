@@ -113,6 +113,9 @@ describe('fault injection, nftables mode', () => {
     // In-cluster traffic is not subject to source ranges.
     assert.equal((await tcpRequest(c.topo, 'c-1', '10.96.0.21', 80)).ok, true);
     assert.match(c.proxyLog(), /object="default\/fw-bad" reason="source-ranges-deny-all"/);
+    // The owner is told through an Event on the Service.
+    const events = (await c.api.send({ op: 'events' })).objects as Array<{ reason: string; type: string; involvedObject: { name: string } }>;
+    assert.ok(events.some((e) => e.involvedObject.name === 'fw-bad' && e.reason === 'LoadBalancerSourceRangesUnusable' && e.type === 'Warning'), JSON.stringify(events));
   });
 
   it("unusable external IPs and another Service's ClusterIP are ignored; the valid external IP works", async () => {

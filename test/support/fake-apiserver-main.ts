@@ -9,6 +9,7 @@
 //   {"id":2,"op":"remove","kind":"Service","namespace":"default","name":"web"}
 //   {"id":3,"op":"list","kind":"Service"}
 //   {"id":4,"op":"compact"}   (forget the watch history: resuming watches get 410 Gone)
+//   {"id":5,"op":"events"}    (the core/v1 Events clients posted)
 // and answers each with one line `{"id":1,"ok":true,"object":...}` or `{"id":1,"ok":false,"error":"..."}`.
 // A line that is not a command is answered with an error (id null when none could be read).
 // Exits when stdin closes or on SIGTERM.
@@ -49,6 +50,7 @@ function execute(server: FakeApiServer, line: string): Answer {
     server.compact();
     return { id, ok: true };
   }
+  if (cmd.op === 'events') return { id, ok: true, objects: server.events };
   if (typeof cmd.kind !== 'string' || !KINDS.includes(cmd.kind as ObjectKind)) {
     return fail(`kind must be one of ${KINDS.join(', ')}, got ${JSON.stringify(cmd.kind)}`);
   }

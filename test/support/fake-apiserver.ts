@@ -279,6 +279,8 @@ export class FakeApiServer {
   private faults: PendingFault[] = [];
   private boundPort = 0;
   readonly requests: RequestRecord[] = [];
+  /** core/v1 Events posted by clients (accepted, kept here, never watched). */
+  readonly events: Record<string, unknown>[] = [];
   readonly host: string;
   readonly token: string | undefined;
   bookmarkIntervalMs: number;
@@ -574,6 +576,22 @@ export class FakeApiServer {
     }
     if (url.pathname === '/version') {
       this.sendJSON(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-fake', platform: 'linux/amd64' });
+      return;
+    }
+    const eventsPath = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(url.pathname);
+    if (eventsPath && method === 'POST') {
+      this.readBody(req)
+        .then((body) => {
+          const ev = JSON.parse(body) as Record<string, unknown>;
+          if (typeof ev.reason !== 'string' || typeof ev.involvedObject !== 'object' || ev.involvedObject === null) {
+            throw new StatusError(422, 'Invalid', 'an Event needs reason and involvedObject');
+          }
+          const meta = (ev.metadata ?? {}) as Record<string, unknown>;
+          const stored = { ...ev, metadata: { ...meta, namespace: decodeURIComponent(eventsPath[1]!), name: `${String(meta.generateName ?? 'event.')}${this.events.length}` } };
+          this.events.push(stored);
+          this.sendJSON(res, 201, stored);
+        })
+        .catch((err: unknown) => this.sendStatus(res, err instanceof SyntaxError ? new StatusError(400, 'BadRequest', err.message) : asStatus(err)));
       return;
     }
     if (!r || !verb) {
