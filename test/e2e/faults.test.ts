@@ -3,6 +3,8 @@
 // history, objects are hostile, a second proxy starts. Real packets show what users see; the
 // healing times are printed as test diagnostics.
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { E2ECluster, PROXY_MAIN } from '../support/e2e-cluster.js';
 import { kubeconfigFor } from '../support/kubeconfig.js';
@@ -19,6 +21,21 @@ const DROP_MS = 1500;
 const WEB_VIP = '10.96.0.10';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** PIDs of the live children of a process. */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
 
 describe('fault injection, nftables mode', () => {
   let c: E2ECluster;
@@ -164,6 +181,23 @@ describe('fault injection, nftables mode', () => {
     assert.notEqual((res as { code: number | null }).code, 0);
     assert.match(second.stderr(), new RegExp(`PID ${c.proxy.pid}\\b`));
     // The first one still serves.
+    assert.equal((await tcpRequest(c.topo, 'c-1', WEB_VIP, 80)).ok, true);
+  });
+
+  it('SIGKILL leaves no helper process behind; the next start removes its temporary files', async () => {
+    const pid = c.proxy.pid;
+    const helpers = childrenOf(pid);
+    assert.ok(helpers.length > 0, 'the proxy runs helper shells');
+    const dirs = readdirSync(tmpdir()).filter((n) => n.startsWith(`kpt-exec-${pid}-`));
+    assert.ok(dirs.length > 0, 'the helper shells have their temporary directories');
+    process.kill(pid, 'SIGKILL');
+    await c.proxy.exited;
+    for (let i = 0; i < 40 && helpers.some((h) => existsSync(`/proc/${h}`)); i++) await sleep(50);
+    assert.deepEqual(helpers.filter((h) => existsSync(`/proc/${h}`)), [], 'helpers outlived the proxy');
+    assert.ok(dirs.every((d) => existsSync(`${tmpdir()}/${d}`)), 'a killed proxy cannot clean up after itself');
+    await c.restartProxy();
+    assert.deepEqual(dirs.filter((d) => existsSync(`${tmpdir()}/${d}`)), []);
+    assert.match(c.proxyLog(), /taking over a stale instance lock/);
     assert.equal((await tcpRequest(c.topo, 'c-1', WEB_VIP, 80)).ok, true);
   });
 });
