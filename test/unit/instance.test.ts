@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireInstanceLock, removeStaleTempDirs } from '../../src/cli/instance.js';
-import { applyProcessSettings } from '../../src/cli/process-settings.js';
+import { applyProcessSettings, inertSettings } from '../../src/cli/process-settings.js';
 import { defaultConfiguration } from '../../src/config/index.js';
 
 /** A PID that certainly belongs to no process: one that just exited. */
@@ -81,4 +81,12 @@ test('oomScoreAdj is written; conntrack and a non-text logging format are report
     process.stderr.write = orig;
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('settings nothing acts on are listed when set away from their defaults', () => {
+  const config = defaultConfiguration();
+  assert.deepEqual(inertSettings(config), []);
+  config.clientConnection.qps = 50;
+  config.portRange = '30000-32767';
+  assert.deepEqual(inertSettings(config), ['clientConnection.qps', 'portRange']);
 });
