@@ -6,6 +6,7 @@ import { StringDecoder } from 'node:string_decoder';
 import type { KubeObject, ObjectKind } from '../model/k8s.js';
 import { log } from '../log.js';
 import type { EventType, Source, SourceHandler } from './types.js';
+import { ApiError, describe, isObject, responseError } from './api-errors.js';
 import { Backoff } from './backoff.js';
 import type { ApiRequester, KubeResponse } from './kubeclient.js';
 
@@ -40,20 +41,6 @@ interface ResourceSpec {
   path: string;
   labelSelector?: string;
   fieldSelector?: string;
-}
-
-/** A failed request or watch; `gone` means the resourceVersion expired and a relist is needed. */
-export class ApiError extends Error {
-  constructor(
-    message: string,
-    readonly code?: number,
-    readonly gone = false,
-    readonly retryAfterMs?: number,
-    /** A watch went silent: replace it and relist. */
-    readonly stalled = false,
-  ) {
-    super(message);
-  }
 }
 
 export class ApiServerSource implements Source {
@@ -101,46 +88,6 @@ function objectKey(o: KubeObject): string | undefined {
   const name = o.metadata?.name;
   if (typeof name !== 'string' || name === '') return undefined;
   return `${o.metadata?.namespace ?? ''}/${name}`;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function parseRetryAfter(v: string | string[] | undefined): number | undefined {
-  const s = Array.isArray(v) ? v[0] : v;
-  if (!s) return undefined;
-  const secs = Number(s);
-  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
-  const date = Date.parse(s);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-// A non-success response, turned into an ApiError carrying the Status reason when there is one.
-async function responseError(res: KubeResponse, what: string): Promise<ApiError> {
-  let message = '';
-  let reason = '';
-  try {
-    const text = await res.body.text();
-    try {
-      const st = JSON.parse(text) as unknown;
-      if (isObject(st)) {
-        message = typeof st.message === 'string' ? st.message : '';
-        reason = typeof st.reason === 'string' ? st.reason : '';
-      }
-    } catch {
-      message = text.slice(0, 200);
-    }
-  } catch {
-    // The body could not be read; the status code alone has to do.
-  }
-  const detail = [reason, message].filter((s) => s !== '').join(': ');
-  return new ApiError(
-    `${what}: HTTP ${res.status}${detail ? ` (${detail})` : ''}`,
-    res.status,
-    res.status === 410,
-    parseRetryAfter(res.headers['retry-after']),
-  );
 }
 
 class Reflector {
@@ -499,16 +446,4 @@ class Reflector {
       log.error('Source handler failed on an event', { kind: this.spec.kind, type, err: describe(err) });
     }
   }
-}
-
-function describe(err: unknown): string {
-  if (err instanceof Error) {
-    const cause = (err as { cause?: unknown }).cause;
-    const code = (err as { code?: unknown }).code;
-    let s = err.message || err.name;
-    if (typeof code === 'string' && !s.includes(code)) s += ` (${code})`;
-    if (cause instanceof Error && cause.message && !s.includes(cause.message)) s += `: ${cause.message}`;
-    return s;
-  }
-  return String(err);
 }
