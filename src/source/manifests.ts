@@ -51,6 +51,8 @@ export class ManifestsSource implements Source {
   private debounceTimer: NodeJS.Timeout | null = null;
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly files = new Map<string, FileState>();
+  /** Files that vanished recently, and when they were first missed. */
+  private readonly missingSince = new Map<string, number>();
   private readonly delivered = new Map<string, Delivered>();
   private duplicateWarnings = new Set<string>();
   private resourceVersion = 0;
@@ -164,11 +166,23 @@ export class ManifestsSource implements Source {
       }
       if (present) seen.add(name);
     }
+    const now = Date.now();
     for (const name of [...this.files.keys()]) {
-      if (!seen.has(name)) {
-        this.files.delete(name);
-        log.v(2, 'manifest file removed', { file: join(this.dir, name) });
+      if (seen.has(name)) {
+        this.missingSince.delete(name);
+        continue;
       }
+      // Editors save by moving the old file away and writing a new one: a file that has
+      // just vanished may be back in a moment, so its objects stay for stableMs.
+      const since = this.missingSince.get(name) ?? now;
+      if (!initial && now - since < this.stableMs) {
+        this.missingSince.set(name, since);
+        this.scheduleRescan(this.stableMs - (now - since) + 10);
+        continue;
+      }
+      this.missingSince.delete(name);
+      this.files.delete(name);
+      log.v(2, 'manifest file removed', { file: join(this.dir, name) });
     }
     if (this.stopped) return;
     const events = this.diff(this.merge());

@@ -331,6 +331,34 @@ items:
     assert.deepEqual(ids(rec.take()), ['MODIFIED Service default/steady']);
   });
 
+  test('an editor saving by moving the file away and writing a new one does not drop its services', async () => {
+    const src = setup({ 's.yaml': svcYaml('kept', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 200 });
+    const rec = new Recorder();
+    await src.start(rec);
+    rec.take();
+    renameSync(join(dir, 's.yaml'), join(dir, 's.yaml~'));
+    await src.resync();
+    await new Promise((r) => setTimeout(r, 50));
+    writeFileSync(join(dir, 's.yaml'), svcYaml('kept', 82));
+    unlinkSync(join(dir, 's.yaml~'));
+    await src.resync();
+    await rec.waitForEvents(1, 3000);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(ids(rec.take()), ['MODIFIED Service default/kept']);
+  });
+
+  test('a file that stays gone is removed after the stable period', async () => {
+    const src = setup({ 's.yaml': svcYaml('gone', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 100 });
+    const rec = new Recorder();
+    await src.start(rec);
+    rec.take();
+    unlinkSync(join(dir, 's.yaml'));
+    await src.resync();
+    assert.deepEqual(rec.take(), []);
+    await rec.waitForEvents(1, 3000);
+    assert.deepEqual(ids(rec.take()), ['DELETED Service default/gone']);
+  });
+
   test('objects without a name or of an unsupported version are skipped with a warning', async () => {
     const src = setup({
       'a.yaml': `apiVersion: v1\nkind: Service\nmetadata: {}\n---\napiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata:\n  name: old\n---\n- just\n- a list\n---\n${svcYaml('ok', 80)}`,
