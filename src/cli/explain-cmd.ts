@@ -61,5 +61,6 @@ export async function explainCommand(argv: string[]): Promise<number> {
     if (!config) throw new Error(`node ${nodeName} has no ${family} address`);
     return { snapshot: model.snapshot(family), config };
   };
-  return runExplainCommand(explain, load);
+  // A mode in the config file is the mode the proxy runs; explain traces that one unless told.
+  return runExplainCommand(explain, load, undefined, undefined, cmd.config.mode || undefined);
 }

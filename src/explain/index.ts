@@ -79,16 +79,16 @@ export type SnapshotLoader = (
   mode: ProxyMode,
 ) => Promise<{ snapshot: Snapshot; config: BackendConfig }>;
 
-/** The mode explain traces when --proxy-mode is not given. */
-const DEFAULT_MODE = 'nftables';
+/** The mode explain traces when neither --proxy-mode nor a config file's mode says: the proxy's own default. */
+const DEFAULT_MODE = 'iptables';
 
 export const EXPLAIN_USAGE = `usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE) --from SRC_IP --to DST_IP:PORT
        [--proto tcp|udp|sctp] [--source-kind pod|host|external] [--in-interface NAME]
        [--proxy-mode ${PROXY_MODE_NAMES.join('|')}] [--json]
 Traces a new connection through the rules this proxy would program in the given mode and prints
 where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
-The mode defaults to ${DEFAULT_MODE} (not the proxy's own default, iptables); the rules of the
-ipvs and userspace modes cannot be traced yet.
+The mode defaults to the one the proxy would run: --config's mode, else ${DEFAULT_MODE}, as
+upstream. The rules of the ipvs and userspace modes cannot be traced yet.
 The source kind is guessed from SRC_IP (a node IP: host; inside the node's pod CIDRs or the
 local-traffic CIDRs: pod; otherwise external) unless --source-kind is given.
 `;
@@ -107,7 +107,7 @@ interface ExplainArgs {
   json: boolean;
 }
 
-function parseArgs(argv: string[]): ExplainArgs | 'help' {
+function parseArgs(argv: string[], defaultMode: string): ExplainArgs | 'help' {
   const args = argv[0] === 'explain' ? argv.slice(1) : argv;
   const vals = new Map<string, string>();
   let json = false;
@@ -144,7 +144,7 @@ function parseArgs(argv: string[]): ExplainArgs | 'help' {
   if (kind !== undefined && kind !== 'pod' && kind !== 'host' && kind !== 'external') {
     throw new UsageError(`--source-kind '${kind}' is not pod, host or external`);
   }
-  const modeName = vals.get('--proxy-mode') ?? DEFAULT_MODE;
+  const modeName = vals.get('--proxy-mode') ?? defaultMode;
   const mode = modeDescriptor(modeName);
   if (!mode) throw new UsageError(`--proxy-mode '${modeName}' is not ${PROXY_MODE_NAMES.join(', ')}`);
   const out: ExplainArgs = {
@@ -205,10 +205,11 @@ export async function runExplainCommand(
   loadSnapshot: SnapshotLoader,
   out: (s: string) => void = (s) => process.stdout.write(s),
   err: (s: string) => void = (s) => process.stderr.write(s),
+  defaultMode: string = DEFAULT_MODE,
 ): Promise<number> {
   let args: ExplainArgs | 'help';
   try {
-    args = parseArgs(argv);
+    args = parseArgs(argv, defaultMode);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     err(`explain: ${e.message}\n${EXPLAIN_USAGE}`);
@@ -220,7 +221,7 @@ export async function runExplainCommand(
   }
   const traceable = args.mode.traceableRules;
   if (!traceable) {
-    err(`explain: proxy mode ${args.mode.name} cannot be traced yet: no traceable form of its rules (try --proxy-mode ${DEFAULT_MODE})\n`);
+    err(`explain: proxy mode ${args.mode.name} cannot be traced yet: no traceable form of its rules (try --proxy-mode iptables or nftables)\n`);
     return 1;
   }
   const family: IPFamily = parseIP(args.to, TRACE_IP)!.family;

@@ -406,8 +406,8 @@ test('runExplainCommand: parses arguments, guesses the source kind, prints the t
   let err = '';
   const code = await runExplainCommand(['explain', '--manifests', '/tmp/m', '--from', EXTERNAL, '--to', `${NODE_IP}:3001`], loader, (s) => (out += s), (s) => (err += s));
   assert.equal(code, 0, err);
-  // nftables is explain's default mode: the only one it can trace so far.
-  assert.deepEqual(calls, [[{ manifests: '/tmp/m' }, 'IPv4', 'nftables']]);
+  // Without --proxy-mode or a config file's mode, explain traces the proxy's own default: iptables.
+  assert.deepEqual(calls, [[{ manifests: '/tmp/m' }, 'IPv4', 'iptables']]);
   assert.match(out, /from external/);
   assert.match(out, /^ {2}10\.0\.1\.7:80$/m);
   assert.match(out, /^masquerade: no/m);
