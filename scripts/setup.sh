@@ -4,22 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v nft >/dev/null 2>&1 || missing+=(nftables)
-command -v iptables >/dev/null 2>&1 || missing+=(iptables)
-command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
-command -v ipset >/dev/null 2>&1 || missing+=(ipset)
-command -v ip >/dev/null 2>&1 || missing+=(iproute2)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing ${missing[*]}; run as root to install them with apt" >&2
-  else
-    echo "setup: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-fi
+bash scripts/install-deps.sh
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error

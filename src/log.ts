@@ -1,5 +1,11 @@
-// klog-style leveled logging to stderr: `--v N` shows messages of level <= N.
+// Leveled logging to stderr: `--v N` shows messages of level <= N. Two formats, as upstream's
+// --logging-format: klog-style text lines, or one JSON object per line (ts in seconds, msg,
+// v for informational messages, then the structured fields).
+export type LogFormat = 'text' | 'json';
+
 let verbosity = 0;
+let format: LogFormat = 'text';
+let write: (line: string) => void = (line) => process.stderr.write(line);
 
 export function setVerbosity(v: number): void {
   verbosity = v;
@@ -9,26 +15,54 @@ export function getVerbosity(): number {
   return verbosity;
 }
 
-function emit(sev: 'I' | 'W' | 'E', msg: string, fields?: Record<string, unknown>): void {
-  const ts = new Date().toISOString();
-  let line = `${sev}${ts} ${msg}`;
+export function setLogFormat(f: LogFormat): void {
+  format = f;
+}
+
+/** Redirects log lines (tests); returns the previous writer. */
+export function setLogWriter(w: (line: string) => void): (line: string) => void {
+  const prev = write;
+  write = w;
+  return prev;
+}
+
+type Severity = 'I' | 'W' | 'E';
+
+function textLine(sev: Severity, msg: string, fields?: Record<string, unknown>): string {
+  let line = `${sev}${new Date().toISOString()} ${msg}`;
   if (fields) {
     for (const [k, v] of Object.entries(fields)) line += ` ${k}=${JSON.stringify(v)}`;
   }
-  process.stderr.write(line + '\n');
+  return line + '\n';
+}
+
+function jsonLine(sev: Severity, level: number, msg: string, fields?: Record<string, unknown>): string {
+  const entry: Record<string, unknown> = { ts: Date.now() / 1000, msg };
+  // Upstream's JSON logger marks errors by omitting v; warnings are info lines there.
+  if (sev !== 'E') entry.v = level;
+  if (sev === 'W') entry.severity = 'warning';
+  if (sev === 'E') entry.severity = 'error';
+  for (const [k, v] of Object.entries(fields ?? {})) {
+    if (!(k in entry)) entry[k] = v;
+  }
+  return JSON.stringify(entry) + '\n';
+}
+
+function emit(sev: Severity, level: number, msg: string, fields?: Record<string, unknown>): void {
+  write(format === 'json' ? jsonLine(sev, level, msg, fields) : textLine(sev, msg, fields));
 }
 
 export const log = {
   info(msg: string, fields?: Record<string, unknown>): void {
-    emit('I', msg, fields);
+    emit('I', 0, msg, fields);
   },
   v(level: number, msg: string, fields?: Record<string, unknown>): void {
-    if (verbosity >= level) emit('I', msg, fields);
+    if (verbosity >= level) emit('I', level, msg, fields);
   },
   warn(msg: string, fields?: Record<string, unknown>): void {
-    emit('W', msg, fields);
+    emit('W', 0, msg, fields);
   },
   error(msg: string, fields?: Record<string, unknown>): void {
-    emit('E', msg, fields);
+    emit('E', 0, msg, fields);
   },
 };

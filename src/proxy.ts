@@ -66,8 +66,14 @@ export class Proxy {
   backendConfigs: BackendConfig[] = [];
   readonly lastSnapshots = new Map<IPFamily, Snapshot>();
   private readonly observers: ProxyObserver[] = [];
+  private config: KubeProxyConfiguration;
+  private createBackend: (cfg: BackendConfig) => Backend;
+  /** performance.now() at the start of the latest sync. */
+  private syncStartedAt = 0;
 
   constructor(private readonly opts: ProxyOptions) {
+    this.config = opts.config;
+    this.createBackend = opts.createBackend;
     this.model = new ProxyModel({ nodeName: opts.nodeName });
     const periods = syncPeriodsMs(opts.config);
     this.runner = new SyncRunner({
@@ -82,6 +88,55 @@ export class Proxy {
   /** The model's pending changes, over the families this proxy syncs once it knows them. */
   pendingChanges(): { services: number; endpoints: number } {
     return this.model.pendingChanges(this.backends ? [...this.backends.keys()] : undefined);
+  }
+
+  /** The configuration the proxy runs with now. */
+  get configuration(): KubeProxyConfiguration {
+    return this.config;
+  }
+
+  /**
+   * Runs with a new configuration: new sync periods at once. With `backends`, new backends
+   * (built from the new configuration) program the next sync, and only once that sync
+   * succeeded are the old backends' rules removed (`removeOld`, for a mode change), so traffic
+   * always has a working ruleset. Resolves after that sync.
+   */
+  async reconfigure(
+    config: KubeProxyConfiguration,
+    backends?: { create: (cfg: BackendConfig) => Backend; removeOld: boolean },
+  ): Promise<void> {
+    const periods = syncPeriodsMs(config);
+    this.runner.setIntervals(periods.minSyncPeriodMs, periods.syncPeriodMs);
+    this.config = config;
+    if (!backends) return;
+    const old = this.backends;
+    this.createBackend = backends.create;
+    this.backends = null;
+    if (!this.readiness.ready()) return;
+    await this.syncedFromNow();
+    if (!backends.removeOld || !old) return;
+    for (const b of old.values()) {
+      try {
+        await b.cleanup();
+        log.info("removed the previous mode's rules", { mode: b.mode, family: b.family });
+      } catch (e) {
+        log.warn("removing the previous mode's rules failed", { mode: b.mode, family: b.family, error: String(e) });
+      }
+    }
+  }
+
+  /** Requests a sync and resolves after the first successful sync that starts from now on. */
+  private syncedFromNow(): Promise<void> {
+    const from = performance.now();
+    return new Promise((resolve) => {
+      const off = this.runner.onSync((r) => {
+        if (r.ok && this.syncStartedAt >= from) {
+          off();
+          resolve();
+        }
+      });
+      this.runner.run();
+    });
   }
 
   /** Adds an observer; its hooks run from the next event or sync on. */
@@ -132,13 +187,14 @@ export class Proxy {
         ips,
       });
     }
-    const configs = resolveBackendConfigs(this.opts.config, { ips, podCIDRs: node.podCIDRs });
+    const configs = resolveBackendConfigs(this.config, { ips, podCIDRs: node.podCIDRs });
     this.backendConfigs = configs;
-    this.backends = new Map(configs.map((c) => [c.family, this.opts.createBackend(c)]));
+    this.backends = new Map(configs.map((c) => [c.family, this.createBackend(c)]));
     return this.backends;
   }
 
   private async sync(): Promise<void> {
+    this.syncStartedAt = performance.now();
     const done = this.observers.map((o) => o.syncStarted?.());
     let ok = false;
     try {

@@ -17,6 +17,8 @@ export interface BackendConfig {
   nodePortAddresses: string[];
   /** The node's IPs of this family (primary first), used to resolve NodePort addresses. */
   nodeIPs: string[];
+  /** iptables mode, IPv4: NodePorts also answer on 127.0.0.1 (needs route_localnet). Default true. */
+  localhostNodePorts?: boolean;
 }
 
 export interface SyncResult {

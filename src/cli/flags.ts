@@ -22,6 +22,8 @@ import type { KubeProxyConfiguration, LocalMode, ProxyMode } from '../config/typ
 export interface CommandLine {
   /** File (if --config) + defaults + flag overrides, validated. */
   config: KubeProxyConfiguration;
+  /** --config ('' if unset). */
+  configFile: string;
   /** --master ('' if unset). */
   master: string;
   /** --manifests DIR ('' if unset): standalone source. */
@@ -471,6 +473,7 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
 
   return {
     config,
+    configFile,
     master: get('master', ''),
     manifestsDir: get('manifests', ''),
     cleanup: get('cleanup', false),

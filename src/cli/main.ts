@@ -2,9 +2,12 @@
 // kube-proxy-ts entry point: flags and config file → a running proxy (or a one-shot action).
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { cleanupAll, createBackend } from '../backend/index.js';
-import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type ProxyMode } from '../config/index.js';
-import { log, setVerbosity } from '../log.js';
+import { createBackend, cleanupAll, hasKernelBackend } from '../backend/index.js';
+import type { Backend, BackendConfig } from '../backend/types.js';
+import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type KubeProxyConfiguration, type ProxyMode } from '../config/index.js';
+import { log, setLogFormat, setVerbosity } from '../log.js';
+import { ConntrackReconciler } from '../node/conntrack-reconcile.js';
+import { NodeEventRecorder } from '../node/events.js';
 import { Proxy } from '../proxy.js';
 import { ApiServerSource } from '../source/apiserver.js';
 import { KubeClient } from '../source/kubeclient.js';
@@ -12,8 +15,11 @@ import { ManifestsSource } from '../source/manifests.js';
 import type { Source } from '../source/types.js';
 import { runSandbox } from '../sandbox/index.js';
 import { healthCheckHosts, ProxierHealth, ServiceHealthServers, startHealthServer } from '../server/health.js';
+import { debugRoutes, SyncHistory } from '../server/debug.js';
 import type { RunningServer } from '../server/http.js';
 import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
+import { prepareNode } from './agent.js';
+import { ConfigWatcher, configChanges } from './config-watch.js';
 import { explainCommand } from './explain-cmd.js';
 import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
 
@@ -27,32 +33,45 @@ function nodeNameOf(cmd: CommandLine): string {
   return (cmd.config.hostnameOverride || hostname()).trim().toLowerCase();
 }
 
-async function runProxy(cmd: CommandLine): Promise<number> {
+async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   const nodeName = nodeNameOf(cmd);
   const mode = effectiveMode(cmd.config);
+  if (!(await prepareNode(cmd.config, cmd.dryRun))) return 1;
   let source: Source;
+  let client: KubeClient | undefined;
   if (cmd.manifestsDir) {
     source = new ManifestsSource(cmd.manifestsDir);
   } else {
-    const client = KubeClient.load({ kubeconfig: cmd.config.clientConnection.kubeconfig || undefined, master: cmd.master || undefined });
+    client = KubeClient.load({ kubeconfig: cmd.config.clientConnection.kubeconfig || undefined, master: cmd.master || undefined });
     source = new ApiServerSource({ client, nodeName });
     log.info('using the API server', { server: client.server });
   }
-  const proxy = new Proxy({
-    config: cmd.config,
-    nodeName,
-    source,
-    createBackend: (cfg) => createBackend(mode, cfg, { dryRun: cmd.dryRun }),
-  });
+  const backendsFor = (m: ProxyMode) => (cfg: BackendConfig) => createBackend(m, cfg, { dryRun: cmd.dryRun });
+  const proxy = new Proxy({ config: cmd.config, nodeName, source, createBackend: backendsFor(mode) });
   log.info('starting kube-proxy-ts', { version: VERSION, mode, node: nodeName, dryRun: cmd.dryRun });
+  const events = client && !cmd.dryRun ? new NodeEventRecorder(client, nodeName) : undefined;
+  void events?.record('Normal', 'Starting', 'StartKubeProxy', 'Starting kube-proxy-ts');
 
-  let servers: { close(): Promise<void> }[];
+  const syncs = new SyncHistory();
+  proxy.observe(syncs);
+  let servers: Servers;
   try {
-    servers = await startServers(cmd, proxy, mode, nodeName);
+    servers = await startServers(cmd, proxy, mode, nodeName, syncs);
   } catch (err) {
     log.error(err instanceof Error ? err.message : String(err));
     return 1;
   }
+  const stopReconciler = cmd.dryRun ? () => undefined : startConntrackReconciler(proxy);
+
+  const watcher = cmd.configFile
+    ? new ConfigWatcher({
+        path: cmd.configFile,
+        load: () => parseCommandLine(argv).config,
+        apply: (next) => applyConfiguration(proxy, servers, next, backendsFor),
+        rejected: (error) => void events?.record('Warning', 'InvalidConfiguration', 'ReloadConfiguration', error),
+      })
+    : undefined;
+  watcher?.start();
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -60,7 +79,8 @@ async function runProxy(cmd: CommandLine): Promise<number> {
     stopping = true;
     // Rules stay in the kernel: a restart must not interrupt service traffic.
     log.info('stopping; kernel rules are left in place', { signal });
-    Promise.all(servers.map((s) => s.close()))
+    stopReconciler();
+    Promise.all([watcher?.stop(), ...servers.all().map((s) => s.close())])
       .then(() => proxy.stop())
       .then(
         () => process.exit(0),
@@ -75,11 +95,44 @@ async function runProxy(cmd: CommandLine): Promise<number> {
   });
 }
 
+/** After each successful sync, and every sync period, stale UDP/SCTP conntrack entries go. */
+function startConntrackReconciler(proxy: Proxy): () => void {
+  const reconciler = new ConntrackReconciler();
+  const pass = (): void => {
+    if (!hasKernelBackend(effectiveMode(proxy.configuration)) || proxy.lastSnapshots.size === 0) return;
+    const nodeIPs = (family: string): string[] => proxy.backendConfigs.find((c) => c.family === family)?.nodeIPs ?? [];
+    void reconciler.reconcile(proxy.lastSnapshots.values(), nodeIPs);
+  };
+  const off = proxy.runner.onSync((r) => {
+    if (r.ok) pass();
+  });
+  const timer = setInterval(pass, syncPeriodsMs(proxy.configuration).syncPeriodMs);
+  timer.unref();
+  return () => {
+    off();
+    clearInterval(timer);
+  };
+}
+
+/** The running servers; healthz and metrics are replaced when their address changes. */
+class Servers {
+  healthz: RunningServer | undefined;
+  metrics: RunningServer | undefined;
+  constructor(
+    readonly startHealthz: (address: string) => Promise<RunningServer>,
+    readonly startMetrics: (address: string) => Promise<RunningServer>,
+    readonly others: { close(): Promise<void> }[],
+  ) {}
+  all(): { close(): Promise<void> }[] {
+    return [...(this.healthz ? [this.healthz] : []), ...(this.metrics ? [this.metrics] : []), ...this.others];
+  }
+}
+
 /**
  * The healthz and metrics servers (an empty address disables one) and the service
  * health-check node ports. A bind failure rejects only with bindAddressHardFail.
  */
-async function startServers(cmd: CommandLine, proxy: Proxy, mode: ProxyMode, nodeName: string): Promise<{ close(): Promise<void> }[]> {
+async function startServers(cmd: CommandLine, proxy: Proxy, mode: ProxyMode, nodeName: string, syncs: SyncHistory): Promise<Servers> {
   const config = cmd.config;
   const hardFail = config.bindAddressHardFail;
   const metrics = new ProxyMetrics({
@@ -97,25 +150,76 @@ async function startServers(cmd: CommandLine, proxy: Proxy, mode: ProxyMode, nod
   });
   proxy.observe(metrics);
   proxy.observe(health);
-  const started: RunningServer[] = [];
+  const routes = debugRoutes({
+    snapshots: () => proxy.lastSnapshots.values(),
+    rules: () =>
+      [...(proxy.backends ?? new Map()).entries()].map(([family, b]) => ({
+        family,
+        mode: b?.mode ?? effectiveMode(proxy.configuration),
+        text: b ? (b.describe?.() ?? '') : undefined,
+      })),
+    syncs,
+    config: () => proxy.configuration,
+  });
+  const servers = new Servers(
+    (address) => startHealthServer(address, { health, counters: metrics, hardFail }),
+    (address) => startMetricsServer(address, metrics, { hardFail, routes }),
+    [],
+  );
   try {
-    if (config.healthzBindAddress !== '') {
-      started.push(await startHealthServer(config.healthzBindAddress, { health, counters: metrics, hardFail }));
-    }
-    if (config.metricsBindAddress !== '') {
-      started.push(await startMetricsServer(config.metricsBindAddress, metrics, { hardFail }));
-    }
+    if (config.healthzBindAddress !== '') servers.healthz = await servers.startHealthz(config.healthzBindAddress);
+    if (config.metricsBindAddress !== '') servers.metrics = await servers.startMetrics(config.metricsBindAddress);
   } catch (err) {
-    await Promise.all(started.map((s) => s.close()));
+    await Promise.all(servers.all().map((s) => s.close()));
     throw err;
   }
   // A dry run programs nothing, so it must not tell load balancers this node can take traffic.
-  if (cmd.dryRun) return started;
+  if (cmd.dryRun) return servers;
   const checks = new ServiceHealthServers(health);
   proxy.runner.onSync((r) => {
-    if (r.ok) void checks.update(proxy.lastSnapshots.values(), healthCheckHosts(proxy.backendConfigs, mode));
+    if (r.ok) void checks.update(proxy.lastSnapshots.values(), healthCheckHosts(proxy.backendConfigs, effectiveMode(proxy.configuration)));
   });
-  return [...started, checks];
+  servers.others.push(checks);
+  return servers;
+}
+
+/** Applies a validated new configuration to the running proxy, without dropping traffic. */
+async function applyConfiguration(
+  proxy: Proxy,
+  servers: Servers,
+  next: KubeProxyConfiguration,
+  backendsFor: (m: ProxyMode) => (cfg: BackendConfig) => Backend,
+): Promise<void> {
+  const old = proxy.configuration;
+  const changes = configChanges(old, next, effectiveMode);
+  if (changes.needRestart.length > 0) {
+    log.warn('these settings take effect only after a restart; their running values stay', { fields: changes.needRestart });
+    for (const f of changes.needRestart) (next as unknown as Record<string, unknown>)[f] = old[f];
+  }
+  if (changes.logging) {
+    setVerbosity(next.logging.verbosity);
+    setLogFormat(next.logging.format === 'json' ? 'json' : 'text');
+  }
+  if (changes.nodeSettings && !(await prepareNode(next, false))) log.error('the new node settings could not all be applied');
+  const rebind = async (which: 'healthz' | 'metrics', address: string): Promise<void> => {
+    await servers[which]?.close();
+    servers[which] = undefined;
+    if (address !== '') servers[which] = await (which === 'healthz' ? servers.startHealthz(address) : servers.startMetrics(address));
+    log.info(`${which} server moved`, { address });
+  };
+  if (changes.healthzAddress) await rebind('healthz', next.healthzBindAddress);
+  if (changes.metricsAddress) await rebind('metrics', next.metricsBindAddress);
+  const mode = effectiveMode(next);
+  if (changes.backends === 'none') {
+    await proxy.reconfigure(next);
+  } else {
+    log.info(changes.backends === 'mode' ? 'switching proxy mode: new rules first, then the old ones go' : 'rule settings changed; reprogramming', {
+      from: effectiveMode(old),
+      to: mode,
+    });
+    await proxy.reconfigure(next, { create: backendsFor(mode), removeOld: changes.backends === 'mode' });
+  }
+  log.info('new configuration applied', { mode, ...syncPeriodsMs(next) });
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -141,6 +245,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   setVerbosity(cmd.verbosity);
+  setLogFormat(cmd.config.logging.format === 'json' ? 'json' : 'text');
   if (cmd.writeConfigTo) {
     writeFileSync(cmd.writeConfigTo, serializeConfiguration(cmd.config));
     log.info('wrote the effective configuration', { file: cmd.writeConfigTo });
@@ -151,7 +256,7 @@ export async function main(argv: string[]): Promise<number> {
     log.info('cleanup done');
     return 0;
   }
-  return runProxy(cmd);
+  return runProxy(cmd, argv);
 }
 
 main(process.argv.slice(2)).then(

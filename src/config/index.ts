@@ -75,6 +75,7 @@ export function resolveBackendConfigs(
         (a) => a === NODE_PORT_ADDRESSES_PRIMARY || parseCIDR(a, SLOPPY_IP)?.family === family,
       ),
       nodeIPs: nodeIPs.filter((ip) => parseIP(ip, SLOPPY_IP)?.family === family),
+      localhostNodePorts: config.iptables.localhostNodePorts,
     };
   });
 }

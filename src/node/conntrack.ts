@@ -9,14 +9,19 @@ export interface ConntrackOptions {
   wrap?: string[];
 }
 
-function runConntrack(args: string[], opts: ConntrackOptions): Promise<{ code: number; stderr: string }> {
+/** Runs `conntrack` with args; never throws (a missing tool is exit code -1). */
+export function runConntrack(args: string[], opts: ConntrackOptions): Promise<{ code: number; stdout: string; stderr: string }> {
   const argv = [...(opts.wrap ?? []), 'conntrack', ...args];
   return new Promise((resolve) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
     const err: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d: Buffer) => err.push(d));
-    child.on('error', (e) => resolve({ code: -1, stderr: String(e) }));
-    child.on('close', (code) => resolve({ code: code ?? 1, stderr: Buffer.concat(err).toString() }));
+    child.on('error', (e) => resolve({ code: -1, stdout: '', stderr: String(e) }));
+    child.on('close', (code) =>
+      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
+    );
   });
 }
 

@@ -63,8 +63,8 @@ export class SyncRunner {
   pendingSinceMs = 0;
 
   private readonly name: string;
-  private readonly minIntervalMs: number;
-  private readonly maxIntervalMs: number;
+  private minIntervalMs: number;
+  private maxIntervalMs: number;
   private readonly syncFn: () => Promise<void>;
   private readonly clock: Clock;
   private readonly gate: (() => boolean) | undefined;
@@ -126,6 +126,14 @@ export class SyncRunner {
     this.stopped = true;
     this.clearTimer();
     await this.running;
+  }
+
+  /** New sync periods (a reloaded configuration), effective at once. */
+  setIntervals(minIntervalMs: number, maxIntervalMs: number): void {
+    if (!(minIntervalMs >= 0) || !(maxIntervalMs > 0)) throw new Error(`${this.name}: invalid sync periods`);
+    this.minIntervalMs = minIntervalMs;
+    this.maxIntervalMs = maxIntervalMs;
+    this.schedule();
   }
 
   /** Registers a listener called after every sync attempt; returns its removal. */

@@ -7,7 +7,7 @@ import { modeDescriptor } from '../backend/modes.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
 import type { SourceEvent } from '../source/types.js';
 import { log } from '../log.js';
-import { notFound, serve, type RunningServer } from './http.js';
+import { notFound, serve, type Handler, type RunningServer } from './http.js';
 import type { HealthCounters } from './health.js';
 
 /** EndpointSlice annotation: when the endpoints controller saw the change behind this version. */
@@ -220,6 +220,8 @@ export class ProxyMetrics implements HealthCounters {
 export interface MetricsServerOptions {
   hardFail: boolean;
   retryMs?: number;
+  /** More paths served on the same (local-only) address, e.g. /debug/* and /configz. */
+  routes?: Record<string, Handler>;
 }
 
 /** /metrics (Prometheus text), /healthz ("ok") and /proxyMode on `address`. */
@@ -230,7 +232,9 @@ export function startMetricsServer(address: string, metrics: ProxyMetrics, opts:
       res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' });
       res.end(body);
     };
-    if (path === '/healthz') plain('ok');
+    const route = path !== undefined ? opts.routes?.[path] : undefined;
+    if (route) route(req, res);
+    else if (path === '/healthz') plain('ok');
     else if (path === '/proxyMode') plain(metrics.mode);
     else if (path === '/metrics') {
       metrics.text().then(

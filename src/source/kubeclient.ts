@@ -1,10 +1,35 @@
 // Connection to the API server: credentials from a kubeconfig (or the in-cluster service
 // account) through @kubernetes/client-node's KubeConfig, requests through undici.
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type https from 'node:https';
-import { delimiter } from 'node:path';
-import { KubeConfig } from '@kubernetes/client-node';
+import { delimiter, dirname, resolve } from 'node:path';
+import { KubeConfig, type User } from '@kubernetes/client-node';
+import { parse as parseYaml } from 'yaml';
+
+/** A kubeconfig user whose bearer token is read from a file at each request. */
+type TokenFileUser = User & { tokenFile?: string };
+
+/**
+ * client-go's `tokenFile` user field (kubeadm writes it for kube-proxy's service-account token)
+ * is unknown to KubeConfig: it is kept on the user, relative to the kubeconfig's directory,
+ * and read per request so that a rotated token is picked up.
+ */
+function loadWithTokenFiles(kc: KubeConfig, file: string): void {
+  kc.loadFromFile(file);
+  type RawConfig = { users?: Array<{ name?: unknown; user?: { tokenFile?: unknown } }> } | null;
+  let raw: RawConfig;
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8')) as RawConfig;
+  } catch {
+    return;
+  }
+  const files = new Map<string, string>();
+  for (const u of raw?.users ?? []) {
+    if (typeof u.name === 'string' && typeof u.user?.tokenFile === 'string') files.set(u.name, resolve(dirname(file), u.user.tokenFile));
+  }
+  if (files.size > 0) kc.users = kc.users.map((u): TokenFileUser => (files.has(u.name) && !u.token ? { ...u, tokenFile: files.get(u.name)! } : u));
+}
 import { Agent, request, type Dispatcher } from 'undici';
 
 export interface ClientConnectionOptions {
@@ -27,12 +52,12 @@ export function loadKubeConfig(opts: ClientConnectionOptions = {}): KubeConfig {
   const envFiles = (process.env.KUBECONFIG ?? '').split(delimiter).filter((f) => f !== '');
   if (opts.kubeconfig) {
     if (!existsSync(opts.kubeconfig)) throw new Error(`kubeconfig file ${opts.kubeconfig} does not exist`);
-    kc.loadFromFile(opts.kubeconfig);
+    loadWithTokenFiles(kc, opts.kubeconfig);
   } else if (envFiles.length > 0) {
     // Like kubectl, missing files in KUBECONFIG are ignored and the first file wins on conflicts.
     const present = envFiles.filter((f) => existsSync(f));
     if (present.length === 0) throw new Error(`none of the KUBECONFIG files exist: ${envFiles.join(delimiter)}`);
-    kc.loadFromFile(present[0]!);
+    loadWithTokenFiles(kc, present[0]!);
     for (const f of present.slice(1)) {
       const more = new KubeConfig();
       more.loadFromFile(f);
@@ -70,6 +95,8 @@ export interface KubeRequestOptions {
   query?: Record<string, string | undefined>;
   signal?: AbortSignal;
   body?: unknown;
+  /** Content-Type of the body (default application/json; a PATCH names its patch type). */
+  contentType?: string;
   /** undici timeouts in ms; 0 disables (callers that watch run their own inactivity timer). */
   headersTimeout?: number;
   bodyTimeout?: number;
@@ -134,6 +161,10 @@ export class KubeClient implements ApiRequester {
       if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : String(v);
     }
     if (typeof auth.auth === 'string') headers.Authorization = `Basic ${Buffer.from(auth.auth).toString('base64')}`;
+    const tokenFile = (this.credentials.getCurrentUser() as TokenFileUser | null)?.tokenFile;
+    if (tokenFile && headers.Authorization === undefined && headers.authorization === undefined) {
+      headers.Authorization = `Bearer ${readFileSync(tokenFile, 'utf8').trim()}`;
+    }
 
     const url = new URL(this.server.replace(/\/+$/, '') + path);
     for (const [k, v] of Object.entries(opts.query ?? {})) {
@@ -142,7 +173,7 @@ export class KubeClient implements ApiRequester {
     let body: string | undefined;
     if (opts.body !== undefined) {
       body = JSON.stringify(opts.body);
-      headers['Content-Type'] = 'application/json';
+      headers['Content-Type'] = opts.contentType ?? 'application/json';
     }
     const res = await request(url, {
       method: (opts.method ?? 'GET') as Dispatcher.HttpMethod,

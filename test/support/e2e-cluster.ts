@@ -87,6 +87,12 @@ export interface ClusterOptions {
   extraArgs?: string[];
   /** Runs in the finished topology before the proxy starts, e.g. to leave another mode's rules behind. */
   beforeProxy?: (topo: Topology) => Promise<void>;
+  /**
+   * A KubeProxyConfiguration file for the proxy (`--config`), instead of the mode, cluster CIDR
+   * and sync-period flags, so a test can change those under the running proxy. The kubeconfig,
+   * node name, `--v 2` and extraArgs stay flags; `mode` must match the file's.
+   */
+  configFile?: string;
 }
 
 /** The iptables tool of a family and flavour, e.g. `ip6tables-legacy`, `iptables-nft-save`. */
@@ -233,22 +239,10 @@ export class E2ECluster {
 
   private async startProxy(): Promise<void> {
     const since = this.mark();
-    const args = [
-      PROXY_MAIN,
-      '--kubeconfig',
-      this.kubeconfig!,
-      '--hostname-override',
-      'node-1',
-      '--proxy-mode',
-      this.mode,
-      '--cluster-cidr',
-      '10.244.0.0/16,fd00:244::/32',
-      '--iptables-min-sync-period',
-      '0s',
-      '--v',
-      '2',
-      ...(this.opts.extraArgs ?? []),
-    ];
+    const ruleFlags = this.opts.configFile
+      ? ['--config', this.opts.configFile]
+      : ['--proxy-mode', this.mode, '--cluster-cidr', '10.244.0.0/16,fd00:244::/32', '--iptables-min-sync-period', '0s'];
+    const args = [PROXY_MAIN, '--kubeconfig', this.kubeconfig!, '--hostname-override', 'node-1', ...ruleFlags, '--v', '2', ...(this.opts.extraArgs ?? [])];
     this.proxy = this.topo.spawn('node1', process.execPath, args);
     this.proxy.child.stderr!.on('data', (chunk: string) => {
       this.log += chunk;

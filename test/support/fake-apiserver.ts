@@ -279,6 +279,8 @@ export class FakeApiServer {
   private faults: PendingFault[] = [];
   private boundPort = 0;
   readonly requests: RequestRecord[] = [];
+  /** events.k8s.io/v1 Events posted (and patched) by clients, by namespace/name. */
+  readonly events = new Map<string, Record<string, unknown>>();
   readonly host: string;
   readonly token: string | undefined;
   bookmarkIntervalMs: number;
@@ -576,6 +578,11 @@ export class FakeApiServer {
       this.sendJSON(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-fake', platform: 'linux/amd64' });
       return;
     }
+    const ev = /^\/apis\/events\.k8s\.io\/v1\/namespaces\/([^/]+)\/events(?:\/([^/]+))?$/.exec(url.pathname);
+    if (ev && ((method === 'POST' && !ev[2]) || (method === 'PATCH' && ev[2]))) {
+      this.handleEvent(req, res, decodeURIComponent(ev[1]!), ev[2] === undefined ? undefined : decodeURIComponent(ev[2]));
+      return;
+    }
     if (!r || !verb) {
       this.sendStatus(res, new StatusError(404, 'NotFound', `the server could not find the requested resource`));
       return;
@@ -612,6 +619,32 @@ export class FakeApiServer {
     } catch (err) {
       this.sendStatus(res, asStatus(err));
     }
+  }
+
+  /** Creates an Event (POST), or merges a JSON merge patch into one (PATCH). */
+  private handleEvent(req: http.IncomingMessage, res: http.ServerResponse, namespace: string, name: string | undefined): void {
+    this.readBody(req)
+      .then((body) => {
+        const obj = JSON.parse(body) as Record<string, unknown> & { metadata?: Meta };
+        if (name === undefined) {
+          const n = obj.metadata?.name ?? '';
+          if (n === '') throw new StatusError(422, 'Invalid', 'metadata.name: Required value');
+          if (this.events.has(`${namespace}/${n}`)) throw new StatusError(409, 'AlreadyExists', `events.events.k8s.io "${n}" already exists`);
+          obj.metadata = { ...obj.metadata, namespace, resourceVersion: String(++this.rv) };
+          this.events.set(`${namespace}/${n}`, obj);
+          this.sendJSON(res, 201, obj);
+          return;
+        }
+        if (req.headers['content-type'] !== 'application/merge-patch+json') {
+          throw new StatusError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format`);
+        }
+        const cur = this.events.get(`${namespace}/${name}`);
+        if (!cur) throw new StatusError(404, 'NotFound', `events.events.k8s.io "${name}" not found`);
+        const merged = { ...cur, ...obj, metadata: { ...(cur.metadata as Meta), resourceVersion: String(++this.rv) } };
+        this.events.set(`${namespace}/${name}`, merged);
+        this.sendJSON(res, 200, merged);
+      })
+      .catch((err: unknown) => this.sendStatus(res, asStatus(err)));
   }
 
   private takeFault(rec: RequestRecord): Fault | undefined {

@@ -422,7 +422,7 @@ describe('resolveBackendConfigs', () => {
     assert.deepEqual(v4, {
       family: 'IPv4', masqueradeAll: false, masqueradeBit: 14, detectLocalMode: 'ClusterCIDR',
       localCIDRs: ['10.244.0.0/16'], bridgeInterface: '', interfaceNamePrefix: '',
-      nodePortAddresses: [], nodeIPs: ['192.168.1.10', '192.168.1.11'],
+      nodePortAddresses: [], nodeIPs: ['192.168.1.10', '192.168.1.11'], localhostNodePorts: true,
     });
     assert.equal(v6!.family, 'IPv6');
     assert.deepEqual(v6!.localCIDRs, ['fd00:10:244::/56']);
@@ -453,6 +453,11 @@ describe('resolveBackendConfigs', () => {
     assert.deepEqual(resolveBackendConfigs(set('iptables'), ips).map((b) => [b.masqueradeBit, b.masqueradeAll]), [[3, false]]);
     assert.deepEqual(resolveBackendConfigs(set(''), ips).map((b) => [b.masqueradeBit, b.masqueradeAll]), [[3, false]]);
     assert.deepEqual(resolveBackendConfigs(set('ipvs'), ips).map((b) => [b.masqueradeBit, b.masqueradeAll]), [[3, false]]);
+  });
+
+  it('passes iptables.localhostNodePorts through', () => {
+    const off = withChanges((x) => { x.iptables.localhostNodePorts = false; });
+    assert.deepEqual(resolveBackendConfigs(off, { ips: ['10.0.0.1'], podCIDRs: [] }).map((b) => b.localhostNodePorts), [false]);
   });
 
   it('filters nodePortAddresses by family and keeps primary', () => {

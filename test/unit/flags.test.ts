@@ -21,7 +21,7 @@ describe('parseCommandLine', () => {
     assert.deepEqual(cl.config, defaultConfiguration());
     assert.deepEqual(
       { ...cl, config: undefined },
-      { config: undefined, master: '', manifestsDir: '', cleanup: false, dryRun: false, writeConfigTo: '', version: false, help: false, verbosity: 0 },
+      { config: undefined, configFile: '', master: '', manifestsDir: '', cleanup: false, dryRun: false, writeConfigTo: '', version: false, help: false, verbosity: 0 },
     );
   });
 

@@ -1,0 +1,185 @@
+// The invariant partial syncs rely on: a full render equals the fixed chains plus every service
+// port's fragment, and the operations a FragmentStore derives from re-rendered fragments
+// (service rules inserted at the head of shared chains, deleted by spec) take the previous
+// ruleset to the next one's render.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FragmentStore, type ObjectKind, type StoreOp } from '../../src/backend/common/fragments.js';
+import { baseChains, render, renderContext, renderServicePort, type IptChain, type IptContext } from '../../src/backend/iptables/render.js';
+import type { Endpoint, ServicePortState, Snapshot } from '../../src/model/types.js';
+import { backendConfig, endpoint, key, localEndpoint, servicePort, snapshot } from '../support/snapshots.js';
+
+const cfg = backendConfig();
+const ctx: IptContext = renderContext(cfg);
+const id = (c: { table: string; name: string }): string => `${c.table}/${c.name}`;
+const KIND: ObjectKind<IptChain> = {
+  id,
+  same: (a, b) => a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]),
+};
+
+/** Small deterministic generator (mulberry32), so a failure can be replayed from its seed. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomPorts(rand: () => number, services: number): ServicePortState[] {
+  const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
+  const chance = (p: number): boolean => rand() < p;
+  const out: ServicePortState[] = [];
+  for (let i = 0; i < services; i++) {
+    const eps: Endpoint[] = [];
+    const n = pick([0, 1, 2, 3, 5]);
+    for (let j = 0; j < n; j++) {
+      const ip = `10.244.${pick([1, 2])}.${1 + Math.floor(rand() * 60)}`;
+      const e = ip.startsWith('10.244.1.') ? localEndpoint(ip, 8080) : endpoint(ip, 8080);
+      eps.push(chance(0.15) ? { ...e, ready: false } : e);
+    }
+    const lb = chance(0.4) ? [pick(['203.0.113.1', '203.0.113.2', '203.0.113.3'])] : [];
+    const ranges = lb.length > 0 && chance(0.5) ? [pick(['192.168.50.0/24', '198.51.100.0/24', '10.0.0.0/8'])] : [];
+    // Several ports per service (shared cluster IP), and addresses shared between services.
+    for (const [portName, port] of chance(0.3) ? ([['http', 80], ['https', 443]] as const) : ([['', 80]] as const)) {
+      out.push(
+        servicePort({
+          namespace: `ns${i % 3}`,
+          serviceName: `svc${i}`,
+          portName,
+          port,
+          protocol: pick(['TCP', 'TCP', 'UDP', 'SCTP'] as const),
+          clusterIP: chance(0.9) ? `10.96.0.${i + 1}` : '',
+          nodePort: chance(0.4) ? 30000 + i * 2 + (port === 443 ? 1 : 0) : 0,
+          externalIPs: chance(0.3) ? [pick(['192.168.99.1', '192.168.99.2'])] : [],
+          loadBalancerIPs: lb,
+          loadBalancerSourceRanges: ranges,
+          externalPolicyLocal: chance(0.4),
+          internalPolicyLocal: chance(0.2),
+          healthCheckNodePort: lb.length > 0 && chance(0.5) ? 32000 + i : 0,
+          sessionAffinity: chance(0.3) ? { clientIPTimeoutSeconds: 300 } : {},
+          endpoints: eps,
+        }),
+      );
+    }
+  }
+  return out;
+}
+
+/** A kernel-like ruleset: chain id → rules, with service items inserted at the head. */
+type Kernel = Map<string, string[]>;
+
+function applyOps(kernel: Kernel, ops: Array<StoreOp<IptChain>>): void {
+  for (const op of ops) {
+    switch (op.kind) {
+      case 'add-item':
+        kernel.get(op.collection)!.unshift(op.key);
+        break;
+      case 'delete-item': {
+        const rules = kernel.get(op.collection)!;
+        const at = rules.indexOf(op.key);
+        assert.ok(at >= 0, `deleted rule exists: ${op.key}`);
+        rules.splice(at, 1);
+        break;
+      }
+      case 'add-object':
+      case 'replace-object':
+        kernel.set(id(op.object), [...op.object.rules]);
+        break;
+      case 'delete-object':
+        assert.ok(kernel.delete(id(op.object)), `deleted chain exists: ${id(op.object)}`);
+        break;
+      default:
+        assert.fail(`unexpected operation ${op.kind}`);
+    }
+  }
+}
+
+/** Rendered chains, with the service-item part of shared chains sorted (its order is free). */
+function normalized(chains: Map<string, string[]>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const b of baseChains(ctx)) {
+    const rules = chains.get(id(b))!;
+    const items = rules.slice(0, rules.length - b.rules.length);
+    assert.deepEqual(rules.slice(items.length), b.rules, `fixed rules of ${id(b)} come last`);
+    out.set(id(b), [...items.sort(), ...b.rules]);
+  }
+  for (const [k, rules] of chains) if (!out.has(k)) out.set(k, rules);
+  return out;
+}
+
+function rendered(s: Snapshot): Map<string, string[]> {
+  return new Map(render(s, cfg).chains.map((c) => [id(c), c.rules]));
+}
+
+function load(ports: ServicePortState[], order: string[]): { store: FragmentStore<IptChain>; kernel: Kernel } {
+  const byKey = new Map(ports.map((p) => [key(p), p]));
+  const store = new FragmentStore<IptChain>(KIND, baseChains(ctx).map(id));
+  store.update(order, (k) => renderServicePort(byKey.get(k)!, ctx), false);
+  const kernel: Kernel = new Map();
+  for (const b of baseChains(ctx)) kernel.set(id(b), [...store.items(id(b)).keys(), ...b.rules]);
+  for (const o of store.objects()) kernel.set(id(o), [...o.rules]);
+  return { store, kernel };
+}
+
+for (const seed of [1, 2, 3, 4, 5]) {
+  test(`render equals the fixed chains plus every fragment, before and after partial updates (seed ${seed})`, () => {
+    const rand = rng(seed);
+    const ports = randomPorts(rand, 25);
+    const s1 = snapshot(ports);
+
+    // Loaded in sorted key order, the store gives exactly the full render, order included.
+    const sorted = [...s1.services.keys()].sort();
+    assert.deepEqual(load(ports, sorted).kernel, rendered(s1));
+
+    // In any order, the same rules (a shared chain's service items are unordered).
+    const shuffled = [...sorted].sort(() => rand() - 0.5);
+    const { store, kernel } = load(ports, shuffled);
+    assert.deepEqual(normalized(kernel), normalized(rendered(s1)));
+
+    // Change some ports, delete some, add some: the operations take the kernel to the new render.
+    const replacements = randomPorts(rand, 25);
+    const next = new Map(s1.services);
+    const changed = new Set<string>();
+    for (const k of sorted) {
+      const r = rand();
+      if (r < 0.2) {
+        next.delete(k);
+        changed.add(k);
+      } else if (r < 0.5) {
+        const alt = replacements.find((p) => key(p) === k);
+        if (alt) {
+          next.set(k, alt);
+          changed.add(k);
+        }
+      }
+    }
+    for (const p of replacements.slice(0, 6)) {
+      const k = key(p);
+      if (!next.has(k)) {
+        next.set(k, p);
+        changed.add(k);
+      }
+    }
+    assert.ok(changed.size > 5, 'the update changes something');
+    const s2 = snapshot([...next.values()], { generation: 2 });
+    const ops = store.update(changed, (k) => (next.has(k) ? renderServicePort(next.get(k)!, ctx) : undefined));
+    applyOps(kernel, ops);
+    assert.deepEqual(normalized(kernel), normalized(rendered(s2)));
+  });
+}
+
+test('ports of one service share their cluster IP reject rule; it goes with the last of them', () => {
+  const http = servicePort({ namespace: 'ns', serviceName: 's', portName: 'http', port: 80, clusterIP: '10.96.0.1', endpoints: [endpoint('10.244.2.1', 80)] });
+  const https = servicePort({ namespace: 'ns', serviceName: 's', portName: 'https', port: 443, clusterIP: '10.96.0.1', endpoints: [endpoint('10.244.2.1', 443)] });
+  const reject = '-d 10.96.0.1/32 -m comment --comment "ns/s cluster IP" -j REJECT --reject-with icmp-port-unreachable';
+  const { store, kernel } = load([http, https], [key(http), key(https)]);
+  assert.deepEqual(kernel.get('filter/KUBE-CLUSTER-IPS'), [reject]);
+  const rejects = (ops: Array<StoreOp<IptChain>>): string[] =>
+    ops.flatMap((o) => ('collection' in o && o.collection === 'filter/KUBE-CLUSTER-IPS' ? [`${o.kind} ${o.key}`] : []));
+  assert.deepEqual(rejects(store.update([key(http)], () => undefined)), []);
+  assert.deepEqual(rejects(store.update([key(https)], () => undefined)), [`delete-item ${reject}`]);
+});
