@@ -31,7 +31,7 @@ describe('fixed chains and hooks', () => {
           ],
         ],
         ['nat/KUBE-MARK-MASQ', ['-j MARK --set-xmark 0x4000/0x4000']],
-        ['nat/KUBE-PROXY-CANARY', []],
+        ['nat/KUBE-PROXY-CANARY', ['-m comment --comment "kube-proxy canary" -j RETURN']],
         ['filter/KUBE-SERVICES', [CLUSTER_IPS_TAIL]],
         ['filter/KUBE-CLUSTER-IPS', []],
         ['filter/KUBE-EXTERNAL-SERVICES', []],
@@ -45,8 +45,8 @@ describe('fixed chains and hooks', () => {
           ],
         ],
         ['filter/KUBE-PROXY-FIREWALL', []],
-        ['filter/KUBE-PROXY-CANARY', []],
-        ['mangle/KUBE-PROXY-CANARY', []],
+        ['filter/KUBE-PROXY-CANARY', ['-m comment --comment "kube-proxy canary" -j RETURN']],
+        ['mangle/KUBE-PROXY-CANARY', ['-m comment --comment "kube-proxy canary" -j RETURN']],
         [
           'filter/KUBE-FIREWALL',
           [

@@ -3,6 +3,7 @@
 import type { BackendConfig } from '../types.js';
 import type { IPFamily } from '../../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type CIDR } from '../../net/ip.js';
+import { CANARY_CHAIN as CANARY, CANARY_RULE } from './canary.js';
 import { canonicalCIDR, canonicalIP, comment, hostCIDR, rule, type IptChain, type IptTable, type RuleParts } from './syntax.js';
 
 export const MARK_MASQ = 'KUBE-MARK-MASQ';
@@ -14,7 +15,6 @@ export const CLUSTER_IPS = 'KUBE-CLUSTER-IPS';
 const FORWARD = 'KUBE-FORWARD';
 const POSTROUTING = 'KUBE-POSTROUTING';
 const KUBELET_FIREWALL = 'KUBE-FIREWALL';
-const CANARY = 'KUBE-PROXY-CANARY';
 
 /** Everything render needs that depends only on the configuration. */
 export interface IptContext {
@@ -126,7 +126,7 @@ export function baseChains(ctx: IptContext): IptChain[] {
       ],
     },
     { table: 'nat', name: MARK_MASQ, rules: [rule({ jump: `MARK --set-xmark ${m}/${m}` })] },
-    { table: 'nat', name: CANARY, rules: [] },
+    { table: 'nat', name: CANARY, rules: [CANARY_RULE] },
     {
       table: 'filter',
       name: SERVICES,
@@ -146,8 +146,8 @@ export function baseChains(ctx: IptContext): IptChain[] {
       ],
     },
     { table: 'filter', name: PROXY_FIREWALL, rules: [] },
-    { table: 'filter', name: CANARY, rules: [] },
-    { table: 'mangle', name: CANARY, rules: [] },
+    { table: 'filter', name: CANARY, rules: [CANARY_RULE] },
+    { table: 'mangle', name: CANARY, rules: [CANARY_RULE] },
   ];
   if (ctx.localhostGuard) {
     // route_localnet lets martian localhost traffic in from the network: drop what did not
