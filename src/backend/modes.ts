@@ -5,7 +5,10 @@
 import type { Snapshot } from '../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import type { ExecOptions } from './common/exec.js';
-import { removeLeftovers } from './common/leftovers.js';
+import { removeLeftovers, removeLeftoversForIptables } from './common/leftovers.js';
+import { detectFlavour, type Flavour } from './iptables/apply.js';
+import { IptablesBackend } from './iptables/backend.js';
+import { render as renderIptables, toRestoreInput } from './iptables/render.js';
 import { LogOnlyBackend } from './logonly.js';
 import { deleteTables } from './nftables/apply.js';
 import { NftablesBackend } from './nftables/backend.js';
@@ -130,13 +133,18 @@ const nftables: ModeDescriptor = {
 
 const iptables: ModeDescriptor = {
   name: 'iptables',
-  programsKernel: false,
-  createBackend: logOnly('iptables'),
+  programsKernel: true,
+  createBackend(cfg, opts) {
+    const exec = execOf(opts);
+    const removeLeftovers = async (flavour: Flavour): Promise<void> => {
+      await removeLeftoversForIptables(flavour, exec);
+    };
+    return new IptablesBackend(cfg, { ...opts, ...exec, ...(opts.dryRun ? {} : { removeLeftovers }) });
+  },
   syncSection: 'iptables',
   masqueradeSection: 'iptables',
   async startupLeftovers(exec) {
-    await deleteTables(exec);
-    await removeIpvs(exec);
+    await removeLeftoversForIptables((await detectFlavour(exec)).flavour, exec);
   },
   cleanup: removeIptablesChains,
   nodePortIPs: localNodePortIPs,
@@ -144,6 +152,7 @@ const iptables: ModeDescriptor = {
     name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
     help: 'Cumulative proxy iptables restore failures',
   },
+  traceableRules: (snapshot, cfg) => ({ syntax: 'iptables', text: toRestoreInput(renderIptables(snapshot, cfg)) }),
   sandbox: { tools: ['iptables-save'], dumpRules: ['iptables-save'] },
 };
 

@@ -57,7 +57,9 @@ before(async () => {
   server.create('Service', service('web', '10.96.0.10', 80));
   server.create('EndpointSlice', slice('web', ['10.244.1.10', '10.244.1.11']));
   const kubeconfig = kubeconfigFor(server, { token: 'secret-token' });
-  proc = spawn(process.execPath, [MAIN, '--kubeconfig', kubeconfig, '--hostname-override', 'node-a', '--iptables-min-sync-period', '0s', '--healthz-bind-address=', '--metrics-bind-address='], {
+  // A dry run: this test watches the source and the model, and must not touch this machine's rules.
+  const args = ['--kubeconfig', kubeconfig, '--hostname-override', 'node-a', '--iptables-min-sync-period', '0s', '--dry-run', '--v', '2'];
+  proc = spawn(process.execPath, [MAIN, ...args, '--healthz-bind-address=', '--metrics-bind-address='], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));

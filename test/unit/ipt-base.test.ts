@@ -2,6 +2,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { baseChains, jumpRules, render, renderContext } from '../../src/backend/iptables/render.js';
+import { CANARY_RULE } from '../../src/backend/iptables/canary.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import { backendConfig, snapshot } from '../support/snapshots.js';
 
@@ -31,7 +32,7 @@ describe('fixed chains and hooks', () => {
           ],
         ],
         ['nat/KUBE-MARK-MASQ', ['-j MARK --set-xmark 0x4000/0x4000']],
-        ['nat/KUBE-PROXY-CANARY', ['-m comment --comment "kube-proxy canary" -j RETURN']],
+        ['nat/KUBE-PROXY-CANARY', [CANARY_RULE]],
         ['filter/KUBE-SERVICES', [CLUSTER_IPS_TAIL]],
         ['filter/KUBE-CLUSTER-IPS', []],
         ['filter/KUBE-EXTERNAL-SERVICES', []],
@@ -45,8 +46,8 @@ describe('fixed chains and hooks', () => {
           ],
         ],
         ['filter/KUBE-PROXY-FIREWALL', []],
-        ['filter/KUBE-PROXY-CANARY', ['-m comment --comment "kube-proxy canary" -j RETURN']],
-        ['mangle/KUBE-PROXY-CANARY', ['-m comment --comment "kube-proxy canary" -j RETURN']],
+        ['filter/KUBE-PROXY-CANARY', [CANARY_RULE]],
+        ['mangle/KUBE-PROXY-CANARY', [CANARY_RULE]],
         [
           'filter/KUBE-FIREWALL',
           [

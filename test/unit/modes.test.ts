@@ -1,6 +1,7 @@
 // The mode descriptors: what each proxy mode means for its backend, configuration sections,
 // NodePort addresses, metrics and explain.
 import assert from 'node:assert/strict';
+import { render as renderIptables, toRestoreInput } from '../../src/backend/iptables/render.js';
 import { describe, test } from 'node:test';
 import { LogOnlyBackend, MODES, modeDescriptor, nodePortIPsOf, PROXY_MODE_NAMES } from '../../src/backend/index.js';
 import { render } from '../../src/backend/nftables/render.js';
@@ -28,7 +29,7 @@ describe('mode descriptors', () => {
   });
 
   test('a mode without a kernel backend gets a log-only backend that prints the snapshot and programs nothing', async () => {
-    for (const name of ['iptables', 'ipvs', 'userspace'] as const) {
+    for (const name of ['ipvs', 'userspace'] as const) {
       const printed: string[] = [];
       // A wrap that cannot run: any attempt to run a kernel tool would fail the sync.
       const be = MODES[name].createBackend(backendConfig(), { dryRun: false, out: (t) => printed.push(t), wrap: ['/nonexistent/tool'] });
@@ -60,7 +61,7 @@ describe('mode descriptors', () => {
     const cfg = (nodePortAddresses: string[]) => backendConfig({ nodePortAddresses, nodeIPs: ips });
     assert.deepEqual(MODES.nftables.nodePortIPs(cfg([])), ['192.168.1.10']);
     assert.deepEqual(MODES.nftables.nodePortIPs(cfg(['10.0.0.0/8'])), ['10.0.0.10']);
-    for (const name of ['iptables', 'ipvs', 'userspace'] as const) {
+    for (const name of ['ipvs', 'userspace'] as const) {
       const m = MODES[name];
       assert.equal(m.nodePortIPs(cfg([])), null, name);
       assert.equal(m.nodePortIPs(cfg(['0.0.0.0/0'])), null, name);
@@ -79,11 +80,12 @@ describe('mode descriptors', () => {
     assert.equal(MODES.userspace.syncFailureMetric, undefined);
   });
 
-  test('only nftables has traceable rules so far: the rendered ruleset, tagged by syntax', () => {
+  test('nftables and iptables have traceable rules: the rendered ruleset, tagged by syntax', () => {
     const snap = snapshot([web]);
     const cfg = backendConfig();
     assert.deepEqual(MODES.nftables.traceableRules?.(snap, cfg), { syntax: 'nftables', ruleset: render(snap, cfg) });
-    for (const name of ['iptables', 'ipvs', 'userspace'] as const) assert.equal(MODES[name].traceableRules, undefined, name);
+    assert.deepEqual(MODES.iptables.traceableRules?.(snap, cfg), { syntax: 'iptables', text: toRestoreInput(renderIptables(snap, cfg)) });
+    for (const name of ['ipvs', 'userspace'] as const) assert.equal(MODES[name].traceableRules, undefined, name);
   });
 
   test('the sandbox learns its tools and rule dump from the mode', () => {

@@ -103,7 +103,7 @@ export function probability(n: number): string {
   return `${whole}.${(q % digits).toString().padStart(11, '0')}`;
 }
 
-const TABLE_ORDER: IptTable[] = ['filter', 'nat', 'mangle'];
+export const TABLE_ORDER: IptTable[] = ['filter', 'nat', 'mangle'];
 
 /**
  * iptables-restore --noflush input for a whole ruleset: per table, a `:NAME - [0:0]` line per
