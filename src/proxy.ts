@@ -7,7 +7,7 @@ import type { KubeProxyConfiguration } from './config/types.js';
 import { log } from './log.js';
 import { describeSnapshot } from './model/describe.js';
 import type { KubeObject } from './model/k8s.js';
-import { ProxyModel } from './model/tracker.js';
+import { ProxyModel, type ObjectWarning } from './model/tracker.js';
 import type { IPFamily, Snapshot } from './model/types.js';
 import { Readiness } from './runner/readiness.js';
 import { SyncRunner } from './runner/runner.js';
@@ -34,6 +34,8 @@ export interface ProxyOptions {
   source: Source;
   /** Returns the backend for one family. */
   createBackend: (cfg: BackendConfig) => Backend;
+  /** Where warnings about objects go (Events on the API server); logging happens anyway. */
+  onObjectWarning?: (w: ObjectWarning) => void;
 }
 
 function objectName(o: KubeObject): string {
@@ -74,7 +76,7 @@ export class Proxy {
   constructor(private readonly opts: ProxyOptions) {
     this.config = opts.config;
     this.createBackend = opts.createBackend;
-    this.model = new ProxyModel({ nodeName: opts.nodeName });
+    this.model = new ProxyModel({ nodeName: opts.nodeName, ...(opts.onObjectWarning ? { onWarning: opts.onObjectWarning } : {}) });
     const periods = syncPeriodsMs(opts.config);
     this.runner = new SyncRunner({
       name: 'sync-proxy-rules',
@@ -137,6 +139,14 @@ export class Proxy {
       });
       this.runner.run();
     });
+  }
+
+  /** False while any backend knows the kernel holds wrong rules (see Backend.kernelInSync). */
+  kernelInSync(): boolean {
+    for (const b of this.backends?.values() ?? []) {
+      if (b.kernelInSync?.() === false) return false;
+    }
+    return true;
   }
 
   /** Adds an observer; its hooks run from the next event or sync on. */

@@ -40,4 +40,10 @@ export interface Backend {
   cleanup(): Promise<void>;
   /** Human-readable dump of what is currently programmed (for dry-run and debugging). */
   describe?(): string;
+  /**
+   * False while the backend knows the kernel holds rules other than the ones it wrote
+   * (found by verification, or a failed apply) and has not repaired them yet; health
+   * reports it. A backend that cannot tell leaves this out.
+   */
+  kernelInSync?(): boolean;
 }

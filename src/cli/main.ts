@@ -7,7 +7,7 @@ import type { Backend, BackendConfig } from '../backend/types.js';
 import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type KubeProxyConfiguration, type ProxyMode } from '../config/index.js';
 import { log, setLogFormat, setVerbosity } from '../log.js';
 import { ConntrackReconciler } from '../node/conntrack-reconcile.js';
-import { NodeEventRecorder } from '../node/events.js';
+import { EventRecorder } from '../node/events.js';
 import { Proxy } from '../proxy.js';
 import { ApiServerSource } from '../source/apiserver.js';
 import { KubeClient } from '../source/kubeclient.js';
@@ -20,7 +20,10 @@ import type { RunningServer } from '../server/http.js';
 import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
 import { prepareNode } from './agent.js';
 import { ConfigWatcher, configChanges } from './config-watch.js';
+import { registerWatchFreshness } from '../server/watch-metrics.js';
 import { explainCommand } from './explain-cmd.js';
+import { acquireInstanceLock, removeStaleTempDirs, type LockResult } from './instance.js';
+import { reportInertSettings } from './process-settings.js';
 import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
 
 /** Subcommands parse their own arguments. */
@@ -46,17 +49,39 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
     source = new ApiServerSource({ client, nodeName });
     log.info('using the API server', { server: client.server });
   }
-  const backendsFor = (m: ProxyMode) => (cfg: BackendConfig) => createBackend(m, cfg, { dryRun: cmd.dryRun });
-  const proxy = new Proxy({ config: cmd.config, nodeName, source, createBackend: backendsFor(mode) });
+  // Events write to the API server: not in a dry run.
+  const events = client && !cmd.dryRun ? new EventRecorder(client, nodeName) : undefined;
+  // The lock is taken when the first kernel backend is made: a dry run, or a mode without
+  // a kernel backend, programs nothing and cannot fight another instance.
+  let lock: LockResult | undefined;
+  const backendsFor = (m: ProxyMode) => (cfg: BackendConfig) => {
+    const backend = createBackend(m, cfg, { dryRun: cmd.dryRun });
+    if (hasKernelBackend(m) && !cmd.dryRun && lock === undefined) {
+      lock = acquireInstanceLock();
+      if (!lock.ok) {
+        log.error(`another kube-proxy-ts (PID ${lock.holderPid}) already programs this node's rules; exiting`, { lock: lock.path, holderPid: lock.holderPid });
+        process.exit(1);
+      }
+    }
+    return backend;
+  };
+  const proxy = new Proxy({
+    config: cmd.config,
+    nodeName,
+    source,
+    ...(events ? { onObjectWarning: (w) => events.warn(w) } : {}),
+    createBackend: backendsFor(mode),
+  });
   log.info('starting kube-proxy-ts', { version: VERSION, mode, node: nodeName, dryRun: cmd.dryRun });
-  const events = client && !cmd.dryRun ? new NodeEventRecorder(client, nodeName) : undefined;
+  reportInertSettings(cmd.config);
+  removeStaleTempDirs();
   void events?.record('Normal', 'Starting', 'StartKubeProxy', 'Starting kube-proxy-ts');
 
   const syncs = new SyncHistory();
   proxy.observe(syncs);
   let servers: Servers;
   try {
-    servers = await startServers(cmd, proxy, mode, nodeName, syncs);
+    servers = await startServers(cmd, proxy, source, mode, nodeName, syncs);
   } catch (err) {
     log.error(err instanceof Error ? err.message : String(err));
     return 1;
@@ -132,7 +157,7 @@ class Servers {
  * The healthz and metrics servers (an empty address disables one) and the service
  * health-check node ports. A bind failure rejects only with bindAddressHardFail.
  */
-async function startServers(cmd: CommandLine, proxy: Proxy, mode: ProxyMode, nodeName: string, syncs: SyncHistory): Promise<Servers> {
+async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode: ProxyMode, nodeName: string, syncs: SyncHistory): Promise<Servers> {
   const config = cmd.config;
   const hardFail = config.bindAddressHardFail;
   const metrics = new ProxyMetrics({
@@ -147,7 +172,9 @@ async function startServers(cmd: CommandLine, proxy: Proxy, mode: ProxyMode, nod
     state: proxy.runner,
     healthTimeoutMs: 2 * syncPeriodsMs(config).syncPeriodMs,
     nodeName,
+    kernelInSync: () => proxy.kernelInSync(),
   });
+  if (source instanceof ApiServerSource) registerWatchFreshness(metrics.registry, source);
   proxy.observe(metrics);
   proxy.observe(health);
   const routes = debugRoutes({

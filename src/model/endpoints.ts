@@ -2,6 +2,7 @@
 import type { Endpoint, IPFamily, Protocol } from './types.js';
 import { metaKey } from './service.js';
 import {
+  looseKey,
   LIMITS,
   clip,
   isDNSLabel,
@@ -146,7 +147,7 @@ function parseEndpoint(raw: unknown, family: IPFamily, problems: FieldProblem[])
 /** Parses one EndpointSlice. Never throws. */
 export function parseEndpointSlice(obj: unknown): SliceParseResult {
   const meta = metaKey(obj);
-  if (meta === null) return invalid('', 'invalid-metadata', 'namespace or name missing or longer than 253');
+  if (meta === null) return invalid(looseKey(obj), 'invalid-metadata', 'namespace or name missing or longer than 253');
   const key = `${meta.namespace}/${meta.name}`;
   if (!isDNSLabel(meta.namespace)) return invalid(key, 'invalid-metadata', `namespace ${clip(meta.namespace)}`);
   if (!isDNSSubdomain(meta.name)) return invalid(key, 'invalid-metadata', `name ${clip(meta.name)}`);

@@ -9,6 +9,7 @@ export interface ObjectMeta {
   generation?: number;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
+  creationTimestamp?: string;
   deletionTimestamp?: string;
 }
 

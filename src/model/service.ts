@@ -1,9 +1,11 @@
 // Service → ServicePortInfo per IP family, with upstream kube-proxy's semantics.
 import type { Service } from './k8s.js';
 import type { IPFamily, Protocol, ServicePortInfo } from './types.js';
+import { unusableExternalIP } from './addresses.js';
 import {
   LIMITS,
   clip,
+  looseKey,
   isDNSLabel,
   isPlainString,
   isPort,
@@ -27,6 +29,8 @@ export interface ParsedService {
   key: string;
   namespace: string;
   name: string;
+  /** metadata.creationTimestamp in ms; Infinity when absent or unreadable (counts as newest). */
+  createdMs: number;
   ports: Record<IPFamily, ServicePortInfo[]>;
 }
 
@@ -154,7 +158,7 @@ function policyLocal(v: unknown, field: string, problems: FieldProblem[]): boole
  */
 export function parseService(obj: unknown): ServiceParseResult {
   const meta = metaKey(obj);
-  if (meta === null) return invalid('', 'invalid-metadata', 'namespace or name missing or longer than 253');
+  if (meta === null) return invalid(looseKey(obj), 'invalid-metadata', 'namespace or name missing or longer than 253');
   const key = `${meta.namespace}/${meta.name}`;
   if (!isDNSLabel(meta.namespace)) return invalid(key, 'invalid-metadata', `namespace ${clip(meta.namespace)}`);
   if (!isDNSLabel(meta.name)) return invalid(key, 'invalid-metadata', `name ${clip(meta.name)}`);
@@ -209,6 +213,13 @@ export function parseService(obj: unknown): ServiceParseResult {
   if (typeof ports === 'string') return invalid(key, 'invalid-ports', ports);
 
   const externalIPs = ipsByFamily(spec.externalIPs, 'external-ip', problems);
+  for (const family of ['IPv4', 'IPv6'] as const) {
+    externalIPs[family] = externalIPs[family].filter((ip) => {
+      const why = unusableExternalIP(ip);
+      if (why !== null) problems.push({ reason: 'unusable-external-ip', detail: `${ip} is ${why}` });
+      return why === null;
+    });
+  }
 
   const ingressIPs: Record<IPFamily, string[]> = { IPv4: [], IPv6: [] };
   const status = svc.status as unknown;
@@ -235,6 +246,8 @@ export function parseService(obj: unknown): ServiceParseResult {
 
   const sourceRanges: Record<IPFamily, string[]> = { IPv4: [], IPv6: [] };
   const rawRanges = spec.loadBalancerSourceRanges;
+  // Ranges were asked for: a family left without a usable one must not fall back to "open".
+  const rangesRequested = rawRanges !== undefined && rawRanges !== null && !(Array.isArray(rawRanges) && rawRanges.length === 0);
   if (rawRanges !== undefined && rawRanges !== null) {
     if (!Array.isArray(rawRanges) || rawRanges.length > LIMITS.ipListEntries) {
       problems.push({ reason: 'invalid-source-range', detail: 'loadBalancerSourceRanges is not a list or too long' });
@@ -273,6 +286,13 @@ export function parseService(obj: unknown): ServiceParseResult {
   for (const family of ['IPv4', 'IPv6'] as const) {
     // Upstream ignores a Service in a family where it has no cluster IP.
     if (clusterIP[family] === '') continue;
+    const denyAll = rangesRequested && sourceRanges[family].length === 0;
+    if (denyAll && type === 'LoadBalancer') {
+      problems.push({
+        reason: 'source-ranges-deny-all',
+        detail: `no usable ${family} entry in loadBalancerSourceRanges: external traffic to the ${family} load-balancer IPs is dropped`,
+      });
+    }
     for (const p of ports) {
       out[family].push({
         name: servicePortName(meta.namespace, meta.name, p.portName),
@@ -286,6 +306,7 @@ export function parseService(obj: unknown): ServiceParseResult {
         externalIPs: externalIPs[family],
         loadBalancerIPs: ingressIPs[family],
         loadBalancerSourceRanges: sourceRanges[family],
+        ...(denyAll ? { sourceRangesDenyAll: true } : {}),
         sessionAffinity: timeout === undefined ? {} : { clientIPTimeoutSeconds: timeout },
         externalPolicyLocal,
         internalPolicyLocal,
@@ -297,9 +318,14 @@ export function parseService(obj: unknown): ServiceParseResult {
   }
   return {
     status: 'ok',
-    service: { key, namespace: meta.namespace, name: meta.name, ports: out },
+    service: { key, namespace: meta.namespace, name: meta.name, createdMs: creationMs(svc.metadata!.creationTimestamp), ports: out },
     problems,
   };
+}
+
+function creationMs(t: unknown): number {
+  const ms = typeof t === 'string' ? Date.parse(t) : NaN;
+  return Number.isNaN(ms) ? Infinity : ms;
 }
 
 export function sameStrings(a: readonly string[], b: readonly string[]): boolean {
@@ -321,6 +347,7 @@ export function servicePortInfoEqual(a: ServicePortInfo, b: ServicePortInfo): bo
     sameStrings(a.externalIPs, b.externalIPs) &&
     sameStrings(a.loadBalancerIPs, b.loadBalancerIPs) &&
     sameStrings(a.loadBalancerSourceRanges, b.loadBalancerSourceRanges) &&
+    (a.sourceRangesDenyAll ?? false) === (b.sourceRangesDenyAll ?? false) &&
     a.sessionAffinity.clientIPTimeoutSeconds === b.sessionAffinity.clientIPTimeoutSeconds &&
     a.externalPolicyLocal === b.externalPolicyLocal &&
     a.internalPolicyLocal === b.internalPolicyLocal &&
@@ -331,6 +358,7 @@ export function servicePortInfoEqual(a: ServicePortInfo, b: ServicePortInfo): bo
 }
 
 export function parsedServiceEqual(a: ParsedService, b: ParsedService): boolean {
+  if (a.createdMs !== b.createdMs) return false;
   for (const family of ['IPv4', 'IPv6'] as const) {
     const x = a.ports[family];
     const y = b.ports[family];

@@ -1,6 +1,7 @@
 // ProxyModel: the state built from source events, and per-family snapshots with the
 // change set since the previous snapshot of that family.
 import { log } from '../log.js';
+import { resolveConflicts } from './conflicts.js';
 import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual, type ParsedSlice } from './endpoints.js';
 import type { SourceEvent } from './k8s.js';
 import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
@@ -23,7 +24,22 @@ export interface ProxyModelOptions {
   nodeName: string;
   /** IP families to produce snapshots for (default both). */
   families?: IPFamily[];
+  /** Told when an object is programmed more restrictively than asked (fail closed), once per change. */
+  onWarning?: (w: ObjectWarning) => void;
 }
+
+/** An object the owner should hear about (an Event, when there is an API server). */
+export interface ObjectWarning {
+  kind: 'Service';
+  namespace: string;
+  name: string;
+  uid?: string;
+  reason: string;
+  message: string;
+}
+
+/** Problems that close something the owner meant to open: worth an Event, not only a log line. */
+const EVENT_REASONS: Record<string, string> = { 'source-ranges-deny-all': 'LoadBalancerSourceRangesUnusable' };
 
 interface FamilyState {
   generation: number;
@@ -119,13 +135,21 @@ export class ProxyModel {
   readonly droppedFields = new Map<string, number>();
 
   private readonly services = new Map<string, ParsedService>();
+  /** `services` after cross-Service conflicts are resolved: what is programmed. */
+  private effective = new Map<string, ParsedService>();
+  private conflictsStale = false;
+  /** Conflicts already logged, so a standing one is reported once. */
+  private reportedConflicts = new Set<string>();
   private readonly slices = new Map<string, ParsedSlice>();
   /** Service key → its slices, by slice key. */
   private readonly slicesByService = new Map<string, Map<string, ParsedSlice>>();
   private nodeInfo: NodeInfo;
   private readonly familyStates = new Map<IPFamily, FamilyState>();
 
-  constructor(opts: { nodeName: string; families?: IPFamily[] }) {
+  private readonly onWarning: ((w: ObjectWarning) => void) | undefined;
+
+  constructor(opts: ProxyModelOptions) {
+    this.onWarning = opts.onWarning;
     if (typeof opts.nodeName !== 'string') throw new Error('ProxyModel: nodeName must be a string');
     const families = opts.families ?? ['IPv4', 'IPv6'];
     if (families.length === 0 || families.some((f) => f !== 'IPv4' && f !== 'IPv6')) {
@@ -203,6 +227,7 @@ export class ProxyModel {
   snapshot(family: IPFamily): Snapshot {
     const fs = this.familyStates.get(family);
     if (fs === undefined) throw new Error(`ProxyModel: family ${family} is not tracked`);
+    this.resolveConflicts();
     fs.generation += 1;
     const changes: ChangeSet = {
       full: fs.full,
@@ -214,7 +239,7 @@ export class ProxyModel {
     const staleIPsSeen = new Set<string>();
     let todo: Iterable<string>;
     if (fs.allChanged) {
-      todo = new Set([...fs.portKeys.keys(), ...this.services.keys(), ...fs.dirtyEndpoints]);
+      todo = new Set([...fs.portKeys.keys(), ...this.effective.keys(), ...fs.dirtyEndpoints]);
     } else {
       todo = new Set([...fs.dirtyServices, ...fs.dirtyEndpoints]);
     }
@@ -292,7 +317,7 @@ export class ProxyModel {
   }
 
   private buildStates(family: IPFamily, serviceKey: string): ServicePortState[] {
-    const infos = this.services.get(serviceKey)?.ports[family] ?? [];
+    const infos = this.effective.get(serviceKey)?.ports[family] ?? [];
     if (infos.length === 0) return [];
     const bySlice = this.slicesByService.get(serviceKey);
     const slices: ParsedSlice[] = [];
@@ -322,6 +347,32 @@ export class ProxyModel {
 
   private markService(serviceKey: string): void {
     for (const fs of this.familyStates.values()) fs.dirtyServices.add(serviceKey);
+    this.conflictsStale = true;
+  }
+
+  // A change to one Service can win or lose a claim for another: every Service whose
+  // programmable form changed is marked, whoever caused it.
+  private resolveConflicts(): void {
+    if (!this.conflictsStale) return;
+    this.conflictsStale = false;
+    const { effective, conflicts } = resolveConflicts(this.services.values());
+    for (const key of new Set([...this.effective.keys(), ...effective.keys()])) {
+      const before = this.effective.get(key);
+      const after = effective.get(key);
+      if (before === after || (before !== undefined && after !== undefined && parsedServiceEqual(before, after))) continue;
+      for (const fs of this.familyStates.values()) fs.dirtyServices.add(key);
+    }
+    this.effective = effective;
+    const reported = new Set<string>();
+    for (const c of conflicts) {
+      const id = `${c.service}|${c.reason}|${c.detail}`;
+      reported.add(id);
+      if (this.reportedConflicts.has(id)) continue;
+      const k = `Service/${c.reason}`;
+      this.droppedFields.set(k, (this.droppedFields.get(k) ?? 0) + 1);
+      log.warn('Ignoring a claim of a Service that another, older Service holds', { object: c.service, reason: c.reason, detail: c.detail });
+    }
+    this.reportedConflicts = reported;
   }
 
   private markEndpoints(serviceKey: string, family: IPFamily): void {
@@ -353,6 +404,15 @@ export class ProxyModel {
     const prev = this.services.get(r.service.key);
     if (prev !== undefined && parsedServiceEqual(prev, r.service)) return;
     this.services.set(r.service.key, r.service);
+    if (this.onWarning) {
+      const uid = event.object.metadata?.uid;
+      for (const p of r.problems) {
+        const reason = EVENT_REASONS[p.reason];
+        if (reason === undefined) continue;
+        const w = { kind: 'Service' as const, namespace: r.service.namespace, name: r.service.name, reason, message: p.detail };
+        this.onWarning(typeof uid === 'string' ? { ...w, uid } : w);
+      }
+    }
     this.markService(r.service.key);
   }
 
@@ -425,7 +485,8 @@ export class ProxyModel {
     const k = `${kind}/${reason}`;
     this.invalidObjects.set(k, (this.invalidObjects.get(k) ?? 0) + 1);
     log.warn(`Skipping invalid ${kind}`, {
-      object: clip(key),
+      // Keys are bounded (namespace and name at most 253 each): printed whole, never ambiguous.
+      object: key,
       reason,
       detail: clip(detail, 200),
       ...(keptPrevious ? { kept: 'previous valid version' } : {}),
@@ -436,7 +497,7 @@ export class ProxyModel {
     for (const p of problems) {
       const k = `${kind}/${p.reason}`;
       this.droppedFields.set(k, (this.droppedFields.get(k) ?? 0) + 1);
-      log.warn(`Ignoring invalid field of ${kind}`, { object: clip(key), reason: p.reason, detail: clip(p.detail, 200) });
+      log.warn(`Ignoring invalid field of ${kind}`, { object: key, reason: p.reason, detail: clip(p.detail, 200) });
     }
   }
 }

@@ -47,6 +47,16 @@ export function clip(x: unknown, max = 80): string {
   return s.length > max ? `${s.slice(0, max)}...(${s.length} chars)` : s;
 }
 
+/**
+ * `namespace/name` of an object whose metadata failed the checks, for log lines: each part
+ * clipped with its length shown, so even an absurd name identifies the object.
+ */
+export function looseKey(obj: unknown): string {
+  const meta = isRecord(obj) && isRecord(obj.metadata) ? obj.metadata : {};
+  const part = (v: unknown): string => (v === undefined || v === null ? '' : clip(v, 253));
+  return `${part(meta.namespace)}/${part(meta.name)}`;
+}
+
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 

@@ -50,12 +50,18 @@ export interface ProxierHealthOptions {
   nodeName: string;
   /** Must be the clock the SyncState's times come from. */
   now?: () => number;
+  /** False while the kernel is known to hold rules other than the ones written, not yet repaired. */
+  kernelInSync?: () => boolean;
 }
 
 /**
  * Upstream's proxier health: healthy unless a queued update has waited healthTimeout or
- * longer without a successful sync (so healthy while starting up); /healthz also requires
- * the node to be eligible, /livez does not.
+ * longer without a successful sync, and (our addition) unless the kernel is known to hold
+ * wrong rules. /healthz also requires the node to be eligible and, unlike upstream, a first
+ * successful sync: a node that has programmed nothing must not get load-balancer traffic.
+ * /livez requires neither, so a proxy waiting for an unreachable API server is not
+ * restarted in a loop. An API server outage alone changes nothing: the rules in place stay
+ * right, and failing every node's check at once would drain the whole cluster.
  */
 export class ProxierHealth {
   /** True until an event for the own Node says otherwise, as upstream. */
@@ -69,7 +75,13 @@ export class ProxierHealth {
 
   isHealthy(): boolean {
     const pending = this.opts.state.pendingSinceMs;
-    return pending === 0 || this.now() - pending < this.opts.healthTimeoutMs;
+    const syncing = pending === 0 || this.now() - pending < this.opts.healthTimeoutMs;
+    return syncing && (this.opts.kernelInSync?.() ?? true);
+  }
+
+  /** Whether rules have been programmed at least once. */
+  everSynced(): boolean {
+    return this.opts.state.lastSyncMs > 0;
   }
 
   /** Source events: the own Node's updates (and deletion) decide eligibility. */
@@ -82,7 +94,7 @@ export class ProxierHealth {
 
   /** Status and body of /healthz (withNode) or /livez. */
   report(withNode: boolean): { code: number; body: string } {
-    const healthy = this.isHealthy() && (!withNode || this.nodeEligible);
+    const healthy = this.isHealthy() && (!withNode || (this.nodeEligible && this.everSynced()));
     const now = this.now();
     // As upstream: a healthy answer reports "now", an unhealthy one the last successful sync.
     const lastUpdated = rfc3339(healthy ? now : this.opts.state.lastSyncMs);

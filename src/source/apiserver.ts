@@ -6,6 +6,8 @@ import { StringDecoder } from 'node:string_decoder';
 import type { KubeObject, ObjectKind } from '../model/k8s.js';
 import { log } from '../log.js';
 import type { EventType, Source, SourceHandler } from './types.js';
+import { ApiError, describe, isObject, responseError } from './api-errors.js';
+import { Backoff } from './backoff.js';
 import type { ApiRequester, KubeResponse } from './kubeclient.js';
 
 /** Objects that name a non-default proxy, or headless Services, are not ours. */
@@ -20,8 +22,15 @@ export interface ApiServerSourceOptions {
   backoffInitialMs?: number;
   /** Retry delay ceiling. Default 30000. */
   backoffMaxMs?: number;
-  /** A connection that delivers nothing for this long is abandoned. Default: above the longest watch timeout. */
-  inactivityTimeoutMs?: number;
+  /** A list, or a watch still waiting for its response headers, that receives nothing for this long is abandoned. Default 30000. */
+  requestTimeoutMs?: number;
+  /**
+   * A watch that delivers nothing, not even a bookmark, for this long has stalled (a NAT or
+   * load balancer on the path may have dropped it without a word): it is replaced and the
+   * cache relisted. The API server sends watches that ask for them a bookmark about once a
+   * minute, so the default, 75000, stays clear of healthy quiet watches.
+   */
+  watchStallTimeoutMs?: number;
   /** LIST page size. Default 500. */
   pageSize?: number;
 }
@@ -32,18 +41,6 @@ interface ResourceSpec {
   path: string;
   labelSelector?: string;
   fieldSelector?: string;
-}
-
-/** A failed request or watch; `gone` means the resourceVersion expired and a relist is needed. */
-export class ApiError extends Error {
-  constructor(
-    message: string,
-    readonly code?: number,
-    readonly gone = false,
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-  }
 }
 
 export class ApiServerSource implements Source {
@@ -75,6 +72,11 @@ export class ApiServerSource implements Source {
     }
   }
 
+  /** Wall-clock time (ms) each kind last received anything from the API server (data, events, bookmarks). */
+  lastActivity(): Map<ObjectKind, number> {
+    return new Map(this.reflectors.map((r) => [r.kind, r.lastActivityMs]));
+  }
+
   async stop(): Promise<void> {
     for (const r of this.reflectors) r.stop();
     await Promise.all(this.running);
@@ -88,59 +90,22 @@ function objectKey(o: KubeObject): string | undefined {
   return `${o.metadata?.namespace ?? ''}/${name}`;
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function parseRetryAfter(v: string | string[] | undefined): number | undefined {
-  const s = Array.isArray(v) ? v[0] : v;
-  if (!s) return undefined;
-  const secs = Number(s);
-  if (Number.isFinite(secs) && secs >= 0) return secs * 1000;
-  const date = Date.parse(s);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-// A non-success response, turned into an ApiError carrying the Status reason when there is one.
-async function responseError(res: KubeResponse, what: string): Promise<ApiError> {
-  let message = '';
-  let reason = '';
-  try {
-    const text = await res.body.text();
-    try {
-      const st = JSON.parse(text) as unknown;
-      if (isObject(st)) {
-        message = typeof st.message === 'string' ? st.message : '';
-        reason = typeof st.reason === 'string' ? st.reason : '';
-      }
-    } catch {
-      message = text.slice(0, 200);
-    }
-  } catch {
-    // The body could not be read; the status code alone has to do.
-  }
-  const detail = [reason, message].filter((s) => s !== '').join(': ');
-  return new ApiError(
-    `${what}: HTTP ${res.status}${detail ? ` (${detail})` : ''}`,
-    res.status,
-    res.status === 410,
-    parseRetryAfter(res.headers['retry-after']),
-  );
-}
-
 class Reflector {
   private readonly store = new Map<string, KubeObject>();
   private resourceVersion = '';
   private needList = true;
   private synced = false;
-  private failures = 0;
+  /** The last failure was a 410: another one in a row waits like any other failure. */
+  private lastGone = false;
   private stopped = false;
+  /** Starts at creation, so a source that never hears anything shows its age. */
+  lastActivityMs = Date.now();
   private current: AbortController | undefined;
   private wake: (() => void) | undefined;
   private readonly minWatchTimeout: number;
-  private readonly backoffInitial: number;
-  private readonly backoffMax: number;
-  private readonly inactivityMs: number;
+  private readonly backoff: Backoff;
+  private readonly requestTimeoutMs: number;
+  private readonly stallMs: number;
   private readonly pageSize: number;
 
   constructor(
@@ -149,10 +114,14 @@ class Reflector {
     private readonly handler: SourceHandler,
   ) {
     this.minWatchTimeout = opts.minWatchTimeoutSeconds ?? 300;
-    this.backoffInitial = opts.backoffInitialMs ?? 800;
-    this.backoffMax = opts.backoffMaxMs ?? 30_000;
-    this.inactivityMs = opts.inactivityTimeoutMs ?? (2 * this.minWatchTimeout + 30) * 1000;
+    this.backoff = new Backoff({ initialMs: opts.backoffInitialMs ?? 800, maxMs: opts.backoffMaxMs ?? 30_000 });
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
+    this.stallMs = opts.watchStallTimeoutMs ?? 75_000;
     this.pageSize = opts.pageSize ?? 500;
+  }
+
+  get kind(): ObjectKind {
+    return this.spec.kind;
   }
 
   stop(): void {
@@ -175,27 +144,45 @@ class Reflector {
 
   // Logs a failure and returns how long to wait before the next attempt.
   private failed(err: unknown): number {
-    this.failures++;
     const e = err instanceof ApiError ? err : new ApiError(describe(err));
+    if (e.stalled) {
+      this.needList = true;
+      this.lastGone = false;
+      // Pooled idle connections went through the same dead path: start on fresh ones.
+      this.opts.client.resetConnections?.();
+      log.warn('Watch stalled: nothing received, not even a bookmark; replacing it and relisting', {
+        kind: this.spec.kind,
+        silentForSeconds: Math.round(this.stallMs / 1000),
+      });
+      return 0;
+    }
     if (e.gone) {
       this.needList = true;
-      // Routine after etcd compaction, so not a warning.
+      // Routine after etcd compaction or an API server restart, so not a warning.
       log.info('Resource version expired, relisting', { kind: this.spec.kind, reason: e.message });
-      // The first 410 is routine (history compacted): relist at once.
-      if (this.failures === 1) return 0;
+      // Waiting would only delay catching up: relist at once, unless relists keep answering 410.
+      if (!this.lastGone) {
+        this.lastGone = true;
+        return 0;
+      }
+    } else {
+      this.lastGone = false;
     }
-    let delay = Math.min(this.backoffMax, this.backoffInitial * 2 ** Math.min(this.failures - 1, 30));
-    delay = Math.min(this.backoffMax, delay * (1 + Math.random()));
-    if (e.retryAfterMs !== undefined) delay = e.retryAfterMs;
+    const delay = this.backoff.next(e.retryAfterMs);
     if (!e.gone) {
       log.warn(this.needList ? 'List failed, will retry' : 'Watch failed, will resume', {
         kind: this.spec.kind,
         reason: e.message,
         retryInMs: Math.round(delay),
-        failures: this.failures,
+        failures: this.backoff.consecutiveFailures,
       });
     }
     return delay;
+  }
+
+  private succeeded(): void {
+    this.backoff.reset();
+    this.lastGone = false;
   }
 
   private sleep(ms: number): Promise<void> {
@@ -212,23 +199,27 @@ class Reflector {
     });
   }
 
-  // One request with an inactivity timer covering both the wait for headers and the body.
+  // One request with an inactivity timer: `requestTimeoutMs` until the headers arrive and
+  // between chunks of a list; `stallMs` between chunks of a watch, whose expiry means a stall.
   private async call<T>(
     query: Record<string, string | undefined>,
     what: string,
     consume: (res: KubeResponse, touch: () => void) => Promise<T>,
+    watching = false,
   ): Promise<T> {
     const ac = new AbortController();
     this.current = ac;
     let timer: NodeJS.Timeout | undefined;
-    const touch = (): void => {
+    const arm = (ms: number, error: () => ApiError): void => {
       clearTimeout(timer);
-      timer = setTimeout(
-        () => ac.abort(new ApiError(`${what}: no data from the API server for ${this.inactivityMs}ms`)),
-        this.inactivityMs,
-      );
+      timer = setTimeout(() => ac.abort(error()), ms);
     };
-    touch();
+    const touch = (): void => {
+      this.lastActivityMs = Date.now();
+      if (watching) arm(this.stallMs, () => new ApiError(`${what}: stalled, nothing received for ${this.stallMs}ms`, undefined, false, undefined, true));
+      else arm(this.requestTimeoutMs, () => new ApiError(`${what}: no data from the API server for ${this.requestTimeoutMs}ms`));
+    };
+    arm(this.requestTimeoutMs, () => new ApiError(`${what}: no response from the API server within ${this.requestTimeoutMs}ms`));
     try {
       const res = await this.opts.client.request(this.spec.path, {
         query,
@@ -335,6 +326,7 @@ class Reflector {
     }
     this.resourceVersion = rv;
     this.needList = false;
+    this.succeeded();
     log.v(2, 'Listed', { kind: this.spec.kind, objects: fresh.size, changed, resourceVersion: rv });
     if (!this.synced) {
       this.synced = true;
@@ -371,7 +363,7 @@ class Reflector {
           if (line === '' || this.stopped) continue;
           this.handleLine(line);
           events++;
-          this.failures = 0;
+          this.succeeded();
         }
       }
       const rest = (buf + dec.end()).trim();
@@ -379,7 +371,7 @@ class Reflector {
         this.handleLine(rest);
         events++;
       }
-    });
+    }, true);
     // A watch the server closes at once without a word would otherwise be reopened in a tight loop.
     if (events === 0 && !this.stopped && Date.now() - started < (timeoutSeconds * 1000) / 2) {
       throw new ApiError(`watch ${this.spec.kind}: closed by the server before its timeout`);
@@ -454,16 +446,4 @@ class Reflector {
       log.error('Source handler failed on an event', { kind: this.spec.kind, type, err: describe(err) });
     }
   }
-}
-
-function describe(err: unknown): string {
-  if (err instanceof Error) {
-    const cause = (err as { cause?: unknown }).cause;
-    const code = (err as { code?: unknown }).code;
-    let s = err.message || err.name;
-    if (typeof code === 'string' && !s.includes(code)) s += ` (${code})`;
-    if (cause instanceof Error && cause.message && !s.includes(cause.message)) s += `: ${cause.message}`;
-    return s;
-  }
-  return String(err);
 }

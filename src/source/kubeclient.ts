@@ -111,6 +111,8 @@ export interface KubeResponse {
 /** What the reflector needs from a client; KubeClient is the real one. */
 export interface ApiRequester {
   request(path: string, opts?: KubeRequestOptions): Promise<KubeResponse>;
+  /** Stops reusing pooled connections (a stalled watch suggests they all go through a dead path). */
+  resetConnections?(): void;
 }
 
 type TlsOptions = Pick<https.RequestOptions, 'ca' | 'cert' | 'key' | 'pfx' | 'passphrase' | 'rejectUnauthorized' | 'servername'>;
@@ -185,6 +187,14 @@ export class KubeClient implements ApiRequester {
       bodyTimeout: opts.bodyTimeout,
     });
     return { status: res.statusCode, headers: res.headers, body: res.body };
+  }
+
+  resetConnections(): void {
+    const a = this.agent;
+    this.agent = undefined;
+    this.agentKey = '';
+    // Requests in flight on the old pool end on their own (or by their own timers); idle ones close now.
+    if (a) void a.close().catch(() => undefined);
   }
 
   /** Closes pooled connections. */

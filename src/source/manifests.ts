@@ -3,9 +3,9 @@
 // the difference to what was delivered before becomes ADDED / MODIFIED / DELETED events.
 import { promises as fsp, watch, type FSWatcher } from 'node:fs';
 import { extname, join } from 'node:path';
-import { parseAllDocuments } from 'yaml';
 import { log } from '../log.js';
 import type { KubeObject, ObjectKind } from '../model/k8s.js';
+import { canonicalJSON, errorMessage, MAX_MANIFEST_BYTES, objectName, parseManifests, type Entry } from './manifest-parse.js';
 import type { EventType, Source, SourceEvent, SourceHandler } from './types.js';
 
 export interface ManifestsSourceOptions {
@@ -13,33 +13,18 @@ export interface ManifestsSourceOptions {
   debounceMs?: number;
   /** Period of the safety-net rescan for changes fs.watch misses; 0 disables it. */
   rescanIntervalMs?: number;
+  /** A changed file is read once unmodified for this long (it may be mid-write). Default 250. */
+  stableMs?: number;
 }
 
 const DEFAULT_DEBOUNCE_MS = 200;
 const DEFAULT_RESCAN_INTERVAL_MS = 10_000;
+const DEFAULT_STABLE_MS = 250;
 const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
 
 // Delivery order within a scan: the Node first, so that topology is known before the
 // services and endpoints that depend on it.
 const KIND_ORDER: readonly ObjectKind[] = ['Node', 'Service', 'EndpointSlice'];
-
-interface KindInfo {
-  group: string;
-  version: string;
-  namespaced: boolean;
-}
-
-const KINDS: Record<ObjectKind, KindInfo> = {
-  Node: { group: '', version: 'v1', namespaced: false },
-  Service: { group: '', version: 'v1', namespaced: true },
-  EndpointSlice: { group: 'discovery.k8s.io', version: 'v1', namespaced: true },
-};
-
-interface Entry {
-  kind: ObjectKind;
-  key: string;
-  object: KubeObject;
-}
 
 interface FileState {
   /** The last text read, so an unchanged file is neither parsed nor reported again. */
@@ -56,17 +41,18 @@ interface Delivered {
   object: KubeObject;
 }
 
-type ParseResult = { ok: true; objects: Map<string, Entry> } | { ok: false; error: string };
-
 export class ManifestsSource implements Source {
   private readonly debounceMs: number;
   private readonly rescanIntervalMs: number;
+  private readonly stableMs: number;
   private handler: SourceHandler | null = null;
   private stopped = false;
   private watcher: FSWatcher | null = null;
   private debounceTimer: NodeJS.Timeout | null = null;
   private rescanTimer: NodeJS.Timeout | null = null;
   private readonly files = new Map<string, FileState>();
+  /** Files that vanished recently, and when they were first missed. */
+  private readonly missingSince = new Map<string, number>();
   private readonly delivered = new Map<string, Delivered>();
   private duplicateWarnings = new Set<string>();
   private resourceVersion = 0;
@@ -80,6 +66,7 @@ export class ManifestsSource implements Source {
   ) {
     this.debounceMs = opts.debounceMs ?? DEFAULT_DEBOUNCE_MS;
     this.rescanIntervalMs = opts.rescanIntervalMs ?? DEFAULT_RESCAN_INTERVAL_MS;
+    this.stableMs = opts.stableMs ?? DEFAULT_STABLE_MS;
   }
 
   async start(handler: SourceHandler): Promise<void> {
@@ -149,12 +136,16 @@ export class ManifestsSource implements Source {
   }
 
   private onWatchEvent(): void {
+    this.scheduleRescan(this.debounceMs);
+  }
+
+  private scheduleRescan(ms: number): void {
     if (this.stopped) return;
     if (this.debounceTimer) clearTimeout(this.debounceTimer);
     this.debounceTimer = setTimeout(() => {
       this.debounceTimer = null;
       void this.resync();
-    }, this.debounceMs);
+    }, ms);
   }
 
   private async scan(initial: boolean): Promise<void> {
@@ -166,14 +157,32 @@ export class ManifestsSource implements Source {
     }
     const seen = new Set<string>();
     for (const name of names) {
-      const state = await this.loadFile(name);
-      if (state) seen.add(name);
-    }
-    for (const name of [...this.files.keys()]) {
-      if (!seen.has(name)) {
-        this.files.delete(name);
-        log.v(2, 'manifest file removed', { file: join(this.dir, name) });
+      let present = true;
+      try {
+        present = await this.loadFile(name, initial);
+      } catch (err) {
+        // Whatever goes wrong with one file, the others still load.
+        log.error('cannot load manifest file; keeping its previously loaded objects', { file: join(this.dir, name), error: errorMessage(err) });
       }
+      if (present) seen.add(name);
+    }
+    const now = Date.now();
+    for (const name of [...this.files.keys()]) {
+      if (seen.has(name)) {
+        this.missingSince.delete(name);
+        continue;
+      }
+      // Editors save by moving the old file away and writing a new one: a file that has
+      // just vanished may be back in a moment, so its objects stay for stableMs.
+      const since = this.missingSince.get(name) ?? now;
+      if (!initial && now - since < this.stableMs) {
+        this.missingSince.set(name, since);
+        this.scheduleRescan(this.stableMs - (now - since) + 10);
+        continue;
+      }
+      this.missingSince.delete(name);
+      this.files.delete(name);
+      log.v(2, 'manifest file removed', { file: join(this.dir, name) });
     }
     if (this.stopped) return;
     const events = this.diff(this.merge());
@@ -213,12 +222,33 @@ export class ManifestsSource implements Source {
     return out.sort();
   }
 
-  /** Reads and parses one file; returns false when it no longer exists. */
-  private async loadFile(name: string): Promise<boolean> {
+  /**
+   * Reads and parses one file; returns false when it no longer exists. A file changed less
+   * than `stableMs` ago may be mid-write (rewritten in place, truncated first): its
+   * previous objects stay until it has been still that long.
+   */
+  private async loadFile(name: string, initial: boolean): Promise<boolean> {
     const path = join(this.dir, name);
     const prev = this.files.get(name);
     let text: string;
     try {
+      const st = await fsp.stat(path);
+      if (st.size > MAX_MANIFEST_BYTES) {
+        if (!prev?.text.startsWith('\0too-large')) {
+          log.error('manifest file too large; keeping its previously loaded objects', {
+            file: path,
+            bytes: st.size,
+            limitBytes: MAX_MANIFEST_BYTES,
+          });
+        }
+        this.files.set(name, { text: `\0too-large ${st.size} ${st.mtimeMs}`, objects: prev?.objects ?? new Map(), broken: true });
+        return true;
+      }
+      const age = Date.now() - st.mtimeMs;
+      if (!initial && prev !== undefined && age >= 0 && age < this.stableMs) {
+        this.scheduleRescan(this.stableMs - age + 10);
+        return true;
+      }
       text = await fsp.readFile(path, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
@@ -319,125 +349,3 @@ export class ManifestsSource implements Source {
   }
 }
 
-/** Parses one file's text into the objects it holds; a syntax error fails the whole file. */
-export function parseManifests(text: string, file: string, json: boolean): ParseResult {
-  const values: unknown[] = [];
-  if (json) {
-    try {
-      values.push(JSON.parse(text.replace(/^\uFEFF/, '')));
-    } catch (err) {
-      return { ok: false, error: errorMessage(err) };
-    }
-  } else {
-    try {
-      for (const doc of parseAllDocuments(text, { merge: true })) {
-        if (doc.errors.length > 0) return { ok: false, error: doc.errors[0]!.message };
-        values.push(doc.toJS());
-      }
-    } catch (err) {
-      return { ok: false, error: errorMessage(err) };
-    }
-  }
-  const objects = new Map<string, Entry>();
-  values.forEach((v, i) => collect(v, file, i, objects, undefined));
-  return { ok: true, objects };
-}
-
-/** Adds the object (or the items of a List) to out, skipping what the proxy does not read. */
-function collect(
-  value: unknown,
-  file: string,
-  doc: number,
-  out: Map<string, Entry>,
-  listDefaults: { kind?: string; apiVersion?: string } | undefined,
-): void {
-  if (value === null || value === undefined) return; // empty YAML document
-  if (typeof value !== 'object' || Array.isArray(value)) {
-    log.warn('skipping manifest document that is not an object', { file, document: doc });
-    return;
-  }
-  const obj = value as KubeObject & { items?: unknown };
-  const kind = typeof obj.kind === 'string' ? obj.kind : listDefaults?.kind;
-  const apiVersion = typeof obj.apiVersion === 'string' ? obj.apiVersion : listDefaults?.apiVersion;
-  if (kind === undefined) {
-    log.warn('skipping manifest object without kind', { file, document: doc, object: objectName(obj) });
-    return;
-  }
-  if (kind === 'List' || kind.endsWith('List')) {
-    if (!Array.isArray(obj.items)) {
-      log.warn('skipping list without items', { file, document: doc, kind });
-      return;
-    }
-    // Items of a typed list (ServiceList) may leave out their kind and apiVersion.
-    const itemDefaults = kind === 'List' ? undefined : { kind: kind.slice(0, -'List'.length), apiVersion };
-    for (const item of obj.items) collect(item, file, doc, out, itemDefaults);
-    return;
-  }
-  const info = KINDS[kind as ObjectKind] as KindInfo | undefined;
-  const group = apiVersion === undefined ? undefined : apiGroup(apiVersion);
-  if (!info || (group !== undefined && group !== info.group)) {
-    // Other kinds, and same-named kinds of other API groups (e.g. a Knative Service).
-    log.v(2, 'ignoring manifest object of a kind the proxy does not use', {
-      file,
-      kind,
-      apiVersion: apiVersion ?? '',
-      object: objectName(obj),
-    });
-    return;
-  }
-  if (apiVersion !== undefined && apiVersion !== (info.group ? `${info.group}/${info.version}` : info.version)) {
-    log.warn('skipping manifest object of an unsupported API version', {
-      file,
-      kind,
-      apiVersion,
-      object: objectName(obj),
-    });
-    return;
-  }
-  const meta = obj.metadata;
-  if (typeof meta !== 'object' || meta === null || typeof meta.name !== 'string' || meta.name === '') {
-    log.warn('skipping manifest object without metadata.name', { file, document: doc, kind });
-    return;
-  }
-  if (meta.namespace !== undefined && typeof meta.namespace !== 'string') {
-    log.warn('skipping manifest object with an invalid metadata.namespace', { file, kind, name: meta.name });
-    return;
-  }
-  const typedKind = kind as ObjectKind;
-  let object: KubeObject = { ...obj, kind, apiVersion: apiVersion ?? (info.group ? `${info.group}/${info.version}` : info.version) };
-  let namespace = '';
-  if (info.namespaced) {
-    namespace = meta.namespace || 'default';
-    object = { ...object, metadata: { ...meta, namespace } };
-  }
-  const key = `${typedKind}/${namespace}/${meta.name}`;
-  if (out.has(key)) {
-    log.warn('object defined twice in one manifest file; the later one wins', { file, object: key });
-  }
-  out.set(key, { kind: typedKind, key, object });
-}
-
-function apiGroup(apiVersion: string): string {
-  const slash = apiVersion.indexOf('/');
-  return slash < 0 ? '' : apiVersion.slice(0, slash);
-}
-
-/** JSON with object keys sorted, so that key order in a file is not a change. */
-function canonicalJSON(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) => {
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
-    const sorted: Record<string, unknown> = {};
-    for (const k of Object.keys(v).sort()) sorted[k] = (v as Record<string, unknown>)[k];
-    return sorted;
-  });
-}
-
-function objectName(obj: KubeObject): string {
-  const ns = obj.metadata?.namespace;
-  const name = obj.metadata?.name ?? '';
-  return ns ? `${ns}/${name}` : String(name);
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}

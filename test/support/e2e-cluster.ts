@@ -18,10 +18,12 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EndpointSlice, KubeObject, Node, ObjectKind, Service } from '../../src/model/k8s.js';
 import { kubeconfigFor } from './kubeconfig.js';
+import { RelayProcess } from './relay.js';
 import { createTopology, type PodInfo, type PodSpec, type Proc, type Topology } from './topology.js';
 
 export const PROXY_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 const API_MAIN = fileURLToPath(new URL('./fake-apiserver-main.js', import.meta.url));
+const RELAY_MAIN = fileURLToPath(new URL('./relay.js', import.meta.url));
 const NAMESPACE = 'default';
 const WAIT_MS = 15000;
 
@@ -93,6 +95,8 @@ export interface ClusterOptions {
    * node name, `--v 2` and extraArgs stay flags; `mode` must match the file's.
    */
   configFile?: string;
+  /** Put a relay (relay.ts) between the proxy and the API server, for fault injection. */
+  relay?: boolean;
 }
 
 /** The iptables tool of a family and flavour, e.g. `ip6tables-legacy`, `iptables-nft-save`. */
@@ -180,6 +184,8 @@ export class E2ECluster {
   private kubeconfig: string | undefined;
   api!: ApiServerProcess;
   proxy!: Proc;
+  /** Set with the `relay` option. */
+  relay: RelayProcess | undefined;
 
   readonly mode: ProxyMode;
   readonly iptablesFlavour: IptablesFlavour;
@@ -206,7 +212,7 @@ export class E2ECluster {
         }
       }
       await opts.beforeProxy?.(topo);
-      await c.startApiServer();
+      await c.startApiServer(opts.relay === true);
       await c.startProxy();
     } catch (e) {
       await c.destroy();
@@ -215,10 +221,14 @@ export class E2ECluster {
     return c;
   }
 
-  private async startApiServer(): Promise<void> {
+  private async startApiServer(relay: boolean): Promise<void> {
     const proc = this.topo.spawn('node1', process.execPath, [API_MAIN]);
     const first = await proc.waitFor(/^\{"url":/, { stream: 'stdout', timeoutMs: WAIT_MS });
-    const { url } = JSON.parse(first) as { url: string };
+    let { url } = JSON.parse(first) as { url: string };
+    if (relay) {
+      this.relay = await RelayProcess.start(this.topo.spawn('node1', process.execPath, [RELAY_MAIN, '--target', new URL(url).host]));
+      url = `http://127.0.0.1:${this.relay.port}`;
+    }
     this.api = new ApiServerProcess(proc);
     for (const n of this.topo.nodes) {
       const node: Node = {
@@ -251,6 +261,16 @@ export class E2ECluster {
     // The first sync programs every known Service for each family of the node.
     await this.waitForSnapshot(() => true, { family: 'IPv4', since, what: 'the first IPv4 sync' });
     await this.waitForSnapshot(() => true, { family: 'IPv6', since, what: 'the first IPv6 sync' });
+  }
+
+  /** The kubeconfig the proxy uses (through the relay when there is one). */
+  get kubeconfigPath(): string {
+    return this.kubeconfig!;
+  }
+
+  /** The proxy's log so far. */
+  proxyLog(): string {
+    return this.log;
   }
 
   /** Stops the proxy (SIGTERM) and starts a new one; resolves after the new one's first sync. */

@@ -10,6 +10,7 @@
 //   {"id":3,"op":"list","kind":"Service"}
 //   {"id":4,"op":"requests"}   every request received (method, path, query)
 //   {"id":5,"op":"events"}     the Events clients posted
+//   {"id":6,"op":"compact"}    forget the watch history: resuming watches get 410 Gone
 // and answers each with one line `{"id":1,"ok":true,"object":...}` or `{"id":1,"ok":false,"error":"..."}`.
 // A line that is not a command is answered with an error (id null when none could be read).
 // Exits when stdin closes or on SIGTERM.
@@ -49,6 +50,10 @@ function execute(server: FakeApiServer, line: string): Answer {
   // What clients did, for tests that check the API calls (RBAC) or the Events a proxy posted.
   if (cmd.op === 'requests') return { id, ok: true, objects: server.requests };
   if (cmd.op === 'events') return { id, ok: true, objects: [...server.events.values()] };
+  if (cmd.op === 'compact') {
+    server.compact();
+    return { id, ok: true };
+  }
   if (typeof cmd.kind !== 'string' || !KINDS.includes(cmd.kind as ObjectKind)) {
     return fail(`kind must be one of ${KINDS.join(', ')}, got ${JSON.stringify(cmd.kind)}`);
   }

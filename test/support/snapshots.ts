@@ -71,6 +71,7 @@ export function servicePort(spec: PortSpec): ServicePortState {
     externalIPs: spec.externalIPs ?? [],
     loadBalancerIPs: spec.loadBalancerIPs ?? [],
     loadBalancerSourceRanges: spec.loadBalancerSourceRanges ?? [],
+    ...(spec.sourceRangesDenyAll ? { sourceRangesDenyAll: true } : {}),
     sessionAffinity: spec.sessionAffinity ?? {},
     externalPolicyLocal: spec.externalPolicyLocal ?? false,
     internalPolicyLocal: spec.internalPolicyLocal ?? false,

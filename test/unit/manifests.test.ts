@@ -1,10 +1,10 @@
 import { test, describe, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync, unlinkSync, renameSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync, unlinkSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ManifestsSource } from '../../src/source/manifests.js';
+import { ManifestsSource, type ManifestsSourceOptions } from '../../src/source/manifests.js';
 import type { SourceEvent, SourceHandler } from '../../src/source/types.js';
 import type { EndpointSlice, KubeObject, ObjectKind, Service } from '../../src/model/k8s.js';
 
@@ -76,7 +76,7 @@ describe('ManifestsSource', () => {
   let dir = '';
   let source: ManifestsSource | null = null;
 
-  function setup(files: Record<string, string>, opts = { debounceMs: 10_000, rescanIntervalMs: 0 }): ManifestsSource {
+  function setup(files: Record<string, string>, opts: ManifestsSourceOptions = { debounceMs: 10_000, rescanIntervalMs: 0, stableMs: 0 }): ManifestsSource {
     dir = mkdtempSync(join(tmpdir(), 'manifests-test-'));
     for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
     source = new ManifestsSource(dir, opts);
@@ -285,6 +285,80 @@ items:
     assert.equal(rec.synced.length, 3);
   });
 
+  test('hostile files (100,000 deep in JSON and YAML, over 16 MiB) are rejected alone, by name and position; the rest loads', async () => {
+    const deepJson = '['.repeat(100_000) + ']'.repeat(100_000);
+    const deepYaml = `apiVersion: v1\nkind: Service\nmetadata:\n  name: deep\nspec: ${'{a: '.repeat(100_000)}1${'}'.repeat(100_000)}\n`;
+    const src = setup({ 'deep.json': deepJson, 'deep.yaml': deepYaml, 'ok.yaml': svcYaml('fine', 80) });
+    writeFileSync(join(dir, 'huge.yaml'), Buffer.alloc(16 * 1024 * 1024 + 1, 0x20));
+    const rec = new Recorder();
+    const logged = await captureStderr(() => src.start(rec));
+    assert.match(logged, /deep\.json.*line 1, column 201|line 1, column 201.*deep\.json/);
+    assert.match(logged, /deep\.yaml/);
+    assert.match(logged, /huge\.yaml/);
+    assert.match(logged, /too large/);
+    assert.doesNotMatch(logged, /call stack/);
+    assert.deepEqual(ids(rec.events), ['ADDED Service default/fine']);
+    assert.equal(rec.synced.length, 3);
+  });
+
+  test('a good file turned deep keeps its objects until fixed', async () => {
+    const src = setup({ 's.yaml': svcYaml('keep', 81) });
+    const rec = new Recorder();
+    await src.start(rec);
+    rec.take();
+    writeFileSync(join(dir, 's.yaml'), '{'.repeat(100_000));
+    await captureStderr(() => src.resync());
+    assert.deepEqual(rec.take(), []);
+    writeFileSync(join(dir, 's.yaml'), svcYaml('keep', 82));
+    await src.resync();
+    assert.deepEqual(ids(rec.take()), ['MODIFIED Service default/keep']);
+  });
+
+  test('a file rewritten in place (truncated, then written slowly) never drops its services', async () => {
+    const src = setup({ 's.yaml': svcYaml('steady', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 150 });
+    const rec = new Recorder();
+    await src.start(rec);
+    rec.take();
+    const text = svcYaml('steady', 82);
+    const fd = openSync(join(dir, 's.yaml'), 'w');
+    for (let i = 0; i < text.length; i += 16) {
+      writeSync(fd, text.slice(i, i + 16));
+      await src.resync();
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    closeSync(fd);
+    await rec.waitForEvents(1, 3000);
+    assert.deepEqual(ids(rec.take()), ['MODIFIED Service default/steady']);
+  });
+
+  test('an editor saving by moving the file away and writing a new one does not drop its services', async () => {
+    const src = setup({ 's.yaml': svcYaml('kept', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 200 });
+    const rec = new Recorder();
+    await src.start(rec);
+    rec.take();
+    renameSync(join(dir, 's.yaml'), join(dir, 's.yaml~'));
+    await src.resync();
+    await new Promise((r) => setTimeout(r, 50));
+    writeFileSync(join(dir, 's.yaml'), svcYaml('kept', 82));
+    unlinkSync(join(dir, 's.yaml~'));
+    await src.resync();
+    await rec.waitForEvents(1, 3000);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(ids(rec.take()), ['MODIFIED Service default/kept']);
+  });
+
+  test('a file that stays gone is removed after the stable period', async () => {
+    const src = setup({ 's.yaml': svcYaml('gone', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 100 });
+    const rec = new Recorder();
+    await src.start(rec);
+    rec.take();
+    unlinkSync(join(dir, 's.yaml'));
+    await src.resync();
+    assert.deepEqual(rec.take(), []);
+    await rec.waitForEvents(1, 3000);
+    assert.deepEqual(ids(rec.take()), ['DELETED Service default/gone']);
+  });
+
   test('objects without a name or of an unsupported version are skipped with a warning', async () => {
     const src = setup({
       'a.yaml': `apiVersion: v1\nkind: Service\nmetadata: {}\n---\napiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata:\n  name: old\n---\n- just\n- a list\n---\n${svcYaml('ok', 80)}`,
@@ -315,7 +389,7 @@ items:
   });
 
   test('notices changes by itself through the directory watch', async () => {
-    const src = setup({ 's.yaml': svcYaml('a', 81) }, { debounceMs: 20, rescanIntervalMs: 0 });
+    const src = setup({ 's.yaml': svcYaml('a', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 0 });
     const rec = new Recorder();
     await src.start(rec);
     rec.take();

@@ -10,10 +10,18 @@ function ev(kind: SourceEvent['kind'], object: unknown, type: EventType = 'ADDED
   return { kind, type, object: object as KubeObject };
 }
 
+// Distinct Services get distinct ClusterIPs, as the API server allocates them.
+function clusterIPFor(ns: string, name: string): string {
+  if (ns === 'ns1' && name === 'svc1') return '172.30.0.41';
+  let h = 0;
+  for (const c of `${ns}/${name}`) h = (h * 31 + c.charCodeAt(0)) % 65021;
+  return `172.31.${h >> 8}.${(h & 255) || 1}`;
+}
+
 function service(name: string, spec: Record<string, unknown> = {}, ns = 'ns1'): SourceEvent['object'] {
   return {
     metadata: { namespace: ns, name },
-    spec: { clusterIP: '172.30.0.41', ports: [{ name: 'p80', port: 80, protocol: 'TCP' }], ...spec },
+    spec: { clusterIP: clusterIPFor(ns, name), ports: [{ name: 'p80', port: 80, protocol: 'TCP' }], ...spec },
   } as SourceEvent['object'];
 }
 

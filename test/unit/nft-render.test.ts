@@ -53,6 +53,7 @@ const cases: Record<string, { ports: ServicePortState[]; config?: BackendConfig 
   lbSourceRanges: {
     ports: [web({ loadBalancerIPs: ['203.0.113.5'], loadBalancerSourceRanges: ['192.168.50.0/24', '198.51.100.7/32'] })],
   },
+  lbDenyAll: { ports: [web({ loadBalancerIPs: ['203.0.113.5'], externalIPs: ['192.168.99.1'], sourceRangesDenyAll: true })] },
   eTPLocal: { ports: [web({ nodePort: 30080, loadBalancerIPs: ['203.0.113.5'], externalPolicyLocal: true })] },
   eTPLocalNoLocal: {
     ports: [web({ nodePort: 30080, externalIPs: ['192.168.99.1'], externalPolicyLocal: true, endpoints: [endpoint('10.244.2.5', 8080)] })],
@@ -143,6 +144,14 @@ describe('render', () => {
     const far = render(snapshot(cases.lbSourceRanges!.ports), backendConfig({ nodeIPs: ['172.16.0.11'] }));
     assert.ok(!set(far, 'firewall-allow').has('203.0.113.5 . tcp . 80 . 203.0.113.5'));
     assert.deepEqual(chain(rs, 'firewall-check'), ['ip daddr . meta l4proto . th dport . ip saddr @firewall-allow return', 'drop']);
+  });
+
+  test('source ranges with none usable: the LB IP is firewalled with no allowed source', () => {
+    const rs = renderCase('lbDenyAll');
+    assert.deepEqual([...set(rs, 'firewall-ips').keys()], ['203.0.113.5 . tcp . 80']);
+    assert.equal(set(rs, 'firewall-allow').size, 0);
+    // External IPs are not load-balancer IPs: source ranges never applied to them.
+    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
   });
 
   test('externalTrafficPolicy Local: local endpoints first, cluster endpoints at the offset', () => {

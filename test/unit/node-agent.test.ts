@@ -11,7 +11,7 @@ import { log, setLogFormat, setLogWriter, setVerbosity } from '../../src/log.js'
 import { startupProblems, type CheckEnvironment } from '../../src/node/checks.js';
 import { applyOomScoreAdj } from '../../src/node/oom.js';
 import { deleteArgs, frontendsOf, parseConntrackList, staleFlows } from '../../src/node/conntrack-reconcile.js';
-import { NodeEventRecorder, SERIES_WINDOW_MS, type EventApi } from '../../src/node/events.js';
+import { EventRecorder, SERIES_WINDOW_MS, type EventApi } from '../../src/node/events.js';
 import { applySysctls, conntrackMax, CONNTRACK_MAX, desiredSysctls } from '../../src/node/sysctl.js';
 import { servicePortViews, SyncHistory } from '../../src/server/debug.js';
 import { endpoint, localEndpoint, servicePort, snapshot } from '../support/snapshots.js';
@@ -181,7 +181,7 @@ describe('node events', () => {
   test('an event regards the own Node, in the default namespace, from kube-proxy; a repeat patches its series', async () => {
     const api = new RecordingApi();
     let now = Date.parse('2026-01-02T03:04:05.678Z');
-    const rec = new NodeEventRecorder(api, 'node-1', () => now);
+    const rec = new EventRecorder(api, 'node-1', () => now);
     await rec.record('Normal', 'Starting', 'StartKubeProxy', 'Starting kube-proxy-ts');
     const first = api.calls[0]!;
     assert.equal(first.method, 'POST');
@@ -212,7 +212,7 @@ describe('node events', () => {
     const prev = setLogWriter((l) => lines.push(l));
     try {
       const api: EventApi = { request: async () => ({ status: 403, body: { text: async () => 'forbidden' } }) };
-      await new NodeEventRecorder(api, 'node-1').record('Normal', 'Starting', 'StartKubeProxy', 'x');
+      await new EventRecorder(api, 'node-1').record('Normal', 'Starting', 'StartKubeProxy', 'x');
     } finally {
       setLogWriter(prev);
     }

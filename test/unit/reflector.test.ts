@@ -25,7 +25,7 @@ interface Harness {
 
 const open: Harness[] = [];
 // For tests that count requests: a loaded machine must not trip the inactivity timer.
-const QUIET = { inactivityTimeoutMs: 5000 };
+const QUIET = { watchStallTimeoutMs: 5000, requestTimeoutMs: 5000 };
 
 async function startHarness(
   populate: (s: FakeApiServer) => void = () => undefined,
@@ -41,7 +41,8 @@ async function startHarness(
     minWatchTimeoutSeconds: 2,
     backoffInitialMs: 20,
     backoffMaxMs: 200,
-    inactivityTimeoutMs: 1000,
+    watchStallTimeoutMs: 1000,
+    requestTimeoutMs: 1000,
     ...sourceOpts,
   });
   const rec = new ViewRecorder();
@@ -318,8 +319,8 @@ describe('API server source under faults: the view always converges to the serve
     s.update('Node', { metadata: { name: NODE, labels: { fault: tag } } });
   }
 
-  async function ready(): Promise<Harness> {
-    const h = await startHarness(populateSmall);
+  async function ready(opts: Partial<ApiServerSourceOptions> = {}): Promise<Harness> {
+    const h = await startHarness(populateSmall, opts);
     await converged(h, 'initial');
     await waitFor(() => h.server.openWatches === 3, 'three watches');
     return h;
@@ -335,14 +336,53 @@ describe('API server source under faults: the view always converges to the serve
     assert.equal(lists(h), 3);
   });
 
-  test('silent watch: the inactivity timer abandons it and the watch resumes', async () => {
+  test('stalled watch (silent, never closed): replaced and relisted, changes made meanwhile land', async () => {
     const h = await ready();
     const watches = h.server.count({ verb: 'watch' });
     h.server.hangWatches();
+    const stalledAt = Date.now();
     mutate(h.server, 'silent');
     await converged(h, 'after silent watches');
+    // The stall timeout is 1 s here; bookmarks come every 50 ms, so only a real stall trips it.
+    assert.ok(Date.now() - stalledAt < 3000, `healed after ${Date.now() - stalledAt} ms`);
     assert.ok(h.server.count({ verb: 'watch' }) >= watches + 3);
+    assert.equal(lists(h), 6);
+    const ages = h.source.lastActivity();
+    assert.deepEqual([...ages.keys()].sort(), ['EndpointSlice', 'Node', 'Service']);
+    for (const t of ages.values()) assert.ok(Date.now() - t < 1000);
+  });
+
+  test('a quiet watch that gets bookmarks is not mistaken for a stall', async () => {
+    const h = await ready();
+    await new Promise((r) => setTimeout(r, 2500));
     assert.equal(lists(h), 3);
+  });
+
+  test('Retry-After beyond the backoff cap waits only the cap', async () => {
+    const h = await ready();
+    const before = h.server.count({ kind: 'Service', verb: 'watch' });
+    h.server.fail(429, { retryAfter: 600, filter: { kind: 'Service', verb: 'watch' } });
+    h.server.dropConnections();
+    mutate(h.server, 'throttled-long');
+    await converged(h, 'after 429 with a long Retry-After');
+    const ws = h.server.requestsMatching({ kind: 'Service', verb: 'watch' });
+    const gap = ws[before + 1]!.time - ws[before]!.time;
+    // backoffMaxMs is 200 here.
+    assert.ok(gap < 1000, `retried after ${gap} ms`);
+  });
+
+  test('outage then 410: relists at once, whatever the failures before', async () => {
+    const h = await ready();
+    h.server.fail(503, { requests: 5, filter: { kind: 'Service', verb: 'watch' } });
+    h.server.gone({ filter: { kind: 'Service', verb: 'watch' } });
+    h.server.dropConnections();
+    mutate(h.server, 'outage');
+    await waitFor(() => h.server.count({ kind: 'Service', verb: 'list' }) === 2, 'relist after 410');
+    const ws = h.server.requestsMatching({ kind: 'Service', verb: 'watch' });
+    const gone = ws[ws.length - 1]!;
+    const relist = h.server.requestsMatching({ kind: 'Service', verb: 'list' })[1]!;
+    assert.ok(relist.time - gone.time < 100, `relisted ${relist.time - gone.time} ms after the 410`);
+    await converged(h, 'after outage and 410');
   });
 
   test('requests that are accepted and never answered (list and watch) are retried', async () => {
@@ -376,7 +416,7 @@ describe('API server source under faults: the view always converges to the serve
   });
 
   test('HTTP 429 with Retry-After: the next attempt waits as long as the server asked', async () => {
-    const h = await ready();
+    const h = await ready({ backoffMaxMs: 5000 });
     const before = h.server.count({ kind: 'Service', verb: 'watch' });
     h.server.fail(429, { retryAfter: 1, filter: { kind: 'Service', verb: 'watch' } });
     h.server.dropConnections();
@@ -497,7 +537,7 @@ describe('API server source with malformed input', () => {
     );
     const rec = new ViewRecorder();
     let calls = 0;
-    const source = new ApiServerSource({ client: api, nodeName: NODE, backoffInitialMs: 10, inactivityTimeoutMs: 60_000 });
+    const source = new ApiServerSource({ client: api, nodeName: NODE, backoffInitialMs: 10, watchStallTimeoutMs: 60_000 });
     await source.start({
       onEvent: (e) => {
         rec.onEvent(e);
@@ -519,4 +559,15 @@ describe('API server source with malformed input', () => {
       await source.stop();
     }
   });
+});
+
+test('kubeproxy_watch_seconds_since_last_event reports the age per resource', async () => {
+  const { Registry } = await import('prom-client');
+  const { registerWatchFreshness } = await import('../../src/server/watch-metrics.js');
+  const registry = new Registry();
+  const now = 1_000_000;
+  registerWatchFreshness(registry, { lastActivity: () => new Map([['Service', now - 12_500], ['Node', now]]) }, () => now);
+  const text = await registry.metrics();
+  assert.match(text, /^kubeproxy_watch_seconds_since_last_event\{resource="Service"\} 12\.5$/m);
+  assert.match(text, /^kubeproxy_watch_seconds_since_last_event\{resource="Node"\} 0$/m);
 });

@@ -77,11 +77,18 @@ describe('proxier health server', () => {
     return s.port;
   }
 
-  test('healthy at start-up, unhealthy once a queued update waits the timeout, healthy again after a sync', async () => {
+  test('/healthz 503 until the first sync (/livez 200), then unhealthy once a queued update waits the timeout', async () => {
     const { state, clock, health } = fixture();
     const port = await start(health);
 
     let r = await get(port, '/healthz');
+    assert.equal(r.status, 503);
+    assert.equal(JSON.parse(r.body).lastUpdated, '0001-01-01T00:00:00.000Z');
+    assert.equal((await get(port, '/livez')).status, 200);
+    state.lastSyncMs = clock.ms;
+    const firstSync = clock.ms;
+
+    r = await get(port, '/healthz');
     assert.equal(r.status, 200);
     assert.equal(r.type, 'application/json');
     const body = JSON.parse(r.body);
@@ -93,11 +100,11 @@ describe('proxier health server', () => {
     assert.equal((await get(port, '/healthz')).status, 200);
     assert.equal((await get(port, '/livez')).status, 200);
 
-    // ...and unhealthy at it; lastUpdated then tells when the last sync happened (never: Go's zero time).
+    // ...and unhealthy at it; lastUpdated then tells when the last sync happened.
     clock.ms += 1;
     r = await get(port, '/healthz');
     assert.equal(r.status, 503);
-    assert.equal(JSON.parse(r.body).lastUpdated, '0001-01-01T00:00:00.000Z');
+    assert.equal(JSON.parse(r.body).lastUpdated, new Date(firstSync).toISOString());
     assert.equal((await get(port, '/livez')).status, 503);
 
     // A successful sync clears the pending request.
@@ -117,8 +124,22 @@ describe('proxier health server', () => {
     assert.equal(JSON.parse(r.body).lastUpdated, new Date(lastSync).toISOString());
   });
 
+  test('a kernel known to hold wrong rules fails both /healthz and /livez until repaired', async () => {
+    const state = { pendingSinceMs: 0, lastSyncMs: 1 };
+    let inSync = true;
+    const health = new ProxierHealth({ state, healthTimeoutMs: TIMEOUT_MS, nodeName: NODE, kernelInSync: () => inSync });
+    const port = await start(health);
+    assert.equal((await get(port, '/healthz')).status, 200);
+    inSync = false;
+    assert.equal((await get(port, '/healthz')).status, 503);
+    assert.equal((await get(port, '/livez')).status, 503);
+    inSync = true;
+    assert.equal((await get(port, '/healthz')).status, 200);
+  });
+
   test('a node being deleted or tainted for deletion fails /healthz but not /livez', async () => {
-    const { health } = fixture();
+    const { state, health } = fixture();
+    state.lastSyncMs = 1;
     const port = await start(health);
 
     health.event(nodeEvent({ metadata: { deletionTimestamp: '2024-05-01T09:00:00Z' } }));
@@ -145,6 +166,7 @@ describe('proxier health server', () => {
 
   test('responses are counted by code; other paths are 404', async () => {
     const { state, clock, health } = fixture();
+    state.lastSyncMs = 1;
     const metrics = new ProxyMetrics({ mode: 'nftables', processMetrics: false });
     const port = await start(health, metrics);
     await get(port, '/healthz');

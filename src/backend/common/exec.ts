@@ -2,9 +2,18 @@
 // conntrack): one-shot processes, and a pool of long-lived helper shells that fork a tool
 // cheaply. Only backends' apply layers and node helpers use this; renderers never do.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
+
+/** Temporary directories of helper shells are named `${prefix}${pid}-…`, so a later start can tell whose they were. */
+export const EXEC_TEMP_PREFIX = 'kpt-exec-';
+
+// With setpriv, a helper shell and every tool it starts get SIGKILL when their parent dies:
+// a proxy killed outright leaves neither a shell nor a half-run tool behind.
+const DIE_WITH_PARENT = (process.env.PATH ?? '').split(delimiter).some((d) => d !== '' && existsSync(join(d, 'setpriv')))
+  ? ['setpriv', '--pdeathsig', 'KILL', '--']
+  : [];
 
 export interface ExecOptions {
   /**
@@ -74,7 +83,7 @@ const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
  */
 export class CommandShell {
   private readonly child: ChildProcessWithoutNullStreams;
-  private readonly dir = mkdtempSync(join(tmpdir(), 'kpt-exec-'));
+  private readonly dir = mkdtempSync(join(tmpdir(), `${EXEC_TEMP_PREFIX}${process.pid}-`));
   private buf = '';
   private waiting: ((line: string) => void) | undefined;
   private queue: Promise<unknown> = Promise.resolve();
@@ -82,7 +91,7 @@ export class CommandShell {
   dead = false;
 
   constructor(wrap: string[]) {
-    const argv = [...wrap, 'sh'];
+    const argv = [...DIE_WITH_PARENT, ...wrap, 'sh'];
     this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (d: string) => {
@@ -105,7 +114,11 @@ export class CommandShell {
     };
     this.child.on('error', die);
     this.child.on('exit', die);
-    process.once('exit', () => rmSync(this.dir, { recursive: true, force: true }));
+    process.once('exit', () => {
+      // The shell would exit on end of input anyway; killing it also stops a tool mid-run.
+      this.child.kill('SIGKILL');
+      rmSync(this.dir, { recursive: true, force: true });
+    });
     keepAlive(this.child, false);
   }
 
@@ -123,7 +136,8 @@ export class CommandShell {
     const outFile = join(this.dir, `out-${id}`);
     const errFile = join(this.dir, `err-${id}`);
     writeFileSync(inFile, input, { mode: 0o600 });
-    const cmd = as === 'arg' ? [...argv, inFile].map(quote).join(' ') + ' </dev/null' : `${argv.map(quote).join(' ')} <${quote(inFile)}`;
+    const tool = [...DIE_WITH_PARENT, ...argv];
+    const cmd = as === 'arg' ? [...tool, inFile].map(quote).join(' ') + ' </dev/null' : `${tool.map(quote).join(' ')} <${quote(inFile)}`;
     keepAlive(this.child, true);
     const line = await new Promise<string>((resolve) => {
       this.waiting = (l: string) => {

@@ -371,7 +371,8 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
   for (const ip of extIPs) {
     const tuple = `${ip} . ${proto} . ${info.port}`;
     externalTuple(tuple, 'external');
-    if (lbIPs.has(ip) && info.loadBalancerSourceRanges.length > 0) {
+    // With sourceRangesDenyAll the LB IP gets a firewall entry and no allowed source: all dropped.
+    if (lbIPs.has(ip) && (info.loadBalancerSourceRanges.length > 0 || info.sourceRangesDenyAll === true)) {
       const ranges = outermostCIDRs(uniq(info.loadBalancerSourceRanges.map((c) => canonicalCIDR(c, v6))));
       el('firewall-ips', tuple);
       for (const r of ranges) el('firewall-allow', `${tuple} . ${r}`);
