@@ -389,7 +389,7 @@ test('runExplainCommand: a mode without traceable rules exits 1 naming the mode,
     loads++;
     return { snapshot: snapshot([nodePortSvc(true)]), config: config() };
   };
-  for (const mode of ['iptables', 'ipvs', 'userspace']) {
+  for (const mode of ['ipvs', 'userspace']) {
     let out = '';
     let err = '';
     const code = await runExplainCommand(['--manifests', 'd', '--proxy-mode', mode, '--from', EXTERNAL, '--to', `${NODE_IP}:3001`], loader, (s) => (out += s), (s) => (err += s));
