@@ -77,12 +77,6 @@ export type IptablesFlavour = 'nft' | 'legacy';
 
 export interface ClusterOptions {
   pods: PodSpec[];
-  /**
-   * A KubeProxyConfiguration file for the proxy (`--config`), instead of the mode, cluster CIDR
-   * and sync-period flags, so a test can change those under the running proxy. The kubeconfig,
-   * node name and `--v 2` stay flags.
-   */
-  configFile?: string;
   /** --proxy-mode (default nftables). */
   mode?: ProxyMode;
   /**
@@ -95,6 +89,12 @@ export interface ClusterOptions {
   extraArgs?: string[];
   /** Runs in the finished topology before the proxy starts, e.g. to leave another mode's rules behind. */
   beforeProxy?: (topo: Topology) => Promise<void>;
+  /**
+   * A KubeProxyConfiguration file for the proxy (`--config`), instead of the mode, cluster CIDR
+   * and sync-period flags, so a test can change those under the running proxy. The kubeconfig,
+   * node name, `--v 2` and extraArgs stay flags; `mode` must match the file's.
+   */
+  configFile?: string;
   /** Put a relay (relay.ts) between the proxy and the API server, for fault injection. */
   relay?: boolean;
 }

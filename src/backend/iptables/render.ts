@@ -13,7 +13,8 @@
 //        KUBE-EXTERNAL-SERVICES (INPUT, FORWARD): external addresses without endpoints;
 //        KUBE-NODEPORTS (INPUT): health-check node ports; KUBE-PROXY-FIREWALL: LB traffic
 //        not accepted by its source ranges; KUBE-FORWARD; KUBE-FIREWALL (localhost NodePorts).
-// KUBE-PROXY-CANARY (empty) in mangle, nat and filter: its disappearance shows a flush.
+// KUBE-PROXY-CANARY in mangle, nat and filter holds one marker rule: a flush empties it, a
+// chain deletion removes it; either way the apply layer sees a dead canary and resyncs.
 import type { BackendConfig } from '../types.js';
 import type { Endpoint, IPFamily, ServicePortState, Snapshot } from '../../model/types.js';
 import { emptyFragment, type Fragment } from '../common/fragments.js';
