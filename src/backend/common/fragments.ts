@@ -251,6 +251,17 @@ export class FragmentStore<O> {
     return n;
   }
 
+  /**
+   * Each service port's objects that are in force (the winners of their ids), in the order the
+   * service ports were stored: what a chunked full sync writes one group at a time.
+   */
+  *ownedObjects(): IterableIterator<O[]> {
+    for (const frag of this.frags.values()) {
+      const own = frag.objects.filter((o) => winner(this.objectClaims.get(this.kind.id(o))) === o);
+      if (own.length > 0) yield own;
+    }
+  }
+
   /** Keys of the service ports the store holds. */
   keys(): IterableIterator<string> {
     return this.frags.keys();

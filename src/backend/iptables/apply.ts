@@ -4,7 +4,7 @@ import { shellFor, type ExecOptions } from '../common/exec.js';
 import type { IPFamily } from '../../model/types.js';
 import { CANARY_CHAIN, CANARY_RULE_ARGS, CANARY_TABLES } from './canary.js';
 import { FAMILIES, toolFor, type Flavour } from './flavour.js';
-import { parseSave } from './save.js';
+import type { SavedTables } from './save.js';
 
 export type { ExecOptions } from '../common/exec.js';
 export { toolFor, type Flavour } from './flavour.js';
@@ -111,9 +111,18 @@ export interface JumpRule {
  * jumped to must exist. Returns the number of rules inserted or removed (0 when all was in place).
  */
 export async function ensureJumps(jumps: readonly JumpRule[], family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<number> {
-  const tableNames = [...new Set(jumps.map((j) => j.table))];
-  if (tableNames.length === 0) return 0;
-  const saved = parseSave(await saveTables(family, flavour, opts, tableNames));
+  if (jumps.length === 0) return 0;
+  // Only the built-in chains are listed (`-S CHAIN`), not whole tables: ours can be huge.
+  const saved: SavedTables = new Map();
+  const tool = toolFor(family, flavour, 'iptables');
+  for (const key of new Set(jumps.map((j) => `${j.table} ${j.chain}`))) {
+    const [table, chain] = key.split(' ') as [string, string];
+    const res = await runTool([tool, WAIT_ARG, '-t', table, '-S', chain], opts);
+    if (res.code !== 0) throw new Error(`${tool} -t ${table} -S ${chain} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
+    let t = saved.get(table);
+    if (!t) saved.set(table, (t = { chains: new Map(), builtin: new Set() }));
+    t.chains.set(chain, res.stdout.split('\n').filter((l) => l.startsWith(`-A ${chain} `)).map((l) => l.slice(chain.length + 4)));
+  }
   const plans = new Map<string, { deletes: Array<{ chain: string; pos: number }>; inserts: string[] }>();
   const seen = new Set<string>();
   let changes = 0;
