@@ -58,6 +58,7 @@ class ProxyProcess {
       const lines = text.split('\n');
       this.tail = lines.pop()!;
       for (const l of lines) {
+        if (process.env.KPB_PROXY_LOG) process.stderr.write(l + '\n');
         if (!l.includes(' synced proxy rules ')) continue;
         this.syncs++;
         this.lastSyncAt = nowMs();
