@@ -4,7 +4,7 @@
 // service VIPs until they answer. Prints figures and writes bench/results/latest.json; never fails
 // on a figure. Options:
 //   --mode nftables|iptables   one mode (default: both)
-//   --workload NAME[,NAME]     e.g. 1k×10 or 1k (default: all, see workload.ts)
+//   --workload NAME[,NAME]     1k, 10k, 30k, 5k, 44k or mixed (default: all, see workload.ts)
 //   --changes N                one-service changes timed per workload (default 40)
 //   --connects N               connections for the first-packet latency (default 1000)
 //   --profile DIR              write the proxy's CPU profile of the change phase there
@@ -47,7 +47,10 @@ function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS
         break;
       case '--workload': {
         const wanted = value.split(',');
-        opts.workloads = WORKLOADS.filter((w) => wanted.some((n) => w.name === n || w.name.split('×')[0] === n));
+        // `10k` is 10k×10, `mixed` the mix of service types.
+        const matches = (w: (typeof WORKLOADS)[number], n: string): boolean =>
+          w.name === n || (n === 'mixed' ? w.mixed : !w.mixed && w.name.startsWith(`${n}×`));
+        opts.workloads = WORKLOADS.filter((w) => wanted.some((n) => matches(w, n)));
         if (opts.workloads.length === 0) throw new Error(`--workload: none of ${value}; known: ${WORKLOADS.map((w) => w.name).join(', ')}`);
         break;
       }
@@ -85,11 +88,17 @@ async function main(): Promise<void> {
   cleanupOnSignals();
   const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
   const results: Result[] = [];
+  // Written after each workload, so an interrupted run keeps what it measured.
+  const save = (): void => {
+    mkdirSync(dirname(opts.out), { recursive: true });
+    writeFileSync(opts.out, JSON.stringify({ date: new Date().toISOString(), machine, proxyMain: opts.run.proxyMain, results }, null, 2) + '\n');
+  };
   try {
     for (const mode of opts.modes) {
       for (const w of opts.workloads) {
         const r = await runWorkload(mode, w, opts.run);
         results.push(r);
+        save();
         process.stderr.write('\n');
         process.stdout.write(JSON.stringify(r) + '\n');
       }
@@ -97,8 +106,6 @@ async function main(): Promise<void> {
   } finally {
     await cleanup();
   }
-  mkdirSync(dirname(opts.out), { recursive: true });
-  writeFileSync(opts.out, JSON.stringify({ date: new Date().toISOString(), machine, proxyMain: opts.run.proxyMain, results }, null, 2) + '\n');
   process.stdout.write(`\n${machine}\n\n${markdownTable(results)}\n`);
 }
 

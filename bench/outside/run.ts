@@ -171,7 +171,13 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     const rssAfterStart = memoryMiB(proxy.child.pid!, 'VmRSS');
 
     progress(`${label}: kernel floor`);
-    const floorMs = kernelFloorMs(mode, ns, scratch);
+    let floorMs = NaN;
+    try {
+      floorMs = kernelFloorMs(mode, ns, scratch);
+    } catch (e) {
+      // Some dumps do not load back as they are listed; the figure is then missing, not the run.
+      process.stderr.write(`\n${label}: kernel floor not measured: ${(e as Error).message.split('\n')[0]}\n`);
+    }
 
     if (opts.profileDir) await probe.send({ op: 'profile-start', inspectPort: INSPECT_PORT });
     const changeMs: number[] = [];
