@@ -1,4 +1,4 @@
-// `npm run bench`: runs every compiled bench/*.bench.js next to this file; each exports
+// `npm run bench:inproc`: runs every compiled bench/*.bench.js next to this file; each exports
 // `async function run(): Promise<void>` and prints its own table.
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';

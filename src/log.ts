@@ -56,8 +56,9 @@ export const log = {
   info(msg: string, fields?: Record<string, unknown>): void {
     emit('I', 0, msg, fields);
   },
-  v(level: number, msg: string, fields?: Record<string, unknown>): void {
-    if (verbosity >= level) emit('I', level, msg, fields);
+  /** `msg` may be a function: it is only called when the level is shown, so costly text costs nothing when off. */
+  v(level: number, msg: string | (() => string), fields?: Record<string, unknown>): void {
+    if (verbosity >= level) emit('I', level, typeof msg === 'function' ? msg() : msg, fields);
   },
   warn(msg: string, fields?: Record<string, unknown>): void {
     emit('W', 0, msg, fields);

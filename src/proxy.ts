@@ -5,7 +5,7 @@ import type { Backend, BackendConfig } from './backend/types.js';
 import { resolveBackendConfigs, syncPeriodsMs } from './config/index.js';
 import type { KubeProxyConfiguration } from './config/types.js';
 import { log } from './log.js';
-import { describeSnapshot } from './model/describe.js';
+import { describeChanges, type UndescribedChanges } from './model/describe.js';
 import type { KubeObject } from './model/k8s.js';
 import { ProxyModel, type ObjectWarning } from './model/tracker.js';
 import type { IPFamily, Snapshot } from './model/types.js';
@@ -70,6 +70,11 @@ export class Proxy {
   private readonly observers: ProxyObserver[] = [];
   private config: KubeProxyConfiguration;
   private createBackend: (cfg: BackendConfig) => Backend;
+  /**
+   * Changes of a family's failed syncs: the next description of that family includes them, so a
+   * reader who follows the descriptions (the `-v 2` log) never misses one.
+   */
+  private readonly undescribed = new Map<IPFamily, { changed: Set<string>; deleted: Set<string> }>();
   /** performance.now() at the start of the latest sync. */
   private syncStartedAt = 0;
 
@@ -225,6 +230,7 @@ export class Proxy {
       try {
         res = await backend.sync(snap);
       } catch (err) {
+        this.carryUndescribed(snap);
         const seconds = (performance.now() - started) / 1000;
         for (const o of this.observers) {
           o.backendFailed?.(backend.mode, family);
@@ -240,9 +246,22 @@ export class Proxy {
         operations: res.operations,
         ms: Math.round(performance.now() - started),
       });
-      log.v(2, describeSnapshot(snap));
+      const carried: UndescribedChanges | undefined = this.undescribed.get(family);
+      this.undescribed.delete(family);
+      log.v(2, () => describeChanges(snap, carried));
       const seconds = (performance.now() - started) / 1000;
       for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
     }
+  }
+
+  private carryUndescribed(snap: Snapshot): void {
+    if (snap.changes.full) return;
+    let c = this.undescribed.get(snap.family);
+    if (c === undefined) {
+      c = { changed: new Set(), deleted: new Set() };
+      this.undescribed.set(snap.family, c);
+    }
+    for (const k of snap.changes.changed) c.changed.add(k);
+    for (const k of snap.changes.deleted) c.deleted.add(k);
   }
 }

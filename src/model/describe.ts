@@ -32,9 +32,41 @@ export function describeServicePort(s: ServicePortState): string {
   return lines.join('\n');
 }
 
+function head(snap: Snapshot): string {
+  return `snapshot ${snap.family} generation ${snap.generation}: ${snap.services.size} service ports` +
+    (snap.changes.full ? ' (full)' : `, ${snap.changes.changed.size} changed, ${snap.changes.deleted.size} deleted`);
+}
+
+/** Every service port of the snapshot. */
 export function describeSnapshot(snap: Snapshot): string {
   const keys = [...snap.services.keys()].sort();
-  const head = `snapshot ${snap.family} generation ${snap.generation}: ${keys.length} service ports` +
-    (snap.changes.full ? ' (full)' : `, ${snap.changes.changed.size} changed, ${snap.changes.deleted.size} deleted`);
-  return [head, ...keys.map((k) => '  ' + describeServicePort(snap.services.get(k)!))].join('\n');
+  return [head(snap), ...keys.map((k) => '  ' + describeServicePort(snap.services.get(k)!))].join('\n');
+}
+
+/** Service port keys changed or deleted by snapshots that were never described (a failed sync). */
+export interface UndescribedChanges {
+  changed: ReadonlySet<string>;
+  deleted: ReadonlySet<string>;
+}
+
+/**
+ * What this snapshot changed (with `carried`, also what earlier undescribed snapshots changed):
+ * every service port when it is full, otherwise the changed ones and a `deleted <name> <protocol>`
+ * line per deleted one, so its cost follows the change, not the cluster.
+ */
+export function describeChanges(snap: Snapshot, carried?: UndescribedChanges): string {
+  if (snap.changes.full) return describeSnapshot(snap);
+  const changed = new Set([...(carried?.changed ?? []), ...snap.changes.changed]);
+  const deleted = new Set([...(carried?.deleted ?? []), ...snap.changes.deleted]);
+  const lines = [head(snap)];
+  for (const k of [...changed].sort()) {
+    const s = snap.services.get(k);
+    if (s !== undefined) lines.push('  ' + describeServicePort(s));
+  }
+  for (const k of [...deleted].sort()) {
+    if (snap.services.has(k)) continue;
+    const slash = k.lastIndexOf('/');
+    lines.push(`  deleted ${k.slice(0, slash)} ${k.slice(slash + 1)}`);
+  }
+  return lines.join('\n');
 }

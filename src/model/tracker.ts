@@ -6,6 +6,7 @@ import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual,
 import type { SourceEvent } from './k8s.js';
 import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
 import { metaKey, parseService, parsedServiceEqual, sameStrings, servicePortInfoEqual, type ParsedService } from './service.js';
+import { SnapshotView } from './snapshot-map.js';
 import { categorizeEndpoints } from './topology.js';
 import {
   servicePortKey,
@@ -51,6 +52,8 @@ interface FamilyState {
   /** Services whose EndpointSlices changed since the last snapshot. */
   dirtyEndpoints: Set<string>;
   states: Map<string, ServicePortState>;
+  /** The latest snapshot's view of `states`: told before any of them changes. */
+  view: SnapshotView<ServicePortState> | null;
   /** Service key → keys of its ports in `states`. */
   portKeys: Map<string, string[]>;
 }
@@ -166,6 +169,7 @@ export class ProxyModel {
         dirtyServices: new Set(),
         dirtyEndpoints: new Set(),
         states: new Map(),
+        view: null,
         portKeys: new Map(),
       });
     }
@@ -248,14 +252,11 @@ export class ProxyModel {
     fs.dirtyEndpoints.clear();
     fs.full = false;
     fs.allChanged = false;
-    return {
-      family,
-      generation: fs.generation,
-      node: this.nodeInfo,
-      // A copy: the snapshot must not change under a consumer that keeps it.
-      services: new Map(fs.states),
-      changes,
-    };
+    // Not a copy, yet it does not change under a consumer that keeps it (see snapshot-map.ts).
+    const view = new SnapshotView(fs.states, fs.states.size);
+    fs.view?.follow(view);
+    fs.view = view;
+    return { family, generation: fs.generation, node: this.nodeInfo, services: view, changes };
   }
 
   private refreshService(
@@ -277,12 +278,14 @@ export class ProxyModel {
         continue;
       }
       changes.changed.add(key);
+      fs.view?.save(key);
       fs.states.set(key, state);
       this.collectStale(old, state, changes, staleIPsSeen);
     }
     for (const key of oldKeys) {
       if (newKeys.includes(key)) continue;
       const old = fs.states.get(key);
+      fs.view?.save(key);
       fs.states.delete(key);
       changes.deleted.add(key);
       this.collectStale(old, undefined, changes, staleIPsSeen);

@@ -116,7 +116,7 @@ export interface Snapshot {
   generation: number;
   node: NodeInfo;
   /** Keyed by servicePortKey(info). */
-  services: Map<string, ServicePortState>;
+  services: ReadonlyMap<string, ServicePortState>;
   changes: ChangeSet;
 }
 

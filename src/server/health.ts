@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { MODES, nodePortIPsOf, type ProxyMode } from '../backend/modes.js';
 import type { BackendConfig } from '../backend/types.js';
 import { log } from '../log.js';
-import type { Snapshot } from '../model/types.js';
+import type { ServicePortState, Snapshot } from '../model/types.js';
 import type { SourceEvent } from '../source/types.js';
 import { closeServer, listen, notFound, sendJSON, serve, type RunningServer } from './http.js';
 
@@ -151,25 +151,74 @@ interface ServiceCheck {
   servers: Server[];
 }
 
-/** What the health-check node ports need from the snapshots: service → port and local endpoints. */
-export function healthCheckServices(snapshots: Iterable<Snapshot>): Map<string, { namespace: string; name: string; port: number; localEndpoints: number }> {
-  const out = new Map<string, { namespace: string; name: string; port: number; localEndpoints: number }>();
-  for (const snap of snapshots) {
-    for (const state of snap.services.values()) {
-      const info = state.info;
-      if (info.type !== 'LoadBalancer' || !info.externalPolicyLocal || info.healthCheckNodePort === 0) continue;
-      const key = `${info.namespace}/${info.serviceName}`;
-      const prev = out.get(key);
-      // The count is per service (distinct pod IPs over its ports); each family sees the same pods.
-      out.set(key, {
-        namespace: info.namespace,
-        name: info.serviceName,
-        port: info.healthCheckNodePort,
-        localEndpoints: Math.max(prev?.localEndpoints ?? 0, state.localReadyCount),
-      });
-    }
+type HealthCheckNeed = { namespace: string; name: string; port: number; localEndpoints: number };
+
+/** A service port's health-check need, or undefined when it has none. */
+function needOf(state: ServicePortState): HealthCheckNeed | undefined {
+  const info = state.info;
+  if (info.type !== 'LoadBalancer' || !info.externalPolicyLocal || info.healthCheckNodePort === 0) return undefined;
+  return { namespace: info.namespace, name: info.serviceName, port: info.healthCheckNodePort, localEndpoints: state.localReadyCount };
+}
+
+/** Merges per-port needs into per-service ones. */
+function mergeNeeds(needs: Iterable<HealthCheckNeed>): Map<string, HealthCheckNeed> {
+  const out = new Map<string, HealthCheckNeed>();
+  for (const n of needs) {
+    const key = `${n.namespace}/${n.name}`;
+    const prev = out.get(key);
+    // The count is per service (distinct pod IPs over its ports); each family sees the same pods.
+    out.set(key, { ...n, localEndpoints: Math.max(prev?.localEndpoints ?? 0, n.localEndpoints) });
   }
   return out;
+}
+
+/** What the health-check node ports need from the snapshots: service → port and local endpoints. */
+export function healthCheckServices(snapshots: Iterable<Snapshot>): Map<string, HealthCheckNeed> {
+  const needs: HealthCheckNeed[] = [];
+  for (const snap of snapshots) {
+    for (const state of snap.services.values()) {
+      const n = needOf(state);
+      if (n !== undefined) needs.push(n);
+    }
+  }
+  return mergeNeeds(needs);
+}
+
+/**
+ * Health-check needs per family, kept up to date from each snapshot's change set, so a sync
+ * costs time for what changed; a full snapshot, or one that does not follow the last one seen,
+ * is read whole.
+ */
+class HealthCheckIndex {
+  private readonly families = new Map<string, { generation: number; needs: Map<string, HealthCheckNeed> }>();
+
+  update(snapshots: Iterable<Snapshot>): Map<string, HealthCheckNeed> {
+    const seen = new Set<string>();
+    for (const snap of snapshots) {
+      seen.add(snap.family);
+      const known = this.families.get(snap.family);
+      if (known?.generation === snap.generation) continue;
+      if (known === undefined || snap.changes.full || snap.generation !== known.generation + 1) {
+        const needs = new Map<string, HealthCheckNeed>();
+        for (const [key, state] of snap.services) {
+          const n = needOf(state);
+          if (n !== undefined) needs.set(key, n);
+        }
+        this.families.set(snap.family, { generation: snap.generation, needs });
+        continue;
+      }
+      known.generation = snap.generation;
+      for (const key of snap.changes.deleted) known.needs.delete(key);
+      for (const key of snap.changes.changed) {
+        const state = snap.services.get(key);
+        const n = state === undefined ? undefined : needOf(state);
+        if (n === undefined) known.needs.delete(key);
+        else known.needs.set(key, n);
+      }
+    }
+    for (const f of [...this.families.keys()]) if (!seen.has(f)) this.families.delete(f);
+    return mergeNeeds([...this.families.values()].flatMap((f) => [...f.needs.values()]));
+  }
 }
 
 /**
@@ -180,6 +229,7 @@ export function healthCheckServices(snapshots: Iterable<Snapshot>): Map<string, 
  */
 export class ServiceHealthServers {
   private readonly checks = new Map<string, ServiceCheck>();
+  private readonly index = new HealthCheckIndex();
   private hostsKey = '';
   /** Updates run one at a time, in call order. */
   private queue: Promise<void> = Promise.resolve();
@@ -194,12 +244,12 @@ export class ServiceHealthServers {
 
   update(snapshots: Iterable<Snapshot>, hosts: string[] | null): Promise<void> {
     // The snapshots are read now: they may be replaced before a queued update runs.
-    const wanted = healthCheckServices(snapshots);
+    const wanted = this.index.update(snapshots);
     this.queue = this.queue.then(() => this.apply(wanted, hosts));
     return this.queue;
   }
 
-  private async apply(wanted: ReturnType<typeof healthCheckServices>, hosts: string[] | null): Promise<void> {
+  private async apply(wanted: Map<string, HealthCheckNeed>, hosts: string[] | null): Promise<void> {
     if (this.closed) return;
     const hostsKey = hosts === null ? '*' : hosts.join(',');
     const hostsChanged = hostsKey !== this.hostsKey;

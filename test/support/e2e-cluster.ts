@@ -9,9 +9,10 @@
  * default route via node2.
  *
  * Knowing when a change is in the kernel: with `--v 2` the proxy logs, after each applied sync,
- * the snapshot it just programmed (service ports with their endpoints). The harness parses those
- * blocks and waits for one, newer than the change, that shows the desired state. A plain "next sync
- * line" is not enough: a sync already running when the change arrives logs without it.
+ * what it just programmed: every service port (with its endpoints) after a full sync, the changed
+ * and deleted ones after a partial sync. The harness folds those blocks into the whole programmed
+ * state, per family, and waits for a state, newer than the change, that shows the desired one. A
+ * plain "next sync line" is not enough: a sync already running when the change arrives logs without it.
  */
 import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -68,7 +69,7 @@ export interface LoggedSnapshot {
   /** Order of appearance in the proxy's log, from 0. */
   seq: number;
   family: Family;
-  /** Keyed by service port name (`ns/name:port`). */
+  /** Everything programmed after this sync, keyed by service port name (`ns/name:port`). */
   services: Map<string, LoggedServicePort>;
 }
 
@@ -175,6 +176,8 @@ function familyOf(ip: string): Family {
 
 export class E2ECluster {
   readonly snapshots: LoggedSnapshot[] = [];
+  /** The programmed state of each family, as the logged blocks so far add up to. */
+  private readonly programmed = new Map<Family, Map<string, LoggedServicePort>>();
   private readonly services = new Map<string, ServiceSpec>();
   private readonly slices = new Set<string>();
   private log = '';
@@ -303,7 +306,7 @@ export class E2ECluster {
     let i = 0;
     let consumed = this.parsedUpTo;
     while (i < lines.length) {
-      const head = /^I\S+ snapshot (IPv4|IPv6) generation \d+:/.exec(lines[i]!);
+      const head = /^I\S+ snapshot (IPv4|IPv6) generation \d+: .*?( \(full\))?$/.exec(lines[i]!);
       if (!head) {
         consumed += lines[i]!.length + 1;
         i++;
@@ -312,20 +315,28 @@ export class E2ECluster {
       let j = i + 1;
       while (j < lines.length && lines[j]!.startsWith(' ')) j++;
       if (j === lines.length && !quiet) break;
-      const services = new Map<string, LoggedServicePort>();
+      const family = head[1] as Family;
+      // A full block lists everything; a partial one changes the previous state.
+      const services = new Map<string, LoggedServicePort>(head[2] ? [] : this.programmed.get(family));
       let current: LoggedServicePort | undefined;
       for (const l of lines.slice(i + 1, j)) {
         const ce = /^ {4}cluster endpoints: (.*)$/.exec(l);
         const le = /^ {4}local endpoints: +(.*)$/.exec(l);
+        const del = /^ {2}deleted (\S+) (\S+)$/.exec(l);
         if (ce && current) current.clusterEndpoints = endpointList(ce[1]!);
         else if (le && current) current.localEndpoints = endpointList(le[1]!);
-        else if (/^ {2}\S/.test(l)) {
+        else if (del) {
+          // Keyed by name only: a port of the same name in another protocol stays.
+          if (services.get(del[1]!)?.line.split(' ')[1] === del[2]) services.delete(del[1]!);
+          current = undefined;
+        } else if (/^ {2}\S/.test(l)) {
           const line = l.trim();
           current = { line, clusterEndpoints: [], localEndpoints: [] };
           services.set(line.split(' ')[0]!, current);
         }
       }
-      this.snapshots.push({ seq: this.snapshots.length, family: head[1] as Family, services });
+      this.programmed.set(family, services);
+      this.snapshots.push({ seq: this.snapshots.length, family, services });
       for (let k = i; k < j; k++) consumed += lines[k]!.length + 1;
       i = j;
     }

@@ -1,0 +1,116 @@
+// `npm run bench [-- options]`: the proxy measured from outside. For each mode and workload, the
+// proxy runs as its own process in a fresh network namespace, fed by the fake API server through a
+// kubeconfig with `--iptables-min-sync-period 0s`, while a prober in the same namespace connects to
+// service VIPs until they answer. Prints figures and writes bench/results/latest.json; never fails
+// on a figure. Options:
+//   --mode nftables|iptables   one mode (default: both)
+//   --workload NAME[,NAME]     1k, 10k, 30k, 5k, 44k or mixed (default: all, see workload.ts)
+//   --changes N                one-service changes timed per workload (default 40)
+//   --connects N               connections for the first-packet latency (default 1000)
+//   --profile DIR              write the proxy's CPU profile of the change phase there
+//   --proxy-main PATH          the proxy's main.js (default: this build's)
+//   --out FILE                 results file (default bench/results/latest.json)
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cleanup, cleanupOnSignals } from './procs.js';
+import { markdownTable, type Result } from './report.js';
+import { runWorkload, type Mode, type RunOptions } from './run.js';
+import { WORKLOADS } from './workload.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..', '..', '..');
+
+function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS; out: string; run: RunOptions } {
+  const opts = {
+    modes: ['nftables', 'iptables'] as Mode[],
+    workloads: WORKLOADS,
+    out: join(root, 'bench', 'results', 'latest.json'),
+    run: {
+      changes: 40,
+      connects: 1000,
+      profileDir: undefined as string | undefined,
+      proxyMain: join(root, 'dist', 'src', 'cli', 'main.js'),
+      apiMain: join(root, 'dist', 'test', 'support', 'fake-apiserver-main.js'),
+      probeMain: join(here, 'probe-main.js'),
+    },
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const value = argv[++i];
+    if (value === undefined) throw new Error(`${flag} needs a value`);
+    switch (flag) {
+      case '--mode':
+        if (value !== 'nftables' && value !== 'iptables') throw new Error(`--mode: nftables or iptables, not ${value}`);
+        opts.modes = [value];
+        break;
+      case '--workload': {
+        const wanted = value.split(',');
+        // `10k` is 10k×10, `mixed` the mix of service types.
+        const matches = (w: (typeof WORKLOADS)[number], n: string): boolean =>
+          w.name === n || (n === 'mixed' ? w.mixed : !w.mixed && w.name.startsWith(`${n}×`));
+        opts.workloads = WORKLOADS.filter((w) => wanted.some((n) => matches(w, n)));
+        if (opts.workloads.length === 0) throw new Error(`--workload: none of ${value}; known: ${WORKLOADS.map((w) => w.name).join(', ')}`);
+        break;
+      }
+      case '--changes':
+      case '--connects': {
+        const n = Number(value);
+        if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: a positive integer, not ${value}`);
+        opts.run[flag === '--changes' ? 'changes' : 'connects'] = n;
+        break;
+      }
+      case '--profile':
+        opts.run.profileDir = value;
+        break;
+      case '--proxy-main':
+        opts.run.proxyMain = value;
+        break;
+      case '--out':
+        opts.out = value;
+        break;
+      default:
+        throw new Error(`unknown option ${flag}`);
+    }
+  }
+  return opts;
+}
+
+async function main(): Promise<void> {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    process.exit(2);
+  }
+  cleanupOnSignals();
+  const machine = `${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+  const results: Result[] = [];
+  // Written after each workload, so an interrupted run keeps what it measured.
+  const save = (): void => {
+    mkdirSync(dirname(opts.out), { recursive: true });
+    writeFileSync(opts.out, JSON.stringify({ date: new Date().toISOString(), machine, proxyMain: opts.run.proxyMain, results }, null, 2) + '\n');
+  };
+  try {
+    for (const mode of opts.modes) {
+      for (const w of opts.workloads) {
+        const r = await runWorkload(mode, w, opts.run);
+        results.push(r);
+        save();
+        process.stderr.write('\n');
+        process.stdout.write(JSON.stringify(r) + '\n');
+      }
+    }
+  } finally {
+    await cleanup();
+  }
+  process.stdout.write(`\n${machine}\n\n${markdownTable(results)}\n`);
+}
+
+void main().catch(async (e: unknown) => {
+  process.stderr.write(`\nbench: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  await cleanup();
+  process.exit(1);
+});

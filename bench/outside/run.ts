@@ -1,0 +1,253 @@
+// One workload in one mode, measured from outside the proxy (see main.ts for the setup).
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { kubeconfigFor } from '../../test/support/kubeconfig.js';
+import { addNamespace, deleteNamespace, ip, LineClient, memoryMiB, spawnIn, stopChild } from './procs.js';
+import { percentile, type Result } from './report.js';
+import {
+  CLUSTER_CIDR,
+  ENDPOINT_RANGE,
+  endpointSlice,
+  NODE_IP,
+  NODE_NAME,
+  node,
+  service,
+  SERVICE_PORT,
+  vip,
+  type Workload,
+} from './workload.js';
+
+export type Mode = 'nftables' | 'iptables';
+
+export interface RunOptions {
+  changes: number;
+  connects: number;
+  profileDir: string | undefined;
+  proxyMain: string;
+  apiMain: string;
+  probeMain: string;
+}
+
+const INSPECT_PORT = 9229;
+const BURST = 2000;
+
+function nowMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function progress(text: string): void {
+  process.stderr.write(`\r\x1b[K${text}`);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** The proxy process and what its log says. */
+class ProxyProcess {
+  syncs = 0;
+  lastSyncAt = 0;
+  private tail = '';
+  private readonly syncWaiters: Array<() => void> = [];
+
+  constructor(readonly child: ChildProcess) {
+    child.stderr!.setEncoding('utf8');
+    child.stdout!.resume();
+    child.stderr!.on('data', (chunk: string) => {
+      const text = this.tail + chunk;
+      const lines = text.split('\n');
+      this.tail = lines.pop()!;
+      for (const l of lines) {
+        if (process.env.KPB_PROXY_LOG) process.stderr.write(l + '\n');
+        if (!l.includes(' synced proxy rules ')) continue;
+        this.syncs++;
+        this.lastSyncAt = nowMs();
+        for (const w of this.syncWaiters.splice(0)) w();
+      }
+    });
+  }
+
+  nextSync(): Promise<void> {
+    return new Promise((resolve) => this.syncWaiters.push(resolve));
+  }
+
+  /** Resolves once no sync was logged for quietMs. */
+  async settled(quietMs: number): Promise<void> {
+    while (nowMs() - this.lastSyncAt < quietMs) await sleep(quietMs / 4);
+  }
+}
+
+/** Loads a ruleset dump into an empty namespace: the kernel's own cost of the proxy's full sync. */
+function kernelFloorMs(mode: Mode, ns: string, scratch: string): number {
+  const floorNs = `${ns}-floor`;
+  addNamespace(floorNs);
+  try {
+    const dump = join(scratch, 'ruleset');
+    if (mode === 'nftables') {
+      writeFileSync(dump, execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kube-proxy'], { maxBuffer: 1 << 30 }));
+      const t0 = nowMs();
+      execFileSync('ip', ['netns', 'exec', floorNs, 'nft', '-f', dump]);
+      return nowMs() - t0;
+    }
+    let save = '';
+    let tool = '';
+    for (const flavour of ['nft', 'legacy']) {
+      save = execFileSync('ip', ['netns', 'exec', ns, `iptables-${flavour}-save`], { maxBuffer: 1 << 30, encoding: 'utf8' });
+      tool = `iptables-${flavour}-restore`;
+      if (save.includes('KUBE-SERVICES')) break;
+    }
+    writeFileSync(dump, save);
+    const t0 = nowMs();
+    execFileSync('ip', ['netns', 'exec', floorNs, tool, dump]);
+    return nowMs() - t0;
+  } finally {
+    deleteNamespace(floorNs);
+  }
+}
+
+async function startProxy(mode: Mode, ns: string, kubeconfig: string, opts: RunOptions, inspect: boolean): Promise<{ proxy: ProxyProcess; startedAt: number }> {
+  const argv = [
+    process.execPath,
+    ...(inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : []),
+    opts.proxyMain,
+    '--kubeconfig', kubeconfig,
+    '--hostname-override', NODE_NAME,
+    '--proxy-mode', mode,
+    '--cluster-cidr', CLUSTER_CIDR,
+    '--iptables-min-sync-period', '0s',
+    '--v', '0',
+  ];
+  const startedAt = nowMs();
+  return { proxy: new ProxyProcess(spawnIn(ns, argv)), startedAt };
+}
+
+/** Milliseconds from `from` until the prober connects to ip:port. */
+async function reachableAfter(probe: LineClient, ipAddr: string, from: () => number | Promise<number>, timeoutMs = 120000): Promise<number> {
+  const answer = probe.send({ op: 'wait', ip: ipAddr, port: SERVICE_PORT, timeoutMs });
+  await probe.nextOther(); // the first attempt is out
+  const t0 = await from();
+  return ((await answer).at as number) - t0;
+}
+
+export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Promise<Result> {
+  const label = `${mode} ${w.name}`;
+  const ns = `kpb-${process.pid}`;
+  const scratch = mkdtempSync(join(tmpdir(), 'kpb-'));
+  let proxy: ProxyProcess | undefined;
+  let api: LineClient | undefined;
+  let probe: LineClient | undefined;
+  try {
+    progress(`${label}: namespace`);
+    addNamespace(ns);
+    // The node's interface: a veth whose peer drops everything, so a VIP without rules is silent.
+    ip('-n', ns, 'link', 'add', 'kpb0', 'type', 'veth', 'peer', 'name', 'kpb1');
+    ip('-n', ns, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'kpb0');
+    ip('-n', ns, 'link', 'set', 'kpb0', 'up');
+    ip('-n', ns, 'link', 'set', 'kpb1', 'up');
+    ip('-n', ns, 'neigh', 'add', '10.0.0.2', 'lladdr', '02:00:00:00:00:02', 'dev', 'kpb0', 'nud', 'permanent');
+    ip('-n', ns, 'route', 'add', 'default', 'via', '10.0.0.2', 'dev', 'kpb0');
+    // Every endpoint IP is local: one server answers for all of them.
+    ip('-n', ns, 'route', 'add', 'local', ENDPOINT_RANGE, 'dev', 'lo');
+
+    api = new LineClient(spawnIn(ns, [process.execPath, opts.apiMain]));
+    const url = (await api.nextOther()).url as string;
+    const kubeconfig = kubeconfigFor(url, { dir: scratch });
+    probe = new LineClient(spawnIn(ns, [process.execPath, opts.probeMain]));
+    await probe.nextOther();
+
+    progress(`${label}: loading ${w.services} services into the API server`);
+    const writes: Array<Promise<unknown>> = [api.send({ op: 'create', kind: 'Node', object: node() })];
+    for (let i = 0; i < w.services; i++) {
+      writes.push(api.send({ op: 'create', kind: 'EndpointSlice', object: endpointSlice(i, w.endpoints) }));
+      writes.push(api.send({ op: 'create', kind: 'Service', object: service(i, w.mixed) }));
+      if (writes.length >= 2000) await Promise.all(writes.splice(0));
+    }
+    await Promise.all(writes);
+
+    progress(`${label}: full sync from process start`);
+    const started = await startProxy(mode, ns, kubeconfig, opts, opts.profileDir !== undefined);
+    proxy = started.proxy;
+    const fullSyncMs = await reachableAfter(probe, vip(w.services - 1), () => started.startedAt);
+    const rssAfterStart = memoryMiB(proxy.child.pid!, 'VmRSS');
+
+    progress(`${label}: kernel floor`);
+    let floorMs = NaN;
+    try {
+      floorMs = kernelFloorMs(mode, ns, scratch);
+    } catch (e) {
+      // Some dumps do not load back as they are listed; the figure is then missing, not the run.
+      process.stderr.write(`\n${label}: kernel floor not measured: ${(e as Error).message.split('\n')[0]}\n`);
+    }
+
+    if (opts.profileDir) await probe.send({ op: 'profile-start', inspectPort: INSPECT_PORT });
+    const changeMs: number[] = [];
+    for (let k = 0; k < opts.changes; k++) {
+      progress(`${label}: change ${k + 1}/${opts.changes}`);
+      const i = w.services + k;
+      await api.send({ op: 'create', kind: 'EndpointSlice', object: endpointSlice(i, w.endpoints) });
+      await proxy.settled(30);
+      changeMs.push(
+        await reachableAfter(probe, vip(i), () => {
+          const t0 = nowMs();
+          void api!.send({ op: 'create', kind: 'Service', object: service(i, w.mixed) });
+          return t0;
+        }),
+      );
+    }
+    let profile: string | undefined;
+    if (opts.profileDir) {
+      mkdirSync(opts.profileDir, { recursive: true });
+      profile = join(opts.profileDir, `${mode}-${w.name.replace(/[^\w]+/g, '-')}.cpuprofile`);
+      await probe.send({ op: 'profile-stop', file: profile });
+    }
+
+    progress(`${label}: first-packet latency`);
+    const connect = (await probe.send({ op: 'connects', ip: vip(0), port: SERVICE_PORT, count: opts.connects })).ms as number[];
+
+    progress(`${label}: burst of ${BURST} changes`);
+    await proxy.settled(200);
+    const rssBeforeBurst = memoryMiB(proxy.child.pid!, 'VmRSS');
+    const syncsBefore = proxy.syncs;
+    const burst: Array<Promise<unknown>> = [];
+    for (let k = 0; k < BURST; k++) {
+      burst.push(api.send({ op: 'update', kind: 'EndpointSlice', object: endpointSlice(k % w.services, w.endpoints, 1 + Math.floor(k / w.services)) }));
+    }
+    await Promise.all(burst);
+    await proxy.settled(1000);
+    const burstSyncs = proxy.syncs - syncsBefore;
+    const rssAfterBurst = memoryMiB(proxy.child.pid!, 'VmRSS');
+    const peakRss = memoryMiB(proxy.child.pid!, 'VmHWM');
+
+    progress(`${label}: restart over the existing rules`);
+    await stopChild(proxy.child);
+    const again = await startProxy(mode, ns, kubeconfig, opts, false);
+    proxy = again.proxy;
+    // A restart that never syncs (its sync keeps failing) is a figure too: NaN after a minute.
+    const synced = await Promise.race([proxy.nextSync().then(() => true), sleep(60000).then(() => false)]);
+    const restartMs = synced ? nowMs() - again.startedAt : NaN;
+
+    return {
+      mode,
+      workload: w.name,
+      services: w.services,
+      endpoints: w.endpoints,
+      fullSyncMs,
+      kernelFloorMs: floorMs,
+      proxyShareMs: fullSyncMs - floorMs,
+      changeP50Ms: percentile(changeMs, 50),
+      changeP99Ms: percentile(changeMs, 99),
+      changes: changeMs.length,
+      restartMs,
+      peakRssMiB: peakRss,
+      rssAfterStartMiB: rssAfterStart,
+      burst: { changes: BURST, syncs: burstSyncs, rssBeforeMiB: rssBeforeBurst, rssAfterMiB: rssAfterBurst },
+      firstPacketP50Ms: percentile(connect, 50),
+      firstPacketP99Ms: percentile(connect, 99),
+      ...(profile ? { profile } : {}),
+    };
+  } finally {
+    for (const c of [proxy?.child, probe?.child, api?.child]) if (c) await stopChild(c);
+    deleteNamespace(ns);
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
