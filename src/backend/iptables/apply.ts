@@ -63,6 +63,14 @@ function toolMessage(stderr: string): string {
     .join('; ');
 }
 
+/** The error for a failed restore, naming the failing line of `input`. */
+function restoreError(tool: string, input: string, code: number, stderr: string): IptablesRestoreError {
+  const message = toolMessage(stderr) || `${tool} exited with ${code}`;
+  const line = failingLine(input, stderr);
+  const lineText = line > 0 ? (input.split('\n')[line - 1] ?? '') : '';
+  return new IptablesRestoreError(`${tool} failed: ${message}${line ? ` (line ${line}: ${lineText.trim()})` : ''}`, tool, message, line, lineText);
+}
+
 /**
  * `<tool>-restore --noflush` with `input` on stdin. Each table of the input is committed
  * atomically: on failure the failing table keeps its previous rules, and the error carries the
@@ -71,17 +79,7 @@ function toolMessage(stderr: string): string {
 export async function restore(input: string, family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<void> {
   const tool = toolFor(family, flavour, 'restore');
   const res = await shellFor(opts).run([tool, '--noflush', WAIT_ARG], input, 'stdin');
-  if (res.code === 0) return;
-  const message = toolMessage(res.stderr) || `${tool} exited with ${res.code}`;
-  const line = failingLine(input, res.stderr);
-  const lineText = line > 0 ? (input.split('\n')[line - 1] ?? '') : '';
-  throw new IptablesRestoreError(
-    `${tool} failed: ${message}${line ? ` (line ${line}: ${lineText.trim()})` : ''}`,
-    tool,
-    message,
-    line,
-    lineText,
-  );
+  if (res.code !== 0) throw restoreError(tool, input, res.code, res.stderr);
 }
 
 /** iptables-save output of the given tables (all of them when omitted). */
