@@ -252,11 +252,12 @@ export class FragmentStore<O> {
   }
 
   /**
-   * Each service port's objects that are in force (the winners of their ids), in the order the
-   * service ports were stored: what a chunked full sync writes one group at a time.
+   * Each service port's objects that are in force (the winners of their ids), for the given
+   * keys or, in the order they were stored, all: what a chunked full sync writes one group at a time.
    */
-  *ownedObjects(): IterableIterator<O[]> {
-    for (const frag of this.frags.values()) {
+  *ownedObjects(keys?: Iterable<string>): IterableIterator<O[]> {
+    const frags = keys ? [...keys].map((k) => this.frags.get(k)).filter((f): f is Fragment<O> => f !== undefined) : this.frags.values();
+    for (const frag of frags) {
       const own = frag.objects.filter((o) => winner(this.objectClaims.get(this.kind.id(o))) === o);
       if (own.length > 0) yield own;
     }

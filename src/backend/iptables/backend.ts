@@ -6,7 +6,7 @@ import type { Backend, BackendConfig, SyncResult } from '../types.js';
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { FragmentStore, type ObjectKind } from '../common/fragments.js';
+import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
 import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from './apply.js';
 import {
@@ -20,6 +20,7 @@ import {
   type IptRuleset,
   toRestoreInput,
 } from './render.js';
+import { DISPATCH_CHAINS } from './base.js';
 import { opsToRestore } from './restore.js';
 
 export interface IptablesBackendOptions {
@@ -69,17 +70,23 @@ class IptState {
   }
 
   /**
-   * The full restore as several transactions: iptables-nft's restore time grows much faster
-   * than linearly with the size of one transaction (measured in docs/iptables-layout.md). First
-   * the fixed chains that hold no service rules (KUBE-MARK-MASQ, which service chains jump to,
-   * and the like); then each service port's own chains in groups of about `budget` lines, every
-   * group flushing and refilling whole services at once; last the dispatch chains, which make
-   * services reachable, and the deletion of stale chains, in one transaction.
+   * The full restore as several transactions, rendered as they are written (a group renders
+   * while the previous one is being restored): iptables-nft's restore time grows much faster
+   * than linearly with the size of one transaction (see docs/iptables-layout.md). First the
+   * fixed chains that cannot refer to a service (KUBE-MARK-MASQ, which service chains jump to,
+   * and the like); then the service ports in key order, each group's own chains in one
+   * transaction of about `budget` lines (whole services at once, so a restart over existing
+   * rules never leaves one half-written); last the dispatch chains, which make the services
+   * reachable, and the deletion of `stale()` chains.
    */
-  chunkedInput(family: IPFamily, stale: Array<{ table: IptChain['table']; name: string }>, budget: number): string[] {
+  async *chunkedInputs(
+    family: IPFamily,
+    snapshot: Snapshot,
+    budget: number,
+    stale: (chains: IptChain[]) => Promise<Array<{ table: IptChain['table']; name: string }>>,
+  ): AsyncGenerator<string> {
     const shared = this.sharedChains();
-    // Late: chains holding service rules, and chains that jump to a late chain.
-    const late = new Set(shared.filter((c) => this.store.items(`${c.table}/${c.name}`).size > 0).map((c) => `${c.table}/${c.name}`));
+    const late = new Set<string>(DISPATCH_CHAINS);
     for (let grew = true; grew; ) {
       grew = false;
       for (const c of shared) {
@@ -90,23 +97,33 @@ class IptState {
         }
       }
     }
-    const isLate = (c: IptChain): boolean => late.has(`${c.table}/${c.name}`);
-    const out = [toRestoreInput({ family, chains: shared.filter((c) => !isLate(c)) })];
-    let group: IptChain[] = [];
+    yield toRestoreInput({ family, chains: shared.filter((c) => !late.has(`${c.table}/${c.name}`)) });
+    const render = (k: string): Fragment<IptChain> => renderServicePort(snapshot.services.get(k)!, this.ctx);
+    let group: string[] = [];
     let lines = 0;
-    for (const own of this.store.ownedObjects()) {
-      const cost = own.reduce((n, c) => n + 1 + c.rules.length, 0);
-      if (group.length > 0 && lines + cost > budget) {
-        out.push(toRestoreInput({ family, chains: group }));
-        group = [];
-        lines = 0;
+    const flush = (): string => {
+      this.store.update(group, render, false);
+      const chains = [...this.store.ownedObjects(group)].flat();
+      group = [];
+      lines = 0;
+      return toRestoreInput({ family, chains });
+    };
+    for (const key of [...snapshot.services.keys()].sort()) {
+      const st = snapshot.services.get(key)!;
+      // A service port's size: its endpoint chains (3 lines each) and its own chains.
+      lines += 8 + 3 * (st.clusterEndpoints.length + st.localEndpoints.length);
+      group.push(key);
+      if (lines >= budget) {
+        const input = flush();
+        if (input.trim() !== '') yield input;
       }
-      group.push(...own);
-      lines += cost;
     }
-    if (group.length > 0) out.push(toRestoreInput({ family, chains: group }));
-    out.push(toRestoreInput({ family, chains: shared.filter(isLate) }, stale));
-    return out;
+    if (group.length > 0) {
+      const input = flush();
+      if (input.trim() !== '') yield input;
+    }
+    const chains = this.chains();
+    yield toRestoreInput({ family, chains: this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`)) }, await stale(chains));
   }
 }
 
@@ -161,21 +178,24 @@ export class IptablesBackend implements Backend {
       kernelUnknown = true;
     }
     const full = kernelUnknown || snapshot.changes.full || large !== this.state?.ctx.largeCluster;
-    let inputs: string[];
-    let operations: number;
+    let inputs: AsyncIterable<string>;
+    let operations: () => number;
     let next: IptState;
     if (full) {
-      next = new IptState(renderContext(this.config, { largeCluster: large }));
-      const keys = [...snapshot.services.keys()].sort();
-      next.store.update(keys, (k) => renderServicePort(snapshot.services.get(k)!, next.ctx), false);
-      const chains = next.chains();
-      const stale = this.opts.dryRun ? [] : kernelUnknown ? await this.staleChains(chains) : this.goneChains(chains);
+      const state = (next = new IptState(renderContext(this.config, { largeCluster: large })));
+      const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
+        this.opts.dryRun ? [] : kernelUnknown ? this.staleChains(chains) : this.goneChains(chains);
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
-      const chunked = this.flavour === 'nft';
-      inputs = chunked
-        ? next.chunkedInput(this.family, stale, this.opts.budget ?? NFT_FULL_SYNC_BUDGET)
-        : [toRestoreInput({ family: this.family, chains }, stale)];
-      operations = chains.reduce((n, c) => n + 1 + c.rules.length, 0) + stale.length;
+      if (this.flavour === 'nft') {
+        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale);
+      } else {
+        inputs = (async function* () {
+          state.store.update([...snapshot.services.keys()].sort(), (k) => renderServicePort(snapshot.services.get(k)!, state.ctx), false);
+          const chains = state.chains();
+          yield toRestoreInput({ family: snapshot.family, chains }, await stale(chains));
+        })();
+      }
+      operations = () => state.chains().reduce((n, c) => n + 1 + c.rules.length, 0);
     } else {
       next = this.state!;
       const keys = new Set([...snapshot.changes.changed, ...snapshot.changes.deleted]);
@@ -185,17 +205,26 @@ export class IptablesBackend implements Backend {
         return st ? renderServicePort(st, next.ctx) : undefined;
       });
       const input = opsToRestore(ops);
-      inputs = input ? [input] : [];
-      operations = ops.length;
+      inputs = (async function* () {
+        if (input) yield input;
+      })();
+      operations = () => ops.length;
     }
-    this.lastInputs = inputs;
+    this.lastInputs = [];
     try {
-      if (this.opts.dryRun) {
-        for (const input of inputs) this.print(input);
-      } else {
-        for (const input of inputs) await restore(input, this.family, this.flavour!, this.exec);
-        if (kernelUnknown) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec);
+      // Each transaction is restored while the next one renders.
+      let pending: Promise<void> | undefined;
+      for await (const input of inputs) {
+        this.lastInputs.push(input);
+        if (this.opts.dryRun) {
+          this.print(input);
+          continue;
+        }
+        await pending;
+        pending = restore(input, this.family, this.flavour!, this.exec);
       }
+      await pending;
+      if (!this.opts.dryRun && kernelUnknown) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec);
     } catch (e) {
       this.syncFailures++;
       this.needFull = true;
@@ -209,11 +238,11 @@ export class IptablesBackend implements Backend {
     }
     this.state = next;
     this.needFull = false;
-    log.v(2, 'iptables sync done', { family: this.family, full, operations, transactions: inputs.length });
+    log.v(2, 'iptables sync done', { family: this.family, full, operations: operations(), transactions: this.lastInputs.length });
     if (!this.opts.dryRun && (snapshot.changes.staleEndpoints.length > 0 || snapshot.changes.staleServiceIPs.length > 0)) {
       await flushStale(this.family, snapshot.changes, this.exec);
     }
-    return { operations, full };
+    return { operations: operations(), full };
   }
 
   /** Chains we wrote last time that the new ruleset does not have. */

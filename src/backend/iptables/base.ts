@@ -12,6 +12,16 @@ export const NODEPORTS = 'KUBE-NODEPORTS';
 export const EXTERNAL_SERVICES = 'KUBE-EXTERNAL-SERVICES';
 export const PROXY_FIREWALL = 'KUBE-PROXY-FIREWALL';
 export const CLUSTER_IPS = 'KUBE-CLUSTER-IPS';
+/** The shared chains service ports add rules to (`table/chain`): they are written after the service chains they jump to. */
+export const DISPATCH_CHAINS: readonly string[] = [
+  `nat/${SERVICES}`,
+  `nat/${NODEPORTS}`,
+  `filter/${SERVICES}`,
+  `filter/${CLUSTER_IPS}`,
+  `filter/${EXTERNAL_SERVICES}`,
+  `filter/${NODEPORTS}`,
+  `filter/${PROXY_FIREWALL}`,
+];
 const FORWARD = 'KUBE-FORWARD';
 const POSTROUTING = 'KUBE-POSTROUTING';
 const KUBELET_FIREWALL = 'KUBE-FIREWALL';
