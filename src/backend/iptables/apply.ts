@@ -108,12 +108,19 @@ export interface JumpRule {
  * one ends up first), later copies of a doubled one removed, all in one restore. The chains
  * jumped to must exist. Returns the number of rules inserted or removed (0 when all was in place).
  */
-export async function ensureJumps(jumps: readonly JumpRule[], family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<number> {
+export async function ensureJumps(
+  jumps: readonly JumpRule[],
+  family: IPFamily,
+  flavour: Flavour,
+  opts: ExecOptions = {},
+  /** The built-in chains as already read (a save of their tables), to avoid reading them again. */
+  known?: SavedTables,
+): Promise<number> {
   if (jumps.length === 0) return 0;
   // Only the built-in chains are listed (`-S CHAIN`), not whole tables: ours can be huge.
-  const saved: SavedTables = new Map();
+  const saved: SavedTables = known ?? new Map();
   const tool = toolFor(family, flavour, 'iptables');
-  for (const key of new Set(jumps.map((j) => `${j.table} ${j.chain}`))) {
+  for (const key of known ? [] : new Set(jumps.map((j) => `${j.table} ${j.chain}`))) {
     const [table, chain] = key.split(' ') as [string, string];
     const res = await runTool([tool, WAIT_ARG, '-t', table, '-S', chain], opts);
     if (res.code !== 0) throw new Error(`${tool} -t ${table} -S ${chain} failed: ${res.stderr.trim() || `exit ${res.code}`}`);

@@ -8,7 +8,7 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
-import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from './apply.js';
+import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour, type SavedTables } from './apply.js';
 import {
   baseChains,
   isLargeCluster,
@@ -43,6 +43,18 @@ export interface IptablesBackendOptions {
  * endpoints (11,000 lines) in 0.6 s, 1,000 (44,000 lines) in 13 s and 2,000 in 92 s.
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
+
+/** Chains of ours in a save of the kernel's tables that the new ruleset does not have. */
+function staleIn(saved: SavedTables, chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
+  const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
+  const stale: Array<{ table: IptChain['table']; name: string }> = [];
+  for (const [table, t] of saved) {
+    for (const name of t.chains.keys()) {
+      if (!t.builtin.has(name) && isKubeProxyChain(table, name) && !want.has(`${table}/${name}`)) stale.push({ table: table as IptChain['table'], name });
+    }
+  }
+  return stale;
+}
 
 const IPT_CHAINS: ObjectKind<IptChain> = {
   id: (c) => `${c.table}/${c.name}`,
@@ -181,10 +193,13 @@ export class IptablesBackend implements Backend {
     let inputs: AsyncIterable<string>;
     let operations: () => number;
     let next: IptState;
+    // What the kernel holds, read before writing anything (cheap on a fresh node): stale chains
+    // of ours and the jumps from the built-in chains are found in it.
+    const saved = full && kernelUnknown && !this.opts.dryRun ? parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter', 'mangle'])) : undefined;
     if (full) {
       const state = (next = new IptState(renderContext(this.config, { largeCluster: large })));
       const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
-        this.opts.dryRun ? [] : kernelUnknown ? this.staleChains(chains) : this.goneChains(chains);
+        this.opts.dryRun ? [] : saved ? staleIn(saved, chains) : this.goneChains(chains);
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
       if (this.flavour === 'nft') {
         inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale);
@@ -224,7 +239,7 @@ export class IptablesBackend implements Backend {
         pending = restore(input, this.family, this.flavour!, this.exec);
       }
       await pending;
-      if (!this.opts.dryRun && kernelUnknown) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec);
+      if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
     } catch (e) {
       this.syncFailures++;
       this.needFull = true;
@@ -249,19 +264,6 @@ export class IptablesBackend implements Backend {
   private goneChains(chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
     const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
     return (this.state?.chains() ?? []).filter((c) => !want.has(`${c.table}/${c.name}`)).map((c) => ({ table: c.table, name: c.name }));
-  }
-
-  /** Chains of ours the kernel holds that the new ruleset does not. */
-  private async staleChains(chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> {
-    const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
-    const saved = parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter', 'mangle']));
-    const stale: Array<{ table: IptChain['table']; name: string }> = [];
-    for (const [table, t] of saved) {
-      for (const name of t.chains.keys()) {
-        if (!t.builtin.has(name) && isKubeProxyChain(table, name) && !want.has(`${table}/${name}`)) stale.push({ table: table as IptChain['table'], name });
-      }
-    }
-    return stale;
   }
 
   /** Removes our chains (and the jumps to them) from this family in the flavour in use. */
