@@ -25,6 +25,13 @@ export function tally(into: Difference[], what: string, count: number): void {
   if (count > 0) into.push({ what, count });
 }
 
+/** Counts named differences of one kind, naming the first few (`changed chain (nat/KUBE-SERVICES, …)`). */
+export function tallyNamed(into: Difference[], what: string, names: readonly string[]): void {
+  if (names.length === 0) return;
+  const shown = names.slice(0, 3).join(', ') + (names.length > 3 ? ', …' : '');
+  into.push({ what: `${what} (${shown})`, count: names.length });
+}
+
 /** Whether two lists hold the same strings as often each, in any order. */
 export function sameMultiset(a: readonly string[], b: readonly string[]): boolean {
   if (a.length !== b.length) return false;
