@@ -29,6 +29,9 @@ export interface NftablesBackendOptions {
   fullReadEvery?: number;
 }
 
+/** How long verify() waits for the monitor to show every change committed so far. */
+const CATCH_UP_MS = 10000;
+
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
   'add-set': 'missing set',
@@ -193,7 +196,11 @@ export class NftablesBackend implements Backend {
    */
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
-    const mon = await this.watch();
+    let mon = await this.watch();
+    if (mon && !(await mon.caughtUp(CATCH_UP_MS))) {
+      log.warn('nft monitor is behind; reading the table back instead', { family: this.family });
+      mon = undefined;
+    }
     const foreign = mon?.take(this.nftFamily);
     const backstop = ++this.verifications % this.opts.fullReadEvery === 0;
     const unseen = !mon || this.monitorRestarted;

@@ -24,7 +24,7 @@ export interface ForeignChanges {
 
 const MARK_PREFIX = 'kpts-write-mark-';
 const GENERATION = /^# new generation \d+ by process (\d+) \(([^)]*)\)$/;
-const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe)-(\\d+)$`);
+const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)$`);
 // `add element ip kube-proxy service-ips { … }`, `delete rule ip kube-proxy services handle 6`,
 // `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
 const OUR_EVENT = new RegExp(`^(\\w+) (\\w+) (ip6?) ${TABLE}(?: ([^\\s{]+))?`);
@@ -47,6 +47,7 @@ export class NftMonitor {
   private events: PendingEvent[] = [];
   private readonly openWrites = new Set<number>();
   private readonly foreign = new Map<NftFamily, ForeignChanges>();
+  /** Probe and sync markers printed and not yet waited for. */
   private readonly seen = new Set<string>();
   private readonly waiters = new Map<string, () => void>();
   private seq = 0;
@@ -77,28 +78,46 @@ export class NftMonitor {
   }
 
   /** Commits a marker transaction: its table is added and deleted at once, leaving no trace. */
-  private async mark(kind: 'begin' | 'end' | 'probe', id: number): Promise<void> {
+  private async mark(kind: 'begin' | 'end' | 'probe' | 'sync', id: number): Promise<void> {
     const name = `${MARK_PREFIX}${kind}-${id}`;
     await applyScript(`add table ip ${name}\ndelete table ip ${name}\n`, this.exec);
   }
 
-  private async probe(): Promise<boolean> {
+  /**
+   * Commits a marker and waits until the monitor prints it: every change committed before has
+   * been seen by then. False when it does not show within `timeoutMs` (or the monitor died).
+   */
+  private async shown(kind: 'probe' | 'sync', timeoutMs: number, repeatMs?: number): Promise<boolean> {
+    if (this.dead) return false;
     const id = this.seq++;
-    const key = `probe-${id}`;
+    const key = `${kind}-${id}`;
     const shown = new Promise<void>((resolve) => this.waiters.set(key, resolve));
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, READY_TIMEOUT_MS)));
-    // The monitor subscribes only after loading the ruleset: repeat the probe until it shows.
-    const repeat = setInterval(() => void this.mark('probe', id).catch(() => undefined), 500);
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    const repeat = repeatMs ? setInterval(() => void this.mark(kind, id).catch(() => undefined), repeatMs) : undefined;
     try {
-      await this.mark('probe', id);
+      await this.mark(kind, id);
       await Promise.race([shown, timeout]);
     } finally {
       clearInterval(repeat);
       clearTimeout(timer);
       this.waiters.delete(key);
     }
-    const ok = this.seen.has(key) && !this.dead;
+    const ok = this.seen.delete(key);
+    return ok && !this.dead;
+  }
+
+  /**
+   * Waits until the monitor has printed every change committed so far (it lags behind a large
+   * write: tens of thousands of element lines). False when it has not within `timeoutMs`.
+   */
+  caughtUp(timeoutMs: number): Promise<boolean> {
+    return this.shown('sync', timeoutMs);
+  }
+
+  private async probe(): Promise<boolean> {
+    // The monitor subscribes only after loading the ruleset: repeat the probe until it shows.
+    const ok = await this.shown('probe', READY_TIMEOUT_MS, 500);
     if (!ok) {
       log.warn('nft monitor did not start; foreign changes are found by reading the table back', {});
       this.stop();
@@ -156,8 +175,10 @@ export class NftMonitor {
       if (marker[2] === 'begin') this.openWrites.add(id);
       else if (marker[2] === 'end') this.openWrites.delete(id);
       const key = `${marker[2]}-${id}`;
-      this.seen.add(key);
-      this.waiters.get(key)?.();
+      if (this.waiters.has(key)) {
+        this.seen.add(key);
+        this.waiters.get(key)!();
+      }
       return;
     }
     const ev = OUR_EVENT.exec(line);
