@@ -196,14 +196,12 @@ export class NftablesBackend implements Backend {
    */
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
-    let mon = await this.watch();
-    if (mon && !(await mon.caughtUp(CATCH_UP_MS))) {
-      log.warn('nft monitor is behind; reading the table back instead', { family: this.family });
-      mon = undefined;
-    }
+    const mon = await this.watch();
+    const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
+    if (mon && !current) log.warn('nft monitor is behind; reading the table back instead', { family: this.family });
     const foreign = mon?.take(this.nftFamily);
     const backstop = ++this.verifications % this.opts.fullReadEvery === 0;
-    const unseen = !mon || this.monitorRestarted;
+    const unseen = !current || this.monitorRestarted;
     this.monitorRestarted = false;
     if (!foreign && !backstop && !unseen && this.check.inSync()) return NOTHING_TO_REPAIR;
     if (foreign) {

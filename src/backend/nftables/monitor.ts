@@ -7,7 +7,7 @@
 // costs seconds at 10,000 services, so it is done only when this reports a change (and, as a
 // backstop, at a longer interval).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { helperFor, keepAlive, type ExecOptions } from '../common/exec.js';
+import { DIE_WITH_PARENT, helperFor, keepAlive, type ExecOptions } from '../common/exec.js';
 import { log } from '../../log.js';
 import { applyScript } from './apply.js';
 import { TABLE, type NftFamily } from './render.js';
@@ -53,7 +53,8 @@ export class NftMonitor {
   private seq = 0;
 
   constructor(private readonly wrap: string[]) {
-    const argv = [...wrap, 'nft', 'monitor'];
+    // It never reads its input, so it would not notice the proxy being killed: the kernel kills it.
+    const argv = [...DIE_WITH_PARENT, ...wrap, 'nft', 'monitor'];
     this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (d: string) => this.onData(d));
