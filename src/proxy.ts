@@ -26,7 +26,15 @@ export interface ProxyObserver {
   familySynced?(family: IPFamily, full: boolean | null, seconds: number): void;
   /** A backend's sync threw. */
   backendFailed?(mode: string, family: IPFamily): void;
+  /** A backend's verification found the kernel differing from its rules and repaired `items` of them. */
+  kernelRepaired?(mode: string, family: IPFamily, items: number): void;
 }
+
+/**
+ * A verification is due once per syncPeriod. Periodic syncs start exactly one syncPeriod
+ * apart; the slack keeps a timer that fires a little early from skipping one.
+ */
+const VERIFY_SLACK = 0.9;
 
 export interface ProxyOptions {
   config: KubeProxyConfiguration;
@@ -77,6 +85,8 @@ export class Proxy {
   private readonly undescribed = new Map<IPFamily, { changed: Set<string>; deleted: Set<string> }>();
   /** performance.now() at the start of the latest sync. */
   private syncStartedAt = 0;
+  /** performance.now() at the start of the sync that last verified the kernel; null before the first. */
+  private verifiedAt: number | null = null;
 
   constructor(private readonly opts: ProxyOptions) {
     this.config = opts.config;
@@ -222,6 +232,7 @@ export class Proxy {
 
   private async syncFamilies(): Promise<void> {
     const backends = this.ensureBackends();
+    const verify = this.verifyDue();
     for (const [family, backend] of backends) {
       const snap = this.model.snapshot(family);
       this.lastSnapshots.set(family, snap);
@@ -251,7 +262,19 @@ export class Proxy {
       log.v(2, () => describeChanges(snap, carried));
       const seconds = (performance.now() - started) / 1000;
       for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
+      if (verify && backend.verify) {
+        const v = await backend.verify();
+        if (v.repaired > 0) for (const o of this.observers) o.kernelRepaired?.(backend.mode, family, v.repaired);
+      }
     }
+    // Only a sync that verified every family counts: a failed one is verified again at its retry.
+    if (verify) this.verifiedAt = this.syncStartedAt;
+  }
+
+  /** Whether this sync also verifies the kernel: at the first sync, then once per syncPeriod. */
+  private verifyDue(): boolean {
+    if (this.verifiedAt === null) return true;
+    return this.syncStartedAt - this.verifiedAt >= VERIFY_SLACK * syncPeriodsMs(this.config).syncPeriodMs;
   }
 
   private carryUndescribed(snap: Snapshot): void {

@@ -93,6 +93,8 @@ function removingLeftoversFirst(backend: Backend, remove: () => Promise<void>): 
     cleanup: () => backend.cleanup(),
   };
   if (backend.describe) wrapped.describe = () => backend.describe!();
+  if (backend.kernelInSync) wrapped.kernelInSync = () => backend.kernelInSync!();
+  if (backend.verify) wrapped.verify = () => backend.verify!();
   return wrapped;
 }
 

@@ -21,6 +21,14 @@ export interface BackendConfig {
   localhostNodePorts?: boolean;
 }
 
+/** What one verification of the kernel against the last written ruleset found and repaired. */
+export interface VerifyResult {
+  /** Items (elements, rules, chains, sets, tables) that differed and were rewritten; 0 when all matched. */
+  repaired: number;
+  /** Short descriptions of the differences, for the log. */
+  differences: string[];
+}
+
 export interface SyncResult {
   /** Number of kernel operations sent (rules / elements / commands), for tests and metrics. */
   operations: number;
@@ -46,4 +54,10 @@ export interface Backend {
    * reports it. A backend that cannot tell leaves this out.
    */
   kernelInSync?(): boolean;
+  /**
+   * Compares the kernel with what this backend last wrote and rewrites only what differs.
+   * Called once per syncPeriod, after a sync; throws when the repair fails (the next call
+   * tries again). Backends that cannot read their rules back leave this out.
+   */
+  verify?(): Promise<VerifyResult>;
 }

@@ -83,6 +83,7 @@ export class ProxyMetrics implements HealthCounters {
   /** The mode's failed-sync counter, when upstream has one for it. */
   private readonly syncFailures: Counter | undefined;
   private readonly healthzTotal: Counter<'code'>;
+  private readonly repairs: Counter<'mode'>;
   private readonly livezTotal: Counter<'code'>;
 
   constructor(opts: ProxyMetricsOptions) {
@@ -160,6 +161,13 @@ export class ProxyMetrics implements HealthCounters {
         }
       },
     });
+    this.repairs = new Counter({
+      name: 'kubeproxy_sync_proxy_rules_repairs_total',
+      help: 'Kernel rules (elements, rules, chains, sets, tables) found differing from the rules last written and rewritten, by mode',
+      labelNames: ['mode'],
+      registers,
+    });
+    this.repairs.inc({ mode: opts.mode }, 0);
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -202,6 +210,11 @@ export class ProxyMetrics implements HealthCounters {
   /** A backend's sync threw; only the configured mode's backends count. */
   backendFailed(mode: string, _family: IPFamily): void {
     if (mode === this.mode) this.syncFailures?.inc();
+  }
+
+  /** A backend's verification repaired `items` differing kernel rules. */
+  kernelRepaired(mode: string, _family: IPFamily, items: number): void {
+    this.repairs.inc({ mode }, items);
   }
 
   healthz(code: number): void {

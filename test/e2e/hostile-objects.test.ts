@@ -1,12 +1,14 @@
 // Property test: random and hostile API objects (bad CIDRs and IPs, huge and deeply nested
 // values, duplicate ClusterIPs, ports and NodePorts, external IPs that are loopback or another
-// Service's ClusterIP, names of every length) through the model and the nftables renderer.
-// Nothing may throw, and every rendered ruleset must pass the kernel's own checker
-// (`nft -c -f -`) inside a throwaway network namespace.
+// Service's ClusterIP, names of every length) through the model and both kernel renderers.
+// Nothing may throw, and every rendered ruleset must pass the kernel's own checkers inside a
+// throwaway network namespace: `nft -c -f -` for nftables, `iptables-restore --test` and
+// `ip6tables-restore --test` (nft and legacy flavours) for iptables.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
+import { render as renderIptables, toRestoreInput } from '../../src/backend/iptables/render.js';
 import { render, toNftScript } from '../../src/backend/nftables/render.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import type { KubeObject } from '../../src/model/k8s.js';
@@ -76,7 +78,8 @@ function service(g: Gen): KubeObject {
     apiVersion: 'v1',
     kind: 'Service',
     metadata: {
-      name: value(g, () => name(g)),
+      // Some valid names, so that slices attach and endpoint rules are rendered too.
+      name: value(g, () => (g.chance(0.4) ? g.pick(['web', 'api', 'db', `svc-${g.int(0, 40)}`]) : name(g))),
       namespace: value(g, () => g.pick(['default', 'ns1', name(g)])),
       creationTimestamp: value(g, () => g.pick(['2024-01-01T00:00:00Z', '2023-06-01T00:00:00Z', 'not a time'])),
       annotations: g.chance(0.1) ? { deep: DEEP } : undefined,
@@ -111,7 +114,7 @@ function slice(g: Gen, svcName: unknown, svcNs: unknown): KubeObject {
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
-    metadata: { name: value(g, () => name(g)), namespace: svcNs, labels: value(g, () => ({ 'kubernetes.io/service-name': svcName })) },
+    metadata: { name: value(g, () => (g.chance(0.5) ? `slice-${g.int(0, 1000)}` : name(g))), namespace: svcNs, labels: value(g, () => ({ 'kubernetes.io/service-name': svcName })) },
     addressType: family,
     ports: value(g, () => [{ name: g.pick(['p0', 'p1', '']), port: value(g, () => g.pick([8080, 0, 70000])), protocol: g.pick(['TCP', 'UDP', 'SCTP']) }]),
     endpoints: value(g, () =>
@@ -124,6 +127,48 @@ function slice(g: Gen, svcName: unknown, svcNs: unknown): KubeObject {
       })),
     ),
   } as unknown as KubeObject;
+}
+
+/**
+ * A well-formed Service with endpoint slices in both families but random valid settings (type,
+ * protocol, affinity, policies, odd source ranges): hostile objects rarely get as far as
+ * endpoints, and rules with endpoints must pass the checkers too.
+ */
+function plausible(g: Gen, n: number): KubeObject[] {
+  const name = `ok-${n}`;
+  const type = g.pick(['ClusterIP', 'NodePort', 'LoadBalancer']);
+  const protocol = g.pick(['TCP', 'UDP', 'SCTP']);
+  const svc = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace: 'default', creationTimestamp: '2024-01-01T00:00:00Z' },
+    spec: {
+      type,
+      clusterIP: `10.96.1.${n}`,
+      clusterIPs: [`10.96.1.${n}`, `fd00:96::1:${n}`],
+      ipFamilies: ['IPv4', 'IPv6'],
+      ports: [{ name: 'p0', protocol, port: g.pick([80, 53, 65535]), ...(type === 'ClusterIP' ? {} : { nodePort: 30000 + n }) }],
+      externalIPs: g.chance(0.3) ? ['203.0.113.7', '2001:db8::7'] : undefined,
+      loadBalancerSourceRanges: type === 'LoadBalancer' && g.chance(0.5) ? Array.from({ length: g.int(1, 3) }, () => g.pick(CIDRS)) : undefined,
+      sessionAffinity: g.pick(['ClientIP', 'None']),
+      externalTrafficPolicy: type === 'ClusterIP' ? undefined : g.pick(['Local', 'Cluster']),
+      internalTrafficPolicy: g.pick(['Local', 'Cluster']),
+    },
+    status: type === 'LoadBalancer' ? { loadBalancer: { ingress: [{ ip: `192.0.2.${n}` }, { ip: `2001:db8::1:${n}` }] } } : {},
+  };
+  const slices = (['IPv4', 'IPv6'] as const).map((family) => ({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: `${name}-${family.toLowerCase()}`, namespace: 'default', labels: { 'kubernetes.io/service-name': name } },
+    addressType: family,
+    ports: [{ name: 'p0', port: g.pick([8080, 1, 65535]), protocol }],
+    endpoints: Array.from({ length: g.int(1, 4) }, (_, i) => ({
+      addresses: [family === 'IPv4' ? `10.244.${1 + (i % 2)}.${n}` : `fd00:244:${1 + (i % 2)}::${n}`],
+      conditions: { ready: g.chance(0.8), serving: g.chance(0.9), terminating: g.chance(0.2) },
+      nodeName: `node-${1 + (i % 2)}`,
+    })),
+  }));
+  return [svc, ...slices] as unknown as KubeObject[];
 }
 
 function configFor(family: IPFamily): BackendConfig {
@@ -151,12 +196,24 @@ function nftCheck(script: string): string {
   }
 }
 
+/** iptables-restore's test mode for a family and flavour; returns its complaint, or '' when the input is accepted. */
+function iptablesCheck(input: string, family: IPFamily, flavour: 'nft' | 'legacy'): string {
+  const tool = `${family === 'IPv6' ? 'ip6tables' : 'iptables'}-${flavour}-restore`;
+  try {
+    execFileSync('ip', ['netns', 'exec', ns.name, tool, '--test'], { input, stdio: ['pipe', 'pipe', 'pipe'] });
+    return '';
+  } catch (err) {
+    return `${tool}: ${String((err as { stderr?: Buffer }).stderr ?? err).slice(0, 2000)}`;
+  }
+}
+
 for (const seed of [11, 12, 13, 14]) {
-  test(`hostile objects, seed ${seed}: no throw; every ruleset passes nft -c`, () => {
+  test(`hostile objects, seed ${seed}: no throw; every ruleset passes nft -c and iptables-restore --test`, () => {
     const g = new Gen(prng(seed));
     const model = new ProxyModel({ nodeName: 'node-1' });
     model.apply({ kind: 'Node', type: 'ADDED', object: { metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/zone': 'a' } } } as KubeObject });
     const live: KubeObject[] = [];
+    let withEndpoints = 0;
     const orig = process.stderr.write.bind(process.stderr);
     // The model logs every bad object; thousands of warnings would drown the test output.
     process.stderr.write = (() => true) as typeof process.stderr.write;
@@ -175,16 +232,26 @@ for (const seed of [11, 12, 13, 14]) {
           live.push(s);
           model.apply({ kind: 'EndpointSlice', type: 'ADDED', object: s });
         }
+        for (const o of plausible(g, 10 * round + g.int(0, 9))) {
+          model.apply({ kind: o.kind === 'Service' ? 'Service' : 'EndpointSlice', type: 'ADDED', object: o });
+        }
         for (const family of ['IPv4', 'IPv6'] as const) {
           const snap = model.snapshot(family);
           const script = toNftScript(render(snap, configFor(family)));
           const complaint = nftCheck(script);
           assert.equal(complaint, '', `seed ${seed} round ${round} ${family}`);
+          const input = toRestoreInput(renderIptables(snap, configFor(family)));
+          if (/^-A KUBE-SEP-/m.test(input)) withEndpoints++;
+          for (const flavour of ['nft', 'legacy'] as const) {
+            assert.equal(iptablesCheck(input, family, flavour), '', `seed ${seed} round ${round} ${family} iptables-${flavour}`);
+          }
         }
       }
     } finally {
       process.stderr.write = orig;
     }
+    // Rulesets without Service endpoints would prove little about the iptables renderer.
+    assert.ok(withEndpoints > 0, `seed ${seed}: some iptables ruleset has endpoint chains`);
     // Internal errors would show up as skipped objects of their own reason.
     assert.equal(model.invalidObjects.get('Event/internal-error'), undefined);
   });

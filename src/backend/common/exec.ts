@@ -11,7 +11,7 @@ export const EXEC_TEMP_PREFIX = 'kpt-exec-';
 
 // With setpriv, a helper shell and every tool it starts get SIGKILL when their parent dies:
 // a proxy killed outright leaves neither a shell nor a half-run tool behind.
-const DIE_WITH_PARENT = (process.env.PATH ?? '').split(delimiter).some((d) => d !== '' && existsSync(join(d, 'setpriv')))
+export const DIE_WITH_PARENT = (process.env.PATH ?? '').split(delimiter).some((d) => d !== '' && existsSync(join(d, 'setpriv')))
   ? ['setpriv', '--pdeathsig', 'KILL', '--']
   : [];
 

@@ -2,7 +2,7 @@
 // --noflush into whichever iptables flavour (nft or legacy) the node already uses. A full sync
 // rewrites every chain of ours; a partial sync writes only what the changed service ports
 // contribute (see docs/iptables-layout.md).
-import type { Backend, BackendConfig, SyncResult } from '../types.js';
+import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.js';
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
@@ -22,6 +22,7 @@ import {
 } from './render.js';
 import { DISPATCH_CHAINS } from './base.js';
 import { opsToRestore } from './restore.js';
+import { KernelCheck, NOTHING_TO_REPAIR, sameMultiset, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 
 export interface IptablesBackendOptions {
   /** Print the restore input instead of applying it (no privileges needed). */
@@ -44,17 +45,6 @@ export interface IptablesBackendOptions {
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
 
-/** Chains of ours in a save of the kernel's tables that the new ruleset does not have. */
-function staleIn(saved: SavedTables, chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
-  const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
-  const stale: Array<{ table: IptChain['table']; name: string }> = [];
-  for (const [table, t] of saved) {
-    for (const name of t.chains.keys()) {
-      if (!t.builtin.has(name) && isKubeProxyChain(table, name) && !want.has(`${table}/${name}`)) stale.push({ table: table as IptChain['table'], name });
-    }
-  }
-  return stale;
-}
 
 const IPT_CHAINS: ObjectKind<IptChain> = {
   id: (c) => `${c.table}/${c.name}`,
@@ -150,12 +140,14 @@ export class IptablesBackend implements Backend {
   private state: IptState | undefined;
   private needFull = true;
   private startedUp = false;
+  private readonly check: KernelCheck;
 
   constructor(
     private readonly config: BackendConfig,
     private readonly opts: IptablesBackendOptions = {},
   ) {
     this.family = config.family;
+    this.check = new KernelCheck(this.mode, this.family);
     if (opts.flavour) this.flavour = opts.flavour;
   }
 
@@ -199,7 +191,7 @@ export class IptablesBackend implements Backend {
     if (full) {
       const state = (next = new IptState(renderContext(this.config, { largeCluster: large })));
       const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
-        this.opts.dryRun ? [] : saved ? staleIn(saved, chains) : this.goneChains(chains);
+        this.opts.dryRun ? [] : saved ? staleChains(saved, new Set(chains.map((c) => `${c.table}/${c.name}`))) : this.goneChains(chains);
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
       if (this.flavour === 'nft') {
         inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale);
@@ -266,6 +258,49 @@ export class IptablesBackend implements Backend {
     return (this.state?.chains() ?? []).filter((c) => !want.has(`${c.table}/${c.name}`)).map((c) => ({ table: c.table, name: c.name }));
   }
 
+  /**
+   * Compares our chains and the jumps into them with what iptables-save prints (rules are
+   * written in its canonical form, so texts compare) and rewrites only the chains that differ,
+   * deletes chains of ours that should not exist and re-inserts missing jumps.
+   */
+  async verify(): Promise<VerifyResult> {
+    if (this.opts.dryRun || !this.state || !this.flavour) return NOTHING_TO_REPAIR;
+    return this.check.run(() => this.findDifferences(this.state!, this.flavour!));
+  }
+
+  kernelInSync(): boolean {
+    return this.check.inSync();
+  }
+
+  private async findDifferences(state: IptState, flavour: Flavour): Promise<Finding> {
+    const saved = parseSave(await saveTables(this.family, flavour, this.exec, ['nat', 'filter', 'mangle']));
+    const differences: Difference[] = [];
+    const rewrite: IptChain[] = [];
+    const missing: string[] = [];
+    const changed: string[] = [];
+    for (const c of chainsToCompare(state)) {
+      const kernel = saved.get(c.table)?.chains.get(c.name);
+      if (kernel && sameChain(kernel, c)) continue;
+      (kernel ? changed : missing).push(`${c.table}/${c.name}`);
+      rewrite.push(c.chain);
+    }
+    tallyNamed(differences, 'missing chain', missing);
+    tallyNamed(differences, 'changed chain', changed);
+    const stale = staleChains(saved, new Set(state.chains().map((c) => `${c.table}/${c.name}`)));
+    tallyNamed(differences, 'unexpected chain', stale.map((c) => `${c.table}/${c.name}`));
+    const jumps = jumpRules(state.ctx);
+    const wrongJumps = jumps.filter((j) => (saved.get(j.table)?.chains.get(j.chain) ?? []).filter((r) => r === j.rule).length !== 1).length;
+    tally(differences, 'missing or doubled jump from a built-in chain', wrongJumps);
+    if (differences.length === 0) return { differences };
+    return {
+      differences,
+      apply: async () => {
+        if (rewrite.length > 0 || stale.length > 0) await restore(toRestoreInput({ family: this.family, chains: rewrite }, stale), this.family, flavour, this.exec);
+        if (wrongJumps > 0) await ensureJumps(jumps, this.family, flavour, this.exec);
+      },
+    };
+  }
+
   /** Removes our chains (and the jumps to them) from this family in the flavour in use. */
   async cleanup(): Promise<void> {
     this.state = undefined;
@@ -283,4 +318,41 @@ export class IptablesBackend implements Backend {
   ruleset(): IptRuleset | undefined {
     return this.state ? { family: this.family, chains: this.state.chains() } : undefined;
   }
+}
+
+interface ComparedChain {
+  table: IptChain['table'];
+  name: string;
+  chain: IptChain;
+  /** Rules of service ports in a shared chain, in no particular order (undefined: the whole chain is ordered). */
+  unordered?: string[];
+  /** The shared chain's fixed rules, which come last in this order. */
+  tail?: string[];
+}
+
+/** Every chain we wrote; a shared chain's service rules compare in any order, its fixed tail exactly. */
+function chainsToCompare(state: IptState): ComparedChain[] {
+  const shared = state.base.map((c) => {
+    const unordered = [...state.store.items(`${c.table}/${c.name}`).keys()];
+    return { table: c.table, name: c.name, chain: { ...c, rules: [...unordered, ...c.rules] }, unordered, tail: c.rules };
+  });
+  return [...shared, ...state.store.objects().map((c) => ({ table: c.table, name: c.name, chain: c }))];
+}
+
+function sameChain(kernel: string[], c: ComparedChain): boolean {
+  if (!c.unordered) return kernel.length === c.chain.rules.length && kernel.every((r, i) => r === c.chain.rules[i]);
+  const tail = c.tail!;
+  const head = kernel.length - tail.length;
+  return head >= 0 && tail.every((r, i) => kernel[head + i] === r) && sameMultiset(kernel.slice(0, head), c.unordered);
+}
+
+/** Chains of ours the kernel holds that the ruleset does not. */
+function staleChains(saved: SavedTables, want: Set<string>): Array<{ table: IptChain['table']; name: string }> {
+  const stale: Array<{ table: IptChain['table']; name: string }> = [];
+  for (const [table, t] of saved) {
+    for (const name of t.chains.keys()) {
+      if (!t.builtin.has(name) && isKubeProxyChain(table, name) && !want.has(`${table}/${name}`)) stale.push({ table: table as IptChain['table'], name });
+    }
+  }
+  return stale;
 }

@@ -189,12 +189,19 @@ function jsonAtom(x: Json): string {
   throw new Error(`unexpected element in nft JSON: ${JSON.stringify(x)}`);
 }
 
+/** Our table as read back from the kernel: sets with their elements, chains without their rules. */
+export interface ReadBack {
+  ruleset: NftRuleset;
+  /** Number of rules in each chain. */
+  ruleCounts: Map<string, number>;
+}
+
 /**
  * Reads our table back from the kernel (`nft -j list table`), or undefined when it does not
- * exist. Set declarations and chain rules are not reconstructed: a sync treats every existing
- * chain as changed and every existing set as compatible.
+ * exist. Set declarations and rule texts are not reconstructed (nft prints rules in its own
+ * normal form, not the one we wrote); each chain's rules are counted.
  */
-export async function readTable(family: NftFamily, opts: ExecOptions = {}): Promise<NftRuleset | undefined> {
+export async function readBack(family: NftFamily, opts: ExecOptions = {}): Promise<ReadBack | undefined> {
   const res = await run(['nft', '-j', 'list', 'table', family, TABLE], undefined, opts);
   if (res.code !== 0) {
     if (/No such file or directory/.test(res.stderr)) return undefined;
@@ -202,6 +209,7 @@ export async function readTable(family: NftFamily, opts: ExecOptions = {}): Prom
   }
   const doc = JSON.parse(res.stdout) as { nftables: Array<Record<string, Json>> };
   const rs: NftRuleset = { family, table: TABLE, sets: [], chains: [] };
+  const ruleCounts = new Map<string, number>();
   for (const item of doc.nftables) {
     const s = (item.set ?? item.map) as { name: string; elem?: Json[]; flags?: string[] } | undefined;
     if (s) {
@@ -214,9 +222,23 @@ export async function readTable(family: NftFamily, opts: ExecOptions = {}): Prom
       rs.sets.push(set);
     }
     const c = item.chain as { name: string } | undefined;
-    if (c) rs.chains.push({ name: c.name, rules: [] });
+    if (c) {
+      rs.chains.push({ name: c.name, rules: [] });
+      if (!ruleCounts.has(c.name)) ruleCounts.set(c.name, 0);
+    }
+    const r = item.rule as { chain: string } | undefined;
+    if (r) ruleCounts.set(r.chain, (ruleCounts.get(r.chain) ?? 0) + 1);
   }
-  return rs;
+  return { ruleset: rs, ruleCounts };
+}
+
+/**
+ * Reads our table back from the kernel, or undefined when it does not exist. Set declarations
+ * and chain rules are not reconstructed: a sync treats every existing chain as changed and
+ * every existing set as compatible.
+ */
+export async function readTable(family: NftFamily, opts: ExecOptions = {}): Promise<NftRuleset | undefined> {
+  return (await readBack(family, opts))?.ruleset;
 }
 
 /** Plain-text listing of our table, '' when absent. */

@@ -1,12 +1,14 @@
 // The nftables backend: renders snapshots (pure) and applies the difference to the kernel.
-import type { Backend, BackendConfig, SyncResult } from '../types.js';
+import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.js';
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { NftError, applyScript, deleteTables, readTable } from './apply.js';
+import { NftError, applyScript, deleteTables, readBack, readTable } from './apply.js';
 import { diff, opsToScripts, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
-import { TABLE, describeRuleset, toNftScript, type NftRuleset } from './render.js';
+import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
+import { monitorFor, type ForeignChanges, type NftMonitor } from './monitor.js';
+import { TABLE, describeRuleset, toNftScript, type NftFamily, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 
 export interface NftablesBackendOptions {
@@ -20,7 +22,27 @@ export interface NftablesBackendOptions {
   budget?: number;
   /** Remove iptables / ipvs mode leftovers before the first sync (default: true unless dry-run). */
   removeLeftovers?: boolean;
+  /**
+   * verify() reads the whole table back at every this many calls even when the monitor saw no
+   * foreign change (default 10: every 5 minutes with a 30 s syncPeriod). 1 reads it every time.
+   */
+  fullReadEvery?: number;
 }
+
+/** How long verify() waits for the monitor to show every change committed so far. */
+const CATCH_UP_MS = 10000;
+
+/** What a repair of each operation kind says it fixed. */
+const REPAIR_WORDS: Record<NftOp['kind'], string> = {
+  'add-set': 'missing set',
+  'delete-set': 'unexpected set',
+  'add-chain': 'missing chain',
+  'replace-chain': 'changed chain',
+  'delete-chain': 'unexpected chain',
+  'add-element': 'missing element in',
+  'replace-element': 'wrong element value in',
+  'delete-element': 'unexpected element in',
+};
 
 export class NftablesBackend implements Backend {
   readonly mode = 'nftables';
@@ -32,19 +54,48 @@ export class NftablesBackend implements Backend {
   private state: RulesetState | undefined;
   private needFull = true;
   private startedUp = false;
-  private readonly opts: Required<Pick<NftablesBackendOptions, 'dryRun' | 'budget' | 'removeLeftovers'>> & NftablesBackendOptions;
+  private readonly opts: Required<Pick<NftablesBackendOptions, 'dryRun' | 'budget' | 'removeLeftovers' | 'fullReadEvery'>> & NftablesBackendOptions;
+  private readonly nftFamily: NftFamily;
+  private readonly check: KernelCheck;
+  /** The monitor our writes are bracketed for; a new one means changes may have gone unseen. */
+  private monitor: NftMonitor | undefined;
+  private monitorRestarted = false;
+  private verifications = 0;
 
   constructor(
     private readonly config: BackendConfig,
     opts: NftablesBackendOptions = {},
   ) {
     this.family = config.family;
+    this.nftFamily = config.family === 'IPv6' ? 'ip6' : 'ip';
+    this.check = new KernelCheck(this.mode, this.family);
     this.opts = {
       ...opts,
       dryRun: opts.dryRun ?? false,
       budget: opts.budget ?? 20000,
       removeLeftovers: opts.removeLeftovers ?? !opts.dryRun,
+      fullReadEvery: Math.max(1, opts.fullReadEvery ?? 10),
     };
+  }
+
+  /** The running monitor, started (and its subscription confirmed) on first use; undefined when it cannot run. */
+  private async watch(): Promise<NftMonitor | undefined> {
+    const mon = monitorFor(this.exec);
+    if (mon !== this.monitor) {
+      if (this.monitor) this.monitorRestarted = true;
+      this.monitor = mon;
+    }
+    return (await mon.ready) && !mon.dead ? mon : undefined;
+  }
+
+  /** Sends scripts as one write of ours, so the monitor does not take it for a foreign change. */
+  private async write(scripts: string[]): Promise<void> {
+    const send = async (): Promise<void> => {
+      for (const s of scripts) await applyScript(s, this.exec);
+    };
+    const mon = await this.watch();
+    if (mon) await mon.ownWrite(send);
+    else await send();
   }
 
   private get exec(): { wrap?: string[] } {
@@ -82,7 +133,9 @@ export class NftablesBackend implements Backend {
         if (full) this.print(describeRuleset(next.ruleset()));
         else for (const s of scripts) this.print(s);
       } else {
-        for (const s of scripts) await applyScript(s, this.exec);
+        // A full sync rewrites what a foreign change may have touched.
+        if (full) (await this.watch())?.take(this.nftFamily);
+        await this.write(scripts);
       }
     } catch (e) {
       this.syncFailures++;
@@ -129,7 +182,77 @@ export class NftablesBackend implements Backend {
   async cleanup(): Promise<void> {
     this.state = undefined;
     this.needFull = true;
-    if (!this.opts.dryRun) await deleteTables(this.exec);
+    if (this.opts.dryRun) return;
+    const mon = await this.watch();
+    if (mon) await mon.ownWrite(() => deleteTables(this.exec));
+    else await deleteTables(this.exec);
+  }
+
+  /**
+   * Proves the kernel holds the table last written and repairs what differs. The monitor makes
+   * this free while nobody else touches the table: the table is read back (seconds at 10,000
+   * services) only after a foreign change, when the monitor is unavailable or was restarted,
+   * after a failed repair, and at every `fullReadEvery`-th call.
+   */
+  async verify(): Promise<VerifyResult> {
+    if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
+    const mon = await this.watch();
+    const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
+    if (mon && !current) log.warn('nft monitor is behind; reading the table back instead', { family: this.family });
+    const foreign = mon?.take(this.nftFamily);
+    const backstop = ++this.verifications % this.opts.fullReadEvery === 0;
+    const unseen = !current || this.monitorRestarted;
+    this.monitorRestarted = false;
+    if (!foreign && !backstop && !unseen && this.check.inSync()) return NOTHING_TO_REPAIR;
+    if (foreign) {
+      const kinds = [...foreign.objects.keys()];
+      log.info('foreign change to our nftables table seen; reading it back', {
+        family: this.family,
+        tableDeleted: foreign.tableDeleted,
+        changes: [...foreign.objects.values()].reduce((n, c) => n + c, 0),
+        kinds: kinds.length > 8 ? [...kinds.slice(0, 8), `…${kinds.length - 8} more`] : kinds,
+      });
+    }
+    return this.check.run(() => this.findDifferences(foreign));
+  }
+
+  kernelInSync(): boolean {
+    return this.check.inSync() && !(this.monitor?.hasForeign(this.nftFamily) ?? false);
+  }
+
+  /** Reads the table back and compares it with the state; rules are compared by count unless a foreign change touched their chain. */
+  private async findDifferences(foreign: ForeignChanges | undefined): Promise<Finding> {
+    const state = this.state!;
+    const want = state.ruleset();
+    const kernel = await readBack(this.nftFamily, this.exec);
+    if (!kernel) {
+      return {
+        differences: [{ what: 'table missing, rebuilt', count: 1 }],
+        apply: async () => this.write((await this.fullScripts(want, state.elementCount())).scripts),
+      };
+    }
+    const wanted = new Map(want.chains.map((c) => [c.name, c]));
+    const touched = foreign?.chains ?? new Set<string>();
+    const seen: NftRuleset = {
+      ...kernel.ruleset,
+      chains: kernel.ruleset.chains.map((c) => {
+        const w = wanted.get(c.name);
+        const count = kernel.ruleCounts.get(c.name) ?? 0;
+        if (w && count === w.rules.length && !touched.has(c.name)) return w;
+        // Unknown content: a placeholder that never equals a rendered chain.
+        return { name: c.name, rules: [`${count} rules read back`] };
+      }),
+    };
+    const ops = diff(seen, want);
+    const counts = new Map<string, number>();
+    for (const op of ops) {
+      const what = `${REPAIR_WORDS[op.kind]} ${opTarget(op)}`;
+      counts.set(what, (counts.get(what) ?? 0) + 1);
+    }
+    const differences: Difference[] = [];
+    for (const [what, n] of counts) tally(differences, what, n);
+    if (ops.length === 0) return { differences };
+    return { differences, apply: () => this.write(opsToScripts(ops, this.opts.budget, { family: want.family, table: want.table })) };
   }
 
   describe(): string {
@@ -139,5 +262,21 @@ export class NftablesBackend implements Backend {
   /** The ruleset last applied successfully, for explain and debugging. */
   ruleset(): NftRuleset | undefined {
     return this.state?.ruleset();
+  }
+}
+
+/** The set or chain an operation is about. */
+function opTarget(op: NftOp): string {
+  switch (op.kind) {
+    case 'add-set':
+      return op.set.name;
+    case 'delete-set':
+    case 'delete-chain':
+      return op.name;
+    case 'add-chain':
+    case 'replace-chain':
+      return op.chain.name;
+    default:
+      return op.set;
   }
 }
