@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   ConfigError,
+  ConfigErrors,
   appendPortIfNeeded,
   applyDefaults,
   DEFAULT_HEALTHZ_PORT,
@@ -30,6 +31,14 @@ export interface CommandLine {
   manifestsDir: string;
   cleanup: boolean;
   dryRun: boolean;
+  /** --watch: a dry run keeps running and prints each sync's changes. */
+  watch: boolean;
+  /** --init-only: the privileged node set-up (sysctls, oom_score_adj), then exit. */
+  initOnly: boolean;
+  /** --vmodule: per-file verbosity, `pattern=N,...` ('' if unset). */
+  vmodule: string;
+  /** Names of the flags given explicitly (without dashes). */
+  given: ReadonlySet<string>;
   writeConfigTo: string;
   version: boolean;
   help: boolean;
@@ -60,7 +69,8 @@ const bool = (v: Value): boolean => v as boolean;
 const FLAGS: FlagSpec[] = [
   { name: 'config', kind: 'string', def: '', usage: 'Path to a KubeProxyConfiguration file (YAML or JSON). Flags given explicitly override it.' },
   { name: 'write-config-to', kind: 'string', def: '', usage: 'Write the effective configuration to this file and exit.' },
-  { name: 'cleanup', kind: 'bool', def: 'false', usage: 'Remove all rules this proxy may have programmed, then exit.' },
+  { name: 'cleanup', kind: 'bool', def: 'false', usage: 'Remove all rules this proxy may have programmed, then exit (with --dry-run: only list them).' },
+  { name: 'init-only', kind: 'bool', def: 'false', usage: 'Do the privileged node set-up (sysctls, oom_score_adj), then exit: for an init container.' },
   { name: 'master', kind: 'string', def: '', usage: 'Address of the Kubernetes API server (overrides any value in kubeconfig).' },
   {
     name: 'kubeconfig', kind: 'string', def: '', fields: ['clientConnection.kubeconfig'],
@@ -280,17 +290,33 @@ const FLAGS: FlagSpec[] = [
     apply: (c, v) => { c.logging.flushFrequency = str(v); },
   },
   {
+    name: 'log-text-split-stream', kind: 'bool', def: 'false', fields: ['logging.options.text.splitStream'],
+    usage: 'In text format, write informational lines to stdout and warnings and errors to stderr.',
+    apply: (c, v) => { c.logging.options = { ...c.logging.options, text: { ...(c.logging.options.text as object | undefined), splitStream: bool(v) } }; },
+  },
+  {
+    name: 'vmodule', kind: 'string', def: '',
+    usage: 'Per-file verbosity as pattern=N,... (pattern: a source file name without extension, * and ? allowed), e.g. proxy=4.',
+  },
+  {
     name: 'v', kind: 'int', def: '0', fields: ['logging.verbosity'],
     usage: 'Log verbosity: messages of level <= N are shown.',
     apply: (c, v) => { c.logging.verbosity = num(v); },
   },
   { name: 'manifests', kind: 'string', def: '', usage: 'Read Services and EndpointSlices from this directory of YAML/JSON manifests instead of an API server.' },
-  { name: 'dry-run', kind: 'bool', def: 'false', usage: 'Compute and print the rules that would be programmed, without touching the kernel.' },
+  { name: 'dry-run', kind: 'bool', def: 'false', usage: 'Print the rules that would be programmed, then exit 0, touching nothing (no kernel change, no port bound).' },
+  { name: 'watch', kind: 'bool', def: 'false', usage: 'With --dry-run: keep running and print each later sync\'s changes.' },
   { name: 'version', kind: 'bool', def: 'false', usage: 'Print the version and exit.' },
   { name: 'help', kind: 'bool', def: 'false', usage: 'Print this help and exit.' },
 ];
 
 const BY_NAME = new Map(FLAGS.map((f) => [f.name, f]));
+
+/** The commands besides running the proxy; each has its own --help. */
+export const SUBCOMMANDS: Record<string, string> = {
+  explain: 'Trace a packet through the rules the proxy would program: which rule matches, which endpoint answers.',
+  sandbox: 'Run the proxy on an example cluster in network namespaces on this machine, and check it forwards.',
+};
 const SHORTHANDS: Record<string, string> = { h: 'help', v: 'v' };
 
 function badValue(flag: string, raw: string, reason: string): ConfigError {
@@ -368,7 +394,7 @@ function scan(argv: string[]): Map<string, Value> {
       const eq = arg.indexOf('=');
       name = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
       inline = eq < 0 ? undefined : arg.slice(eq + 1);
-      if (!BY_NAME.has(name)) throw new ConfigError(`unknown flag: --${name}`, `--${name}`);
+      if (!BY_NAME.has(name)) throw new ConfigError(`unknown flag: --${name}${didYouMean(name, [...BY_NAME.keys()], '--')}`, `--${name}`);
     } else if (arg.startsWith('-') && arg.length > 1) {
       // pflag shorthands: -h, -v 2, -v=2, -v2.
       const short = arg[1]!;
@@ -399,21 +425,65 @@ function scan(argv: string[]): Map<string, Value> {
     given.set(name, convert(spec, raw, given.get(name)));
   }
   if (positional.length > 0) {
+    const arg = positional[0]!;
+    const hint = didYouMean(arg, Object.keys(SUBCOMMANDS), 'kube-proxy-ts ');
     throw new ConfigError(
-      `unexpected argument ${showValue(positional[0])}: kube-proxy-ts takes no positional arguments`,
+      hint !== ''
+        ? `unknown command ${showValue(arg)}${hint}`
+        : `unexpected argument ${showValue(arg)}: the proxy takes only flags; commands are ${Object.keys(SUBCOMMANDS).join(', ')} (see --help)`,
       undefined,
-      positional[0],
+      arg,
     );
   }
   return given;
 }
 
+/** --vmodule's `pattern=N,...`: each pattern a file name glob, each N a non-negative level. */
+export function parseVmodule(text: string): { pattern: string; level: number }[] {
+  return text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '')
+    .map((item) => {
+      const m = /^([^=]+)=(\d+)$/.exec(item);
+      if (!m) throw badValue('vmodule', text, `${showValue(item)} is not of the form pattern=N`);
+      return { pattern: m[1]!.trim(), level: Number(m[2]) };
+    });
+}
+
+/** Levenshtein distance, for suggesting the name a typo meant. */
+function distance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next.push(Math.min(row[j]! + 1, next[j - 1]! + 1, row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)));
+    row = next;
+  }
+  return row[b.length]!;
+}
+
+/** `; did you mean "X"?` for the nearest candidate within a few edits, else ''. */
+export function didYouMean(typed: string, candidates: string[], prefix = ''): string {
+  let best = '';
+  let bestDistance = Infinity;
+  for (const c of candidates) {
+    const d = distance(typed.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return bestDistance <= Math.max(1, Math.floor(typed.length / 3)) ? `; did you mean ${showValue(prefix + best)}?` : '';
+}
+
 /** Points a validation error at the flag that set the field, or at the config file. */
 function attribute(e: unknown, given: Map<string, Value>, configFile: string): unknown {
+  if (e instanceof ConfigErrors) {
+    const problems = e.problems.map((p) => attribute(p, given, '') as ConfigError);
+    const fromFile = configFile !== '' && problems.some((p) => p.field === undefined || !p.field.startsWith('--'));
+    return new ConfigErrors(problems, fromFile ? `config file ${showValue(configFile)}: ` : '');
+  }
   if (!(e instanceof ConfigError) || e.field === undefined) return e;
   const field = e.field.replace(/\[\d+\]$/, '');
   for (const spec of FLAGS) {
-    if (given.has(spec.name) && spec.fields?.includes(field)) {
+    if (given.has(spec.name) && spec.fields?.some((f) => field === f || field.startsWith(`${f}.`))) {
       const where = field === e.field ? '' : ` (${e.field})`;
       return new ConfigError(
         `invalid value ${showValue(e.value)} for flag --${spec.name}${where}: ${e.reason ?? e.message}`,
@@ -471,6 +541,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     }
   }
 
+  if (get('watch', false) && !get('dry-run', false)) {
+    throw new ConfigError('--watch only works with --dry-run (a running proxy already follows every change)', '--watch');
+  }
+  if (given.has('vmodule')) parseVmodule(get('vmodule', ''));
   return {
     config,
     configFile,
@@ -478,6 +552,10 @@ export function parseCommandLine(argv: string[], env: NodeJS.ProcessEnv = proces
     manifestsDir: get('manifests', ''),
     cleanup: get('cleanup', false),
     dryRun: get('dry-run', false),
+    watch: get('watch', false),
+    initOnly: get('init-only', false),
+    vmodule: get('vmodule', ''),
+    given: new Set(given.keys()),
     writeConfigTo: get('write-config-to', ''),
     version,
     help,
@@ -490,7 +568,11 @@ export function helpText(): string {
   const lines = [
     'kube-proxy-ts: Kubernetes node proxy (nftables, iptables, IPVS), compatible with kube-proxy.',
     '',
-    'Usage: kube-proxy-ts [flags]',
+    'Usage: kube-proxy-ts [flags]              run the proxy',
+    '       kube-proxy-ts COMMAND [flags]      run a command (kube-proxy-ts COMMAND --help for its flags)',
+    '',
+    'Commands:',
+    ...Object.entries(SUBCOMMANDS).map(([name, what]) => `  ${name.padEnd(10)}${what}`),
     '',
     'Flags (both --flag value and --flag=value; booleans also --flag=false):',
   ];
