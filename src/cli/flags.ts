@@ -430,7 +430,7 @@ function scan(argv: string[]): Map<string, Value> {
     throw new ConfigError(
       hint !== ''
         ? `unknown command ${showValue(arg)}${hint}`
-        : `unexpected argument ${showValue(arg)}: the proxy takes only flags; commands are ${Object.keys(SUBCOMMANDS).join(', ')} (see --help)`,
+        : `unexpected argument ${showValue(arg)}: kube-proxy-ts takes no positional arguments; its commands are ${Object.keys(SUBCOMMANDS).join(', ')}`,
       undefined,
       arg,
     );
@@ -569,7 +569,7 @@ export function helpText(): string {
     'kube-proxy-ts: Kubernetes node proxy (nftables, iptables, IPVS), compatible with kube-proxy.',
     '',
     'Usage: kube-proxy-ts [flags]              run the proxy',
-    '       kube-proxy-ts COMMAND [flags]      run a command (kube-proxy-ts COMMAND --help for its flags)',
+    '       kube-proxy-ts COMMAND [flags]      run a command; kube-proxy-ts COMMAND -h lists its flags',
     '',
     'Commands:',
     ...Object.entries(SUBCOMMANDS).map(([name, what]) => `  ${name.padEnd(10)}${what}`),

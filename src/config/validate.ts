@@ -98,7 +98,7 @@ export function validateConfiguration(c: KubeProxyConfiguration): void {
   for (const [name, v] of Object.entries(c.featureGates)) {
     check(() => {
       if (typeof v !== 'boolean') throw invalidField(`featureGates.${name}`, v, 'must be true or false');
-      if (!KNOWN_FEATURE_GATES.has(name)) throw new ConfigError(`unrecognized feature gate: ${name}`, `featureGates.${name}`, name, 'unrecognized feature gate');
+      if (!KNOWN_FEATURE_GATES.has(name)) throw invalidField(`featureGates.${name}`, name, 'unrecognized feature gate');
     });
   }
 
