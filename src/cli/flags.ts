@@ -266,7 +266,7 @@ const FLAGS: FlagSpec[] = [
   },
   {
     name: 'profiling', kind: 'bool', def: 'false', fields: ['enableProfiling'],
-    usage: 'Enable profiling handlers on the metrics server.',
+    usage: 'Serve /debug/pprof/ on the metrics address: CPU profiles (.cpuprofile) and heap snapshots (.heapsnapshot).',
     apply: (c, v) => { c.enableProfiling = bool(v); },
   },
   {

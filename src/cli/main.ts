@@ -18,6 +18,7 @@ import { healthCheckHosts, ProxierHealth, ServiceHealthServers, startHealthServe
 import { debugRoutes, SyncHistory } from '../server/debug.js';
 import type { RunningServer } from '../server/http.js';
 import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
+import { pprofRoutes } from '../server/pprof.js';
 import { prepareNode } from './agent.js';
 import { ConfigWatcher, configChanges } from './config-watch.js';
 import { registerWatchFreshness } from '../server/watch-metrics.js';
@@ -200,7 +201,7 @@ async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode
   });
   const servers = new Servers(
     (address) => startHealthServer(address, { health, counters: metrics, hardFail }),
-    (address) => startMetricsServer(address, metrics, { hardFail, routes }),
+    (address) => startMetricsServer(address, metrics, { hardFail, routes: config.enableProfiling ? { ...routes, ...pprofRoutes() } : routes }),
     [],
   );
   // A dry run binds a port only when asked to on the command line: the defaults are a running

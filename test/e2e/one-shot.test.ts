@@ -79,3 +79,51 @@ describe('--init-only', { timeout: 60_000 }, () => {
     assert.doesNotMatch(run.stderr, /starting kube-proxy-ts/);
   });
 });
+
+describe('--profiling', { timeout: 60_000 }, () => {
+  const ns = useNetns('kpt-oneshot-pprof');
+
+  /** GET inside the namespace: status, then the body. */
+  function get(path: string): { status: number; body: string } {
+    const script = `fetch('http://127.0.0.1:10249${path}').then(async (r) => process.stdout.write(r.status + '\\n' + (await r.text())))`;
+    const out = execFileSync('ip', ['netns', 'exec', ns.name, process.execPath, '-e', script], { encoding: 'utf8', maxBuffer: 512 * 1024 * 1024 });
+    const nl = out.indexOf('\n');
+    return { status: Number(out.slice(0, nl)), body: out.slice(nl + 1) };
+  }
+
+  async function withProxy(extra: string[], fn: () => void): Promise<void> {
+    execFileSync('ip', ['-n', ns.name, 'link', 'set', 'lo', 'up']);
+    const args = [MAIN, '--manifests', EXAMPLES, '--hostname-override', 'node-1', '--proxy-mode', 'nftables', '--dry-run', '--watch', '--metrics-bind-address', '127.0.0.1:10249', ...extra];
+    const proxy = spawn('ip', ['netns', 'exec', ns.name, process.execPath, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    proxy.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));
+    try {
+      for (let i = 0; i < 100 && !/ synced proxy rules /.test(log); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(log, / synced proxy rules /);
+      fn();
+    } finally {
+      proxy.kill('SIGTERM');
+      await new Promise((r) => proxy.once('close', r));
+    }
+  }
+
+  it('serves a CPU profile and a heap snapshot that DevTools can open', async () => {
+    await withProxy(['--profiling'], () => {
+      assert.match(get('/debug/pprof/').body, /\/debug\/pprof\/profile\?seconds=N/);
+      const cpu = get('/debug/pprof/profile?seconds=1');
+      assert.equal(cpu.status, 200);
+      const profile = JSON.parse(cpu.body) as { nodes: unknown[]; startTime: number; endTime: number; samples: number[] };
+      assert.ok(profile.nodes.length > 0 && Array.isArray(profile.samples));
+      assert.ok(profile.endTime - profile.startTime >= 900_000, 'about a second of profile, in microseconds');
+      const heap = get('/debug/pprof/heap');
+      assert.equal(heap.status, 200);
+      const snapshot = JSON.parse(heap.body) as { snapshot: { meta: { node_fields: string[] }; node_count: number } };
+      assert.ok(snapshot.snapshot.meta.node_fields.includes('name') && snapshot.snapshot.node_count > 1000);
+      assert.equal(get('/debug/pprof/profile?seconds=forever').status, 400);
+    });
+  });
+
+  it('is not served without --profiling', async () => {
+    await withProxy([], () => assert.equal(get('/debug/pprof/profile?seconds=1').status, 404));
+  });
+});
