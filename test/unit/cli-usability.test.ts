@@ -3,6 +3,7 @@
 // and logging that shows per-object detail only when asked for.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +57,12 @@ describe('commands and help', () => {
       assert.equal(own.code, 0, own.stderr);
       assert.match(own.stdout, new RegExp(`Usage: kube-proxy-ts ${command}`));
     }
+  });
+
+  it('the README names the commands and how to run this checkout', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    for (const command of ['explain', 'sandbox']) assert.match(readme, new RegExp(`^kube-proxy-ts ${command} `, 'm'));
+    assert.match(readme, /npx kube-proxy-ts/);
   });
 
   it('a mistyped command or flag gets the nearest name, and nothing runs', async () => {
