@@ -115,6 +115,27 @@ describe('dry runs', { timeout: 60_000 }, () => {
   });
 });
 
+describe('explain picks its node', { timeout: 60_000 }, () => {
+  it('without --hostname-override: the node whose pod CIDR holds the source, and says so', async () => {
+    const run = await cli(['explain', '--manifests', EXAMPLES, '--from', '10.244.2.10', '--to', '10.96.0.10:80']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /^explain: tracing on node node-2, whose pod CIDR 10\.244\.2\.0\/24 holds 10\.244\.2\.10 /m);
+    assert.match(run.stdout, /^packet: TCP 10\.244\.2\.10 -> 10\.96\.0\.10:80 \(from pod, /m);
+  });
+
+  it('--hostname-override names the node, as for the proxy and the sandbox', async () => {
+    const run = await cli(['explain', '--manifests', EXAMPLES, '--from', '10.244.1.10', '--to', '10.96.0.10:80', '--hostname-override', 'node-1']);
+    assert.equal(run.code, 0, run.stderr);
+    assert.doesNotMatch(run.stderr, /tracing on node/);
+    assert.match(run.stdout, /\(from pod, /);
+    const sandbox = await cli(['sandbox', '--help']);
+    assert.match(sandbox.stdout, /--hostname-override NAME/);
+    const old = await cli(['sandbox', '--node', 'node-1']);
+    assert.equal(old.code, 1);
+    assert.match(old.stderr, /--node is now --hostname-override/);
+  });
+});
+
 describe('configuration errors', () => {
   it('a config file with several mistakes reports every one, each with its field path', () => {
     const path = write(`${CONFIG_HEADER}mode: nftabels\noomScoreAdj: 5000\nconntrack:\n  min: -1\nnodePortAddresses: [nope]\n`);
