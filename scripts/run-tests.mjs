@@ -6,7 +6,7 @@
 // Usage: node scripts/run-tests.mjs [unit|e2e|<path substring>...]
 //   TEST_REPORTER=spec|tap|dot   every file's raw output through one of Node's reporters instead
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +30,8 @@ if (files.length === 0) {
 }
 
 const privateTmp = mkdtempSync(join(tmpdir(), 'kpt-tests-'));
+// As /tmp itself: tests that run a command as an unprivileged user hand it files made here.
+chmodSync(privateTmp, 0o1777);
 const env = { ...process.env, TMPDIR: privateTmp };
 // Set when this script itself runs under a test runner: each file must get a runner of its own.
 delete env.NODE_TEST_CONTEXT;
