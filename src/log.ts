@@ -5,10 +5,26 @@ export type LogFormat = 'text' | 'json';
 
 let verbosity = 0;
 let format: LogFormat = 'text';
-let write: (line: string) => void = (line) => process.stderr.write(line);
+let write: ((line: string) => void) | undefined;
+let splitStream = false;
+/** --vmodule: a verbosity per source file name (a glob over the name without extension). */
+let vmodule: { match: RegExp; level: number }[] = [];
 
 export function setVerbosity(v: number): void {
   verbosity = v;
+}
+
+/** Per-file verbosity; the first matching pattern wins over --v for that file's messages. */
+export function setVmodule(settings: { pattern: string; level: number }[]): void {
+  vmodule = settings.map(({ pattern, level }) => ({
+    match: new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*').replaceAll('?', '.')}$`),
+    level,
+  }));
+}
+
+/** Text format only: informational lines to stdout, warnings and errors to stderr. */
+export function setSplitStream(on: boolean): void {
+  splitStream = on;
 }
 
 export function getVerbosity(): number {
@@ -21,9 +37,30 @@ export function setLogFormat(f: LogFormat): void {
 
 /** Redirects log lines (tests); returns the previous writer. */
 export function setLogWriter(w: (line: string) => void): (line: string) => void {
-  const prev = write;
+  const prev = write ?? ((line: string) => process.stderr.write(line));
   write = w;
   return prev;
+}
+
+function defaultWrite(sev: Severity, line: string): void {
+  if (splitStream && format === 'text' && sev === 'I') process.stdout.write(line);
+  else process.stderr.write(line);
+}
+
+/** The calling file's name without directory and extension (only computed when --vmodule is set). */
+function callerFile(): string {
+  const frame = (new Error().stack ?? '').split('\n')[4] ?? '';
+  const m = /([^/\\]+?)\.[cm]?[jt]s:\d+:\d+\)?$/.exec(frame);
+  return m?.[1] ?? '';
+}
+
+function enabled(level: number): boolean {
+  if (vmodule.length > 0) {
+    const file = callerFile();
+    const rule = vmodule.find((r) => r.match.test(file));
+    if (rule) return rule.level >= level;
+  }
+  return verbosity >= level;
 }
 
 type Severity = 'I' | 'W' | 'E';
@@ -49,7 +86,9 @@ function jsonLine(sev: Severity, level: number, msg: string, fields?: Record<str
 }
 
 function emit(sev: Severity, level: number, msg: string, fields?: Record<string, unknown>): void {
-  write(format === 'json' ? jsonLine(sev, level, msg, fields) : textLine(sev, msg, fields));
+  const line = format === 'json' ? jsonLine(sev, level, msg, fields) : textLine(sev, msg, fields);
+  if (write) write(line);
+  else defaultWrite(sev, line);
 }
 
 export const log = {
@@ -58,7 +97,7 @@ export const log = {
   },
   /** `msg` may be a function: it is only called when the level is shown, so costly text costs nothing when off. */
   v(level: number, msg: string | (() => string), fields?: Record<string, unknown>): void {
-    if (verbosity >= level) emit('I', level, typeof msg === 'function' ? msg() : msg, fields);
+    if (enabled(level)) emit('I', level, typeof msg === 'function' ? msg() : msg, fields);
   },
   warn(msg: string, fields?: Record<string, unknown>): void {
     emit('W', 0, msg, fields);

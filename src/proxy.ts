@@ -191,7 +191,7 @@ export class Proxy {
 
   private onEvent(e: SourceEvent): void {
     for (const o of this.observers) o.event?.(e);
-    log.info('change received', {
+    log.v(4, 'change received', {
       kind: e.kind,
       type: e.type,
       object: objectName(e.object),
@@ -249,7 +249,8 @@ export class Proxy {
         }
         throw err;
       }
-      log.info('synced proxy rules', {
+      // As upstream: a sync that changed nothing is logged only from -v=2.
+      log.v(res.operations > 0 ? 0 : 2, 'synced proxy rules', {
         mode: backend.mode,
         family,
         servicePorts: snap.services.size,

@@ -2,6 +2,7 @@
 import { MODES, type BackendOptions, type ProxyMode } from './modes.js';
 import type { Backend, BackendConfig } from './types.js';
 
+export { listLeftovers } from './common/leftovers.js';
 export { cleanupAll, MODES, modeDescriptor, nodePortIPsOf, PROXY_MODE_NAMES } from './modes.js';
 export type { BackendOptions, ModeDescriptor, ProxyMode, TraceableRules } from './modes.js';
 export { LogOnlyBackend } from './logonly.js';

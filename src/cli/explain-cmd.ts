@@ -9,7 +9,9 @@ import { Readiness } from '../runner/readiness.js';
 import { ApiServerSource } from '../source/apiserver.js';
 import { KubeClient } from '../source/kubeclient.js';
 import { ManifestsSource } from '../source/manifests.js';
-import type { Source } from '../source/types.js';
+import type { Source, SourceEvent } from '../source/types.js';
+import { parseNode } from '../model/node.js';
+import { cidrContains, parseCIDR, parseIP } from '../net/ip.js';
 import { parseCommandLine } from './flags.js';
 
 /** Proxy flags explain also honours (they change masquerading and NodePort addresses). */
@@ -32,27 +34,75 @@ function splitArgs(argv: string[]): { proxy: string[]; explain: string[] } {
   return { proxy, explain };
 }
 
-async function loadOnce(source: Source, nodeName: string): Promise<ProxyModel> {
-  const model = new ProxyModel({ nodeName });
+/** Every event of one full list, then the source stops. */
+async function listOnce(source: Source): Promise<SourceEvent[]> {
+  const events: SourceEvent[] = [];
   const readiness = new Readiness(['Service', 'EndpointSlice', 'Node']);
   const ready = new Promise<void>((resolve) => readiness.onReady(resolve));
-  await source.start({ onEvent: (e) => model.apply(e), onSynced: (k) => readiness.markSynced(k) });
+  await source.start({ onEvent: (e) => events.push(e), onSynced: (k) => readiness.markSynced(k) });
   await ready;
   await source.stop();
-  return model;
+  return events;
+}
+
+/** The name of the node whose pod CIDRs hold `ip`, among Node objects. */
+function nodeHolding(ip: string, nodes: unknown[]): { name: string; cidr: string } | undefined {
+  const addr = parseIP(ip, { leadingZeros: true, v4Mapped: true });
+  if (addr === null) return undefined;
+  for (const obj of nodes) {
+    const name = (obj as { metadata?: { name?: unknown } }).metadata?.name;
+    if (typeof name !== 'string') continue;
+    const cidr = parseNode(obj, name).info.podCIDRs.find((c) => {
+      const parsed = parseCIDR(c);
+      return parsed !== null && cidrContains(parsed, addr);
+    });
+    if (cidr) return { name, cidr };
+  }
+  return undefined;
+}
+
+async function listNodes(client: KubeClient): Promise<unknown[]> {
+  const res = await client.request('/api/v1/nodes');
+  const body = (await res.body.json()) as { items?: unknown[] };
+  if (res.status !== 200) throw new Error(`listing nodes failed: HTTP ${res.status}`);
+  return body.items ?? [];
+}
+
+/** --from's value, read ahead of explain's own parsing (which reports a missing one). */
+function fromArg(argv: string[]): string | undefined {
+  const i = argv.findIndex((a) => a === '--from' || a.startsWith('--from='));
+  if (i < 0) return undefined;
+  return argv[i]!.includes('=') ? argv[i]!.slice('--from='.length) : argv[i + 1];
 }
 
 export async function explainCommand(argv: string[]): Promise<number> {
   const { proxy, explain } = splitArgs(argv);
   const cmd = parseCommandLine(proxy);
-  const nodeName = (cmd.config.hostnameOverride || hostname()).trim().toLowerCase();
+  const override = cmd.config.hostnameOverride.trim().toLowerCase();
   let model: ProxyModel | undefined;
+  let nodeName = override;
   const load = async (src: ExplainSource, family: IPFamily, mode: ProxyMode) => {
     if (!model) {
-      const source: Source = src.manifests
-        ? new ManifestsSource(src.manifests, { rescanIntervalMs: 0 })
-        : new ApiServerSource({ client: KubeClient.load({ kubeconfig: src.kubeconfig, master: cmd.master || undefined }), nodeName });
-      model = await loadOnce(source, nodeName);
+      const client = src.manifests ? undefined : KubeClient.load({ kubeconfig: src.kubeconfig, master: cmd.master || undefined });
+      let events: SourceEvent[] | undefined;
+      if (override === '') {
+        // The packet's own node is the one whose pod CIDR holds the source; say which was taken.
+        if (src.manifests) events = await listOnce(new ManifestsSource(src.manifests, { rescanIntervalMs: 0 }));
+        const nodes = events ? events.filter((e) => e.kind === 'Node').map((e) => e.object) : await listNodes(client!);
+        const from = fromArg(explain) ?? '';
+        const holder = nodeHolding(from, nodes);
+        nodeName = holder?.name ?? hostname().trim().toLowerCase();
+        process.stderr.write(
+          holder
+            ? `explain: tracing on node ${holder.name}, whose pod CIDR ${holder.cidr} holds ${from} (--hostname-override picks another)\n`
+            : `explain: tracing on node ${nodeName} (this host's name): no node's pod CIDR holds ${from}; --hostname-override picks another\n`,
+        );
+      }
+      events ??= await listOnce(
+        src.manifests ? new ManifestsSource(src.manifests, { rescanIntervalMs: 0 }) : new ApiServerSource({ client: client!, nodeName }),
+      );
+      model = new ProxyModel({ nodeName });
+      for (const e of events) model.apply(e);
     }
     const node = model.node();
     // The traced mode's sections (masquerade settings) apply, whatever mode the config names.

@@ -2,10 +2,10 @@
 // kube-proxy-ts entry point: flags and config file → a running proxy (or a one-shot action).
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { createBackend, cleanupAll, hasKernelBackend } from '../backend/index.js';
+import { createBackend, cleanupAll, hasKernelBackend, listLeftovers } from '../backend/index.js';
 import type { Backend, BackendConfig } from '../backend/types.js';
 import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type KubeProxyConfiguration, type ProxyMode } from '../config/index.js';
-import { log, setLogFormat, setVerbosity } from '../log.js';
+import { log, setLogFormat, setSplitStream, setVerbosity, setVmodule } from '../log.js';
 import { ConntrackReconciler } from '../node/conntrack-reconcile.js';
 import { EventRecorder } from '../node/events.js';
 import { Proxy } from '../proxy.js';
@@ -18,16 +18,17 @@ import { healthCheckHosts, ProxierHealth, ServiceHealthServers, startHealthServe
 import { debugRoutes, SyncHistory } from '../server/debug.js';
 import type { RunningServer } from '../server/http.js';
 import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
+import { pprofRoutes } from '../server/pprof.js';
 import { prepareNode } from './agent.js';
 import { ConfigWatcher, configChanges } from './config-watch.js';
 import { registerWatchFreshness } from '../server/watch-metrics.js';
 import { explainCommand } from './explain-cmd.js';
 import { acquireInstanceLock, removeStaleTempDirs, type LockResult } from './instance.js';
 import { reportInertSettings } from './process-settings.js';
-import { helpText, parseCommandLine, VERSION, type CommandLine } from './flags.js';
+import { helpText, parseCommandLine, parseVmodule, SUBCOMMANDS, VERSION, type CommandLine } from './flags.js';
 
-/** Subcommands parse their own arguments. */
-const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<number>> = {
+/** Subcommands parse their own arguments (flags.ts lists them for --help). */
+const COMMANDS: Record<keyof typeof SUBCOMMANDS, (argv: string[]) => Promise<number>> = {
   explain: explainCommand,
   sandbox: runSandbox,
 };
@@ -74,7 +75,7 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   });
   log.info('starting kube-proxy-ts', { version: VERSION, mode, node: nodeName, dryRun: cmd.dryRun });
   reportInertSettings(cmd.config);
-  removeStaleTempDirs();
+  if (!cmd.dryRun) removeStaleTempDirs();
   void events?.record('Normal', 'Starting', 'StartKubeProxy', 'Starting kube-proxy-ts');
 
   const syncs = new SyncHistory();
@@ -114,6 +115,16 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  if (cmd.dryRun && !cmd.watch) {
+    // A plain dry run answers "what would be programmed?" once, then gets out of the way.
+    const off = proxy.runner.onSync((r) => {
+      off();
+      if (!r.ok) log.error('the dry run could not render the rules');
+      void Promise.all([watcher?.stop(), ...servers.all().map((s) => s.close())])
+        .then(() => proxy.stop())
+        .finally(() => process.exit(r.ok ? 0 : 1));
+    });
+  }
   await proxy.start();
   return new Promise<number>(() => {
     /* runs until a signal */
@@ -190,12 +201,15 @@ async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode
   });
   const servers = new Servers(
     (address) => startHealthServer(address, { health, counters: metrics, hardFail }),
-    (address) => startMetricsServer(address, metrics, { hardFail, routes }),
+    (address) => startMetricsServer(address, metrics, { hardFail, routes: config.enableProfiling ? { ...routes, ...pprofRoutes() } : routes }),
     [],
   );
+  // A dry run binds a port only when asked to on the command line: the defaults are a running
+  // kube-proxy's ports.
+  const wanted = (flag: string, address: string): boolean => address !== '' && (!cmd.dryRun || cmd.given.has(flag));
   try {
-    if (config.healthzBindAddress !== '') servers.healthz = await servers.startHealthz(config.healthzBindAddress);
-    if (config.metricsBindAddress !== '') servers.metrics = await servers.startMetrics(config.metricsBindAddress);
+    if (wanted('healthz-bind-address', config.healthzBindAddress)) servers.healthz = await servers.startHealthz(config.healthzBindAddress);
+    if (wanted('metrics-bind-address', config.metricsBindAddress)) servers.metrics = await servers.startMetrics(config.metricsBindAddress);
   } catch (err) {
     await Promise.all(servers.all().map((s) => s.close()));
     throw err;
@@ -250,8 +264,8 @@ async function applyConfiguration(
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const sub = argv[0] !== undefined ? SUBCOMMANDS[argv[0]] : undefined;
-  if (sub) return sub(argv.slice(1));
+  const first = argv[0] ?? '';
+  if (Object.hasOwn(COMMANDS, first)) return COMMANDS[first as keyof typeof COMMANDS](argv.slice(1));
 
   let cmd: CommandLine;
   try {
@@ -273,15 +287,28 @@ export async function main(argv: string[]): Promise<number> {
   }
   setVerbosity(cmd.verbosity);
   setLogFormat(cmd.config.logging.format === 'json' ? 'json' : 'text');
+  setVmodule(parseVmodule(cmd.vmodule));
+  setSplitStream((cmd.config.logging.options.text as { splitStream?: boolean } | undefined)?.splitStream === true);
   if (cmd.writeConfigTo) {
     writeFileSync(cmd.writeConfigTo, serializeConfiguration(cmd.config));
     log.info('wrote the effective configuration', { file: cmd.writeConfigTo });
+    return 0;
+  }
+  if (cmd.cleanup && cmd.dryRun) {
+    const found = await listLeftovers();
+    process.stdout.write(found.length === 0 ? 'nothing to remove\n' : `--cleanup would remove:\n${found.map((f) => `  ${f}\n`).join('')}`);
     return 0;
   }
   if (cmd.cleanup) {
     await cleanupAll();
     log.info('cleanup done');
     return 0;
+  }
+  if (cmd.initOnly) {
+    // The privileged part of start-up, for an init container; the proxy then runs unprivileged.
+    const ok = await prepareNode(cmd.config, cmd.dryRun);
+    log.info(ok ? 'node set-up done (--init-only)' : 'node set-up failed (--init-only)');
+    return ok ? 0 : 1;
   }
   return runProxy(cmd, argv);
 }

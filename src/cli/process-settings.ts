@@ -21,7 +21,6 @@ const INERT_FIELDS = [
   'clientConnection.contentType',
   'configSyncPeriod',
   'portRange',
-  'enableProfiling',
   'showHiddenMetricsForVersion',
   'logging.flushFrequency',
   'windowsRunAsService',

@@ -32,3 +32,20 @@ export function showValue(value: unknown): string {
 export function invalidField(field: string, value: unknown, reason: string): ConfigError {
   return new ConfigError(`invalid value ${showValue(value)} for ${field}: ${reason}`, field, value, reason);
 }
+
+/** Several problems found together (a config file with more than one mistake), each with its field. */
+export class ConfigErrors extends ConfigError {
+  readonly problems: readonly ConfigError[];
+
+  constructor(problems: readonly ConfigError[], prefix = '') {
+    super(`${prefix}${problems.length} problems:\n${problems.map((p) => `  - ${p.message}`).join('\n')}`, problems[0]?.field, problems[0]?.value, problems[0]?.reason);
+    this.name = 'ConfigErrors';
+    this.problems = problems;
+  }
+}
+
+/** One problem as itself, several as a ConfigErrors; nothing when the list is empty. */
+export function throwAll(problems: readonly ConfigError[], prefix = ''): void {
+  if (problems.length === 1) throw prefix === '' ? problems[0]! : new ConfigError(`${prefix}${problems[0]!.message}`, problems[0]!.field, problems[0]!.value, problems[0]!.reason);
+  if (problems.length > 1) throw new ConfigErrors(problems, prefix);
+}

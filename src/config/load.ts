@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import { API_VERSION, KIND, applyDefaults, type PartialConfiguration } from './defaults.js';
 import { formatDurationNs, isDuration } from './duration.js';
-import { ConfigError, invalidField, showValue } from './errors.js';
+import { ConfigError, ConfigErrors, invalidField, showValue, throwAll } from './errors.js';
 import type { KubeProxyConfiguration } from './types.js';
 import { validateConfiguration } from './validate.js';
 
@@ -104,8 +104,19 @@ function join(path: string, key: string): string {
   return path === '' ? key : `${path}.${key}`;
 }
 
-// Returns the checked value (durations given as nanoseconds become Go duration text).
-function check(spec: Spec, value: unknown, path: string): unknown {
+// Returns the checked value (durations given as nanoseconds become Go duration text); a bad
+// value is added to `problems` and left out, so that every mistake of a file is reported.
+function check(spec: Spec, value: unknown, path: string, problems: ConfigError[]): unknown {
+  try {
+    return checkValue(spec, value, path, problems);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    problems.push(e);
+    return undefined;
+  }
+}
+
+function checkValue(spec: Spec, value: unknown, path: string, problems: ConfigError[]): unknown {
   // JSON null leaves a field unset, as in Go's decoder.
   if (value === null) return null;
   switch (spec) {
@@ -135,15 +146,18 @@ function check(spec: Spec, value: unknown, path: string): unknown {
     case 'stringList':
       if (!Array.isArray(value)) throw invalidField(path, value, 'must be a list of strings');
       value.forEach((item, i) => {
-        if (typeof item !== 'string') throw invalidField(`${path}[${i}]`, item, 'must be a string');
+        if (typeof item !== 'string') problems.push(invalidField(`${path}[${i}]`, item, 'must be a string'));
       });
-      return value;
-    case 'boolMap':
+      return value.filter((item) => typeof item === 'string');
+    case 'boolMap': {
       if (!isPlainObject(value)) throw invalidField(path, value, 'must be a map of names to true/false');
+      const out: Record<string, boolean> = {};
       for (const [k, v] of Object.entries(value)) {
-        if (typeof v !== 'boolean') throw invalidField(join(path, k), v, 'must be true or false');
+        if (typeof v !== 'boolean') problems.push(invalidField(join(path, k), v, 'must be true or false'));
+        else out[k] = v;
       }
-      return value;
+      return out;
+    }
     case 'anyMap':
       if (!isPlainObject(value)) throw invalidField(path, value, 'must be a map');
       return value;
@@ -153,9 +167,11 @@ function check(spec: Spec, value: unknown, path: string): unknown {
       for (const [k, v] of Object.entries(value)) {
         const sub = Object.hasOwn(spec, k) ? spec[k] : undefined;
         if (sub === undefined) {
-          throw new ConfigError(`unknown field ${showValue(join(path, k))}`, join(path, k), v);
+          problems.push(new ConfigError(`unknown field ${showValue(join(path, k))}`, join(path, k), v));
+          continue;
         }
-        out[k] = check(sub, v, join(path, k));
+        const checked = check(sub, v, join(path, k), problems);
+        if (checked !== undefined) out[k] = checked;
       }
       return out;
     }
@@ -164,7 +180,7 @@ function check(spec: Spec, value: unknown, path: string): unknown {
 
 /**
  * Checks a decoded object against the v1alpha1 shape: apiVersion and kind, no unknown
- * fields at any level, right value types. Returns it as a partial configuration (not
+ * fields at any level, right value types; every problem is reported. Returns it as a partial configuration (not
  * defaulted). Errors do not name a file; see parseConfigText for that.
  */
 export function checkConfigObject(obj: unknown): PartialConfiguration {
@@ -181,11 +197,15 @@ export function checkConfigObject(obj: unknown): PartialConfiguration {
     throw new ConfigError(`missing kind: must be ${KIND}`, 'kind');
   }
   if (obj.kind !== KIND) throw invalidField('kind', obj.kind, `must be ${KIND}`);
-  return check(SCHEMA, obj, '') as PartialConfiguration;
+  const problems: ConfigError[] = [];
+  const checked = check(SCHEMA, obj, '', problems) as PartialConfiguration;
+  throwAll(problems);
+  return checked;
 }
 
 /** Prefixes an error with the config file it came from. */
 export function withSource(e: unknown, source: string): ConfigError {
+  if (e instanceof ConfigErrors) return new ConfigErrors(e.problems, `config file ${showValue(source)}: `);
   if (e instanceof ConfigError) {
     return new ConfigError(`config file ${showValue(source)}: ${e.message}`, e.field, e.value, e.reason);
   }

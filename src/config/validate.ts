@@ -1,10 +1,11 @@
-// Upstream KubeProxyConfiguration validation. The first problem found is reported as a
+// Upstream KubeProxyConfiguration validation. Every problem found is reported, each as a
 // ConfigError naming the field (wire name, e.g. `iptables.syncPeriod`) and its value.
 import { MODES, PROXY_MODE_NAMES } from '../backend/modes.js';
 import { parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import { splitHostPort } from './defaults.js';
 import { parseDurationNs } from './duration.js';
-import { invalidField } from './errors.js';
+import { ConfigError, invalidField, throwAll } from './errors.js';
+import { KNOWN_FEATURE_GATES } from './feature-gates.js';
 import type { KubeProxyConfiguration } from './types.js';
 
 export const PROXY_MODES = [...PROXY_MODE_NAMES, ''] as const;
@@ -81,115 +82,161 @@ function validPortRange(text: string): boolean {
   return portInRange(text);
 }
 
-/** Throws ConfigError for the first invalid field of a defaulted configuration. */
+/** Throws ConfigError (ConfigErrors for several) naming every invalid field of a defaulted configuration. */
 export function validateConfiguration(c: KubeProxyConfiguration): void {
+  const problems: ConfigError[] = [];
+  // Each check stops at its own first problem; the other checks still run.
+  const check = (fn: () => void): void => {
+    try {
+      fn();
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      problems.push(e);
+    }
+  };
+
   for (const [name, v] of Object.entries(c.featureGates)) {
-    if (typeof v !== 'boolean') throw invalidField(`featureGates.${name}`, v, 'must be true or false');
+    check(() => {
+      if (typeof v !== 'boolean') throw invalidField(`featureGates.${name}`, v, 'must be true or false');
+      if (!KNOWN_FEATURE_GATES.has(name)) throw invalidField(`featureGates.${name}`, name, 'unrecognized feature gate');
+    });
   }
 
-  if (!(PROXY_MODES as readonly string[]).includes(c.mode)) {
-    throw invalidField('mode', c.mode, 'must be iptables, nftables, ipvs, userspace or blank (blank means iptables)');
-  }
+  const validMode = (PROXY_MODES as readonly string[]).includes(c.mode);
+  check(() => {
+    if (!validMode) throw invalidField('mode', c.mode, 'must be iptables, nftables, ipvs, userspace or blank (blank means iptables)');
+  });
 
   // As upstream: the iptables section always, the mode's own sections besides.
-  const mode = MODES[c.mode === '' ? 'iptables' : c.mode];
-  syncPeriods('iptables', c.iptables);
-  masqueradeBit('iptables.masqueradeBit', c.iptables.masqueradeBit);
-  if (mode.syncSection !== 'iptables') syncPeriods(mode.syncSection, c[mode.syncSection]);
-  if (mode.masqueradeSection !== 'iptables') {
-    masqueradeBit(`${mode.masqueradeSection}.masqueradeBit`, c[mode.masqueradeSection].masqueradeBit);
-  }
-  if (mode.syncSection === 'ipvs') {
-    if (!(IPVS_SCHEDULERS as readonly string[]).includes(c.ipvs.scheduler)) {
-      throw invalidField('ipvs.scheduler', c.ipvs.scheduler, `must be one of ${IPVS_SCHEDULERS.filter(Boolean).join(', ')} or blank (rr)`);
+  check(() => syncPeriods('iptables', c.iptables));
+  check(() => masqueradeBit('iptables.masqueradeBit', c.iptables.masqueradeBit));
+  if (validMode) {
+    const mode = MODES[c.mode === '' ? 'iptables' : c.mode];
+    if (mode.syncSection !== 'iptables') check(() => syncPeriods(mode.syncSection, c[mode.syncSection]));
+    if (mode.masqueradeSection !== 'iptables') {
+      check(() => masqueradeBit(`${mode.masqueradeSection}.masqueradeBit`, c[mode.masqueradeSection].masqueradeBit));
     }
-    nonNegative('ipvs.tcpTimeout', c.ipvs.tcpTimeout);
-    nonNegative('ipvs.tcpFinTimeout', c.ipvs.tcpFinTimeout);
-    nonNegative('ipvs.udpTimeout', c.ipvs.udpTimeout);
-    cidrList('ipvs.excludeCIDRs', c.ipvs.excludeCIDRs ?? []);
+    if (mode.syncSection === 'ipvs') {
+      check(() => {
+        if (!(IPVS_SCHEDULERS as readonly string[]).includes(c.ipvs.scheduler)) {
+          throw invalidField('ipvs.scheduler', c.ipvs.scheduler, `must be one of ${IPVS_SCHEDULERS.filter(Boolean).join(', ')} or blank (rr)`);
+        }
+      });
+      check(() => nonNegative('ipvs.tcpTimeout', c.ipvs.tcpTimeout));
+      check(() => nonNegative('ipvs.tcpFinTimeout', c.ipvs.tcpFinTimeout));
+      check(() => nonNegative('ipvs.udpTimeout', c.ipvs.udpTimeout));
+      check(() => cidrList('ipvs.excludeCIDRs', c.ipvs.excludeCIDRs ?? []));
+    }
   }
 
   const ct = c.conntrack;
-  if (!Number.isInteger(ct.maxPerCore) || ct.maxPerCore < 0) {
-    throw invalidField('conntrack.maxPerCore', ct.maxPerCore, 'must be greater than or equal to 0');
-  }
-  if (!Number.isInteger(ct.min) || ct.min < 0) {
-    throw invalidField('conntrack.min', ct.min, 'must be greater than or equal to 0');
-  }
-  nonNegative('conntrack.tcpEstablishedTimeout', ct.tcpEstablishedTimeout);
-  nonNegative('conntrack.tcpCloseWaitTimeout', ct.tcpCloseWaitTimeout);
-  nonNegative('conntrack.udpTimeout', ct.udpTimeout);
-  nonNegative('conntrack.udpStreamTimeout', ct.udpStreamTimeout);
-
-  if (!Number.isInteger(c.oomScoreAdj) || c.oomScoreAdj < -1000 || c.oomScoreAdj > 1000) {
-    throw invalidField('oomScoreAdj', c.oomScoreAdj, 'must be within the range [-1000, 1000]');
-  }
-  if (!Number.isInteger(c.clientConnection.burst) || c.clientConnection.burst < 0) {
-    throw invalidField('clientConnection.burst', c.clientConnection.burst, 'must be greater than or equal to 0');
-  }
-  positive('configSyncPeriod', c.configSyncPeriod);
-  positive('logging.flushFrequency', c.logging.flushFrequency);
-  if (c.logging.format !== 'text' && c.logging.format !== 'json') {
-    throw invalidField('logging.format', c.logging.format, 'must be text or json');
-  }
-  if (!Number.isInteger(c.logging.verbosity) || c.logging.verbosity < 0) {
-    throw invalidField('logging.verbosity', c.logging.verbosity, 'must be a non-negative integer');
-  }
-
-  if (parseIP(c.bindAddress, SLOPPY_IP) === null) {
-    throw invalidField('bindAddress', c.bindAddress, 'must be a valid IP address');
-  }
-  // An empty listen address disables that server, as with the upstream flags.
-  if (c.healthzBindAddress !== '') hostPort('healthzBindAddress', c.healthzBindAddress);
-  if (c.metricsBindAddress !== '') hostPort('metricsBindAddress', c.metricsBindAddress);
-
-  if (!validPortRange(c.portRange)) {
-    throw invalidField('portRange', c.portRange, 'must be a valid port range (e.g. 300-2000)');
-  }
-  if (c.showHiddenMetricsForVersion !== '' && !/^\d+\.\d+$/.test(c.showHiddenMetricsForVersion)) {
-    throw invalidField('showHiddenMetricsForVersion', c.showHiddenMetricsForVersion, 'must be a version such as 1.29');
-  }
-
-  if (c.clusterCIDR !== '') {
-    const cidrs = c.clusterCIDR.split(',').map((s) => s.trim());
-    const families = cidrs.map((cidr) => {
-      const parsed = parseCIDR(cidr, SLOPPY_IP);
-      if (parsed === null) {
-        throw invalidField('clusterCIDR', c.clusterCIDR, `${JSON.stringify(cidr)} is not a valid CIDR (e.g. 10.244.0.0/16 or fd00:10:244::/56)`);
-      }
-      return parsed.family;
-    });
-    const v4 = families.filter((f) => f === 'IPv4').length;
-    if (cidrs.length > 2 || v4 > 1 || cidrs.length - v4 > 1) {
-      throw invalidField('clusterCIDR', c.clusterCIDR, 'must be a single CIDR or a dual-stack pair (at most one per IP family)');
+  check(() => {
+    if (!Number.isInteger(ct.maxPerCore) || ct.maxPerCore < 0) {
+      throw invalidField('conntrack.maxPerCore', ct.maxPerCore, 'must be greater than or equal to 0');
     }
-  }
+  });
+  check(() => {
+    if (!Number.isInteger(ct.min) || ct.min < 0) throw invalidField('conntrack.min', ct.min, 'must be greater than or equal to 0');
+  });
+  check(() => nonNegative('conntrack.tcpEstablishedTimeout', ct.tcpEstablishedTimeout));
+  check(() => nonNegative('conntrack.tcpCloseWaitTimeout', ct.tcpCloseWaitTimeout));
+  check(() => nonNegative('conntrack.udpTimeout', ct.udpTimeout));
+  check(() => nonNegative('conntrack.udpStreamTimeout', ct.udpStreamTimeout));
+
+  check(() => {
+    if (!Number.isInteger(c.oomScoreAdj) || c.oomScoreAdj < -1000 || c.oomScoreAdj > 1000) {
+      throw invalidField('oomScoreAdj', c.oomScoreAdj, 'must be within the range [-1000, 1000]');
+    }
+  });
+  check(() => {
+    if (!Number.isInteger(c.clientConnection.burst) || c.clientConnection.burst < 0) {
+      throw invalidField('clientConnection.burst', c.clientConnection.burst, 'must be greater than or equal to 0');
+    }
+  });
+  check(() => positive('configSyncPeriod', c.configSyncPeriod));
+  check(() => positive('logging.flushFrequency', c.logging.flushFrequency));
+  check(() => {
+    if (c.logging.format !== 'text' && c.logging.format !== 'json') throw invalidField('logging.format', c.logging.format, 'must be text or json');
+  });
+  check(() => {
+    if (!Number.isInteger(c.logging.verbosity) || c.logging.verbosity < 0) {
+      throw invalidField('logging.verbosity', c.logging.verbosity, 'must be a non-negative integer');
+    }
+  });
+  check(() => validateLoggingOptions(c.logging.options));
+
+  check(() => {
+    if (parseIP(c.bindAddress, SLOPPY_IP) === null) throw invalidField('bindAddress', c.bindAddress, 'must be a valid IP address');
+  });
+  // An empty listen address disables that server, as with the upstream flags.
+  if (c.healthzBindAddress !== '') check(() => hostPort('healthzBindAddress', c.healthzBindAddress));
+  if (c.metricsBindAddress !== '') check(() => hostPort('metricsBindAddress', c.metricsBindAddress));
+
+  check(() => {
+    if (!validPortRange(c.portRange)) throw invalidField('portRange', c.portRange, 'must be a valid port range (e.g. 300-2000)');
+  });
+  check(() => {
+    if (c.showHiddenMetricsForVersion !== '' && !/^\d+\.\d+$/.test(c.showHiddenMetricsForVersion)) {
+      throw invalidField('showHiddenMetricsForVersion', c.showHiddenMetricsForVersion, 'must be a version such as 1.29');
+    }
+  });
+
+  if (c.clusterCIDR !== '') check(() => clusterCIDR(c.clusterCIDR));
 
   const npa = c.nodePortAddresses ?? [];
-  for (let i = 0; i < npa.length; i++) {
-    const entry = npa[i]!;
-    if (entry === NODE_PORT_ADDRESSES_PRIMARY) {
-      if (npa.length !== 1) {
-        throw invalidField(`nodePortAddresses[${i}]`, entry, "can't use both 'primary' and CIDRs");
+  npa.forEach((entry, i) =>
+    check(() => {
+      if (entry === NODE_PORT_ADDRESSES_PRIMARY) {
+        if (npa.length !== 1) throw invalidField(`nodePortAddresses[${i}]`, entry, "can't use both 'primary' and CIDRs");
+        return;
       }
-      continue;
-    }
-    if (parseCIDR(entry, SLOPPY_IP) === null) {
-      throw invalidField(`nodePortAddresses[${i}]`, entry, "must be a valid CIDR or 'primary'");
-    }
-  }
+      if (parseCIDR(entry, SLOPPY_IP) === null) throw invalidField(`nodePortAddresses[${i}]`, entry, "must be a valid CIDR or 'primary'");
+    }),
+  );
 
-  if (!(LOCAL_MODES as readonly string[]).includes(c.detectLocalMode)) {
-    throw invalidField(
-      'detectLocalMode',
-      c.detectLocalMode,
-      `must be one of ${LOCAL_MODES.filter(Boolean).join(', ')} or blank (ClusterCIDR)`,
-    );
+  check(() => {
+    if (!(LOCAL_MODES as readonly string[]).includes(c.detectLocalMode)) {
+      throw invalidField('detectLocalMode', c.detectLocalMode, `must be one of ${LOCAL_MODES.filter(Boolean).join(', ')} or blank (ClusterCIDR)`);
+    }
+  });
+  check(() => {
+    if (c.detectLocalMode === 'BridgeInterface' && c.detectLocal.bridgeInterface === '') {
+      throw invalidField('detectLocal.bridgeInterface', '', 'must be set when detectLocalMode is BridgeInterface');
+    }
+  });
+  check(() => {
+    if (c.detectLocalMode === 'InterfaceNamePrefix' && c.detectLocal.interfaceNamePrefix === '') {
+      throw invalidField('detectLocal.interfaceNamePrefix', '', 'must be set when detectLocalMode is InterfaceNamePrefix');
+    }
+  });
+  throwAll(problems);
+}
+
+function clusterCIDR(value: string): void {
+  const cidrs = value.split(',').map((s) => s.trim());
+  const families = cidrs.map((cidr) => {
+    const parsed = parseCIDR(cidr, SLOPPY_IP);
+    if (parsed === null) {
+      throw invalidField('clusterCIDR', value, `${JSON.stringify(cidr)} is not a valid CIDR (e.g. 10.244.0.0/16 or fd00:10:244::/56)`);
+    }
+    return parsed.family;
+  });
+  const v4 = families.filter((f) => f === 'IPv4').length;
+  if (cidrs.length > 2 || v4 > 1 || cidrs.length - v4 > 1) {
+    throw invalidField('clusterCIDR', value, 'must be a single CIDR or a dual-stack pair (at most one per IP family)');
   }
-  if (c.detectLocalMode === 'BridgeInterface' && c.detectLocal.bridgeInterface === '') {
-    throw invalidField('detectLocal.bridgeInterface', '', 'must be set when detectLocalMode is BridgeInterface');
-  }
-  if (c.detectLocalMode === 'InterfaceNamePrefix' && c.detectLocal.interfaceNamePrefix === '') {
-    throw invalidField('detectLocal.interfaceNamePrefix', '', 'must be set when detectLocalMode is InterfaceNamePrefix');
+}
+
+/**
+ * logging.options as upstream's component-base reads them: text.splitStream and
+ * json.splitStream (booleans) and their infoBufferSize; other keys pass unchecked.
+ */
+function validateLoggingOptions(options: Record<string, unknown>): void {
+  for (const format of ['text', 'json']) {
+    const section = options[format];
+    if (section === undefined || section === null) continue;
+    if (typeof section !== 'object' || Array.isArray(section)) throw invalidField(`logging.options.${format}`, section, 'must be a map');
+    const split = (section as Record<string, unknown>).splitStream;
+    if (split !== undefined && typeof split !== 'boolean') throw invalidField(`logging.options.${format}.splitStream`, split, 'must be true or false');
   }
 }

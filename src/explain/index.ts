@@ -82,13 +82,17 @@ export type SnapshotLoader = (
 /** The mode explain traces when neither --proxy-mode nor a config file's mode says: the proxy's own default. */
 const DEFAULT_MODE = 'iptables';
 
-export const EXPLAIN_USAGE = `usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE) --from SRC_IP --to DST_IP:PORT
+export const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE) --from SRC_IP --to DST_IP:PORT
        [--proto tcp|udp|sctp] [--source-kind pod|host|external] [--in-interface NAME]
-       [--proxy-mode ${PROXY_MODE_NAMES.join('|')}] [--json]
+       [--proxy-mode ${PROXY_MODE_NAMES.join('|')}] [--hostname-override NODE] [--config FILE] [--json]
 Traces a new connection through the rules this proxy would program in the given mode and prints
 where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
 The mode defaults to the one the proxy would run: --config's mode, else ${DEFAULT_MODE}, as
 upstream. The rules of the ipvs and userspace modes cannot be traced yet.
+The packet is traced on the node --hostname-override names; without it, on the node whose pod
+CIDR holds SRC_IP (else this host's name), and explain says which on stderr.
+Proxy flags that change the rules are honoured too: --config, --cluster-cidr, --masquerade-all,
+--nodeport-addresses, --detect-local-mode, --pod-bridge-interface, --pod-interface-name-prefix, --master.
 The source kind is guessed from SRC_IP (a node IP: host; inside the node's pod CIDRs or the
 local-traffic CIDRs: pod; otherwise external) unless --source-kind is given.
 `;

@@ -1,19 +1,20 @@
 // `kube-proxy-ts sandbox`: the example cluster on a real kernel, in network namespaces.
 //
 // Builds the topology of topology.ts with one pod per endpoint of the manifests, runs the proxy
-// (nftables mode, manifests source) inside the proxy node's namespace, shows every service
-// answering from its pods, then keeps running until SIGINT/SIGTERM and removes everything.
-// Without root or without ip/nft it runs the proxy with --dry-run and prints the ruleset.
+// (nftables mode unless told, manifests source) inside the proxy node's namespace, shows every
+// service answering from its pods, then keeps running until SIGINT/SIGTERM/SIGHUP and removes
+// everything. Without root or without the mode's tools it runs the proxy with --dry-run.
 import { spawn } from 'node:child_process';
 import { accessSync, constants, copyFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MODES } from '../backend/modes.js';
+import { modeDescriptor, MODES, PROXY_MODE_NAMES, type ModeDescriptor } from '../backend/modes.js';
+import { claimSandbox, removeSandboxLeftovers, TEMP_PREFIX } from './leftovers.js';
 import { loadManifests, planChecks, planPods, type Check, type PodPlan } from './plan.js';
 import type { ProbeJob, ProbeResult } from './probe.js';
 import { formatCheck, formatSkip, judge, widths } from './report.js';
-import { createTopology, type Topology } from './topology.js';
+import { createTopology, ENDING_SIGNALS, signalExitCode, type Topology } from './topology.js';
 
 const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 const PROBE_MAIN = fileURLToPath(new URL('./probe-main.js', import.meta.url));
@@ -26,31 +27,37 @@ const REQUESTS = 30;
 const NO_ANSWER_REQUESTS = 3;
 const FIRST_SYNC_TIMEOUT_MS = 60_000;
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
-/** The mode the sandbox runs the proxy in. */
-const MODE = MODES.nftables;
+/** The modes the sandbox can run: those that program the kernel. */
+const SANDBOX_MODES = PROXY_MODE_NAMES.filter((m) => MODES[m].programsKernel);
 
 export interface SandboxOptions {
   once: boolean;
   manifests: string;
   node: string;
+  mode: ModeDescriptor;
   help: boolean;
+  cleanup: boolean;
 }
 
-const HELP = `Usage: kube-proxy-ts sandbox [--once] [--manifests DIR] [--node NAME]
+const HELP = `Usage: kube-proxy-ts sandbox [--once] [--manifests DIR] [--hostname-override NAME] [--proxy-mode MODE]
+       kube-proxy-ts sandbox --cleanup
 
 Creates network namespaces for the nodes and pods of the manifests (default: the example
-cluster), runs the proxy in nftables mode inside the proxy node's namespace, and shows each
-service answering from its pods. Then keeps running until Ctrl-C, which removes everything.
-Without root (or without ip and nft) it runs the proxy with --dry-run and prints the ruleset.
+cluster), runs the proxy inside the proxy node's namespace, and shows each service answering
+from its pods. Then keeps running until Ctrl-C (or the terminal closes), which removes everything.
+Without root (or without the mode's tools) it runs the proxy with --dry-run and prints the ruleset.
 
-  --once            check, print, clean up and exit: 0 if every service answered as expected
-                    (a dry run exits 0 after the first sync)
-  --manifests DIR   the cluster to build (default: ${EXAMPLES})
-  --node NAME       the node the proxy runs as (default: node-1; must have InternalIP 10.0.0.1)
+  --once                       check, print, clean up and exit: 0 if every service answered as
+                               expected (a dry run exits 0 after the first sync)
+  --manifests DIR              the cluster to build (default: ${EXAMPLES})
+  --hostname-override NAME     the node the proxy runs as (default: node-1; must have InternalIP 10.0.0.1)
+  --proxy-mode MODE            ${SANDBOX_MODES.join(' or ')} (default: nftables)
+  --cleanup                    remove what a sandbox killed without cleaning up left behind (its
+                               namespaces, processes and temp files); running sandboxes are kept
 `;
 
 export function parseSandboxArgs(argv: string[]): SandboxOptions {
-  const opts: SandboxOptions = { once: false, manifests: EXAMPLES, node: 'node-1', help: false };
+  const opts: SandboxOptions = { once: false, manifests: EXAMPLES, node: 'node-1', mode: MODES.nftables, help: false, cleanup: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const eq = arg.indexOf('=');
@@ -62,9 +69,16 @@ export function parseSandboxArgs(argv: string[]): SandboxOptions {
       return v;
     };
     if (flag === '--once' && flag === arg) opts.once = true;
+    else if (flag === '--cleanup' && flag === arg) opts.cleanup = true;
     else if ((flag === '--help' || flag === '-h') && flag === arg) opts.help = true;
     else if (flag === '--manifests') opts.manifests = resolve(value());
-    else if (flag === '--node') opts.node = value();
+    else if (flag === '--hostname-override') opts.node = value();
+    else if (flag === '--proxy-mode') {
+      const name = value();
+      const mode = modeDescriptor(name);
+      if (!mode || !mode.programsKernel) throw new Error(`--proxy-mode ${JSON.stringify(name)}: the sandbox runs ${SANDBOX_MODES.join(' or ')}`);
+      opts.mode = mode;
+    } else if (flag === '--node') throw new Error('--node is now --hostname-override, as for the proxy and explain');
     else throw new Error(`unknown argument ${JSON.stringify(arg)} (see --help)`);
   }
   return opts;
@@ -88,15 +102,15 @@ function onPath(cmd: string): boolean {
 }
 
 /** Why the sandbox cannot create namespaces here, or undefined when it can. */
-export function missingPrivileges(): string | undefined {
+export function missingPrivileges(mode: ModeDescriptor = MODES.nftables): string | undefined {
   if (process.getuid && process.getuid() !== 0) return `not running as root (uid ${process.getuid()})`;
-  const missing = ['ip', ...MODE.sandbox.tools, 'sysctl'].filter((c) => !onPath(c));
+  const missing = ['ip', ...mode.sandbox.tools, 'sysctl'].filter((c) => !onPath(c));
   if (missing.length > 0) return `missing command${missing.length > 1 ? 's' : ''}: ${missing.join(', ')}`;
   return undefined;
 }
 
-function proxyArgs(manifests: string, node: string): string[] {
-  return [MAIN, '--manifests', manifests, '--hostname-override', node, '--proxy-mode', MODE.name, '--cluster-cidr', CLUSTER_CIDR];
+function proxyArgs(opts: SandboxOptions, manifests = opts.manifests): string[] {
+  return [MAIN, '--manifests', manifests, '--hostname-override', opts.node, '--proxy-mode', opts.mode.name, '--cluster-cidr', CLUSTER_CIDR];
 }
 
 /** Calls fn with each complete line of a stream. */
@@ -114,28 +128,24 @@ function worthForwarding(line: string): boolean {
   return /^[WE]\d/.test(line) || / (change received|synced proxy rules) /.test(line);
 }
 
-/** Resolves with the signal's name on the first SIGINT or SIGTERM; the handlers stay until dispose. */
+/** Resolves with the signal's name on the first SIGINT, SIGTERM or SIGHUP; the handlers stay until dispose. */
 function signals(): { received: Promise<NodeJS.Signals>; dispose(): void } {
   let fire: (s: NodeJS.Signals) => void = () => {};
   const received = new Promise<NodeJS.Signals>((r) => (fire = r));
   const handler = (s: NodeJS.Signals): void => fire(s);
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  for (const sig of ENDING_SIGNALS) process.on(sig, handler);
   return {
     received,
     dispose: () => {
-      process.off('SIGINT', handler);
-      process.off('SIGTERM', handler);
+      for (const sig of ENDING_SIGNALS) process.off(sig, handler);
     },
   };
 }
 
-const signalExitCode = (s: NodeJS.Signals): number => (s === 'SIGINT' ? 130 : 143);
-
 /** Without namespaces: the proxy with --dry-run, its ruleset on stdout. */
 async function dryRun(opts: SandboxOptions): Promise<number> {
   // No health or metrics servers: a dry run serves nothing, and their ports may be taken on this host.
-  const args = [...proxyArgs(opts.manifests, opts.node), '--dry-run', '--healthz-bind-address=', '--metrics-bind-address='];
+  const args = [...proxyArgs(opts), '--dry-run', ...(opts.once ? [] : ['--watch'])];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const sig = signals();
   child.stdout.pipe(process.stdout, { end: false });
@@ -194,7 +204,8 @@ function copyManifests(dir: string): string {
   } catch (err) {
     throw new Error(`cannot read manifests directory ${dir}: ${(err as Error).message}`);
   }
-  const tmp = mkdtempSync(join(tmpdir(), 'kube-proxy-sandbox-'));
+  // The owner's PID in the name tells `sandbox --cleanup` whether the copy is still in use.
+  const tmp = mkdtempSync(join(tmpdir(), `${TEMP_PREFIX}${process.pid}-`));
   for (const name of names) {
     const src = join(dir, name);
     if (MANIFEST_EXTENSIONS.has(extname(name).toLowerCase()) && statSync(src).isFile()) copyFileSync(src, join(tmp, name));
@@ -249,6 +260,7 @@ function describeNamespaces(topo: Topology, plan: PodPlan): string[] {
 class Sandbox {
   private topo: Topology | undefined;
   private tmp: string | undefined;
+  private unclaim: (() => void) | undefined;
   /** Set once the checks are done: a signal then ends a normal run instead of interrupting one. */
   private running = false;
   private readonly removeTmp = (): void => {
@@ -286,6 +298,8 @@ class Sandbox {
       await this.topo.destroy();
       this.topo = undefined;
     }
+    this.unclaim?.();
+    this.unclaim = undefined;
     this.removeTmp();
     this.tmp = undefined;
   }
@@ -293,11 +307,18 @@ class Sandbox {
   private async main(stop: Promise<NodeJS.Signals>): Promise<number> {
     const o = this.opts;
     this.tmp = copyManifests(o.manifests);
+    const mode = o.mode;
     const { objects, snapshot } = await loadManifests(this.tmp, o.node);
     const plan = planPods(objects, o.node);
     for (const n of plan.notes) out(`note: ${n}`);
     out(`Creating ${plan.nodeCount} nodes, ${plan.pods.length - 1} pods and a client pod in network namespaces...`);
-    this.topo = await createTopology({ nodes: plan.nodeCount, pods: plan.pods, prefix: SANDBOX_PREFIX, handleSignals: false });
+    this.topo = await createTopology({
+      nodes: plan.nodeCount,
+      pods: plan.pods,
+      prefix: SANDBOX_PREFIX,
+      handleSignals: false,
+      claim: (id) => (this.unclaim = claimSandbox(id)),
+    });
     const topo = this.topo;
     out(`Sandbox ${topo.id}:`);
     for (const l of describeNamespaces(topo, plan)) out(l);
@@ -308,8 +329,8 @@ class Sandbox {
     const { checks, skips } = planChecks(objects, snapshot, plan, { extIp: topo.ext.ip, sameNodeReplies: topo.brNetfilter });
 
     const nodeNs = topo.node(plan.proxyNode.index).ns;
-    out(`Starting the proxy in ${nodeNs} (${MODE.name} mode, manifests ${this.tmp})...`);
-    const proxy = topo.spawn(nodeNs, process.execPath, proxyArgs(this.tmp, o.node));
+    out(`Starting the proxy in ${nodeNs} (${mode.name} mode, manifests ${this.tmp})...`);
+    const proxy = topo.spawn(nodeNs, process.execPath, proxyArgs(o, this.tmp));
     // A failed first sync is retried by the proxy, but here it means a broken ruleset: report it at once.
     const first = await proxy.waitFor(/ (synced proxy rules|sync failed) /, { stream: 'stderr', timeoutMs: FIRST_SYNC_TIMEOUT_MS });
     if (/ sync failed /.test(first)) throw new Error(`the proxy's first sync failed:\n${proxy.stderr().trim().split('\n').slice(-5).join('\n')}`);
@@ -331,7 +352,7 @@ class Sandbox {
 
     out();
     out('Poke around:');
-    out(`  ip netns exec ${nodeNs} ${MODE.sandbox.dumpRules.join(' ')}`);
+    out(`  ip netns exec ${nodeNs} ${mode.sandbox.dumpRules.join(' ')}`);
     const sample = checks.find((c) => c.kind === 'clusterIP' && c.noAnswer === undefined);
     if (sample) out(`  ip netns exec ${topo.ns(sample.from)} ${process.execPath} ${PROBE_MAIN} ${sample.proto} ${sample.ip} ${sample.port} 10`);
     out(`  ip netns exec ${topo.ext.ns} ${process.execPath} ${PROBE_MAIN} tcp <address> <port> 10`);
@@ -362,10 +383,23 @@ export async function runSandbox(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const missing = missingPrivileges();
+  if (opts.cleanup) {
+    if (process.getuid && process.getuid() !== 0) {
+      process.stderr.write('kube-proxy-ts sandbox: --cleanup needs root (it deletes network namespaces)\n');
+      return 1;
+    }
+    const left = removeSandboxLeftovers(SANDBOX_PREFIX);
+    out(
+      left.namespaces.length + left.tempFiles.length === 0
+        ? 'Nothing left by earlier sandboxes.'
+        : `Removed ${left.namespaces.length} namespaces, ${left.processes} processes and ${left.tempFiles.length} temporary files left by earlier sandboxes.`,
+    );
+    return 0;
+  }
+  const missing = missingPrivileges(opts.mode);
   if (missing) {
-    out(`${missing}: the sandbox needs root, ip and ${MODE.sandbox.tools.join(', ')} to create network namespaces.`);
-    out(`Doing a dry run instead: the proxy reads ${opts.manifests} and prints the ${MODE.name} ruleset it would program.`);
+    out(`${missing}: the sandbox needs root, ip and ${opts.mode.sandbox.tools.join(', ')} to create network namespaces.`);
+    out(`Doing a dry run instead: the proxy reads ${opts.manifests} and prints the ${opts.mode.name} ruleset it would program.`);
     out();
     return dryRun(opts);
   }

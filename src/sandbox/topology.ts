@@ -69,6 +69,8 @@ export interface TopologyOptions {
    * shutdown on those signals pass false; cleanup at process exit stays in place either way.
    */
   handleSignals?: boolean;
+  /** Called with the instance id before any namespace exists (to record who owns them). */
+  claim?: (id: string) => void;
 }
 
 export interface NodeInfo {
@@ -141,28 +143,45 @@ const signalled = new Set<Topology>();
 const onExit = (): void => {
   for (const t of live) t.destroySync();
 };
+/** The signals that end a topology's owner: Ctrl-C, kill, and a closed terminal or dropped ssh. */
+export const ENDING_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+/** Shell convention: 128 + the signal's number. */
+export const signalExitCode = (sig: NodeJS.Signals): number => (sig === 'SIGINT' ? 130 : sig === 'SIGHUP' ? 129 : 143);
 const onSignal = (sig: NodeJS.Signals): void => {
   onExit();
-  process.exit(sig === 'SIGINT' ? 130 : 143);
+  process.exit(signalExitCode(sig));
 };
 
 function track(t: Topology, handleSignals: boolean): void {
   if (live.size === 0) process.on('exit', onExit);
   live.add(t);
   if (!handleSignals) return;
-  if (signalled.size === 0) {
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  }
+  if (signalled.size === 0) for (const sig of ENDING_SIGNALS) process.on(sig, onSignal);
   signalled.add(t);
 }
 
 function untrack(t: Topology): void {
-  if (signalled.delete(t) && signalled.size === 0) {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+  if (signalled.delete(t) && signalled.size === 0) for (const sig of ENDING_SIGNALS) process.off(sig, onSignal);
   if (live.delete(t) && live.size === 0) process.off('exit', onExit);
+}
+
+let pdeathsig: boolean | undefined;
+
+/**
+ * Prefixes a command with `setpriv --pdeathsig SIGTERM` where util-linux has it: the kernel then
+ * signals the process when this one dies, even by SIGKILL, so no child outlives its topology's
+ * owner. `ip netns exec` and the command keep the setting (exec preserves it).
+ */
+function withParentDeathSignal(argv: string[]): [string, string[]] {
+  if (pdeathsig === undefined) {
+    try {
+      pdeathsig = execFileSync('setpriv', ['--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).includes('--pdeathsig');
+    } catch {
+      pdeathsig = false;
+    }
+  }
+  const full = pdeathsig ? ['setpriv', '--pdeathsig', 'SIGTERM', ...argv] : argv;
+  return [full[0]!, full.slice(1)];
 }
 
 function isAlive(child: ChildProcess): boolean {
@@ -414,7 +433,7 @@ export class Topology {
   private start(ns: string, cmd: string, args: string[], opts: SpawnOptions): ChildProcess {
     if (this.destroying) throw new Error(`topology ${this.id} is destroyed`);
     const full = this.ns(ns);
-    const child = spawnChild('ip', ['netns', 'exec', full, cmd, ...args], opts);
+    const child = spawnChild(...withParentDeathSignal(['ip', 'netns', 'exec', full, cmd, ...args]), opts);
     this.children.set(child, full);
     child.once('close', () => this.children.delete(child));
     child.once('error', () => this.children.delete(child));
@@ -703,6 +722,7 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
   // Namespace names become file names and parts of longer names: keep the prefix short and plain.
   if (!/^[a-z][a-z0-9]{0,7}$/.test(prefix)) throw new Error(`prefix must be 1..8 lower-case letters or digits starting with a letter, got ${JSON.stringify(prefix)}`);
   const topo = new Topology(newId(prefix), nodes);
+  opts.claim?.(topo.id);
   try {
     await topo.build(opts.pods ?? [], opts.handleSignals ?? true);
   } catch (err) {

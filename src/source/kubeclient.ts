@@ -48,17 +48,31 @@ export interface ClientConnectionOptions {
  * unauthenticated connection to that URL).
  */
 export function loadKubeConfig(opts: ClientConnectionOptions = {}): KubeConfig {
+  let file = '';
+  try {
+    return loadKubeConfigFrom(opts, (f) => (file = f));
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    // Every problem names the file it is in, so a user knows which one to fix.
+    throw new Error(file !== '' && !msg.includes(file) ? `kubeconfig ${file}: ${msg.split('\n')[0]}` : msg);
+  }
+}
+
+function loadKubeConfigFrom(opts: ClientConnectionOptions, reading: (file: string) => void): KubeConfig {
   const kc = new KubeConfig();
   const envFiles = (process.env.KUBECONFIG ?? '').split(delimiter).filter((f) => f !== '');
   if (opts.kubeconfig) {
     if (!existsSync(opts.kubeconfig)) throw new Error(`kubeconfig file ${opts.kubeconfig} does not exist`);
+    reading(opts.kubeconfig);
     loadWithTokenFiles(kc, opts.kubeconfig);
   } else if (envFiles.length > 0) {
     // Like kubectl, missing files in KUBECONFIG are ignored and the first file wins on conflicts.
     const present = envFiles.filter((f) => existsSync(f));
     if (present.length === 0) throw new Error(`none of the KUBECONFIG files exist: ${envFiles.join(delimiter)}`);
+    reading(present[0]!);
     loadWithTokenFiles(kc, present[0]!);
     for (const f of present.slice(1)) {
+      reading(f);
       const more = new KubeConfig();
       more.loadFromFile(f);
       kc.mergeConfig(more, true);
@@ -74,7 +88,12 @@ export function loadKubeConfig(opts: ClientConnectionOptions = {}): KubeConfig {
     kc.loadFromCluster(opts.inClusterPathPrefix);
   }
   const cluster = kc.getCurrentCluster();
-  if (!cluster) throw new Error(`kubeconfig has no cluster for context ${JSON.stringify(kc.getCurrentContext())}`);
+  if (!cluster) {
+    const context = kc.getCurrentContext();
+    if (!context) throw new Error('has no current-context (set one with kubectl config use-context, or add a context)');
+    if (!kc.getContextObject(context)) throw new Error(`current-context ${JSON.stringify(context)} is not among its contexts`);
+    throw new Error(`has no cluster for context ${JSON.stringify(context)}`);
+  }
   if (opts.master && cluster.server !== opts.master) {
     kc.clusters = kc.clusters.map((c) => (c.name === cluster.name ? { ...c, server: opts.master! } : c));
   }

@@ -74,7 +74,7 @@ describe('fault injection, nftables mode', () => {
     assert.equal(await httpStatus(`http://${NODE1_IP}:10256/healthz`), 200);
     const unreachable = kubeconfigFor('http://127.0.0.1:1');
     const p = c.topo.spawn('node1', process.execPath, [
-      PROXY_MAIN, '--dry-run', '--kubeconfig', unreachable, '--hostname-override', 'node-1', '--proxy-mode', 'nftables',
+      PROXY_MAIN, '--dry-run', '--watch', '--kubeconfig', unreachable, '--hostname-override', 'node-1', '--proxy-mode', 'nftables',
       '--healthz-bind-address', '127.0.0.1:10400', '--metrics-bind-address=',
     ]);
     extra.push(p);

@@ -1,6 +1,6 @@
 // Writes a kubeconfig file that points at a (fake) API server, so tests reach it the same
 // way the proxy reaches a real cluster.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -14,7 +14,13 @@ export interface KubeconfigOptions {
   dir?: string;
 }
 
-/** Writes the kubeconfig and returns its path. */
+// Directories this module created, removed when the test process exits (each test file is one).
+const created: string[] = [];
+process.once('exit', () => {
+  for (const dir of created) rmSync(dir, { recursive: true, force: true });
+});
+
+/** Writes the kubeconfig and returns its path (in a temporary directory removed at exit, unless `dir` is given). */
 export function kubeconfigFor(server: { url: string } | string, opts: KubeconfigOptions = {}): string {
   const url = typeof server === 'string' ? server : server.url;
   const user: Record<string, unknown> = {};
@@ -36,7 +42,11 @@ export function kubeconfigFor(server: { url: string } | string, opts: Kubeconfig
     contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'fake-user' } }],
     'current-context': 'fake',
   };
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'kpts-kubeconfig-'));
+  let dir = opts.dir;
+  if (dir === undefined) {
+    dir = mkdtempSync(join(tmpdir(), 'kpts-kubeconfig-'));
+    created.push(dir);
+  }
   const path = join(dir, 'kubeconfig');
   writeFileSync(path, stringify(doc), { mode: 0o600 });
   return path;

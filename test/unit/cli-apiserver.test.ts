@@ -58,7 +58,7 @@ before(async () => {
   server.create('EndpointSlice', slice('web', ['10.244.1.10', '10.244.1.11']));
   const kubeconfig = kubeconfigFor(server, { token: 'secret-token' });
   // A dry run: this test watches the source and the model, and must not touch this machine's rules.
-  const args = ['--kubeconfig', kubeconfig, '--hostname-override', 'node-a', '--iptables-min-sync-period', '0s', '--dry-run', '--v', '2'];
+  const args = ['--kubeconfig', kubeconfig, '--hostname-override', 'node-a', '--iptables-min-sync-period', '0s', '--dry-run', '--watch', '--v', '4'];
   proc = spawn(process.execPath, [MAIN, ...args, '--healthz-bind-address=', '--metrics-bind-address='], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -165,7 +165,7 @@ nftables:
   minSyncPeriod: 500ms
 nodePortAddresses: [primary]
 featureGates:
-  SomeGate: true
+  TopologyAwareHints: true
 conntrack:
   maxPerCore: 0
 `;
@@ -178,7 +178,7 @@ conntrack:
     assert.equal(fromYaml.nftables.syncPeriod, '10s');
     assert.equal(fromYaml.nftables.minSyncPeriod, '500ms');
     assert.deepEqual(fromYaml.nodePortAddresses, ['primary']);
-    assert.deepEqual(fromYaml.featureGates, { SomeGate: true });
+    assert.deepEqual(fromYaml.featureGates, { TopologyAwareHints: true });
     assert.equal(fromYaml.conntrack.maxPerCore, 0);
     // Unset fields get upstream defaults.
     assert.equal(fromYaml.iptables.syncPeriod, '30s');
@@ -370,7 +370,7 @@ describe('serializeConfiguration', () => {
     c.mode = 'nftables';
     c.clientConnection.kubeconfig = '/etc/kube-proxy/kubeconfig';
     c.clientConnection.qps = 7.5;
-    c.featureGates = { Alpha: true, Beta: false };
+    c.featureGates = { ContextualLogging: true, TopologyAwareHints: false };
     c.healthzBindAddress = '[::]:10256';
     c.clusterCIDR = '10.244.0.0/16,fd00:10:244::/56';
     c.nodePortAddresses = ['10.0.0.0/8', 'fd00::/64'];

@@ -102,7 +102,7 @@ describe('proxy --dry-run without privileges', { timeout: 60_000 }, () => {
     cpSync(EXAMPLES, dir, { recursive: true });
     chmodSync(dir, 0o755);
     // No health or metrics servers: their default ports may be in use by other tests on this host.
-    const cmd = unprivileged([MAIN, '--dry-run', '--manifests', dir, '--proxy-mode', 'nftables', '--hostname-override', 'node-1', '--healthz-bind-address=', '--metrics-bind-address=']);
+    const cmd = unprivileged([MAIN, '--dry-run', '--watch', '--manifests', dir, '--proxy-mode', 'nftables', '--hostname-override', 'node-1', '--healthz-bind-address=', '--metrics-bind-address=']);
     runAs = cmd.uid;
     child = new Child(cmd.cmd, cmd.args);
     await child.until('the first sync', () => child.syncs() >= 1);

@@ -21,7 +21,10 @@ describe('parseCommandLine', () => {
     assert.deepEqual(cl.config, defaultConfiguration());
     assert.deepEqual(
       { ...cl, config: undefined },
-      { config: undefined, configFile: '', master: '', manifestsDir: '', cleanup: false, dryRun: false, writeConfigTo: '', version: false, help: false, verbosity: 0 },
+      {
+        config: undefined, configFile: '', master: '', manifestsDir: '', cleanup: false, dryRun: false, watch: false, initOnly: false,
+        vmodule: '', given: new Set(), writeConfigTo: '', version: false, help: false, verbosity: 0,
+      },
     );
   });
 
@@ -41,7 +44,7 @@ describe('parseCommandLine', () => {
       '--ipvs-scheduler', 'wrr', '--ipvs-sync-period', '1m', '--ipvs-min-sync-period=5s',
       '--conntrack-max-per-core', '0', '--conntrack-min=1000', '--conntrack-tcp-timeout-established', '2h',
       '--conntrack-tcp-timeout-close-wait=30m', '--config-sync-period', '5m', '--manifests', '/srv/manifests',
-      '--dry-run', '--cleanup=true', '--write-config-to', '/tmp/out.yaml', '--feature-gates', 'A=true,B=false',
+      '--dry-run', '--cleanup=true', '--write-config-to', '/tmp/out.yaml', '--feature-gates', 'ContextualLogging=true,TopologyAwareHints=false',
       '--pod-bridge-interface', 'cbr0',
     );
     const c = cl.config;
@@ -58,7 +61,7 @@ describe('parseCommandLine', () => {
     assert.deepEqual([c.conntrack.maxPerCore, c.conntrack.min], [0, 1000]);
     assert.deepEqual([c.conntrack.tcpEstablishedTimeout, c.conntrack.tcpCloseWaitTimeout], ['2h0m0s', '30m0s']);
     assert.equal(c.configSyncPeriod, '5m0s');
-    assert.deepEqual(c.featureGates, { A: true, B: false });
+    assert.deepEqual(c.featureGates, { ContextualLogging: true, TopologyAwareHints: false });
     assert.deepEqual(
       [cl.manifestsDir, cl.dryRun, cl.cleanup, cl.writeConfigTo],
       ['/srv/manifests', true, true, '/tmp/out.yaml'],
@@ -106,9 +109,9 @@ describe('parseCommandLine', () => {
   });
 
   it('appends repeated list flags and merges repeated feature gates', () => {
-    const c = parse('--nodeport-addresses=10.0.0.0/8', '--nodeport-addresses', '192.168.0.0/16', '--feature-gates=A=true,B=true', '--feature-gates', 'B=false').config;
+    const c = parse('--nodeport-addresses=10.0.0.0/8', '--nodeport-addresses', '192.168.0.0/16', '--feature-gates=ContextualLogging=true,TopologyAwareHints=true', '--feature-gates', 'TopologyAwareHints=false').config;
     assert.deepEqual(c.nodePortAddresses, ['10.0.0.0/8', '192.168.0.0/16']);
-    assert.deepEqual(c.featureGates, { A: true, B: false });
+    assert.deepEqual(c.featureGates, { ContextualLogging: true, TopologyAwareHints: false });
     assert.deepEqual(parse('--nodeport-addresses', 'primary').config.nodePortAddresses, ['primary']);
   });
 
@@ -145,8 +148,8 @@ iptables:
 ipvs:
   scheduler: lc
 featureGates:
-  FromFile: true
-  Shared: true
+  WatchListClient: true
+  TopologyAwareHints: true
 `;
 
   it('uses the file, with defaults for what it leaves out', () => {
@@ -161,10 +164,10 @@ featureGates:
 
   it('lets only explicitly given flags override the file', () => {
     const path = writeTemp(fileText);
-    const c = parse('--proxy-mode', 'nftables', '--config', path, '--kubeconfig=/from/flag', '--feature-gates', 'Shared=false,FromFlag=true').config;
+    const c = parse('--proxy-mode', 'nftables', '--config', path, '--kubeconfig=/from/flag', '--feature-gates', 'TopologyAwareHints=false,ContextualLogging=true').config;
     assert.equal(c.mode, 'nftables');
     assert.equal(c.clientConnection.kubeconfig, '/from/flag');
-    assert.deepEqual(c.featureGates, { FromFile: true, Shared: false, FromFlag: true });
+    assert.deepEqual(c.featureGates, { WatchListClient: true, TopologyAwareHints: false, ContextualLogging: true });
     // Not given on the command line: the file wins over the flag defaults.
     assert.equal(c.oomScoreAdj, -500);
     assert.equal(c.iptables.syncPeriod, '10s');
@@ -285,7 +288,7 @@ describe('help, version and --write-config-to', () => {
   it('writes a configuration that loads back identically', () => {
     const cl = parse(
       '--proxy-mode=nftables', '--cluster-cidr', '10.244.0.0/16', '--iptables-sync-period', '90s',
-      '--nodeport-addresses', 'primary', '--feature-gates', 'X=true', '--metrics-bind-address', '0.0.0.0',
+      '--nodeport-addresses', 'primary', '--feature-gates', 'ContextualLogging=true', '--metrics-bind-address', '0.0.0.0',
       '--conntrack-max-per-core', '0', '--hostname-override', 'node-1', '--v', '3',
       '--kubeconfig', '/etc/kubernetes/kube-proxy.conf', '--write-config-to', join(dir, 'out.yaml'),
     );

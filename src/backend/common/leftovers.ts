@@ -215,3 +215,32 @@ export async function removeLeftoversForIptables(flavour: Flavour, opts: ExecOpt
   }
   return logReport({ iptablesChains, ...ipvs, nftablesTables });
 }
+
+/**
+ * `--cleanup --dry-run`: what a cleanup would remove, one line each, found with read-only
+ * commands only (listing tables, chains, interfaces and sets changes nothing).
+ */
+export async function listLeftovers(opts: ExecOptions = {}): Promise<string[]> {
+  const found: string[] = [];
+  const tables = await tryRun(['nft', 'list', 'tables'], undefined, opts);
+  for (const m of (tables?.code === 0 ? tables.stdout : '').matchAll(/^table (ip6?) kube-proxy$/gm)) found.push(`nftables table ${m[1]} kube-proxy`);
+  for (const { family, flavour } of allTools(FLAVOURS)) {
+    let script: string;
+    try {
+      script = iptablesCleanupScript(await saveTables(family, flavour, opts));
+    } catch {
+      continue; // this flavour's tools are missing: it has nothing of ours
+    }
+    let table = '';
+    for (const line of script.split('\n')) {
+      if (line.startsWith('*')) table = line.slice(1);
+      else if (line.startsWith('-X ')) found.push(`${toolFor(family, flavour, 'iptables')} chain ${table} ${line.slice(3)}`);
+      else if (line.startsWith('-D ')) found.push(`${toolFor(family, flavour, 'iptables')} rule -t ${table} ${line}`);
+    }
+  }
+  const link = await tryRun(['ip', '-o', 'link', 'show', 'dev', 'kube-ipvs0'], undefined, opts);
+  if (link?.code === 0) found.push('interface kube-ipvs0 (and the IPVS virtual servers on its addresses)');
+  const sets = await tryRun(['ipset', 'list', '-n'], undefined, opts);
+  for (const name of sets?.code === 0 ? sets.stdout.split('\n').filter((n) => n.startsWith('KUBE-')) : []) found.push(`ipset ${name}`);
+  return found;
+}
