@@ -2,7 +2,7 @@
 // serves is in docs/metrics.md (and nothing else is), the pages the README links to exist, the
 // licence matches package.json, and package.json ships only what exists.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -63,5 +63,22 @@ describe('documentation', () => {
     assert.equal(pkg.license, 'Apache-2.0');
     assert.match(read('LICENSE'), /Apache License\s+Version 2\.0, January 2004/);
     for (const f of pkg.files) assert.ok(existsSync(join(ROOT, f)), `package.json files: ${f} exists`);
+  });
+
+  it('no file holds an unresolved merge conflict', () => {
+    const marker = /^(<{7} |={7}$|>{7} )/m;
+    const conflicted: string[] = [];
+    const walk = (dir: string): void => {
+      for (const entry of readdirSync(join(ROOT, dir), { withFileTypes: true })) {
+        const path = dir === '' ? entry.name : `${dir}/${entry.name}`;
+        if (entry.isDirectory()) {
+          if (!['node_modules', 'dist', '.git'].includes(entry.name)) walk(path);
+        } else if (/\.(ts|mjs|js|md|ya?ml|json|sh|service)$|^Dockerfile$/.test(entry.name) && marker.test(read(path))) {
+          conflicted.push(path);
+        }
+      }
+    };
+    walk('');
+    assert.deepEqual(conflicted, []);
   });
 });
