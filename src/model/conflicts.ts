@@ -81,3 +81,99 @@ export function resolveConflicts(services: Iterable<ParsedService>): { effective
   }
   return { effective, conflicts };
 }
+
+/** Everything a Service may contend for: Services sharing none of these cannot affect each other. */
+function claimKeys(s: ParsedService): string[] {
+  const keys = new Set<string>();
+  for (const family of ['IPv4', 'IPv6'] as const) {
+    for (const p of s.ports[family]) {
+      keys.add(`vip ${p.clusterIP}|${p.port}|${p.protocol}`);
+      if (p.nodePort !== 0) keys.add(`nodeport ${p.nodePort}|${p.protocol}`);
+      // One key for a ClusterIP and an external IP links a Service to the one it could hijack.
+      keys.add(`ip ${p.clusterIP}`);
+      for (const ip of p.externalIPs) keys.add(`ip ${ip}`);
+    }
+  }
+  return [...keys];
+}
+
+/**
+ * `resolveConflicts` kept up to date one change at a time: a change re-resolves only the
+ * Services linked to the changed ones through shared claims (directly or through others), so
+ * its cost follows the change, not the number of Services. The outcome equals a resolution of
+ * all Services from scratch, since unlinked Services never decide each other's claims.
+ */
+export class ConflictResolver {
+  /** `services` with conflicts resolved: what is programmed. */
+  readonly effective = new Map<string, ParsedService>();
+  private readonly holders = new Map<string, Set<string>>();
+  private readonly claimsOf = new Map<string, string[]>();
+  private readonly conflictsOf = new Map<string, Conflict[]>();
+
+  /**
+   * Re-resolves after `changed` Services were added, updated or deleted in `services`.
+   * Returns the effective form, before this update, of every Service re-resolved (the others
+   * are unchanged), and the conflicts those Services have now and had before.
+   */
+  update(
+    services: ReadonlyMap<string, ParsedService>,
+    changed: Iterable<string>,
+  ): { previous: Map<string, ParsedService | undefined>; conflicts: Conflict[]; before: Conflict[] } {
+    const linked = new Set<string>();
+    const queue: string[] = [];
+    const visit = (key: string): void => {
+      if (linked.has(key)) return;
+      linked.add(key);
+      queue.push(key);
+    };
+    for (const key of changed) {
+      // Whoever shared the old claims may win them now.
+      for (const claim of this.claimsOf.get(key) ?? []) {
+        const set = this.holders.get(claim);
+        if (set === undefined) continue;
+        set.delete(key);
+        for (const other of set) visit(other);
+        if (set.size === 0) this.holders.delete(claim);
+      }
+      this.claimsOf.delete(key);
+      const s = services.get(key);
+      if (s !== undefined) {
+        const claims = claimKeys(s);
+        this.claimsOf.set(key, claims);
+        for (const claim of claims) {
+          let set = this.holders.get(claim);
+          if (set === undefined) this.holders.set(claim, (set = new Set()));
+          set.add(key);
+        }
+      }
+      visit(key);
+    }
+    while (queue.length > 0) {
+      for (const claim of this.claimsOf.get(queue.pop()!) ?? []) for (const other of this.holders.get(claim) ?? []) visit(other);
+    }
+    const members: ParsedService[] = [];
+    const before: Conflict[] = [];
+    const previous = new Map<string, ParsedService | undefined>();
+    for (const key of linked) {
+      const s = services.get(key);
+      if (s !== undefined) members.push(s);
+      previous.set(key, this.effective.get(key));
+      before.push(...(this.conflictsOf.get(key) ?? []));
+      this.conflictsOf.delete(key);
+      this.effective.delete(key);
+    }
+    const { effective, conflicts } = resolveConflicts(members);
+    for (const [key, s] of effective) this.effective.set(key, s);
+    for (const c of conflicts) {
+      const list = this.conflictsOf.get(c.service);
+      if (list === undefined) this.conflictsOf.set(c.service, [c]);
+      else list.push(c);
+    }
+    return { previous, conflicts, before };
+  }
+
+  /** Every standing conflict. */
+  all(): Conflict[] {
+    return [...this.conflictsOf.values()].flat();
+  }
+}

@@ -1,7 +1,7 @@
 // ProxyModel: the state built from source events, and per-family snapshots with the
 // change set since the previous snapshot of that family.
 import { log } from '../log.js';
-import { resolveConflicts } from './conflicts.js';
+import { ConflictResolver, type Conflict } from './conflicts.js';
 import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual, type ParsedSlice } from './endpoints.js';
 import type { SourceEvent } from './k8s.js';
 import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
@@ -138,11 +138,10 @@ export class ProxyModel {
   readonly droppedFields = new Map<string, number>();
 
   private readonly services = new Map<string, ParsedService>();
-  /** `services` after cross-Service conflicts are resolved: what is programmed. */
-  private effective = new Map<string, ParsedService>();
-  private conflictsStale = false;
-  /** Conflicts already logged, so a standing one is reported once. */
-  private reportedConflicts = new Set<string>();
+  /** `services` after cross-Service conflicts are resolved (`effective`: what is programmed). */
+  private readonly conflicts = new ConflictResolver();
+  /** Services changed since conflicts were last resolved. */
+  private readonly conflictsPending = new Set<string>();
   private readonly slices = new Map<string, ParsedSlice>();
   /** Service key → its slices, by slice key. */
   private readonly slicesByService = new Map<string, Map<string, ParsedSlice>>();
@@ -243,7 +242,7 @@ export class ProxyModel {
     const staleIPsSeen = new Set<string>();
     let todo: Iterable<string>;
     if (fs.allChanged) {
-      todo = new Set([...fs.portKeys.keys(), ...this.effective.keys(), ...fs.dirtyEndpoints]);
+      todo = new Set([...fs.portKeys.keys(), ...this.conflicts.effective.keys(), ...fs.dirtyEndpoints]);
     } else {
       todo = new Set([...fs.dirtyServices, ...fs.dirtyEndpoints]);
     }
@@ -320,7 +319,7 @@ export class ProxyModel {
   }
 
   private buildStates(family: IPFamily, serviceKey: string): ServicePortState[] {
-    const infos = this.effective.get(serviceKey)?.ports[family] ?? [];
+    const infos = this.conflicts.effective.get(serviceKey)?.ports[family] ?? [];
     if (infos.length === 0) return [];
     const bySlice = this.slicesByService.get(serviceKey);
     const slices: ParsedSlice[] = [];
@@ -350,32 +349,28 @@ export class ProxyModel {
 
   private markService(serviceKey: string): void {
     for (const fs of this.familyStates.values()) fs.dirtyServices.add(serviceKey);
-    this.conflictsStale = true;
+    this.conflictsPending.add(serviceKey);
   }
 
   // A change to one Service can win or lose a claim for another: every Service whose
-  // programmable form changed is marked, whoever caused it.
+  // programmable form changed is marked, whoever caused it. A standing conflict is logged once.
   private resolveConflicts(): void {
-    if (!this.conflictsStale) return;
-    this.conflictsStale = false;
-    const { effective, conflicts } = resolveConflicts(this.services.values());
-    for (const key of new Set([...this.effective.keys(), ...effective.keys()])) {
-      const before = this.effective.get(key);
-      const after = effective.get(key);
-      if (before === after || (before !== undefined && after !== undefined && parsedServiceEqual(before, after))) continue;
+    if (this.conflictsPending.size === 0) return;
+    const { previous, conflicts, before } = this.conflicts.update(this.services, this.conflictsPending);
+    this.conflictsPending.clear();
+    for (const [key, was] of previous) {
+      const now = this.conflicts.effective.get(key);
+      if (was === now || (was !== undefined && now !== undefined && parsedServiceEqual(was, now))) continue;
       for (const fs of this.familyStates.values()) fs.dirtyServices.add(key);
     }
-    this.effective = effective;
-    const reported = new Set<string>();
+    const id = (c: Conflict): string => `${c.service}|${c.reason}|${c.detail}`;
+    const reported = new Set(before.map(id));
     for (const c of conflicts) {
-      const id = `${c.service}|${c.reason}|${c.detail}`;
-      reported.add(id);
-      if (this.reportedConflicts.has(id)) continue;
+      if (reported.has(id(c))) continue;
       const k = `Service/${c.reason}`;
       this.droppedFields.set(k, (this.droppedFields.get(k) ?? 0) + 1);
       log.warn('Ignoring a claim of a Service that another, older Service holds', { object: c.service, reason: c.reason, detail: c.detail });
     }
-    this.reportedConflicts = reported;
   }
 
   private markEndpoints(serviceKey: string, family: IPFamily): void {

@@ -1,7 +1,8 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { ProxyModel } from '../../src/model/tracker.js';
-import { parseService } from '../../src/model/service.js';
+import { parseService, type ParsedService } from '../../src/model/service.js';
+import { ConflictResolver, resolveConflicts } from '../../src/model/conflicts.js';
 import { unusableExternalIP } from '../../src/model/addresses.js';
 import type { KubeObject } from '../../src/model/k8s.js';
 import type { EventType, SourceEvent } from '../../src/source/types.js';
@@ -58,6 +59,66 @@ describe('cross-Service conflicts', () => {
     // The victim goes away: the external IP is no longer anybody's ClusterIP.
     m.apply(ev(svc('victim', { clusterIP: '10.96.0.10' }), 'DELETED'));
     assert.deepEqual(programmed(m), ['default/thief:http 10.96.0.20 0 [10.96.0.10,192.0.2.7]']);
+  });
+});
+
+describe('conflicts resolved one change at a time', () => {
+  // A small deterministic generator (no dependency), so a failure reproduces.
+  function rng(seed: number): () => number {
+    let x = seed;
+    return () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+  }
+
+  test('after each of 400 random changes, the result equals a resolution of all Services from scratch', () => {
+    const IPS = ['10.96.0.1', '10.96.0.2', '10.96.0.3', '10.96.0.4'];
+    for (const seed of [1, 7, 42]) {
+      const rand = rng(seed);
+      const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
+      const services = new Map<string, ParsedService>();
+      const resolver = new ConflictResolver();
+      for (let step = 0; step < 400; step++) {
+        const name = `s${Math.floor(rand() * 12)}`;
+        const key = `default/${name}`;
+        if (rand() < 0.25) services.delete(key);
+        else {
+          const r = parseService(
+            svc(
+              name,
+              {
+                type: 'NodePort',
+                clusterIP: pick(IPS),
+                externalIPs: rand() < 0.4 ? [pick(IPS)] : [],
+                ports: [{ name: 'p', port: pick([80, 81]), nodePort: pick([30001, 30002, 30003]), protocol: 'TCP' }],
+              },
+              `2024-01-0${1 + Math.floor(rand() * 3)}T00:00:00Z`,
+            ),
+          );
+          assert.equal(r.status, 'ok');
+          if (r.status === 'ok') services.set(key, r.service);
+        }
+        resolver.update(services, [key]);
+        const scratch = resolveConflicts(services.values());
+        const sorted = <T>(m: Map<string, T>): Array<[string, T]> => [...m].sort(([a], [b]) => (a < b ? -1 : 1));
+        assert.deepEqual(sorted(resolver.effective), sorted(scratch.effective), `seed ${seed} step ${step}`);
+        const ids = (cs: Array<{ service: string; reason: string; detail: string }>): string[] => cs.map((c) => `${c.service} ${c.reason} ${c.detail}`).sort();
+        assert.deepEqual(ids(resolver.all()), ids(scratch.conflicts), `seed ${seed} step ${step}`);
+      }
+    }
+  });
+
+  test('a change re-resolves only the Services it shares a claim with', () => {
+    const services = new Map<string, ParsedService>();
+    const resolver = new ConflictResolver();
+    for (let i = 0; i < 50; i++) {
+      const r = parseService(svc(`s${i}`, { clusterIP: `10.96.1.${i}` }));
+      if (r.status === 'ok') services.set(r.service.key, r.service);
+    }
+    resolver.update(services, services.keys());
+    const r = parseService(svc('zz', { clusterIP: '10.96.1.7' }));
+    if (r.status === 'ok') services.set(r.service.key, r.service);
+    const { previous } = resolver.update(services, ['default/zz']);
+    assert.deepEqual([...previous.keys()].sort(), ['default/s7', 'default/zz']);
+    assert.equal(resolver.effective.get('default/zz')?.ports.IPv4.length, 0, 'the later name loses the shared ClusterIP:port (no timestamps)');
   });
 });
 
