@@ -155,6 +155,8 @@ class Servers {
   healthz: RunningServer | undefined;
   metrics: RunningServer | undefined;
   constructor(
+    readonly proxyMetrics: ProxyMetrics,
+    readonly health: ProxierHealth,
     readonly startHealthz: (address: string) => Promise<RunningServer>,
     readonly startMetrics: (address: string) => Promise<RunningServer>,
     readonly others: { close(): Promise<void> }[],
@@ -200,6 +202,8 @@ async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode
     config: () => proxy.configuration,
   });
   const servers = new Servers(
+    metrics,
+    health,
     (address) => startHealthServer(address, { health, counters: metrics, hardFail }),
     (address) => startMetricsServer(address, metrics, { hardFail, routes: config.enableProfiling ? { ...routes, ...pprofRoutes() } : routes }),
     [],
@@ -260,6 +264,8 @@ async function applyConfiguration(
     });
     await proxy.reconfigure(next, { create: backendsFor(mode), removeOld: changes.backends === 'mode' });
   }
+  servers.proxyMetrics.setMode(mode);
+  servers.health.setHealthTimeout(2 * syncPeriodsMs(next).syncPeriodMs);
   log.info('new configuration applied', { mode, ...syncPeriodsMs(next) });
 }
 

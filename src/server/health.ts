@@ -67,15 +67,22 @@ export class ProxierHealth {
   /** True until an event for the own Node says otherwise, as upstream. */
   nodeEligible = true;
   private readonly now: () => number;
+  private healthTimeoutMs = 0;
 
   constructor(private readonly opts: ProxierHealthOptions) {
-    if (!(opts.healthTimeoutMs > 0)) throw new Error('ProxierHealth: healthTimeoutMs must be > 0');
+    this.setHealthTimeout(opts.healthTimeoutMs);
     this.now = opts.now ?? (() => performance.timeOrigin + performance.now());
+  }
+
+  /** A reloaded configuration brings another sync period (upstream: twice it). */
+  setHealthTimeout(ms: number): void {
+    if (!(ms > 0)) throw new Error('ProxierHealth: healthTimeoutMs must be > 0');
+    this.healthTimeoutMs = ms;
   }
 
   isHealthy(): boolean {
     const pending = this.opts.state.pendingSinceMs;
-    const syncing = pending === 0 || this.now() - pending < this.opts.healthTimeoutMs;
+    const syncing = pending === 0 || this.now() - pending < this.healthTimeoutMs;
     return syncing && (this.opts.kernelInSync?.() ?? true);
   }
 

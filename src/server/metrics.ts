@@ -67,7 +67,7 @@ export function noLocalEndpoints(snapshots: Iterable<Snapshot>): { internal: num
  */
 export class ProxyMetrics implements HealthCounters {
   readonly registry = new Registry();
-  readonly mode: string;
+  private currentMode: string;
   private readonly now: () => number;
   private readonly startedMs: number;
   /** Trigger times of endpoint changes not yet programmed. */
@@ -80,14 +80,14 @@ export class ProxyMetrics implements HealthCounters {
   private readonly lastSync: Gauge;
   private readonly endpointChanges: Counter;
   private readonly serviceChanges: Counter;
-  /** The mode's failed-sync counter, when upstream has one for it. */
-  private readonly syncFailures: Counter | undefined;
+  /** Each mode's failed-sync counter, when upstream has one for it (a reload may switch modes). */
+  private readonly syncFailures = new Map<string, Counter | undefined>();
   private readonly healthzTotal: Counter<'code'>;
   private readonly repairs: Counter<'mode'>;
   private readonly livezTotal: Counter<'code'>;
 
   constructor(opts: ProxyMetricsOptions) {
-    this.mode = opts.mode;
+    this.currentMode = opts.mode;
     this.now = opts.now ?? Date.now;
     this.startedMs = this.now();
     const registers = [this.registry];
@@ -131,8 +131,7 @@ export class ProxyMetrics implements HealthCounters {
     });
     this.endpointChanges = counter('sync_proxy_rules_endpoint_changes_total', 'Cumulative proxy rules Endpoint changes');
     this.serviceChanges = counter('sync_proxy_rules_service_changes_total', 'Cumulative proxy rules Service changes');
-    const failureMetric = modeDescriptor(opts.mode)?.syncFailureMetric;
-    this.syncFailures = failureMetric && new Counter({ ...failureMetric, registers });
+    this.addFailureCounter(opts.mode);
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
       help: 'Number of services with a Local traffic policy and no endpoints',
@@ -207,9 +206,28 @@ export class ProxyMetrics implements HealthCounters {
     if (full !== null) (full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
   }
 
+  /** The effective proxy mode, for /proxyMode. */
+  get mode(): string {
+    return this.currentMode;
+  }
+
+  /** The configuration now runs another mode: /proxyMode and the mode's own counters follow. */
+  setMode(mode: string): void {
+    this.currentMode = mode;
+    this.addFailureCounter(mode);
+    this.repairs.inc({ mode }, 0);
+  }
+
+  private addFailureCounter(mode: string): void {
+    if (this.syncFailures.has(mode)) return;
+    const metric = modeDescriptor(mode)?.syncFailureMetric;
+    const existing = metric && this.registry.getSingleMetric(metric.name);
+    this.syncFailures.set(mode, metric && ((existing as Counter | undefined) ?? new Counter({ ...metric, registers: [this.registry] })));
+  }
+
   /** A backend's sync threw; only the configured mode's backends count. */
   backendFailed(mode: string, _family: IPFamily): void {
-    if (mode === this.mode) this.syncFailures?.inc();
+    if (mode === this.currentMode) this.syncFailures.get(mode)?.inc();
   }
 
   /** A backend's verification repaired `items` differing kernel rules. */

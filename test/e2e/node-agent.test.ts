@@ -262,6 +262,7 @@ describe('the proxy as a node agent', () => {
     assert.equal(await c.nftTable('ip6'), null);
     const configz = await getJSON<Record<string, { mode: string }>>('http://127.0.0.1:10249/configz');
     assert.equal(configz['kubeproxy.config.k8s.io']!.mode, 'iptables');
+    assert.equal((await get('http://127.0.0.1:10249/proxyMode')).body, 'iptables');
 
     await reconfigure(config());
     assert.notEqual(await c.nftTable('ip'), null);

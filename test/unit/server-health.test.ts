@@ -77,6 +77,19 @@ describe('proxier health server', () => {
     return s.port;
   }
 
+  test('a reloaded sync period moves the health timeout', () => {
+    const { state, clock, health } = fixture();
+    state.lastSyncMs = clock.ms;
+    state.pendingSinceMs = clock.ms;
+    clock.ms += TIMEOUT_MS - 1;
+    assert.equal(health.isHealthy(), true);
+    health.setHealthTimeout(TIMEOUT_MS / 2);
+    assert.equal(health.isHealthy(), false);
+    health.setHealthTimeout(TIMEOUT_MS * 2);
+    assert.equal(health.isHealthy(), true);
+    assert.throws(() => health.setHealthTimeout(0), /must be > 0/);
+  });
+
   test('/healthz 503 until the first sync (/livez 200), then unhealthy once a queued update waits the timeout', async () => {
     const { state, clock, health } = fixture();
     const port = await start(health);

@@ -235,6 +235,24 @@ describe('ProxyMetrics', () => {
     assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), 2);
     assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), undefined);
   });
+
+  test('after a reload to another mode, /proxyMode and the failure counters follow the new mode', async () => {
+    const m = new ProxyMetrics({ mode: 'nftables', processMetrics: false });
+    m.backendFailed('nftables', 'IPv4');
+    m.setMode('iptables');
+    assert.equal(m.mode, 'iptables');
+    // The old mode's backends, still being removed, no longer count.
+    m.backendFailed('nftables', 'IPv4');
+    m.backendFailed('iptables', 'IPv4');
+    let text = await m.text();
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_repairs_total{mode="iptables"}'), 0);
+    m.setMode('nftables');
+    m.backendFailed('nftables', 'IPv4');
+    text = await m.text();
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 2);
+  });
 });
 
 describe('metrics server', () => {
