@@ -131,7 +131,11 @@ export class Proxy {
     this.backends = null;
     if (!this.readiness.ready()) return;
     await this.syncedFromNow();
-    if (!backends.removeOld || !old) return;
+    if (!old) return;
+    if (!backends.removeOld) {
+      for (const b of old.values()) await b.stop?.(false);
+      return;
+    }
     for (const b of old.values()) {
       try {
         await b.cleanup();
@@ -187,6 +191,13 @@ export class Proxy {
   async stop(): Promise<void> {
     await this.opts.source.stop();
     await this.runner.stop();
+    for (const b of this.backends?.values() ?? []) {
+      try {
+        await b.stop?.(true);
+      } catch (e) {
+        log.warn('stopping a backend failed', { mode: b.mode, family: b.family, error: String(e) });
+      }
+    }
   }
 
   private onEvent(e: SourceEvent): void {

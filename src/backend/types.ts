@@ -19,6 +19,14 @@ export interface BackendConfig {
   nodeIPs: string[];
   /** iptables mode, IPv4: NodePorts also answer on 127.0.0.1 (needs route_localnet). Default true. */
   localhostNodePorts?: boolean;
+  /** The in-process proxy (userspace mode, localhost NodePorts in nftables mode). */
+  userspaceProxy?: {
+    /** Ports its listeners may use; absent: any free port. */
+    portRange?: { min: number; max: number };
+    udpIdleTimeoutMs: number;
+    /** nftables mode: NodePorts also answer on 127.0.0.1 / ::1 through it (nodePortAddresses `localhost`). */
+    localhostNodePorts: boolean;
+  };
 }
 
 /** What one verification of the kernel against the last written ruleset found and repaired. */
@@ -46,6 +54,13 @@ export interface Backend {
   sync(snapshot: Snapshot): Promise<SyncResult>;
   /** Remove everything this backend ever programmed. */
   cleanup(): Promise<void>;
+  /**
+   * Called when the proxy stops (`removeRules` true) or when a new backend of the same mode took
+   * over after a configuration change (false: the rules are the new backend's now). Kernel
+   * backends leave it out: their rules keep serving while the proxy restarts. A backend whose
+   * data plane is this process closes it here, and on stopping removes its rules too.
+   */
+  stop?(removeRules: boolean): Promise<void>;
   /** Human-readable dump of what is currently programmed (for dry-run and debugging). */
   describe?(): string;
   /**

@@ -222,6 +222,11 @@ export const FLAGS: FlagSpec[] = [
     apply: (c, v) => { c.portRange = str(v); },
   },
   {
+    name: 'udp-timeout', kind: 'duration', def: '250ms', fields: ['udpIdleTimeout'],
+    usage: 'How long an idle UDP session is kept open (userspace mode), e.g. 250ms, 2s; must be > 0.',
+    apply: (c, v) => { c.udpIdleTimeout = str(v); },
+  },
+  {
     name: 'profiling', kind: 'bool', def: 'false', fields: ['enableProfiling'],
     usage: 'Serve /debug/pprof/ on the metrics address: CPU profiles (.cpuprofile) and heap snapshots (.heapsnapshot).',
     apply: (c, v) => { c.enableProfiling = bool(v); },

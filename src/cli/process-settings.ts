@@ -20,17 +20,20 @@ const INERT_FIELDS = [
   'clientConnection.acceptContentTypes',
   'clientConnection.contentType',
   'configSyncPeriod',
-  'portRange',
   'showHiddenMetricsForVersion',
   'logging.flushFrequency',
   'windowsRunAsService',
   'winkernel',
 ] as const;
 
+/** Fields only the userspace mode's in-process proxy acts on. */
+const USERSPACE_FIELDS = ['portRange', 'udpIdleTimeout'] as const;
+
 /** The inert fields set to something other than their default. */
 export function inertSettings(config: KubeProxyConfiguration): string[] {
   const defaults = defaultConfiguration();
   const read = (c: KubeProxyConfiguration, path: string): unknown =>
     path.split('.').reduce<unknown>((v, k) => (typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[k] : undefined), c);
-  return INERT_FIELDS.filter((f) => JSON.stringify(read(config, f)) !== JSON.stringify(read(defaults, f)));
+  const inert: readonly string[] = config.mode === 'userspace' ? INERT_FIELDS : [...INERT_FIELDS, ...USERSPACE_FIELDS];
+  return inert.filter((f) => JSON.stringify(read(config, f)) !== JSON.stringify(read(defaults, f)));
 }

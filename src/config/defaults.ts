@@ -187,6 +187,7 @@ export function applyDefaults(partial: PartialConfiguration): KubeProxyConfigura
     },
     configSyncPeriod: durOr('configSyncPeriod', p.configSyncPeriod, '15m'),
     portRange: str(p.portRange),
+    udpIdleTimeout: durOr('udpIdleTimeout', p.udpIdleTimeout, '250ms'),
     windowsRunAsService: orDefault(p.windowsRunAsService, false),
   };
 }

@@ -7,7 +7,7 @@ import type { IPFamily } from '../model/types.js';
 import { parseDuration } from './duration.js';
 import type { KubeProxyConfiguration, ProxyMode } from './types.js';
 import { parseCIDR, parseIP } from '../net/ip.js';
-import { NODE_PORT_ADDRESSES_PRIMARY, SLOPPY_IP } from './validate.js';
+import { NODE_PORT_ADDRESSES_LOCALHOST, NODE_PORT_ADDRESSES_PRIMARY, SLOPPY_IP, parsePortRange } from './validate.js';
 
 export * from './defaults.js';
 export * from './duration.js';
@@ -76,6 +76,11 @@ export function resolveBackendConfigs(
       ),
       nodeIPs: nodeIPs.filter((ip) => parseIP(ip, SLOPPY_IP)?.family === family),
       localhostNodePorts: config.iptables.localhostNodePorts,
+      userspaceProxy: {
+        ...(parsePortRange(config.portRange) ? { portRange: parsePortRange(config.portRange)! } : {}),
+        udpIdleTimeoutMs: parseDuration(config.udpIdleTimeout),
+        localhostNodePorts: (config.nodePortAddresses ?? []).includes(NODE_PORT_ADDRESSES_LOCALHOST),
+      },
     };
   });
 }

@@ -90,6 +90,7 @@ const SCHEMA: { [field: string]: Spec } = {
   },
   configSyncPeriod: 'duration',
   portRange: 'string',
+  udpIdleTimeout: 'duration',
   windowsRunAsService: 'bool',
 };
 

@@ -91,5 +91,7 @@ export interface KubeProxyConfiguration {
   conntrack: KubeProxyConntrackConfiguration;
   configSyncPeriod: string;
   portRange: string;
+  /** userspace mode: how long an idle UDP session is kept (upstream's udpIdleTimeout). */
+  udpIdleTimeout: string;
   windowsRunAsService: boolean;
 }

@@ -12,6 +12,9 @@ export const PROXY_MODES = [...PROXY_MODE_NAMES, ''] as const;
 export const LOCAL_MODES = ['ClusterCIDR', 'NodeCIDR', 'BridgeInterface', 'InterfaceNamePrefix', ''] as const;
 export const IPVS_SCHEDULERS = ['rr', 'wrr', 'lc', 'wlc', 'lblc', 'lblcr', 'sh', 'dh', 'sed', 'nq', 'mh', ''] as const;
 export const NODE_PORT_ADDRESSES_PRIMARY = 'primary';
+/** nftables mode (KEP-6032): NodePorts also answer on 127.0.0.1 and ::1, through the in-process proxy. */
+export const NODE_PORT_ADDRESSES_LOCALHOST = 'localhost';
+export const LOCALHOST_NODE_PORTS_GATE = 'KubeProxyNFTablesLocalhostNodePorts';
 
 /**
  * How upstream reads configured addresses and CIDRs (Go's ParseIPSloppy): IPv4 octets and
@@ -74,12 +77,19 @@ function portInRange(p: string): boolean {
 
 // utilnet.ParsePortRange forms: "", "N", "A-B", "A+OFFSET".
 function validPortRange(text: string): boolean {
-  if (text === '') return true;
+  return text === '' || parsePortRange(text) !== undefined;
+}
+
+/** `begin-end`, `begin+offset` or a single port, as upstream's --proxy-port-range; undefined when invalid or empty. */
+export function parsePortRange(text: string): { min: number; max: number } | undefined {
   const dash = /^(\d+)-(\d+)$/.exec(text);
-  if (dash) return portInRange(dash[1]!) && portInRange(dash[2]!) && Number(dash[2]) >= Number(dash[1]);
+  if (dash) return portInRange(dash[1]!) && portInRange(dash[2]!) && Number(dash[2]) >= Number(dash[1]) ? { min: Number(dash[1]), max: Number(dash[2]) } : undefined;
   const plus = /^(\d+)\+(\d+)$/.exec(text);
-  if (plus) return portInRange(plus[1]!) && portInRange(String(Number(plus[1]) + Number(plus[2])));
-  return portInRange(text);
+  if (plus) {
+    const max = Number(plus[1]) + Number(plus[2]);
+    return portInRange(plus[1]!) && portInRange(String(max)) ? { min: Number(plus[1]), max } : undefined;
+  }
+  return portInRange(text) ? { min: Number(text), max: Number(text) } : undefined;
 }
 
 /** Throws ConfigError (ConfigErrors for several) naming every invalid field of a defaulted configuration. */
@@ -172,6 +182,7 @@ export function validateConfiguration(c: KubeProxyConfiguration): void {
   if (c.healthzBindAddress !== '') check(() => hostPort('healthzBindAddress', c.healthzBindAddress));
   if (c.metricsBindAddress !== '') check(() => hostPort('metricsBindAddress', c.metricsBindAddress));
 
+  check(() => positive('udpIdleTimeout', c.udpIdleTimeout));
   check(() => {
     if (!validPortRange(c.portRange)) throw invalidField('portRange', c.portRange, 'must be a valid port range (e.g. 300-2000)');
   });
@@ -184,13 +195,20 @@ export function validateConfiguration(c: KubeProxyConfiguration): void {
   if (c.clusterCIDR !== '') check(() => clusterCIDR(c.clusterCIDR));
 
   const npa = c.nodePortAddresses ?? [];
+  const effectiveModeName = c.mode === '' ? 'iptables' : c.mode;
   npa.forEach((entry, i) =>
     check(() => {
-      if (entry === NODE_PORT_ADDRESSES_PRIMARY) {
-        if (npa.length !== 1) throw invalidField(`nodePortAddresses[${i}]`, entry, "can't use both 'primary' and CIDRs");
+      if (entry === NODE_PORT_ADDRESSES_LOCALHOST) {
+        if (effectiveModeName !== 'nftables' || c.featureGates[LOCALHOST_NODE_PORTS_GATE] !== true) {
+          throw invalidField(`nodePortAddresses[${i}]`, entry, `needs mode nftables and the feature gate ${LOCALHOST_NODE_PORTS_GATE}=true`);
+        }
         return;
       }
-      if (parseCIDR(entry, SLOPPY_IP) === null) throw invalidField(`nodePortAddresses[${i}]`, entry, "must be a valid CIDR or 'primary'");
+      if (entry === NODE_PORT_ADDRESSES_PRIMARY) {
+        if (npa.filter((a) => a !== NODE_PORT_ADDRESSES_LOCALHOST).length !== 1) throw invalidField(`nodePortAddresses[${i}]`, entry, "can't use both 'primary' and CIDRs");
+        return;
+      }
+      if (parseCIDR(entry, SLOPPY_IP) === null) throw invalidField(`nodePortAddresses[${i}]`, entry, "must be a valid CIDR, 'primary' or 'localhost'");
     }),
   );
 

@@ -98,6 +98,7 @@ const UPSTREAM_DEFAULTS: KubeProxyConfiguration = {
   },
   configSyncPeriod: '15m0s',
   portRange: '',
+  udpIdleTimeout: '250ms',
   windowsRunAsService: false,
 };
 
@@ -263,7 +264,7 @@ winkernel:
     const path = writeTemp(`${HEADER}iptables:\n  syncPeriodd: 30s\n`);
     const e = throwsConfigError(() => loadConfigFile(path), 'unknown field', 'iptables.syncPeriodd', path);
     assert.equal(e.field, 'iptables.syncPeriodd');
-    throwsConfigError(() => parseConfigText(`${HEADER}udpIdleTimeout: 250ms\n`), 'unknown field', 'udpIdleTimeout');
+    throwsConfigError(() => parseConfigText(`${HEADER}udpIdleTimout: 250ms\n`), 'unknown field', 'udpIdleTimout');
     throwsConfigError(() => parseConfigText(`${HEADER}detectLocal:\n  bridgeInterfaces: cbr0\n`), 'detectLocal.bridgeInterfaces');
   });
 
@@ -341,6 +342,13 @@ describe('validation', () => {
     ['oomScoreAdj out of range', (c) => { c.oomScoreAdj = 1001; }, ['oomScoreAdj', '1001']],
     ['negative burst', (c) => { c.clientConnection.burst = -1; }, ['clientConnection.burst', '-1']],
     ['bad port range', (c) => { c.portRange = '2000-1000'; }, ['portRange', '"2000-1000"']],
+    ['zero UDP idle timeout', (c) => { c.udpIdleTimeout = '0s'; }, ['udpIdleTimeout', '"0s"']],
+    ['localhost NodePorts outside nftables mode', (c) => { c.nodePortAddresses = ['localhost']; }, ['nodePortAddresses[0]', 'KubeProxyNFTablesLocalhostNodePorts']],
+    [
+      'localhost NodePorts without their feature gate',
+      (c) => { c.mode = 'nftables'; c.nodePortAddresses = ['localhost', 'primary']; },
+      ['nodePortAddresses[0]', 'needs mode nftables and the feature gate'],
+    ],
     ['bad logging format', (c) => { c.logging.format = 'xml'; }, ['logging.format', '"xml"']],
   ];
   for (const [name, change, needles] of cases) {
@@ -357,7 +365,8 @@ describe('validation', () => {
       (c) => { c.mode = 'ipvs'; c.ipvs.scheduler = 'mh'; c.ipvs.excludeCIDRs = ['192.168.0.0/16']; },
       (c) => { c.detectLocalMode = 'BridgeInterface'; c.detectLocal.bridgeInterface = 'cbr0'; },
       (c) => { c.detectLocalMode = 'InterfaceNamePrefix'; c.detectLocal.interfaceNamePrefix = 'veth'; },
-      (c) => { c.mode = 'userspace'; c.portRange = '30000-32767'; },
+      (c) => { c.mode = 'userspace'; c.portRange = '30000-32767'; c.udpIdleTimeout = '2s'; },
+      (c) => { c.mode = 'nftables'; c.featureGates = { KubeProxyNFTablesLocalhostNodePorts: true }; c.nodePortAddresses = ['localhost', 'primary']; },
       (c) => { c.iptables.minSyncPeriod = '0s'; c.healthzBindAddress = ''; c.metricsBindAddress = '[::]:10249'; },
       (c) => { c.iptables.masqueradeBit = 0; c.conntrack.maxPerCore = 0; },
     ];
@@ -423,10 +432,24 @@ describe('resolveBackendConfigs', () => {
       family: 'IPv4', masqueradeAll: false, masqueradeBit: 14, detectLocalMode: 'ClusterCIDR',
       localCIDRs: ['10.244.0.0/16'], bridgeInterface: '', interfaceNamePrefix: '',
       nodePortAddresses: [], nodeIPs: ['192.168.1.10', '192.168.1.11'], localhostNodePorts: true,
+      userspaceProxy: { udpIdleTimeoutMs: 250, localhostNodePorts: false },
     });
     assert.equal(v6!.family, 'IPv6');
     assert.deepEqual(v6!.localCIDRs, ['fd00:10:244::/56']);
     assert.deepEqual(v6!.nodeIPs, ['fd00::10']);
+  });
+
+  it("hands the in-process proxy its port range, UDP idle timeout and localhost NodePorts", () => {
+    const c = withChanges((x) => {
+      x.mode = 'nftables';
+      x.featureGates = { KubeProxyNFTablesLocalhostNodePorts: true };
+      x.portRange = '30000+99';
+      x.udpIdleTimeout = '2s';
+      x.nodePortAddresses = ['localhost', '192.168.1.0/24'];
+    });
+    const [v4] = resolveBackendConfigs(c, node);
+    assert.deepEqual(v4!.userspaceProxy, { portRange: { min: 30000, max: 30099 }, udpIdleTimeoutMs: 2000, localhostNodePorts: true });
+    assert.deepEqual(v4!.nodePortAddresses, ['192.168.1.0/24'], 'renderers never see the localhost keyword');
   });
 
   it('uses node pod CIDRs in NodeCIDR mode and nothing for interface modes', () => {

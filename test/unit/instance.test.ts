@@ -70,4 +70,6 @@ test('settings nothing acts on are listed when set away from their defaults', ()
   config.clientConnection.qps = 50;
   config.portRange = '30000-32767';
   assert.deepEqual(inertSettings(config), ['clientConnection.qps', 'portRange']);
+  config.mode = 'userspace';
+  assert.deepEqual(inertSettings(config), ['clientConnection.qps'], 'the userspace proxy uses portRange');
 });

@@ -9,6 +9,7 @@ import type { IPFamily } from '../../model/types.js';
 import { restore, saveTables } from '../iptables/apply.js';
 import { FAMILIES, FLAVOURS, otherFlavour, toolFor, type Flavour } from '../iptables/flavour.js';
 import { deleteTables } from '../nftables/apply.js';
+import { isUserspaceChain } from '../userspace/names.js';
 
 /** Chains only the IPVS mode creates (the nat table's KUBE-FIREWALL is one, see isKubeProxyChain). */
 const IPVS_ONLY_CHAINS = new Set([
@@ -40,7 +41,7 @@ export function isIpvsOnlyChain(table: string, chain: string): boolean {
 
 /** Whether a chain of an iptables table was created by kube-proxy (any mode). */
 export function isKubeProxyChain(table: string, chain: string): boolean {
-  return SHARED_CHAINS.has(chain) || OWN_PREFIXES.some((p) => chain.startsWith(p)) || isIpvsOnlyChain(table, chain);
+  return SHARED_CHAINS.has(chain) || OWN_PREFIXES.some((p) => chain.startsWith(p)) || isIpvsOnlyChain(table, chain) || isUserspaceChain(chain);
 }
 
 export type ChainFilter = (table: string, chain: string) => boolean;
@@ -201,18 +202,37 @@ export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?
  */
 export async function removeLeftoversForIptables(flavour: Flavour, opts: ExecOptions = {}): Promise<LeftoverReport> {
   let iptablesChains = await removeIptablesLeftovers(allTools([otherFlavour(flavour)]), opts);
-  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, isIpvsOnlyChain, usesKubeIpset);
+  const otherModes: ChainFilter = (table, chain) => isIpvsOnlyChain(table, chain) || isUserspaceChain(chain);
+  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, otherModes, usesKubeIpset);
   const ipvs = await removeIpvsLeftovers(opts);
-  let nftablesTables = false;
+  const nftablesTables = await removeNftablesTables(opts);
+  return logReport({ iptablesChains, ...ipvs, nftablesTables });
+}
+
+/** Deletes the nftables mode's tables when present; true when there were some. */
+async function removeNftablesTables(opts: ExecOptions): Promise<boolean> {
   try {
     const listed = await tryRun(['nft', 'list', 'tables'], undefined, opts);
     if (listed?.code === 0 && /^table ip6? kube-proxy$/m.test(listed.stdout)) {
       await deleteTables(opts);
-      nftablesTables = true;
+      return true;
     }
   } catch (e) {
     log.warn('removing the nftables-mode tables failed', { error: e instanceof Error ? e.message : String(e) });
   }
+  return false;
+}
+
+/**
+ * userspace mode with the node's `flavour`: every kube-proxy chain but its own four (both
+ * flavours), the IPVS leftovers and the nftables mode's tables.
+ */
+export async function removeLeftoversForUserspace(flavour: Flavour, opts: ExecOptions = {}): Promise<LeftoverReport> {
+  let iptablesChains = await removeIptablesLeftovers(allTools([otherFlavour(flavour)]), opts);
+  const notOurs: ChainFilter = (table, chain) => isKubeProxyChain(table, chain) && !isUserspaceChain(chain);
+  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, notOurs, usesKubeIpset);
+  const ipvs = await removeIpvsLeftovers(opts);
+  const nftablesTables = await removeNftablesTables(opts);
   return logReport({ iptablesChains, ...ipvs, nftablesTables });
 }
 

@@ -56,7 +56,7 @@ function validPort(p: number): boolean {
   return Number.isInteger(p) && p >= 1 && p <= 65535;
 }
 
-interface Ep {
+export interface Ep {
   ip: string;
   port: number;
   /** `ip:port` / `[ip]:port`. */
@@ -64,7 +64,7 @@ interface Ep {
 }
 
 /** Usable endpoints, canonical, deduplicated, in upstream's order (by endpoint text). */
-function usable(eps: Endpoint[], family: IPFamily): Ep[] {
+export function usable(eps: Endpoint[], family: IPFamily): Ep[] {
   const seen = new Map<string, Ep>();
   for (const e of eps) {
     const ip = canonicalIP(e.ip, family);
@@ -82,7 +82,7 @@ function ipList(ips: string[], family: IPFamily): string[] | undefined {
 }
 
 /** Fields of a service port every rule relies on; undefined when the port cannot be rendered safely. */
-function validated(s: ServicePortState, ctx: IptContext) {
+export function validated(s: ServicePortState, ctx: Pick<IptContext, 'family'>) {
   const info = s.info;
   const proto = info.protocol.toLowerCase();
   // Comments carry the names: they must fit the kernel's limit with upstream's longest wording.

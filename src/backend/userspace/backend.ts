@@ -1,0 +1,136 @@
+// The userspace (legacy) mode: an in-process proxy listens on one port per service port and
+// policy, and nat rules redirect service traffic to it. Its data plane is this process, so
+// stopping removes the rules (traffic could not flow without it anyway).
+import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.js';
+import type { Snapshot } from '../../model/types.js';
+import { log } from '../../log.js';
+import type { ExecOptions } from '../common/exec.js';
+import { removeIptablesLeftovers } from '../common/leftovers.js';
+import { detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
+import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
+import { isUserspaceChain } from './names.js';
+import { planUserspace, type ListenerSpec } from './plan.js';
+import { redirectJumps, renderRedirects } from './render.js';
+
+/** The in-process proxy as the backend drives it: the full desired set of listeners each time. */
+export interface ListenerPool {
+  /** Opens, updates and closes listeners; returns the port of each listener it serves. */
+  update(listeners: ListenerSpec[]): Promise<Map<string, number>>;
+  close(): Promise<void>;
+}
+
+export interface UserspaceBackendOptions extends ExecOptions {
+  dryRun?: boolean;
+  out?: (text: string) => void;
+  /** Makes the proxy for this family (not called in a dry run: nothing is bound). */
+  createPool: () => ListenerPool;
+  /** NodePort addresses of this family; null means every local address. */
+  nodePortIPs: string[] | null;
+  /** The flavour to use; detected from the node's rules when absent. */
+  flavour?: Flavour;
+  /** Start-up cleanup of the other modes' leftovers, once the flavour is known. */
+  removeLeftovers?: (flavour: Flavour) => Promise<void>;
+}
+
+export class UserspaceBackend implements Backend {
+  readonly mode = 'userspace';
+  readonly family;
+  private pool: ListenerPool | undefined;
+  private flavour: Flavour | undefined;
+  private written: IptChain[] | undefined;
+  private inSync = true;
+
+  constructor(
+    cfg: BackendConfig,
+    private readonly opts: UserspaceBackendOptions,
+  ) {
+    this.family = cfg.family;
+  }
+
+  async sync(snapshot: Snapshot): Promise<SyncResult> {
+    const plan = planUserspace(snapshot);
+    if (this.opts.dryRun) {
+      // Ports are chosen when the proxy listens; a dry run binds nothing and shows them as 0.
+      const ports = new Map(plan.listeners.map((l) => [l.key, 0]));
+      const chains = renderRedirects(plan, ports, this.opts.nodePortIPs);
+      (this.opts.out ?? ((t) => process.stdout.write(t)))(toRestoreInput({ family: this.family, chains }));
+      return { operations: 0, full: true };
+    }
+    this.pool ??= this.opts.createPool();
+    const ports = await this.pool.update(plan.listeners);
+    const chains = renderRedirects(plan, ports, this.opts.nodePortIPs);
+    const flavour = await this.ensureFlavour();
+    const changed = this.written === undefined || !sameChains(this.written, chains) || !this.inSync;
+    if (changed) {
+      try {
+        await restore(toRestoreInput({ family: this.family, chains }), this.family, flavour, this.opts);
+      } catch (e) {
+        this.inSync = false;
+        throw e;
+      }
+      this.written = chains;
+    }
+    const jumps = await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, flavour, this.opts);
+    this.inSync = true;
+    return { operations: (changed ? chains.reduce((n, c) => n + c.rules.length, 0) : 0) + jumps, full: changed };
+  }
+
+  kernelInSync(): boolean {
+    return this.inSync;
+  }
+
+  /** Compares our four chains and their jumps with the kernel's, and rewrites them when they differ. */
+  async verify(): Promise<VerifyResult> {
+    if (this.opts.dryRun || this.written === undefined || this.flavour === undefined) return { repaired: 0, differences: [] };
+    const saved = parseSave(await saveTables(this.family, this.flavour, this.opts, ['nat'])).get('nat');
+    const differences: string[] = [];
+    for (const c of this.written) {
+      const have = saved?.chains.get(c.name);
+      if (have === undefined) differences.push(`chain ${c.name} is missing`);
+      else if (have.length !== c.rules.length || have.some((r, i) => r !== c.rules[i])) differences.push(`chain ${c.name} differs`);
+    }
+    if (differences.length > 0) {
+      this.inSync = false;
+      await restore(toRestoreInput({ family: this.family, chains: this.written }), this.family, this.flavour, this.opts);
+    }
+    const jumps = await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, this.flavour, this.opts);
+    if (jumps > 0) differences.push(`${jumps} jump rule(s) from PREROUTING/OUTPUT fixed`);
+    this.inSync = true;
+    return { repaired: differences.length, differences };
+  }
+
+  /** Stopping: the redirect rules go first (nothing would answer them), then the sockets. */
+  async stop(removeRules: boolean): Promise<void> {
+    if (removeRules) await this.removeRules();
+    await this.pool?.close();
+    this.pool = undefined;
+  }
+
+  async cleanup(): Promise<void> {
+    await this.stop(true);
+  }
+
+  describe(): string {
+    return this.written ? toRestoreInput({ family: this.family, chains: this.written }) : '';
+  }
+
+  private async removeRules(): Promise<void> {
+    if (this.opts.dryRun || this.flavour === undefined) return;
+    const removed = await removeIptablesLeftovers([{ family: this.family, flavour: this.flavour }], this.opts, (_t, chain) => isUserspaceChain(chain));
+    this.written = undefined;
+    log.info('removed the userspace proxy redirect rules', { family: this.family, chains: removed });
+  }
+
+  private async ensureFlavour(): Promise<Flavour> {
+    if (this.flavour) return this.flavour;
+    const detected = this.opts.flavour ? { flavour: this.opts.flavour, reason: 'configured' } : await detectFlavour(this.opts);
+    log.info('userspace mode: iptables flavour', { family: this.family, flavour: detected.flavour, reason: detected.reason });
+    await this.opts.removeLeftovers?.(detected.flavour);
+    this.flavour = detected.flavour;
+    return detected.flavour;
+  }
+}
+
+function sameChains(a: IptChain[], b: IptChain[]): boolean {
+  return a.length === b.length && a.every((c, i) => c.name === b[i]!.name && c.rules.length === b[i]!.rules.length && c.rules.every((r, j) => r === b[i]!.rules[j]));
+}

@@ -1,0 +1,83 @@
+// Pure: what the userspace mode needs from a snapshot. Each service port gets one listener per
+// traffic policy it uses (a proxy that sees the client can honour Local policies by picking only
+// local endpoints), and the portals (addresses and ports) whose traffic is redirected to them.
+import type { IPFamily, ServicePortState, Snapshot } from '../../model/types.js';
+import { usable, validated } from '../iptables/render.js';
+
+export type ListenerProtocol = 'TCP' | 'UDP' | 'SCTP';
+
+/** One socket of the in-process proxy and the endpoints it balances over. */
+export interface ListenerSpec {
+  /** `ns/name:port/PROTO`, with `/local` for the listener of a Local traffic policy. */
+  key: string;
+  protocol: ListenerProtocol;
+  endpoints: Array<{ ip: string; port: number }>;
+  /** ClientIP affinity timeout in seconds; absent without affinity. */
+  affinityTimeoutSeconds?: number;
+}
+
+/** Traffic to these addresses (or to any local address, for NodePorts) goes to `listener`. */
+export interface Portal {
+  /** The service port's name, for rule comments. */
+  name: string;
+  listener: string;
+  /** Lower-case protocol, as iptables writes it. */
+  proto: string;
+  /** Destination addresses and their port; absent `ips` means the node's NodePort addresses. */
+  ips?: string[];
+  port: number;
+  /** Only these source CIDRs are redirected (loadBalancerSourceRanges); absent: any source. */
+  sources?: string[];
+  kind: 'service' | 'nodePort';
+}
+
+export interface UserspacePlan {
+  family: IPFamily;
+  listeners: ListenerSpec[];
+  portals: Portal[];
+}
+
+function listenerFor(s: ServicePortState, key: string, local: boolean, family: IPFamily): ListenerSpec {
+  const eps = usable(local ? s.localEndpoints : s.clusterEndpoints, family);
+  const spec: ListenerSpec = {
+    key: local ? `${key}/local` : key,
+    protocol: s.info.protocol,
+    endpoints: eps.map((e) => ({ ip: e.ip, port: e.port })),
+  };
+  const timeout = s.info.sessionAffinity.clientIPTimeoutSeconds;
+  if (timeout !== undefined) spec.affinityTimeoutSeconds = timeout;
+  return spec;
+}
+
+/**
+ * Listeners and portals for every service port that can be rendered safely; a port with
+ * invalid data gets neither (as in the iptables mode, it is skipped, never half-programmed).
+ */
+export function planUserspace(snapshot: Snapshot): UserspacePlan {
+  const family = snapshot.family;
+  const listeners = new Map<string, ListenerSpec>();
+  const portals: Portal[] = [];
+  for (const key of [...snapshot.services.keys()].sort()) {
+    const s = snapshot.services.get(key)!;
+    const c = validated(s, { family });
+    if (!c) continue;
+    const { info, proto, clusterIP, externalIPs, lbIPs } = c;
+    const use = (local: boolean): string => {
+      const spec = listenerFor(s, key, local, family);
+      listeners.set(spec.key, spec);
+      return spec.key;
+    };
+    const base = { name: info.name, proto, port: info.port };
+    if (clusterIP) portals.push({ ...base, listener: use(info.internalPolicyLocal), ips: [clusterIP], kind: 'service' });
+    const externallyAccessible = info.nodePort > 0 || externalIPs.length > 0 || lbIPs.length > 0;
+    if (!externallyAccessible) continue;
+    const external = use(info.externalPolicyLocal);
+    if (externalIPs.length > 0) portals.push({ ...base, listener: external, ips: externalIPs, kind: 'service' });
+    // Source ranges: only the listed clients are redirected; with none usable, nobody is.
+    if (lbIPs.length > 0 && !(c.firewalled && c.ranges.length === 0)) {
+      portals.push({ ...base, listener: external, ips: lbIPs, kind: 'service', ...(c.firewalled ? { sources: c.ranges } : {}) });
+    }
+    if (info.nodePort > 0) portals.push({ ...base, listener: external, port: info.nodePort, kind: 'nodePort' });
+  }
+  return { family, listeners: [...listeners.values()], portals };
+}
