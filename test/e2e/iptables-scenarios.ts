@@ -126,15 +126,17 @@ function iptablesScenarios(c: () => E2ECluster, flavour: IptablesFlavour): void 
 
   const flushAndCheck = async (deleteChains: boolean): Promise<void> => {
     for (const family of ['IPv4', 'IPv6'] as const) {
-      const chains = new Map<string, string[]>();
+      if (!deleteChains) {
+        for (const table of ['mangle', 'nat', 'filter']) await c().topo.exec('node1', tool(family), ['-t', table, '-F']);
+        continue;
+      }
+      // Flush and deletion in one transaction per table: a repair by the proxy in between
+      // would refill a chain and make its deletion fail.
+      const blocks: string[] = [];
       for (const table of ['mangle', 'nat', 'filter']) {
-        chains.set(table, await ourChains(family, table));
-        await c().topo.exec('node1', tool(family), ['-t', table, '-F']);
+        blocks.push([`*${table}`, '-F', ...(await ourChains(family, table)).map((n) => `-X ${n}`), 'COMMIT'].join('\n'));
       }
-      if (deleteChains) {
-        const input = [...chains].map(([table, names]) => [`*${table}`, ...names.map((n) => `-X ${n}`), 'COMMIT'].join('\n')).join('\n') + '\n';
-        await c().topo.exec('node1', tool(family, '-restore'), ['--noflush'], { input });
-      }
+      await c().topo.exec('node1', tool(family, '-restore'), ['--noflush'], { input: blocks.join('\n') + '\n' });
     }
     // Every command above is checked for success; what they removed is not read back, as a
     // periodic sync may already have restored it.
