@@ -112,6 +112,12 @@ describe('virtual servers', () => {
     assert.deepEqual(all, ['10.0.0.11', '192.168.50.11']);
     const some = render(ports, { nodeIPs, nodePortAddresses: ['10.0.0.0/8'] }).virtualServers.filter((v) => v.port === 30080);
     assert.deepEqual(some.map((v) => v.address), ['10.0.0.11']);
+    const primary = render(ports, { nodeIPs, nodePortAddresses: ['primary'] }).virtualServers.filter((v) => v.port === 30080);
+    assert.deepEqual(primary.map((v) => v.address), ['192.168.50.11']);
+    // An external IP the node holds on another interface is served but not bound to kube-ipvs0.
+    const held = render([web({ externalIPs: ['10.0.0.11'] })], { nodeIPs, nodePortAddresses: ['primary'] });
+    assert.deepEqual(held.dummyAddresses, ['10.96.0.10']);
+    assert.ok(held.virtualServers.some((v) => v.address === '10.0.0.11' && v.port === 80));
   });
 
   test('UDP and SCTP: SCTP node ports are matched per node address', () => {
@@ -227,6 +233,11 @@ describe('robustness', () => {
     const rs = render([bad, web(), badEp]);
     assert.deepEqual(rs.virtualServers.map((v) => v.address), ['10.96.0.10', '10.96.0.11']);
     assert.deepEqual(rs.virtualServers[1]!.realServers, [{ address: '10.244.2.9', port: 80, weight: 1 }]);
+  });
+
+  test('a name too long for a rule comment skips the service port', () => {
+    const long = web({ serviceName: 'x'.repeat(240), clusterIP: '10.96.0.12' });
+    assert.deepEqual(render([long, web()]).virtualServers.map((v) => v.address), ['10.96.0.10']);
   });
 
   test('two service ports on one address and port give one virtual server', () => {

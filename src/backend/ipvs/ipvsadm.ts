@@ -29,8 +29,9 @@ export function toIpvsadmRestore(servers: VirtualServer[]): string {
   for (const v of servers) {
     const flags = v.schedulerFlags?.length ? ` -b ${v.schedulerFlags.join(',')}` : '';
     const persistent = v.persistenceTimeoutSeconds !== undefined ? ` -p ${v.persistenceTimeoutSeconds}` : '';
-    out.push(`-A ${serviceRef(v)} -s ${v.scheduler}${flags}${persistent}`);
-    for (const r of v.realServers) out.push(`-a ${serviceRef(v)} -r ${hostPort(r.address, r.port)} -m -w ${r.weight}`);
+    const ref = serviceRef(v);
+    out.push(`-A ${ref} -s ${v.scheduler}${flags}${persistent}`);
+    for (const r of v.realServers) out.push(`-a ${ref} -r ${hostPort(r.address, r.port)} -m -w ${r.weight}`);
   }
   return out.length > 0 ? out.join('\n') + '\n' : '';
 }

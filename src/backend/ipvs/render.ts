@@ -6,7 +6,7 @@
 import type { BackendConfig } from '../types.js';
 import type { Endpoint, IPFamily, Protocol, ServicePortState, Snapshot } from '../../model/types.js';
 import { cidrContains, parseCIDR, parseIP } from '../../net/ip.js';
-import { canonicalCIDR, canonicalIP, comment, hostCIDR, rule } from '../iptables/syntax.js';
+import { MAX_COMMENT, canonicalCIDR, canonicalIP, comment, hostCIDR, rule } from '../iptables/syntax.js';
 import { buildChains, ipvsJumpRules } from './chains.js';
 import {
   CLUSTER_IP,
@@ -102,7 +102,10 @@ function ipList(ips: string[], family: IPFamily): string[] | undefined {
 interface Acc {
   family: IPFamily;
   scheduler: Scheduler;
+  /** Addresses that serve NodePorts. */
   nodeAddrs: string[];
+  /** Every node address (canonical): never bound to kube-ipvs0. */
+  nodeIPs: Set<string>;
   nodeIP: string | undefined;
   sets: IpsetBuilder;
   dummy: Set<string>;
@@ -117,7 +120,8 @@ const NAME = /^[A-Za-z0-9._/:-]+$/;
 function renderServicePort(s: ServicePortState, acc: Acc): void {
   const info = s.info;
   const family = acc.family;
-  if (!['TCP', 'UDP', 'SCTP'].includes(info.protocol) || !NAME.test(info.name) || info.name.length > 191) return;
+  // Comments carry the name: it must fit the kernel's comment limit with our longest wording.
+  if (!['TCP', 'UDP', 'SCTP'].includes(info.protocol) || !NAME.test(info.name) || info.name.length > MAX_COMMENT - 64) return;
   if (!validPort(info.port) || (info.nodePort !== 0 && !validPort(info.nodePort))) return;
   if (info.healthCheckNodePort !== 0 && !validPort(info.healthCheckNodePort)) return;
   const clusterIP = info.clusterIP === '' ? undefined : canonicalIP(info.clusterIP, family);
@@ -162,7 +166,7 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
   for (const ip of externalIPs) {
     acc.sets.add(info.externalPolicyLocal ? EXTERNAL_IP_LOCAL : EXTERNAL_IP, ipPortEntry(ip, protocol, info.port));
     // An address another interface already holds must not be bound again (removing it later would break the node).
-    if (!acc.nodeAddrs.includes(ip)) acc.dummy.add(ip);
+    if (!acc.nodeIPs.has(ip)) acc.dummy.add(ip);
     virtualServer(ip, info.port, external);
     if (external.length === 0) noEndpoints(info.externalPolicyLocal, { dst: `-d ${hostCIDR(ip, family)}`, matches: [] }, info.port);
   }
@@ -188,7 +192,7 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
         acc.outFilterRules.push(rule({ src: `-s ${vaddr}`, matches: [`-m ipvs --vproto ${vproto} --vaddr ${vaddr} --vport ${info.port}`], jump: 'DROP' }));
       }
     }
-    if (!acc.nodeAddrs.includes(ip)) acc.dummy.add(ip);
+    if (!acc.nodeIPs.has(ip)) acc.dummy.add(ip);
     virtualServer(ip, info.port, external);
     if (external.length === 0) noEndpoints(info.externalPolicyLocal, { dst: `-d ${hostCIDR(ip, family)}`, matches: [] }, info.port);
   }
@@ -216,12 +220,13 @@ function vsKey(v: VirtualServer): string {
 /** Full render. Throws only for an unknown scheduler (a configuration error). */
 export function renderIpvs(snapshot: Snapshot, options: IpvsOptions): IpvsRuleset {
   const family = options.family;
-  const nodeAddrs = nodePortAddresses(options);
+  const nodeIPs = options.nodeIPs.map((ip) => canonicalIP(ip, family)).filter((ip): ip is string => ip !== undefined);
   const acc: Acc = {
     family,
     scheduler: parseScheduler(options.scheduler),
-    nodeAddrs,
-    nodeIP: options.nodeIPs.map((ip) => canonicalIP(ip, family)).find((ip) => ip !== undefined),
+    nodeAddrs: nodePortAddresses(options),
+    nodeIPs: new Set(nodeIPs),
+    nodeIP: nodeIPs[0],
     sets: new IpsetBuilder(),
     dummy: new Set(),
     vs: [],
