@@ -15,22 +15,27 @@ const OPTION_PROTOCOL = new Map<string, Protocol>([
   ['--sctp-service', 'SCTP'],
 ]);
 
-function hostPort(address: string, port: number): string {
+export function hostPort(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-function serviceRef(v: Pick<VirtualServer, 'protocol' | 'address' | 'port'>): string {
+export function serviceRef(v: Pick<VirtualServer, 'protocol' | 'address' | 'port'>): string {
   return `${SERVICE_OPTION[v.protocol]} ${hostPort(v.address, v.port)}`;
+}
+
+/** Scheduler, its flags and persistence, as ipvsadm prints them: `-s rr [-b mh-port] [-p 10800]`. */
+export function serviceOptions(v: Pick<VirtualServer, 'scheduler' | 'schedulerFlags' | 'persistenceTimeoutSeconds'>): string {
+  const flags = v.schedulerFlags?.length ? ` -b ${v.schedulerFlags.join(',')}` : '';
+  const persistent = v.persistenceTimeoutSeconds !== undefined ? ` -p ${v.persistenceTimeoutSeconds}` : '';
+  return `-s ${v.scheduler}${flags}${persistent}`;
 }
 
 /** `ipvsadm --restore` lines that add every virtual server and its real servers (masquerading). */
 export function toIpvsadmRestore(servers: VirtualServer[]): string {
   const out: string[] = [];
   for (const v of servers) {
-    const flags = v.schedulerFlags?.length ? ` -b ${v.schedulerFlags.join(',')}` : '';
-    const persistent = v.persistenceTimeoutSeconds !== undefined ? ` -p ${v.persistenceTimeoutSeconds}` : '';
     const ref = serviceRef(v);
-    out.push(`-A ${ref} -s ${v.scheduler}${flags}${persistent}`);
+    out.push(`-A ${ref} ${serviceOptions(v)}`);
     for (const r of v.realServers) out.push(`-a ${ref} -r ${hostPort(r.address, r.port)} -m -w ${r.weight}`);
   }
   return out.length > 0 ? out.join('\n') + '\n' : '';
