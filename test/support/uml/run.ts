@@ -8,10 +8,13 @@
  * keeps its namespaces in the guest), loads the modules below, runs the command with its output
  * in a file, writes the exit status to another file and powers off. The host reads both files.
  *
- * Measured on the 2-core CI machine (linux.uml 6.1.176): the kernel reaches init in ~3.3 s;
- * loading MODULES takes ~2 s with one `modprobe -a`; `node -e 0` takes ~1.5 s in the guest
- * (about 30 times the host's), so a guest test file pays several seconds of Node start-up per
- * process it spawns. The guest has one CPU.
+ * Measured on a 2-core machine shared with other work (linux.uml 6.1.176, the guest has one CPU):
+ * the kernel reaches init in ~3.3 s; loading MODULES with one `modprobe -a` takes under 1 s; a
+ * whole run of `true` (boot, modules, power-off) takes 5 s on a quiet machine, 7-8 s at a load
+ * average of 8. `node -e 0` takes 0.9-1.5 s in the guest; importing @kubernetes/client-node
+ * takes 15-30 s there (3.4 s on the host at the same load), so every process a guest test starts
+ * is expensive: the e2e cluster of test/e2e (five pod servers, the API server, the proxy) took
+ * 95 s to come up at a load average of 10.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync, mkdirSync, chmodSync } from 'node:fs';
