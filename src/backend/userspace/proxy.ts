@@ -1,0 +1,242 @@
+// The in-process proxy of the userspace mode: one listening socket per service port, and for
+// every client a second connection to an endpoint, so every byte crosses into this process and
+// out again. update() is declarative: it takes the whole desired set of service ports.
+import type { ProxyEndpoint } from './proxy-balancer.js';
+import type { ProxyContext, ProxyCounters, ServicePortHandler } from './proxy-shared.js';
+import { TcpServicePort } from './proxy-tcp.js';
+import { UdpServicePort } from './proxy-udp.js';
+
+export type { ProxyEndpoint } from './proxy-balancer.js';
+
+export interface ProxyServicePort {
+  /** "ns/name:port/proto": stable across updates; the same key keeps its proxy port. */
+  key: string;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  /** The endpoints new connections may go to (the caller applies the traffic policies). */
+  endpoints: ProxyEndpoint[];
+  /** ClientIP session affinity timeout; absent or 0: no affinity. */
+  affinityTimeoutSeconds?: number;
+}
+
+export interface UserspaceProxyOptions {
+  /** Address the listeners bind ('0.0.0.0', or '::' for IPv6). */
+  bindAddress: string;
+  /** Proxy ports come from this range when given (--proxy-port-range), else the kernel picks. */
+  portRange?: { min: number; max: number };
+  /** A UDP session ends after this long without a datagram either way (upstream: 250 ms). */
+  udpIdleTimeoutMs: number;
+  /** Endpoints one new connection may try; default every endpoint, at most 3. */
+  connectRetries?: number;
+  /** Connections to a removed endpoint (or a removed service port) are closed this much later. */
+  removedEndpointGraceMs?: number;
+  log: (msg: string) => void;
+}
+
+export interface UserspaceProxyStats {
+  listeners: number;
+  activeConnections: number;
+  udpSessions: number;
+  /** Connections (TCP) and sessions (UDP) taken from clients since start. */
+  accepted: number;
+  /** Clients turned away: no endpoints, or every endpoint tried failed. */
+  refused: number;
+  connectFailures: number;
+  udpDropped: number;
+  /** Bytes from clients, and bytes sent back to them. */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/**
+ * Upstream's userspace proxier never closed connections to a removed endpoint. Here they are
+ * closed after a grace period instead, so a proxied connection cannot outlive its pod for long.
+ * 30 s is a pod's default terminationGracePeriodSeconds: a pod that drains its connections
+ * while terminating is not cut off before the kubelet would have killed it anyway.
+ */
+export const DEFAULT_REMOVED_ENDPOINT_GRACE_MS = 30_000;
+
+class PortPool {
+  private readonly held = new Set<number>();
+  private cursor: number;
+
+  constructor(
+    readonly min: number,
+    readonly max: number,
+  ) {
+    this.cursor = min;
+  }
+
+  /** Free ports of the range, starting after the last one handed out (so a port just released is not reused first). */
+  *candidates(): Generator<number> {
+    const size = this.max - this.min + 1;
+    for (let i = 0; i < size; i++) {
+      const port = this.min + ((this.cursor - this.min + i) % size);
+      if (!this.held.has(port)) yield port;
+    }
+  }
+
+  take(port: number): void {
+    this.held.add(port);
+    this.cursor = port === this.max ? this.min : port + 1;
+  }
+
+  release(port: number): void {
+    this.held.delete(port);
+  }
+}
+
+export class UserspaceProxy {
+  private readonly ctx: ProxyContext;
+  private readonly counters: ProxyCounters = { accepted: 0, refused: 0, connectFailures: 0, udpDropped: 0, bytesIn: 0, bytesOut: 0 };
+  private readonly active = new Map<string, { protocol: 'TCP' | 'UDP'; handler: ServicePortHandler }>();
+  /** Removed service ports whose connections still run out their grace period. */
+  private readonly retired = new Map<ServicePortHandler, NodeJS.Timeout>();
+  private readonly pool: PortPool | undefined;
+  /** SCTP keys of the last update, so each is logged once rather than at every sync. */
+  private skipped = new Set<string>();
+  private lastFailures = new Map<string, string>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  constructor(private readonly opts: UserspaceProxyOptions) {
+    const range = opts.portRange;
+    if (range && (!Number.isInteger(range.min) || !Number.isInteger(range.max) || range.min < 1 || range.max > 65535 || range.min > range.max)) {
+      throw new Error(`invalid proxy port range ${range.min}-${range.max}: want 1 <= min <= max <= 65535`);
+    }
+    this.pool = range ? new PortPool(range.min, range.max) : undefined;
+    this.ctx = {
+      log: opts.log,
+      connectRetries: opts.connectRetries,
+      removedEndpointGraceMs: opts.removedEndpointGraceMs ?? DEFAULT_REMOVED_ENDPOINT_GRACE_MS,
+      udpIdleTimeoutMs: opts.udpIdleTimeoutMs,
+      counters: this.counters,
+    };
+  }
+
+  /**
+   * Makes the listeners match `ports` and returns the proxy port of every key that has one.
+   * A key that cannot have one (SCTP, no free port in the range, a bind error) is logged, left
+   * out of the result, listed by failures(), and tried again on the next update.
+   */
+  update(ports: ProxyServicePort[]): Promise<Map<string, number>> {
+    const run = this.queue.then(() => this.apply(ports));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Why each key of the last update has no listener (SCTP skips included). */
+  failures(): Map<string, string> {
+    return new Map(this.lastFailures);
+  }
+
+  /** Closes every listener, connection and session. */
+  close(): Promise<void> {
+    const run = this.queue.then(async () => {
+      this.closed = true;
+      const handlers = [...[...this.active.values()].map((a) => a.handler), ...this.retired.keys()];
+      for (const timer of this.retired.values()) clearTimeout(timer);
+      this.active.clear();
+      this.retired.clear();
+      await Promise.all(handlers.map((h) => h.destroy()));
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  stats(): UserspaceProxyStats {
+    let activeConnections = 0;
+    let udpSessions = 0;
+    let bytesIn = this.counters.bytesIn;
+    let bytesOut = this.counters.bytesOut;
+    const all = [...[...this.active.values()].map((a) => a.handler), ...this.retired.keys()];
+    for (const h of all) {
+      const live = h.live();
+      if (h instanceof UdpServicePort) udpSessions += live.connections;
+      else activeConnections += live.connections;
+      bytesIn += live.bytesIn;
+      bytesOut += live.bytesOut;
+    }
+    const { accepted, refused, connectFailures, udpDropped } = this.counters;
+    return { listeners: this.active.size, activeConnections, udpSessions, accepted, refused, connectFailures, udpDropped, bytesIn, bytesOut };
+  }
+
+  private async apply(ports: ProxyServicePort[]): Promise<Map<string, number>> {
+    if (this.closed) throw new Error('userspace proxy is closed');
+    const failures = new Map<string, string>();
+    const wanted = new Map<string, ProxyServicePort & { protocol: 'TCP' | 'UDP' }>();
+    const skipped = new Set<string>();
+    for (const p of ports) {
+      if (wanted.has(p.key) || failures.has(p.key)) {
+        failures.set(p.key, 'duplicate key in one update; the first one is used');
+        continue;
+      }
+      if (p.protocol !== 'TCP' && p.protocol !== 'UDP') {
+        failures.set(p.key, `protocol ${String(p.protocol)} cannot be proxied in userspace (Node.js has no SCTP sockets)`);
+        if (!this.skipped.has(p.key)) this.opts.log(`userspace proxy: skipping ${p.key}: ${failures.get(p.key)}`);
+        skipped.add(p.key);
+        continue;
+      }
+      wanted.set(p.key, { ...p, protocol: p.protocol });
+    }
+    this.skipped = skipped;
+
+    for (const [key, a] of this.active) {
+      const w = wanted.get(key);
+      if (!w || w.protocol !== a.protocol) this.retire(key);
+    }
+
+    const result = new Map<string, number>();
+    for (const [key, w] of wanted) {
+      let a = this.active.get(key);
+      if (!a) {
+        try {
+          a = { protocol: w.protocol, handler: await this.open(key, w.protocol) };
+        } catch (err) {
+          const why = (err as Error).message;
+          failures.set(key, why);
+          this.opts.log(`userspace proxy: no listener for ${key}: ${why}`);
+          continue;
+        }
+        this.active.set(key, a);
+      }
+      a.handler.setEndpoints(w.endpoints, w.affinityTimeoutSeconds);
+      result.set(key, a.handler.port);
+    }
+    this.lastFailures = failures;
+    return result;
+  }
+
+  private retire(key: string): void {
+    const a = this.active.get(key)!;
+    this.active.delete(key);
+    a.handler.retire();
+    this.pool?.release(a.handler.port);
+    const timer = setTimeout(() => {
+      this.retired.delete(a.handler);
+      void a.handler.destroy();
+    }, this.ctx.removedEndpointGraceMs);
+    timer.unref();
+    this.retired.set(a.handler, timer);
+  }
+
+  private async open(key: string, protocol: 'TCP' | 'UDP'): Promise<ServicePortHandler> {
+    const openOn = (port: number): Promise<ServicePortHandler> =>
+      protocol === 'TCP' ? TcpServicePort.open(key, this.opts.bindAddress, port, this.ctx) : UdpServicePort.open(key, this.opts.bindAddress, port, this.ctx);
+    if (!this.pool) return openOn(0);
+    let busy = 0;
+    for (const port of this.pool.candidates()) {
+      try {
+        const handler = await openOn(port);
+        this.pool.take(port);
+        return handler;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+        busy++;
+      }
+    }
+    throw new Error(
+      `no free port in the proxy port range ${this.pool.min}-${this.pool.max}: ` +
+        `${this.pool.max - this.pool.min + 1 - busy} held by this proxy, ${busy} in use by others`,
+    );
+  }
+}
