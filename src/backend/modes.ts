@@ -5,7 +5,8 @@
 import type { Snapshot } from '../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import type { ExecOptions } from './common/exec.js';
-import { removeLeftovers, removeLeftoversForIptables } from './common/leftovers.js';
+import { log } from '../log.js';
+import { removeLeftovers, removeLeftoversForIptables, removeLeftoversForUserspace } from './common/leftovers.js';
 import { detectFlavour, type Flavour } from './iptables/apply.js';
 import { IptablesBackend } from './iptables/backend.js';
 import { render as renderIptables, toRestoreInput } from './iptables/render.js';
@@ -14,6 +15,8 @@ import { deleteTables } from './nftables/apply.js';
 import { NftablesBackend } from './nftables/backend.js';
 import { render, renderContext, type NftRuleset } from './nftables/render.js';
 import type { Backend, BackendConfig, SyncResult } from './types.js';
+import { UserspaceBackend } from './userspace/backend.js';
+import { UserspaceProxy } from './userspace/proxy.js';
 
 export const PROXY_MODE_NAMES = ['iptables', 'nftables', 'ipvs', 'userspace'] as const;
 export type ProxyMode = (typeof PROXY_MODE_NAMES)[number];
@@ -95,6 +98,7 @@ function removingLeftoversFirst(backend: Backend, remove: () => Promise<void>): 
   if (backend.describe) wrapped.describe = () => backend.describe!();
   if (backend.kernelInSync) wrapped.kernelInSync = () => backend.kernelInSync!();
   if (backend.verify) wrapped.verify = () => backend.verify!();
+  if (backend.stop) wrapped.stop = (removeRules) => backend.stop!(removeRules);
   return wrapped;
 }
 
@@ -106,9 +110,6 @@ const execOf = (opts: BackendOptions): ExecOptions => (opts.wrap ? { wrap: opts.
 
 const removeIptablesChains = async (exec: ExecOptions): Promise<void> => {
   await removeLeftovers(exec, { ipvs: false });
-};
-const removeIpvs = async (exec: ExecOptions): Promise<void> => {
-  await removeLeftovers(exec, { iptables: false });
 };
 const removeIptablesAndIpvs = async (exec: ExecOptions): Promise<void> => {
   await removeLeftovers(exec);
@@ -173,18 +174,42 @@ const ipvs: ModeDescriptor = {
   sandbox: { tools: ['ipvsadm'], dumpRules: ['ipvsadm', '-Ln'] },
 };
 
+/** The in-process proxy for one family's backend, listening on every address of that family. */
+export function createUserspaceProxy(cfg: BackendConfig): UserspaceProxy {
+  const settings = cfg.userspaceProxy ?? { udpIdleTimeoutMs: 250, localhostNodePorts: false };
+  return new UserspaceProxy({
+    bindAddress: cfg.family === 'IPv4' ? '0.0.0.0' : '::',
+    ...(settings.portRange ? { portRange: settings.portRange } : {}),
+    udpIdleTimeoutMs: settings.udpIdleTimeoutMs,
+    log: (msg) => log.info(msg, { family: cfg.family }),
+  });
+}
+
 const userspace: ModeDescriptor = {
   name: 'userspace',
-  programsKernel: false,
-  createBackend: logOnly('userspace'),
+  programsKernel: true,
+  createBackend(cfg, opts) {
+    const exec = execOf(opts);
+    return new UserspaceBackend(cfg, {
+      ...exec,
+      dryRun: opts.dryRun,
+      ...(opts.out ? { out: opts.out } : {}),
+      nodePortIPs: localNodePortIPs(cfg),
+      createPool: () => createUserspaceProxy(cfg),
+      ...(opts.dryRun ? {} : { removeLeftovers: async (flavour: Flavour) => void (await removeLeftoversForUserspace(flavour, exec)) }),
+    });
+  },
   syncSection: 'iptables',
   masqueradeSection: 'iptables',
   async startupLeftovers(exec) {
-    await deleteTables(exec);
-    await removeIpvs(exec);
+    await removeLeftoversForUserspace((await detectFlavour(exec)).flavour, exec);
   },
   cleanup: removeIptablesChains,
   nodePortIPs: localNodePortIPs,
+  syncFailureMetric: {
+    name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+    help: 'Cumulative proxy iptables restore failures',
+  },
   sandbox: { tools: ['iptables-save'], dumpRules: ['iptables-save', '-t', 'nat'] },
 };
 

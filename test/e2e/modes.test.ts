@@ -80,7 +80,7 @@ describe('modes on a real kernel (network namespace)', () => {
 
     it('prints each snapshot, says nothing is programmed, and leaves the kernel untouched', async () => {
       inNs('nft', ['add table inet someone-else']);
-      const args = ['--manifests', join(ROOT, 'examples'), '--hostname-override', 'node-1', '--proxy-mode', 'userspace',
+      const args = ['--manifests', join(ROOT, 'examples'), '--hostname-override', 'node-1', '--proxy-mode', 'ipvs',
         '--healthz-bind-address=', '--metrics-bind-address='];
       child = spawn('ip', ['netns', 'exec', ns, process.execPath, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
@@ -103,7 +103,7 @@ describe('modes on a real kernel (network namespace)', () => {
       await exited;
 
       assert.match(stdout, /^ {2}default\/\S+ TCP 10\.96\.\d+\.\d+:\d+/m);
-      assert.match(stderr, /proxy mode userspace has no kernel backend yet: nothing is programmed/);
+      assert.match(stderr, /proxy mode ipvs has no kernel backend yet: nothing is programmed/);
       assert.match(stderr, /nothing programmed \(no kernel backend for this mode\)/);
       assert.equal(nftTables().trim(), 'table inet someone-else');
       assert.doesNotMatch(natChains(), /KUBE-/);

@@ -29,7 +29,7 @@ describe('mode descriptors', () => {
   });
 
   test('a mode without a kernel backend gets a log-only backend that prints the snapshot and programs nothing', async () => {
-    for (const name of ['ipvs', 'userspace'] as const) {
+    for (const name of ['ipvs'] as const) {
       const printed: string[] = [];
       // A wrap that cannot run: any attempt to run a kernel tool would fail the sync.
       const be = MODES[name].createBackend(backendConfig(), { dryRun: false, out: (t) => printed.push(t), wrap: ['/nonexistent/tool'] });
@@ -56,6 +56,18 @@ describe('mode descriptors', () => {
     assert.match(printed, /10\.96\.0\.10/);
   });
 
+  test('userspace mode builds its backend; a dry run prints the redirect chains and binds nothing', async () => {
+    assert.equal(MODES.userspace.programsKernel, true);
+    let printed = '';
+    const be = MODES.userspace.createBackend(backendConfig(), { dryRun: true, out: (t) => (printed += t), wrap: ['/nonexistent/tool'] });
+    assert.equal(be.mode, 'userspace');
+    await be.sync(snapshot([web]));
+    assert.match(printed, /^:KUBE-PORTALS-CONTAINER - \[0:0\]$/m);
+    assert.match(printed, /^-A KUBE-PORTALS-HOST -d 10\.96\.0\.10\/32 -p tcp .* -j REDIRECT --to-ports 0$/m);
+    assert.match(printed, /^-A KUBE-NODEPORT-HOST -p tcp .* --dport 30010 -j REDIRECT --to-ports 0$/m);
+    await be.stop?.(true);
+  });
+
   test('NodePort addresses: nftables as its renderer, the other modes every local address by default', () => {
     const ips = ['192.168.1.10', '10.0.0.10'];
     const cfg = (nodePortAddresses: string[]) => backendConfig({ nodePortAddresses, nodeIPs: ips });
@@ -73,11 +85,11 @@ describe('mode descriptors', () => {
     assert.equal(nodePortIPsOf(MODES.iptables, [cfg(['primary']), v6]), null);
   });
 
-  test('sync failure metrics carry upstream names; ipvs and userspace have none', () => {
+  test('sync failure metrics carry upstream names; ipvs has none yet', () => {
     assert.equal(MODES.nftables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total');
     assert.equal(MODES.iptables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
+    assert.equal(MODES.userspace.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
     assert.equal(MODES.ipvs.syncFailureMetric, undefined);
-    assert.equal(MODES.userspace.syncFailureMetric, undefined);
   });
 
   test('nftables and iptables have traceable rules: the rendered ruleset, tagged by syntax', () => {

@@ -195,14 +195,30 @@ test('userspace proxy: an endpoint back within the grace period keeps its connec
   assert.equal(await answer, 'a:kept');
 });
 
+/** `size` consecutive ports nothing listens on, below the ephemeral range. */
+async function freeRange(size: number): Promise<{ min: number; max: number }> {
+  const bindable = (port: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, HOST, () => s.close(() => resolve(true)));
+    });
+  for (let min = 20000 + Math.floor(Math.random() * 5000); min < 32000; min += size) {
+    let ok = true;
+    for (let p = min; p < min + size && ok; p++) ok = await bindable(p);
+    if (ok) return { min, max: min + size - 1 };
+  }
+  throw new Error('no free port range found');
+}
+
 test('userspace proxy: ports from the range, skipping busy ones; exhausted is a clear failure; freed ports come back', async (t) => {
   const a = await tcpEndpoint('a');
-  // A range of three ports, the middle one taken by someone else.
+  // A range of three ports, the middle one taken by someone else. Below the kernel's ephemeral
+  // range, so no other test's outgoing connection can hold one of them meanwhile.
   const blocker = net.createServer();
-  await new Promise<void>((resolve) => blocker.listen(0, HOST, resolve));
-  const busy = (blocker.address() as net.AddressInfo).port;
+  const range = await freeRange(3);
+  await new Promise<void>((resolve) => blocker.listen(range.min + 1, HOST, resolve));
   t.after(() => blocker.close());
-  const range = { min: busy - 1, max: busy + 1 };
   const logs: string[] = [];
   const proxy = newProxy({ portRange: range }, logs);
   cleanup(t, proxy, [a]);
