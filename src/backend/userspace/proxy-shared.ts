@@ -27,6 +27,8 @@ export interface ServicePortHandler {
   setEndpoints(endpoints: ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): void;
   /** Stops taking new clients and frees the port; the proxy destroys it after the grace period. */
   retire(): void;
+  /** TCP: stops or resumes listening on the same port, connections kept (see TcpServicePort). */
+  setListening?(on: boolean): Promise<void>;
   /** Closes the listener and every connection now; resolves once their sockets are closed. */
   destroy(): Promise<void>;
   /** Open connections (TCP) or sessions (UDP), and their byte counts so far. */

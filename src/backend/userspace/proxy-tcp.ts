@@ -25,6 +25,7 @@ export class TcpServicePort implements ServicePortHandler {
 
   private constructor(
     readonly key: string,
+    private readonly host: string,
     readonly port: number,
     private readonly server: net.Server,
     private readonly ctx: ProxyContext,
@@ -41,9 +42,9 @@ export class TcpServicePort implements ServicePortHandler {
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true });
     return new Promise((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ host, port }, () => {
+      server.listen({ host, port, ipv6Only: host.includes(':') }, () => {
         server.off('error', reject);
-        resolve(new TcpServicePort(key, (server.address() as net.AddressInfo).port, server, ctx));
+        resolve(new TcpServicePort(key, host, (server.address() as net.AddressInfo).port, server, ctx));
       });
     });
   }
@@ -61,6 +62,23 @@ export class TcpServicePort implements ServicePortHandler {
 
   retire(): void {
     this.stopListening();
+  }
+
+  /**
+   * Without endpoints nothing listens, so the kernel refuses new clients at once; open
+   * connections run out their grace period as usual. Rejects when the port was taken meanwhile.
+   */
+  async setListening(on: boolean): Promise<void> {
+    if (!on) return this.stopListening();
+    if (this.listening) return;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host: this.host, port: this.port, ipv6Only: this.host.includes(':') }, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.listening = true;
   }
 
   async destroy(): Promise<void> {

@@ -44,7 +44,7 @@ export class UdpServicePort implements ServicePortHandler {
   }
 
   static open(key: string, host: string, port: number, ctx: ProxyContext): Promise<UdpServicePort> {
-    const socket = dgram.createSocket(family(host));
+    const socket = dgram.createSocket({ type: family(host), ipv6Only: host.includes(':') });
     return new Promise((resolve, reject) => {
       const fail = (err: Error): void => {
         socket.close();

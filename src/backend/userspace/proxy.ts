@@ -92,6 +92,11 @@ export class UserspaceProxy {
   /** Removed service ports whose connections still run out their grace period. */
   private readonly retired = new Map<ServicePortHandler, NodeJS.Timeout>();
   private readonly pool: PortPool | undefined;
+  /**
+   * Service ports without endpoints: their port stays theirs but nothing listens on it, so the
+   * kernel refuses connections (TCP reset, ICMP port unreachable) at once, as the kernel modes do.
+   */
+  private readonly parked = new Map<string, { protocol: 'TCP' | 'UDP'; port: number }>();
   /** SCTP keys of the last update, so each is logged once rather than at every sync. */
   private skipped = new Set<string>();
   private lastFailures = new Map<string, string>();
@@ -137,6 +142,7 @@ export class UserspaceProxy {
       for (const timer of this.retired.values()) clearTimeout(timer);
       this.active.clear();
       this.retired.clear();
+      this.parked.clear();
       await Promise.all(handlers.map((h) => h.destroy()));
     });
     this.queue = run.catch(() => {});
@@ -183,14 +189,33 @@ export class UserspaceProxy {
     for (const [key, a] of this.active) {
       const w = wanted.get(key);
       if (!w || w.protocol !== a.protocol) this.retire(key);
+      else if (w.endpoints.length === 0 && !a.handler.setListening) this.park(key, this.retire(key));
+    }
+    for (const [key, p] of this.parked) {
+      const w = wanted.get(key);
+      if (!w || w.protocol !== p.protocol) this.unpark(key);
     }
 
     const result = new Map<string, number>();
     for (const [key, w] of wanted) {
       let a = this.active.get(key);
+      const parked = this.parked.get(key);
+      if (!a && w.endpoints.length === 0) {
+        if (parked) result.set(key, parked.port);
+        else {
+          try {
+            this.park(key, { protocol: w.protocol, port: await this.reservePort(w.protocol) });
+            result.set(key, this.parked.get(key)!.port);
+          } catch (err) {
+            failures.set(key, (err as Error).message);
+          }
+        }
+        continue;
+      }
       if (!a) {
         try {
-          a = { protocol: w.protocol, handler: await this.open(key, w.protocol) };
+          this.unpark(key);
+          a = { protocol: w.protocol, handler: await this.open(key, w.protocol, parked?.port) };
         } catch (err) {
           const why = (err as Error).message;
           failures.set(key, why);
@@ -200,13 +225,29 @@ export class UserspaceProxy {
         this.active.set(key, a);
       }
       a.handler.setEndpoints(w.endpoints, w.affinityTimeoutSeconds);
+      try {
+        await a.handler.setListening?.(w.endpoints.length > 0);
+      } catch (err) {
+        // Its port was taken while it had no endpoints: a new port, and the rules follow.
+        this.opts.log(`userspace proxy: ${key}: could not listen again on port ${a.handler.port}: ${(err as Error).message}`);
+        this.retire(key);
+        try {
+          a = { protocol: w.protocol, handler: await this.open(key, w.protocol) };
+        } catch (again) {
+          failures.set(key, (again as Error).message);
+          continue;
+        }
+        this.active.set(key, a);
+        a.handler.setEndpoints(w.endpoints, w.affinityTimeoutSeconds);
+      }
       result.set(key, a.handler.port);
     }
     this.lastFailures = failures;
     return result;
   }
 
-  private retire(key: string): void {
+  /** Stops listening for `key`; its connections run out the grace period. Returns what it listened on. */
+  private retire(key: string): { protocol: 'TCP' | 'UDP'; port: number } {
     const a = this.active.get(key)!;
     this.active.delete(key);
     a.handler.retire();
@@ -217,11 +258,44 @@ export class UserspaceProxy {
     }, this.ctx.removedEndpointGraceMs);
     timer.unref();
     this.retired.set(a.handler, timer);
+    return { protocol: a.protocol, port: a.handler.port };
   }
 
-  private async open(key: string, protocol: 'TCP' | 'UDP'): Promise<ServicePortHandler> {
+  private park(key: string, p: { protocol: 'TCP' | 'UDP'; port: number }): void {
+    this.pool?.take(p.port);
+    this.parked.set(key, p);
+  }
+
+  private unpark(key: string): void {
+    const p = this.parked.get(key);
+    if (!p) return;
+    this.parked.delete(key);
+    this.pool?.release(p.port);
+  }
+
+  /** A port for a service port that will not listen yet: free now, held in the pool from now on. */
+  private async reservePort(protocol: 'TCP' | 'UDP'): Promise<number> {
+    const handler = await this.open('', protocol);
+    const port = handler.port;
+    await handler.destroy();
+    this.pool?.release(port);
+    return port;
+  }
+
+  /** Listens for `key`, on `preferred` when it is still free (a parked port), else on a new one. */
+  private async open(key: string, protocol: 'TCP' | 'UDP', preferred?: number): Promise<ServicePortHandler> {
     const openOn = (port: number): Promise<ServicePortHandler> =>
       protocol === 'TCP' ? TcpServicePort.open(key, this.opts.bindAddress, port, this.ctx) : UdpServicePort.open(key, this.opts.bindAddress, port, this.ctx);
+    if (preferred !== undefined) {
+      try {
+        const handler = await openOn(preferred);
+        this.pool?.take(preferred);
+        return handler;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+        this.opts.log(`userspace proxy: ${key}: port ${preferred} was taken meanwhile; choosing another`);
+      }
+    }
     if (!this.pool) return openOn(0);
     let busy = 0;
     for (const port of this.pool.candidates()) {
