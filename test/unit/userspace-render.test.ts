@@ -89,6 +89,16 @@ describe('userspace redirect rules', () => {
     assert.ok(!denied.get('KUBE-PORTALS-CONTAINER')!.some((r) => r.includes('203.0.113.9')));
   });
 
+  test('externalTrafficPolicy Local: the node and its pods use the cluster listener, outside clients the local one', () => {
+    const plan = planUserspace(snapshot([web({ nodePort: 30080, externalPolicyLocal: true })]));
+    const ports = new Map([['ns1/web:http/TCP', 36001], ['ns1/web:http/TCP/local', 36002]]);
+    const chains = new Map(renderRedirects(plan, ports, null, { src: '-s 10.244.0.0/16' }).map((c) => [c.name, c.rules]));
+    const np = (src: string, to: number): string =>
+      `${src}-p tcp -m comment --comment "ns1/web:http node port" -m tcp --dport 30080 -j REDIRECT --to-ports ${to}`;
+    assert.deepEqual(chains.get('KUBE-NODEPORT-HOST'), [np('', 36001)]);
+    assert.deepEqual(chains.get('KUBE-NODEPORT-CONTAINER'), [np('-s 10.244.0.0/16 ', 36001), np('', 36002)]);
+  });
+
   test('a listener the proxy could not open (SCTP) gets no rules', () => {
     const { chains } = chainsOf([web({ protocol: 'SCTP', nodePort: 30080 })], {});
     for (const rules of chains.values()) assert.deepEqual(rules, []);

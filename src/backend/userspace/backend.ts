@@ -7,7 +7,8 @@ import { log } from '../../log.js';
 import type { ExecOptions } from '../common/exec.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
 import { detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
-import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
+import { renderContext } from '../iptables/render.js';
+import { toRestoreInput, type IptChain, type RuleParts } from '../iptables/syntax.js';
 import { isUserspaceChain } from './names.js';
 import { planUserspace, type ListenerSpec } from './plan.js';
 import { redirectJumps, renderRedirects } from './render.js';
@@ -39,12 +40,15 @@ export class UserspaceBackend implements Backend {
   private flavour: Flavour | undefined;
   private written: IptChain[] | undefined;
   private inSync = true;
+  /** Traffic from this node's pods, as the iptables mode detects it (absent: not detectable). */
+  private readonly fromLocalPods: RuleParts | undefined;
 
   constructor(
     cfg: BackendConfig,
     private readonly opts: UserspaceBackendOptions,
   ) {
     this.family = cfg.family;
+    this.fromLocalPods = renderContext(cfg).ifLocal;
   }
 
   async sync(snapshot: Snapshot): Promise<SyncResult> {
@@ -52,13 +56,13 @@ export class UserspaceBackend implements Backend {
     if (this.opts.dryRun) {
       // Ports are chosen when the proxy listens; a dry run binds nothing and shows them as 0.
       const ports = new Map(plan.listeners.map((l) => [l.key, 0]));
-      const chains = renderRedirects(plan, ports, this.opts.nodePortIPs);
+      const chains = renderRedirects(plan, ports, this.opts.nodePortIPs, this.fromLocalPods);
       (this.opts.out ?? ((t) => process.stdout.write(t)))(toRestoreInput({ family: this.family, chains }));
       return { operations: 0, full: true };
     }
     this.pool ??= this.opts.createPool();
     const ports = await this.pool.update(plan.listeners);
-    const chains = renderRedirects(plan, ports, this.opts.nodePortIPs);
+    const chains = renderRedirects(plan, ports, this.opts.nodePortIPs, this.fromLocalPods);
     const flavour = await this.ensureFlavour();
     const changed = this.written === undefined || !sameChains(this.written, chains) || !this.inSync;
     if (changed) {

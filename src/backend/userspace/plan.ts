@@ -29,6 +29,11 @@ export interface Portal {
   /** Only these source CIDRs are redirected (loadBalancerSourceRanges); absent: any source. */
   sources?: string[];
   kind: 'service' | 'nodePort';
+  /**
+   * externalTrafficPolicy Local: the node itself and its pods are not outside clients; as in the
+   * kernel modes their traffic goes to this (cluster-policy) listener instead.
+   */
+  insideListener?: string;
 }
 
 export interface UserspacePlan {
@@ -72,12 +77,13 @@ export function planUserspace(snapshot: Snapshot): UserspacePlan {
     const externallyAccessible = info.nodePort > 0 || externalIPs.length > 0 || lbIPs.length > 0;
     if (!externallyAccessible) continue;
     const external = use(info.externalPolicyLocal);
-    if (externalIPs.length > 0) portals.push({ ...base, listener: external, ips: externalIPs, kind: 'service' });
+    const inside = info.externalPolicyLocal ? { insideListener: use(false) } : {};
+    if (externalIPs.length > 0) portals.push({ ...base, listener: external, ips: externalIPs, kind: 'service', ...inside });
     // Source ranges: only the listed clients are redirected; with none usable, nobody is.
     if (lbIPs.length > 0 && !(c.firewalled && c.ranges.length === 0)) {
-      portals.push({ ...base, listener: external, ips: lbIPs, kind: 'service', ...(c.firewalled ? { sources: c.ranges } : {}) });
+      portals.push({ ...base, listener: external, ips: lbIPs, kind: 'service', ...(c.firewalled ? { sources: c.ranges } : {}), ...inside });
     }
-    if (info.nodePort > 0) portals.push({ ...base, listener: external, port: info.nodePort, kind: 'nodePort' });
+    if (info.nodePort > 0) portals.push({ ...base, listener: external, port: info.nodePort, kind: 'nodePort', ...inside });
   }
   return { family, listeners: [...listeners.values()], portals };
 }

@@ -8,7 +8,7 @@
 // and the proxy listens on all of them.
 import type { IPFamily } from '../../model/types.js';
 import type { JumpRule } from '../iptables/apply.js';
-import { comment, hostCIDR, rule, type IptChain } from '../iptables/syntax.js';
+import { comment, hostCIDR, rule, type IptChain, type RuleParts } from '../iptables/syntax.js';
 import { NODEPORT_CONTAINER, NODEPORT_HOST, PORTALS_CONTAINER, PORTALS_HOST } from './names.js';
 import type { Portal, UserspacePlan } from './plan.js';
 
@@ -17,30 +17,42 @@ const LOCAL_DST = '-m addrtype --dst-type LOCAL';
 /**
  * The four chains, given the port each listener got. Portals whose listener has no port (a
  * protocol the proxy cannot serve) are left out. `nodePortIPs` null: every local address.
+ * `fromLocalPods` matches traffic from this node's pods (local traffic detection), if known.
  */
-export function renderRedirects(plan: UserspacePlan, ports: ReadonlyMap<string, number>, nodePortIPs: string[] | null): IptChain[] {
+export function renderRedirects(
+  plan: UserspacePlan,
+  ports: ReadonlyMap<string, number>,
+  nodePortIPs: string[] | null,
+  fromLocalPods?: RuleParts,
+): IptChain[] {
   const family: IPFamily = plan.family;
-  const portals: string[] = [];
-  const nodePorts: string[] = [];
+  const chains = { portalsContainer: [] as string[], portalsHost: [] as string[], nodePortsContainer: [] as string[], nodePortsHost: [] as string[] };
   for (const p of plan.portals) {
-    const proxyPort = ports.get(p.listener);
-    if (proxyPort === undefined) continue;
-    const redirect = (dst: string | undefined, src: string | undefined): string =>
-      rule({ src, dst, proto: p.proto, matches: [comment(label(p)), `-m ${p.proto} --dport ${p.port}`], jump: `REDIRECT --to-ports ${proxyPort}` });
-    if (p.kind === 'nodePort') {
-      if (nodePortIPs === null) nodePorts.push(redirect(undefined, undefined));
-      else for (const ip of nodePortIPs) nodePorts.push(redirect(`-d ${hostCIDR(ip, family)}`, undefined));
-      continue;
-    }
-    for (const ip of p.ips ?? []) {
-      for (const src of p.sources ?? [undefined]) portals.push(redirect(`-d ${hostCIDR(ip, family)}`, src ? `-s ${src}` : undefined));
+    const outside = ports.get(p.listener);
+    if (outside === undefined) continue;
+    // The node and its pods are inside clients of a Local-policy port (see Portal.insideListener).
+    const inside = p.insideListener === undefined ? outside : ports.get(p.insideListener);
+    const dsts = p.kind === 'nodePort' ? (nodePortIPs === null ? [undefined] : nodePortIPs.map((ip) => `-d ${hostCIDR(ip, family)}`)) : (p.ips ?? []).map((ip) => `-d ${hostCIDR(ip, family)}`);
+    const srcs = p.sources?.map((c) => `-s ${c}`) ?? [undefined];
+    const redirect = (dst: string | undefined, src: string | undefined, iface: string | undefined, to: number): string =>
+      rule({ src, dst, iface, proto: p.proto, matches: [comment(label(p)), `-m ${p.proto} --dport ${p.port}`], jump: `REDIRECT --to-ports ${to}` });
+    const container = p.kind === 'nodePort' ? chains.nodePortsContainer : chains.portalsContainer;
+    const host = p.kind === 'nodePort' ? chains.nodePortsHost : chains.portalsHost;
+    for (const dst of dsts) {
+      for (const src of srcs) {
+        if (inside !== undefined) host.push(redirect(dst, src, undefined, inside));
+        if (inside !== undefined && inside !== outside && fromLocalPods && !src) {
+          container.push(redirect(dst, fromLocalPods.src, fromLocalPods.iface, inside));
+        }
+        container.push(redirect(dst, src, undefined, outside));
+      }
     }
   }
   return [
-    { table: 'nat', name: PORTALS_CONTAINER, rules: portals },
-    { table: 'nat', name: PORTALS_HOST, rules: portals },
-    { table: 'nat', name: NODEPORT_CONTAINER, rules: nodePorts },
-    { table: 'nat', name: NODEPORT_HOST, rules: nodePorts },
+    { table: 'nat', name: PORTALS_CONTAINER, rules: chains.portalsContainer },
+    { table: 'nat', name: PORTALS_HOST, rules: chains.portalsHost },
+    { table: 'nat', name: NODEPORT_CONTAINER, rules: chains.nodePortsContainer },
+    { table: 'nat', name: NODEPORT_HOST, rules: chains.nodePortsHost },
   ];
 }
 
