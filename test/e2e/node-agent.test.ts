@@ -378,6 +378,15 @@ describe('the proxy as a node agent', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
       assert.equal(await ask(40001), 'a-1');
+      // The restarted process reports its reconciler passes per IP family.
+      for (;;) {
+        const body = (await get('http://127.0.0.1:10249/metrics')).body ?? '';
+        const passes = /^kubeproxy_conntrack_reconciler_sync_duration_seconds_count\{ip_family="IPv4"\} (\d+)$/m.exec(body);
+        const deleted = /^kubeproxy_conntrack_reconciler_deleted_entries_total\{ip_family="IPv4"\} \d+$/m.test(body);
+        if (passes && Number(passes[1]) >= 1 && deleted) break;
+        if (Date.now() > deadline) assert.fail(`no conntrack reconciler pass reported:\n${body.split('\n').filter((l) => l.includes('conntrack')).join('\n')}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     });
   });
 
