@@ -87,7 +87,7 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
     log.error(err instanceof Error ? err.message : String(err));
     return 1;
   }
-  const stopReconciler = cmd.dryRun ? () => undefined : startConntrackReconciler(proxy);
+  const stopReconciler = cmd.dryRun ? () => undefined : startConntrackReconciler(proxy, servers.proxyMetrics);
 
   const watcher = cmd.configFile
     ? new ConfigWatcher({
@@ -132,8 +132,8 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
 }
 
 /** After each successful sync, and every sync period, stale UDP/SCTP conntrack entries go. */
-function startConntrackReconciler(proxy: Proxy): () => void {
-  const reconciler = new ConntrackReconciler();
+function startConntrackReconciler(proxy: Proxy, metrics: ProxyMetrics): () => void {
+  const reconciler = new ConntrackReconciler({}, (family, deleted, seconds) => metrics.conntrackReconciled(family, deleted, seconds));
   const pass = (): void => {
     if (!hasKernelBackend(effectiveMode(proxy.configuration)) || proxy.lastSnapshots.size === 0) return;
     const nodeIPs = (family: string): string[] => proxy.backendConfigs.find((c) => c.family === family)?.nodeIPs ?? [];
@@ -179,6 +179,7 @@ async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode
       runner: proxy.runner,
       model: { pendingChanges: () => proxy.pendingChanges(), invalidObjects: proxy.model.invalidObjects },
       snapshots: () => proxy.lastSnapshots.values(),
+      families: () => proxy.backends?.keys() ?? [],
     },
   });
   const health = new ProxierHealth({

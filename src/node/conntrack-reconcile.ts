@@ -103,7 +103,11 @@ export class ConntrackReconciler {
   /** Entries deleted since start. */
   deleted = 0;
 
-  constructor(private readonly opts: ConntrackOptions = {}) {}
+  /** `onPass` hears, per family table read, how long the pass took and what it deleted. */
+  constructor(
+    private readonly opts: ConntrackOptions = {},
+    private readonly onPass?: (family: IPFamily, deleted: number, seconds: number) => void,
+  ) {}
 
   /**
    * One pass over every family's table; a pass already running is awaited instead of
@@ -123,6 +127,8 @@ export class ConntrackReconciler {
     for (const snap of snaps) {
       const frontends = frontendsOf(snap);
       if (frontends.byAddress.size === 0 && frontends.byNodePort.size === 0) continue;
+      const started = performance.now();
+      const before = deleted;
       const fam = snap.family === 'IPv6' ? ['-f', 'ipv6'] : [];
       for (const proto of ['udp', 'sctp']) {
         const res = await runConntrack(['-L', ...fam, '-p', proto], this.opts);
@@ -141,6 +147,7 @@ export class ConntrackReconciler {
           }
         }
       }
+      this.onPass?.(snap.family, deleted - before, (performance.now() - started) / 1000);
     }
     this.deleted += deleted;
     if (deleted > 0) log.info('deleted stale UDP/SCTP conntrack entries', { entries: deleted });

@@ -1,5 +1,7 @@
-// Prometheus metrics with upstream kube-proxy's names, types and buckets (subsystem
-// kubeproxy), plus kubeproxy_invalid_objects_total for the objects the model skipped.
+// Prometheus metrics with upstream kube-proxy's names, types, labels and buckets (subsystem
+// kubeproxy), plus this proxy's own (invalid objects, repairs). Where upstream labels a metric
+// with ip_family, the label is the family the figure is about, so a dual-stack node's IPv4 and
+// IPv6 syncs are not mixed.
 // Served on metricsBindAddress at /metrics, with /healthz and /proxyMode as upstream.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets, linearBuckets } from 'prom-client';
@@ -33,6 +35,8 @@ export interface MetricsSources {
   };
   /** The snapshots of the last sync. */
   snapshots?: () => Iterable<Snapshot>;
+  /** The IP families the proxy syncs (their per-family series are served from 0). */
+  families?: () => Iterable<IPFamily>;
 }
 
 export interface ProxyMetricsOptions {
@@ -46,18 +50,22 @@ export interface ProxyMetricsOptions {
 }
 
 /** Services whose Local policy leaves them without usable endpoints, as upstream counts them. */
-export function noLocalEndpoints(snapshots: Iterable<Snapshot>): { internal: number; external: number } {
+export function noLocalEndpoints(snapshot: Snapshot): { internal: number; external: number } {
   let internal = 0;
   let external = 0;
-  for (const snap of snapshots) {
-    for (const s of snap.services.values()) {
-      // No endpoints at all is a reject, not a Local-policy drop.
-      if (!s.hasAnyEndpoints) continue;
-      if (s.info.internalPolicyLocal && s.localEndpoints.length === 0) internal++;
-      if (s.info.externalPolicyLocal && s.localEndpoints.length === 0) external++;
-    }
+  for (const s of snapshot.services.values()) {
+    // No endpoints at all is a reject, not a Local-policy drop.
+    if (!s.hasAnyEndpoints) continue;
+    if (s.info.internalPolicyLocal && s.localEndpoints.length === 0) internal++;
+    if (s.info.externalPolicyLocal && s.localEndpoints.length === 0) external++;
   }
   return { internal, external };
+}
+
+/** The IP family of an EndpointSlice's addresses; FQDN slices have none. */
+function sliceFamily(e: SourceEvent): IPFamily | undefined {
+  const type = (e.object as { addressType?: unknown } | undefined)?.addressType;
+  return type === 'IPv4' || type === 'IPv6' ? type : undefined;
 }
 
 /**
@@ -70,18 +78,21 @@ export class ProxyMetrics implements HealthCounters {
   private currentMode: string;
   private readonly now: () => number;
   private readonly startedMs: number;
-  /** Trigger times of endpoint changes not yet programmed. */
-  private pendingTriggers: number[] = [];
+  private readonly families: () => Iterable<IPFamily>;
+  /** Trigger times (and the slice's family) of endpoint changes not yet programmed. */
+  private pendingTriggers: Array<{ t: number; family: IPFamily }> = [];
 
-  private readonly syncDuration: Histogram;
-  private readonly fullSyncDuration: Histogram;
-  private readonly partialSyncDuration: Histogram;
-  private readonly programming: Histogram;
-  private readonly lastSync: Gauge;
+  private readonly syncDuration: Histogram<'ip_family'>;
+  private readonly fullSyncDuration: Histogram<'ip_family'>;
+  private readonly partialSyncDuration: Histogram<'ip_family'>;
+  private readonly programming: Histogram<'ip_family'>;
+  private readonly lastSync: Gauge<'ip_family'>;
   private readonly endpointChanges: Counter;
   private readonly serviceChanges: Counter;
   /** Each mode's failed-sync counter, when upstream has one for it (a reload may switch modes). */
-  private readonly syncFailures = new Map<string, Counter | undefined>();
+  private readonly syncFailures = new Map<string, Counter<'ip_family'> | undefined>();
+  private readonly conntrackDeleted: Counter<'ip_family'>;
+  private readonly conntrackDuration: Histogram<'ip_family'>;
   private readonly healthzTotal: Counter<'code'>;
   private readonly repairs: Counter<'mode'>;
   private readonly livezTotal: Counter<'code'>;
@@ -92,8 +103,9 @@ export class ProxyMetrics implements HealthCounters {
     this.startedMs = this.now();
     const registers = [this.registry];
     const src = opts.sources ?? {};
-    const histogram = (name: string, help: string, buckets: number[]): Histogram =>
-      new Histogram({ name: `kubeproxy_${name}`, help, buckets, registers });
+    const families = (this.families = src.families ?? ((): IPFamily[] => []));
+    const histogram = (name: string, help: string, buckets: number[]): Histogram<'ip_family'> =>
+      new Histogram({ name: `kubeproxy_${name}`, help, buckets, labelNames: ['ip_family'], registers });
     const counter = (name: string, help: string): Counter => new Counter({ name: `kubeproxy_${name}`, help, registers });
 
     this.syncDuration = histogram('sync_proxy_rules_duration_seconds', 'SyncProxyRules latency in seconds', SYNC_BUCKETS);
@@ -103,14 +115,17 @@ export class ProxyMetrics implements HealthCounters {
     this.lastSync = new Gauge({
       name: 'kubeproxy_sync_proxy_rules_last_timestamp_seconds',
       help: 'The last time proxy rules were successfully synced',
+      labelNames: ['ip_family'],
       registers,
     });
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds',
       help: 'The last time a sync of proxy rules was queued',
+      labelNames: ['ip_family'],
       registers,
       collect() {
-        if (src.runner) this.set(src.runner.lastQueuedMs / 1000);
+        // One runner syncs every family: a queued sync is queued for each.
+        if (src.runner) for (const f of families()) this.set({ ip_family: f }, src.runner.lastQueuedMs / 1000);
       },
     });
     new Gauge({
@@ -135,13 +150,16 @@ export class ProxyMetrics implements HealthCounters {
     new Gauge({
       name: 'kubeproxy_sync_proxy_rules_no_local_endpoints_total',
       help: 'Number of services with a Local traffic policy and no endpoints',
-      labelNames: ['traffic_policy'],
+      labelNames: ['ip_family', 'traffic_policy'],
       registers,
       collect() {
         if (!src.snapshots) return;
-        const n = noLocalEndpoints(src.snapshots());
-        this.set({ traffic_policy: 'internal' }, n.internal);
-        this.set({ traffic_policy: 'external' }, n.external);
+        this.reset();
+        for (const snap of src.snapshots()) {
+          const n = noLocalEndpoints(snap);
+          this.set({ ip_family: snap.family, traffic_policy: 'internal' }, n.internal);
+          this.set({ ip_family: snap.family, traffic_policy: 'external' }, n.external);
+        }
       },
     });
     this.healthzTotal = new Counter({ name: 'kubeproxy_proxy_healthz_total', help: 'Cumulative proxy healthz HTTP status', labelNames: ['code'], registers });
@@ -167,6 +185,16 @@ export class ProxyMetrics implements HealthCounters {
       registers,
     });
     this.repairs.inc({ mode: opts.mode }, 0);
+    this.conntrackDeleted = new Counter({
+      name: 'kubeproxy_conntrack_reconciler_deleted_entries_total',
+      help: 'Cumulative conntrack flows deleted by conntrack reconciler',
+      labelNames: ['ip_family'],
+      registers,
+      collect() {
+        for (const f of families()) this.inc({ ip_family: f }, 0);
+      },
+    });
+    this.conntrackDuration = histogram('conntrack_reconciler_sync_duration_seconds', 'How long a conntrack reconciler pass over one IP family took', SYNC_BUCKETS);
     if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 
@@ -177,8 +205,9 @@ export class ProxyMetrics implements HealthCounters {
     this.endpointChanges.inc();
     const raw = e.object?.metadata?.annotations?.[LAST_CHANGE_TRIGGER_TIME];
     const t = typeof raw === 'string' ? Date.parse(raw) : NaN;
+    const family = sliceFamily(e);
     // As upstream, changes from before this proxy started (the initial list) are not counted.
-    if (Number.isFinite(t) && t > this.startedMs) this.pendingTriggers.push(t);
+    if (family && Number.isFinite(t) && t > this.startedMs) this.pendingTriggers.push({ t, family });
   }
 
   /**
@@ -194,16 +223,23 @@ export class ProxyMetrics implements HealthCounters {
         return;
       }
       const now = this.now();
-      this.lastSync.set(now / 1000);
       // A trigger time ahead of this clock is skew between nodes, not latency.
-      for (const t of taken) if (now >= t) this.programming.observe((now - t) / 1000);
+      for (const { t, family } of taken) if (now >= t) this.programming.observe({ ip_family: family }, (now - t) / 1000);
     };
   }
 
   /** One family's sync attempt took `seconds` (failed ones too, as upstream); full is null when it failed. */
-  familySynced(_family: IPFamily, full: boolean | null, seconds: number): void {
-    this.syncDuration.observe(seconds);
-    if (full !== null) (full ? this.fullSyncDuration : this.partialSyncDuration).observe(seconds);
+  familySynced(family: IPFamily, full: boolean | null, seconds: number): void {
+    this.syncDuration.observe({ ip_family: family }, seconds);
+    if (full === null) return;
+    this.lastSync.set({ ip_family: family }, this.now() / 1000);
+    (full ? this.fullSyncDuration : this.partialSyncDuration).observe({ ip_family: family }, seconds);
+  }
+
+  /** One conntrack reconciler pass over a family's table took `seconds` and deleted `deleted` entries. */
+  conntrackReconciled(family: IPFamily, deleted: number, seconds: number): void {
+    this.conntrackDeleted.inc({ ip_family: family }, deleted);
+    this.conntrackDuration.observe({ ip_family: family }, seconds);
   }
 
   /** The effective proxy mode, for /proxyMode. */
@@ -222,12 +258,22 @@ export class ProxyMetrics implements HealthCounters {
     if (this.syncFailures.has(mode)) return;
     const metric = modeDescriptor(mode)?.syncFailureMetric;
     const existing = metric && this.registry.getSingleMetric(metric.name);
-    this.syncFailures.set(mode, metric && ((existing as Counter | undefined) ?? new Counter({ ...metric, registers: [this.registry] })));
+    const families = this.families;
+    const create = (): Counter<'ip_family'> =>
+      new Counter({
+        ...metric!,
+        labelNames: ['ip_family'],
+        registers: [this.registry],
+        collect() {
+          for (const f of families()) this.inc({ ip_family: f }, 0);
+        },
+      });
+    this.syncFailures.set(mode, metric && ((existing as Counter<'ip_family'> | undefined) ?? create()));
   }
 
   /** A backend's sync threw; only the configured mode's backends count. */
-  backendFailed(mode: string, _family: IPFamily): void {
-    if (mode === this.currentMode) this.syncFailures.get(mode)?.inc();
+  backendFailed(mode: string, family: IPFamily): void {
+    if (mode === this.currentMode) this.syncFailures.get(mode)?.inc({ ip_family: family });
   }
 
   /** A backend's verification repaired `items` differing kernel rules. */

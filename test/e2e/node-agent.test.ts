@@ -172,6 +172,36 @@ describe('the proxy as a node agent', () => {
     assert.equal(readRoot(CONNTRACK_MAX), rootBefore.get(CONNTRACK_MAX));
   });
 
+  it('a new oomScoreAdj applies at once; the default -999 (and -500) where the kernel lets it lower the score', async () => {
+    const pid = proxyPid();
+    const score = (): string => readFileSync(`/proc/${pid}/oom_score_adj`, 'utf8').trim();
+    // Lowering the score below what it was needs CAP_SYS_RESOURCE (bit 24), which a container
+    // running the tests may lack; the proxy then says so and keeps its current score and running.
+    const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!;
+    const canLower = ((BigInt(`0x${capEff}`) >> 24n) & 1n) === 1n;
+    const apply = async (text: string, value: number, previous: string): Promise<void> => {
+      const since = log().length;
+      await reconfigure(text);
+      if (value >= Number(previous) || canLower) {
+        assert.equal(score(), String(value));
+        assert.match(log().slice(since), new RegExp(`set oom_score_adj value=${value}`));
+      } else {
+        assert.equal(score(), previous, 'the score stays');
+        assert.match(log().slice(since), new RegExp(`setting oom_score_adj failed value=${value}`));
+      }
+    };
+    try {
+      await apply(config().replace('oomScoreAdj: 321', 'oomScoreAdj: 500'), 500, '321');
+      // No oomScoreAdj in the file: upstream's default, -999.
+      await apply(config().replace('oomScoreAdj: 321\n', ''), -999, '500');
+      await apply(config().replace('oomScoreAdj: 321', 'oomScoreAdj: -500'), -500, score());
+      // Still serving.
+      assert.equal((await tcpRequest(c.topo, 'c-1', '10.96.0.10', 80)).ok, true);
+    } finally {
+      await reconfigure(config());
+    }
+  });
+
   it('records a "Starting kube-proxy-ts" Event on its own Node', async () => {
     const res = await c.api.send({ op: 'events' });
     const events = res.objects as Array<Record<string, unknown>>;
@@ -348,6 +378,15 @@ describe('the proxy as a node agent', () => {
         await new Promise((r) => setTimeout(r, 100));
       }
       assert.equal(await ask(40001), 'a-1');
+      // The restarted process reports its reconciler passes per IP family.
+      for (;;) {
+        const body = (await get('http://127.0.0.1:10249/metrics')).body ?? '';
+        const passes = /^kubeproxy_conntrack_reconciler_sync_duration_seconds_count\{ip_family="IPv4"\} (\d+)$/m.exec(body);
+        const deleted = /^kubeproxy_conntrack_reconciler_deleted_entries_total\{ip_family="IPv4"\} \d+$/m.test(body);
+        if (passes && Number(passes[1]) >= 1 && deleted) break;
+        if (Date.now() > deadline) assert.fail(`no conntrack reconciler pass reported:\n${body.split('\n').filter((l) => l.includes('conntrack')).join('\n')}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
     });
   });
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { Backend, BackendConfig, SyncResult } from '../../src/backend/types.js';
 import { applyDefaults } from '../../src/config/index.js';
 import type { KubeObject, ObjectKind } from '../../src/model/k8s.js';
-import type { Snapshot } from '../../src/model/types.js';
+import type { IPFamily, Snapshot } from '../../src/model/types.js';
 import { Proxy } from '../../src/proxy.js';
 import type { RunningServer } from '../../src/server/http.js';
 import { LAST_CHANGE_TRIGGER_TIME, ProxyMetrics, startMetricsServer } from '../../src/server/metrics.js';
@@ -111,6 +111,7 @@ describe('metrics follow the syncs of a proxy', () => {
       runner: proxy.runner,
       model: { pendingChanges: () => proxy.pendingChanges(), invalidObjects: proxy.model.invalidObjects },
       snapshots: () => proxy.lastSnapshots.values(),
+      families: () => proxy.backends?.keys() ?? [],
     },
   });
   proxy.observe(metrics);
@@ -131,24 +132,24 @@ describe('metrics follow the syncs of a proxy', () => {
     await proxy.start();
     assert.equal(await synced, true);
     const text = await metrics.text();
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count'), 1);
-    assert.equal(sample(text, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count'), 1);
-    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), undefined, 'no partial sync yet');
     // Every Service and EndpointSlice event counts, as upstream's change trackers do.
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_service_changes_total'), 2);
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_total'), 1);
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_service_changes_pending'), 0);
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_pending'), 0);
-    const last = sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds')!;
+    const last = sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}')!;
     assert.ok(Math.abs(last - Date.now() / 1000) < 60, `last sync timestamp ${last}`);
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds'), proxy.runner.lastQueuedMs / 1000);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv4"}'), proxy.runner.lastQueuedMs / 1000);
     // The only endpoint is on another node and internalTrafficPolicy is Local.
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"}'), 1);
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="external"}'), 0);
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"}'), 0);
     assert.match(text, /^kubeproxy_invalid_objects_total\{kind="Service",reason="[a-z-]+"\} 1$/m);
     assert.match(text, /^# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram$/m);
-    assert.match(text, /^kubeproxy_sync_proxy_rules_duration_seconds_bucket\{le="16.384"\} 1$/m);
+    assert.match(text, /^kubeproxy_sync_proxy_rules_duration_seconds_bucket\{le="16.384",ip_family="IPv4"\} 1$/m);
   });
 
   test('a failed sync counts as an nftables failure; the retry programs the pending change', async () => {
@@ -159,26 +160,26 @@ describe('metrics follow the syncs of a proxy', () => {
     source.push({ kind: 'EndpointSlice', type: 'MODIFIED', object: slice('2', NODE, trigger) });
     assert.equal(await synced, false);
     let text = await metrics.text();
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}'), undefined, 'nothing programmed yet');
     // Failed attempts are timed too, but are neither full nor partial.
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count'), 2);
-    assert.equal(sample(text, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_full_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 1);
 
     backend!.fail = false;
     synced = nextSync();
     source.push({ kind: 'Service', type: 'MODIFIED', object: service('web', 'Local', '2') });
     assert.equal(await synced, true);
     text = await metrics.text();
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count'), 3);
-    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 3);
+    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 1);
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_endpoint_changes_total'), 2);
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_service_changes_total'), 3);
     // The change failed once and was programmed by the retry: one observation, not two.
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 1);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="60"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="60",ip_family="IPv4"}'), 1);
     // The endpoint is now local.
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy="internal"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="internal"}'), 0);
   });
 });
 
@@ -191,14 +192,16 @@ describe('ProxyMetrics', () => {
     m.event(ev('2024-05-01T10:00:01Z'));
     m.event(ev('not a time'));
     clock.ms += 4_500;
-    m.syncStarted()(true);
+    const done = m.syncStarted();
+    m.familySynced('IPv4', false, 0.01);
+    done(true);
     const text = await m.text();
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 1);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum'), 3.5);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="3"}'), 0);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="4"}'), 1);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="0"}'), 0);
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds'), clock.ms / 1000);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv4"}'), 3.5);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="3",ip_family="IPv4"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="4",ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_bucket{le="0",ip_family="IPv4"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'), clock.ms / 1000);
   });
 
   test('changes seen during a sync wait for the next one', async () => {
@@ -211,33 +214,93 @@ describe('ProxyMetrics', () => {
     clock.ms = 1_003_000;
     first(true);
     let text = await m.text();
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 1);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum'), 2);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv4"}'), 2);
     clock.ms = 1_005_000;
     m.syncStarted()(true);
     text = await m.text();
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count'), 2);
-    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum'), 5);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}'), 2);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv4"}'), 5);
   });
 
-  test('each mode counts its failed syncs under its own upstream name', async () => {
-    const nft = new ProxyMetrics({ mode: 'nftables', processMetrics: false });
-    assert.equal(sample(await nft.text(), 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 0);
+  test('each mode counts its failed syncs under its own upstream name, by IP family', async () => {
+    const families = (): IPFamily[] => ['IPv4', 'IPv6'];
+    const nft = new ProxyMetrics({ mode: 'nftables', processMetrics: false, sources: { families } });
+    assert.equal(sample(await nft.text(), 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"}'), 0);
     nft.backendFailed('nftables', 'IPv6');
     const nftText = await nft.text();
-    assert.equal(sample(nftText, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
-    assert.equal(sample(nftText, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), undefined);
+    assert.equal(sample(nftText, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv6"}'), 1);
+    assert.equal(sample(nftText, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"}'), 0);
+    assert.doesNotMatch(nftText, /kubeproxy_sync_proxy_rules_iptables_restore_failures_total/);
 
-    const ipt = new ProxyMetrics({ mode: 'iptables', processMetrics: false });
+    const ipt = new ProxyMetrics({ mode: 'iptables', processMetrics: false, sources: { families } });
+    ipt.backendFailed('iptables', 'IPv4');
     ipt.backendFailed('iptables', 'IPv4');
     ipt.backendFailed('iptables', 'IPv6');
     const iptText = await ipt.text();
-    assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), 2);
-    assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), undefined);
+    assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}'), 2);
+    assert.equal(sample(iptText, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv6"}'), 1);
+    assert.doesNotMatch(iptText, /kubeproxy_sync_proxy_rules_nftables_sync_failures_total/);
+  });
+
+  test('dual stack: durations, last sync, latency, Local-policy services and conntrack figures per IP family', async () => {
+    const clock = { ms: 2_000_000 };
+    const v6Slice = { ...slice('1', NODE, new Date(2_001_000).toISOString()), addressType: 'IPv6' } as KubeObject;
+    const snap = (family: IPFamily, localPolicyServices: number): Snapshot =>
+      ({
+        family,
+        services: new Map(
+          Array.from({ length: localPolicyServices }, (_, i) => [
+            `s${i}`,
+            { hasAnyEndpoints: true, localEndpoints: [], info: { internalPolicyLocal: false, externalPolicyLocal: true } },
+          ]),
+        ),
+      }) as unknown as Snapshot;
+    const m = new ProxyMetrics({
+      mode: 'nftables',
+      processMetrics: false,
+      now: () => clock.ms,
+      sources: { families: () => ['IPv4', 'IPv6'], runner: { lastQueuedMs: 1_999_000 }, snapshots: () => [snap('IPv4', 0), snap('IPv6', 2)] },
+    });
+    m.event({ kind: 'EndpointSlice', type: 'MODIFIED', object: v6Slice });
+    // FQDN slices have no family: no latency is recorded for them.
+    m.event({ kind: 'EndpointSlice', type: 'MODIFIED', object: { ...v6Slice, addressType: 'FQDN' } as KubeObject });
+    clock.ms = 2_003_000;
+    let done = m.syncStarted();
+    m.familySynced('IPv4', true, 0.004);
+    m.familySynced('IPv6', true, 0.3);
+    done(true);
+    clock.ms = 2_010_000;
+    done = m.syncStarted();
+    m.familySynced('IPv4', false, 0.002);
+    m.backendFailed('nftables', 'IPv6');
+    m.familySynced('IPv6', null, 0.1);
+    done(false);
+    m.conntrackReconciled('IPv4', 3, 0.05);
+    m.conntrackReconciled('IPv4', 1, 0.05);
+    const text = await m.text();
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family="IPv6"}'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_full_proxy_rules_duration_seconds_sum{ip_family="IPv6"}'), 0.3);
+    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_partial_proxy_rules_duration_seconds_count{ip_family="IPv6"}'), undefined);
+    // IPv4 synced again; IPv6's second attempt failed, so its last success is the first sync.
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv4"}'), 2010);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family="IPv6"}'), 2003);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family="IPv6"}'), 1999);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv6"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv6"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv6"}'), 2);
+    assert.equal(sample(text, 'kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}'), undefined);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv6",traffic_policy="external"}'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family="IPv4",traffic_policy="external"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv4"}'), 4);
+    assert.equal(sample(text, 'kubeproxy_conntrack_reconciler_deleted_entries_total{ip_family="IPv6"}'), 0);
+    assert.equal(sample(text, 'kubeproxy_conntrack_reconciler_sync_duration_seconds_count{ip_family="IPv4"}'), 2);
   });
 
   test('after a reload to another mode, /proxyMode and the failure counters follow the new mode', async () => {
-    const m = new ProxyMetrics({ mode: 'nftables', processMetrics: false });
+    const m = new ProxyMetrics({ mode: 'nftables', processMetrics: false, sources: { families: () => ['IPv4'] } });
     m.backendFailed('nftables', 'IPv4');
     m.setMode('iptables');
     assert.equal(m.mode, 'iptables');
@@ -245,13 +308,13 @@ describe('ProxyMetrics', () => {
     m.backendFailed('nftables', 'IPv4');
     m.backendFailed('iptables', 'IPv4');
     let text = await m.text();
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 1);
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"}'), 1);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total{ip_family="IPv4"}'), 1);
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_repairs_total{mode="iptables"}'), 0);
     m.setMode('nftables');
     m.backendFailed('nftables', 'IPv4');
     text = await m.text();
-    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total'), 2);
+    assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"}'), 2);
   });
 });
 
