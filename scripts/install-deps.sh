@@ -2,10 +2,22 @@
 # Installs the kernel tools kube-proxy-ts runs, with apt, when they are missing: nftables,
 # iptables (the package ships both the nft and the legacy flavour), ipset, ipvsadm, conntrack
 # and iproute2. Used by scripts/setup.sh (CI, developers) and by the Dockerfile, so the image
-# gets exactly what the tests ran with.
-#   install-deps.sh           install what is missing (needs root)
-#   install-deps.sh --check   only list the missing packages (exit 1 when some are missing)
+# gets exactly what the tests ran with. With --test-tools it also installs what only the tests
+# use: user-mode-linux (a kernel with IPVS, run as a process: test/support/uml) and kmod
+# (modprobe, which loads that kernel's modules); the image does not get them.
+#   install-deps.sh [--test-tools]           install what is missing (needs root)
+#   install-deps.sh [--test-tools] --check   only list the missing packages (exit 1 when some are missing)
 set -euo pipefail
+
+test_tools=false
+check=false
+for arg in "$@"; do
+  case "$arg" in
+    --test-tools) test_tools=true ;;
+    --check) check=true ;;
+    *) echo "install-deps: unknown argument $arg (expected --test-tools, --check)" >&2; exit 2 ;;
+  esac
+done
 
 # tool → Debian package
 declare -A PACKAGE_OF=(
@@ -16,17 +28,23 @@ declare -A PACKAGE_OF=(
   [ipvsadm]=ipvsadm
   [conntrack]=conntrack
   [ip]=iproute2
+  [linux.uml]=user-mode-linux
+  [modprobe]=kmod
 )
 
+tools=(nft iptables iptables-legacy ipset ipvsadm conntrack ip)
+if $test_tools; then tools+=(linux.uml modprobe); fi
+
 missing=()
-for tool in nft iptables iptables-legacy ipset ipvsadm conntrack ip; do
+for tool in "${tools[@]}"; do
   pkg=${PACKAGE_OF[$tool]}
-  if ! command -v "$tool" >/dev/null 2>&1 && [[ " ${missing[*]-} " != *" $pkg "* ]]; then
+  # modprobe lives in /usr/sbin, which an unprivileged PATH may lack.
+  if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ] && [[ " ${missing[*]-} " != *" $pkg "* ]]; then
     missing+=("$pkg")
   fi
 done
 
-if [ "${1-}" = "--check" ]; then
+if $check; then
   [ ${#missing[@]} -eq 0 ] && exit 0
   echo "${missing[*]}"
   exit 1

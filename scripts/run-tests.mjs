@@ -2,7 +2,9 @@
 // one line per file, then every failure in full (with the end of that file's output), then a
 // summary. Output of passing files (proxy logs, expected errors) is not shown. Unit files run
 // side by side, one per core; e2e files one at a time, since each builds network namespaces and
-// loads the machine. Files the tests write go to a private temporary directory, removed at the end.
+// loads the machine, except those that boot a kernel of their own (User-Mode Linux, e2e/uml*):
+// they touch no host namespace, so one of them runs beside the host e2e files. Files the tests
+// write go to a private temporary directory, removed at the end.
 // Usage: node scripts/run-tests.mjs [unit|e2e|<path substring>...]
 //   TEST_REPORTER=spec|tap|dot   every file's raw output through one of Node's reporters instead
 import { spawn, spawnSync } from 'node:child_process';
@@ -43,6 +45,8 @@ const e2e = files.filter((f) => f.includes('/e2e/'));
 // Unit files that time real stalls and backoffs: run alone after the others, like e2e files.
 const timed = files.filter((f) => f.includes('/unit/reflector.'));
 const unit = files.filter((f) => !e2e.includes(f) && !timed.includes(f));
+const ownKernel = e2e.filter((f) => f.includes('/e2e/uml'));
+const hostE2e = e2e.filter((f) => !ownKernel.includes(f));
 
 if (process.env.TEST_REPORTER) {
   const raw = (group, concurrency) =>
@@ -98,7 +102,8 @@ async function runAll(group, concurrency, results) {
 const started = Date.now();
 const results = [];
 await runAll(unit, Math.max(1, availableParallelism()), results);
-await runAll([...timed, ...e2e], 1, results);
+await runAll(timed, 1, results);
+await Promise.all([runAll(hostE2e, 1, results), runAll(ownKernel, 1, results)]);
 
 const failed = results.filter((r) => r.fail > 0);
 for (const r of failed) {

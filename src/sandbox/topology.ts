@@ -71,6 +71,8 @@ export interface TopologyOptions {
   handleSignals?: boolean;
   /** Called with the instance id before any namespace exists (to record who owns them). */
   claim?: (id: string) => void;
+  /** How long a pod server may take to start, default 15 s (more on a slow kernel). */
+  podStartMs?: number;
 }
 
 export interface NodeInfo {
@@ -362,6 +364,7 @@ export class Topology {
   readonly ext2: ClientInfo;
   readonly netNs: string;
   readonly pods = new Map<string, PodInfo>();
+  podStartMs = 15000;
   readonly brNetfilter = brNetfilterLoaded();
 
   private readonly created = new Set<string>();
@@ -573,7 +576,7 @@ export class Topology {
         if (p.tcp.length) args.push('--tcp', p.tcp.join(','));
         if (p.udp.length) args.push('--udp', p.udp.join(','));
         p.server = this.spawn(p.ns, process.execPath, args);
-        await p.server.waitFor(/^ready$/, { stream: 'stdout', timeoutMs: 15000 });
+        await p.server.waitFor(/^ready$/, { stream: 'stdout', timeoutMs: this.podStartMs });
       }),
     );
   }
@@ -723,6 +726,7 @@ export async function createTopology(opts: TopologyOptions = {}): Promise<Topolo
   if (!/^[a-z][a-z0-9]{0,7}$/.test(prefix)) throw new Error(`prefix must be 1..8 lower-case letters or digits starting with a letter, got ${JSON.stringify(prefix)}`);
   const topo = new Topology(newId(prefix), nodes);
   opts.claim?.(topo.id);
+  if (opts.podStartMs !== undefined) topo.podStartMs = opts.podStartMs;
   try {
     await topo.build(opts.pods ?? [], opts.handleSignals ?? true);
   } catch (err) {

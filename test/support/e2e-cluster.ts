@@ -26,7 +26,8 @@ export const PROXY_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.
 const API_MAIN = fileURLToPath(new URL('./fake-apiserver-main.js', import.meta.url));
 const RELAY_MAIN = fileURLToPath(new URL('./relay.js', import.meta.url));
 const NAMESPACE = 'default';
-const WAIT_MS = 15000;
+/** How long a start or a sync may take; a slow kernel (User-Mode Linux: test/support/uml) sets KPT_E2E_WAIT_MS. */
+const WAIT_MS = Number(process.env.KPT_E2E_WAIT_MS) || 15000;
 
 export type Family = 'IPv4' | 'IPv6';
 
@@ -203,7 +204,7 @@ export class E2ECluster {
 
   /** Builds the topology, starts the API server with node-1 and node-2, then the proxy. */
   static async start(opts: ClusterOptions): Promise<E2ECluster> {
-    const topo = await createTopology({ nodes: 2, pods: opts.pods });
+    const topo = await createTopology({ nodes: 2, pods: opts.pods, podStartMs: WAIT_MS });
     const c = new E2ECluster(topo, opts);
     try {
       // Like a real node, node1 has a default route, so packets no rule claims are forwarded
