@@ -74,7 +74,7 @@ export interface LoggedSnapshot {
   services: Map<string, LoggedServicePort>;
 }
 
-export type ProxyMode = 'nftables' | 'iptables';
+export type ProxyMode = 'nftables' | 'iptables' | 'userspace';
 export type IptablesFlavour = 'nft' | 'legacy';
 
 export interface ClusterOptions {
@@ -210,7 +210,7 @@ export class E2ECluster {
       // Like a real node, node1 has a default route, so packets no rule claims are forwarded
       // (and reach the proxy's forward-hook checks) instead of failing routing on node1.
       await topo.ipBatch('node1', [`route add default via ${topo.node(2).ip}`, `route add ::/0 via ${topo.node(2).ip6}`]);
-      if (c.mode === 'iptables') {
+      if (c.mode !== 'nftables') {
         for (const family of ['IPv4', 'IPv6'] as const) {
           await topo.exec('node1', iptablesTool(family, c.iptablesFlavour), ['-t', 'mangle', '-N', 'KUBE-KUBELET-CANARY']);
         }
