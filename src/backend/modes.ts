@@ -5,10 +5,11 @@
 import type { Snapshot } from '../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import type { ExecOptions } from './common/exec.js';
-import { removeLeftovers, removeLeftoversForIptables } from './common/leftovers.js';
+import { removeLeftovers, removeLeftoversForIpvs, removeLeftoversForIptables } from './common/leftovers.js';
 import { detectFlavour, type Flavour } from './iptables/apply.js';
 import { IptablesBackend } from './iptables/backend.js';
 import { render as renderIptables, toRestoreInput } from './iptables/render.js';
+import { IpvsBackend, isIpvsModeChain, type IpvsConfig } from './ipvs/backend.js';
 import { LogOnlyBackend } from './logonly.js';
 import { deleteTables } from './nftables/apply.js';
 import { NftablesBackend } from './nftables/backend.js';
@@ -158,19 +159,37 @@ const iptables: ModeDescriptor = {
   sandbox: { tools: ['iptables-save'], dumpRules: ['iptables-save'] },
 };
 
+/** The IPVS backend's configuration: the family's, plus the `ipvs` section. */
+function ipvsConfig(cfg: BackendConfig): IpvsConfig {
+  const i = cfg.ipvs;
+  if (!i) return cfg;
+  return { ...cfg, scheduler: i.scheduler, excludeCIDRs: i.excludeCIDRs, strictARP: i.strictARP, timeouts: { tcpSec: i.tcpSec, tcpFinSec: i.tcpFinSec, udpSec: i.udpSec } };
+}
+
 const ipvs: ModeDescriptor = {
   name: 'ipvs',
-  programsKernel: false,
-  createBackend: logOnly('ipvs'),
+  programsKernel: true,
+  createBackend(cfg, opts) {
+    const exec = execOf(opts);
+    const removeLeftovers = async (flavour: Flavour): Promise<void> => {
+      await removeLeftoversForIpvs(flavour, isIpvsModeChain, exec);
+    };
+    return new IpvsBackend(ipvsConfig(cfg), { ...opts, ...exec, ...(opts.dryRun ? {} : { removeLeftovers }) });
+  },
   syncSection: 'ipvs',
   masqueradeSection: 'iptables',
-  // The iptables mode's chains cannot be told apart from the ipvs mode's own by the shared
-  // leftovers code, so only the nftables tables go.
-  startupLeftovers: deleteTables,
-  // The ipvs mode programs IPVS services on kube-ipvs0 and KUBE-* iptables chains.
+  async startupLeftovers(exec) {
+    await removeLeftoversForIpvs((await detectFlavour(exec)).flavour, isIpvsModeChain, exec);
+  },
+  // The ipvs mode programs IPVS services on kube-ipvs0, KUBE-* ipsets and KUBE-* iptables chains.
   cleanup: removeIptablesAndIpvs,
   nodePortIPs: localNodePortIPs,
-  sandbox: { tools: ['ipvsadm'], dumpRules: ['ipvsadm', '-Ln'] },
+  // Upstream's IPVS mode counts its failed iptables restores under the iptables mode's name.
+  syncFailureMetric: {
+    name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+    help: 'Cumulative proxy iptables restore failures',
+  },
+  sandbox: { tools: ['ipvsadm', 'ipset', 'iptables-save'], dumpRules: ['ipvsadm', '-Ln'] },
 };
 
 const userspace: ModeDescriptor = {

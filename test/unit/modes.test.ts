@@ -29,7 +29,7 @@ describe('mode descriptors', () => {
   });
 
   test('a mode without a kernel backend gets a log-only backend that prints the snapshot and programs nothing', async () => {
-    for (const name of ['ipvs', 'userspace'] as const) {
+    for (const name of ['userspace'] as const) {
       const printed: string[] = [];
       // A wrap that cannot run: any attempt to run a kernel tool would fail the sync.
       const be = MODES[name].createBackend(backendConfig(), { dryRun: false, out: (t) => printed.push(t), wrap: ['/nonexistent/tool'] });
@@ -43,6 +43,18 @@ describe('mode descriptors', () => {
       assert.equal(be.describe?.(), describeSnapshot(snap));
       await be.cleanup();
     }
+  });
+
+  test('ipvs mode builds the IPVS backend; a dry run prints ipvsadm, ipset and iptables input', async () => {
+    assert.equal(MODES.ipvs.programsKernel, true);
+    let printed = '';
+    const be = MODES.ipvs.createBackend(backendConfig(), { dryRun: true, out: (t) => (printed += t), wrap: ['/nonexistent/tool'] });
+    assert.equal(be.mode, 'ipvs');
+    await be.sync(snapshot([web]));
+    assert.match(printed, /^-A -t 10\.96\.0\.10:80 -s rr$/m);
+    assert.match(printed, /^-a -t 10\.96\.0\.10:80 -r 10\.244\.2\.5:80 -m -w 1$/m);
+    assert.match(printed, /^add KUBE-CLUSTER-IP 10\.96\.0\.10,tcp:80$/m);
+    assert.match(printed, /^\*nat$/m);
   });
 
   test('nftables mode builds the nftables backend; a dry run prints its ruleset', async () => {
@@ -73,10 +85,10 @@ describe('mode descriptors', () => {
     assert.equal(nodePortIPsOf(MODES.iptables, [cfg(['primary']), v6]), null);
   });
 
-  test('sync failure metrics carry upstream names; ipvs and userspace have none', () => {
+  test('sync failure metrics carry upstream names (ipvs counts iptables restore failures, as upstream); userspace has none', () => {
     assert.equal(MODES.nftables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total');
     assert.equal(MODES.iptables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
-    assert.equal(MODES.ipvs.syncFailureMetric, undefined);
+    assert.equal(MODES.ipvs.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
     assert.equal(MODES.userspace.syncFailureMetric, undefined);
   });
 

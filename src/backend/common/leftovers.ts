@@ -224,6 +224,17 @@ async function removeNftablesTables(opts: ExecOptions): Promise<boolean> {
 }
 
 /**
+ * IPVS mode with the node's `flavour`: our chains from the other flavour, the other modes'
+ * chains from this one (`isOwn` names the IPVS mode's, which stay), the nftables mode's tables.
+ */
+export async function removeLeftoversForIpvs(flavour: Flavour, isOwn: ChainFilter, opts: ExecOptions = {}): Promise<LeftoverReport> {
+  let iptablesChains = await removeIptablesLeftovers(allTools([otherFlavour(flavour)]), opts);
+  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, (table, chain) => isKubeProxyChain(table, chain) && !isOwn(table, chain));
+  const nftablesTables = await removeNftablesTables(opts);
+  return logReport({ iptablesChains, ipvsServices: 0, removedInterface: false, ipsets: 0, nftablesTables });
+}
+
+/**
  * userspace mode with the node's `flavour`: every kube-proxy chain but its own four (both
  * flavours), the IPVS leftovers and the nftables mode's tables.
  */
