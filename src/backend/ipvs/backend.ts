@@ -194,7 +194,9 @@ export class IpvsBackend implements Backend {
     if (this.draining.size === 0) return [];
     const counts = await connectionCounts(this.exec);
     const bound = this.opts.drainBoundMs ?? 15 * 60_000;
-    return [...this.draining.values()].filter((d) => (counts.get(serverKey(d)) ?? 0) === 0 || this.now() - d.since >= bound);
+    // UDP has no connection end to wait for: as upstream, its real servers go at once (the
+    // kernel moves their flows on the next packet, expire_nodest_conn).
+    return [...this.draining.values()].filter((d) => d.service.startsWith('-u ') || (counts.get(serverKey(d)) ?? 0) === 0 || this.now() - d.since >= bound);
   }
 
   private armTimer(): void {
