@@ -28,30 +28,29 @@ function realServers(list: string, service: RegExp): Record<string, number> {
 
 function ipvsScenarios(c: () => E2ECluster): void {
   it('ipvsadm -Ln lists each service as a virtual server with masqueraded real servers; affinity is persistence', async () => {
-    await c().addService({ name: 'seed', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().addService({ name: 'seed', clusterIPs: ['10.96.0.81'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
     await c().setEndpoints('seed', ['a-1', 'b-1']);
-    await c().addService({ name: 'sticky', clusterIPs: ['10.96.0.12'], sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().addService({ name: 'sticky', clusterIPs: ['10.96.0.82'], sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
     await c().setEndpoints('sticky', ['a-1']);
     const list = await ipvsadm(c);
-    assert.match(list, /^TCP {2}10\.96\.0\.10:80 rr\s*$/m, list);
-    assert.deepEqual(Object.keys(realServers(list, /10\.96\.0\.10:80 /)).length, 2, list);
-    assert.match(list, /^ {2}-> 10\.244\.\d+\.\d+:8080 +Masq +1 /m, list);
-    assert.match(list, /^TCP {2}10\.96\.0\.12:80 rr persistent 10800\s*$/m, list);
+    assert.match(list, /^TCP {2}10\.96\.0\.81:80 rr\s*$/m, list);
+    assert.deepEqual(realServers(list, /10\.96\.0\.81:80 /), { '10.244.1.10:8080': 1, '10.244.2.10:8080': 1 }, list);
+    assert.match(list, /^TCP {2}10\.96\.0\.82:80 rr persistent 10800\s*$/m, list);
     const addrs = (await c().topo.exec('node1', 'ip', ['-o', 'addr', 'show', 'dev', 'kube-ipvs0'])).stdout;
-    assert.match(addrs, /inet 10\.96\.0\.10\/32/, addrs);
+    assert.match(addrs, /inet 10\.96\.0\.81\/32/, addrs);
   });
 
   it('graceful termination: a removed endpoint with connections drains at weight 0, one without goes at once', async () => {
-    await c().addService({ name: 'drain', clusterIPs: ['10.96.0.13'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().addService({ name: 'drain', clusterIPs: ['10.96.0.83'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
     await c().setEndpoints('drain', ['a-1', 'b-1']);
-    assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', '10.96.0.13', 80, 4)).pods), ['a-1', 'b-1']);
+    assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', '10.96.0.83', 80, 4)).pods), ['a-1', 'b-1']);
     await c().setEndpoints('drain', ['a-1', 'b-1', 'b-2']);
     await c().setEndpoints('drain', ['a-1']);
     // b-1's closed connections linger in IPVS (TIME_WAIT); b-2 never had one.
-    const rs = realServers(await ipvsadm(c), /10\.96\.0\.13:80 /);
+    const rs = realServers(await ipvsadm(c), /10\.96\.0\.83:80 /);
     assert.equal(Object.keys(rs).length, 2, JSON.stringify(rs));
     assert.deepEqual(Object.values(rs).sort(), [0, 1], JSON.stringify(rs));
-    const after = await requestMany(c().topo, 'c-1', '10.96.0.13', 80, 10);
+    const after = await requestMany(c().topo, 'c-1', '10.96.0.83', 80, 10);
     assert.deepEqual(after.pods, { 'a-1': 10 });
   });
 }
@@ -62,8 +61,11 @@ describe('ipvs schedulers', () => {
   const ns = 'ipvs-sched';
   const wrap = ['ip', 'netns', 'exec', ns];
   before(async () => {
-    const res = await run(['ip', 'netns', 'add', ns], '');
-    assert.equal(res.code, 0, res.stderr);
+    // The kernel takes a real server only at a unicast-routable address: the endpoint's subnet needs a route.
+    for (const argv of [['netns', 'add', ns], ['-n', ns, 'link', 'add', 'd0', 'type', 'dummy'], ['-n', ns, 'addr', 'add', '10.244.1.1/24', 'dev', 'd0'], ['-n', ns, 'link', 'set', 'd0', 'up']]) {
+      const res = await run(['ip', ...argv], '');
+      assert.equal(res.code, 0, `ip ${argv.join(' ')}: ${res.stderr}`);
+    }
   });
   after(async () => {
     await run(['ip', 'netns', 'del', ns], '');
@@ -75,7 +77,7 @@ describe('ipvs schedulers', () => {
       const be = new IpvsBackend({ ...backendConfig(), scheduler }, { wrap, flavour: 'legacy' });
       await be.sync(snapshot([web]));
       const list = (await run([...wrap, 'ipvsadm', '-Ln'], '')).stdout;
-      assert.match(list, new RegExp(`^TCP {2}10\\.96\\.0\\.10:80 ${scheduler}( |$)`, 'm'), list);
+      assert.match(list, new RegExp(`^TCP {2}10\\.96\\.0\\.10:80 ${scheduler}( |$)`, 'm'), `${scheduler}: ${list}`);
       assert.match(list, /^ {2}-> 10\.244\.1\.5:8080 +Masq +1 /m, list);
     }
   });

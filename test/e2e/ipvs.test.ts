@@ -12,6 +12,8 @@ const TESTS = [
   '^a ClusterIP serves TCP and UDP from every endpoint',
   '^NodePort, external IP and load-balancer IP',
   '^a Service without endpoints refuses',
+  '^ClientIP session affinity',
+  '^stopping the proxy',
   '^ipvsadm -Ln lists',
   '^graceful termination',
   '^every scheduler',
