@@ -181,8 +181,9 @@ const ipvs: ModeDescriptor = {
   async startupLeftovers(exec) {
     await removeLeftoversForIpvs((await detectFlavour(exec)).flavour, isIpvsModeChain, exec);
   },
-  // The ipvs mode programs IPVS services on kube-ipvs0, KUBE-* ipsets and KUBE-* iptables chains.
-  cleanup: removeIptablesAndIpvs,
+  // Virtual servers, kube-ipvs0 and the ipsets. Its chains are kube-proxy chains, which the
+  // iptables mode's cleanup removes (cleanupAll runs it first, so the sets are free by then).
+  cleanup: removeIpvs,
   nodePortIPs: localNodePortIPs,
   // Upstream's IPVS mode counts its failed iptables restores under the iptables mode's name.
   syncFailureMetric: {

@@ -28,10 +28,10 @@ function realServers(list: string, service: RegExp): Record<string, number> {
 
 function ipvsScenarios(c: () => E2ECluster): void {
   it('ipvsadm -Ln lists each service as a virtual server with masqueraded real servers; affinity is persistence', async () => {
-    await c().addService({ name: 'seed', clusterIPs: ['10.96.0.81'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
-    await c().setEndpoints('seed', ['a-1', 'b-1']);
-    await c().addService({ name: 'sticky', clusterIPs: ['10.96.0.82'], sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
-    await c().setEndpoints('sticky', ['a-1']);
+    await c().addService({ name: 'view', clusterIPs: ['10.96.0.81'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().setEndpoints('view', ['a-1', 'b-1']);
+    await c().addService({ name: 'persist', clusterIPs: ['10.96.0.82'], sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().setEndpoints('persist', ['a-1']);
     const list = await ipvsadm(c);
     assert.match(list, /^TCP {2}10\.96\.0\.81:80 rr\s*$/m, list);
     assert.deepEqual(realServers(list, /10\.96\.0\.81:80 /), { '10.244.1.10:8080': 1, '10.244.2.10:8080': 1 }, list);
