@@ -14,7 +14,6 @@ const TESTS = [
   '^a Service without endpoints refuses',
   '^ClientIP session affinity',
   '^a removed endpoint gets no new connections',
-  '^a UDP flow to a removed endpoint',
   '^ipvsadm -Ln lists',
   '^graceful termination',
   '^every scheduler',

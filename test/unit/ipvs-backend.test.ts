@@ -86,6 +86,17 @@ describe('IPVS backend apply (fake tools)', () => {
     assert.match(calls(), /^ {2}-d -t 10\.96\.0\.10:80 -r 10\.244\.1\.5:8080$/m);
   });
 
+  test('a removed UDP endpoint is deleted at once (UDP has no connection end to wait for)', async () => {
+    const dns = (ips: string[]) =>
+      servicePort({ namespace: 'ns1', serviceName: 'dns', clusterIP: '10.96.0.53', port: 53, protocol: 'UDP', endpoints: ips.map((ip) => endpoint(ip, 5353)) });
+    await be.sync(snapshot([dns(['10.244.1.5', '10.244.2.5'])]));
+    writeFileSync(join(dir, 'ipvs.list'), 'UDP  10.96.0.53:53 rr\n  -> 10.244.1.5:5353 Masq 1 0 4\n  -> 10.244.2.5:5353 Masq 1 0 4\n');
+    reset();
+    await be.sync(snapshot([dns(['10.244.1.5'])]));
+    assert.match(calls(), /^ {2}-d -u 10\.96\.0\.53:53 -r 10\.244\.2\.5:5353$/m);
+    assert.deepEqual(be.drainingServers(), []);
+  });
+
   test('verify finds a virtual server deleted behind its back and restores it', async () => {
     await be.sync(snapshot([web(['10.244.1.5'])]));
     // The kernel lost everything: empty -Sn, sets and addresses.
