@@ -6,11 +6,11 @@ import type { Snapshot } from '../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import type { ExecOptions } from './common/exec.js';
 import { log } from '../log.js';
-import { removeLeftovers, removeLeftoversForIptables, removeLeftoversForUserspace } from './common/leftovers.js';
+import { removeLeftovers, removeLeftoversForIpvs, removeLeftoversForIptables, removeLeftoversForUserspace } from './common/leftovers.js';
 import { detectFlavour, type Flavour } from './iptables/apply.js';
 import { IptablesBackend } from './iptables/backend.js';
 import { render as renderIptables, toRestoreInput } from './iptables/render.js';
-import { LogOnlyBackend } from './logonly.js';
+import { IpvsBackend, isIpvsModeChain, type IpvsConfig } from './ipvs/backend.js';
 import { deleteTables } from './nftables/apply.js';
 import { NftablesBackend } from './nftables/backend.js';
 import { render, renderContext, type NftRuleset } from './nftables/render.js';
@@ -35,8 +35,6 @@ export type TraceableRules = { syntax: 'nftables'; ruleset: NftRuleset } | { syn
 
 export interface ModeDescriptor {
   readonly name: ProxyMode;
-  /** False while the mode has no kernel backend: its backend is a LogOnlyBackend. */
-  readonly programsKernel: boolean;
   createBackend(cfg: BackendConfig, opts: BackendOptions): Backend;
   /** The KubeProxyConfiguration section holding syncPeriod / minSyncPeriod. */
   readonly syncSection: 'iptables' | 'ipvs' | 'nftables';
@@ -102,14 +100,13 @@ function removingLeftoversFirst(backend: Backend, remove: () => Promise<void>): 
   return wrapped;
 }
 
-function logOnly(mode: ProxyMode): ModeDescriptor['createBackend'] {
-  return (cfg, opts) => new LogOnlyBackend(mode, cfg, opts.out ? { out: opts.out } : {});
-}
-
 const execOf = (opts: BackendOptions): ExecOptions => (opts.wrap ? { wrap: opts.wrap } : {});
 
 const removeIptablesChains = async (exec: ExecOptions): Promise<void> => {
   await removeLeftovers(exec, { ipvs: false });
+};
+const removeIpvs = async (exec: ExecOptions): Promise<void> => {
+  await removeLeftovers(exec, { iptables: false });
 };
 const removeIptablesAndIpvs = async (exec: ExecOptions): Promise<void> => {
   await removeLeftovers(exec);
@@ -117,7 +114,6 @@ const removeIptablesAndIpvs = async (exec: ExecOptions): Promise<void> => {
 
 const nftables: ModeDescriptor = {
   name: 'nftables',
-  programsKernel: true,
   createBackend(cfg, opts) {
     const exec = execOf(opts);
     const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false });
@@ -136,7 +132,6 @@ const nftables: ModeDescriptor = {
 
 const iptables: ModeDescriptor = {
   name: 'iptables',
-  programsKernel: true,
   createBackend(cfg, opts) {
     const exec = execOf(opts);
     const removeLeftovers = async (flavour: Flavour): Promise<void> => {
@@ -159,19 +154,37 @@ const iptables: ModeDescriptor = {
   sandbox: { tools: ['iptables-save'], dumpRules: ['iptables-save'] },
 };
 
+/** The IPVS backend's configuration: the family's, plus the `ipvs` section. */
+function ipvsConfig(cfg: BackendConfig): IpvsConfig {
+  const i = cfg.ipvs;
+  if (!i) return cfg;
+  return { ...cfg, scheduler: i.scheduler, excludeCIDRs: i.excludeCIDRs, strictARP: i.strictARP, timeouts: { tcpSec: i.tcpSec, tcpFinSec: i.tcpFinSec, udpSec: i.udpSec } };
+}
+
 const ipvs: ModeDescriptor = {
   name: 'ipvs',
-  programsKernel: false,
-  createBackend: logOnly('ipvs'),
+  createBackend(cfg, opts) {
+    const exec = execOf(opts);
+    const removeLeftovers = async (flavour: Flavour): Promise<void> => {
+      await removeLeftoversForIpvs(flavour, isIpvsModeChain, exec);
+    };
+    return new IpvsBackend(ipvsConfig(cfg), { ...opts, ...exec, ...(opts.dryRun ? {} : { removeLeftovers }) });
+  },
   syncSection: 'ipvs',
   masqueradeSection: 'iptables',
-  // The iptables mode's chains cannot be told apart from the ipvs mode's own by the shared
-  // leftovers code, so only the nftables tables go.
-  startupLeftovers: deleteTables,
-  // The ipvs mode programs IPVS services on kube-ipvs0 and KUBE-* iptables chains.
-  cleanup: removeIptablesAndIpvs,
+  async startupLeftovers(exec) {
+    await removeLeftoversForIpvs((await detectFlavour(exec)).flavour, isIpvsModeChain, exec);
+  },
+  // Virtual servers, kube-ipvs0 and the ipsets. Its chains are kube-proxy chains, which the
+  // iptables mode's cleanup removes (cleanupAll runs it first, so the sets are free by then).
+  cleanup: removeIpvs,
   nodePortIPs: localNodePortIPs,
-  sandbox: { tools: ['ipvsadm'], dumpRules: ['ipvsadm', '-Ln'] },
+  // Upstream's IPVS mode counts its failed iptables restores under the iptables mode's name.
+  syncFailureMetric: {
+    name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
+    help: 'Cumulative proxy iptables restore failures',
+  },
+  sandbox: { tools: ['ipvsadm', 'ipset', 'iptables-save'], dumpRules: ['ipvsadm', '-Ln'] },
 };
 
 /** The in-process proxy for one family's backend, listening on every address of that family. */
@@ -187,7 +200,6 @@ export function createUserspaceProxy(cfg: BackendConfig): UserspaceProxy {
 
 const userspace: ModeDescriptor = {
   name: 'userspace',
-  programsKernel: true,
   createBackend(cfg, opts) {
     const exec = execOf(opts);
     return new UserspaceBackend(cfg, {

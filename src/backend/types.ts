@@ -19,6 +19,16 @@ export interface BackendConfig {
   nodeIPs: string[];
   /** iptables mode, IPv4: NodePorts also answer on 127.0.0.1 (needs route_localnet). Default true. */
   localhostNodePorts?: boolean;
+  /** IPVS mode: the `ipvs` section of the configuration. */
+  ipvs?: {
+    scheduler: string;
+    excludeCIDRs: string[];
+    strictARP: boolean;
+    /** ipvsadm --set timeouts in seconds (0: the kernel's). */
+    tcpSec: number;
+    tcpFinSec: number;
+    udpSec: number;
+  };
   /** The in-process proxy (userspace mode, localhost NodePorts in nftables mode). */
   userspaceProxy?: {
     /** Ports its listeners may use; absent: any free port. */

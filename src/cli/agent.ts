@@ -1,6 +1,5 @@
 // The node-agent side of start-up: checks that the mode can work here, then the process's
 // oom_score_adj and the kernel settings of the proxy's network namespace.
-import { hasKernelBackend } from '../backend/index.js';
 import { effectiveMode, parseDuration } from '../config/index.js';
 import type { KubeProxyConfiguration } from '../config/types.js';
 import { log } from '../log.js';
@@ -25,11 +24,11 @@ export function nodeSettingsOf(config: KubeProxyConfiguration): NodeSettings {
 
 /**
  * Prepares the node for a proxy that programs the kernel; false (after one error line per
- * problem) when it cannot run. A dry run, or a mode that only logs, touches nothing.
+ * problem) when it cannot run. A dry run touches nothing.
  */
 export async function prepareNode(config: KubeProxyConfiguration, dryRun: boolean): Promise<boolean> {
   const mode = effectiveMode(config);
-  if (dryRun || !hasKernelBackend(mode)) return true;
+  if (dryRun) return true;
   const problems = await startupProblems(mode);
   for (const p of problems) log.error(p);
   if (problems.length > 0) return false;

@@ -2,7 +2,7 @@
 // kube-proxy-ts entry point: flags and config file → a running proxy (or a one-shot action).
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { createBackend, cleanupAll, hasKernelBackend, listLeftovers } from '../backend/index.js';
+import { createBackend, cleanupAll, listLeftovers } from '../backend/index.js';
 import type { Backend, BackendConfig } from '../backend/types.js';
 import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type KubeProxyConfiguration, type ProxyMode } from '../config/index.js';
 import { log, setLogFormat, setSplitStream, setVerbosity, setVmodule } from '../log.js';
@@ -52,12 +52,12 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   }
   // Events write to the API server: not in a dry run.
   const events = client && !cmd.dryRun ? new EventRecorder(client, nodeName) : undefined;
-  // The lock is taken when the first kernel backend is made: a dry run, or a mode without
-  // a kernel backend, programs nothing and cannot fight another instance.
+  // The lock is taken when the first backend is made: a dry run programs nothing and cannot
+  // fight another instance.
   let lock: LockResult | undefined;
   const backendsFor = (m: ProxyMode) => (cfg: BackendConfig) => {
     const backend = createBackend(m, cfg, { dryRun: cmd.dryRun });
-    if (hasKernelBackend(m) && !cmd.dryRun && lock === undefined) {
+    if (!cmd.dryRun && lock === undefined) {
       lock = acquireInstanceLock();
       if (!lock.ok) {
         log.error(`another kube-proxy-ts (PID ${lock.holderPid}) already programs this node's rules; exiting`, { lock: lock.path, holderPid: lock.holderPid });
@@ -135,7 +135,7 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
 function startConntrackReconciler(proxy: Proxy, metrics: ProxyMetrics): () => void {
   const reconciler = new ConntrackReconciler({}, (family, deleted, seconds) => metrics.conntrackReconciled(family, deleted, seconds));
   const pass = (): void => {
-    if (!hasKernelBackend(effectiveMode(proxy.configuration)) || proxy.lastSnapshots.size === 0) return;
+    if (proxy.lastSnapshots.size === 0) return;
     const nodeIPs = (family: string): string[] => proxy.backendConfigs.find((c) => c.family === family)?.nodeIPs ?? [];
     void reconciler.reconcile(proxy.lastSnapshots.values(), nodeIPs);
   };

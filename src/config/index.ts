@@ -76,6 +76,14 @@ export function resolveBackendConfigs(
       ),
       nodeIPs: nodeIPs.filter((ip) => parseIP(ip, SLOPPY_IP)?.family === family),
       localhostNodePorts: config.iptables.localhostNodePorts,
+      ipvs: {
+        scheduler: config.ipvs.scheduler ?? '',
+        excludeCIDRs: config.ipvs.excludeCIDRs ?? [],
+        strictARP: config.ipvs.strictARP ?? false,
+        tcpSec: parseDuration(config.ipvs.tcpTimeout) / 1000,
+        tcpFinSec: parseDuration(config.ipvs.tcpFinTimeout) / 1000,
+        udpSec: parseDuration(config.ipvs.udpTimeout) / 1000,
+      },
       userspaceProxy: {
         ...(parsePortRange(config.portRange) ? { portRange: parsePortRange(config.portRange)! } : {}),
         udpIdleTimeoutMs: parseDuration(config.udpIdleTimeout),

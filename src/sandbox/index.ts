@@ -27,8 +27,8 @@ const REQUESTS = 30;
 const NO_ANSWER_REQUESTS = 3;
 const FIRST_SYNC_TIMEOUT_MS = 60_000;
 const MANIFEST_EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
-/** The modes the sandbox can run: those that program the kernel. */
-const SANDBOX_MODES = PROXY_MODE_NAMES.filter((m) => MODES[m].programsKernel);
+/** The modes the sandbox can run (ipvs needs a kernel with IP_VS). */
+const SANDBOX_MODES = PROXY_MODE_NAMES;
 
 export interface SandboxOptions {
   once: boolean;
@@ -76,7 +76,7 @@ export function parseSandboxArgs(argv: string[]): SandboxOptions {
     else if (flag === '--proxy-mode') {
       const name = value();
       const mode = modeDescriptor(name);
-      if (!mode || !mode.programsKernel) throw new Error(`--proxy-mode ${JSON.stringify(name)}: the sandbox runs ${SANDBOX_MODES.join(' or ')}`);
+      if (!mode) throw new Error(`--proxy-mode ${JSON.stringify(name)}: the sandbox runs ${SANDBOX_MODES.join(' or ')}`);
       opts.mode = mode;
     } else if (flag === '--node') throw new Error('--node is now --hostname-override, as for the proxy and explain');
     else throw new Error(`unknown argument ${JSON.stringify(arg)} (see --help)`);

@@ -176,7 +176,7 @@ export function servicePortViews(snapshots: Iterable<Snapshot>): ServicePortView
 /** What the debug pages read; every part is live (read at request time). */
 export interface DebugSources {
   snapshots(): Iterable<Snapshot>;
-  /** Per family, the backend's describe() ('' or undefined: nothing programmed / no kernel backend). */
+  /** Per family, the backend's describe() ('': nothing programmed yet; undefined: the backend cannot list them). */
   rules(): Array<{ family: IPFamily; mode: string; text: string | undefined }>;
   syncs: SyncHistory;
   config(): KubeProxyConfiguration;
@@ -196,7 +196,7 @@ export function debugRoutes(src: DebugSources): Record<string, Handler> {
     '/configz': json(() => ({ 'kubeproxy.config.k8s.io': src.config() })),
     '/debug/rules': (_req, res) => {
       const parts = src.rules().map(
-        (r) => `# ${r.family} (${r.mode})\n${r.text === undefined ? '(this mode has no kernel backend: nothing is programmed)\n' : r.text || '(nothing programmed yet)\n'}`,
+        (r) => `# ${r.family} (${r.mode})\n${r.text === undefined ? '(this backend cannot list its rules)\n' : r.text || '(nothing programmed yet)\n'}`,
       );
       text(res, parts.length ? parts.join('\n') : '(no sync yet)\n');
     },

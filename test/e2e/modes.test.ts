@@ -1,16 +1,12 @@
-// What each mode removes at start-up and on --cleanup, and a mode without a kernel backend
-// programming nothing, on a real kernel inside a throwaway network namespace.
+// What each mode removes at start-up and on --cleanup, on a real kernel inside a throwaway
+// network namespace.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
-import { join } from 'node:path';
-import { after, beforeEach, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { beforeEach, describe, it } from 'node:test';
 import { cleanupAll, MODES } from '../../src/backend/index.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
 import { useNetns } from '../support/netns.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = join(ROOT, 'dist/src/cli/main.js');
 const { name: ns, wrap } = useNetns(`kptmode-${process.pid}`);
 
 function inNs(cmd: string, args: string[], input?: string): string {
@@ -70,43 +66,5 @@ describe('modes on a real kernel (network namespace)', () => {
     const chains = natChains();
     assert.doesNotMatch(chains, /KUBE-/);
     assert.match(chains, /-A PREROUTING -j SOMEONE-ELSE/);
-  });
-
-  describe('the proxy in a mode without a kernel backend', () => {
-    let child: ReturnType<typeof spawn> | undefined;
-    after(() => {
-      if (child?.pid !== undefined && child.exitCode === null) child.kill('SIGKILL');
-    });
-
-    it('prints each snapshot, says nothing is programmed, and leaves the kernel untouched', async () => {
-      inNs('nft', ['add table inet someone-else']);
-      const args = ['--manifests', join(ROOT, 'examples'), '--hostname-override', 'node-1', '--proxy-mode', 'ipvs',
-        '--healthz-bind-address=', '--metrics-bind-address='];
-      child = spawn('ip', ['netns', 'exec', ns, process.execPath, MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-      const proc = child;
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no snapshot printed in 20 s; stderr:\n${stderr}`)), 20_000);
-        proc.stdout!.on('data', (d: Buffer) => {
-          stdout += d.toString();
-          if (/^snapshot IPv4 generation \d+: \d+ service ports/m.test(stdout) && stdout.endsWith('\n')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
-        proc.on('exit', (code) => reject(new Error(`the proxy exited (${code}); stderr:\n${stderr}`)));
-      });
-      const exited = new Promise((r) => proc.on('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-
-      assert.match(stdout, /^ {2}default\/\S+ TCP 10\.96\.\d+\.\d+:\d+/m);
-      assert.match(stderr, /proxy mode ipvs has no kernel backend yet: nothing is programmed/);
-      assert.match(stderr, /nothing programmed \(no kernel backend for this mode\)/);
-      assert.equal(nftTables().trim(), 'table inet someone-else');
-      assert.doesNotMatch(natChains(), /KUBE-/);
-    });
   });
 });

@@ -74,7 +74,7 @@ export interface LoggedSnapshot {
   services: Map<string, LoggedServicePort>;
 }
 
-export type ProxyMode = 'nftables' | 'iptables' | 'userspace';
+export type ProxyMode = 'nftables' | 'iptables' | 'ipvs' | 'userspace';
 export type IptablesFlavour = 'nft' | 'legacy';
 
 export interface ClusterOptions {
@@ -543,6 +543,28 @@ export class E2ECluster {
    */
   async ruleText(family: Family): Promise<string | null> {
     if (this.mode === 'nftables') return this.nftTable(family === 'IPv4' ? 'ip' : 'ip6');
+    if (this.mode === 'ipvs') return this.ipvsRuleText(family);
+    return this.iptablesRuleText(family);
+  }
+
+  /**
+   * IPVS mode: the family's virtual servers (`ipvsadm -Sn`), its KUBE-* ipsets (`ipset save`)
+   * and its iptables rules; null when there is nothing.
+   */
+  private async ipvsRuleText(family: Family): Promise<string | null> {
+    const v6 = family === 'IPv6';
+    const saved = await this.topo.exec('node1', 'ipvsadm', ['-Sn'], { check: false });
+    const services = saved.stdout.split('\n').filter((l) => l.trim() !== '' && (l.split(' ')[2] ?? '').startsWith('[') === v6);
+    const sets = (await this.topo.exec('node1', 'ipset', ['save'], { check: false })).stdout.split('\n').filter((l) => {
+      const name = l.split(' ')[1] ?? '';
+      return name.startsWith('KUBE-') && name.startsWith('KUBE-6-') === v6;
+    });
+    const chains = await this.iptablesRuleText(family);
+    const all = [...services, ...sets, ...(chains ? [chains.trimEnd()] : [])];
+    return all.length > 0 ? all.join('\n') + '\n' : null;
+  }
+
+  private async iptablesRuleText(family: Family): Promise<string | null> {
     const ours: string[] = [];
     let table = '';
     for (const l of (await this.iptablesSave(family)).split('\n')) {

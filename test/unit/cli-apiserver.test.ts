@@ -1,5 +1,5 @@
 // The proxy as its own process, pointed at an API server through a kubeconfig: it logs each
-// change it receives and the snapshot that results (observe mode: no kernel backend for iptables).
+// change it receives and the snapshot that results.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';

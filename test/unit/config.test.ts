@@ -432,6 +432,7 @@ describe('resolveBackendConfigs', () => {
       family: 'IPv4', masqueradeAll: false, masqueradeBit: 14, detectLocalMode: 'ClusterCIDR',
       localCIDRs: ['10.244.0.0/16'], bridgeInterface: '', interfaceNamePrefix: '',
       nodePortAddresses: [], nodeIPs: ['192.168.1.10', '192.168.1.11'], localhostNodePorts: true,
+      ipvs: { scheduler: '', excludeCIDRs: [], strictARP: false, tcpSec: 0, tcpFinSec: 0, udpSec: 0 },
       userspaceProxy: { udpIdleTimeoutMs: 250, localhostNodePorts: false },
     });
     assert.equal(v6!.family, 'IPv6');

@@ -3,9 +3,8 @@
 import assert from 'node:assert/strict';
 import { render as renderIptables, toRestoreInput } from '../../src/backend/iptables/render.js';
 import { describe, test } from 'node:test';
-import { LogOnlyBackend, MODES, modeDescriptor, nodePortIPsOf, PROXY_MODE_NAMES } from '../../src/backend/index.js';
+import { MODES, modeDescriptor, nodePortIPsOf, PROXY_MODE_NAMES } from '../../src/backend/index.js';
 import { render } from '../../src/backend/nftables/render.js';
-import { describeSnapshot } from '../../src/model/describe.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
 
 const web = servicePort({ namespace: 'ns1', serviceName: 'web', clusterIP: '10.96.0.10', nodePort: 30010, endpoints: [endpoint('10.244.2.5', 80)] });
@@ -28,25 +27,18 @@ describe('mode descriptors', () => {
     });
   });
 
-  test('a mode without a kernel backend gets a log-only backend that prints the snapshot and programs nothing', async () => {
-    for (const name of ['ipvs'] as const) {
-      const printed: string[] = [];
-      // A wrap that cannot run: any attempt to run a kernel tool would fail the sync.
-      const be = MODES[name].createBackend(backendConfig(), { dryRun: false, out: (t) => printed.push(t), wrap: ['/nonexistent/tool'] });
-      assert.ok(be instanceof LogOnlyBackend, name);
-      assert.equal(MODES[name].programsKernel, false);
-      assert.equal(be.mode, name);
-      const snap = snapshot([web]);
-      assert.deepEqual(await be.sync(snap), { operations: 0, full: true });
-      assert.deepEqual(printed, [describeSnapshot(snap) + '\n']);
-      assert.match(printed[0]!, /ns1\/web TCP 10\.96\.0\.10:80 nodePort=30010/);
-      assert.equal(be.describe?.(), describeSnapshot(snap));
-      await be.cleanup();
-    }
+  test('ipvs mode builds the IPVS backend; a dry run prints ipvsadm, ipset and iptables input', async () => {
+    let printed = '';
+    const be = MODES.ipvs.createBackend(backendConfig(), { dryRun: true, out: (t) => (printed += t), wrap: ['/nonexistent/tool'] });
+    assert.equal(be.mode, 'ipvs');
+    await be.sync(snapshot([web]));
+    assert.match(printed, /^-A -t 10\.96\.0\.10:80 -s rr$/m);
+    assert.match(printed, /^-a -t 10\.96\.0\.10:80 -r 10\.244\.2\.5:80 -m -w 1$/m);
+    assert.match(printed, /^add KUBE-CLUSTER-IP 10\.96\.0\.10,tcp:80$/m);
+    assert.match(printed, /^\*nat$/m);
   });
 
   test('nftables mode builds the nftables backend; a dry run prints its ruleset', async () => {
-    assert.equal(MODES.nftables.programsKernel, true);
     let printed = '';
     const be = MODES.nftables.createBackend(backendConfig(), { dryRun: true, out: (t) => (printed += t) });
     assert.equal(be.mode, 'nftables');
@@ -57,7 +49,6 @@ describe('mode descriptors', () => {
   });
 
   test('userspace mode builds its backend; a dry run prints the redirect chains and binds nothing', async () => {
-    assert.equal(MODES.userspace.programsKernel, true);
     let printed = '';
     const be = MODES.userspace.createBackend(backendConfig(), { dryRun: true, out: (t) => (printed += t), wrap: ['/nonexistent/tool'] });
     assert.equal(be.mode, 'userspace');
@@ -85,11 +76,11 @@ describe('mode descriptors', () => {
     assert.equal(nodePortIPsOf(MODES.iptables, [cfg(['primary']), v6]), null);
   });
 
-  test('sync failure metrics carry upstream names; ipvs has none yet', () => {
+  test('sync failure metrics carry upstream names (ipvs and userspace count iptables restore failures)', () => {
     assert.equal(MODES.nftables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total');
-    assert.equal(MODES.iptables.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
-    assert.equal(MODES.userspace.syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total');
-    assert.equal(MODES.ipvs.syncFailureMetric, undefined);
+    for (const name of ['iptables', 'ipvs', 'userspace'] as const) {
+      assert.equal(MODES[name].syncFailureMetric?.name, 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total', name);
+    }
   });
 
   test('nftables and iptables have traceable rules: the rendered ruleset, tagged by syntax', () => {

@@ -138,34 +138,51 @@ export interface IpvsLeftovers {
   ipsets: number;
 }
 
+/** The ports in the IPVS mode's NodePort sets (both families), by protocol, from `ipset save`. */
+function nodePortsOf(save: string): Map<string, Set<number>> {
+  const out = new Map<string, Set<number>>([
+    ['TCP', new Set()],
+    ['UDP', new Set()],
+  ]);
+  for (const m of save.matchAll(/^add KUBE-(?:6-)?NODE-PORT-(?:LOCAL-)?(TCP|UDP) (\d+)$/gm)) out.get(m[1]!)!.add(Number(m[2]));
+  return out;
+}
+
 /**
- * Removes the IPVS mode's kube-ipvs0 interface, the virtual servers on its addresses and the
- * KUBE-* ipsets. Rules using those ipsets must be gone first (the kernel keeps a set in use).
+ * Removes the IPVS mode's virtual servers (those on kube-ipvs0's addresses, and those on a
+ * port of its NodePort sets), kube-ipvs0 and the KUBE-* ipsets, each in one command. Rules
+ * using those ipsets must be gone first (the kernel keeps a set in use).
  */
 export async function removeIpvsLeftovers(opts: ExecOptions = {}): Promise<IpvsLeftovers> {
   const report: IpvsLeftovers = { ipvsServices: 0, removedInterface: false, ipsets: 0 };
   try {
     const link = await run(['ip', '-o', 'addr', 'show', 'dev', 'kube-ipvs0'], undefined, opts);
+    const addrs = new Set(link.code === 0 ? [...link.stdout.matchAll(/inet6? ([0-9a-fA-F:.]+)\//g)].map((m) => m[1]!) : []);
+    const saved = await tryRun(['ipset', 'save'], undefined, opts);
+    const setsText = saved?.code === 0 ? saved.stdout : '';
+    const nodePorts = nodePortsOf(setsText);
+    const list = link.code === 0 || /^add /m.test(setsText) ? await tryRun(['ipvsadm', '-Ln'], undefined, opts) : undefined;
+    const deletes: string[] = [];
+    for (const m of list?.code === 0 ? list.stdout.matchAll(/^(TCP|UDP|SCTP)\s+(\[[^\]]+\]|[\d.]+):(\d+)/gm) : []) {
+      const addr = m[2]!.replace(/^\[|\]$/g, '');
+      if (!addrs.has(addr) && !nodePorts.get(m[1]!)?.has(Number(m[3]))) continue;
+      const flag = m[1] === 'TCP' ? '-t' : m[1] === 'UDP' ? '-u' : '--sctp-service';
+      deletes.push(`-D ${flag} ${m[2]}:${m[3]}`);
+    }
+    if (deletes.length > 0) {
+      const res = await run(['ipvsadm', '--restore'], deletes.join('\n') + '\n', opts);
+      if (res.code === 0) report.ipvsServices = deletes.length;
+      else log.warn('removing ipvs-mode virtual servers failed', { error: res.stderr.trim() });
+    }
     if (link.code === 0) {
-      const addrs = new Set([...link.stdout.matchAll(/inet6? ([0-9a-fA-F:.]+)\//g)].map((m) => m[1]!));
-      const list = addrs.size > 0 ? await tryRun(['ipvsadm', '-Ln'], undefined, opts) : undefined;
-      if (list && list.code === 0) {
-        for (const m of list.stdout.matchAll(/^(TCP|UDP|SCTP)\s+(\[[^\]]+\]|[\d.]+):(\d+)/gm)) {
-          const addr = m[2]!.replace(/^\[|\]$/g, '');
-          if (!addrs.has(addr)) continue;
-          const flag = m[1] === 'TCP' ? '-t' : m[1] === 'UDP' ? '-u' : '--sctp-service';
-          const res = await run(['ipvsadm', '-D', flag, `${m[2]}:${m[3]}`], undefined, opts);
-          if (res.code === 0) report.ipvsServices++;
-        }
-      }
       const del = await run(['ip', 'link', 'del', 'kube-ipvs0'], undefined, opts);
       report.removedInterface = del.code === 0;
     }
-    const sets = await tryRun(['ipset', 'list', '-n'], undefined, opts);
-    for (const name of sets?.code === 0 ? sets.stdout.split('\n').filter((n) => n.startsWith('KUBE-')) : []) {
-      const res = await run(['ipset', 'destroy', name], undefined, opts);
-      if (res.code === 0) report.ipsets++;
-      else log.warn('removing an ipvs-mode ipset failed', { ipset: name, error: res.stderr.trim() });
+    const names = [...setsText.matchAll(/^create (KUBE-\S+) /gm)].map((m) => m[1]!);
+    if (names.length > 0) {
+      const res = await run(['ipset', 'restore'], names.map((n) => `destroy ${n}`).join('\n') + '\n', opts);
+      if (res.code === 0) report.ipsets = names.length;
+      else log.warn('removing ipvs-mode ipsets failed', { error: res.stderr.trim() });
     }
   } catch (e) {
     log.warn('removing ipvs leftovers failed', { error: String(e) });
@@ -221,6 +238,17 @@ async function removeNftablesTables(opts: ExecOptions): Promise<boolean> {
     log.warn('removing the nftables-mode tables failed', { error: e instanceof Error ? e.message : String(e) });
   }
   return false;
+}
+
+/**
+ * IPVS mode with the node's `flavour`: our chains from the other flavour, the other modes'
+ * chains from this one (`isOwn` names the IPVS mode's, which stay), the nftables mode's tables.
+ */
+export async function removeLeftoversForIpvs(flavour: Flavour, isOwn: ChainFilter, opts: ExecOptions = {}): Promise<LeftoverReport> {
+  let iptablesChains = await removeIptablesLeftovers(allTools([otherFlavour(flavour)]), opts);
+  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, (table, chain) => isKubeProxyChain(table, chain) && !isOwn(table, chain));
+  const nftablesTables = await removeNftablesTables(opts);
+  return logReport({ iptablesChains, ipvsServices: 0, removedInterface: false, ipsets: 0, nftablesTables });
 }
 
 /**

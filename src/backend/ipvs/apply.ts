@@ -1,0 +1,117 @@
+// Thin layer over the IPVS mode's tools: the kube-ipvs0 dummy link and its addresses (`ip`),
+// `ipset restore`, `ipvsadm` (save, restore, connection counters, timeouts) and `sysctl`. The
+// iptables part goes through the iptables kit. Everything runs through the helper shell of the
+// command prefix, so a test's namespace is the one changed.
+import { shellFor, type ExecOptions, type ExecResult } from '../common/exec.js';
+import type { IPFamily } from '../../model/types.js';
+import type { SysctlSetting } from '../../node/sysctl.js';
+import { toIpsetRestore } from './ipsets.js';
+import { parseIpvsadmSave, type ParsedVirtualServer } from './ipvsadm.js';
+import { DUMMY_DEVICE, type Ipset } from './types.js';
+
+const call = (argv: string[], input: string, exec: ExecOptions): Promise<ExecResult> => shellFor(exec).run(argv, input, 'stdin');
+
+async function check(argv: string[], input: string, exec: ExecOptions): Promise<string> {
+  const res = await call(argv, input, exec);
+  if (res.code !== 0) throw new Error(`${argv.join(' ')} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
+  return res.stdout;
+}
+
+/** The addresses of one family on kube-ipvs0, or undefined when the link does not exist. */
+export async function dummyAddresses(family: IPFamily, exec: ExecOptions = {}): Promise<string[] | undefined> {
+  const res = await call(['ip', '-o', family === 'IPv6' ? '-6' : '-4', 'addr', 'show', 'dev', DUMMY_DEVICE], '', exec);
+  if (res.code !== 0) return undefined;
+  return [...res.stdout.matchAll(/\sinet6? ([0-9a-fA-F:.]+)\//g)].map((m) => m[1]!);
+}
+
+/**
+ * Creates kube-ipvs0 when missing (left down, as upstream: the kernel treats its addresses as
+ * local either way) and makes its addresses of `family` exactly `want`, in one `ip -batch`.
+ * Returns the number of addresses added or removed.
+ */
+export async function syncDummy(want: readonly string[], family: IPFamily, exec: ExecOptions = {}): Promise<number> {
+  let have = await dummyAddresses(family, exec);
+  if (have === undefined) {
+    await check(['ip', 'link', 'add', DUMMY_DEVICE, 'type', 'dummy'], '', exec);
+    have = [];
+  }
+  const wanted = new Set(want);
+  const present = new Set(have);
+  const host = family === 'IPv6' ? '/128' : '/32';
+  // nodad: a service address must be usable at once, not after duplicate address detection.
+  const extra = family === 'IPv6' ? ' nodad' : '';
+  const lines = [
+    ...want.filter((a) => !present.has(a)).map((a) => `addr add ${a}${host} dev ${DUMMY_DEVICE}${extra}`),
+    ...have.filter((a) => !wanted.has(a)).map((a) => `addr del ${a}${host} dev ${DUMMY_DEVICE}`),
+  ];
+  if (lines.length > 0) await check(['ip', '-batch', '-'], lines.join('\n') + '\n', exec);
+  return lines.length;
+}
+
+/** `ipset restore` of the given sets (each created when missing, then flushed and filled). */
+export async function restoreIpsets(sets: Ipset[], exec: ExecOptions = {}): Promise<void> {
+  if (sets.length > 0) await check(['ipset', 'restore'], toIpsetRestore(sets), exec);
+}
+
+/** `ipset save` output of the named sets' entries, by set name (sets that do not exist are absent). */
+export async function savedIpsetEntries(exec: ExecOptions = {}): Promise<Map<string, string[]>> {
+  const out = new Map<string, string[]>();
+  const res = await call(['ipset', 'save'], '', exec);
+  if (res.code !== 0) throw new Error(`ipset save failed: ${res.stderr.trim()}`);
+  for (const line of res.stdout.split('\n')) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] === 'create') out.set(w[1]!, []);
+    else if (w[0] === 'add') out.get(w[1]!)?.push(w[2]!);
+  }
+  return out;
+}
+
+/** The kernel's virtual servers (`ipvsadm -Sn`). */
+export async function readVirtualServers(exec: ExecOptions = {}): Promise<ParsedVirtualServer[]> {
+  return parseIpvsadmSave(await check(['ipvsadm', '-Sn'], '', exec));
+}
+
+/** Runs ipvsadm commands (`-A -t …` lines) in one `ipvsadm --restore`. */
+export async function restoreIpvs(commands: readonly string[], exec: ExecOptions = {}): Promise<void> {
+  if (commands.length > 0) await check(['ipvsadm', '--restore'], commands.join('\n') + '\n', exec);
+}
+
+/**
+ * Open connections (ActiveConn + InActConn) per real server from `ipvsadm -Ln`, keyed
+ * `<service ref> <real server>` as the diff names them, e.g. `-t 10.96.0.10:80 10.244.1.5:8080`.
+ */
+export function parseConnectionCounts(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  const option: Record<string, string> = { TCP: '-t', UDP: '-u', SCTP: '--sctp-service' };
+  let service: string | undefined;
+  for (const line of text.split('\n')) {
+    const vs = /^(TCP|UDP|SCTP)\s+(\S+)\s/.exec(line + ' ');
+    if (vs) {
+      service = `${option[vs[1]!]} ${vs[2]}`;
+      continue;
+    }
+    const rs = /^\s+->\s+(\S+)\s+\S+\s+\d+\s+(\d+)\s+(\d+)/.exec(line);
+    if (rs && service) out.set(`${service} ${rs[1]}`, Number(rs[2]) + Number(rs[3]));
+  }
+  return out;
+}
+
+export async function connectionCounts(exec: ExecOptions = {}): Promise<Map<string, number>> {
+  return parseConnectionCounts(await check(['ipvsadm', '-Ln'], '', exec));
+}
+
+/** Writes sysctls in the proxy's network namespace; failures are returned, not thrown. */
+export async function writeSysctls(settings: readonly SysctlSetting[], exec: ExecOptions = {}): Promise<string[]> {
+  const failed: string[] = [];
+  for (const s of settings) {
+    const res = await call(['sysctl', '-q', '-w', `${s.name}=${s.value}`], '', exec);
+    if (res.code !== 0) failed.push(`${s.name}: ${res.stderr.trim() || `exit ${res.code}`}`);
+  }
+  return failed;
+}
+
+/** `ipvsadm --set …` (connection timeouts). */
+export async function setIpvsTimeouts(args: readonly string[], exec: ExecOptions = {}): Promise<void> {
+  await check(['ipvsadm', ...args], '', exec);
+}
+

@@ -1,0 +1,297 @@
+// The IPVS backend: renders a snapshot (render.ts) and writes only what differs from what the
+// kernel holds: kube-ipvs0's addresses, the ipsets whose content changed, the ipvsadm commands
+// of the diff (one endpoint change is one or two lines), and the iptables chains when their text
+// changed. Removed real servers drain at weight 0 and are deleted once their connections are
+// gone, or after a bound, checked at each sync and on a timer.
+import { release } from 'node:os';
+import type { Backend, SyncResult, VerifyResult } from '../types.js';
+import type { IPFamily, Snapshot } from '../../model/types.js';
+import { log } from '../../log.js';
+import { flushStale } from '../../node/conntrack.js';
+import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
+import { detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
+import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
+import { isKubeProxyChain, removeIptablesLeftovers, removeIpvsLeftovers } from '../common/leftovers.js';
+import { connectionCounts, dummyAddresses, readVirtualServers, restoreIpsets, restoreIpvs, savedIpsetEntries, setIpvsTimeouts, syncDummy, writeSysctls } from './apply.js';
+import { CHAINS } from './chains.js';
+import { diffVirtualServers } from './diff.js';
+import { toIpsetRestore } from './ipsets.js';
+import { serviceRef, toIpvsadmRestore, type ParsedVirtualServer } from './ipvsadm.js';
+import { renderIpvs, type IpvsOptions } from './render.js';
+import { ipvsSysctls, ipvsTimeoutArgs } from './sysctls.js';
+import type { IpvsRuleset } from './types.js';
+
+/** Whether a chain is one the IPVS mode writes (any other kube-proxy chain is another mode's). */
+export const isIpvsModeChain = (table: string, name: string): boolean => CHAINS.some((c) => c.table === table && c.name === name);
+
+export interface IpvsConfig extends IpvsOptions {
+  strictARP?: boolean;
+  /** ipvsadm --set values in seconds (0: the kernel's). */
+  timeouts?: { tcpSec: number; tcpFinSec: number; udpSec: number };
+}
+
+export interface IpvsBackendOptions {
+  dryRun?: boolean;
+  out?: (text: string) => void;
+  wrap?: string[];
+  flavour?: Flavour;
+  /** Start-up cleanup of the other modes' leftovers, once the flavour is known. */
+  removeLeftovers?: (flavour: Flavour) => Promise<void>;
+  /** How often draining real servers are checked between syncs (default 2 s). */
+  drainCheckMs?: number;
+  /** A draining real server is deleted after this long even with open connections (default 15 min). */
+  drainBoundMs?: number;
+  now?: () => number;
+}
+
+const serverKey = (d: { service: string; realServer: string }): string => `${d.service} ${d.realServer}`;
+
+export class IpvsBackend implements Backend {
+  readonly mode = 'ipvs';
+  readonly family: IPFamily;
+  /** Syncs the kernel rejected. */
+  syncFailures = 0;
+  /** The ipvsadm commands the last sync or drain check sent (tests, debugging). */
+  lastCommands: string[] = [];
+  flavour: Flavour | undefined;
+  private last: IpvsRuleset | undefined;
+  /** The kernel's virtual servers as we left them (draining real servers included); undefined: read them. */
+  private known: ParsedVirtualServer[] | undefined;
+  private writtenSets = new Map<string, string>();
+  private writtenChains = '';
+  private writtenDummy: string | undefined;
+  private startedUp = false;
+  /** Draining real servers and when they started draining. */
+  private readonly draining = new Map<string, { service: string; realServer: string; since: number }>();
+  private timer: NodeJS.Timeout | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly check: KernelCheck;
+
+  constructor(
+    private readonly config: IpvsConfig,
+    private readonly opts: IpvsBackendOptions = {},
+  ) {
+    this.family = config.family;
+    this.check = new KernelCheck(this.mode, this.family);
+    if (opts.flavour) this.flavour = opts.flavour;
+  }
+
+  private get exec(): { wrap?: string[] } {
+    return this.opts.wrap ? { wrap: this.opts.wrap } : {};
+  }
+
+  private now(): number {
+    return (this.opts.now ?? Date.now)();
+  }
+
+  /** Runs kernel work one job at a time (syncs and drain checks share the kernel state). */
+  private serial<T>(job: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(job);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async startUp(): Promise<void> {
+    if (this.startedUp) return;
+    if (!this.flavour) {
+      const d = await detectFlavour(this.exec);
+      this.flavour = d.flavour;
+      log.info('using iptables flavour', { family: this.family, flavour: d.flavour, reason: d.reason });
+    }
+    await this.opts.removeLeftovers?.(this.flavour);
+    // Reading the virtual servers loads ip_vs, whose sysctls exist only from then on.
+    this.known = await readVirtualServers(this.exec);
+    const failed = await writeSysctls(ipvsSysctls({ strictARP: this.config.strictARP ?? false, kernelRelease: release() }), this.exec);
+    for (const f of failed) log.warn('setting an IPVS sysctl failed', { family: this.family, error: f });
+    const timeouts = this.config.timeouts ? ipvsTimeoutArgs(this.config.timeouts) : undefined;
+    if (timeouts) await setIpvsTimeouts(timeouts, this.exec);
+    this.startedUp = true;
+  }
+
+  sync(snapshot: Snapshot): Promise<SyncResult> {
+    const rs = renderIpvs(snapshot, this.config);
+    if (this.opts.dryRun) {
+      this.last = rs;
+      (this.opts.out ?? ((t: string) => process.stdout.write(t)))(this.describe());
+      return Promise.resolve({ operations: rs.virtualServers.length, full: true });
+    }
+    return this.serial(async () => {
+      try {
+        await this.startUp();
+        const operations = await this.apply(rs);
+        this.last = rs;
+        if (snapshot.changes.staleEndpoints.length > 0 || snapshot.changes.staleServiceIPs.length > 0) await flushStale(this.family, snapshot.changes, this.exec);
+        return { operations, full: snapshot.changes.full };
+      } catch (e) {
+        this.syncFailures++;
+        this.forget();
+        log.error('ipvs sync failed', { family: this.family, error: e instanceof Error ? e.message : String(e) });
+        throw e;
+      }
+    });
+  }
+
+  /** After a failure nothing is assumed about the kernel: the next sync reads and rewrites it all. */
+  private forget(): void {
+    this.known = undefined;
+    this.writtenSets.clear();
+    this.writtenChains = '';
+    this.writtenDummy = undefined;
+  }
+
+  private async apply(rs: IpvsRuleset): Promise<number> {
+    let operations = 0;
+    // Sets first: the chains refer to them.
+    const changedSets = rs.ipsets.filter((s) => this.writtenSets.get(s.name) !== toIpsetRestore([s]));
+    await restoreIpsets(changedSets, this.exec);
+    for (const s of changedSets) this.writtenSets.set(s.name, toIpsetRestore([s]));
+    operations += changedSets.length;
+
+    operations += await this.applyVirtualServers(rs);
+    const dummy = rs.dummyAddresses.join(' ');
+    if (dummy !== this.writtenDummy) {
+      operations += await syncDummy(rs.dummyAddresses, this.family, this.exec);
+      this.writtenDummy = dummy;
+    }
+
+    const chains = toRestoreInput(rs.iptables);
+    if (chains !== this.writtenChains) {
+      const first = this.writtenChains === '';
+      const saved = first ? parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter'])) : undefined;
+      const stale: Array<{ table: IptChain['table']; name: string }> = [];
+      for (const [table, t] of saved ?? []) {
+        for (const name of t.chains.keys()) {
+          if (!t.builtin.has(name) && isKubeProxyChain(table, name) && !isIpvsModeChain(table, name)) stale.push({ table: table as IptChain['table'], name });
+        }
+      }
+      await restore(toRestoreInput(rs.iptables, stale), this.family, this.flavour!, this.exec);
+      if (saved) await ensureJumps(rs.jumps, this.family, this.flavour!, this.exec, saved);
+      this.writtenChains = chains;
+      operations += rs.iptables.chains.length;
+    }
+    return operations;
+  }
+
+  /** The diff's commands, plus the deletion of draining real servers that are done. */
+  private async applyVirtualServers(rs: IpvsRuleset): Promise<number> {
+    const current = this.known ?? (await readVirtualServers(this.exec));
+    const diff = diffVirtualServers(current, rs.virtualServers, this.family, rs.excludeCIDRs);
+    const stillDraining = new Set(diff.draining.map(serverKey));
+    for (const k of [...this.draining.keys()]) if (!stillDraining.has(k)) this.draining.delete(k);
+    for (const d of diff.draining) if (!this.draining.has(serverKey(d))) this.draining.set(serverKey(d), { ...d, since: this.now() });
+    const done = await this.drained();
+    const commands = [...diff.commands, ...done.map((d) => `-d ${d.service} -r ${d.realServer}`)];
+    this.lastCommands = commands;
+    await restoreIpvs(commands, this.exec);
+    for (const d of done) this.draining.delete(serverKey(d));
+    this.known = withDraining(rs.virtualServers, [...this.draining.values()]);
+    this.armTimer();
+    return commands.length;
+  }
+
+  /** Draining real servers without connections, or past the bound. */
+  private async drained(): Promise<Array<{ service: string; realServer: string }>> {
+    if (this.draining.size === 0) return [];
+    const counts = await connectionCounts(this.exec);
+    const bound = this.opts.drainBoundMs ?? 15 * 60_000;
+    // UDP has no connection end to wait for: as upstream, its real servers go at once (the
+    // kernel moves their flows on the next packet, expire_nodest_conn).
+    return [...this.draining.values()].filter((d) => d.service.startsWith('-u ') || (counts.get(serverKey(d)) ?? 0) === 0 || this.now() - d.since >= bound);
+  }
+
+  private armTimer(): void {
+    if (this.draining.size === 0 || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.serial(() => this.checkDraining()).catch((e: unknown) => log.warn('checking draining IPVS real servers failed', { family: this.family, error: String(e) }));
+    }, this.opts.drainCheckMs ?? 2000);
+    this.timer.unref();
+  }
+
+  /** Deletes the draining real servers that are done (between syncs). */
+  async checkDraining(): Promise<number> {
+    if (!this.last || this.known === undefined) return 0;
+    const done = await this.drained();
+    const commands = done.map((d) => `-d ${d.service} -r ${d.realServer}`);
+    if (commands.length > 0) {
+      this.lastCommands = commands;
+      await restoreIpvs(commands, this.exec);
+      for (const d of done) this.draining.delete(serverKey(d));
+      this.known = withDraining(this.last.virtualServers, [...this.draining.values()]);
+      log.v(2, 'deleted drained IPVS real servers', { family: this.family, count: commands.length });
+    }
+    this.armTimer();
+    return commands.length;
+  }
+
+  /** Real servers still draining, as `<service> <real server>` (tests, debugging). */
+  drainingServers(): string[] {
+    return [...this.draining.keys()];
+  }
+
+  verify(): Promise<VerifyResult> {
+    if (this.opts.dryRun || !this.last || !this.flavour) return Promise.resolve(NOTHING_TO_REPAIR);
+    return this.serial(() => this.check.run(() => this.findDifferences(this.last!)));
+  }
+
+  kernelInSync(): boolean {
+    return this.check.inSync();
+  }
+
+  private async findDifferences(rs: IpvsRuleset): Promise<Finding> {
+    const differences: Difference[] = [];
+    const diff = diffVirtualServers(await readVirtualServers(this.exec), rs.virtualServers, this.family, rs.excludeCIDRs);
+    tally(differences, 'ipvsadm command needed', diff.commands.length);
+    const sets = await savedIpsetEntries(this.exec);
+    tallyNamed(differences, 'changed ipset', rs.ipsets.filter((s) => (sets.get(s.name) ?? ['missing']).sort().join(' ') !== [...s.entries].sort().join(' ')).map((s) => s.name));
+    const addrs = (await dummyAddresses(this.family, this.exec)) ?? ['missing'];
+    tally(differences, 'wrong address on kube-ipvs0', addrs.sort().join(' ') === [...rs.dummyAddresses].sort().join(' ') ? 0 : 1);
+    const saved = parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter']));
+    tallyNamed(
+      differences,
+      'changed chain',
+      rs.iptables.chains.filter((c) => (saved.get(c.table)?.chains.get(c.name) ?? ['missing']).join('\n') !== c.rules.join('\n')).map((c) => `${c.table}/${c.name}`),
+    );
+    const wrongJumps = rs.jumps.filter((j) => (saved.get(j.table)?.chains.get(j.chain) ?? []).filter((r) => r === j.rule).length !== 1).length;
+    tally(differences, 'missing or doubled jump from a built-in chain', wrongJumps);
+    if (differences.length === 0) return { differences };
+    return {
+      differences,
+      apply: async () => {
+        this.forget();
+        await this.apply(rs);
+      },
+    };
+  }
+
+  /** Removes our chains, virtual servers, ipsets and kube-ipvs0. */
+  async cleanup(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.draining.clear();
+    this.last = undefined;
+    this.forget();
+    if (this.opts.dryRun) return;
+    this.flavour ??= (await detectFlavour(this.exec)).flavour;
+    await removeIptablesLeftovers([{ family: this.family, flavour: this.flavour }], this.exec, isIpvsModeChain);
+    await removeIpvsLeftovers(this.exec);
+  }
+
+  /** What was last rendered: ipvsadm, ipset and iptables-restore input. */
+  describe(): string {
+    const rs = this.last;
+    if (!rs) return '';
+    return `# ipvsadm --restore\n${toIpvsadmRestore(rs.virtualServers)}# ipset restore\n${toIpsetRestore(rs.ipsets)}# iptables-restore --noflush\n${toRestoreInput(rs.iptables)}`;
+  }
+}
+
+/** The kernel's virtual servers after a sync: the desired ones, draining real servers kept at weight 0. */
+function withDraining(desired: IpvsRuleset['virtualServers'], draining: Array<{ service: string; realServer: string }>): ParsedVirtualServer[] {
+  const out: ParsedVirtualServer[] = desired.map((v) => ({ ...v, realServers: v.realServers.map((r) => ({ ...r, forwarding: 'masq' as const })) }));
+  for (const d of draining) {
+    const v = out.find((x) => serviceRef(x) === d.service);
+    const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(d.realServer);
+    if (v && m) v.realServers.push({ address: m[1]!, port: Number(m[2]), weight: 0, forwarding: 'masq' });
+  }
+  return out;
+}
