@@ -234,7 +234,16 @@ export function modeDescriptor(name: string): ModeDescriptor | undefined {
 
 /** `--cleanup`: every mode's cleanup (each distinct one once), whatever mode last ran. */
 export async function cleanupAll(exec: ExecOptions = {}): Promise<void> {
-  for (const cleanup of new Set(Object.values(MODES).map((m) => m.cleanup))) await cleanup(exec);
+  // Every mode's cleanup runs even when one fails: the others' leftovers must still go.
+  const failed: string[] = [];
+  for (const cleanup of new Set(Object.values(MODES).map((m) => m.cleanup))) {
+    try {
+      await cleanup(exec);
+    } catch (e) {
+      failed.push(e instanceof Error ? e.message : String(e));
+    }
+  }
+  if (failed.length > 0) throw new Error(`cleanup incomplete: ${failed.join('; ')}`);
 }
 
 /** NodePort addresses over a node's families in one mode; null means every local address. */

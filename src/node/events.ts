@@ -38,6 +38,8 @@ interface Sent {
   name: string;
   count: number;
   firstAt: number;
+  /** Settles once the Event exists (rejects when creating it failed). */
+  created: Promise<void>;
 }
 
 export class EventRecorder {
@@ -69,12 +71,19 @@ export class EventRecorder {
       if (prev && at - prev.firstAt < SERIES_WINDOW_MS) {
         prev.count++;
         const patch = { series: { count: prev.count, lastObservedTime: microTime(new Date(at)) } };
+        // A repeat that comes while the Event is still being created patches it once it exists.
+        await prev.created;
         await this.send('PATCH', `${eventsPath(namespace)}/${prev.name}`, patch, 'application/merge-patch+json');
         return;
       }
       const name = `${about.name}.${(BigInt(at) * 1_000_000n).toString(16)}`;
-      await this.send('POST', eventsPath(namespace), this.event(name, namespace, about, type, reason, action, note, at));
-      this.sent.set(key, { name, count: 1, firstAt: at });
+      const created = this.send('POST', eventsPath(namespace), this.event(name, namespace, about, type, reason, action, note, at));
+      const entry = { name, count: 1, firstAt: at, created };
+      this.sent.set(key, entry);
+      await created.catch((e: unknown) => {
+        if (this.sent.get(key) === entry) this.sent.delete(key);
+        throw e;
+      });
     } catch (e) {
       log.warn('recording an event failed', { reason, error: (e as Error).message });
     }

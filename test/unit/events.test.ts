@@ -36,3 +36,19 @@ test('a Service failed closed gets one Warning Event per change, posted to the A
     await server.stop();
   }
 });
+
+test('a repeat recorded while its Event is still being created becomes a series on that Event', async () => {
+  const server = await FakeApiServer.start({ token: 't' });
+  const client = KubeClient.load({ kubeconfig: kubeconfigFor(server, { token: 't' }) });
+  try {
+    const recorder = new EventRecorder(client, 'node-1');
+    // Both start before the first POST has returned.
+    await Promise.all([1, 2].map(() => recorder.record('Warning', 'InvalidConfiguration', 'ReloadConfiguration', 'bad file')));
+    assert.equal(server.events.size, 1, 'one Event, not two');
+    const ev = [...server.events.values()][0] as { series?: { count: number } };
+    assert.equal(ev.series?.count, 2);
+  } finally {
+    await client.close();
+    await server.stop();
+  }
+});

@@ -81,6 +81,9 @@ const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
  * private temporary file (as the last argument, or as stdin); the shell answers with the exit
  * status. Commands run one at a time, in call order.
  */
+/** Longest a kernel tool may run (a full restore of a large ruleset takes seconds, not minutes). */
+const COMMAND_TIMEOUT_MS = 180_000;
+
 export class CommandShell {
   private readonly child: ChildProcessWithoutNullStreams;
   private readonly dir = mkdtempSync(join(tmpdir(), `${EXEC_TEMP_PREFIX}${process.pid}-`));
@@ -140,7 +143,15 @@ export class CommandShell {
     const cmd = as === 'arg' ? [...tool, inFile].map(quote).join(' ') + ' </dev/null' : `${tool.map(quote).join(' ')} <${quote(inFile)}`;
     keepAlive(this.child, true);
     const line = await new Promise<string>((resolve) => {
+      // A tool that never returns (a wedged kernel call) fails the command and replaces the shell.
+      const timer = setTimeout(() => {
+        this.dead = true;
+        this.waiting = undefined;
+        this.child.kill('SIGKILL');
+        resolve(`rc=124 timeout`);
+      }, COMMAND_TIMEOUT_MS);
       this.waiting = (l: string) => {
+        clearTimeout(timer);
         keepAlive(this.child, false);
         resolve(l);
       };
@@ -156,6 +167,7 @@ export class CommandShell {
     const stdout = read(outFile);
     const stderr = read(errFile);
     for (const f of [inFile, outFile, errFile]) rmSync(f, { force: true });
+    if (line === 'rc=124 timeout') return { code: 124, stdout, stderr: `${argv[0]} did not finish within ${COMMAND_TIMEOUT_MS / 1000} s\n${stderr}` };
     const code = /^rc=(\d+)$/.exec(line.trim());
     return { code: code ? Number(code[1]) : 1, stdout, stderr };
   }

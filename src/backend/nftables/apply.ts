@@ -115,9 +115,17 @@ class NftInteractive {
           if (this.dead) return resolve('Error: nft -i exited');
           const marker = `kpts-end-of-transaction-${this.seq++}`;
           this.hold(true);
+          // A kernel without the ip family (or a wedged nft) may never answer the marker.
+          const timer = setTimeout(() => {
+            this.dead = true;
+            this.child.kill('SIGKILL');
+            this.waiting?.resolve(`Error: nft -i did not answer within ${NFT_ANSWER_MS / 1000} s\n${this.errBuf}`);
+          }, NFT_ANSWER_MS);
           this.waiting = {
             marker,
             resolve: (stderr) => {
+              clearTimeout(timer);
+              this.waiting = undefined;
               this.hold(false);
               resolve(stderr);
             },
@@ -129,6 +137,9 @@ class NftInteractive {
     return next;
   }
 }
+
+/** How long one small transaction through `nft -i` may take before the session is replaced. */
+const NFT_ANSWER_MS = 15_000;
 
 const sessions = new Map<string, NftInteractive>();
 const sessionFor = (opts: ExecOptions): NftInteractive => helperFor(sessions, opts, (wrap) => new NftInteractive(wrap));
@@ -249,7 +260,11 @@ export async function listTable(family: NftFamily, opts: ExecOptions = {}): Prom
 
 /** Deletes our tables in both families (absent tables are fine). */
 export async function deleteTables(opts: ExecOptions = {}): Promise<void> {
+  // Only the tables that exist: a kernel whose nf_tables lacks a family (or nft itself missing)
+  // has none of ours, and nothing there should wait on it.
+  const listed = await shellFor(opts).run(['nft', 'list', 'tables'], '', 'stdin');
+  if (listed.code !== 0) return;
   for (const family of ['ip', 'ip6'] as const) {
-    await applyScript(`add table ${family} ${TABLE}\ndelete table ${family} ${TABLE}\n`, opts);
+    if (new RegExp(`^table ${family} ${TABLE}$`, 'm').test(listed.stdout)) await applyScript(`delete table ${family} ${TABLE}\n`, opts);
   }
 }
