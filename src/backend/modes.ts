@@ -16,6 +16,7 @@ import { NftablesBackend } from './nftables/backend.js';
 import { render, renderContext, type NftRuleset } from './nftables/render.js';
 import type { Backend, BackendConfig, SyncResult } from './types.js';
 import { UserspaceBackend } from './userspace/backend.js';
+import { withLocalhostNodePorts } from './userspace/localhost.js';
 import { UserspaceProxy } from './userspace/proxy.js';
 
 export const PROXY_MODE_NAMES = ['iptables', 'nftables', 'ipvs', 'userspace'] as const;
@@ -117,7 +118,9 @@ const nftables: ModeDescriptor = {
   createBackend(cfg, opts) {
     const exec = execOf(opts);
     const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false });
-    return opts.dryRun ? backend : removingLeftoversFirst(backend, () => nftables.startupLeftovers(exec));
+    if (opts.dryRun) return backend;
+    const programmed = removingLeftoversFirst(backend, () => nftables.startupLeftovers(exec));
+    return cfg.userspaceProxy?.localhostNodePorts ? withLocalhostNodePorts(programmed, () => createUserspaceProxy(cfg, 'loopback')) : programmed;
   },
   syncSection: 'nftables',
   masqueradeSection: 'nftables',
@@ -187,12 +190,13 @@ const ipvs: ModeDescriptor = {
   sandbox: { tools: ['ipvsadm', 'ipset', 'iptables-save'], dumpRules: ['ipvsadm', '-Ln'] },
 };
 
-/** The in-process proxy for one family's backend, listening on every address of that family. */
-export function createUserspaceProxy(cfg: BackendConfig): UserspaceProxy {
+/** The in-process proxy for one family's backend, listening on every address of that family or on its loopback address. */
+export function createUserspaceProxy(cfg: BackendConfig, on: 'any' | 'loopback' = 'any'): UserspaceProxy {
   const settings = cfg.userspaceProxy ?? { udpIdleTimeoutMs: 250, localhostNodePorts: false };
+  const v4 = cfg.family === 'IPv4';
   return new UserspaceProxy({
-    bindAddress: cfg.family === 'IPv4' ? '0.0.0.0' : '::',
-    ...(settings.portRange ? { portRange: settings.portRange } : {}),
+    bindAddress: on === 'loopback' ? (v4 ? '127.0.0.1' : '::1') : v4 ? '0.0.0.0' : '::',
+    ...(settings.portRange && on === 'any' ? { portRange: settings.portRange } : {}),
     udpIdleTimeoutMs: settings.udpIdleTimeoutMs,
     log: (msg) => log.info(msg, { family: cfg.family }),
   });

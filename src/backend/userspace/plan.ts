@@ -87,3 +87,20 @@ export function planUserspace(snapshot: Snapshot): UserspacePlan {
   }
   return { family, listeners: [...listeners.values()], portals };
 }
+
+/**
+ * nftables mode with `localhost` in nodePortAddresses: a listener on each NodePort of the
+ * loopback address, balancing over the cluster endpoints, as the node's own traffic to a NodePort
+ * is treated in the kernel modes (whatever the external traffic policy).
+ */
+export function planLocalhostNodePorts(snapshot: Snapshot): Array<ListenerSpec & { fixedPort: number }> {
+  const family = snapshot.family;
+  const out: Array<ListenerSpec & { fixedPort: number }> = [];
+  for (const key of [...snapshot.services.keys()].sort()) {
+    const s = snapshot.services.get(key)!;
+    const c = validated(s, { family });
+    if (!c || c.info.nodePort === 0) continue;
+    out.push({ ...listenerFor(s, `${key}/localhost`, false, family), fixedPort: c.info.nodePort });
+  }
+  return out;
+}

@@ -16,6 +16,8 @@ export interface ProxyServicePort {
   endpoints: ProxyEndpoint[];
   /** ClientIP session affinity timeout; absent or 0: no affinity. */
   affinityTimeoutSeconds?: number;
+  /** Listen on exactly this port (a NodePort on localhost), outside the port range. */
+  fixedPort?: number;
 }
 
 export interface UserspaceProxyOptions {
@@ -204,7 +206,7 @@ export class UserspaceProxy {
         if (parked) result.set(key, parked.port);
         else {
           try {
-            this.park(key, { protocol: w.protocol, port: await this.reservePort(w.protocol) });
+            this.park(key, { protocol: w.protocol, port: w.fixedPort ?? (await this.reservePort(w.protocol)) });
             result.set(key, this.parked.get(key)!.port);
           } catch (err) {
             failures.set(key, (err as Error).message);
@@ -215,7 +217,7 @@ export class UserspaceProxy {
       if (!a) {
         try {
           this.unpark(key);
-          a = { protocol: w.protocol, handler: await this.open(key, w.protocol, parked?.port) };
+          a = { protocol: w.protocol, handler: await this.open(key, w.protocol, w.fixedPort ?? parked?.port, w.fixedPort !== undefined) };
         } catch (err) {
           const why = (err as Error).message;
           failures.set(key, why);
@@ -232,7 +234,7 @@ export class UserspaceProxy {
         this.opts.log(`userspace proxy: ${key}: could not listen again on port ${a.handler.port}: ${(err as Error).message}`);
         this.retire(key);
         try {
-          a = { protocol: w.protocol, handler: await this.open(key, w.protocol) };
+          a = { protocol: w.protocol, handler: await this.open(key, w.protocol, w.fixedPort, w.fixedPort !== undefined) };
         } catch (again) {
           failures.set(key, (again as Error).message);
           continue;
@@ -282,10 +284,14 @@ export class UserspaceProxy {
     return port;
   }
 
-  /** Listens for `key`, on `preferred` when it is still free (a parked port), else on a new one. */
-  private async open(key: string, protocol: 'TCP' | 'UDP', preferred?: number): Promise<ServicePortHandler> {
+  /**
+   * Listens for `key`, on `preferred` when it is still free (a parked port), else on a new one;
+   * a `fixed` port is that port or a failure.
+   */
+  private async open(key: string, protocol: 'TCP' | 'UDP', preferred?: number, fixed = false): Promise<ServicePortHandler> {
     const openOn = (port: number): Promise<ServicePortHandler> =>
       protocol === 'TCP' ? TcpServicePort.open(key, this.opts.bindAddress, port, this.ctx) : UdpServicePort.open(key, this.opts.bindAddress, port, this.ctx);
+    if (fixed && preferred !== undefined) return openOn(preferred);
     if (preferred !== undefined) {
       try {
         const handler = await openOn(preferred);
