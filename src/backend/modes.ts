@@ -98,6 +98,7 @@ function removingLeftoversFirst(backend: Backend, remove: () => Promise<void>): 
   if (backend.kernelInSync) wrapped.kernelInSync = () => backend.kernelInSync!();
   if (backend.verify) wrapped.verify = () => backend.verify!();
   if (backend.stop) wrapped.stop = (removeRules) => backend.stop!(removeRules);
+  if (backend.carriedTraffic) wrapped.carriedTraffic = () => backend.carriedTraffic!();
   return wrapped;
 }
 

@@ -39,6 +39,20 @@ export interface BackendConfig {
   };
 }
 
+/** What the in-process proxy of a backend has carried, for metrics. */
+export interface CarriedTraffic {
+  /** `userspace` (the userspace mode's listeners) or `localhost-nodeports` (nftables mode). */
+  purpose: 'userspace' | 'localhost-nodeports';
+  /** TCP connections and UDP sessions taken from clients since start. */
+  accepted: number;
+  /** Clients turned away because every endpoint tried failed. */
+  refused: number;
+  activeConnections: number;
+  udpSessions: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 /** What one verification of the kernel against the last written ruleset found and repaired. */
 export interface VerifyResult {
   /** Items (elements, rules, chains, sets, tables) that differed and were rewritten; 0 when all matched. */
@@ -71,6 +85,8 @@ export interface Backend {
    * data plane is this process closes it here, and on stopping removes its rules too.
    */
   stop?(removeRules: boolean): Promise<void>;
+  /** Counters of the connections this process carries itself (userspace mode, localhost NodePorts). */
+  carriedTraffic?(): CarriedTraffic | undefined;
   /** Human-readable dump of what is currently programmed (for dry-run and debugging). */
   describe?(): string;
   /**

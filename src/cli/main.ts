@@ -180,6 +180,11 @@ async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode
       model: { pendingChanges: () => proxy.pendingChanges(), invalidObjects: proxy.model.invalidObjects },
       snapshots: () => proxy.lastSnapshots.values(),
       families: () => proxy.backends?.keys() ?? [],
+      carriedTraffic: () =>
+        [...(proxy.backends ?? new Map()).entries()].flatMap(([family, b]) => {
+          const traffic = b.carriedTraffic?.();
+          return traffic ? [{ family, traffic }] : [];
+        }),
     },
   });
   const health = new ProxierHealth({

@@ -7,6 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, exponentialBuckets, linearBuckets } from 'prom-client';
 import { modeDescriptor } from '../backend/modes.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
+import type { CarriedTraffic } from '../backend/types.js';
 import type { SourceEvent } from '../source/types.js';
 import { log } from '../log.js';
 import { notFound, serve, type Handler, type RunningServer } from './http.js';
@@ -37,6 +38,8 @@ export interface MetricsSources {
   snapshots?: () => Iterable<Snapshot>;
   /** The IP families the proxy syncs (their per-family series are served from 0). */
   families?: () => Iterable<IPFamily>;
+  /** What each family's in-process proxy carried (userspace mode, localhost NodePorts). */
+  carriedTraffic?: () => Iterable<{ family: IPFamily; traffic: CarriedTraffic }>;
 }
 
 export interface ProxyMetricsOptions {
@@ -126,6 +129,34 @@ export class ProxyMetrics implements HealthCounters {
       collect() {
         // One runner syncs every family: a queued sync is queued for each.
         if (src.runner) for (const f of families()) this.set({ ip_family: f }, src.runner.lastQueuedMs / 1000);
+      },
+    });
+    const carried = src.carriedTraffic ?? ((): Array<{ family: IPFamily; traffic: CarriedTraffic }> => []);
+    const carriedLabels = ['ip_family', 'purpose'] as const;
+    const fromCarried = (field: 'accepted' | 'refused' | 'activeConnections' | 'udpSessions') =>
+      function (this: Gauge<'ip_family' | 'purpose'> | Counter<'ip_family' | 'purpose'>): void {
+        this.reset();
+        for (const { family, traffic } of carried()) {
+          const labels = { ip_family: family, purpose: traffic.purpose };
+          if (this instanceof Gauge) this.set(labels, traffic[field]);
+          else this.inc(labels, traffic[field]);
+        }
+      };
+    new Counter({ name: 'kubeproxy_inprocess_proxy_connections_total', help: 'TCP connections and UDP sessions the proxy process carried itself', labelNames: carriedLabels, registers, collect: fromCarried('accepted') });
+    new Counter({ name: 'kubeproxy_inprocess_proxy_refused_total', help: 'Clients the proxy process turned away after every endpoint it tried failed', labelNames: carriedLabels, registers, collect: fromCarried('refused') });
+    new Gauge({ name: 'kubeproxy_inprocess_proxy_active_connections', help: 'TCP connections the proxy process carries now', labelNames: carriedLabels, registers, collect: fromCarried('activeConnections') });
+    new Gauge({ name: 'kubeproxy_inprocess_proxy_udp_sessions', help: 'UDP sessions the proxy process carries now', labelNames: carriedLabels, registers, collect: fromCarried('udpSessions') });
+    new Counter({
+      name: 'kubeproxy_inprocess_proxy_bytes_total',
+      help: 'Bytes the proxy process carried, from clients (in) and back to them (out)',
+      labelNames: [...carriedLabels, 'direction'],
+      registers,
+      collect() {
+        this.reset();
+        for (const { family, traffic } of carried()) {
+          this.inc({ ip_family: family, purpose: traffic.purpose, direction: 'in' }, traffic.bytesIn);
+          this.inc({ ip_family: family, purpose: traffic.purpose, direction: 'out' }, traffic.bytesOut);
+        }
       },
     });
     new Gauge({

@@ -1,3 +1,4 @@
+import type { CarriedTraffic } from '../../src/backend/types.js';
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Backend, BackendConfig, SyncResult } from '../../src/backend/types.js';
@@ -315,6 +316,22 @@ describe('ProxyMetrics', () => {
     m.backendFailed('nftables', 'IPv4');
     text = await m.text();
     assert.equal(sample(text, 'kubeproxy_sync_proxy_rules_nftables_sync_failures_total{ip_family="IPv4"}'), 2);
+  });
+
+  test("what the proxy process carried itself is served per family and purpose, read at scrape time", async () => {
+    let accepted = 3;
+    const traffic = (): CarriedTraffic => ({ purpose: 'userspace', accepted, refused: 1, activeConnections: 2, udpSessions: 1, bytesIn: 100, bytesOut: 4000 });
+    const m = new ProxyMetrics({ mode: 'userspace', processMetrics: false, sources: { carriedTraffic: () => [{ family: 'IPv6', traffic: traffic() }] } });
+    let text = await m.text();
+    const labels = '{ip_family="IPv6",purpose="userspace"}';
+    assert.equal(sample(text, `kubeproxy_inprocess_proxy_connections_total${labels}`), 3);
+    assert.equal(sample(text, `kubeproxy_inprocess_proxy_refused_total${labels}`), 1);
+    assert.equal(sample(text, `kubeproxy_inprocess_proxy_active_connections${labels}`), 2);
+    assert.equal(sample(text, `kubeproxy_inprocess_proxy_udp_sessions${labels}`), 1);
+    assert.equal(sample(text, 'kubeproxy_inprocess_proxy_bytes_total{ip_family="IPv6",purpose="userspace",direction="out"}'), 4000);
+    accepted = 10;
+    text = await m.text();
+    assert.equal(sample(text, `kubeproxy_inprocess_proxy_connections_total${labels}`), 10);
   });
 });
 

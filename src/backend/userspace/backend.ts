@@ -1,7 +1,7 @@
 // The userspace (legacy) mode: an in-process proxy listens on one port per service port and
 // policy, and nat rules redirect service traffic to it. Its data plane is this process, so
 // stopping removes the rules (traffic could not flow without it anyway).
-import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.js';
+import type { Backend, BackendConfig, CarriedTraffic, SyncResult, VerifyResult } from '../types.js';
 import type { Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import type { ExecOptions } from '../common/exec.js';
@@ -18,6 +18,14 @@ export interface ListenerPool {
   /** Opens, updates and closes listeners; returns the port of each listener it serves. */
   update(listeners: ListenerSpec[]): Promise<Map<string, number>>;
   close(): Promise<void>;
+  stats(): { accepted: number; refused: number; activeConnections: number; udpSessions: number; bytesIn: number; bytesOut: number };
+}
+
+/** The pool's counters as a backend reports them. */
+export function carried(pool: ListenerPool | undefined, purpose: CarriedTraffic['purpose']): CarriedTraffic | undefined {
+  if (!pool) return undefined;
+  const s = pool.stats();
+  return { purpose, accepted: s.accepted, refused: s.refused, activeConnections: s.activeConnections, udpSessions: s.udpSessions, bytesIn: s.bytesIn, bytesOut: s.bytesOut };
 }
 
 export interface UserspaceBackendOptions extends ExecOptions {
@@ -81,6 +89,10 @@ export class UserspaceBackend implements Backend {
 
   kernelInSync(): boolean {
     return this.inSync;
+  }
+
+  carriedTraffic(): CarriedTraffic | undefined {
+    return carried(this.pool, 'userspace');
   }
 
   /** Compares our four chains and their jumps with the kernel's, and rewrites them when they differ. */

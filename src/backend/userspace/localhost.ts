@@ -4,7 +4,7 @@
 import { log } from '../../log.js';
 import type { Snapshot } from '../../model/types.js';
 import type { Backend, SyncResult } from '../types.js';
-import type { ListenerPool } from './backend.js';
+import { carried, type ListenerPool } from './backend.js';
 import { planLocalhostNodePorts } from './plan.js';
 
 /** `backend` plus localhost NodePort listeners, updated after each successful sync. */
@@ -27,6 +27,7 @@ export function withLocalhostNodePorts(backend: Backend, createPool: () => Liste
       await pool?.close();
       pool = undefined;
     },
+    carriedTraffic: () => carried(pool, 'localhost-nodeports'),
     async cleanup(): Promise<void> {
       await pool?.close();
       pool = undefined;
