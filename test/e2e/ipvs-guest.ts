@@ -1,5 +1,5 @@
 // The IPVS mode inside a User-Mode Linux kernel (this machine's own has no IPVS): run there by
-// ipvs.test.ts (`node --test` in the guest; the name has no `.test`, so the host's runner leaves
+// uml-ipvs.test.ts (`node --test` in the guest; the name has no `.test`, so the host's runner leaves
 // it alone). The shared scenarios, then what only IPVS shows: `ipvsadm -Ln`, graceful
 // termination, and every scheduler accepted by the kernel.
 import assert from 'node:assert/strict';
