@@ -1,7 +1,8 @@
 // `kube-proxy-ts explain`: load the cluster state once (manifests or API server), build the
 // snapshot the proxy would program, and trace a packet through the rendered rules.
 import { hostname } from 'node:os';
-import { resolveBackendConfigs, type ProxyMode } from '../config/index.js';
+import { effectiveMode, resolveBackendConfigs, type ProxyMode } from '../config/index.js';
+import type { Proxy } from '../proxy.js';
 import { runExplainCommand, type ExplainSource } from '../explain/index.js';
 import { ProxyModel } from '../model/tracker.js';
 import type { IPFamily } from '../model/types.js';
@@ -75,7 +76,67 @@ function fromArg(argv: string[]): string | undefined {
   return argv[i]!.includes('=') ? argv[i]!.slice('--from='.length) : argv[i + 1];
 }
 
+/** `explain` inside a running proxy: its last synced snapshots and its configuration. */
+export async function explainLive(proxy: Proxy, argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const load = async (_src: ExplainSource, family: IPFamily, mode: ProxyMode) => {
+    const snapshot = proxy.lastSnapshots.get(family);
+    if (!snapshot) throw new Error(`this proxy has not synced ${family} yet`);
+    const configs = resolveBackendConfigs({ ...proxy.configuration, mode }, { ips: snapshot.node.addresses, podCIDRs: snapshot.node.podCIDRs });
+    const config = configs.find((c) => c.family === family);
+    if (!config) throw new Error(`node ${snapshot.node.name} has no ${family} address`);
+    return { snapshot, config };
+  };
+  const code = await runExplainCommand(argv, load, (s) => (out += s), (s) => (err += s), effectiveMode(proxy.configuration), true);
+  return { code, out, err };
+}
+
+/** How long a running proxy may take to answer `explain --node`. */
+const REMOTE_TIMEOUT_MS = 15_000;
+
+/** `explain --node URL`: the running proxy at URL traces; its answer is printed as is. */
+async function explainRemote(url: string, argv: string[]): Promise<number> {
+  const query = new URLSearchParams(argv.map((a) => ['arg', a]));
+  let res: Response;
+  try {
+    res = await fetch(`${url.replace(/\/+$/, '')}/debug/explain?${query}`, { signal: AbortSignal.timeout(REMOTE_TIMEOUT_MS) });
+  } catch (e) {
+    process.stderr.write(`explain: cannot reach the proxy at ${url}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const body = await res.text();
+  const code = Number(res.headers.get('x-exit-code') ?? (res.ok ? 0 : 1));
+  if (res.status === 404) {
+    process.stderr.write(`explain: ${url} does not serve /debug/explain (is it a kube-proxy-ts metrics address?)\n`);
+    return 1;
+  }
+  (code === 0 ? process.stdout : process.stderr).write(body);
+  return code;
+}
+
+/** argv without `--node URL` / `--node=URL`, and that URL. */
+function takeNode(argv: string[]): { url: string | undefined; rest: string[] } {
+  const rest: string[] = [];
+  let url: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--node') url = argv[++i] ?? '';
+    else if (a.startsWith('--node=')) url = a.slice('--node='.length);
+    else rest.push(a);
+  }
+  return { url, rest };
+}
+
 export async function explainCommand(argv: string[]): Promise<number> {
+  const remote = takeNode(argv);
+  if (remote.url !== undefined) {
+    if (!/^https?:\/\/[^/]+/.test(remote.url)) {
+      process.stderr.write(`explain: --node '${remote.url}' is not a URL such as http://127.0.0.1:10249\n`);
+      return 2;
+    }
+    return explainRemote(remote.url, remote.rest.filter((a) => a !== 'explain'));
+  }
   const { proxy, explain } = splitArgs(argv);
   const cmd = parseCommandLine(proxy);
   const override = cmd.config.hostnameOverride.trim().toLowerCase();

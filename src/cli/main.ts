@@ -22,7 +22,7 @@ import { pprofRoutes } from '../server/pprof.js';
 import { prepareNode } from './agent.js';
 import { ConfigWatcher, configChanges } from './config-watch.js';
 import { registerWatchFreshness } from '../server/watch-metrics.js';
-import { explainCommand } from './explain-cmd.js';
+import { explainCommand, explainLive } from './explain-cmd.js';
 import { acquireInstanceLock, removeStaleTempDirs, type LockResult } from './instance.js';
 import { reportInertSettings } from './process-settings.js';
 import { helpText, parseCommandLine, parseVmodule, SUBCOMMANDS, VERSION, type CommandLine } from './flags.js';
@@ -206,6 +206,7 @@ async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode
       })),
     syncs,
     config: () => proxy.configuration,
+    explain: (argv) => explainLive(proxy, argv),
   });
   const servers = new Servers(
     metrics,

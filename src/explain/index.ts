@@ -70,6 +70,10 @@ export function explain(ruleset: NftRuleset, packet: TracePacket, node: TraceNod
 export interface ExplainSource {
   manifests?: string;
   kubeconfig?: string;
+  /** A running proxy's metrics address (`http://HOST:PORT`): it traces on its own state. */
+  node?: string;
+  /** The proxy process itself, serving `/debug/explain`. */
+  live?: true;
 }
 
 /** Loads the model's snapshot and the backend configuration resolved for one IP family in a mode. */
@@ -82,13 +86,15 @@ export type SnapshotLoader = (
 /** The mode explain traces when neither --proxy-mode nor a config file's mode says: the proxy's own default. */
 const DEFAULT_MODE = 'iptables';
 
-export const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE) --from SRC_IP --to DST_IP:PORT
+export const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE | --node URL) --from SRC_IP --to DST_IP:PORT
        [--proto tcp|udp|sctp] [--source-kind pod|host|external] [--in-interface NAME]
        [--proxy-mode ${PROXY_MODE_NAMES.join('|')}] [--hostname-override NODE] [--config FILE] [--json]
 Traces a new connection through the rules this proxy would program in the given mode and prints
 where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
 The mode defaults to the one the proxy would run: --config's mode, else ${DEFAULT_MODE}, as
 upstream. The rules of the ipvs and userspace modes cannot be traced yet.
+--node asks a running proxy (its metrics address, e.g. http://127.0.0.1:10249) to trace on the
+state it has programmed, in its own mode unless --proxy-mode says otherwise.
 The packet is traced on the node --hostname-override names; without it, on the node whose pod
 CIDR holds SRC_IP (else this host's name), and explain says which on stderr.
 Proxy flags that change the rules are honoured too: --config, --cluster-cidr, --masquerade-all,
@@ -111,11 +117,11 @@ interface ExplainArgs {
   json: boolean;
 }
 
-function parseArgs(argv: string[], defaultMode: string): ExplainArgs | 'help' {
+function parseArgs(argv: string[], defaultMode: string, live: boolean): ExplainArgs | 'help' {
   const args = argv[0] === 'explain' ? argv.slice(1) : argv;
   const vals = new Map<string, string>();
   let json = false;
-  const known = ['--manifests', '--kubeconfig', '--from', '--to', '--proto', '--source-kind', '--in-interface', '--proxy-mode'];
+  const known = ['--manifests', '--kubeconfig', '--node', '--from', '--to', '--proto', '--source-kind', '--in-interface', '--proxy-mode'];
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === '-h' || a === '--help') return 'help';
@@ -129,7 +135,9 @@ function parseArgs(argv: string[], defaultMode: string): ExplainArgs | 'help' {
   }
   const manifests = vals.get('--manifests');
   const kubeconfig = vals.get('--kubeconfig');
-  if ((manifests === undefined) === (kubeconfig === undefined)) throw new UsageError('give exactly one of --manifests and --kubeconfig');
+  const node = vals.get('--node');
+  const sources = [manifests, kubeconfig, node].filter((v) => v !== undefined).length;
+  if (live ? sources !== 0 : sources !== 1) throw new UsageError(live ? 'a running proxy traces on its own state: no --manifests, --kubeconfig or --node' : 'give exactly one of --manifests, --kubeconfig and --node');
   const from = vals.get('--from');
   const to = vals.get('--to');
   if (!from) throw new UsageError('--from is required');
@@ -152,7 +160,7 @@ function parseArgs(argv: string[], defaultMode: string): ExplainArgs | 'help' {
   const mode = modeDescriptor(modeName);
   if (!mode) throw new UsageError(`--proxy-mode '${modeName}' is not ${PROXY_MODE_NAMES.join(', ')}`);
   const out: ExplainArgs = {
-    source: manifests !== undefined ? { manifests } : { kubeconfig: kubeconfig! },
+    source: live ? { live } : manifests !== undefined ? { manifests } : kubeconfig !== undefined ? { kubeconfig } : { node: node! },
     mode,
     from,
     to: m[1]!,
@@ -210,10 +218,12 @@ export async function runExplainCommand(
   out: (s: string) => void = (s) => process.stdout.write(s),
   err: (s: string) => void = (s) => process.stderr.write(s),
   defaultMode: string = DEFAULT_MODE,
+  /** Run inside the proxy (`/debug/explain`): the loader reads the proxy's own state. */
+  live = false,
 ): Promise<number> {
   let args: ExplainArgs | 'help';
   try {
-    args = parseArgs(argv, defaultMode);
+    args = parseArgs(argv, defaultMode, live);
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     err(`explain: ${e.message}\n${EXPLAIN_USAGE}`);

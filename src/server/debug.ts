@@ -180,6 +180,8 @@ export interface DebugSources {
   rules(): Array<{ family: IPFamily; mode: string; text: string | undefined }>;
   syncs: SyncHistory;
   config(): KubeProxyConfiguration;
+  /** `explain` on the proxy's own state, with the command line's arguments. */
+  explain?(argv: string[]): Promise<{ code: number; out: string; err: string }>;
 }
 
 const text = (res: ServerResponse, body: string): void => {
@@ -194,6 +196,20 @@ export function debugRoutes(src: DebugSources): Record<string, Handler> {
     '/debug/services': json(() => servicePortViews(src.snapshots())),
     '/debug/syncs': json(() => src.syncs.list()),
     '/configz': json(() => ({ 'kubeproxy.config.k8s.io': src.config() })),
+    '/debug/explain': (req, res) => {
+      if (!src.explain) return text(res, 'explain is not available in this process\n');
+      const argv = new URL(req.url ?? '/', 'http://localhost').searchParams.getAll('arg');
+      void src.explain(argv).then(
+        (r) => {
+          res.writeHead(r.code === 0 ? 200 : r.code === 2 ? 400 : 422, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff', 'X-Exit-Code': String(r.code) });
+          res.end(r.out + r.err);
+        },
+        (e: unknown) => {
+          res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Exit-Code': '1' });
+          res.end(`explain: failed: ${e instanceof Error ? e.message : String(e)}\n`);
+        },
+      );
+    },
     '/debug/rules': (_req, res) => {
       const parts = src.rules().map(
         (r) => `# ${r.family} (${r.mode})\n${r.text === undefined ? '(this backend cannot list its rules)\n' : r.text || '(nothing programmed yet)\n'}`,

@@ -462,7 +462,7 @@ test('runExplainCommand: bad arguments and loader failures are reported, not thr
     throw new Error('no such directory');
   };
   const cases: Array<[string[], number, RegExp]> = [
-    [['--from', '1.2.3.4', '--to', '1.2.3.4:80'], 2, /exactly one of --manifests and --kubeconfig/],
+    [['--from', '1.2.3.4', '--to', '1.2.3.4:80'], 2, /exactly one of --manifests, --kubeconfig and --node/],
     [['--manifests', 'd', '--from', 'nope', '--to', '1.2.3.4:80'], 2, /not an IP address/],
     [['--manifests', 'd', '--from', '1.2.3.4', '--to', '1.2.3.4'], 2, /not IP:PORT/],
     [['--manifests', 'd', '--from', '1.2.3.4', '--to', '[fd00::1]:80'], 2, /same IP family/],
