@@ -2,9 +2,10 @@
 // one line per file, then every failure in full (with the end of that file's output), then a
 // summary. Output of passing files (proxy logs, expected errors) is not shown. Unit files run
 // side by side, one per core; e2e files one at a time, since each builds network namespaces and
-// loads the machine, except those that boot a kernel of their own (User-Mode Linux, e2e/uml*):
-// they touch no host namespace, so one of them runs beside the host e2e files. Files the tests
-// write go to a private temporary directory, removed at the end.
+// loads the machine. A second lane runs beside them: the files that boot a kernel of their own
+// (User-Mode Linux, e2e/uml*, which load one core) and e2e/faults, which mostly waits out the
+// proxy's stall timeouts. Files the tests write go to a private temporary directory, removed at
+// the end.
 // Usage: node scripts/run-tests.mjs [unit|e2e|<path substring>...]
 //   TEST_REPORTER=spec|tap|dot   every file's raw output through one of Node's reporters instead
 import { spawn, spawnSync } from 'node:child_process';
@@ -45,8 +46,8 @@ const e2e = files.filter((f) => f.includes('/e2e/'));
 // Unit files that time real stalls and backoffs: run alone after the others, like e2e files.
 const timed = files.filter((f) => f.includes('/unit/reflector.'));
 const unit = files.filter((f) => !e2e.includes(f) && !timed.includes(f));
-const ownKernel = e2e.filter((f) => f.includes('/e2e/uml'));
-const hostE2e = e2e.filter((f) => !ownKernel.includes(f));
+const beside = e2e.filter((f) => f.includes('/e2e/uml') || f.includes('/e2e/faults.'));
+const hostE2e = e2e.filter((f) => !beside.includes(f));
 
 if (process.env.TEST_REPORTER) {
   const raw = (group, concurrency) =>
@@ -103,7 +104,7 @@ const started = Date.now();
 const results = [];
 await runAll(unit, Math.max(1, availableParallelism()), results);
 await runAll(timed, 1, results);
-await Promise.all([runAll(hostE2e, 1, results), runAll(ownKernel, 1, results)]);
+await Promise.all([runAll(hostE2e, 1, results), runAll(beside, 1, results)]);
 
 const failed = results.filter((r) => r.fail > 0);
 for (const r of failed) {
