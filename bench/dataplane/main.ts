@@ -4,7 +4,7 @@
 // 10.96.0.50) has one endpoint, pod b-1 on node2, so every packet crosses node1 where the proxy's
 // rules (or, in userspace mode, its process) sit; the client is pod c-1 on node1.
 // Per mode: p50/p99 of 1,000 short connections (connect, one small request, its answer, close);
-// throughput of one stream of 256 MiB and of 8 parallel streams of 64 MiB; the proxy's CPU time
+// throughput of one stream of 512 MiB and of 8 parallel streams of 128 MiB; the proxy's CPU time
 // (utime+stime from /proc/<pid>/stat) over both throughput runs, per GB carried. Userspace mode
 // also holds 1,000 connections open through the proxy and, while they are held, times a new
 // Service from its creation in the API to the first answered connection (polled every 5 ms).
@@ -105,8 +105,8 @@ async function measure(mode: ProxyMode): Promise<Figures> {
     const latency = (await client(c, ['latency', VIP, String(PING), String(CONNECTS)])) as unknown as Figures['latency'];
     const pid = c.proxy.pid;
     const cpuBefore = cpuSeconds(pid);
-    const one = (await client(c, ['stream', VIP, String(SINK), '1', '256'])) as unknown as Figures['one'];
-    const eight = (await client(c, ['stream', VIP, String(SINK), '8', '64'])) as unknown as Figures['eight'];
+    const one = (await client(c, ['stream', VIP, String(SINK), '1', '512'])) as unknown as Figures['one'];
+    const eight = (await client(c, ['stream', VIP, String(SINK), '8', '128'])) as unknown as Figures['eight'];
     const cpu = cpuSeconds(pid) - cpuBefore;
     const figures: Figures = { mode, latency, one, eight, cpuSecondsPerGB: cpu / ((one.bytes + eight.bytes) / 1e9) };
     if (mode === 'userspace') figures.held = await holdAndSync(c);
