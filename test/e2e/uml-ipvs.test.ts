@@ -13,7 +13,6 @@ const TESTS = [
   '^NodePort, external IP and load-balancer IP',
   '^a Service without endpoints refuses',
   '^ClientIP session affinity',
-  '^a removed endpoint gets no new connections',
   '^ipvsadm -Ln lists',
   '^graceful termination',
   '^every scheduler',
@@ -29,7 +28,8 @@ describe('IPVS mode in a User-Mode Linux kernel', () => {
     run = await runInUml({
       command: `node --test --test-reporter=tap ${pattern} ${GUEST}`,
       env: { KPT_E2E_WAIT_MS: '60000' },
-      timeoutMs: 270_000,
+      // ~20 s per scenario in the guest, ~95 s to boot and start the cluster on a busy machine.
+      timeoutMs: 420_000,
     });
   });
 
