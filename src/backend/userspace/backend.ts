@@ -65,7 +65,8 @@ export class UserspaceBackend implements Backend {
       // Ports are chosen when the proxy listens; a dry run binds nothing and shows them as 0.
       const ports = new Map(plan.listeners.map((l) => [l.key, 0]));
       const chains = renderRedirects(plan, ports, this.opts.nodePortIPs, this.fromLocalPods);
-      (this.opts.out ?? ((t) => process.stdout.write(t)))(toRestoreInput({ family: this.family, chains }));
+      const note = '# proxy ports are chosen when the proxy listens: a dry run binds nothing and shows them as 0\n';
+      (this.opts.out ?? ((t) => process.stdout.write(t)))(note + toRestoreInput({ family: this.family, chains }));
       return { operations: 0, full: true };
     }
     this.pool ??= this.opts.createPool();
