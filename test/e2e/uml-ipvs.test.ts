@@ -11,8 +11,6 @@ const GUEST = fileURLToPath(new URL('./ipvs-guest.js', import.meta.url));
 const TESTS = [
   '^a ClusterIP serves TCP and UDP from every endpoint',
   '^NodePort, external IP and load-balancer IP',
-  '^a Service without endpoints refuses',
-  '^ClientIP session affinity',
   '^ipvsadm -Ln lists',
   '^graceful termination',
   '^every scheduler',
@@ -29,7 +27,7 @@ describe('IPVS mode in a User-Mode Linux kernel', () => {
       command: `node --test --test-reporter=tap ${pattern} ${GUEST}`,
       env: { KPT_E2E_WAIT_MS: '60000' },
       // ~20 s per scenario in the guest, ~95 s to boot and start the cluster on a busy machine.
-      timeoutMs: 420_000,
+      timeoutMs: 540_000,
     });
   });
 
