@@ -1,12 +1,13 @@
 // `explain`: where does a packet to VIP:port go, and why. Human text over the tracer's
 // result, and the CLI subcommand (the caller supplies how a snapshot is loaded).
-import { modeDescriptor, PROXY_MODE_NAMES, type ModeDescriptor, type ProxyMode } from '../backend/modes.js';
+import { modeDescriptor, PROXY_MODE_NAMES, type ModeDescriptor, type ProxyMode, type TraceableRules } from '../backend/modes.js';
 import type { NftRuleset } from '../backend/nftables/render.js';
 import type { BackendConfig } from '../backend/types.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
 import { cidrContains, formatIP, parseCIDR, parseIP, type IP } from '../net/ip.js';
 import { TRACE_IP } from './values.js';
 import { traceIptables } from './iptables/index.js';
+import { traceIpvs } from './ipvs.js';
 import { TraceError, trace, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
 
 export { trace, traceTable, tableFromRuleset, TraceError } from './tracer.js';
@@ -66,6 +67,18 @@ export function explain(ruleset: NftRuleset, packet: TracePacket, node: TraceNod
   return formatTrace(packet, trace(ruleset, packet, node));
 }
 
+/** Traces a packet through a mode's rules, whatever their syntax. */
+export function traceRules(rules: TraceableRules, family: IPFamily, packet: TracePacket, node: TraceNode): TraceResult {
+  switch (rules.syntax) {
+    case 'nftables':
+      return trace(rules.ruleset, packet, node);
+    case 'iptables':
+      return traceIptables(rules.text, family, packet, node);
+    case 'ipvs':
+      return traceIpvs(rules.ruleset, packet, node);
+  }
+}
+
 /** Where the snapshot comes from, as given on the command line. */
 export interface ExplainSource {
   manifests?: string;
@@ -92,7 +105,8 @@ export const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain (--manifests DIR | --
 Traces a new connection through the rules this proxy would program in the given mode and prints
 where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
 The mode defaults to the one the proxy would run: --config's mode, else ${DEFAULT_MODE}, as
-upstream. The rules of the ipvs and userspace modes cannot be traced yet.
+upstream. The userspace mode's rules cannot be traced. In ipvs mode the chains, ipsets and
+virtual servers are traced; bridged pod traffic and IPVS persistence are not modelled.
 --node asks a running proxy (its metrics address, e.g. http://127.0.0.1:10249) to trace on the
 state it has programmed, in its own mode unless --proxy-mode says otherwise.
 The packet is traced on the node --hostname-override names; without it, on the node whose pod
@@ -244,7 +258,7 @@ export async function runExplainCommand(
     const rules = traceable(snapshot, config);
     const packet = packetFor(args, snapshot, config);
     const node = { localIPs: [...config.nodeIPs, ...snapshot.node.addresses] };
-    const result = rules.syntax === 'nftables' ? trace(rules.ruleset, packet, node) : traceIptables(rules.text, family, packet, node);
+    const result = traceRules(rules, family, packet, node);
     out(args.json ? JSON.stringify({ packet, ...result }, null, 2) + '\n' : formatTrace(packet, result));
     return 0;
   } catch (e) {
