@@ -6,7 +6,8 @@
 // real server of weight > 0; a virtual server without one answers port-unreachable), then nat
 // KUBE-POSTROUTING (hairpin and marked traffic masqueraded). Not modelled: bridged pod traffic
 // (`-m physdev` counts every packet as routed), IPVS persistence (no pins are reported), and
-// connections that are not new.
+// connections that are not new. A connection the node makes to a kube-ipvs0 address from one of
+// its own addresses is taken to come from the destination, as the kernel picks it.
 import type { IpvsRuleset, VirtualServer } from '../backend/ipvs/types.js';
 import { cidrContains, formatIP, parseCIDR, parseIP } from '../net/ip.js';
 import { tokenize } from './iptables/rule.js';
@@ -148,6 +149,12 @@ export function traceIpvs(rs: IpvsRuleset, packet: TracePacket, node: TraceNode)
   const base: Seen = { src: canon(packet.sourceIP), dst: canon(packet.destIP), port: packet.destPort, proto: packet.protocol, iif: host ? '' : packet.inInterface ?? '', host };
   const t = new IpvsTracer(rs, node);
   t.mark = BigInt(packet.mark ?? 0);
+  // The node's own connection to an address bound to kube-ipvs0 leaves from that address: the
+  // kernel picks a local destination as its own source (upstream's rules rely on it).
+  if (host && rs.dummyAddresses.includes(base.dst) && node.localIPs.some((ip) => canon(ip) === base.src)) {
+    t.path.push(`route: ${base.dst} is local (kube-ipvs0): the node's connection takes it as source`);
+    base.src = base.dst;
+  }
   const stop = (verdict: TraceVerdict): TraceResult => ({
     verdict,
     endpoints: [],

@@ -83,6 +83,9 @@ test('loadBalancerSourceRanges: inside served and masqueraded, outside dropped, 
   assert.equal(traceIpvs(rs, pk(EXTERNAL, '192.0.2.12:80', 'external'), NODE).verdict, 'DROP');
   // The node reaches its own LB IP from that address (it is bound to kube-ipvs0).
   assert.equal(traceIpvs(rs, pk('192.0.2.12', '192.0.2.12:80', 'host'), NODE).verdict, 'DROP');
+  const fromNodeIP = traceIpvs(rs, pk(NODE_IP, '192.0.2.12:80', 'host'), NODE);
+  assert.equal(fromNodeIP.verdict, 'DROP');
+  assert.ok(fromNodeIP.path[0]!.startsWith('route: 192.0.2.12 is local (kube-ipvs0)'));
 });
 
 test('a draining real server (weight 0) is not reachable', () => {
