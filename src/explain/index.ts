@@ -240,7 +240,7 @@ export async function runExplainCommand(
   }
   const traceable = args.mode.traceableRules;
   if (!traceable) {
-    err(`explain: proxy mode ${args.mode.name} cannot be traced yet: no traceable form of its rules (try --proxy-mode iptables or nftables)\n`);
+    err(`explain: proxy mode ${args.mode.name} cannot be traced yet: no traceable form of its rules (try --proxy-mode iptables, nftables or ipvs)\n`);
     return 1;
   }
   const family: IPFamily = parseIP(args.to, TRACE_IP)!.family;
