@@ -11,6 +11,8 @@ import { detectFlavour, type Flavour } from './iptables/apply.js';
 import { IptablesBackend } from './iptables/backend.js';
 import { render as renderIptables, toRestoreInput } from './iptables/render.js';
 import { IpvsBackend, isIpvsModeChain, type IpvsConfig } from './ipvs/backend.js';
+import { renderIpvs } from './ipvs/render.js';
+import type { IpvsRuleset } from './ipvs/types.js';
 import { deleteTables } from './nftables/apply.js';
 import { NftablesBackend } from './nftables/backend.js';
 import { render, renderContext, type NftRuleset } from './nftables/render.js';
@@ -32,7 +34,10 @@ export interface BackendOptions {
 }
 
 /** A mode's rules in a form a packet tracer can follow, tagged by syntax. */
-export type TraceableRules = { syntax: 'nftables'; ruleset: NftRuleset } | { syntax: 'iptables'; text: string };
+export type TraceableRules =
+  | { syntax: 'nftables'; ruleset: NftRuleset }
+  | { syntax: 'iptables'; text: string }
+  | { syntax: 'ipvs'; ruleset: IpvsRuleset };
 
 export interface ModeDescriptor {
   readonly name: ProxyMode;
@@ -188,6 +193,7 @@ const ipvs: ModeDescriptor = {
     name: 'kubeproxy_sync_proxy_rules_iptables_restore_failures_total',
     help: 'Cumulative proxy iptables restore failures',
   },
+  traceableRules: (snapshot, cfg) => ({ syntax: 'ipvs', ruleset: renderIpvs(snapshot, ipvsConfig(cfg)) }),
   sandbox: { tools: ['ipvsadm', 'ipset', 'iptables-save'], dumpRules: ['ipvsadm', '-Ln'] },
 };
 

@@ -154,7 +154,8 @@ export async function explainCommand(argv: string[]): Promise<number> {
         const holder = nodeHolding(from, nodes);
         nodeName = holder?.name ?? hostname().trim().toLowerCase();
         process.stderr.write(
-          holder
+          from === '' ? `explain: on node ${nodeName} (this host's name); --hostname-override picks another\n`
+          : holder
             ? `explain: tracing on node ${holder.name}, whose pod CIDR ${holder.cidr} holds ${from} (--hostname-override picks another)\n`
             : `explain: tracing on node ${nodeName} (this host's name): no node's pod CIDR holds ${from}; --hostname-override picks another\n`,
         );

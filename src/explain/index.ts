@@ -6,7 +6,8 @@ import type { BackendConfig } from '../backend/types.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
 import { cidrContains, formatIP, parseCIDR, parseIP, type IP } from '../net/ip.js';
 import { TRACE_IP } from './values.js';
-import { traceIptables } from './iptables/index.js';
+import { compareModes, formatDifference, type ModeInput } from './compare.js';
+import { inInterfaceFor, traceRules } from './rules.js';
 import { TraceError, trace, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
 
 export { trace, traceTable, tableFromRuleset, TraceError } from './tracer.js';
@@ -89,12 +90,19 @@ const DEFAULT_MODE = 'iptables';
 export const EXPLAIN_USAGE = `Usage: kube-proxy-ts explain (--manifests DIR | --kubeconfig FILE | --node URL) --from SRC_IP --to DST_IP:PORT
        [--proto tcp|udp|sctp] [--source-kind pod|host|external] [--in-interface NAME]
        [--proxy-mode ${PROXY_MODE_NAMES.join('|')}] [--hostname-override NODE] [--config FILE] [--json]
+       kube-proxy-ts explain --compare-modes MODE,MODE[,...] (--manifests DIR | --kubeconfig FILE)
+       [--hostname-override NODE] [--config FILE] [--json]
 Traces a new connection through the rules this proxy would program in the given mode and prints
 where it goes (endpoints), whether it is masqueraded, the verdict, and every rule matched.
 The mode defaults to the one the proxy would run: --config's mode, else ${DEFAULT_MODE}, as
-upstream. The rules of the ipvs and userspace modes cannot be traced yet.
+upstream. The userspace mode's rules cannot be traced. In ipvs mode the chains, ipsets and
+virtual servers are traced; bridged pod traffic and IPVS persistence are not modelled.
 --node asks a running proxy (its metrics address, e.g. http://127.0.0.1:10249) to trace on the
 state it has programmed, in its own mode unless --proxy-mode says otherwise.
+--compare-modes traces every service port (cluster IP, external and load-balancer IPs, each
+NodePort on the node's addresses) from a local pod, another node's pod, the node itself and an
+external client through each listed mode, and lists every difference in verdict, endpoints or
+masquerading: exit 0 when there is none, 1 when there are (the node is --hostname-override's).
 The packet is traced on the node --hostname-override names; without it, on the node whose pod
 CIDR holds SRC_IP (else this host's name), and explain says which on stderr.
 Proxy flags that change the rules are honoured too: --config, --cluster-cidr, --masquerade-all,
@@ -199,12 +207,8 @@ function packetFor(a: ExplainArgs, snapshot: Snapshot, config: BackendConfig): T
     : 'external');
   const pk: TracePacket = { sourceIP: a.from, destIP: a.to, protocol: a.proto, destPort: a.port, from: kind };
   if (kind === 'host') return pk;
-  if (a.iif) pk.inInterface = a.iif;
-  else if (config.detectLocalMode === 'BridgeInterface') pk.inInterface = kind === 'pod' ? config.bridgeInterface : 'eth0';
-  else if (config.detectLocalMode === 'InterfaceNamePrefix') {
-    // An interface that does (pod) or does not (external) carry the local prefix.
-    pk.inInterface = kind === 'pod' ? `${config.interfaceNamePrefix}0` : config.interfaceNamePrefix.startsWith('eth') ? 'uplink0' : 'eth0';
-  }
+  const iif = a.iif ?? inInterfaceFor(kind, config);
+  if (iif) pk.inInterface = iif;
   return pk;
 }
 
@@ -221,6 +225,7 @@ export async function runExplainCommand(
   /** Run inside the proxy (`/debug/explain`): the loader reads the proxy's own state. */
   live = false,
 ): Promise<number> {
+  if (!live && argv.some((a) => a === '--compare-modes' || a.startsWith('--compare-modes='))) return runCompare(argv, loadSnapshot, out, err);
   let args: ExplainArgs | 'help';
   try {
     args = parseArgs(argv, defaultMode, live);
@@ -235,7 +240,7 @@ export async function runExplainCommand(
   }
   const traceable = args.mode.traceableRules;
   if (!traceable) {
-    err(`explain: proxy mode ${args.mode.name} cannot be traced yet: no traceable form of its rules (try --proxy-mode iptables or nftables)\n`);
+    err(`explain: proxy mode ${args.mode.name} cannot be traced yet: no traceable form of its rules (try --proxy-mode iptables, nftables or ipvs)\n`);
     return 1;
   }
   const family: IPFamily = parseIP(args.to, TRACE_IP)!.family;
@@ -244,7 +249,7 @@ export async function runExplainCommand(
     const rules = traceable(snapshot, config);
     const packet = packetFor(args, snapshot, config);
     const node = { localIPs: [...config.nodeIPs, ...snapshot.node.addresses] };
-    const result = rules.syntax === 'nftables' ? trace(rules.ruleset, packet, node) : traceIptables(rules.text, family, packet, node);
+    const result = traceRules(rules, family, packet, node);
     out(args.json ? JSON.stringify({ packet, ...result }, null, 2) + '\n' : formatTrace(packet, result));
     return 0;
   } catch (e) {
@@ -252,4 +257,68 @@ export async function runExplainCommand(
     err(`explain: ${msg}\n`);
     return 1;
   }
+}
+
+/** `explain --compare-modes A,B --manifests DIR|--kubeconfig FILE [--json]`: exit 0 no differences, 1 some, 2 bad arguments. */
+async function runCompare(argv: string[], loadSnapshot: SnapshotLoader, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const args = argv[0] === 'explain' ? argv.slice(1) : argv;
+  const vals = new Map<string, string>();
+  let json = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--json') { json = true; continue; }
+    const eq = a.indexOf('=');
+    const name = eq > 0 ? a.slice(0, eq) : a;
+    const v = eq > 0 ? a.slice(eq + 1) : args[++i];
+    if (!['--compare-modes', '--manifests', '--kubeconfig'].includes(name) || v === undefined || v === '') {
+      err(`explain: --compare-modes takes only --manifests or --kubeconfig and --json besides proxy flags ('${a}')\n${EXPLAIN_USAGE}`);
+      return 2;
+    }
+    vals.set(name, v);
+  }
+  const names = [...new Set(vals.get('--compare-modes')!.split(',').map((m) => m.trim()).filter((m) => m !== ''))];
+  const modes = names.map((n) => modeDescriptor(n));
+  const bad = names.find((_, i) => !modes[i]?.traceableRules);
+  if (bad !== undefined || names.length < 2) {
+    err(`explain: --compare-modes needs two or more of ${PROXY_MODE_NAMES.filter((m) => modeDescriptor(m)?.traceableRules).join(', ')}${bad !== undefined ? ` ('${bad}' is not one)` : ''}\n`);
+    return 2;
+  }
+  const manifests = vals.get('--manifests');
+  const kubeconfig = vals.get('--kubeconfig');
+  if ((manifests === undefined) === (kubeconfig === undefined)) {
+    err('explain: give exactly one of --manifests and --kubeconfig\n');
+    return 2;
+  }
+  const source: ExplainSource = manifests !== undefined ? { manifests } : { kubeconfig: kubeconfig! };
+  const report: Array<{ family: IPFamily; compared: number; differences: ReturnType<typeof compareModes>['differences'] }> = [];
+  const skipped: string[] = [];
+  for (const family of ['IPv4', 'IPv6'] as const) {
+    let inputs: ModeInput[];
+    try {
+      inputs = [];
+      for (const mode of modes as ModeDescriptor[]) inputs.push({ mode, ...(await loadSnapshot(source, family, mode.name)) });
+    } catch (e) {
+      skipped.push(`${family}: ${(e as Error).message ?? String(e)}`);
+      continue;
+    }
+    try {
+      report.push({ family, ...compareModes(inputs) });
+    } catch (e) {
+      err(`explain: failed: ${(e as Error).message ?? String(e)}\n`);
+      return 1;
+    }
+  }
+  if (report.length === 0) {
+    err(`explain: nothing to compare: ${skipped.join('; ')}\n`);
+    return 1;
+  }
+  for (const s of skipped) err(`explain: ${s}: not compared\n`);
+  const differences = report.flatMap((r) => r.differences);
+  if (json) out(JSON.stringify({ modes: names, families: report }, null, 2) + '\n');
+  else {
+    const compared = report.map((r) => `${r.compared} ${r.family}`).join(' and ');
+    if (differences.length === 0) out(`no differences between ${names.join(' and ')}: ${compared} service targets × clients traced\n`);
+    else out(`${differences.length} differences between ${names.join(' and ')} (of ${compared} traced):\n${differences.map(formatDifference).join('\n')}\n`);
+  }
+  return differences.length === 0 ? 0 : 1;
 }

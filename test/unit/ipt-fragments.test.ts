@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FragmentStore, type ObjectKind, type StoreOp } from '../../src/backend/common/fragments.js';
 import { baseChains, render, renderContext, renderServicePort, type IptChain, type IptContext } from '../../src/backend/iptables/render.js';
-import type { Endpoint, ServicePortState, Snapshot } from '../../src/model/types.js';
-import { backendConfig, endpoint, key, localEndpoint, servicePort, snapshot } from '../support/snapshots.js';
+import type { ServicePortState, Snapshot } from '../../src/model/types.js';
+import { backendConfig, endpoint, key, randomPorts, rng, servicePort, snapshot } from '../support/snapshots.js';
 
 const cfg = backendConfig();
 const ctx: IptContext = renderContext(cfg);
@@ -16,58 +16,6 @@ const KIND: ObjectKind<IptChain> = {
   id,
   same: (a, b) => a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]),
 };
-
-/** Small deterministic generator (mulberry32), so a failure can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomPorts(rand: () => number, services: number): ServicePortState[] {
-  const pick = <T>(xs: T[]): T => xs[Math.floor(rand() * xs.length)]!;
-  const chance = (p: number): boolean => rand() < p;
-  const out: ServicePortState[] = [];
-  for (let i = 0; i < services; i++) {
-    const eps: Endpoint[] = [];
-    const n = pick([0, 1, 2, 3, 5]);
-    for (let j = 0; j < n; j++) {
-      const ip = `10.244.${pick([1, 2])}.${1 + Math.floor(rand() * 60)}`;
-      const e = ip.startsWith('10.244.1.') ? localEndpoint(ip, 8080) : endpoint(ip, 8080);
-      eps.push(chance(0.15) ? { ...e, ready: false } : e);
-    }
-    const lb = chance(0.4) ? [pick(['203.0.113.1', '203.0.113.2', '203.0.113.3'])] : [];
-    const ranges = lb.length > 0 && chance(0.5) ? [pick(['192.168.50.0/24', '198.51.100.0/24', '10.0.0.0/8'])] : [];
-    // Several ports per service (shared cluster IP), and addresses shared between services.
-    for (const [portName, port] of chance(0.3) ? ([['http', 80], ['https', 443]] as const) : ([['', 80]] as const)) {
-      out.push(
-        servicePort({
-          namespace: `ns${i % 3}`,
-          serviceName: `svc${i}`,
-          portName,
-          port,
-          protocol: pick(['TCP', 'TCP', 'UDP', 'SCTP'] as const),
-          clusterIP: chance(0.9) ? `10.96.0.${i + 1}` : '',
-          nodePort: chance(0.4) ? 30000 + i * 2 + (port === 443 ? 1 : 0) : 0,
-          externalIPs: chance(0.3) ? [pick(['192.168.99.1', '192.168.99.2'])] : [],
-          loadBalancerIPs: lb,
-          loadBalancerSourceRanges: ranges,
-          externalPolicyLocal: chance(0.4),
-          internalPolicyLocal: chance(0.2),
-          healthCheckNodePort: lb.length > 0 && chance(0.5) ? 32000 + i : 0,
-          sessionAffinity: chance(0.3) ? { clientIPTimeoutSeconds: 300 } : {},
-          endpoints: eps,
-        }),
-      );
-    }
-  }
-  return out;
-}
 
 /** A kernel-like ruleset: chain id → rules, with service items inserted at the head. */
 type Kernel = Map<string, string[]>;

@@ -5,6 +5,7 @@ import { render as renderIptables, toRestoreInput } from '../../src/backend/ipta
 import { describe, test } from 'node:test';
 import { MODES, modeDescriptor, nodePortIPsOf, PROXY_MODE_NAMES } from '../../src/backend/index.js';
 import { render } from '../../src/backend/nftables/render.js';
+import { renderIpvs } from '../../src/backend/ipvs/render.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
 
 const web = servicePort({ namespace: 'ns1', serviceName: 'web', clusterIP: '10.96.0.10', nodePort: 30010, endpoints: [endpoint('10.244.2.5', 80)] });
@@ -83,12 +84,13 @@ describe('mode descriptors', () => {
     }
   });
 
-  test('nftables and iptables have traceable rules: the rendered ruleset, tagged by syntax', () => {
+  test('nftables, iptables and ipvs have traceable rules: the rendered ruleset, tagged by syntax', () => {
     const snap = snapshot([web]);
     const cfg = backendConfig();
     assert.deepEqual(MODES.nftables.traceableRules?.(snap, cfg), { syntax: 'nftables', ruleset: render(snap, cfg) });
     assert.deepEqual(MODES.iptables.traceableRules?.(snap, cfg), { syntax: 'iptables', text: toRestoreInput(renderIptables(snap, cfg)) });
-    for (const name of ['ipvs', 'userspace'] as const) assert.equal(MODES[name].traceableRules, undefined, name);
+    assert.deepEqual(MODES.ipvs.traceableRules?.(snap, cfg), { syntax: 'ipvs', ruleset: renderIpvs(snap, cfg) });
+    assert.equal(MODES.userspace.traceableRules, undefined);
   });
 
   test('the sandbox learns its tools and rule dump from the mode', () => {
