@@ -15,19 +15,9 @@ import type { KubeObject } from '../../src/model/k8s.js';
 import { ProxyModel } from '../../src/model/tracker.js';
 import type { IPFamily } from '../../src/model/types.js';
 import { useNetns } from '../support/netns.js';
+import { rng } from '../support/snapshots.js';
 
 const ns = useNetns(`kpthost-${randomBytes(3).toString('hex')}`);
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Gen {
   constructor(readonly r: () => number) {}
@@ -209,7 +199,7 @@ function iptablesCheck(input: string, family: IPFamily, flavour: 'nft' | 'legacy
 
 for (const seed of [11, 12, 13, 14]) {
   test(`hostile objects, seed ${seed}: no throw; every ruleset passes nft -c and iptables-restore --test`, () => {
-    const g = new Gen(prng(seed));
+    const g = new Gen(rng(seed));
     const model = new ProxyModel({ nodeName: 'node-1' });
     model.apply({ kind: 'Node', type: 'ADDED', object: { metadata: { name: 'node-1', labels: { 'topology.kubernetes.io/zone': 'a' } } } as KubeObject });
     const live: KubeObject[] = [];

@@ -12,20 +12,9 @@ import type { EndpointSlice, KubeObject, Service } from '../../src/model/k8s.js'
 import { ProxyModel } from '../../src/model/tracker.js';
 import type { IPFamily } from '../../src/model/types.js';
 import { useNetns } from '../support/netns.js';
+import { rng } from '../support/snapshots.js';
 
 const { wrap } = useNetns(`kptrnd-${randomBytes(3).toString('hex')}`);
-
-/** Small deterministic PRNG (mulberry32), so a failure can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 class Gen {
   constructor(readonly r: () => number) {}
@@ -126,7 +115,7 @@ function configFor(family: IPFamily): BackendConfig {
 
 for (const seed of [1, 2, 3]) {
   test(`random cluster, seed ${seed}: 8 rounds of changes, every sync accepted and kernel = render`, async () => {
-    const g = new Gen(prng(seed));
+    const g = new Gen(rng(seed));
     const model = new ProxyModel({ nodeName: 'node-1' });
     model.apply({ kind: 'Node', type: 'ADDED', object: node });
     const services = new Map<number, Service>();
