@@ -21,6 +21,7 @@ import {
   toRestoreInput,
 } from './render.js';
 import { DISPATCH_CHAINS } from './base.js';
+import { startUpFlavour } from './startup.js';
 import { opsToRestore } from './restore.js';
 import { KernelCheck, NOTHING_TO_REPAIR, sameMultiset, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 
@@ -163,12 +164,7 @@ export class IptablesBackend implements Backend {
     if (this.startedUp) return;
     this.startedUp = true;
     if (this.opts.dryRun) return;
-    if (!this.flavour) {
-      const d = await detectFlavour(this.exec);
-      this.flavour = d.flavour;
-      log.info('using iptables flavour', { family: this.family, flavour: d.flavour, reason: d.reason });
-    }
-    await this.opts.removeLeftovers?.(this.flavour);
+    this.flavour = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.removeLeftovers);
   }
 
   async sync(snapshot: Snapshot): Promise<SyncResult> {

@@ -9,6 +9,7 @@ import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
+import { startUpFlavour } from '../iptables/startup.js';
 import { detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
 import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
 import { isKubeProxyChain, removeIptablesLeftovers, removeIpvsLeftovers } from '../common/leftovers.js';
@@ -93,12 +94,7 @@ export class IpvsBackend implements Backend {
 
   private async startUp(): Promise<void> {
     if (this.startedUp) return;
-    if (!this.flavour) {
-      const d = await detectFlavour(this.exec);
-      this.flavour = d.flavour;
-      log.info('using iptables flavour', { family: this.family, flavour: d.flavour, reason: d.reason });
-    }
-    await this.opts.removeLeftovers?.(this.flavour);
+    this.flavour = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.removeLeftovers);
     // Reading the virtual servers loads ip_vs, whose sysctls exist only from then on.
     this.known = await readVirtualServers(this.exec);
     const failed = await writeSysctls(ipvsSysctls({ strictARP: this.config.strictARP ?? false, kernelRelease: release() }), this.exec);

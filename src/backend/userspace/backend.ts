@@ -6,7 +6,8 @@ import type { Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import type { ExecOptions } from '../common/exec.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
-import { detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
+import { ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
+import { startUpFlavour } from '../iptables/startup.js';
 import { renderContext } from '../iptables/render.js';
 import { toRestoreInput, type IptChain, type RuleParts } from '../iptables/syntax.js';
 import { isUserspaceChain } from './names.js';
@@ -18,7 +19,7 @@ export interface ListenerPool {
   /** Opens, updates and closes listeners; returns the port of each listener it serves. */
   update(listeners: ListenerSpec[]): Promise<Map<string, number>>;
   close(): Promise<void>;
-  stats(): { accepted: number; refused: number; activeConnections: number; udpSessions: number; bytesIn: number; bytesOut: number };
+  stats(): Omit<CarriedTraffic, 'purpose'>;
 }
 
 /** The pool's counters as a backend reports them. */
@@ -139,12 +140,8 @@ export class UserspaceBackend implements Backend {
   }
 
   private async ensureFlavour(): Promise<Flavour> {
-    if (this.flavour) return this.flavour;
-    const detected = this.opts.flavour ? { flavour: this.opts.flavour, reason: 'configured' } : await detectFlavour(this.opts);
-    log.info('userspace mode: iptables flavour', { family: this.family, flavour: detected.flavour, reason: detected.reason });
-    await this.opts.removeLeftovers?.(detected.flavour);
-    this.flavour = detected.flavour;
-    return detected.flavour;
+    this.flavour ??= await startUpFlavour(this.family, this.opts.flavour, this.opts, this.opts.removeLeftovers);
+    return this.flavour;
   }
 }
 

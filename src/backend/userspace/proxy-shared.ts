@@ -12,10 +12,13 @@ export interface ProxyContext {
 
 /** Running totals; bytes of connections still open are added when stats are read. */
 export interface ProxyCounters {
+  /** Connections (TCP) and sessions (UDP) taken from clients since start. */
   accepted: number;
+  /** Clients turned away: every endpoint tried failed. */
   refused: number;
   connectFailures: number;
   udpDropped: number;
+  /** Bytes from clients, and bytes sent back to them. */
   bytesIn: number;
   bytesOut: number;
 }

@@ -34,19 +34,10 @@ export interface UserspaceProxyOptions {
   log: (msg: string) => void;
 }
 
-export interface UserspaceProxyStats {
+export interface UserspaceProxyStats extends ProxyCounters {
   listeners: number;
   activeConnections: number;
   udpSessions: number;
-  /** Connections (TCP) and sessions (UDP) taken from clients since start. */
-  accepted: number;
-  /** Clients turned away: no endpoints, or every endpoint tried failed. */
-  refused: number;
-  connectFailures: number;
-  udpDropped: number;
-  /** Bytes from clients, and bytes sent back to them. */
-  bytesIn: number;
-  bytesOut: number;
 }
 
 /**
