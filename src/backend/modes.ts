@@ -6,6 +6,7 @@ import type { Snapshot } from '../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import type { ExecOptions } from './common/exec.js';
 import { log } from '../log.js';
+import { decorate } from './common/decorate.js';
 import { removeLeftovers, removeLeftoversForIpvs, removeLeftoversForIptables, removeLeftoversForUserspace } from './common/leftovers.js';
 import { detectFlavour, type Flavour } from './iptables/apply.js';
 import { IptablesBackend } from './iptables/backend.js';
@@ -89,22 +90,13 @@ function localNodePortIPs(cfg: BackendConfig): string[] | null {
 /** Runs `remove` once, before the backend's first sync (not in a dry run: that touches nothing). */
 function removingLeftoversFirst(backend: Backend, remove: () => Promise<void>): Backend {
   let pending: Promise<void> | undefined;
-  const wrapped: Backend = {
-    mode: backend.mode,
-    family: backend.family,
+  return decorate(backend, {
     async sync(snapshot: Snapshot): Promise<SyncResult> {
       pending ??= remove();
       await pending;
       return backend.sync(snapshot);
     },
-    cleanup: () => backend.cleanup(),
-  };
-  if (backend.describe) wrapped.describe = () => backend.describe!();
-  if (backend.kernelInSync) wrapped.kernelInSync = () => backend.kernelInSync!();
-  if (backend.verify) wrapped.verify = () => backend.verify!();
-  if (backend.stop) wrapped.stop = (removeRules) => backend.stop!(removeRules);
-  if (backend.carriedTraffic) wrapped.carriedTraffic = () => backend.carriedTraffic!();
-  return wrapped;
+  });
 }
 
 const execOf = (opts: BackendOptions): ExecOptions => (opts.wrap ? { wrap: opts.wrap } : {});

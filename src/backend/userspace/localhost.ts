@@ -3,6 +3,7 @@
 // route_localnet (which upstream will not set in this mode). The kernel rules are untouched.
 import { log } from '../../log.js';
 import type { Snapshot } from '../../model/types.js';
+import { decorate } from '../common/decorate.js';
 import type { Backend, SyncResult } from '../types.js';
 import { carried, type ListenerPool } from './backend.js';
 import { planLocalhostNodePorts } from './plan.js';
@@ -10,9 +11,7 @@ import { planLocalhostNodePorts } from './plan.js';
 /** `backend` plus localhost NodePort listeners, updated after each successful sync. */
 export function withLocalhostNodePorts(backend: Backend, createPool: () => ListenerPool): Backend {
   let pool: ListenerPool | undefined;
-  const wrapped: Backend = {
-    mode: backend.mode,
-    family: backend.family,
+  return decorate(backend, {
     async sync(snapshot: Snapshot): Promise<SyncResult> {
       const result = await backend.sync(snapshot);
       pool ??= createPool();
@@ -33,9 +32,5 @@ export function withLocalhostNodePorts(backend: Backend, createPool: () => Liste
       pool = undefined;
       await backend.cleanup();
     },
-  };
-  if (backend.describe) wrapped.describe = () => backend.describe!();
-  if (backend.kernelInSync) wrapped.kernelInSync = () => backend.kernelInSync!();
-  if (backend.verify) wrapped.verify = () => backend.verify!();
-  return wrapped;
+  });
 }
