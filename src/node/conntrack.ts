@@ -1,6 +1,6 @@
 // Deletes conntrack entries that would keep UDP/SCTP flows pinned to endpoints that are gone,
 // or to "no endpoint" rejections that no longer apply. Thin wrapper over the `conntrack` tool.
-import { spawn } from 'node:child_process';
+import { run } from '../backend/common/exec.js';
 import type { ChangeSet, IPFamily } from '../model/types.js';
 import { log } from '../log.js';
 
@@ -11,18 +11,7 @@ export interface ConntrackOptions {
 
 /** Runs `conntrack` with args; never throws (a missing tool is exit code -1). */
 export function runConntrack(args: string[], opts: ConntrackOptions): Promise<{ code: number; stdout: string; stderr: string }> {
-  const argv = [...(opts.wrap ?? []), 'conntrack', ...args];
-  return new Promise((resolve) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.on('data', (d: Buffer) => err.push(d));
-    child.on('error', (e) => resolve({ code: -1, stdout: '', stderr: String(e) }));
-    child.on('close', (code) =>
-      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
-  });
+  return run(['conntrack', ...args], undefined, { wrap: opts.wrap }).catch((e: unknown) => ({ code: -1, stdout: '', stderr: String(e) }));
 }
 
 /** The conntrack argument lists that flush the stale flows of a change set. */

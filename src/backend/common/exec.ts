@@ -31,7 +31,7 @@ export interface ExecResult {
 
 /** Runs a command (through `wrap`), optionally feeding stdin. Never throws for a non-zero exit. */
 export function run(argv: string[], input: string | undefined, opts: ExecOptions = {}): Promise<ExecResult> {
-  const full = [...(opts.wrap ?? []), ...argv];
+  const full = [...DIE_WITH_PARENT, ...(opts.wrap ?? []), ...argv];
   return new Promise((resolve, reject) => {
     const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
@@ -39,9 +39,15 @@ export function run(argv: string[], input: string | undefined, opts: ExecOptions
     child.stdout.on('data', (d: Buffer) => out.push(d));
     child.stderr.on('data', (d: Buffer) => err.push(d));
     child.on('error', reject);
-    child.on('close', (code) =>
-      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() }),
-    );
+    child.on('close', (code) => {
+      const stderr = Buffer.concat(err).toString();
+      // Through setpriv, a missing tool is an exit status; callers tell it apart as before.
+      if (code === 127 && DIE_WITH_PARENT.length > 0 && stderr.startsWith('setpriv: failed to execute')) {
+        reject(Object.assign(new Error(stderr.trim()), { code: 'ENOENT' }));
+        return;
+      }
+      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr });
+    });
     // A child that exits early closes stdin; the exit status carries the error.
     child.stdin.on('error', () => undefined);
     child.stdin.end(input ?? '');

@@ -1,6 +1,6 @@
 // Thin layer over the `nft` command: run scripts, read the table back, delete tables.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { helperFor, keepAlive, run, shellFor, type ExecOptions } from '../common/exec.js';
+import { DIE_WITH_PARENT, helperFor, keepAlive, run, shellFor, type ExecOptions } from '../common/exec.js';
 import type { NftFamily, NftRuleset, NftSet } from './render.js';
 import { TABLE } from './render.js';
 
@@ -70,7 +70,7 @@ class NftInteractive {
   dead = false;
 
   constructor(wrap: string[]) {
-    const argv = [...wrap, 'nft', '-i'];
+    const argv = [...DIE_WITH_PARENT, ...wrap, 'nft', '-i'];
     this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.resume();
     this.child.stderr.setEncoding('utf8');
