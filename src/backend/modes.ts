@@ -4,7 +4,7 @@
 // so that no other module tests a mode by name.
 import type { Snapshot } from '../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
-import type { ExecOptions } from './common/exec.js';
+import type { ExecOptions } from '../node/exec.js';
 import { log } from '../log.js';
 import { decorate } from './common/decorate.js';
 import { removeLeftovers, removeLeftoversForIpvs, removeLeftoversForIptables, removeLeftoversForUserspace } from './common/leftovers.js';

@@ -5,7 +5,7 @@
 import { closeSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EXEC_TEMP_PREFIX } from '../backend/common/exec.js';
+import { EXEC_TEMP_PREFIX } from '../node/exec.js';
 import { log } from '../log.js';
 
 /** Overrides the lock file path (tests, or nodes without /run). */

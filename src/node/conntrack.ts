@@ -1,6 +1,6 @@
 // Deletes conntrack entries that would keep UDP/SCTP flows pinned to endpoints that are gone,
 // or to "no endpoint" rejections that no longer apply. Thin wrapper over the `conntrack` tool.
-import { run } from '../backend/common/exec.js';
+import { run } from './exec.js';
 import type { ChangeSet, IPFamily } from '../model/types.js';
 import { log } from '../log.js';
 

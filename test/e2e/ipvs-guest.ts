@@ -8,7 +8,7 @@ import { SCHEDULERS } from '../../src/backend/ipvs/types.js';
 import { IpvsBackend } from '../../src/backend/ipvs/backend.js';
 import type { E2ECluster } from '../support/e2e-cluster.js';
 import { requestMany } from '../support/netclient.js';
-import { run } from '../../src/backend/common/exec.js';
+import { run } from '../../src/node/exec.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
 import { modeSuite, sorted } from './scenarios.js';
 

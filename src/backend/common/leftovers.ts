@@ -3,7 +3,7 @@
 // virtual servers and KUBE-* ipsets, and the nftables mode's tables. Chains of other owners
 // (kubelet's KUBE-FIREWALL in filter, KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) are never touched.
 // Failures are logged, never thrown: leftovers must not keep the proxy from starting.
-import { run, tryRun, type ExecOptions } from './exec.js';
+import { run, tryRun, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
 import { restore, saveTables } from '../iptables/apply.js';

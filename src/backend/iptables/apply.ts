@@ -1,12 +1,12 @@
 // Thin layer over the iptables tools of one flavour (nft or legacy) and family: restore, save,
 // the jumps from built-in chains, the canary, and which flavour the node uses.
-import { shellFor, type ExecOptions } from '../common/exec.js';
+import { shellFor, type ExecOptions } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
 import { CANARY_CHAIN, CANARY_RULE_ARGS, CANARY_TABLES } from './canary.js';
 import { FAMILIES, toolFor, type Flavour } from './flavour.js';
 import type { SavedTables } from './save.js';
 
-export type { ExecOptions } from '../common/exec.js';
+export type { ExecOptions } from '../../node/exec.js';
 export { toolFor, type Flavour } from './flavour.js';
 export { parseSave, type SavedTable, type SavedTables } from './save.js';
 

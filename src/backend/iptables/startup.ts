@@ -2,7 +2,7 @@
 // a flavour, then remove the other modes' leftovers with it.
 import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
-import type { ExecOptions } from '../common/exec.js';
+import type { ExecOptions } from '../../node/exec.js';
 import { detectFlavour, type Flavour } from './apply.js';
 
 /** The configured flavour, else the node's (detected and logged), after `removeLeftovers` ran with it. */

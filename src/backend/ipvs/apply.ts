@@ -2,7 +2,7 @@
 // `ipset restore`, `ipvsadm` (save, restore, connection counters, timeouts) and `sysctl`. The
 // iptables part goes through the iptables kit. Everything runs through the helper shell of the
 // command prefix, so a test's namespace is the one changed.
-import { shellFor, type ExecOptions, type ExecResult } from '../common/exec.js';
+import { shellFor, type ExecOptions, type ExecResult } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
 import type { SysctlSetting } from '../../node/sysctl.js';
 import { toIpsetRestore } from './ipsets.js';

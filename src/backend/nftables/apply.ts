@@ -1,10 +1,10 @@
 // Thin layer over the `nft` command: run scripts, read the table back, delete tables.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, helperFor, keepAlive, run, shellFor, type ExecOptions } from '../common/exec.js';
+import { DIE_WITH_PARENT, helperFor, keepAlive, run, shellFor, type ExecOptions } from '../../node/exec.js';
 import type { NftFamily, NftRuleset, NftSet } from './render.js';
 import { TABLE } from './render.js';
 
-export type { ExecOptions } from '../common/exec.js';
+export type { ExecOptions } from '../../node/exec.js';
 
 export class NftError extends Error {
   constructor(

@@ -7,7 +7,7 @@
 // costs seconds at 10,000 services, so it is done only when this reports a change (and, as a
 // backstop, at a longer interval).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, helperFor, keepAlive, type ExecOptions } from '../common/exec.js';
+import { DIE_WITH_PARENT, helperFor, keepAlive, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
 import { applyScript } from './apply.js';
 import { TABLE, type NftFamily } from './render.js';

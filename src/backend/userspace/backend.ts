@@ -4,7 +4,7 @@
 import type { Backend, BackendConfig, CarriedTraffic, SyncResult, VerifyResult } from '../types.js';
 import type { Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
-import type { ExecOptions } from '../common/exec.js';
+import type { ExecOptions } from '../../node/exec.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
 import { ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
 import { startUpFlavour } from '../iptables/startup.js';
