@@ -32,6 +32,8 @@ export interface BackendOptions {
   out?: (text: string) => void;
   /** Command prefix for the kernel tools (tests run them in their own network namespace). */
   wrap?: string[];
+  /** Path prefix for files a backend keeps across restarts (one per network namespace). */
+  stateFilePrefix?: string;
 }
 
 /** A mode's rules in a form a packet tracer can follow, tagged by syntax. */
@@ -115,7 +117,8 @@ const nftables: ModeDescriptor = {
   name: 'nftables',
   createBackend(cfg, opts) {
     const exec = execOf(opts);
-    const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false });
+    const checkpointFile = opts.stateFilePrefix && `${opts.stateFilePrefix}.nftables-${cfg.family === 'IPv6' ? 'ip6' : 'ip'}.checkpoint`;
+    const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false, ...(checkpointFile ? { checkpointFile } : {}) });
     if (opts.dryRun) return backend;
     const programmed = removingLeftoversFirst(backend, () => nftables.startupLeftovers(exec));
     return cfg.userspaceProxy?.localhostNodePorts ? withLocalhostNodePorts(programmed, () => createUserspaceProxy(cfg, 'loopback')) : programmed;

@@ -11,20 +11,26 @@ import { log } from '../log.js';
 /** Overrides the lock file path (tests, or nodes without /run). */
 export const LOCK_FILE_ENV = 'KUBE_PROXY_TS_LOCK_FILE';
 
-/**
- * The rules belong to a network namespace, so the default lock is one per namespace:
- * /run/kube-proxy-ts.netns-<inode>.lock.
- */
-export function defaultLockPath(): string {
-  const fromEnv = process.env[LOCK_FILE_ENV];
-  if (fromEnv) return fromEnv;
-  let ns = 'unknown';
+/** Our network namespace's inode: rules, and so locks and restart state, belong to it. */
+function netnsId(): string {
   try {
-    ns = String(statSync('/proc/self/ns/net').ino);
+    return String(statSync('/proc/self/ns/net').ino);
   } catch {
-    // No procfs: one lock for the whole host.
+    return 'unknown'; // no procfs: one for the whole host
   }
-  return `/run/kube-proxy-ts.netns-${ns}.lock`;
+}
+
+/** The default lock is one per network namespace: /run/kube-proxy-ts.netns-<inode>.lock. */
+export function defaultLockPath(): string {
+  return process.env[LOCK_FILE_ENV] || `/run/kube-proxy-ts.netns-${netnsId()}.lock`;
+}
+
+/**
+ * Where backends keep what must survive a restart of the proxy (its container too: the
+ * DaemonSet mounts this directory from the host), one prefix per network namespace.
+ */
+export function defaultStatePrefix(): string {
+  return `/run/kube-proxy-ts/netns-${netnsId()}`;
 }
 
 /** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat); null if it does not exist. */

@@ -23,7 +23,7 @@ import { prepareNode } from './agent.js';
 import { ConfigWatcher, configChanges } from './config-watch.js';
 import { registerWatchFreshness } from '../server/watch-metrics.js';
 import { explainCommand, explainLive } from './explain-cmd.js';
-import { acquireInstanceLock, removeStaleTempDirs, type LockResult } from './instance.js';
+import { acquireInstanceLock, defaultStatePrefix, removeStaleTempDirs, type LockResult } from './instance.js';
 import { reportInertSettings } from './process-settings.js';
 import { helpText, parseCommandLine, parseVmodule, SUBCOMMANDS, VERSION, type CommandLine } from './flags.js';
 
@@ -56,7 +56,7 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   // fight another instance.
   let lock: LockResult | undefined;
   const backendsFor = (m: ProxyMode) => (cfg: BackendConfig) => {
-    const backend = createBackend(m, cfg, { dryRun: cmd.dryRun });
+    const backend = createBackend(m, cfg, { dryRun: cmd.dryRun, stateFilePrefix: defaultStatePrefix() });
     if (!cmd.dryRun && lock === undefined) {
       lock = acquireInstanceLock();
       if (!lock.ok) {

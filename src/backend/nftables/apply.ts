@@ -252,6 +252,24 @@ export async function readTable(family: NftFamily, opts: ExecOptions = {}): Prom
   return (await readBack(family, opts))?.ruleset;
 }
 
+/**
+ * The names of our table's chains, without their rules: cheap at any table size (listing
+ * anything with sets makes nft fetch every element). Empty when the table is absent.
+ */
+export async function listChainNames(family: NftFamily, opts: ExecOptions = {}): Promise<string[]> {
+  const res = await run(['nft', 'list', 'chains', family], undefined, opts);
+  if (res.code !== 0) throw new Error(`nft list chains ${family} failed: ${res.stderr.trim()}`);
+  const names: string[] = [];
+  let ours = false;
+  for (const line of res.stdout.split('\n')) {
+    const table = /^table (\S+) (\S+) \{/.exec(line);
+    if (table) ours = table[1] === family && table[2] === TABLE;
+    const chain = /^\tchain (\S+) \{/.exec(line);
+    if (ours && chain) names.push(chain[1]!);
+  }
+  return names;
+}
+
 /** Plain-text listing of our table, '' when absent. */
 export async function listTable(family: NftFamily, opts: ExecOptions = {}): Promise<string> {
   const res = await run(['nft', 'list', 'table', family, TABLE], undefined, opts);

@@ -3,7 +3,8 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { NftError, applyScript, deleteTables, readBack, readTable } from './apply.js';
+import { NftError, applyScript, deleteTables, listChainNames, readBack, readTable } from './apply.js';
+import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
 import { diff, opsToScripts, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
@@ -27,6 +28,11 @@ export interface NftablesBackendOptions {
    * foreign change (default 10: every 5 minutes with a 30 s syncPeriod). 1 reads it every time.
    */
   fullReadEvery?: number;
+  /**
+   * Where a clean stop leaves what it last wrote, so that the next start diffs against it
+   * instead of reading the table back (see checkpoint.ts). No checkpoint without it.
+   */
+  checkpointFile?: string;
 }
 
 /** How long verify() waits for the monitor to show every change committed so far. */
@@ -61,6 +67,10 @@ export class NftablesBackend implements Backend {
   private monitor: NftMonitor | undefined;
   private monitorRestarted = false;
   private verifications = 0;
+  /** Read and removed at the first sync; used by the first full sync that needs the kernel's content. */
+  private checkpoint: Checkpoint | undefined;
+  /** The kernel's content came from a checkpoint: the next verification reads the table back. */
+  private unreadSinceStart = false;
 
   constructor(
     private readonly config: BackendConfig,
@@ -78,14 +88,26 @@ export class NftablesBackend implements Backend {
     };
   }
 
-  /** The running monitor, started (and its subscription confirmed) on first use; undefined when it cannot run. */
-  private async watch(): Promise<NftMonitor | undefined> {
+  /**
+   * The monitor when it is subscribed, else undefined (it is started on first use). Nothing waits
+   * for it: at 10,000 services it needs seconds to load the ruleset, and writes made before it
+   * is subscribed are checked by reading the table back at the next verification.
+   */
+  private watch(): NftMonitor | undefined {
+    const mon = this.running();
+    if (mon?.isReady) return mon;
+    this.monitorRestarted = true;
+    return undefined;
+  }
+
+  /** The monitor process, subscribed or still loading; undefined when it has died. */
+  private running(): NftMonitor | undefined {
     const mon = monitorFor(this.exec);
     if (mon !== this.monitor) {
       if (this.monitor) this.monitorRestarted = true;
       this.monitor = mon;
     }
-    return (await mon.ready) && !mon.dead ? mon : undefined;
+    return mon.dead ? undefined : mon;
   }
 
   /** Sends scripts as one write of ours, so the monitor does not take it for a foreign change. */
@@ -93,7 +115,9 @@ export class NftablesBackend implements Backend {
     const send = async (): Promise<void> => {
       for (const s of scripts) await applyScript(s, this.exec);
     };
-    const mon = await this.watch();
+    // A write before the monitor is subscribed is checked by the next verification's read-back.
+    if (!this.watch()) this.monitorRestarted = true;
+    const mon = this.running();
     if (mon) await mon.ownWrite(send);
     else await send();
   }
@@ -110,6 +134,7 @@ export class NftablesBackend implements Backend {
     if (!this.startedUp) {
       this.startedUp = true;
       if (this.opts.removeLeftovers && !this.opts.dryRun) await removeLeftovers(this.exec);
+      if (this.opts.checkpointFile && !this.opts.dryRun) this.checkpoint = this.loadCheckpoint(this.opts.checkpointFile);
     }
     const full = this.needFull || !this.state || snapshot.changes.full;
     let scripts: string[];
@@ -128,13 +153,15 @@ export class NftablesBackend implements Backend {
       scripts = ops.length > 0 ? opsToScripts(ops, this.opts.budget, { family: next.ctx.f, table: TABLE }) : [];
     }
     this.lastScripts = scripts;
+    // A checkpoint describes the kernel at start only.
+    this.checkpoint = undefined;
     try {
       if (this.opts.dryRun) {
         if (full) this.print(describeRuleset(next.ruleset()));
         else for (const s of scripts) this.print(s);
       } else {
         // A full sync rewrites what a foreign change may have touched.
-        if (full) (await this.watch())?.take(this.nftFamily);
+        if (full) this.watch()?.take(this.nftFamily);
         await this.write(scripts);
       }
     } catch (e) {
@@ -158,32 +185,83 @@ export class NftablesBackend implements Backend {
   }
 
   /**
-   * A full sync: one atomic replacement when the table fits the budget; otherwise the kernel's
-   * current table is read and only the difference is sent, in chunks, so that a restart never
-   * flushes working rules.
+   * A full sync. After a clean stop, the difference from the checkpoint (which keeps affinity
+   * entries and counters). Otherwise one atomic replacement when the table fits the budget, or
+   * the kernel's current table is read and only the difference is sent, in chunks, so that a
+   * restart never flushes working rules.
    */
   private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: string[]; operations: number }> {
     const target = { family: rs.family, table: rs.table };
     const fromScratch = (): NftOp[] => diff({ family: rs.family, table: rs.table, sets: [], chains: [] }, rs);
-    if (this.opts.dryRun || elements <= this.opts.budget) {
+    const fromCheckpoint = this.opts.dryRun ? undefined : await this.checkpointedKernel(rs);
+    if (!fromCheckpoint && (this.opts.dryRun || elements <= this.opts.budget)) {
       return { scripts: [toNftScript(rs)], operations: fromScratch().length };
     }
-    const kernel = await readTable(rs.family, this.exec);
+    const kernel = fromCheckpoint ?? (await readTable(rs.family, this.exec));
     if (!kernel) {
       const ops = fromScratch();
       const scripts = opsToScripts(ops, this.opts.budget, target);
       scripts[0] = `add table ${rs.family} ${rs.table}\n` + scripts[0];
       return { scripts, operations: ops.length };
     }
-    const ops = diff(kernel, rs, { replaceAllChains: true });
+    // Read back, the chains' rules are unknown, so each is rewritten; a checkpoint knows them.
+    const ops = diff(kernel, rs, { replaceAllChains: !fromCheckpoint });
     return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length };
+  }
+
+  private loadCheckpoint(path: string): Checkpoint | undefined {
+    const cp = takeCheckpoint(path);
+    if (cp && 'error' in cp) {
+      log.warn('ignoring the restart checkpoint; reading the table back instead', { family: this.family, file: path, error: cp.error });
+      return undefined;
+    }
+    if (cp && (cp.ruleset.family !== this.nftFamily || cp.ruleset.table !== TABLE)) return undefined;
+    return cp;
+  }
+
+  /**
+   * The kernel's content as the checkpoint says, when its marker chain is in the kernel (the
+   * marker is in the kernel view, so the diff deletes it); undefined otherwise.
+   */
+  private async checkpointedKernel(want: NftRuleset): Promise<NftRuleset | undefined> {
+    const cp = this.checkpoint;
+    this.checkpoint = undefined;
+    if (!cp) return undefined;
+    // The diff does not change a set's type: a set declared otherwise now needs a full rewrite.
+    const declared = new Map(cp.ruleset.sets.map((s) => [s.name, s.decl]));
+    if (want.sets.some((s) => declared.has(s.name) && declared.get(s.name) !== s.decl)) {
+      log.info('the restart checkpoint has sets of another type; rewriting the table', { family: this.family });
+      return undefined;
+    }
+    const marker = markerChain(cp.token);
+    if (!(await listChainNames(this.nftFamily, this.exec)).includes(marker)) {
+      log.info('the restart checkpoint does not match the kernel; reading the table back', { family: this.family });
+      return undefined;
+    }
+    log.info('restarting from the checkpoint of the previous clean stop; the table is read back at the first verification', { family: this.family });
+    this.unreadSinceStart = true;
+    return { ...cp.ruleset, chains: [...cp.ruleset.chains, { name: marker, rules: [] }] };
+  }
+
+  /**
+   * A clean stop leaves the rules serving and records what they are (file first, then the
+   * marker, so a marker always has its file).
+   */
+  async stop(proxyStops: boolean): Promise<void> {
+    const path = this.opts.checkpointFile;
+    if (!proxyStops || !path || this.opts.dryRun || !this.state || !this.kernelInSync()) return;
+    const token = newToken();
+    const t0 = Date.now();
+    writeCheckpoint(path, { token, ruleset: this.state.ruleset() });
+    await this.write([`add chain ${this.nftFamily} ${TABLE} ${markerChain(token)}\n`]);
+    log.info('wrote a restart checkpoint', { family: this.family, file: path, ms: Date.now() - t0 });
   }
 
   async cleanup(): Promise<void> {
     this.state = undefined;
     this.needFull = true;
     if (this.opts.dryRun) return;
-    const mon = await this.watch();
+    const mon = this.running();
     if (mon) await mon.ownWrite(() => deleteTables(this.exec));
     else await deleteTables(this.exec);
   }
@@ -196,11 +274,12 @@ export class NftablesBackend implements Backend {
    */
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
-    const mon = await this.watch();
+    const mon = this.watch();
     const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
     if (mon && !current) log.warn('nft monitor is behind; reading the table back instead', { family: this.family });
     const foreign = mon?.take(this.nftFamily);
-    const backstop = ++this.verifications % this.opts.fullReadEvery === 0;
+    const backstop = ++this.verifications % this.opts.fullReadEvery === 0 || this.unreadSinceStart;
+    this.unreadSinceStart = false;
     const unseen = !current || this.monitorRestarted;
     this.monitorRestarted = false;
     if (!foreign && !backstop && !unseen && this.check.inSync()) return NOTHING_TO_REPAIR;

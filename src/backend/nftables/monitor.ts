@@ -28,8 +28,14 @@ const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end
 // `add element ip kube-proxy service-ips { … }`, `delete rule ip kube-proxy services handle 6`,
 // `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
 const OUR_EVENT = new RegExp(`^(\\w+) (\\w+) (ip6?) ${TABLE}(?: ([^\\s{]+))?`);
-/** Time the monitor gets to show that it is subscribed (it first loads the current ruleset). */
-const READY_TIMEOUT_MS = 60000;
+/**
+ * Time the monitor gets to show that it is subscribed. It first loads the whole ruleset (seconds
+ * at 10,000 services), and any commit meanwhile makes it start that load again: probes come at
+ * growing intervals so that one load can finish.
+ */
+const READY_TIMEOUT_MS = 300_000;
+const FIRST_PROBE_INTERVAL_MS = 500;
+const MAX_PROBE_INTERVAL_MS = 16_000;
 
 interface PendingEvent {
   family: NftFamily;
@@ -42,6 +48,10 @@ export class NftMonitor {
   dead = false;
   /** Resolves true once the monitor has shown a probe transaction (it sees every commit from then on). */
   readonly ready: Promise<boolean>;
+  /** True from the first probe the monitor shows; before, its events are not classified. */
+  isReady = false;
+  /** Writes of ours begun before the monitor was subscribed: their begin marker went unseen. */
+  private earlyWrites = 0;
   private readonly child: ChildProcessWithoutNullStreams;
   private buf = '';
   private events: PendingEvent[] = [];
@@ -88,19 +98,29 @@ export class NftMonitor {
    * Commits a marker and waits until the monitor prints it: every change committed before has
    * been seen by then. False when it does not show within `timeoutMs` (or the monitor died).
    */
-  private async shown(kind: 'probe' | 'sync', timeoutMs: number, repeatMs?: number): Promise<boolean> {
+  private async shown(kind: 'probe' | 'sync', timeoutMs: number, repeat = false): Promise<boolean> {
     if (this.dead) return false;
     const id = this.seq++;
     const key = `${kind}-${id}`;
     const shown = new Promise<void>((resolve) => this.waiters.set(key, resolve));
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
-    const repeat = repeatMs ? setInterval(() => void this.mark(kind, id).catch(() => undefined), repeatMs) : undefined;
+    let again: NodeJS.Timeout | undefined;
+    let interval = FIRST_PROBE_INTERVAL_MS;
+    const remark = (): void => {
+      again = setTimeout(() => {
+        void this.mark(kind, id).catch(() => undefined);
+        interval = Math.min(interval * 2, MAX_PROBE_INTERVAL_MS);
+        remark();
+      }, interval);
+      again.unref();
+    };
     try {
       await this.mark(kind, id);
+      if (repeat) remark();
       await Promise.race([shown, timeout]);
     } finally {
-      clearInterval(repeat);
+      clearTimeout(again);
       clearTimeout(timer);
       this.waiters.delete(key);
     }
@@ -118,7 +138,7 @@ export class NftMonitor {
 
   private async probe(): Promise<boolean> {
     // The monitor subscribes only after loading the ruleset: repeat the probe until it shows.
-    const ok = await this.shown('probe', READY_TIMEOUT_MS, 500);
+    const ok = await this.shown('probe', READY_TIMEOUT_MS, true);
     if (!ok) {
       log.warn('nft monitor did not start; foreign changes are found by reading the table back', {});
       this.stop();
@@ -129,11 +149,14 @@ export class NftMonitor {
   /** Runs one of our writes between two markers, so that its changes are not taken for foreign ones. */
   async ownWrite<T>(write: () => Promise<T>): Promise<T> {
     const id = this.seq++;
+    const early = !this.isReady;
+    if (early) this.earlyWrites++;
     await this.mark('begin', id);
     try {
       return await write();
     } finally {
       await this.mark('end', id);
+      if (early) this.earlyWrites--;
     }
   }
 
@@ -175,6 +198,7 @@ export class NftMonitor {
       const id = Number(marker[3]);
       if (marker[2] === 'begin') this.openWrites.add(id);
       else if (marker[2] === 'end') this.openWrites.delete(id);
+      if (marker[2] === 'probe') this.isReady = true;
       const key = `${marker[2]}-${id}`;
       if (this.waiters.has(key)) {
         this.seen.add(key);
@@ -190,7 +214,9 @@ export class NftMonitor {
   private endGeneration(): void {
     const events = this.events;
     this.events = [];
-    if (this.openWrites.size > 0 || events.length === 0) return;
+    // Before the first probe (and during writes begun before it) whose changes these are is unknown:
+    // the backend reads the table back for that time instead.
+    if (!this.isReady || this.earlyWrites > 0 || this.openWrites.size > 0 || events.length === 0) return;
     for (const e of events) {
       let f = this.foreign.get(e.family);
       if (!f) this.foreign.set(e.family, (f = { objects: new Map(), chains: new Set(), tableDeleted: false }));

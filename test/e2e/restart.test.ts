@@ -1,0 +1,78 @@
+// A clean stop leaves a checkpoint; the next start takes the rules over without reading them back
+// or rewriting them (affinity entries survive), trusts the checkpoint only while its marker is in
+// the kernel, and reads the table back at its first verification to repair what changed while no
+// proxy was running.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { E2ECluster } from '../support/e2e-cluster.js';
+import { requestMany } from '../support/netclient.js';
+import { PODS, sorted } from './scenarios.js';
+
+const SYNC_PERIOD_S = 3;
+const STICKY = '10.96.0.40';
+const WEB = '10.96.0.41';
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('restart from a checkpoint, nftables mode', () => {
+  let cluster: E2ECluster | undefined;
+  const c = (): E2ECluster => {
+    if (!cluster) throw new Error('the cluster did not start');
+    return cluster;
+  };
+  const nft = async (...args: string[]): Promise<string> => (await c().topo.exec('node1', 'nft', args)).stdout;
+  const chains = async (): Promise<string> => nft('list', 'chains', 'ip');
+  /** The log of the proxy's first IPv4 sync after `from`. */
+  const firstSync = (from: number): string => /nftables sync done family="IPv4"[^\n]*/.exec(c().proxyLog().slice(from))?.[0] ?? '';
+
+  before(async () => {
+    cluster = await E2ECluster.start({ pods: PODS, extraArgs: ['--iptables-sync-period', `${SYNC_PERIOD_S}s`] });
+    await c().addService({ name: 'sticky', clusterIPs: [STICKY], sessionAffinity: 'ClientIP', ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().setEndpoints('sticky', ['a-1', 'a-2', 'b-1', 'b-2']);
+    await c().addService({ name: 'web', clusterIPs: [WEB], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().setEndpoints('web', ['a-1', 'b-1']);
+  });
+  after(async () => {
+    await cluster?.destroy();
+  });
+
+  it('a clean restart takes the rules over unchanged: one operation (the marker), affinity entries kept', async () => {
+    const first = await requestMany(c().topo, 'c-1', STICKY, 80, 5);
+    assert.equal(Object.keys(first.pods).length, 1, JSON.stringify(first));
+    const from = c().proxyLog().length;
+    await c().proxy.stop();
+    assert.match(c().proxyLog().slice(from), /wrote a restart checkpoint family="IPv4"/);
+    assert.match(await chains(), /chain checkpoint-[0-9a-f]{16} \{/, 'the marker is in the kernel while the proxy is down');
+    const restartedFrom = c().proxyLog().length;
+    await c().restartProxy();
+    assert.match(c().proxyLog().slice(restartedFrom), /restarting from the checkpoint of the previous clean stop;[^\n]*family="IPv4"/);
+    assert.match(firstSync(restartedFrom), /full=true operations=1 /, 'only the marker was deleted');
+    assert.doesNotMatch(await chains(), /checkpoint-/);
+    const again = await requestMany(c().topo, 'c-1', STICKY, 80, 5);
+    assert.deepEqual(again.pods, first.pods, 'the client keeps its pod: the affinity set was not rewritten');
+  });
+
+  it('what changed while the proxy was down is repaired at its first verification', async () => {
+    await c().proxy.stop();
+    await nft('delete', 'element', 'ip', 'kube-proxy', 'service-ips', `{ ${WEB} . tcp . 80 }`);
+    const from = c().proxyLog().length;
+    await c().restartProxy();
+    assert.match(c().proxyLog().slice(from), /restarting from the checkpoint/);
+    for (let waited = 0; ; waited += 200) {
+      const r = await requestMany(c().topo, 'c-1', WEB, 80, 10, { timeoutMs: 700 });
+      if (Object.keys(r.errors).length === 0 && sorted(r.pods).join() === 'a-1,b-1') break;
+      if (waited > (SYNC_PERIOD_S + 6) * 1000) assert.fail(`${WEB} not repaired: ${JSON.stringify(r)}\n${c().proxyLog().slice(from).slice(-3000)}`);
+      await sleep(200);
+    }
+    assert.match(c().proxyLog().slice(from), /missing element in service-ips/);
+  });
+
+  it('a checkpoint whose marker is gone is not trusted: the table is rebuilt', async () => {
+    await c().proxy.stop();
+    await nft('delete', 'table', 'ip', 'kube-proxy');
+    const from = c().proxyLog().length;
+    await c().restartProxy();
+    assert.match(c().proxyLog().slice(from), /the restart checkpoint does not match the kernel/);
+    assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', WEB, 80, 10)).pods), ['a-1', 'b-1']);
+    assert.equal(Object.keys((await requestMany(c().topo, 'c-1', STICKY, 80, 5)).pods).length, 1);
+  });
+});
