@@ -202,7 +202,7 @@ describe('TLS: CA, client certificates, server name, skip-verify', () => {
   }
 
   test('client certificate and key from files (relative) or inline data, CA from data or file, checked against tls-server-name', async () => {
-    const fromFiles = { 'client-certificate': join(dir, 'client.crt'), 'client-key': join(dir, 'client.key') };
+    const fromFiles = { 'client-certificate': '../pki/client.crt', 'client-key': '../pki/client.key' };
     assert.deepEqual(await seen({ 'certificate-authority-data': b64('ca.crt'), 'tls-server-name': 'api.test' }, fromFiles), { cn: 'system:kube-proxy', auth: null });
     const inline = { 'client-certificate-data': b64('client.crt'), 'client-key-data': b64('client.key'), token: 'with-cert' };
     assert.deepEqual(await seen({ 'certificate-authority': join(dir, 'ca.crt'), 'tls-server-name': 'api.test' }, inline), { cn: 'system:kube-proxy', auth: 'Bearer with-cert' });
