@@ -169,7 +169,8 @@ function clusterFrom(e: Entry): ClusterConfig {
 function execFrom(e: Entry, raw: unknown): ExecConfig {
   const where = `user ${JSON.stringify(e.name)}: exec`;
   if (!isRecord(raw)) throw new FileError(e.file, `${where} must be a mapping`);
-  const { apiVersion, command, args = [], env, installHint, provideClusterInfo = false } = raw;
+  const { apiVersion, command, env, installHint, provideClusterInfo } = raw;
+  const args = raw.args ?? [];
   if (apiVersion !== 'client.authentication.k8s.io/v1' && apiVersion !== 'client.authentication.k8s.io/v1beta1') {
     throw new FileError(e.file, `${where}.apiVersion ${JSON.stringify(apiVersion)} is not client.authentication.k8s.io/v1 or v1beta1`);
   }
