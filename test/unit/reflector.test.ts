@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { FakeApiServer, ViewRecorder, versions, waitFor } from '../support/fake-apiserver.js';
 import { kubeconfigFor } from '../support/kubeconfig.js';
 import { ApiServerSource, type ApiServerSourceOptions } from '../../src/source/apiserver.js';
+import { Credentials } from '../../src/source/credentials.js';
 import { KubeClient, loadKubeConfig, type ApiRequester, type KubeRequestOptions, type KubeResponse } from '../../src/source/kubeclient.js';
 import { Readable } from 'node:stream';
 import type { KubeObject, ObjectKind } from '../../src/model/k8s.js';
@@ -286,11 +287,11 @@ describe('kube client configuration', () => {
     delete process.env.KUBECONFIG;
     try {
       const kc = loadKubeConfig({ inClusterPathPrefix: root });
-      assert.equal(kc.getCurrentCluster()!.server, 'https://10.96.0.1:443');
-      const opts: { headers: Record<string, string>; ca?: Buffer } = { headers: {} };
-      await kc.applyToHTTPSOptions(opts);
-      assert.equal(opts.headers.Authorization, 'Bearer sa-token');
-      assert.equal(opts.ca?.toString(), 'not a real CA');
+      assert.equal(kc.cluster.server, 'https://10.96.0.1:443');
+      assert.equal(kc.namespace, 'kube-system');
+      const auth = await new Credentials(kc).get();
+      assert.equal(auth.headers.Authorization, 'Bearer sa-token');
+      assert.equal(auth.tls.ca?.toString(), 'not a real CA');
       delete process.env.KUBERNETES_SERVICE_HOST;
       assert.throws(() => loadKubeConfig({}), /not running in a cluster/);
     } finally {
