@@ -6,29 +6,28 @@ import type { ModeDescriptor } from '../backend/modes.js';
 import type { BackendConfig } from '../backend/types.js';
 import type { IPFamily, ServicePortState, Snapshot } from '../model/types.js';
 import { formatIP, ipFromBigInt, ipToBigInt, parseCIDR, parseIP } from '../net/ip.js';
+import { byDesignReason, type ClientKind, type ModeOutcome, type Outcome } from './by-design.js';
 import { inInterfaceFor, traceRules } from './rules.js';
 import { TraceError, type TracePacket, type TraceResult } from './tracer.js';
 import { TRACE_IP } from './values.js';
 
-export type ClientKind = 'local pod' | 'other-node pod' | 'node' | 'external';
+export type { ClientKind, ModeOutcome, Outcome };
 
 export interface Client {
   kind: ClientKind;
   packet: Pick<TracePacket, 'sourceIP' | 'from' | 'inInterface'>;
 }
 
-/** What one mode did with one packet, in the terms compared. */
-export interface Outcome {
-  verdict: string;
-  /** `ip:port` sorted, `+masq` when masqueraded. */
-  endpoints: string[];
-}
-
 export interface Difference {
   service: string;
   target: string;
   client: string;
-  outcomes: Array<{ mode: string; outcome: Outcome | { error: string } }>;
+  outcomes: ModeOutcome[];
+}
+
+/** A difference a documented mode behaviour explains, with that behaviour. */
+export interface ByDesignDifference extends Difference {
+  reason: string;
 }
 
 export interface ModeInput {
@@ -92,8 +91,10 @@ export function targetsFor(s: ServicePortState, family: IPFamily, nodeAddrs: str
   return out.filter((t, i) => out.findIndex((u) => same(u.ip, t.ip) && u.port === t.port) === i);
 }
 
+const endpointText = (e: { ip: string; port: number }): string => `${e.ip.includes(':') ? `[${e.ip}]` : e.ip}:${e.port}`;
+
 function outcomeOf(r: TraceResult): Outcome {
-  const endpoints = r.verdict === 'ACCEPT' ? r.endpoints.map((e) => `${e.ip.includes(':') ? `[${e.ip}]` : e.ip}:${e.port}${e.masquerade ? '+masq' : ''}`).sort() : [];
+  const endpoints = r.verdict === 'ACCEPT' ? r.endpoints.map((e) => `${endpointText(e)}${e.masquerade ? '+masq' : ''}`).sort() : [];
   // An accepted packet that is not translated still says whether its source is rewritten.
   if (r.verdict === 'ACCEPT' && r.endpoints.length === 0) endpoints.push(r.masquerade ? 'untranslated+masq' : 'untranslated');
   return { verdict: r.verdict, endpoints };
@@ -111,37 +112,48 @@ export function formatDifference(d: Difference): string {
   return lines.join('\n');
 }
 
-/** Traces every service target from every client through each mode; returns the differences and the number of comparisons. */
-export function compareModes(inputs: ModeInput[]): { differences: Difference[]; compared: number } {
+/**
+ * Traces every service target from every client through each mode; returns the unexpected
+ * differences, those by design (see by-design.ts), and the number of comparisons.
+ */
+export function compareModes(inputs: ModeInput[]): { differences: Difference[]; byDesign: ByDesignDifference[]; compared: number } {
   const first = inputs[0]!;
   const family = first.config.family;
   const nodeAddrs = [...new Set([...first.config.nodeIPs, ...first.snapshot.node.addresses].filter((a) => parseIP(a, TRACE_IP)?.family === family))];
   const clients = clientsFor(first.snapshot, first.config);
   const rules = inputs.map((i) => ({ name: i.mode.name, rules: i.mode.traceableRules!(i.snapshot, i.config), node: { localIPs: [...i.config.nodeIPs, ...i.snapshot.node.addresses] } }));
   const differences: Difference[] = [];
+  const byDesign: ByDesignDifference[] = [];
   let compared = 0;
   for (const key of [...first.snapshot.services.keys()].sort()) {
     const s = first.snapshot.services.get(key)!;
+    const protocol = s.info.protocol;
     for (const t of targetsFor(s, family, nodeAddrs)) {
-      for (const c of clients) {
-        const protocol = s.info.protocol;
+      const traced = clients.map((c) => {
         const packet: TracePacket = { ...c.packet, destIP: t.ip, destPort: t.port, protocol };
-        const outcomes = rules.map((r) => {
+        const outcomes = rules.map((r): ModeOutcome => {
           try {
-            return { mode: r.name, outcome: outcomeOf(traceRules(r.rules, family, packet, r.node)) as Outcome | { error: string } };
+            return { mode: r.name, outcome: outcomeOf(traceRules(r.rules, family, packet, r.node)) };
           } catch (e) {
             if (!(e instanceof TraceError)) throw e;
             return { mode: r.name, outcome: { error: e.message } };
           }
         });
+        return { client: c, outcomes };
+      });
+      const localEndpoints = s.localEndpoints.filter((e) => parseIP(e.ip, TRACE_IP)?.family === family).map(endpointText);
+      const clusterIP = s.info.clusterIP !== '' && same(s.info.clusterIP, t.ip) && t.port === s.info.port;
+      for (const { client: c, outcomes } of traced) {
         compared++;
         const texts = outcomes.map((o) => outcomeText(o.outcome));
-        if (texts.some((x) => x !== texts[0])) {
-          const target = t.ip.includes(':') ? `${protocol} [${t.ip}]:${t.port}` : `${protocol} ${t.ip}:${t.port}`;
-          differences.push({ service: s.info.name, target, client: `${c.kind} ${c.packet.sourceIP}`, outcomes });
-        }
+        if (texts.every((x) => x === texts[0])) continue;
+        const target = t.ip.includes(':') ? `${protocol} [${t.ip}]:${t.port}` : `${protocol} ${t.ip}:${t.port}`;
+        const d: Difference = { service: s.info.name, target, client: `${c.kind} ${c.packet.sourceIP}`, outcomes };
+        const reason = byDesignReason({ client: c.kind, clusterIP, externalPolicyLocal: s.info.externalPolicyLocal, localEndpoints, outcomes });
+        if (reason === undefined) differences.push(d);
+        else byDesign.push({ ...d, reason });
       }
     }
   }
-  return { differences, compared };
+  return { differences, byDesign, compared };
 }

@@ -102,7 +102,10 @@ state it has programmed, in its own mode unless --proxy-mode says otherwise.
 --compare-modes traces every service port (cluster IP, external and load-balancer IPs, each
 NodePort on the node's addresses) from a local pod, another node's pod, the node itself and an
 external client through each listed mode, and lists every difference in verdict, endpoints or
-masquerading: exit 0 when there is none, 1 when there are (the node is --hostname-override's).
+masquerading. Differences a documented mode behaviour explains (ipvs masquerading the node's own
+connections; ipvs serving Local external addresses from local endpoints for every client) are
+listed apart, by design; exit 0 when no other difference is found, 1 when one is (the node is
+--hostname-override's).
 The packet is traced on the node --hostname-override names; without it, on the node whose pod
 CIDR holds SRC_IP (else this host's name), and explain says which on stderr.
 Proxy flags that change the rules are honoured too: --config, --cluster-cidr, --masquerade-all,
@@ -259,7 +262,9 @@ export async function runExplainCommand(
   }
 }
 
-/** `explain --compare-modes A,B --manifests DIR|--kubeconfig FILE [--json]`: exit 0 no differences, 1 some, 2 bad arguments. */
+const indent = (text: string): string => text.split('\n').map((l) => `  ${l}`).join('\n');
+
+/** `explain --compare-modes A,B --manifests DIR|--kubeconfig FILE [--json]`: exit 0 no unexpected differences, 1 some, 2 bad arguments. */
 async function runCompare(argv: string[], loadSnapshot: SnapshotLoader, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const args = argv[0] === 'explain' ? argv.slice(1) : argv;
   const vals = new Map<string, string>();
@@ -290,7 +295,7 @@ async function runCompare(argv: string[], loadSnapshot: SnapshotLoader, out: (s:
     return 2;
   }
   const source: ExplainSource = manifests !== undefined ? { manifests } : { kubeconfig: kubeconfig! };
-  const report: Array<{ family: IPFamily; compared: number; differences: ReturnType<typeof compareModes>['differences'] }> = [];
+  const report: Array<{ family: IPFamily } & ReturnType<typeof compareModes>> = [];
   const skipped: string[] = [];
   for (const family of ['IPv4', 'IPv6'] as const) {
     let inputs: ModeInput[];
@@ -314,11 +319,18 @@ async function runCompare(argv: string[], loadSnapshot: SnapshotLoader, out: (s:
   }
   for (const s of skipped) err(`explain: ${s}: not compared\n`);
   const differences = report.flatMap((r) => r.differences);
+  const byDesign = report.flatMap((r) => r.byDesign);
   if (json) out(JSON.stringify({ modes: names, families: report }, null, 2) + '\n');
   else {
     const compared = report.map((r) => `${r.compared} ${r.family}`).join(' and ');
-    if (differences.length === 0) out(`no differences between ${names.join(' and ')}: ${compared} service targets × clients traced\n`);
-    else out(`${differences.length} differences between ${names.join(' and ')} (of ${compared} traced):\n${differences.map(formatDifference).join('\n')}\n`);
+    if (differences.length === 0) out(`no unexpected differences between ${names.join(' and ')}: ${compared} service targets × clients traced\n`);
+    else out(`${differences.length} unexpected differences between ${names.join(' and ')} (of ${compared} traced):\n${differences.map(formatDifference).join('\n')}\n`);
+    if (byDesign.length > 0) {
+      // Grouped by reason: each reason once, then the differences it explains.
+      const reasons = [...new Set(byDesign.map((d) => d.reason))];
+      out(`${byDesign.length} differences by design, as upstream:\n`);
+      for (const r of reasons) out(`- ${r}:\n${byDesign.filter((d) => d.reason === r).map((d) => indent(formatDifference(d))).join('\n')}\n`);
+    }
   }
   return differences.length === 0 ? 0 : 1;
 }

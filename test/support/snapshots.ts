@@ -88,7 +88,8 @@ export function servicePort(spec: PortSpec): ServicePortState {
     clusterEndpoints: ready,
     localEndpoints: localReady,
     allReachableEndpoints: ready,
-    hasAnyEndpoints: eps.length > 0,
+    // As the model: only endpoints a packet may be sent to count, so unready ones do not.
+    hasAnyEndpoints: ready.length > 0,
     localReadyCount: localReady.length,
   };
 }

@@ -189,6 +189,9 @@ export function jumpRules(ctx: IptContext): Array<{ table: IptTable; chain: stri
   const out = [
     jump('filter', 'INPUT', EXTERNAL_SERVICES, 'kubernetes externally-visible service portals', true),
     jump('filter', 'FORWARD', EXTERNAL_SERVICES, 'kubernetes externally-visible service portals', true),
+    // The node's own connections to an external address without endpoints are refused too, as
+    // in the nftables mode (they would otherwise leave the node untranslated).
+    jump('filter', 'OUTPUT', EXTERNAL_SERVICES, 'kubernetes externally-visible service portals', true),
     jump('filter', 'INPUT', NODEPORTS, 'kubernetes health check service ports', false),
     jump('filter', 'FORWARD', SERVICES, 'kubernetes service portals', true),
     jump('filter', 'OUTPUT', SERVICES, 'kubernetes service portals', true),

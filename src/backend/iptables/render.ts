@@ -10,7 +10,7 @@
 // filter KUBE-SERVICES (FORWARD, OUTPUT; new connections): services without (local) endpoints,
 //        then KUBE-CLUSTER-IPS: connections still addressed to a cluster IP after DNAT are on
 //        a port the service does not have, and are rejected (as our nftables mode does);
-//        KUBE-EXTERNAL-SERVICES (INPUT, FORWARD): external addresses without endpoints;
+//        KUBE-EXTERNAL-SERVICES (INPUT, FORWARD, OUTPUT): external addresses without endpoints;
 //        KUBE-NODEPORTS (INPUT): health-check node ports; KUBE-PROXY-FIREWALL: LB traffic
 //        not accepted by its source ranges; KUBE-FORWARD; KUBE-FIREWALL (localhost NodePorts).
 // KUBE-PROXY-CANARY in mangle, nat and filter holds one marker rule: a flush empties it, a

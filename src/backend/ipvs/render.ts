@@ -173,7 +173,8 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
   const denyAll = info.sourceRangesDenyAll === true;
   const ranges = denyAll ? [] : [...new Set(info.loadBalancerSourceRanges.map((c) => canonicalCIDR(c, family)).filter((c): c is string => !!c))];
   // Ranges given but none usable: fail closed (the LB IP is firewalled with nothing allowed).
-  const firewalled = denyAll || ranges.length > 0 || info.loadBalancerSourceRanges.length > 0;
+  // Without endpoints there is no firewall: every client is rejected alike, as in the other modes.
+  const firewalled = hasEndpoints && (denyAll || ranges.length > 0 || info.loadBalancerSourceRanges.length > 0);
   const nodeIP = acc.nodeIP ? parseIP(acc.nodeIP, { v4Mapped: true }) : null;
   const allowFromNode = nodeIP !== null && ranges.some((r) => cidrContains(parseCIDR(r, { v4Mapped: true })!, nodeIP));
   const full = family === 'IPv6' ? 128 : 32;

@@ -372,7 +372,9 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
     const tuple = `${ip} . ${proto} . ${info.port}`;
     externalTuple(tuple, 'external');
     // With sourceRangesDenyAll the LB IP gets a firewall entry and no allowed source: all dropped.
-    if (lbIPs.has(ip) && (info.loadBalancerSourceRanges.length > 0 || info.sourceRangesDenyAll === true)) {
+    // Without endpoints there is no firewall: every client is rejected alike (upstream's iptables
+    // mode does the same), and the modes agree.
+    if (extHasEndpoints && lbIPs.has(ip) && (info.loadBalancerSourceRanges.length > 0 || info.sourceRangesDenyAll === true)) {
       const ranges = outermostCIDRs(uniq(info.loadBalancerSourceRanges.map((c) => canonicalCIDR(c, v6))));
       el('firewall-ips', tuple);
       for (const r of ranges) el('firewall-allow', `${tuple} . ${r}`);

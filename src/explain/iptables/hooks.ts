@@ -25,6 +25,8 @@ const NEW_ONLY = ['-m', 'conntrack', '--ctstate', 'NEW'] as const;
 export const UPSTREAM_JUMPS: readonly UpstreamJump[] = [
   { table: 'filter', from: 'INPUT', to: 'KUBE-EXTERNAL-SERVICES', args: NEW_ONLY, comment: 'kubernetes externally-visible service portals' },
   { table: 'filter', from: 'FORWARD', to: 'KUBE-EXTERNAL-SERVICES', args: NEW_ONLY, comment: 'kubernetes externally-visible service portals' },
+  // Not upstream's: the node's own connections to an external address without endpoints are refused as in nftables mode.
+  { table: 'filter', from: 'OUTPUT', to: 'KUBE-EXTERNAL-SERVICES', args: NEW_ONLY, comment: 'kubernetes externally-visible service portals' },
   { table: 'filter', from: 'INPUT', to: 'KUBE-NODEPORTS', args: [], comment: 'kubernetes health check service ports' },
   { table: 'filter', from: 'FORWARD', to: 'KUBE-SERVICES', args: NEW_ONLY, comment: 'kubernetes service portals' },
   { table: 'filter', from: 'OUTPUT', to: 'KUBE-SERVICES', args: NEW_ONLY, comment: 'kubernetes service portals' },
