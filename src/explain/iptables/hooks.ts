@@ -1,4 +1,5 @@
-// Where upstream kube-proxy hooks its chains into the built-in ones. These jumps are not
+// Where the iptables mode hooks its chains into the built-in ones (upstream's jumps, plus one
+// noted below). These jumps are not
 // part of the restore input the proxy writes on each sync (they live in chains shared with
 // other software, and are ensured one by one), so a trace of restore input alone assumes
 // them. Each jump is prepended, in this list's order, so in the kernel the last entry of a
@@ -21,7 +22,7 @@ export interface UpstreamJump {
 
 const NEW_ONLY = ['-m', 'conntrack', '--ctstate', 'NEW'] as const;
 
-/** Upstream's jump list, in the order it ensures the jumps (each at the top of its chain). */
+/** The jump list, in the order the jumps are ensured (each at the top of its chain). */
 export const UPSTREAM_JUMPS: readonly UpstreamJump[] = [
   { table: 'filter', from: 'INPUT', to: 'KUBE-EXTERNAL-SERVICES', args: NEW_ONLY, comment: 'kubernetes externally-visible service portals' },
   { table: 'filter', from: 'FORWARD', to: 'KUBE-EXTERNAL-SERVICES', args: NEW_ONLY, comment: 'kubernetes externally-visible service portals' },
