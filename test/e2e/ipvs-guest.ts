@@ -3,7 +3,8 @@
 // it alone). The shared scenarios, then what only IPVS shows: `ipvsadm -Ln`, graceful
 // termination, and every scheduler accepted by the kernel.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { SCHEDULERS } from '../../src/backend/ipvs/types.js';
 import { IpvsBackend } from '../../src/backend/ipvs/backend.js';
 import type { E2ECluster } from '../support/e2e-cluster.js';
@@ -25,6 +26,16 @@ function realServers(list: string, service: RegExp): Record<string, number> {
   }
   return out;
 }
+
+/** Processes the guest kernel has started since boot: in the guest, starting one is the cost that counts. */
+const processesStarted = (): number => Number(/^processes (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1]);
+let startedBefore = 0;
+beforeEach(() => {
+  startedBefore = processesStarted();
+});
+afterEach((t) => {
+  if ('diagnostic' in t) t.diagnostic(`processes started: ${processesStarted() - startedBefore}`);
+});
 
 function ipvsScenarios(c: () => E2ECluster): void {
   it('ipvsadm -Ln lists each service as a virtual server with masqueraded real servers; affinity is persistence', async () => {

@@ -204,7 +204,7 @@ describe('iptables rules', () => {
 
     const away = render([web({ loadBalancerIPs: ['198.51.100.20'], loadBalancerSourceRanges: ['203.0.113.0/24'] })]);
     assert.deepEqual(set(away, 'KUBE-LOAD-BALANCER-SOURCE-IP'), []);
-    assert.deepEqual(chain(away, 'filter', 'KUBE-IPVS-OUT-FILTER'), ['-s 198.51.100.20/32 -m ipvs --vproto 6 --vaddr 198.51.100.20/32 --vport 80 -j DROP']);
+    assert.deepEqual(chain(away, 'filter', 'KUBE-IPVS-OUT-FILTER'), ['-s 198.51.100.20/32 -m ipvs --vproto 6 --vaddr 198.51.100.20 --vport 80 -j DROP']);
   });
 
   test('source ranges that are all unusable fail closed', () => {

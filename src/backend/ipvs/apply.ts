@@ -27,10 +27,11 @@ export async function dummyAddresses(family: IPFamily, exec: ExecOptions = {}): 
 /**
  * Creates kube-ipvs0 when missing (left down, as upstream: the kernel treats its addresses as
  * local either way) and makes its addresses of `family` exactly `want`, in one `ip -batch`.
+ * `known`: the addresses the caller last left there, so they need not be read back.
  * Returns the number of addresses added or removed.
  */
-export async function syncDummy(want: readonly string[], family: IPFamily, exec: ExecOptions = {}): Promise<number> {
-  let have = await dummyAddresses(family, exec);
+export async function syncDummy(want: readonly string[], family: IPFamily, exec: ExecOptions = {}, known?: readonly string[]): Promise<number> {
+  let have = known ?? (await dummyAddresses(family, exec));
   if (have === undefined) {
     await check(['ip', 'link', 'add', DUMMY_DEVICE, 'type', 'dummy'], '', exec);
     have = [];
@@ -102,6 +103,11 @@ export async function connectionCounts(exec: ExecOptions = {}): Promise<Map<stri
 
 /** Writes sysctls in the proxy's network namespace; failures are returned, not thrown. */
 export async function writeSysctls(settings: readonly SysctlSetting[], exec: ExecOptions = {}): Promise<string[]> {
+  if (settings.length === 0) return [];
+  // One process for all of them (a process start is the cost that counts); only when one fails,
+  // one each, to say which.
+  const all = await call(['sysctl', '-q', '-w', ...settings.map((s) => `${s.name}=${s.value}`)], '', exec);
+  if (all.code === 0) return [];
   const failed: string[] = [];
   for (const s of settings) {
     const res = await call(['sysctl', '-q', '-w', `${s.name}=${s.value}`], '', exec);

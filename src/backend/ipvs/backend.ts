@@ -60,7 +60,8 @@ export class IpvsBackend implements Backend {
   private known: ParsedVirtualServer[] | undefined;
   private writtenSets = new Map<string, string>();
   private writtenChains = '';
-  private writtenDummy: string | undefined;
+  /** kube-ipvs0's addresses of the family as the last sync left them; undefined: read them. */
+  private writtenDummy: string[] | undefined;
   private startedUp = false;
   /** Draining real servers and when they started draining. */
   private readonly draining = new Map<string, { service: string; realServer: string; since: number }>();
@@ -144,10 +145,9 @@ export class IpvsBackend implements Backend {
     operations += changedSets.length;
 
     operations += await this.applyVirtualServers(rs);
-    const dummy = rs.dummyAddresses.join(' ');
-    if (dummy !== this.writtenDummy) {
-      operations += await syncDummy(rs.dummyAddresses, this.family, this.exec);
-      this.writtenDummy = dummy;
+    if (rs.dummyAddresses.join(' ') !== this.writtenDummy?.join(' ')) {
+      operations += await syncDummy(rs.dummyAddresses, this.family, this.exec, this.writtenDummy);
+      this.writtenDummy = [...rs.dummyAddresses];
     }
 
     const chains = toRestoreInput(rs.iptables);

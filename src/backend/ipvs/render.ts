@@ -190,7 +190,8 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
       else {
         const vaddr = hostCIDR(ip, family);
         const vproto = { tcp: 6, udp: 17, sctp: 132 }[proto as 'tcp' | 'udp' | 'sctp'];
-        acc.outFilterRules.push(rule({ src: `-s ${vaddr}`, matches: [`-m ipvs --vproto ${vproto} --vaddr ${vaddr} --vport ${info.port}`], jump: 'DROP' }));
+        // --vaddr without its host mask: iptables-save prints it so, and the kernel check compares text.
+        acc.outFilterRules.push(rule({ src: `-s ${vaddr}`, matches: [`-m ipvs --vproto ${vproto} --vaddr ${ip} --vport ${info.port}`], jump: 'DROP' }));
       }
     }
     if (!acc.nodeIPs.has(ip)) acc.dummy.add(ip);

@@ -45,6 +45,8 @@ export const MODULES = [
   'ipt_REJECT',
   'ip6t_REJECT',
   ...['MASQUERADE', 'addrtype', 'comment', 'conntrack', 'mark', 'multiport', 'nat', 'recent', 'set', 'statistic', 'tcpudp', 'physdev'].map((m) => `xt_${m}`),
+  // -m ipvs: KUBE-IPVS-OUT-FILTER's match on the virtual server a reply belongs to.
+  'xt_ipvs',
   'veth',
   'bridge',
   'br_netfilter',
