@@ -7,7 +7,7 @@ import { NftError, applyScript, deleteTables, readBack, readTable } from './appl
 import { diff, opsToScripts, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
-import { monitorFor, type ForeignChanges, type NftMonitor } from './monitor.js';
+import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import { TABLE, describeRuleset, toNftScript, type NftFamily, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 
@@ -28,9 +28,6 @@ export interface NftablesBackendOptions {
    */
   fullReadEvery?: number;
 }
-
-/** How long verify() waits for the monitor to show every change committed so far. */
-const CATCH_UP_MS = 10000;
 
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
@@ -57,10 +54,8 @@ export class NftablesBackend implements Backend {
   private readonly opts: Required<Pick<NftablesBackendOptions, 'dryRun' | 'budget' | 'removeLeftovers' | 'fullReadEvery'>> & NftablesBackendOptions;
   private readonly nftFamily: NftFamily;
   private readonly check: KernelCheck;
-  /** The monitor our writes are bracketed for; a new one means changes may have gone unseen. */
-  private monitor: NftMonitor | undefined;
-  private monitorRestarted = false;
-  private verifications = 0;
+  /** Foreign changes to our table, as the nft monitor reports them. */
+  private readonly foreignWatch: ForeignWatch;
 
   constructor(
     private readonly config: BackendConfig,
@@ -76,26 +71,15 @@ export class NftablesBackend implements Backend {
       removeLeftovers: opts.removeLeftovers ?? !opts.dryRun,
       fullReadEvery: Math.max(1, opts.fullReadEvery ?? 10),
     };
-  }
-
-  /** The running monitor, started (and its subscription confirmed) on first use; undefined when it cannot run. */
-  private async watch(): Promise<NftMonitor | undefined> {
-    const mon = monitorFor(this.exec);
-    if (mon !== this.monitor) {
-      if (this.monitor) this.monitorRestarted = true;
-      this.monitor = mon;
-    }
-    return (await mon.ready) && !mon.dead ? mon : undefined;
+    const fam = this.nftFamily;
+    this.foreignWatch = new ForeignWatch(this.exec, `nftables ${fam}`, (e) => e.family === fam && e.table === TABLE, this.opts.fullReadEvery);
   }
 
   /** Sends scripts as one write of ours, so the monitor does not take it for a foreign change. */
   private async write(scripts: string[]): Promise<void> {
-    const send = async (): Promise<void> => {
+    await this.foreignWatch.write(async () => {
       for (const s of scripts) await applyScript(s, this.exec);
-    };
-    const mon = await this.watch();
-    if (mon) await mon.ownWrite(send);
-    else await send();
+    });
   }
 
   private get exec(): { wrap?: string[] } {
@@ -134,7 +118,7 @@ export class NftablesBackend implements Backend {
         else for (const s of scripts) this.print(s);
       } else {
         // A full sync rewrites what a foreign change may have touched.
-        if (full) (await this.watch())?.take(this.nftFamily);
+        if (full) await this.foreignWatch.forget();
         await this.write(scripts);
       }
     } catch (e) {
@@ -183,9 +167,7 @@ export class NftablesBackend implements Backend {
     this.state = undefined;
     this.needFull = true;
     if (this.opts.dryRun) return;
-    const mon = await this.watch();
-    if (mon) await mon.ownWrite(() => deleteTables(this.exec));
-    else await deleteTables(this.exec);
+    await this.foreignWatch.write(() => deleteTables(this.exec));
   }
 
   /**
@@ -196,14 +178,9 @@ export class NftablesBackend implements Backend {
    */
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
-    const mon = await this.watch();
-    const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
-    if (mon && !current) log.warn('nft monitor is behind; reading the table back instead', { family: this.family });
-    const foreign = mon?.take(this.nftFamily);
-    const backstop = ++this.verifications % this.opts.fullReadEvery === 0;
-    const unseen = !current || this.monitorRestarted;
-    this.monitorRestarted = false;
-    if (!foreign && !backstop && !unseen && this.check.inSync()) return NOTHING_TO_REPAIR;
+    const { reason, foreign } = await this.foreignWatch.readBackReason(this.check.inSync());
+    if (!reason) return NOTHING_TO_REPAIR;
+    log.v(1, 'reading the kernel rules back', { mode: this.mode, family: this.family, reason });
     if (foreign) {
       const kinds = [...foreign.objects.keys()];
       log.info('foreign change to our nftables table seen; reading it back', {
@@ -217,7 +194,7 @@ export class NftablesBackend implements Backend {
   }
 
   kernelInSync(): boolean {
-    return this.check.inSync() && !(this.monitor?.hasForeign(this.nftFamily) ?? false);
+    return this.check.inSync() && !this.foreignWatch.pending();
   }
 
   /** Reads the table back and compares it with the state; rules are compared by count unless a foreign change touched their chain. */
