@@ -289,19 +289,15 @@ export class ForeignWatch {
     const backstop = ++this.verifications % this.fullReadEvery === 0;
     const restarted = this.restarted;
     this.restarted = false;
-    const reason = foreign
-      ? 'foreign change'
-      : !mon
-        ? 'no monitor'
-        : !current
-          ? 'monitor behind'
-          : restarted
-            ? 'monitor restarted'
-            : !inSync
-              ? 'not repaired yet'
-              : backstop
-                ? 'backstop'
-                : undefined;
+    const reasons: Array<[boolean, string]> = [
+      [foreign !== undefined, 'foreign change'],
+      [!mon, 'no monitor'],
+      [!current, 'monitor behind'],
+      [restarted, 'monitor restarted'],
+      [!inSync, 'not repaired yet'],
+      [backstop, 'backstop'],
+    ];
+    const reason = reasons.find(([applies]) => applies)?.[1];
     if (!reason) log.v(2, 'kernel rules not read back: the nft monitor saw no foreign change', { scope: this.scope });
     return { reason, foreign };
   }
