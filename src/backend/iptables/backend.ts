@@ -22,6 +22,8 @@ import {
 } from './render.js';
 import { DISPATCH_CHAINS } from './base.js';
 import { startUpFlavour } from './startup.js';
+import { iptablesForeignWatch } from './monitor.js';
+import type { ForeignWatch } from '../nftables/monitor.js';
 import { opsToRestore } from './restore.js';
 import { KernelCheck, NOTHING_TO_REPAIR, sameMultiset, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 
@@ -38,6 +40,11 @@ export interface IptablesBackendOptions {
   budget?: number;
   /** Start-up cleanup of the other modes' leftovers, once the flavour is known (the mode descriptor supplies it). */
   removeLeftovers?: (flavour: Flavour) => Promise<void>;
+  /**
+   * On the nft flavour, verify() reads the rules back at every this many calls even when the nft
+   * monitor saw no foreign change (default 10). 1 reads them every time. Legacy always reads back.
+   */
+  fullReadEvery?: number;
 }
 
 /**
@@ -142,6 +149,8 @@ export class IptablesBackend implements Backend {
   private needFull = true;
   private startedUp = false;
   private readonly check: KernelCheck;
+  /** On the nft flavour: foreign changes to our rules, as the nft monitor reports them. */
+  private foreignWatch: ForeignWatch | undefined;
 
   constructor(
     private readonly config: BackendConfig,
@@ -165,6 +174,12 @@ export class IptablesBackend implements Backend {
     this.startedUp = true;
     if (this.opts.dryRun) return;
     this.flavour = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.removeLeftovers);
+    if (this.flavour === 'nft') this.foreignWatch = iptablesForeignWatch(this.family, this.exec, Math.max(1, this.opts.fullReadEvery ?? 10));
+  }
+
+  /** Runs a write of ours; on the nft flavour bracketed so that the monitor does not take it for a foreign change. */
+  private write<T>(write: () => Promise<T>): Promise<T> {
+    return this.foreignWatch ? this.foreignWatch.write(write) : write();
   }
 
   async sync(snapshot: Snapshot): Promise<SyncResult> {
@@ -215,19 +230,23 @@ export class IptablesBackend implements Backend {
     }
     this.lastInputs = [];
     try {
-      // Each transaction is restored while the next one renders.
-      let pending: Promise<void> | undefined;
-      for await (const input of inputs) {
-        this.lastInputs.push(input);
-        if (this.opts.dryRun) {
-          this.print(input);
-          continue;
+      // Read back and rewritten: what foreign changes touched is replaced.
+      if (saved) await this.foreignWatch?.forget();
+      await this.write(async () => {
+        // Each transaction is restored while the next one renders.
+        let pending: Promise<void> | undefined;
+        for await (const input of inputs) {
+          this.lastInputs.push(input);
+          if (this.opts.dryRun) {
+            this.print(input);
+            continue;
+          }
+          await pending;
+          pending = restore(input, this.family, this.flavour!, this.exec);
         }
         await pending;
-        pending = restore(input, this.family, this.flavour!, this.exec);
-      }
-      await pending;
-      if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
+        if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
+      });
     } catch (e) {
       this.syncFailures++;
       this.needFull = true;
@@ -257,15 +276,33 @@ export class IptablesBackend implements Backend {
   /**
    * Compares our chains and the jumps into them with what iptables-save prints (rules are
    * written in its canonical form, so texts compare) and rewrites only the chains that differ,
-   * deletes chains of ours that should not exist and re-inserts missing jumps.
+   * deletes chains of ours that should not exist and re-inserts missing jumps. Reading back
+   * costs seconds at 10,000 services; on the nft flavour the nft monitor makes it rare: it is
+   * done only when the monitor saw a foreign change to our rules, cannot vouch for them, or at
+   * every `fullReadEvery`-th call.
    */
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state || !this.flavour) return NOTHING_TO_REPAIR;
+    let reason = 'no change notifications';
+    if (this.foreignWatch) {
+      const seen = await this.foreignWatch.readBackReason(this.check.inSync());
+      if (!seen.reason) return NOTHING_TO_REPAIR;
+      reason = seen.reason;
+      if (seen.foreign) {
+        const kinds = [...seen.foreign.objects.keys()];
+        log.info('foreign change to our iptables rules seen; reading them back', {
+          family: this.family,
+          changes: [...seen.foreign.objects.values()].reduce((n, c) => n + c, 0),
+          kinds: kinds.length > 8 ? [...kinds.slice(0, 8), `…${kinds.length - 8} more`] : kinds,
+        });
+      }
+    }
+    log.v(1, 'reading the kernel rules back', { mode: this.mode, family: this.family, reason });
     return this.check.run(() => this.findDifferences(this.state!, this.flavour!));
   }
 
   kernelInSync(): boolean {
-    return this.check.inSync();
+    return this.check.inSync() && !(this.foreignWatch?.pending() ?? false);
   }
 
   private async findDifferences(state: IptState, flavour: Flavour): Promise<Finding> {
@@ -290,10 +327,11 @@ export class IptablesBackend implements Backend {
     if (differences.length === 0) return { differences };
     return {
       differences,
-      apply: async () => {
-        if (rewrite.length > 0 || stale.length > 0) await restore(toRestoreInput({ family: this.family, chains: rewrite }, stale), this.family, flavour, this.exec);
-        if (wrongJumps > 0) await ensureJumps(jumps, this.family, flavour, this.exec);
-      },
+      apply: () =>
+        this.write(async () => {
+          if (rewrite.length > 0 || stale.length > 0) await restore(toRestoreInput({ family: this.family, chains: rewrite }, stale), this.family, flavour, this.exec);
+          if (wrongJumps > 0) await ensureJumps(jumps, this.family, flavour, this.exec);
+        }),
     };
   }
 
@@ -303,7 +341,7 @@ export class IptablesBackend implements Backend {
     this.needFull = true;
     if (this.opts.dryRun) return;
     if (!this.flavour) this.flavour = (await detectFlavour(this.exec)).flavour;
-    await removeIptablesLeftovers([{ family: this.family, flavour: this.flavour }], this.exec);
+    await this.write(() => removeIptablesLeftovers([{ family: this.family, flavour: this.flavour! }], this.exec));
   }
 
   /** The ruleset last applied, as restore input (dry-run, explain, debugging). */

@@ -8,7 +8,7 @@ import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint
 import { diff, opsToScripts, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
-import { monitorFor, type ForeignChanges, type NftMonitor } from './monitor.js';
+import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import { TABLE, describeRuleset, toNftScript, type NftFamily, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 
@@ -35,9 +35,6 @@ export interface NftablesBackendOptions {
   checkpointFile?: string;
 }
 
-/** How long verify() waits for the monitor to show every change committed so far. */
-const CATCH_UP_MS = 10000;
-
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
   'add-set': 'missing set',
@@ -63,10 +60,8 @@ export class NftablesBackend implements Backend {
   private readonly opts: Required<Pick<NftablesBackendOptions, 'dryRun' | 'budget' | 'removeLeftovers' | 'fullReadEvery'>> & NftablesBackendOptions;
   private readonly nftFamily: NftFamily;
   private readonly check: KernelCheck;
-  /** The monitor our writes are bracketed for; a new one means changes may have gone unseen. */
-  private monitor: NftMonitor | undefined;
-  private monitorRestarted = false;
-  private verifications = 0;
+  /** Foreign changes to our table, as the nft monitor reports them. */
+  private readonly foreignWatch: ForeignWatch;
   /** Read and removed at the first sync; used by the first full sync that needs the kernel's content. */
   private checkpoint: Checkpoint | undefined;
   /** The kernel's content came from a checkpoint: the next verification reads the table back. */
@@ -86,40 +81,15 @@ export class NftablesBackend implements Backend {
       removeLeftovers: opts.removeLeftovers ?? !opts.dryRun,
       fullReadEvery: Math.max(1, opts.fullReadEvery ?? 10),
     };
-  }
-
-  /**
-   * The monitor when it is subscribed, else undefined (it is started on first use). Nothing waits
-   * for it: at 10,000 services it needs seconds to load the ruleset, and writes made before it
-   * is subscribed are checked by reading the table back at the next verification.
-   */
-  private watch(): NftMonitor | undefined {
-    const mon = this.running();
-    if (mon?.isReady) return mon;
-    this.monitorRestarted = true;
-    return undefined;
-  }
-
-  /** The monitor process, subscribed or still loading; undefined when it has died. */
-  private running(): NftMonitor | undefined {
-    const mon = monitorFor(this.exec);
-    if (mon !== this.monitor) {
-      if (this.monitor) this.monitorRestarted = true;
-      this.monitor = mon;
-    }
-    return mon.dead ? undefined : mon;
+    const fam = this.nftFamily;
+    this.foreignWatch = new ForeignWatch(this.exec, `nftables ${fam}`, (e) => e.family === fam && e.table === TABLE, this.opts.fullReadEvery);
   }
 
   /** Sends scripts as one write of ours, so the monitor does not take it for a foreign change. */
   private async write(scripts: string[]): Promise<void> {
-    const send = async (): Promise<void> => {
+    await this.foreignWatch.write(async () => {
       for (const s of scripts) await applyScript(s, this.exec);
-    };
-    // A write before the monitor is subscribed is checked by the next verification's read-back.
-    if (!this.watch()) this.monitorRestarted = true;
-    const mon = this.running();
-    if (mon) await mon.ownWrite(send);
-    else await send();
+    });
   }
 
   private get exec(): { wrap?: string[] } {
@@ -161,7 +131,7 @@ export class NftablesBackend implements Backend {
         else for (const s of scripts) this.print(s);
       } else {
         // A full sync rewrites what a foreign change may have touched.
-        if (full) this.watch()?.take(this.nftFamily);
+        if (full) this.foreignWatch.forget();
         await this.write(scripts);
       }
     } catch (e) {
@@ -261,9 +231,7 @@ export class NftablesBackend implements Backend {
     this.state = undefined;
     this.needFull = true;
     if (this.opts.dryRun) return;
-    const mon = this.running();
-    if (mon) await mon.ownWrite(() => deleteTables(this.exec));
-    else await deleteTables(this.exec);
+    await this.foreignWatch.write(() => deleteTables(this.exec));
   }
 
   /**
@@ -274,15 +242,12 @@ export class NftablesBackend implements Backend {
    */
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
-    const mon = this.watch();
-    const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
-    if (mon && !current) log.warn('nft monitor is behind; reading the table back instead', { family: this.family });
-    const foreign = mon?.take(this.nftFamily);
-    const backstop = ++this.verifications % this.opts.fullReadEvery === 0 || this.unreadSinceStart;
+    const watched = await this.foreignWatch.readBackReason(this.check.inSync());
+    const reason = watched.reason ?? (this.unreadSinceStart ? 'started from a checkpoint' : undefined);
+    const foreign = watched.foreign;
     this.unreadSinceStart = false;
-    const unseen = !current || this.monitorRestarted;
-    this.monitorRestarted = false;
-    if (!foreign && !backstop && !unseen && this.check.inSync()) return NOTHING_TO_REPAIR;
+    if (!reason) return NOTHING_TO_REPAIR;
+    log.v(1, 'reading the kernel rules back', { mode: this.mode, family: this.family, reason });
     if (foreign) {
       const kinds = [...foreign.objects.keys()];
       log.info('foreign change to our nftables table seen; reading it back', {
@@ -296,7 +261,7 @@ export class NftablesBackend implements Backend {
   }
 
   kernelInSync(): boolean {
-    return this.check.inSync() && !(this.monitor?.hasForeign(this.nftFamily) ?? false);
+    return this.check.inSync() && !this.foreignWatch.pending();
   }
 
   /** Reads the table back and compares it with the state; rules are compared by count unless a foreign change touched their chain. */

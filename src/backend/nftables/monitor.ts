@@ -1,4 +1,5 @@
-// Notices changes to our tables made by anyone else, at no cost while nothing changes: a
+// Notices changes to our tables (the nftables mode's, or iptables-nft's, which are nftables
+// tables too) made by anyone else, at no cost while nothing changes: a
 // long-lived `nft monitor` prints every committed ruleset change, then a
 // `# new generation N by process PID (comm)` line. Our own writes are bracketed by two marker
 // transactions (adding and deleting a throwaway table, sent through the nft session and so
@@ -10,9 +11,21 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { DIE_WITH_PARENT, helperFor, keepAlive, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
 import { applyScript } from './apply.js';
-import { TABLE, type NftFamily } from './render.js';
+import type { NftFamily } from './render.js';
 
-/** Foreign changes to one family's table since they were last taken. */
+/** One change the monitor printed, e.g. `delete rule ip nat PREROUTING handle 5`. */
+export interface MonitorEvent {
+  verb: string;
+  kind: string;
+  family: NftFamily;
+  table: string;
+  /** The chain, set or map changed (absent for a table). */
+  name: string | undefined;
+  /** The rest of the line: a rule's expression when one was added (a deleted rule shows only its handle). */
+  rest: string;
+}
+
+/** Foreign changes to one follower's objects since they were last taken. */
 export interface ForeignChanges {
   /** Changed objects, e.g. `delete element service-ips`, with how many changes each. */
   objects: Map<string, number>;
@@ -27,7 +40,7 @@ const GENERATION = /^# new generation \d+ by process (\d+) \(([^)]*)\)$/;
 const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)$`);
 // `add element ip kube-proxy service-ips { … }`, `delete rule ip kube-proxy services handle 6`,
 // `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
-const OUR_EVENT = new RegExp(`^(\\w+) (\\w+) (ip6?) ${TABLE}(?: ([^\\s{]+))?`);
+const EVENT = /^(\w+) (\w+) (ip6?) (\S+)(?: ([^\s{]+))?(.*)$/;
 /**
  * Time the monitor gets to show that it is subscribed. It first loads the whole ruleset (seconds
  * at 10,000 services), and any commit meanwhile makes it start that load again: probes come at
@@ -36,13 +49,6 @@ const OUR_EVENT = new RegExp(`^(\\w+) (\\w+) (ip6?) ${TABLE}(?: ([^\\s{]+))?`);
 const READY_TIMEOUT_MS = 300_000;
 const FIRST_PROBE_INTERVAL_MS = 500;
 const MAX_PROBE_INTERVAL_MS = 16_000;
-
-interface PendingEvent {
-  family: NftFamily;
-  verb: string;
-  kind: string;
-  name: string | undefined;
-}
 
 export class NftMonitor {
   dead = false;
@@ -54,9 +60,11 @@ export class NftMonitor {
   private earlyWrites = 0;
   private readonly child: ChildProcessWithoutNullStreams;
   private buf = '';
-  private events: PendingEvent[] = [];
+  private events: MonitorEvent[] = [];
   private readonly openWrites = new Set<number>();
-  private readonly foreign = new Map<NftFamily, ForeignChanges>();
+  /** Who wants which foreign changes, by a name of the follower's choice. */
+  private readonly followers = new Map<string, (e: MonitorEvent) => boolean>();
+  private readonly foreign = new Map<string, ForeignChanges>();
   /** Probe and sync markers printed and not yet waited for. */
   private readonly seen = new Set<string>();
   private readonly waiters = new Map<string, () => void>();
@@ -160,16 +168,22 @@ export class NftMonitor {
     }
   }
 
-  /** Foreign changes to a family's table seen so far (undefined when none); taking them clears them. */
-  take(family: NftFamily): ForeignChanges | undefined {
-    const f = this.foreign.get(family);
-    this.foreign.delete(family);
+
+  /** Records, under `scope`, the foreign changes `relevant` picks (changes seen before are not). */
+  follow(scope: string, relevant: (e: MonitorEvent) => boolean): void {
+    this.followers.set(scope, relevant);
+  }
+
+  /** Foreign changes a follower picked so far (undefined when none); taking them clears them. */
+  take(scope: string): ForeignChanges | undefined {
+    const f = this.foreign.get(scope);
+    this.foreign.delete(scope);
     return f;
   }
 
-  /** Whether foreign changes to a family's table are waiting to be taken. */
-  hasForeign(family: NftFamily): boolean {
-    return this.foreign.has(family);
+  /** Whether foreign changes a follower picked are waiting to be taken. */
+  hasForeign(scope: string): boolean {
+    return this.foreign.has(scope);
   }
 
   stop(): void {
@@ -196,9 +210,9 @@ export class NftMonitor {
     if (marker) {
       if (marker[1] !== 'add') return;
       const id = Number(marker[3]);
+      if (marker[2] === 'probe') this.isReady = true;
       if (marker[2] === 'begin') this.openWrites.add(id);
       else if (marker[2] === 'end') this.openWrites.delete(id);
-      if (marker[2] === 'probe') this.isReady = true;
       const key = `${marker[2]}-${id}`;
       if (this.waiters.has(key)) {
         this.seen.add(key);
@@ -206,8 +220,8 @@ export class NftMonitor {
       }
       return;
     }
-    const ev = OUR_EVENT.exec(line);
-    if (ev) this.events.push({ verb: ev[1]!, kind: ev[2]!, family: ev[3] as NftFamily, name: ev[4] });
+    const ev = parseEvent(line);
+    if (ev) this.events.push(ev);
   }
 
   /** A generation's changes are ours when a write of ours was open while it was committed. */
@@ -215,18 +229,29 @@ export class NftMonitor {
     const events = this.events;
     this.events = [];
     // Before the first probe (and during writes begun before it) whose changes these are is unknown:
-    // the backend reads the table back for that time instead.
+    // the backend reads the kernel back for that time instead.
     if (!this.isReady || this.earlyWrites > 0 || this.openWrites.size > 0 || events.length === 0) return;
-    for (const e of events) {
-      let f = this.foreign.get(e.family);
-      if (!f) this.foreign.set(e.family, (f = { objects: new Map(), chains: new Set(), tableDeleted: false }));
-      const what = `${e.verb} ${e.kind}${e.name && e.kind !== 'table' ? ` ${e.name}` : ''}`;
-      f.objects.set(what, (f.objects.get(what) ?? 0) + 1);
-      if ((e.kind === 'rule' || e.kind === 'chain') && e.name) f.chains.add(e.name);
-      if (e.kind === 'table' && e.verb === 'delete') f.tableDeleted = true;
+    let picked = 0;
+    for (const [scope, relevant] of this.followers) {
+      for (const e of events) {
+        if (!relevant(e)) continue;
+        picked++;
+        let f = this.foreign.get(scope);
+        if (!f) this.foreign.set(scope, (f = { objects: new Map(), chains: new Set(), tableDeleted: false }));
+        const what = `${e.verb} ${e.kind}${e.name && e.kind !== 'table' ? ` ${e.name}` : ''}`;
+        f.objects.set(what, (f.objects.get(what) ?? 0) + 1);
+        if ((e.kind === 'rule' || e.kind === 'chain') && e.name) f.chains.add(e.name);
+        if (e.kind === 'table' && e.verb === 'delete') f.tableDeleted = true;
+      }
     }
-    log.v(2, 'foreign change to our nftables table seen', { changes: events.length });
+    if (picked > 0) log.v(2, 'foreign change to our tables seen', { changes: picked });
   }
+}
+
+/** A change line the monitor prints (not a marker, not a generation line), or undefined. */
+export function parseEvent(line: string): MonitorEvent | undefined {
+  const ev = EVENT.exec(line);
+  return ev ? { verb: ev[1]!, kind: ev[2]!, family: ev[3] as NftFamily, table: ev[4]!, name: ev[5], rest: ev[6]! } : undefined;
 }
 
 const monitors = new Map<string, NftMonitor>();
@@ -234,4 +259,97 @@ const monitors = new Map<string, NftMonitor>();
 /** The monitor for a command prefix, started on first use and restarted when it has died. */
 export function monitorFor(opts: ExecOptions): NftMonitor {
   return helperFor(monitors, opts, (wrap) => new NftMonitor(wrap));
+}
+
+/** How long verify() waits for the monitor to show every change committed so far. */
+const CATCH_UP_MS = 10000;
+
+/**
+ * One backend's use of the monitor: its writes bracketed, the foreign changes to its objects
+ * collected, and the decision whether a verification must read the kernel back.
+ */
+export class ForeignWatch {
+  private monitor: NftMonitor | undefined;
+  private restarted = false;
+  private verifications = 0;
+
+  /**
+   * @param scope names this backend's foreign changes (one per backend and family)
+   * @param relevant picks the changes to this backend's objects
+   * @param fullReadEvery every this many verifications read back even when nothing was seen
+   */
+  constructor(
+    private readonly exec: ExecOptions,
+    private readonly scope: string,
+    private readonly relevant: (e: MonitorEvent) => boolean,
+    private readonly fullReadEvery: number,
+  ) {}
+
+  /**
+   * The monitor when it is subscribed, else undefined (it is started on first use). Nothing waits
+   * for it: at 10,000 services it needs seconds to load the ruleset; whatever happened before it
+   * is subscribed is checked by reading the kernel back at the next verification.
+   */
+  private watch(): NftMonitor | undefined {
+    const mon = this.running();
+    if (mon?.isReady) return mon;
+    this.restarted = true;
+    return undefined;
+  }
+
+  /** The monitor process, subscribed or still loading; undefined when it has died. */
+  private running(): NftMonitor | undefined {
+    const mon = monitorFor(this.exec);
+    if (mon !== this.monitor) {
+      // A new monitor means changes may have gone unseen in between.
+      if (this.monitor) this.restarted = true;
+      this.monitor = mon;
+      mon.follow(this.scope, this.relevant);
+    }
+    return mon.dead ? undefined : mon;
+  }
+
+  /** Runs a write of ours, bracketed while the monitor runs so that it is not taken for a foreign change. */
+  async write<T>(write: () => Promise<T>): Promise<T> {
+    const mon = this.running();
+    // A write the monitor may not see: the next verification reads the kernel back.
+    if (!mon?.isReady) this.restarted = true;
+    return mon ? mon.ownWrite(write) : write();
+  }
+
+  /**
+   * Takes the foreign changes seen so far and says why the kernel must be read back: a foreign
+   * change, no monitor (or one behind or restarted), a check still out of sync, or the backstop;
+   * undefined when the monitor proves nothing of ours changed.
+   */
+  async readBackReason(inSync: boolean): Promise<{ reason: string | undefined; foreign: ForeignChanges | undefined }> {
+    const mon = this.watch();
+    const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
+    if (mon && !current) log.warn('nft monitor is behind; reading the rules back instead', { scope: this.scope });
+    const foreign = mon?.take(this.scope);
+    const backstop = ++this.verifications % this.fullReadEvery === 0;
+    const restarted = this.restarted;
+    this.restarted = false;
+    const reasons: Array<[boolean, string]> = [
+      [foreign !== undefined, 'foreign change'],
+      [!mon, 'no monitor'],
+      [!current, 'monitor behind'],
+      [restarted, 'monitor restarted'],
+      [!inSync, 'not repaired yet'],
+      [backstop, 'backstop'],
+    ];
+    const reason = reasons.find(([applies]) => applies)?.[1];
+    if (!reason) log.v(2, 'kernel rules not read back: the nft monitor saw no foreign change', { scope: this.scope });
+    return { reason, foreign };
+  }
+
+  /** Drops the foreign changes seen so far (a full rewrite is about to replace what they touched). */
+  forget(): void {
+    this.watch()?.take(this.scope);
+  }
+
+  /** Whether foreign changes are waiting for the next verification. */
+  pending(): boolean {
+    return this.monitor?.hasForeign(this.scope) ?? false;
+  }
 }
