@@ -11,8 +11,7 @@
  * Measured on a 2-core machine shared with other work (linux.uml 6.1.176, the guest has one CPU):
  * the kernel reaches init in ~3.3 s; loading MODULES with one `modprobe -a` takes under 1 s; a
  * whole run of `true` (boot, modules, power-off) takes 5 s on a quiet machine, 7-8 s at a load
- * average of 8. `node -e 0` takes 0.9-1.5 s in the guest; importing @kubernetes/client-node
- * takes 15-30 s there (3.4 s on the host at the same load), so every process a guest test starts
+ * average of 8. `node -e 0` takes 0.9-1.5 s in the guest, so every process a guest test starts
  * is expensive: the e2e cluster of test/e2e (five pod servers, the API server, the proxy) took
  * 95 s to come up at a load average of 10.
  */
