@@ -51,6 +51,7 @@ class ProxyProcess {
   private readonly syncWaiters: Array<() => void> = [];
 
   constructor(readonly child: ChildProcess) {
+    if (process.env.KPB_PROXY_LOG) child.once('exit', () => process.stderr.write(`proxy ${child.pid} exited ${new Date().toISOString()}\n`));
     child.stderr!.setEncoding('utf8');
     child.stdout!.resume();
     child.stderr!.on('data', (chunk: string) => {
@@ -109,6 +110,7 @@ async function startProxy(mode: Mode, ns: string, kubeconfig: string, opts: RunO
   const argv = [
     process.execPath,
     ...(inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : []),
+    ...(process.env.KPB_NODE_ARGS ? process.env.KPB_NODE_ARGS.split(' ') : []),
     opts.proxyMain,
     '--kubeconfig', kubeconfig,
     '--hostname-override', NODE_NAME,

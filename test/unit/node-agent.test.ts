@@ -109,7 +109,7 @@ describe('start-up checks', () => {
     assert.match(missing[1]!, /^ipset is not installed/);
     assert.match(missing[2]!, /no IPVS support .*modprobe ip_vs/);
     assert.deepEqual(await startupProblems('nftables', env({ nftablesWorks: async () => false })), [
-      'the kernel has no nf_tables support (`nft list tables` fails; modprobe nf_tables); nftables mode needs it',
+      'the kernel has no nf_tables support (`nft list flowtables` fails; modprobe nf_tables); nftables mode needs it',
     ]);
   });
 });

@@ -8,7 +8,7 @@ import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
 import { restore, saveTables } from '../iptables/apply.js';
 import { FAMILIES, FLAVOURS, otherFlavour, toolFor, type Flavour } from '../iptables/flavour.js';
-import { deleteTables } from '../nftables/apply.js';
+import { deleteTables, ourTableFamilies } from '../nftables/apply.js';
 import { isUserspaceChain } from '../userspace/names.js';
 
 /** Chains only the IPVS mode creates (the nat table's KUBE-FIREWALL is one, see isKubeProxyChain). */
@@ -229,8 +229,7 @@ export async function removeLeftoversForIptables(flavour: Flavour, opts: ExecOpt
 /** Deletes the nftables mode's tables when present; true when there were some. */
 async function removeNftablesTables(opts: ExecOptions): Promise<boolean> {
   try {
-    const listed = await tryRun(['nft', 'list', 'tables'], undefined, opts);
-    if (listed?.code === 0 && /^table ip6? kube-proxy$/m.test(listed.stdout)) {
+    if ((await ourTableFamilies(opts)).length > 0) {
       await deleteTables(opts);
       return true;
     }
@@ -270,8 +269,7 @@ export async function removeLeftoversForUserspace(flavour: Flavour, opts: ExecOp
  */
 export async function listLeftovers(opts: ExecOptions = {}): Promise<string[]> {
   const found: string[] = [];
-  const tables = await tryRun(['nft', 'list', 'tables'], undefined, opts);
-  for (const m of (tables?.code === 0 ? tables.stdout : '').matchAll(/^table (ip6?) kube-proxy$/gm)) found.push(`nftables table ${m[1]} kube-proxy`);
+  for (const family of await ourTableFamilies(opts)) found.push(`nftables table ${family} kube-proxy`);
   for (const { family, flavour } of allTools(FLAVOURS)) {
     let script: string;
     try {

@@ -1,6 +1,6 @@
 // Thin layer over the `nft` command: run scripts, read the table back, delete tables.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, helperFor, keepAlive, run, shellFor, type ExecOptions } from '../../node/exec.js';
+import { DIE_WITH_PARENT, helperFor, keepAlive, run, shellFor, tryRun, type ExecOptions } from '../../node/exec.js';
 import type { NftFamily, NftRuleset, NftSet } from './render.js';
 import { TABLE } from './render.js';
 
@@ -276,13 +276,19 @@ export async function listTable(family: NftFamily, opts: ExecOptions = {}): Prom
   return res.code === 0 ? res.stdout : '';
 }
 
+/**
+ * The families that have our table. Found through `nft list chains` (our tables always hold
+ * chains): `nft list tables` makes nft 1.0 fetch every set element, seconds at 10,000 services.
+ */
+export async function ourTableFamilies(opts: ExecOptions = {}): Promise<NftFamily[]> {
+  const listed = await tryRun(['nft', 'list', 'chains'], undefined, opts);
+  if (listed?.code !== 0) return [];
+  return (['ip', 'ip6'] as const).filter((f) => new RegExp(`^table ${f} ${TABLE} \\{$`, 'm').test(listed.stdout));
+}
+
 /** Deletes our tables in both families (absent tables are fine). */
 export async function deleteTables(opts: ExecOptions = {}): Promise<void> {
   // Only the tables that exist: a kernel whose nf_tables lacks a family (or nft itself missing)
   // has none of ours, and nothing there should wait on it.
-  const listed = await shellFor(opts).run(['nft', 'list', 'tables'], '', 'stdin');
-  if (listed.code !== 0) return;
-  for (const family of ['ip', 'ip6'] as const) {
-    if (new RegExp(`^table ${family} ${TABLE}$`, 'm').test(listed.stdout)) await applyScript(`delete table ${family} ${TABLE}\n`, opts);
-  }
+  for (const family of await ourTableFamilies(opts)) await applyScript(`delete table ${family} ${TABLE}\n`, opts);
 }

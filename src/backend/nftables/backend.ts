@@ -35,6 +35,9 @@ export interface NftablesBackendOptions {
   checkpointFile?: string;
 }
 
+/** Writes larger than this (a full sync of some 2,000 services and up) run without the monitor. */
+const UNWATCHED_WRITE_BYTES = 2_000_000;
+
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
   'add-set': 'missing set',
@@ -87,9 +90,11 @@ export class NftablesBackend implements Backend {
 
   /** Sends scripts as one write of ours, so the monitor does not take it for a foreign change. */
   private async write(scripts: string[]): Promise<void> {
-    await this.foreignWatch.write(async () => {
+    const send = async (): Promise<void> => {
       for (const s of scripts) await applyScript(s, this.exec);
-    });
+    };
+    const bytes = scripts.reduce((n, s) => n + s.length, 0);
+    await (bytes > UNWATCHED_WRITE_BYTES ? this.foreignWatch.unwatchedWrite(send) : this.foreignWatch.write(send));
   }
 
   private get exec(): { wrap?: string[] } {
@@ -156,9 +161,9 @@ export class NftablesBackend implements Backend {
 
   /**
    * A full sync. After a clean stop, the difference from the checkpoint (which keeps affinity
-   * entries and counters). Otherwise one atomic replacement when the table fits the budget, or
-   * the kernel's current table is read and only the difference is sent, in chunks, so that a
-   * restart never flushes working rules.
+   * entries and counters). Otherwise one atomic replacement when the table fits the budget or
+   * there is no table yet; else the kernel's current table is read and only the difference is
+   * sent, in chunks, so that a restart never flushes working rules.
    */
   private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: string[]; operations: number }> {
     const target = { family: rs.family, table: rs.table };
@@ -168,12 +173,9 @@ export class NftablesBackend implements Backend {
       return { scripts: [toNftScript(rs)], operations: fromScratch().length };
     }
     const kernel = fromCheckpoint ?? (await readTable(rs.family, this.exec));
-    if (!kernel) {
-      const ops = fromScratch();
-      const scripts = opsToScripts(ops, this.opts.budget, target);
-      scripts[0] = `add table ${rs.family} ${rs.table}\n` + scripts[0];
-      return { scripts, operations: ops.length };
-    }
+    // Nothing to keep serving: one transaction, which nft loads far faster than chunks (each
+    // chunk makes nft fetch the table written so far).
+    if (!kernel) return { scripts: [toNftScript(rs)], operations: fromScratch().length };
     // Read back, the chains' rules are unknown, so each is rewritten; a checkpoint knows them.
     const ops = diff(kernel, rs, { replaceAllChains: !fromCheckpoint });
     return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length };
