@@ -298,7 +298,8 @@ export class IptablesBackend implements Backend {
       }
     }
     log.v(1, 'reading the kernel rules back', { mode: this.mode, family: this.family, reason });
-    return this.check.run(() => this.findDifferences(this.state!, this.flavour!));
+    const read = (): Promise<VerifyResult> => this.check.run(() => this.findDifferences(this.state!, this.flavour!));
+    return this.foreignWatch ? this.foreignWatch.readBack(read) : read();
   }
 
   kernelInSync(): boolean {

@@ -259,7 +259,7 @@ export class NftablesBackend implements Backend {
         kinds: kinds.length > 8 ? [...kinds.slice(0, 8), `…${kinds.length - 8} more`] : kinds,
       });
     }
-    return this.check.run(() => this.findDifferences(foreign));
+    return this.foreignWatch.readBack(() => this.check.run(() => this.findDifferences(foreign)));
   }
 
   kernelInSync(): boolean {

@@ -263,6 +263,11 @@ export function monitorFor(opts: ExecOptions): NftMonitor {
 
 /** How long verify() waits for the monitor to show every change committed so far. */
 const CATCH_UP_MS = 10000;
+/**
+ * The backstop read-back may take at most this share of the time: at 10,000 services the
+ * iptables-nft one takes over a minute, which every 10 periods would be a third of a core.
+ */
+const BACKSTOP_TIME_SHARE = 0.05;
 
 /**
  * One backend's use of the monitor: its writes bracketed, the foreign changes to its objects
@@ -271,12 +276,15 @@ const CATCH_UP_MS = 10000;
 export class ForeignWatch {
   private monitor: NftMonitor | undefined;
   private restarted = false;
+  /** Verifications since the last read-back. */
   private verifications = 0;
+  private lastReadBack = { endedAt: 0, ms: 0 };
 
   /**
    * @param scope names this backend's foreign changes (one per backend and family)
    * @param relevant picks the changes to this backend's objects
-   * @param fullReadEvery every this many verifications read back even when nothing was seen
+   * @param fullReadEvery read back after this many verifications without one even when nothing
+   *   was seen, once the time since the last read-back is 20 times what it cost
    */
   constructor(
     private readonly exec: ExecOptions,
@@ -338,7 +346,8 @@ export class ForeignWatch {
     const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
     if (mon && !current) log.warn('nft monitor is behind; reading the rules back instead', { scope: this.scope });
     const foreign = mon?.take(this.scope);
-    const backstop = ++this.verifications % this.fullReadEvery === 0;
+    const sinceReadBack = Date.now() - this.lastReadBack.endedAt;
+    const backstop = ++this.verifications >= this.fullReadEvery && sinceReadBack * BACKSTOP_TIME_SHARE >= this.lastReadBack.ms;
     const restarted = this.restarted;
     this.restarted = false;
     const reasons: Array<[boolean, string]> = [
@@ -352,6 +361,17 @@ export class ForeignWatch {
     const reason = reasons.find(([applies]) => applies)?.[1];
     if (!reason) log.v(2, 'kernel rules not read back: the nft monitor saw no foreign change', { scope: this.scope });
     return { reason, foreign };
+  }
+
+  /** Runs a read-back, timed: the backstop waits long enough that read-backs stay a small share of the time. */
+  async readBack<T>(read: () => Promise<T>): Promise<T> {
+    const t0 = Date.now();
+    try {
+      return await read();
+    } finally {
+      this.lastReadBack = { endedAt: Date.now(), ms: Date.now() - t0 };
+      this.verifications = 0;
+    }
   }
 
   /** Drops the foreign changes seen so far (a full rewrite is about to replace what they touched). */
