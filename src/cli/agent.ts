@@ -23,16 +23,19 @@ export function nodeSettingsOf(config: KubeProxyConfiguration): NodeSettings {
 }
 
 /**
- * Prepares the node for a proxy that programs the kernel; false (after one error line per
- * problem) when it cannot run. A dry run touches nothing.
+ * Whether the node can run a proxy that programs the kernel (root, the mode's tools); false after
+ * one error line per problem. Changes nothing. A dry run needs nothing.
  */
-export async function prepareNode(config: KubeProxyConfiguration, dryRun: boolean): Promise<boolean> {
-  const mode = effectiveMode(config);
+export async function nodeUsable(config: KubeProxyConfiguration, dryRun: boolean): Promise<boolean> {
   if (dryRun) return true;
-  const problems = await startupProblems(mode);
+  const problems = await startupProblems(effectiveMode(config));
   for (const p of problems) log.error(p);
-  if (problems.length > 0) return false;
+  return problems.length === 0;
+}
+
+/** Sets the proxy's OOM score and the node's sysctls. A dry run touches nothing. */
+export function prepareNode(config: KubeProxyConfiguration, dryRun: boolean): void {
+  if (dryRun) return;
   applyOomScoreAdj(config.oomScoreAdj);
   applySysctls(desiredSysctls(nodeSettingsOf(config)));
-  return true;
 }

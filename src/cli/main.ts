@@ -19,7 +19,7 @@ import { debugRoutes, SyncHistory } from '../server/debug.js';
 import type { RunningServer } from '../server/http.js';
 import { ProxyMetrics, startMetricsServer } from '../server/metrics.js';
 import { pprofRoutes } from '../server/pprof.js';
-import { prepareNode } from './agent.js';
+import { nodeUsable, prepareNode } from './agent.js';
 import { ConfigWatcher, configChanges } from './config-watch.js';
 import { registerWatchFreshness } from '../server/watch-metrics.js';
 import { explainCommand, explainLive } from './explain-cmd.js';
@@ -40,7 +40,8 @@ function nodeNameOf(cmd: CommandLine): string {
 async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   const nodeName = nodeNameOf(cmd);
   const mode = effectiveMode(cmd.config);
-  if (!(await prepareNode(cmd.config, cmd.dryRun))) return 1;
+  if (!(await nodeUsable(cmd.config, cmd.dryRun))) return 1;
+  // A bad kubeconfig fails before anything on the node is changed.
   let source: Source;
   let client: KubeClient | undefined;
   if (cmd.manifestsDir) {
@@ -48,8 +49,9 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   } else {
     client = KubeClient.load({ kubeconfig: cmd.config.clientConnection.kubeconfig || undefined, master: cmd.master || undefined });
     source = new ApiServerSource({ client, nodeName });
-    log.info('using the API server', { server: client.server });
   }
+  prepareNode(cmd.config, cmd.dryRun);
+  if (client) log.info('using the API server', { server: client.server });
   // Events write to the API server: not in a dry run.
   const events = client && !cmd.dryRun ? new EventRecorder(client, nodeName) : undefined;
   // The lock is taken when the first backend is made: a dry run programs nothing and cannot
@@ -252,7 +254,7 @@ async function applyConfiguration(
     setVerbosity(next.logging.verbosity);
     setLogFormat(next.logging.format === 'json' ? 'json' : 'text');
   }
-  if (changes.nodeSettings && !(await prepareNode(next, false))) log.error('the new node settings could not all be applied');
+  if (changes.nodeSettings) prepareNode(next, false);
   const rebind = async (which: 'healthz' | 'metrics', address: string): Promise<void> => {
     await servers[which]?.close();
     servers[which] = undefined;
@@ -319,7 +321,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (cmd.initOnly) {
     // The privileged part of start-up, for an init container; the proxy then runs unprivileged.
-    const ok = await prepareNode(cmd.config, cmd.dryRun);
+    const ok = await nodeUsable(cmd.config, cmd.dryRun);
+    if (ok) prepareNode(cmd.config, cmd.dryRun);
     log.info(ok ? 'node set-up done (--init-only)' : 'node set-up failed (--init-only)');
     return ok ? 0 : 1;
   }
