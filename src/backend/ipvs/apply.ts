@@ -2,14 +2,16 @@
 // `ipset restore`, `ipvsadm` (save, restore, connection counters, timeouts) and `sysctl`. The
 // iptables part goes through the iptables kit. Everything runs through the helper shell of the
 // command prefix, so a test's namespace is the one changed.
+import { readFile } from 'node:fs/promises';
 import { shellFor, type ExecOptions, type ExecResult } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
 import type { SysctlSetting } from '../../node/sysctl.js';
 import { toIpsetRestore } from './ipsets.js';
 import { parseIpvsadmSave, type ParsedVirtualServer } from './ipvsadm.js';
+import { parseProcIpVs } from './procfs.js';
 import { DUMMY_DEVICE, type Ipset } from './types.js';
 
-const call = (argv: string[], input: string, exec: ExecOptions): Promise<ExecResult> => shellFor(exec).run(argv, input, 'stdin');
+const call = (argv: string[], input: string, exec: ExecOptions): Promise<ExecResult> => shellFor(exec).run(argv, input, 'stdin', exec.timeoutMs);
 
 async function check(argv: string[], input: string, exec: ExecOptions): Promise<string> {
   const res = await call(argv, input, exec);
@@ -86,9 +88,10 @@ export function parseConnectionCounts(text: string): Map<string, number> {
   const option: Record<string, string> = { TCP: '-t', UDP: '-u', SCTP: '--sctp-service' };
   let service: string | undefined;
   for (const line of text.split('\n')) {
-    const vs = /^(TCP|UDP|SCTP)\s+(\S+)\s/.exec(line + ' ');
-    if (vs) {
-      service = `${option[vs[1]!]} ${vs[2]}`;
+    if (!/^\s/.test(line)) {
+      // Any other heading (FWM, the header) ends the previous service's list.
+      const vs = /^(TCP|UDP|SCTP)\s+(\S+)\s/.exec(line + ' ');
+      service = vs ? `${option[vs[1]!]} ${vs[2]}` : undefined;
       continue;
     }
     const rs = /^\s+->\s+(\S+)\s+\S+\s+\d+\s+(\d+)\s+(\d+)/.exec(line);
@@ -97,7 +100,19 @@ export function parseConnectionCounts(text: string): Map<string, number> {
   return out;
 }
 
+/**
+ * Open connections per real server. In the proxy's own namespace (no command prefix) from
+ * /proc/net/ip_vs, without starting a process; through a prefix, the file would show the
+ * caller's namespace, so `ipvsadm -Ln` runs there instead.
+ */
 export async function connectionCounts(exec: ExecOptions = {}): Promise<Map<string, number>> {
+  if ((exec.wrap ?? []).length === 0) {
+    try {
+      return parseProcIpVs(await readFile('/proc/net/ip_vs', 'utf8'));
+    } catch {
+      // No procfs view (ip_vs not loaded yet, procfs not mounted): ask the tool.
+    }
+  }
   return parseConnectionCounts(await check(['ipvsadm', '-Ln'], '', exec));
 }
 

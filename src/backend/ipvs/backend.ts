@@ -7,6 +7,7 @@ import { release } from 'node:os';
 import type { Backend, SyncResult, VerifyResult } from '../types.js';
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
+import type { ExecOptions } from '../../node/exec.js';
 import { flushStale } from '../../node/conntrack.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 import { startUpFlavour } from '../iptables/startup.js';
@@ -43,6 +44,8 @@ export interface IpvsBackendOptions {
   /** A draining real server is deleted after this long even with open connections (default 15 min). */
   drainBoundMs?: number;
   now?: () => number;
+  /** Longest one tool may run (default: the shell's 180 s); a very large first sync needs more. */
+  commandTimeoutMs?: number;
 }
 
 const serverKey = (d: { service: string; realServer: string }): string => `${d.service} ${d.realServer}`;
@@ -78,8 +81,8 @@ export class IpvsBackend implements Backend {
     if (opts.flavour) this.flavour = opts.flavour;
   }
 
-  private get exec(): { wrap?: string[] } {
-    return this.opts.wrap ? { wrap: this.opts.wrap } : {};
+  private get exec(): ExecOptions {
+    return { ...(this.opts.wrap ? { wrap: this.opts.wrap } : {}), ...(this.opts.commandTimeoutMs ? { timeoutMs: this.opts.commandTimeoutMs } : {}) };
   }
 
   private now(): number {
