@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { IpvsBackend } from '../../src/backend/ipvs/backend.js';
-import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
+import { backendConfig, endpoint, localEndpoint, servicePort, snapshot } from '../support/snapshots.js';
 
 const TOOLS = ['ip', 'ipvsadm', 'ipset', 'sysctl', 'iptables-legacy', 'iptables-legacy-save', 'iptables-legacy-restore', 'conntrack'];
 
@@ -107,5 +107,14 @@ describe('IPVS backend apply (fake tools)', () => {
     assert.match(res.differences.join('\n'), /ipvsadm command needed: 2/);
     assert.match(calls(), /^ {2}-A -t 10\.96\.0\.10:80 -s rr$/m);
     assert.equal(be.kernelInSync(), true);
+  });
+
+  test('a new local endpoint changes a large set by one line, not a flush and refill', async () => {
+    const local = servicePort({ namespace: 'ns1', serviceName: 'web', clusterIP: '10.96.0.10', port: 80, endpoints: [endpoint('10.244.1.5', 8080), localEndpoint('10.244.1.9', 8080)] });
+    reset();
+    await be.sync(snapshot([local]));
+    const log = calls();
+    assert.match(log, /^ipset restore\n {2}add KUBE-LOOP-BACK 10\.244\.1\.9,tcp:8080,10\.244\.1\.9\n(?! )/m);
+    assert.doesNotMatch(log, /flush|ip -batch/);
   });
 });

@@ -5,11 +5,10 @@
 import { readFile } from 'node:fs/promises';
 import { shellFor, type ExecOptions, type ExecResult } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
-import type { SysctlSetting } from '../../node/sysctl.js';
-import { toIpsetRestore } from './ipsets.js';
+import { applySysctls, type SysctlSetting } from '../../node/sysctl.js';
 import { parseIpvsadmSave, type ParsedVirtualServer } from './ipvsadm.js';
 import { parseProcIpVs } from './procfs.js';
-import { DUMMY_DEVICE, type Ipset } from './types.js';
+import { DUMMY_DEVICE } from './types.js';
 
 const call = (argv: string[], input: string, exec: ExecOptions): Promise<ExecResult> => shellFor(exec).run(argv, input, 'stdin', exec.timeoutMs);
 
@@ -33,27 +32,36 @@ export async function dummyAddresses(family: IPFamily, exec: ExecOptions = {}): 
  * Returns the number of addresses added or removed.
  */
 export async function syncDummy(want: readonly string[], family: IPFamily, exec: ExecOptions = {}, known?: readonly string[]): Promise<number> {
-  let have = known ?? (await dummyAddresses(family, exec));
-  if (have === undefined) {
-    await check(['ip', 'link', 'add', DUMMY_DEVICE, 'type', 'dummy'], '', exec);
-    have = [];
-  }
+  // A link that is not there has no addresses to read: /proc/net/dev (this namespace's links)
+  // says so without a process, and the batch below creates it.
+  const missing = known === undefined && (exec.wrap ?? []).length === 0 && (await linkMissing(DUMMY_DEVICE));
+  const have = known ?? (missing ? undefined : await dummyAddresses(family, exec));
   const wanted = new Set(want);
-  const present = new Set(have);
+  const present = new Set(have ?? []);
   const host = family === 'IPv6' ? '/128' : '/32';
   // nodad: a service address must be usable at once, not after duplicate address detection.
   const extra = family === 'IPv6' ? ' nodad' : '';
   const lines = [
+    ...(have === undefined ? [`link add ${DUMMY_DEVICE} type dummy`] : []),
     ...want.filter((a) => !present.has(a)).map((a) => `addr add ${a}${host} dev ${DUMMY_DEVICE}${extra}`),
-    ...have.filter((a) => !wanted.has(a)).map((a) => `addr del ${a}${host} dev ${DUMMY_DEVICE}`),
+    ...(have ?? []).filter((a) => !wanted.has(a)).map((a) => `addr del ${a}${host} dev ${DUMMY_DEVICE}`),
   ];
   if (lines.length > 0) await check(['ip', '-batch', '-'], lines.join('\n') + '\n', exec);
-  return lines.length;
+  return lines.length - (have === undefined ? 1 : 0);
 }
 
-/** `ipset restore` of the given sets (each created when missing, then flushed and filled). */
-export async function restoreIpsets(sets: Ipset[], exec: ExecOptions = {}): Promise<void> {
-  if (sets.length > 0) await check(['ipset', 'restore'], toIpsetRestore(sets), exec);
+/** Whether this namespace has no link of that name; false when /proc/net/dev cannot be read. */
+async function linkMissing(name: string): Promise<boolean> {
+  try {
+    return !(await readFile('/proc/net/dev', 'utf8')).split('\n').some((l) => l.trim().startsWith(`${name}:`));
+  } catch {
+    return false;
+  }
+}
+
+/** One `ipset restore` of the given input (toIpsetRestore, toIpsetUpdate); nothing for ''. */
+export async function restoreIpsets(input: string, exec: ExecOptions = {}): Promise<void> {
+  if (input !== '') await check(['ipset', 'restore'], input, exec);
 }
 
 /** `ipset save` output of the named sets' entries, by set name (sets that do not exist are absent). */
@@ -116,10 +124,14 @@ export async function connectionCounts(exec: ExecOptions = {}): Promise<Map<stri
   return parseConnectionCounts(await check(['ipvsadm', '-Ln'], '', exec));
 }
 
-/** Writes sysctls in the proxy's network namespace; failures are returned, not thrown. */
+/** Writes sysctls in the proxy's network namespace; failures are returned (and logged), not thrown. */
 export async function writeSysctls(settings: readonly SysctlSetting[], exec: ExecOptions = {}): Promise<string[]> {
   if (settings.length === 0) return [];
-  // One process for all of them (a process start is the cost that counts); only when one fails,
+  // In the proxy's own namespace /proc/sys/net is that namespace's: written without a process.
+  if ((exec.wrap ?? []).length === 0) {
+    return [...applySysctls([...settings])].filter(([, outcome]) => outcome === 'failed').map(([name]) => `${name}: could not be read or written`);
+  }
+  // Through a prefix, one process for all of them (a process start is the cost that counts); only when one fails,
   // one each, to say which.
   const all = await call(['sysctl', '-q', '-w', ...settings.map((s) => `${s.name}=${s.value}`)], '', exec);
   if (all.code === 0) return [];

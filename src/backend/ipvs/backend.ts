@@ -17,11 +17,11 @@ import { isKubeProxyChain, removeIptablesLeftovers, removeIpvsLeftovers } from '
 import { connectionCounts, dummyAddresses, readVirtualServers, restoreIpsets, restoreIpvs, savedIpsetEntries, setIpvsTimeouts, syncDummy, writeSysctls } from './apply.js';
 import { CHAINS } from './chains.js';
 import { diffVirtualServers } from './diff.js';
-import { toIpsetRestore } from './ipsets.js';
+import { toIpsetRestore, toIpsetUpdate } from './ipsets.js';
 import { serviceRef, toIpvsadmRestore, type ParsedVirtualServer } from './ipvsadm.js';
 import { renderIpvs, type IpvsOptions } from './render.js';
 import { ipvsSysctls, ipvsTimeoutArgs } from './sysctls.js';
-import type { IpvsRuleset } from './types.js';
+import type { Ipset, IpvsRuleset } from './types.js';
 
 /** Whether a chain is one the IPVS mode writes (any other kube-proxy chain is another mode's). */
 export const isIpvsModeChain = (table: string, name: string): boolean => CHAINS.some((c) => c.table === table && c.name === name);
@@ -61,7 +61,7 @@ export class IpvsBackend implements Backend {
   private last: IpvsRuleset | undefined;
   /** The kernel's virtual servers as we left them (draining real servers included); undefined: read them. */
   private known: ParsedVirtualServer[] | undefined;
-  private writtenSets = new Map<string, string>();
+  private writtenSets = new Map<string, Ipset>();
   private writtenChains = '';
   /** kube-ipvs0's addresses of the family as the last sync left them; undefined: read them. */
   private writtenDummy: string[] | undefined;
@@ -142,10 +142,13 @@ export class IpvsBackend implements Backend {
   private async apply(rs: IpvsRuleset): Promise<number> {
     let operations = 0;
     // Sets first: the chains refer to them.
-    const changedSets = rs.ipsets.filter((s) => this.writtenSets.get(s.name) !== toIpsetRestore([s]));
-    await restoreIpsets(changedSets, this.exec);
-    for (const s of changedSets) this.writtenSets.set(s.name, toIpsetRestore([s]));
-    operations += changedSets.length;
+    const updates = rs.ipsets.map((s) => {
+      const before = this.writtenSets.get(s.name);
+      return before ? toIpsetUpdate(before, s) : toIpsetRestore([s]);
+    });
+    await restoreIpsets(updates.join(''), this.exec);
+    for (const s of rs.ipsets) this.writtenSets.set(s.name, s);
+    operations += updates.filter((u) => u !== '').length;
 
     operations += await this.applyVirtualServers(rs);
     if (rs.dummyAddresses.join(' ') !== this.writtenDummy?.join(' ')) {
@@ -156,7 +159,8 @@ export class IpvsBackend implements Backend {
     const chains = toRestoreInput(rs.iptables);
     if (chains !== this.writtenChains) {
       const first = this.writtenChains === '';
-      const saved = first ? parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter'])) : undefined;
+      // One save of every table (a table not listed has no rules yet): each process counts.
+      const saved = first ? parseSave(await saveTables(this.family, this.flavour!, this.exec)) : undefined;
       const stale: Array<{ table: IptChain['table']; name: string }> = [];
       for (const [table, t] of saved ?? []) {
         for (const name of t.chains.keys()) {
