@@ -1,7 +1,9 @@
 // Thin layer over the IPVS mode's tools: the kube-ipvs0 dummy link and its addresses (`ip`),
 // `ipset restore`, `ipvsadm` (save, restore, connection counters, timeouts) and `sysctl`. The
-// iptables part goes through the iptables kit. Everything runs through the helper shell of the
-// command prefix, so a test's namespace is the one changed.
+// iptables part goes through the iptables kit. Tools run through the helper shell of the command
+// prefix, so a test's namespace is the one changed; without a prefix, what procfs offers for the
+// proxy's own namespace (connection counts, sysctls, whether a link exists) is read or written
+// in-process instead, because a process start is what a change costs on a slow machine.
 import { readFile } from 'node:fs/promises';
 import { shellFor, type ExecOptions, type ExecResult } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
@@ -131,8 +133,7 @@ export async function writeSysctls(settings: readonly SysctlSetting[], exec: Exe
   if ((exec.wrap ?? []).length === 0) {
     return [...applySysctls([...settings])].filter(([, outcome]) => outcome === 'failed').map(([name]) => `${name}: could not be read or written`);
   }
-  // Through a prefix, one process for all of them (a process start is the cost that counts); only when one fails,
-  // one each, to say which.
+  // Through a prefix, one process for all of them; only when one fails, one each, to say which.
   const all = await call(['sysctl', '-q', '-w', ...settings.map((s) => `${s.name}=${s.value}`)], '', exec);
   if (all.code === 0) return [];
   const failed: string[] = [];
