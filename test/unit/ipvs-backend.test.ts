@@ -118,3 +118,21 @@ describe('IPVS backend apply (fake tools)', () => {
     assert.doesNotMatch(log, /^ {2}flush |^ip -batch/m);
   });
 });
+
+test('a tool past the backend’s per-call bound fails the sync with a clear error instead of hanging it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ipvs-slow-'));
+  try {
+    // Every tool answers at once except ipvsadm, which hangs.
+    writeFileSync(join(dir, 'fast'), '#!/bin/sh\nexit 0\n');
+    writeFileSync(join(dir, 'ipvsadm'), '#!/bin/sh\nexec sleep 30\n');
+    for (const f of ['fast', 'ipvsadm']) chmodSync(join(dir, f), 0o755);
+    for (const t of TOOLS.filter((x) => x !== 'ipvsadm')) symlinkSync(join(dir, 'fast'), join(dir, t));
+    const be = new IpvsBackend({ ...backendConfig(), scheduler: 'rr' }, { wrap: ['env', `PATH=${dir}:/usr/bin:/bin`], flavour: 'legacy', commandTimeoutMs: 300 });
+    const started = Date.now();
+    await assert.rejects(be.sync(snapshot([web(['10.244.1.5'])])), /ipvsadm did not finish within 0\.3 s/);
+    assert.ok(Date.now() - started < 10_000, 'the bound, not the tool, ended the call');
+    assert.equal(be.syncFailures, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
