@@ -4,8 +4,8 @@
 //
 // CI runs the selection below, not every shared scenario: a process start costs 0.3-0.6 s in the
 // guest and a scenario starts 25-140 (pod clients, proxy syncs: one `ipvsadm --restore` per
-// endpoint change, connection counts read from /proc/net/ip_vs); the lane took ~275 s for the
-// selection at load average 3. Left out of CI for time: restart, stop and --cleanup (each starts
+// endpoint change, connection counts read from /proc/net/ip_vs); the lane took 238 s for the
+// selection at load average 2.4-3.9. Left out of CI for time: restart, stop and --cleanup (each starts
 // a proxy anew). Left out because it fails: externalTrafficPolicy Local, whose NodePort from a
 // pod on a node without local endpoints gets no answer in IPVS mode. KPT_UML_ALL=1 runs every one.
 import assert from 'node:assert/strict';
