@@ -21,6 +21,8 @@ export interface ExecOptions {
    * the proxy's namespace. Empty in the proxy itself.
    */
   wrap?: string[];
+  /** Longest one tool may run through the helper shell (default COMMAND_TIMEOUT_MS). */
+  timeoutMs?: number;
 }
 
 export interface ExecResult {
@@ -132,13 +134,13 @@ export class CommandShell {
   }
 
   /** Runs `argv` with `input` as a file named by the last argument (`as: 'arg'`) or as stdin. */
-  run(argv: string[], input: string, as: 'arg' | 'stdin' = 'arg'): Promise<ExecResult> {
-    const next = this.queue.then(() => this.runNow(argv, input, as));
+  run(argv: string[], input: string, as: 'arg' | 'stdin' = 'arg', timeoutMs = COMMAND_TIMEOUT_MS): Promise<ExecResult> {
+    const next = this.queue.then(() => this.runNow(argv, input, as, timeoutMs));
     this.queue = next.catch(() => undefined);
     return next;
   }
 
-  private async runNow(argv: string[], input: string, as: 'arg' | 'stdin'): Promise<ExecResult> {
+  private async runNow(argv: string[], input: string, as: 'arg' | 'stdin', timeoutMs: number): Promise<ExecResult> {
     if (this.dead) throw new Error('helper shell exited');
     const id = this.seq++;
     const inFile = join(this.dir, `in-${id}`);
@@ -155,7 +157,7 @@ export class CommandShell {
         this.waiting = undefined;
         this.child.kill('SIGKILL');
         resolve(`rc=124 timeout`);
-      }, COMMAND_TIMEOUT_MS);
+      }, timeoutMs);
       this.waiting = (l: string) => {
         clearTimeout(timer);
         keepAlive(this.child, false);
@@ -173,7 +175,7 @@ export class CommandShell {
     const stdout = read(outFile);
     const stderr = read(errFile);
     for (const f of [inFile, outFile, errFile]) rmSync(f, { force: true });
-    if (line === 'rc=124 timeout') return { code: 124, stdout, stderr: `${argv[0]} did not finish within ${COMMAND_TIMEOUT_MS / 1000} s\n${stderr}` };
+    if (line === 'rc=124 timeout') return { code: 124, stdout, stderr: `${argv[0]} did not finish within ${timeoutMs / 1000} s\n${stderr}` };
     const code = /^rc=(\d+)$/.exec(line.trim());
     return { code: code ? Number(code[1]) : 1, stdout, stderr };
   }

@@ -7,6 +7,8 @@ import { readFileSync } from 'node:fs';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import { SCHEDULERS } from '../../src/backend/ipvs/types.js';
 import { IpvsBackend } from '../../src/backend/ipvs/backend.js';
+import { parseConnectionCounts } from '../../src/backend/ipvs/apply.js';
+import { parseProcIpVs } from '../../src/backend/ipvs/procfs.js';
 import type { E2ECluster } from '../support/e2e-cluster.js';
 import { requestMany } from '../support/netclient.js';
 import { run } from '../../src/node/exec.js';
@@ -58,9 +60,14 @@ function ipvsScenarios(c: () => E2ECluster): void {
     await c().setEndpoints('drain', ['a-1', 'b-1', 'b-2']);
     await c().setEndpoints('drain', ['a-1']);
     // b-1's closed connections linger in IPVS (TIME_WAIT); b-2 never had one.
-    const rs = realServers(await ipvsadm(c), /10\.96\.0\.83:80 /);
+    const list = await ipvsadm(c);
+    const rs = realServers(list, /10\.96\.0\.83:80 /);
     assert.equal(Object.keys(rs).length, 2, JSON.stringify(rs));
     assert.deepEqual(Object.values(rs).sort(), [0, 1], JSON.stringify(rs));
+    // The proxy decides from the kernel's procfs view, read in its namespace: it must agree with ipvsadm's.
+    const proc = parseProcIpVs((await c().topo.exec('node1', 'cat', ['/proc/net/ip_vs'])).stdout);
+    assert.ok((proc.get('-t 10.96.0.83:80 10.244.2.10:8080') ?? 0) > 0, JSON.stringify([...proc]));
+    assert.deepEqual(proc, parseConnectionCounts(list));
     const after = await requestMany(c().topo, 'c-1', '10.96.0.83', 80, 10);
     assert.deepEqual(after.pods, { 'a-1': 10 });
   });

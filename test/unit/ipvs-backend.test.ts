@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { IpvsBackend } from '../../src/backend/ipvs/backend.js';
-import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
+import { backendConfig, endpoint, localEndpoint, servicePort, snapshot } from '../support/snapshots.js';
 
 const TOOLS = ['ip', 'ipvsadm', 'ipset', 'sysctl', 'iptables-legacy', 'iptables-legacy-save', 'iptables-legacy-restore', 'conntrack'];
 
@@ -108,4 +108,31 @@ describe('IPVS backend apply (fake tools)', () => {
     assert.match(calls(), /^ {2}-A -t 10\.96\.0\.10:80 -s rr$/m);
     assert.equal(be.kernelInSync(), true);
   });
+
+  test('a new local endpoint changes a large set by one line, not a flush and refill', async () => {
+    const local = servicePort({ namespace: 'ns1', serviceName: 'web', clusterIP: '10.96.0.10', port: 80, endpoints: [endpoint('10.244.1.5', 8080), localEndpoint('10.244.1.9', 8080)] });
+    reset();
+    await be.sync(snapshot([local]));
+    const log = calls();
+    assert.match(log, /^ipset restore\n {2}add KUBE-LOOP-BACK 10\.244\.1\.9,tcp:8080,10\.244\.1\.9\n(?! )/m);
+    assert.doesNotMatch(log, /^ {2}flush |^ip -batch/m);
+  });
+});
+
+test('a tool past the backend’s per-call bound fails the sync with a clear error instead of hanging it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ipvs-slow-'));
+  try {
+    // Every tool answers at once except ipvsadm, which hangs.
+    writeFileSync(join(dir, 'fast'), '#!/bin/sh\nexit 0\n');
+    writeFileSync(join(dir, 'ipvsadm'), '#!/bin/sh\nexec sleep 30\n');
+    for (const f of ['fast', 'ipvsadm']) chmodSync(join(dir, f), 0o755);
+    for (const t of TOOLS.filter((x) => x !== 'ipvsadm')) symlinkSync(join(dir, 'fast'), join(dir, t));
+    const be = new IpvsBackend({ ...backendConfig(), scheduler: 'rr' }, { wrap: ['env', `PATH=${dir}:/usr/bin:/bin`], flavour: 'legacy', commandTimeoutMs: 300 });
+    const started = Date.now();
+    await assert.rejects(be.sync(snapshot([web(['10.244.1.5'])])), /ipvsadm did not finish within 0\.3 s/);
+    assert.ok(Date.now() - started < 10_000, 'the bound, not the tool, ended the call');
+    assert.equal(be.syncFailures, 1);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { renderIpvs } from '../../src/backend/ipvs/render.js';
 import { IpvsadmParseError, parseIpvsadmSave, toIpvsadmRestore } from '../../src/backend/ipvs/ipvsadm.js';
-import { IPSET_SPECS, ipsetName, toIpsetRestore } from '../../src/backend/ipvs/ipsets.js';
+import { IPSET_SPECS, ipsetName, toIpsetRestore, toIpsetUpdate } from '../../src/backend/ipvs/ipsets.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
 
 test('ipset names and types are upstream’s', () => {
@@ -76,4 +76,13 @@ test('ipvsadm -Sn output as the kernel prints it, others’ services included', 
   assert.throws(() => parseIpvsadmSave('-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m -w 1\n'), IpvsadmParseError);
   assert.throws(() => parseIpvsadmSave('-A -t 10.0.0.1 -s rr\n'), IpvsadmParseError);
   assert.throws(() => parseIpvsadmSave('garbage\n'), IpvsadmParseError);
+});
+
+test('a set the kernel holds is updated by its differences only: deletions, then additions', () => {
+  const set = (entries: string[]) => ({ name: 'KUBE-LOOP-BACK', type: 'hash:ip,port,ip' as const, family: 'IPv4' as const, comment: '', entries });
+  const before = set(['10.244.1.5,tcp:8080,10.244.1.5', '10.244.1.6,tcp:8080,10.244.1.6']);
+  const after = set(['10.244.1.6,tcp:8080,10.244.1.6', '10.244.1.7,tcp:8080,10.244.1.7']);
+  assert.equal(toIpsetUpdate(before, after), 'del KUBE-LOOP-BACK 10.244.1.5,tcp:8080,10.244.1.5\nadd KUBE-LOOP-BACK 10.244.1.7,tcp:8080,10.244.1.7\n');
+  assert.equal(toIpsetUpdate(after, after), '');
+  assert.equal(toIpsetUpdate(set([]), set(['10.244.1.9,tcp:80,10.244.1.9'])), 'add KUBE-LOOP-BACK 10.244.1.9,tcp:80,10.244.1.9\n');
 });

@@ -1,15 +1,18 @@
 // Thin layer over the IPVS mode's tools: the kube-ipvs0 dummy link and its addresses (`ip`),
 // `ipset restore`, `ipvsadm` (save, restore, connection counters, timeouts) and `sysctl`. The
-// iptables part goes through the iptables kit. Everything runs through the helper shell of the
-// command prefix, so a test's namespace is the one changed.
+// iptables part goes through the iptables kit. Tools run through the helper shell of the command
+// prefix, so a test's namespace is the one changed; without a prefix, what procfs offers for the
+// proxy's own namespace (connection counts, sysctls, whether a link exists) is read or written
+// in-process instead, because a process start is what a change costs on a slow machine.
+import { readFile } from 'node:fs/promises';
 import { shellFor, type ExecOptions, type ExecResult } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
-import type { SysctlSetting } from '../../node/sysctl.js';
-import { toIpsetRestore } from './ipsets.js';
+import { applySysctls, type SysctlSetting } from '../../node/sysctl.js';
 import { parseIpvsadmSave, type ParsedVirtualServer } from './ipvsadm.js';
-import { DUMMY_DEVICE, type Ipset } from './types.js';
+import { parseProcIpVs } from './procfs.js';
+import { DUMMY_DEVICE } from './types.js';
 
-const call = (argv: string[], input: string, exec: ExecOptions): Promise<ExecResult> => shellFor(exec).run(argv, input, 'stdin');
+const call = (argv: string[], input: string, exec: ExecOptions): Promise<ExecResult> => shellFor(exec).run(argv, input, 'stdin', exec.timeoutMs);
 
 async function check(argv: string[], input: string, exec: ExecOptions): Promise<string> {
   const res = await call(argv, input, exec);
@@ -31,27 +34,36 @@ export async function dummyAddresses(family: IPFamily, exec: ExecOptions = {}): 
  * Returns the number of addresses added or removed.
  */
 export async function syncDummy(want: readonly string[], family: IPFamily, exec: ExecOptions = {}, known?: readonly string[]): Promise<number> {
-  let have = known ?? (await dummyAddresses(family, exec));
-  if (have === undefined) {
-    await check(['ip', 'link', 'add', DUMMY_DEVICE, 'type', 'dummy'], '', exec);
-    have = [];
-  }
+  // A link that is not there has no addresses to read: /proc/net/dev (this namespace's links)
+  // says so without a process, and the batch below creates it.
+  const missing = known === undefined && (exec.wrap ?? []).length === 0 && (await linkMissing(DUMMY_DEVICE));
+  const have = known ?? (missing ? undefined : await dummyAddresses(family, exec));
   const wanted = new Set(want);
-  const present = new Set(have);
+  const present = new Set(have ?? []);
   const host = family === 'IPv6' ? '/128' : '/32';
   // nodad: a service address must be usable at once, not after duplicate address detection.
   const extra = family === 'IPv6' ? ' nodad' : '';
   const lines = [
+    ...(have === undefined ? [`link add ${DUMMY_DEVICE} type dummy`] : []),
     ...want.filter((a) => !present.has(a)).map((a) => `addr add ${a}${host} dev ${DUMMY_DEVICE}${extra}`),
-    ...have.filter((a) => !wanted.has(a)).map((a) => `addr del ${a}${host} dev ${DUMMY_DEVICE}`),
+    ...(have ?? []).filter((a) => !wanted.has(a)).map((a) => `addr del ${a}${host} dev ${DUMMY_DEVICE}`),
   ];
   if (lines.length > 0) await check(['ip', '-batch', '-'], lines.join('\n') + '\n', exec);
-  return lines.length;
+  return lines.length - (have === undefined ? 1 : 0);
 }
 
-/** `ipset restore` of the given sets (each created when missing, then flushed and filled). */
-export async function restoreIpsets(sets: Ipset[], exec: ExecOptions = {}): Promise<void> {
-  if (sets.length > 0) await check(['ipset', 'restore'], toIpsetRestore(sets), exec);
+/** Whether this namespace has no link of that name; false when /proc/net/dev cannot be read. */
+async function linkMissing(name: string): Promise<boolean> {
+  try {
+    return !(await readFile('/proc/net/dev', 'utf8')).split('\n').some((l) => l.trim().startsWith(`${name}:`));
+  } catch {
+    return false;
+  }
+}
+
+/** One `ipset restore` of the given input (toIpsetRestore, toIpsetUpdate); nothing for ''. */
+export async function restoreIpsets(input: string, exec: ExecOptions = {}): Promise<void> {
+  if (input !== '') await check(['ipset', 'restore'], input, exec);
 }
 
 /** `ipset save` output of the named sets' entries, by set name (sets that do not exist are absent). */
@@ -86,9 +98,10 @@ export function parseConnectionCounts(text: string): Map<string, number> {
   const option: Record<string, string> = { TCP: '-t', UDP: '-u', SCTP: '--sctp-service' };
   let service: string | undefined;
   for (const line of text.split('\n')) {
-    const vs = /^(TCP|UDP|SCTP)\s+(\S+)\s/.exec(line + ' ');
-    if (vs) {
-      service = `${option[vs[1]!]} ${vs[2]}`;
+    if (!/^\s/.test(line)) {
+      // Any other heading (FWM, the header) ends the previous service's list.
+      const vs = /^(TCP|UDP|SCTP)\s+(\S+)\s/.exec(line + ' ');
+      service = vs ? `${option[vs[1]!]} ${vs[2]}` : undefined;
       continue;
     }
     const rs = /^\s+->\s+(\S+)\s+\S+\s+\d+\s+(\d+)\s+(\d+)/.exec(line);
@@ -97,15 +110,30 @@ export function parseConnectionCounts(text: string): Map<string, number> {
   return out;
 }
 
+/**
+ * Open connections per real server. In the proxy's own namespace (no command prefix) from
+ * /proc/net/ip_vs, without starting a process; through a prefix, the file would show the
+ * caller's namespace, so `ipvsadm -Ln` runs there instead.
+ */
 export async function connectionCounts(exec: ExecOptions = {}): Promise<Map<string, number>> {
+  if ((exec.wrap ?? []).length === 0) {
+    try {
+      return parseProcIpVs(await readFile('/proc/net/ip_vs', 'utf8'));
+    } catch {
+      // No procfs view (ip_vs not loaded yet, procfs not mounted): ask the tool.
+    }
+  }
   return parseConnectionCounts(await check(['ipvsadm', '-Ln'], '', exec));
 }
 
-/** Writes sysctls in the proxy's network namespace; failures are returned, not thrown. */
+/** Writes sysctls in the proxy's network namespace; failures are returned (and logged), not thrown. */
 export async function writeSysctls(settings: readonly SysctlSetting[], exec: ExecOptions = {}): Promise<string[]> {
   if (settings.length === 0) return [];
-  // One process for all of them (a process start is the cost that counts); only when one fails,
-  // one each, to say which.
+  // In the proxy's own namespace /proc/sys/net is that namespace's: written without a process.
+  if ((exec.wrap ?? []).length === 0) {
+    return [...applySysctls([...settings])].filter(([, outcome]) => outcome === 'failed').map(([name]) => `${name}: could not be read or written`);
+  }
+  // Through a prefix, one process for all of them; only when one fails, one each, to say which.
   const all = await call(['sysctl', '-q', '-w', ...settings.map((s) => `${s.name}=${s.value}`)], '', exec);
   if (all.code === 0) return [];
   const failed: string[] = [];

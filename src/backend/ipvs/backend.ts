@@ -7,6 +7,7 @@ import { release } from 'node:os';
 import type { Backend, SyncResult, VerifyResult } from '../types.js';
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
+import type { ExecOptions } from '../../node/exec.js';
 import { flushStale } from '../../node/conntrack.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 import { startUpFlavour } from '../iptables/startup.js';
@@ -16,11 +17,11 @@ import { isKubeProxyChain, removeIptablesLeftovers, removeIpvsLeftovers } from '
 import { connectionCounts, dummyAddresses, readVirtualServers, restoreIpsets, restoreIpvs, savedIpsetEntries, setIpvsTimeouts, syncDummy, writeSysctls } from './apply.js';
 import { CHAINS } from './chains.js';
 import { diffVirtualServers } from './diff.js';
-import { toIpsetRestore } from './ipsets.js';
+import { toIpsetRestore, toIpsetUpdate } from './ipsets.js';
 import { serviceRef, toIpvsadmRestore, type ParsedVirtualServer } from './ipvsadm.js';
 import { renderIpvs, type IpvsOptions } from './render.js';
 import { ipvsSysctls, ipvsTimeoutArgs } from './sysctls.js';
-import type { IpvsRuleset } from './types.js';
+import type { Ipset, IpvsRuleset } from './types.js';
 
 /** Whether a chain is one the IPVS mode writes (any other kube-proxy chain is another mode's). */
 export const isIpvsModeChain = (table: string, name: string): boolean => CHAINS.some((c) => c.table === table && c.name === name);
@@ -43,6 +44,8 @@ export interface IpvsBackendOptions {
   /** A draining real server is deleted after this long even with open connections (default 15 min). */
   drainBoundMs?: number;
   now?: () => number;
+  /** Longest one tool may run (default: the shell's 180 s); a very large first sync needs more. */
+  commandTimeoutMs?: number;
 }
 
 const serverKey = (d: { service: string; realServer: string }): string => `${d.service} ${d.realServer}`;
@@ -58,7 +61,7 @@ export class IpvsBackend implements Backend {
   private last: IpvsRuleset | undefined;
   /** The kernel's virtual servers as we left them (draining real servers included); undefined: read them. */
   private known: ParsedVirtualServer[] | undefined;
-  private writtenSets = new Map<string, string>();
+  private writtenSets = new Map<string, Ipset>();
   private writtenChains = '';
   /** kube-ipvs0's addresses of the family as the last sync left them; undefined: read them. */
   private writtenDummy: string[] | undefined;
@@ -78,8 +81,8 @@ export class IpvsBackend implements Backend {
     if (opts.flavour) this.flavour = opts.flavour;
   }
 
-  private get exec(): { wrap?: string[] } {
-    return this.opts.wrap ? { wrap: this.opts.wrap } : {};
+  private get exec(): ExecOptions {
+    return { ...(this.opts.wrap ? { wrap: this.opts.wrap } : {}), ...(this.opts.commandTimeoutMs ? { timeoutMs: this.opts.commandTimeoutMs } : {}) };
   }
 
   private now(): number {
@@ -139,10 +142,13 @@ export class IpvsBackend implements Backend {
   private async apply(rs: IpvsRuleset): Promise<number> {
     let operations = 0;
     // Sets first: the chains refer to them.
-    const changedSets = rs.ipsets.filter((s) => this.writtenSets.get(s.name) !== toIpsetRestore([s]));
-    await restoreIpsets(changedSets, this.exec);
-    for (const s of changedSets) this.writtenSets.set(s.name, toIpsetRestore([s]));
-    operations += changedSets.length;
+    const updates = rs.ipsets.map((s) => {
+      const before = this.writtenSets.get(s.name);
+      return before ? toIpsetUpdate(before, s) : toIpsetRestore([s]);
+    });
+    await restoreIpsets(updates.join(''), this.exec);
+    for (const s of rs.ipsets) this.writtenSets.set(s.name, s);
+    operations += updates.filter((u) => u !== '').length;
 
     operations += await this.applyVirtualServers(rs);
     if (rs.dummyAddresses.join(' ') !== this.writtenDummy?.join(' ')) {
@@ -153,7 +159,8 @@ export class IpvsBackend implements Backend {
     const chains = toRestoreInput(rs.iptables);
     if (chains !== this.writtenChains) {
       const first = this.writtenChains === '';
-      const saved = first ? parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter'])) : undefined;
+      // One save of every table (a table not listed has no rules yet): each process counts.
+      const saved = first ? parseSave(await saveTables(this.family, this.flavour!, this.exec)) : undefined;
       const stale: Array<{ table: IptChain['table']; name: string }> = [];
       for (const [table, t] of saved ?? []) {
         for (const name of t.chains.keys()) {

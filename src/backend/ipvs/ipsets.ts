@@ -111,3 +111,16 @@ export function toIpsetRestore(sets: Ipset[]): string {
   }
   return out.length > 0 ? out.join('\n') + '\n' : '';
 }
+
+/**
+ * `ipset restore` input that takes a set the kernel holds from `before` (what was last written)
+ * to `after`: only the entries that differ, so a change to a large set costs what changed, and
+ * readers never see it empty. '' when nothing differs.
+ */
+export function toIpsetUpdate(before: Ipset, after: Ipset): string {
+  const had = new Set(before.entries);
+  const wanted = new Set(after.entries);
+  // Deletions first: the set never needs room for both.
+  const lines = [...before.entries.filter((e) => !wanted.has(e)).map((e) => `del ${after.name} ${e}`), ...after.entries.filter((e) => !had.has(e)).map((e) => `add ${after.name} ${e}`)];
+  return lines.length > 0 ? lines.join('\n') + '\n' : '';
+}
