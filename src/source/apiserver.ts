@@ -1,5 +1,5 @@
 // The API server source: one list/watch reflector per kind (Services, EndpointSlices, the
-// own Node). Each keeps its own copy of the objects so that a relist can be turned into the
+// own Node). Each remembers what it has delivered so that a relist can be turned into the
 // exact ADDED/MODIFIED/DELETED events the consumer missed, and so that connection trouble
 // never loses state: it is logged and retried with backoff, forever.
 import { StringDecoder } from 'node:string_decoder';
@@ -90,7 +90,31 @@ function objectKey(o: KubeObject): string | undefined {
   return `${o.metadata?.namespace ?? ''}/${name}`;
 }
 
+/** Read from a deletion by the endpoint-change latency metric. */
+const TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
+
+// What the store keeps of a delivered object: its key and resourceVersion (for relist diffs)
+// and what consumers read from a deletion a relist discovers (identity, a slice's address
+// type and change trigger time). Whole objects would be the largest part of the proxy's
+// memory at 10,000 services. The own Node is one object, and health reads all of it.
+function tombstone(o: KubeObject): KubeObject {
+  if (o.kind === 'Node') return o;
+  const m = o.metadata ?? {};
+  const meta: NonNullable<KubeObject['metadata']> = {};
+  if (m.name !== undefined) meta.name = m.name;
+  if (m.namespace !== undefined) meta.namespace = m.namespace;
+  if (m.uid !== undefined) meta.uid = m.uid;
+  if (m.resourceVersion !== undefined) meta.resourceVersion = m.resourceVersion;
+  const trigger = m.annotations?.[TRIGGER_TIME];
+  if (trigger !== undefined) meta.annotations = { [TRIGGER_TIME]: trigger };
+  const t: KubeObject & { addressType?: unknown } = { kind: o.kind, apiVersion: o.apiVersion, metadata: meta };
+  const addressType = (o as { addressType?: unknown }).addressType;
+  if (addressType !== undefined) t.addressType = addressType;
+  return t;
+}
+
 class Reflector {
+  /** Key → tombstone of each object delivered and not deleted. */
   private readonly store = new Map<string, KubeObject>();
   private resourceVersion = '';
   private needList = true;
@@ -317,7 +341,7 @@ class Reflector {
     let changed = 0;
     for (const [key, o] of fresh) {
       const old = this.store.get(key);
-      this.store.set(key, o);
+      this.store.set(key, tombstone(o));
       if (!old) this.emit('ADDED', o);
       else if (old.metadata?.resourceVersion === undefined || old.metadata.resourceVersion !== o.metadata?.resourceVersion) {
         this.emit('MODIFIED', o);
@@ -420,7 +444,7 @@ class Reflector {
     } else {
       const o = this.complete(raw);
       const had = this.store.has(key);
-      this.store.set(key, o);
+      this.store.set(key, tombstone(o));
       this.emit(had ? 'MODIFIED' : 'ADDED', o);
     }
     if (typeof rv === 'string' && rv !== '') this.resourceVersion = rv;

@@ -80,13 +80,18 @@ async function converged(h: Harness, what: string): Promise<void> {
   }
 }
 
+const TRIGGER = 'endpoints.kubernetes.io/last-change-trigger-time';
+
 function svc(ns: string, name: string, extra: Partial<KubeObject> & Record<string, unknown> = {}): KubeObject {
   return { metadata: { namespace: ns, name }, spec: { clusterIP: '10.96.0.10' }, ...extra } as KubeObject;
 }
 
 function populateSmall(s: FakeApiServer): void {
   for (let i = 0; i < 5; i++) s.create('Service', svc('default', `svc-${i}`));
-  for (let i = 0; i < 5; i++) s.create('EndpointSlice', svc('default', `svc-${i}-abc`));
+  for (let i = 0; i < 5; i++) {
+    const annotations = { [TRIGGER]: '2026-01-01T00:00:00Z', note: 'x'.repeat(100) };
+    s.create('EndpointSlice', svc('default', `svc-${i}-abc`, { addressType: 'IPv4', metadata: { namespace: 'default', name: `svc-${i}-abc`, annotations } }));
+  }
   s.create('Node', { metadata: { name: NODE } });
   s.create('Node', { metadata: { name: 'node-2' } });
 }
@@ -456,6 +461,13 @@ describe('API server source under faults: the view always converges to the serve
     ]);
     const deleted = h.rec.events.slice(mark).find((e) => e.type === 'DELETED' && e.object.metadata!.name === 'svc-0')!;
     assert.equal(deleted.object.kind, 'Service');
+    // A deletion found by the relist tells consumers what they read: identity, family, trigger time.
+    const slice = h.rec.events.slice(mark).find((e) => e.type === 'DELETED' && e.kind === 'EndpointSlice')!;
+    assert.equal(slice.object.kind, 'EndpointSlice');
+    assert.equal(slice.object.metadata!.namespace, 'default');
+    assert.ok(slice.object.metadata!.resourceVersion);
+    assert.equal((slice.object as { addressType?: string }).addressType, 'IPv4');
+    assert.deepEqual(slice.object.metadata!.annotations, { [TRIGGER]: '2026-01-01T00:00:00Z' });
     assert.equal(h.rec.synced.length, 3);
   });
 
