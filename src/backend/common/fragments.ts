@@ -47,6 +47,15 @@ type Owner = string | Map<string, string | undefined>;
 const NONE = Symbol('none');
 type Before = string | undefined | typeof NONE;
 
+// Renderers build keys and values by concatenation, which V8 keeps as trees of string pieces
+// several times the size of the text. Converting to a number makes V8 flatten the string in
+// place, and the next scavenge drops the tree: items the store keeps for the life of the
+// ruleset then cost their text, not their history.
+function flat(s: string): string {
+  Number(s);
+  return s;
+}
+
 export interface ObjectKind<O> {
   /** Unique id of an object (e.g. `chain:name`, `nat/KUBE-SVC-…`). */
   id(o: O): string;
@@ -170,6 +179,8 @@ export class FragmentStore<O> {
   }
 
   private claim(c: string, k: string, owner: string, v: string | undefined): void {
+    k = flat(k);
+    if (v !== undefined) v = flat(v);
     const items = this.ensure(c);
     const byKey = this.owners.get(c)!;
     const cur = byKey.get(k);
