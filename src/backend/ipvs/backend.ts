@@ -218,15 +218,17 @@ export class IpvsBackend implements Backend {
     const stillDraining = new Set(diff.draining.map(serverKey));
     for (const [k, d] of [...this.draining]) if (refs.has(d.service) && !stillDraining.has(k)) this.draining.delete(k);
     for (const d of diff.draining) if (!this.draining.has(serverKey(d))) this.draining.set(serverKey(d), { ...d, since: this.now() });
-    const done = await this.drained();
-    const commands = [...diff.commands, ...done.map((d) => `-d ${d.service} -r ${d.realServer}`)];
+    // TCP and SCTP real servers drain on the timer: their connection counts come from a listing of
+    // every real server, which costs what the whole table costs, not what the change costs. UDP
+    // ones go at once, as in drained().
+    const udp = [...this.draining.values()].filter((d) => refs.has(d.service) && d.service.startsWith('-u '));
+    const commands = [...diff.commands, ...udp.map((d) => `-d ${d.service} -r ${d.realServer}`)];
     this.lastCommands = commands;
     await restoreIpvs(commands, this.exec);
-    for (const d of done) this.draining.delete(serverKey(d));
+    for (const d of udp) this.draining.delete(serverKey(d));
     for (const r of refs) known.delete(r);
     const draining = [...this.draining.values()].filter((d) => refs.has(d.service));
     for (const [r, v] of withDraining(desired, draining)) known.set(r, v);
-    this.forgetDeleted(known, done);
     this.armTimer();
     return commands.length;
   }
