@@ -13,7 +13,7 @@ import type { E2ECluster } from '../support/e2e-cluster.js';
 import { requestMany } from '../support/netclient.js';
 import { run } from '../../src/node/exec.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
-import { modeSuite, sorted } from './scenarios.js';
+import { KERNEL_MODE, modeSuite, sorted } from './scenarios.js';
 
 const ipvsadm = async (c: () => E2ECluster): Promise<string> => (await c().topo.exec('node1', 'ipvsadm', ['-Ln'])).stdout;
 
@@ -73,7 +73,8 @@ function ipvsScenarios(c: () => E2ECluster): void {
   });
 }
 
-modeSuite('ipvs mode in User-Mode Linux', { mode: 'ipvs', iptablesFlavour: 'legacy' }, ipvsScenarios);
+// A Local-policy NodePort has local endpoints only, for every client (by design, as upstream).
+modeSuite('ipvs mode in User-Mode Linux', { mode: 'ipvs', iptablesFlavour: 'legacy' }, ipvsScenarios, { ...KERNEL_MODE, localPolicyFromInside: 'local' });
 
 describe('ipvs schedulers', () => {
   const ns = 'ipvs-sched';

@@ -39,6 +39,12 @@ export interface ModeTraits {
    * leaves its traffic unredirected, to whatever the node's routes do with it (unreachable here).
    */
   outsideSourceRanges: 'timeout' | 'unreachable';
+  /**
+   * A NodePort with externalTrafficPolicy Local reached from a pod or the node itself: any
+   * endpoint, or (IPVS, as upstream: one virtual server per node address) the local ones only,
+   * dropped when there is none. Absent: any.
+   */
+  localPolicyFromInside?: 'any' | 'local';
 }
 
 export const KERNEL_MODE: ModeTraits = {
@@ -219,14 +225,17 @@ export function serviceScenarios(c: () => E2ECluster, traits: ModeTraits = KERNE
     const r = await requestMany(c().topo, 'ext', NODE1_IP, 30082, 20);
     assert.deepEqual(r.pods, { 'a-1': 20 });
     assertSources(r.sources, EXT_IP, 20, traits);
+    if (traits.localPolicyFromInside === 'local') assert.deepEqual((await requestMany(c().topo, 'c-1', NODE1_IP, 30082, 20)).pods, { 'a-1': 20 });
 
     await c().setEndpoints('local', ['b-1', 'b-2']);
     assert.deepEqual(await tcpRequest(c().topo, 'ext', NODE1_IP, 30082, { timeoutMs: DROP_MS }), { ok: false, error: traits.noLocalEndpoints });
     // The policy is about traffic from outside: the ClusterIP still reaches the remote endpoints,
-    // and so does the NodePort from a pod or the node itself.
+    // and so does the NodePort from a pod or the node itself (in IPVS, the local ones only).
     assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', '10.96.0.50', 80, 20)).pods), ['b-1', 'b-2']);
-    assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', NODE1_IP, 30082, 20)).pods), ['b-1', 'b-2']);
-    assert.deepEqual(sorted((await requestMany(c().topo, 'node1', NODE1_IP, 30082, 20)).pods), ['b-1', 'b-2']);
+    for (const client of ['c-1', 'node1']) {
+      if (traits.localPolicyFromInside !== 'local') assert.deepEqual(sorted((await requestMany(c().topo, client, NODE1_IP, 30082, 20)).pods), ['b-1', 'b-2']);
+      else assert.deepEqual(await tcpRequest(c().topo, client, NODE1_IP, 30082, { timeoutMs: DROP_MS }), { ok: false, error: 'timeout' }, client);
+    }
   });
 
   it('Services for another proxy, headless and ExternalName Services get no rules', async () => {

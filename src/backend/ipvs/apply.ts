@@ -52,6 +52,15 @@ export async function syncDummy(want: readonly string[], family: IPFamily, exec:
   return lines.length - (have === undefined ? 1 : 0);
 }
 
+/** Adds and removes addresses of kube-ipvs0 (which exists) in one `ip -batch`; returns how many. */
+export async function editDummy(add: readonly string[], del: readonly string[], family: IPFamily, exec: ExecOptions = {}): Promise<number> {
+  const host = family === 'IPv6' ? '/128' : '/32';
+  const extra = family === 'IPv6' ? ' nodad' : '';
+  const lines = [...del.map((a) => `addr del ${a}${host} dev ${DUMMY_DEVICE}`), ...add.map((a) => `addr add ${a}${host} dev ${DUMMY_DEVICE}${extra}`)];
+  if (lines.length > 0) await check(['ip', '-batch', '-'], lines.join('\n') + '\n', exec);
+  return lines.length;
+}
+
 /** Whether this namespace has no link of that name; false when /proc/net/dev cannot be read. */
 async function linkMissing(name: string): Promise<boolean> {
   try {

@@ -14,14 +14,15 @@ import { startUpFlavour } from '../iptables/startup.js';
 import { detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
 import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
 import { isKubeProxyChain, removeIptablesLeftovers, removeIpvsLeftovers } from '../common/leftovers.js';
-import { connectionCounts, dummyAddresses, readVirtualServers, restoreIpsets, restoreIpvs, savedIpsetEntries, setIpvsTimeouts, syncDummy, writeSysctls } from './apply.js';
+import { connectionCounts, dummyAddresses, editDummy, readVirtualServers, restoreIpsets, restoreIpvs, savedIpsetEntries, setIpvsTimeouts, syncDummy, writeSysctls } from './apply.js';
 import { CHAINS } from './chains.js';
 import { diffVirtualServers } from './diff.js';
-import { toIpsetRestore, toIpsetUpdate } from './ipsets.js';
-import { serviceRef, toIpvsadmRestore, type ParsedVirtualServer } from './ipvsadm.js';
-import { renderIpvs, type IpvsOptions } from './render.js';
+import { toIpsetRestore } from './ipsets.js';
+import { hostPort, serviceRef, toIpvsadmRestore, type ParsedVirtualServer } from './ipvsadm.js';
+import type { IpvsOptions } from './render.js';
+import { IpvsState, type IpvsChange } from './state.js';
 import { ipvsSysctls, ipvsTimeoutArgs } from './sysctls.js';
-import type { Ipset, IpvsRuleset } from './types.js';
+import type { IpvsRuleset, VirtualServer } from './types.js';
 
 /** Whether a chain is one the IPVS mode writes (any other kube-proxy chain is another mode's). */
 export const isIpvsModeChain = (table: string, name: string): boolean => CHAINS.some((c) => c.table === table && c.name === name);
@@ -58,13 +59,12 @@ export class IpvsBackend implements Backend {
   /** The ipvsadm commands the last sync or drain check sent (tests, debugging). */
   lastCommands: string[] = [];
   flavour: Flavour | undefined;
-  private last: IpvsRuleset | undefined;
-  /** The kernel's virtual servers as we left them (draining real servers included); undefined: read them. */
-  private known: ParsedVirtualServer[] | undefined;
-  private writtenSets = new Map<string, Ipset>();
+  /** What the kernel holds since the last successful sync; undefined: the next sync writes everything. */
+  private state: IpvsState | undefined;
+  /** The kernel's virtual servers as we left them (draining real servers included), by service ref; undefined: read them. */
+  private known: Map<string, ParsedVirtualServer> | undefined;
   private writtenChains = '';
-  /** kube-ipvs0's addresses of the family as the last sync left them; undefined: read them. */
-  private writtenDummy: string[] | undefined;
+  private excludeCIDRs: string[] = [];
   private startedUp = false;
   /** Draining real servers and when they started draining. */
   private readonly draining = new Map<string, { service: string; realServer: string; since: number }>();
@@ -100,7 +100,7 @@ export class IpvsBackend implements Backend {
     if (this.startedUp) return;
     this.flavour = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.removeLeftovers);
     // Reading the virtual servers loads ip_vs, whose sysctls exist only from then on.
-    this.known = await readVirtualServers(this.exec);
+    this.known = byRef(await readVirtualServers(this.exec));
     const failed = await writeSysctls(ipvsSysctls({ strictARP: this.config.strictARP ?? false, kernelRelease: release() }), this.exec);
     for (const f of failed) log.warn('setting an IPVS sysctl failed', { family: this.family, error: f });
     const timeouts = this.config.timeouts ? ipvsTimeoutArgs(this.config.timeouts) : undefined;
@@ -109,17 +109,22 @@ export class IpvsBackend implements Backend {
   }
 
   sync(snapshot: Snapshot): Promise<SyncResult> {
-    const rs = renderIpvs(snapshot, this.config);
     if (this.opts.dryRun) {
-      this.last = rs;
+      this.state = new IpvsState(this.config).load(snapshot);
       (this.opts.out ?? ((t: string) => process.stdout.write(t)))(this.describe());
-      return Promise.resolve({ operations: rs.virtualServers.length, full: true });
+      return Promise.resolve({ operations: snapshot.services.size, full: true });
     }
     return this.serial(async () => {
       try {
         await this.startUp();
-        const operations = await this.apply(rs);
-        this.last = rs;
+        let operations: number;
+        if (this.state && this.known && this.writtenChains !== '') {
+          // Partial: only the changed service ports are rendered and compared; a full sync compares every one.
+          const c = snapshot.changes;
+          operations = await this.applyChange(this.state.update(snapshot, c.full ? undefined : [...c.changed, ...c.deleted]));
+        } else {
+          operations = await this.writeAll(new IpvsState(this.config).load(snapshot));
+        }
         if (snapshot.changes.staleEndpoints.length > 0 || snapshot.changes.staleServiceIPs.length > 0) await flushStale(this.family, snapshot.changes, this.exec);
         return { operations, full: snapshot.changes.full };
       } catch (e) {
@@ -133,29 +138,40 @@ export class IpvsBackend implements Backend {
 
   /** After a failure nothing is assumed about the kernel: the next sync reads and rewrites it all. */
   private forget(): void {
+    this.state = undefined;
     this.known = undefined;
-    this.writtenSets.clear();
     this.writtenChains = '';
-    this.writtenDummy = undefined;
   }
 
-  private async apply(rs: IpvsRuleset): Promise<number> {
+  /** Writes a whole state: every set restored, kube-ipvs0 and the virtual servers compared with the kernel's. */
+  private async writeAll(state: IpvsState): Promise<number> {
+    const rs = state.ruleset();
     let operations = 0;
     // Sets first: the chains refer to them.
-    const updates = rs.ipsets.map((s) => {
-      const before = this.writtenSets.get(s.name);
-      return before ? toIpsetUpdate(before, s) : toIpsetRestore([s]);
-    });
-    await restoreIpsets(updates.join(''), this.exec);
-    for (const s of rs.ipsets) this.writtenSets.set(s.name, s);
-    operations += updates.filter((u) => u !== '').length;
-
+    await restoreIpsets(toIpsetRestore(rs.ipsets), this.exec);
+    operations += rs.ipsets.length;
+    this.excludeCIDRs = rs.excludeCIDRs;
     operations += await this.applyVirtualServers(rs);
-    if (rs.dummyAddresses.join(' ') !== this.writtenDummy?.join(' ')) {
-      operations += await syncDummy(rs.dummyAddresses, this.family, this.exec, this.writtenDummy);
-      this.writtenDummy = [...rs.dummyAddresses];
-    }
+    operations += await syncDummy(rs.dummyAddresses, this.family, this.exec);
+    operations += await this.writeChains(rs.iptables.chains, rs.jumps);
+    this.state = state;
+    return operations;
+  }
 
+  /** Writes what one update changed: entries, addresses, virtual servers, and the chains when their text changed. */
+  private async applyChange(change: IpvsChange): Promise<number> {
+    await restoreIpsets(change.ipsetInput, this.exec);
+    let operations = change.ipsetInput === '' ? 0 : change.ipsetInput.split('\n').length - 1;
+    operations += await this.applyVirtualServerChanges(change.virtualServers);
+    operations += await editDummy(change.dummyAdd, change.dummyDel, this.family, this.exec);
+    if (change.chainsChanged) operations += await this.writeChains(this.state!.chains(), []);
+    return operations;
+  }
+
+  /** Restores the chains when their text changed; the first time also removes other modes' chains and adds the jumps. */
+  private async writeChains(list: IptChain[], jumps: IpvsRuleset['jumps']): Promise<number> {
+    let operations = 0;
+    const rs = { iptables: { family: this.family, chains: list }, jumps };
     const chains = toRestoreInput(rs.iptables);
     if (chains !== this.writtenChains) {
       const first = this.writtenChains === '';
@@ -177,7 +193,7 @@ export class IpvsBackend implements Backend {
 
   /** The diff's commands, plus the deletion of draining real servers that are done. */
   private async applyVirtualServers(rs: IpvsRuleset): Promise<number> {
-    const current = this.known ?? (await readVirtualServers(this.exec));
+    const current = this.known ? [...this.known.values()] : await readVirtualServers(this.exec);
     const diff = diffVirtualServers(current, rs.virtualServers, this.family, rs.excludeCIDRs);
     const stillDraining = new Set(diff.draining.map(serverKey));
     for (const k of [...this.draining.keys()]) if (!stillDraining.has(k)) this.draining.delete(k);
@@ -190,6 +206,39 @@ export class IpvsBackend implements Backend {
     this.known = withDraining(rs.virtualServers, [...this.draining.values()]);
     this.armTimer();
     return commands.length;
+  }
+
+  /** The diff of only the virtual servers one update touched; draining elsewhere goes on as before. */
+  private async applyVirtualServerChanges(changes: IpvsChange['virtualServers']): Promise<number> {
+    const known = this.known!;
+    const refs = new Set(changes.map((c) => serviceRef((c.desired ?? c.before)!)));
+    const current = [...refs].map((r) => known.get(r)).filter((v): v is ParsedVirtualServer => v !== undefined);
+    const desired = changes.map((c) => c.desired).filter((v): v is VirtualServer => v !== undefined);
+    const diff = diffVirtualServers(current, desired, this.family, this.excludeCIDRs);
+    const stillDraining = new Set(diff.draining.map(serverKey));
+    for (const [k, d] of [...this.draining]) if (refs.has(d.service) && !stillDraining.has(k)) this.draining.delete(k);
+    for (const d of diff.draining) if (!this.draining.has(serverKey(d))) this.draining.set(serverKey(d), { ...d, since: this.now() });
+    // TCP and SCTP real servers drain on the timer: their connection counts come from a listing of
+    // every real server, which costs what the whole table costs, not what the change costs. UDP
+    // ones go at once, as in drained().
+    const udp = [...this.draining.values()].filter((d) => refs.has(d.service) && d.service.startsWith('-u '));
+    const commands = [...diff.commands, ...udp.map((d) => `-d ${d.service} -r ${d.realServer}`)];
+    this.lastCommands = commands;
+    await restoreIpvs(commands, this.exec);
+    for (const d of udp) this.draining.delete(serverKey(d));
+    for (const r of refs) known.delete(r);
+    const draining = [...this.draining.values()].filter((d) => refs.has(d.service));
+    for (const [r, v] of withDraining(desired, draining)) known.set(r, v);
+    this.armTimer();
+    return commands.length;
+  }
+
+  /** Drops deleted real servers from what we know of the kernel. */
+  private forgetDeleted(known: Map<string, ParsedVirtualServer>, done: Array<{ service: string; realServer: string }>): void {
+    for (const d of done) {
+      const v = known.get(d.service);
+      if (v) v.realServers = v.realServers.filter((r) => hostPort(r.address, r.port) !== d.realServer);
+    }
   }
 
   /** Draining real servers without connections, or past the bound. */
@@ -213,14 +262,14 @@ export class IpvsBackend implements Backend {
 
   /** Deletes the draining real servers that are done (between syncs). */
   async checkDraining(): Promise<number> {
-    if (!this.last || this.known === undefined) return 0;
+    if (!this.state || this.known === undefined) return 0;
     const done = await this.drained();
     const commands = done.map((d) => `-d ${d.service} -r ${d.realServer}`);
     if (commands.length > 0) {
       this.lastCommands = commands;
       await restoreIpvs(commands, this.exec);
       for (const d of done) this.draining.delete(serverKey(d));
-      this.known = withDraining(this.last.virtualServers, [...this.draining.values()]);
+      this.forgetDeleted(this.known, done);
       log.v(2, 'deleted drained IPVS real servers', { family: this.family, count: commands.length });
     }
     this.armTimer();
@@ -233,15 +282,19 @@ export class IpvsBackend implements Backend {
   }
 
   verify(): Promise<VerifyResult> {
-    if (this.opts.dryRun || !this.last || !this.flavour) return Promise.resolve(NOTHING_TO_REPAIR);
-    return this.serial(() => this.check.run(() => this.findDifferences(this.last!)));
+    if (this.opts.dryRun || !this.state || !this.flavour) return Promise.resolve(NOTHING_TO_REPAIR);
+    return this.serial(() => {
+      const state = this.state;
+      return state ? this.check.run(() => this.findDifferences(state)) : Promise.resolve(NOTHING_TO_REPAIR);
+    });
   }
 
   kernelInSync(): boolean {
     return this.check.inSync();
   }
 
-  private async findDifferences(rs: IpvsRuleset): Promise<Finding> {
+  private async findDifferences(state: IpvsState): Promise<Finding> {
+    const rs = state.ruleset();
     const differences: Difference[] = [];
     const diff = diffVirtualServers(await readVirtualServers(this.exec), rs.virtualServers, this.family, rs.excludeCIDRs);
     tally(differences, 'ipvsadm command needed', diff.commands.length);
@@ -262,7 +315,7 @@ export class IpvsBackend implements Backend {
       differences,
       apply: async () => {
         this.forget();
-        await this.apply(rs);
+        await this.writeAll(state);
       },
     };
   }
@@ -272,7 +325,6 @@ export class IpvsBackend implements Backend {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.draining.clear();
-    this.last = undefined;
     this.forget();
     if (this.opts.dryRun) return;
     this.flavour ??= (await detectFlavour(this.exec)).flavour;
@@ -282,19 +334,23 @@ export class IpvsBackend implements Backend {
 
   /** What was last rendered: ipvsadm, ipset and iptables-restore input. */
   describe(): string {
-    const rs = this.last;
+    const rs = this.state?.ruleset();
     if (!rs) return '';
     return `# ipvsadm --restore\n${toIpvsadmRestore(rs.virtualServers)}# ipset restore\n${toIpsetRestore(rs.ipsets)}# iptables-restore --noflush\n${toRestoreInput(rs.iptables)}`;
   }
 }
 
 /** The kernel's virtual servers after a sync: the desired ones, draining real servers kept at weight 0. */
-function withDraining(desired: IpvsRuleset['virtualServers'], draining: Array<{ service: string; realServer: string }>): ParsedVirtualServer[] {
-  const out: ParsedVirtualServer[] = desired.map((v) => ({ ...v, realServers: v.realServers.map((r) => ({ ...r, forwarding: 'masq' as const })) }));
+function withDraining(desired: IpvsRuleset['virtualServers'], draining: Array<{ service: string; realServer: string }>): Map<string, ParsedVirtualServer> {
+  const out = byRef(desired.map((v) => ({ ...v, realServers: v.realServers.map((r) => ({ ...r, forwarding: 'masq' as const })) })));
   for (const d of draining) {
-    const v = out.find((x) => serviceRef(x) === d.service);
+    const v = out.get(d.service);
     const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(d.realServer);
     if (v && m) v.realServers.push({ address: m[1]!, port: Number(m[2]), weight: 0, forwarding: 'masq' });
   }
   return out;
+}
+
+function byRef(list: ParsedVirtualServer[]): Map<string, ParsedVirtualServer> {
+  return new Map(list.map((v) => [serviceRef(v), v]));
 }

@@ -7,12 +7,15 @@ import type { BackendConfig } from '../types.js';
 import type { Endpoint, IPFamily, Protocol, ServicePortState, Snapshot } from '../../model/types.js';
 import { cidrContains, parseCIDR, parseIP } from '../../net/ip.js';
 import { MAX_COMMENT, canonicalCIDR, canonicalIP, comment, hostCIDR, rule } from '../iptables/syntax.js';
+import { FragmentStore, emptyFragment, type Fragment, type ObjectKind } from '../common/fragments.js';
+import type { IptChain } from '../iptables/syntax.js';
 import { buildChains, ipvsJumpRules } from './chains.js';
 import {
   CLUSTER_IP,
   EXTERNAL_IP,
   EXTERNAL_IP_LOCAL,
   HEALTH_CHECK_NODE_PORT,
+  IPSET_SPECS,
   IPVS_IPS,
   IpsetBuilder,
   LOAD_BALANCER,
@@ -99,7 +102,9 @@ function ipList(ips: string[], family: IPFamily): string[] | undefined {
   return out.every((ip) => ip !== undefined) ? [...new Set(out as string[])] : undefined;
 }
 
-interface Acc {
+/** What every service port's render shares: the configuration, resolved once. */
+export interface IpvsContext {
+  options: IpvsOptions;
   family: IPFamily;
   scheduler: Scheduler;
   /** Addresses that serve NodePorts. */
@@ -107,17 +112,60 @@ interface Acc {
   /** Every node address (canonical): never bound to kube-ipvs0. */
   nodeIPs: Set<string>;
   nodeIP: string | undefined;
-  sets: IpsetBuilder;
-  dummy: Set<string>;
-  vs: VirtualServer[];
-  noEndpointRules: string[];
-  outFilterRules: string[];
+}
+
+/** Fragment collections besides the ipsets (keyed by base name): kube-ipvs0's addresses and chain rules. */
+export const DUMMY = 'dummy';
+export const NO_ENDPOINT_RULES = 'no-endpoint-rules';
+export const OUT_FILTER_RULES = 'out-filter-rules';
+
+/** Collections a chain's text depends on: their items, or whether a set is empty. */
+export const CHAIN_INPUTS = new Set([NO_ENDPOINT_RULES, OUT_FILTER_RULES, ...IPSET_SPECS.map((s) => s.name)]);
+
+export type IpvsFragment = Fragment<VirtualServer>;
+
+/** Resolves the configuration. Throws only for an unknown scheduler (a configuration error). */
+export function renderContext(options: IpvsOptions): IpvsContext {
+  const family = options.family;
+  const nodeIPs = options.nodeIPs.map((ip) => canonicalIP(ip, family)).filter((ip): ip is string => ip !== undefined);
+  return {
+    options,
+    family,
+    scheduler: parseScheduler(options.scheduler),
+    nodeAddrs: nodePortAddresses(options),
+    nodeIPs: new Set(nodeIPs),
+    nodeIP: nodeIPs[0],
+  };
+}
+
+/** Builds one service port's fragment; chain rules carry `<key> <index>` so a full ruleset lists them in service order. */
+class FragmentBuilder {
+  readonly frag: IpvsFragment = emptyFragment();
+  private readonly rules = new Set<string>();
+  constructor(private readonly key: string) {}
+  set(base: string, entry: string): void {
+    this.frag.items.push(base, entry, undefined);
+  }
+  dummy(ip: string): void {
+    this.frag.items.push(DUMMY, ip, undefined, IPVS_IPS, ip, undefined);
+  }
+  rule(collection: string, text: string): void {
+    if (this.rules.has(text)) return;
+    this.rules.add(text);
+    this.frag.items.push(collection, text, `${this.key} ${String(this.rules.size).padStart(6, '0')}`);
+  }
 }
 
 const NAME = /^[A-Za-z0-9._/:-]+$/;
 
-/** One service port; a port with invalid data renders nothing (the model logs why). */
-function renderServicePort(s: ServicePortState, acc: Acc): void {
+/** One service port's fragment; a port with invalid data renders nothing (the model logs why). */
+export function renderServicePort(key: string, s: ServicePortState, ctx: IpvsContext): IpvsFragment {
+  const out = new FragmentBuilder(key);
+  renderInto(s, ctx, out);
+  return out.frag;
+}
+
+function renderInto(s: ServicePortState, acc: IpvsContext, out: FragmentBuilder): void {
   const info = s.info;
   const family = acc.family;
   // Comments carry the name: it must fit the kernel's comment limit with our longest wording.
@@ -138,7 +186,7 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
   const external = realServers(info.externalPolicyLocal ? s.localEndpoints : s.clusterEndpoints, family);
   const hasEndpoints = s.hasAnyEndpoints || internal.length > 0 || external.length > 0;
   const virtualServer = (address: string, port: number, rs: RealServer[]): void => {
-    acc.vs.push({
+    out.frag.objects.push({
       protocol,
       address,
       port,
@@ -154,19 +202,19 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
     const local = hasEndpoints && policyLocal;
     const text = local ? `${name} has no local endpoints` : `${name} has no endpoints`;
     const jump = local ? 'DROP' : `REJECT --reject-with ${family === 'IPv6' ? 'icmp6' : 'icmp'}-port-unreachable`;
-    acc.noEndpointRules.push(rule({ dst: parts.dst, proto, matches: [comment(text), ...parts.matches, `-m ${proto} --dport ${port}`], jump }));
+    out.rule(NO_ENDPOINT_RULES, rule({ dst: parts.dst, proto, matches: [comment(text), ...parts.matches, `-m ${proto} --dport ${port}`], jump }));
   };
 
   if (clusterIP) {
-    acc.sets.add(CLUSTER_IP, ipPortEntry(clusterIP, protocol, info.port));
-    acc.dummy.add(clusterIP);
+    out.set(CLUSTER_IP, ipPortEntry(clusterIP, protocol, info.port));
+    out.dummy(clusterIP);
     virtualServer(clusterIP, info.port, internal);
     if (internal.length === 0) noEndpoints(info.internalPolicyLocal, { dst: `-d ${hostCIDR(clusterIP, family)}`, matches: [] }, info.port);
   }
   for (const ip of externalIPs) {
-    acc.sets.add(info.externalPolicyLocal ? EXTERNAL_IP_LOCAL : EXTERNAL_IP, ipPortEntry(ip, protocol, info.port));
+    out.set(info.externalPolicyLocal ? EXTERNAL_IP_LOCAL : EXTERNAL_IP, ipPortEntry(ip, protocol, info.port));
     // An address another interface already holds must not be bound again (removing it later would break the node).
-    if (!acc.nodeIPs.has(ip)) acc.dummy.add(ip);
+    if (!acc.nodeIPs.has(ip)) out.dummy(ip);
     virtualServer(ip, info.port, external);
     if (external.length === 0) noEndpoints(info.externalPolicyLocal, { dst: `-d ${hostCIDR(ip, family)}`, matches: [] }, info.port);
   }
@@ -180,21 +228,21 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
   const full = family === 'IPv6' ? 128 : 32;
   for (const ip of lbIPs) {
     const entry = ipPortEntry(ip, protocol, info.port);
-    acc.sets.add(LOAD_BALANCER, entry);
-    if (info.externalPolicyLocal) acc.sets.add(LOAD_BALANCER_LOCAL, entry);
+    out.set(LOAD_BALANCER, entry);
+    if (info.externalPolicyLocal) out.set(LOAD_BALANCER_LOCAL, entry);
     if (firewalled) {
-      acc.sets.add(LOAD_BALANCER_FW, entry);
-      for (const r of ranges) acc.sets.add(LOAD_BALANCER_SOURCE_CIDR, ipPortIpEntry(ip, protocol, info.port, r.endsWith(`/${full}`) ? r.split('/')[0]! : r));
+      out.set(LOAD_BALANCER_FW, entry);
+      for (const r of ranges) out.set(LOAD_BALANCER_SOURCE_CIDR, ipPortIpEntry(ip, protocol, info.port, r.endsWith(`/${full}`) ? r.split('/')[0]! : r));
       // The node reaching its own LB IP has that IP as source: allowed only if the node is in range.
-      if (allowFromNode) acc.sets.add(LOAD_BALANCER_SOURCE_IP, ipPortIpEntry(ip, protocol, info.port, ip));
+      if (allowFromNode) out.set(LOAD_BALANCER_SOURCE_IP, ipPortIpEntry(ip, protocol, info.port, ip));
       else {
         const vaddr = hostCIDR(ip, family);
         const vproto = { tcp: 6, udp: 17, sctp: 132 }[proto as 'tcp' | 'udp' | 'sctp'];
         // --vaddr without its host mask: iptables-save prints it so, and the kernel check compares text.
-        acc.outFilterRules.push(rule({ src: `-s ${vaddr}`, matches: [`-m ipvs --vproto ${vproto} --vaddr ${ip} --vport ${info.port}`], jump: 'DROP' }));
+        out.rule(OUT_FILTER_RULES, rule({ src: `-s ${vaddr}`, matches: [`-m ipvs --vproto ${vproto} --vaddr ${ip} --vport ${info.port}`], jump: 'DROP' }));
       }
     }
-    if (!acc.nodeIPs.has(ip)) acc.dummy.add(ip);
+    if (!acc.nodeIPs.has(ip)) out.dummy(ip);
     virtualServer(ip, info.port, external);
     if (external.length === 0) noEndpoints(info.externalPolicyLocal, { dst: `-d ${hostCIDR(ip, family)}`, matches: [] }, info.port);
   }
@@ -202,59 +250,68 @@ function renderServicePort(s: ServicePortState, acc: Acc): void {
     const sets = NODE_PORT_SETS[protocol];
     const entries = protocol === 'SCTP' ? acc.nodeAddrs.map((a) => ipPortEntry(a, protocol, info.nodePort)) : [String(info.nodePort)];
     for (const e of entries) {
-      acc.sets.add(sets.all, e);
-      if (info.externalPolicyLocal) acc.sets.add(sets.local, e);
+      out.set(sets.all, e);
+      if (info.externalPolicyLocal) out.set(sets.local, e);
     }
     for (const a of acc.nodeAddrs) virtualServer(a, info.nodePort, external);
     if (external.length === 0) noEndpoints(info.externalPolicyLocal, { matches: ['-m addrtype --dst-type LOCAL'] }, info.nodePort);
   }
-  if (info.healthCheckNodePort > 0) acc.sets.add(HEALTH_CHECK_NODE_PORT, String(info.healthCheckNodePort));
+  if (info.healthCheckNodePort > 0) out.set(HEALTH_CHECK_NODE_PORT, String(info.healthCheckNodePort));
   // Hairpin: a local endpoint reaching itself through a service must see another source.
   for (const rs of realServers(s.endpoints.filter((e) => e.isLocal), family)) {
-    acc.sets.add(LOOP_BACK, ipPortIpEntry(rs.address, protocol, rs.port, rs.address));
+    out.set(LOOP_BACK, ipPortIpEntry(rs.address, protocol, rs.port, rs.address));
   }
 }
 
-function vsKey(v: VirtualServer): string {
+export function vsKey(v: Pick<VirtualServer, 'protocol' | 'address' | 'port'>): string {
   return `${v.protocol} ${v.address} ${v.port}`;
+}
+
+/** Two service ports on one address and port (a conflict the model should have resolved): the smallest service key wins. */
+export const VIRTUAL_SERVERS: ObjectKind<VirtualServer> = {
+  id: vsKey,
+  same: (a, b) => JSON.stringify(a) === JSON.stringify(b),
+};
+
+/** A fragment store with every collection of the mode. */
+export function newStore(): FragmentStore<VirtualServer> {
+  return new FragmentStore(VIRTUAL_SERVERS, [...IPSET_SPECS.map((s) => s.name), DUMMY, NO_ENDPOINT_RULES, OUT_FILTER_RULES]);
+}
+
+/** A chain-rule collection in service order. */
+function orderedRules(store: FragmentStore<VirtualServer>, collection: string): string[] {
+  return [...store.items(collection)].sort((a, b) => compare(a[1]!, b[1]!)).map(([r]) => r);
+}
+
+/** The chains for what the store holds. */
+export function storeChains(store: FragmentStore<VirtualServer>, ctx: IpvsContext): IptChain[] {
+  return buildChains(ctx.options, {
+    nonEmpty: (base) => store.items(base).size > 0,
+    noEndpointRules: orderedRules(store, NO_ENDPOINT_RULES),
+    outFilterRules: orderedRules(store, OUT_FILTER_RULES),
+  });
+}
+
+/** The whole ruleset of what the store holds. */
+export function storeRuleset(store: FragmentStore<VirtualServer>, ctx: IpvsContext): IpvsRuleset {
+  const family = ctx.family;
+  const sets = new IpsetBuilder();
+  for (const spec of IPSET_SPECS) for (const e of store.items(spec.name).keys()) sets.add(spec.name, e);
+  return {
+    family,
+    dummyAddresses: [...store.items(DUMMY).keys()].sort(compare),
+    virtualServers: store.objects().sort((a, b) => compare(a.protocol, b.protocol) || compare(a.address, b.address) || a.port - b.port),
+    ipsets: sets.build(family),
+    iptables: { family, chains: storeChains(store, ctx) },
+    jumps: ipvsJumpRules(),
+    excludeCIDRs: [...new Set((ctx.options.excludeCIDRs ?? []).map((c) => canonicalCIDR(c, family)).filter((c): c is string => !!c))],
+  };
 }
 
 /** Full render. Throws only for an unknown scheduler (a configuration error). */
 export function renderIpvs(snapshot: Snapshot, options: IpvsOptions): IpvsRuleset {
-  const family = options.family;
-  const nodeIPs = options.nodeIPs.map((ip) => canonicalIP(ip, family)).filter((ip): ip is string => ip !== undefined);
-  const acc: Acc = {
-    family,
-    scheduler: parseScheduler(options.scheduler),
-    nodeAddrs: nodePortAddresses(options),
-    nodeIPs: new Set(nodeIPs),
-    nodeIP: nodeIPs[0],
-    sets: new IpsetBuilder(),
-    dummy: new Set(),
-    vs: [],
-    noEndpointRules: [],
-    outFilterRules: [],
-  };
-  for (const key of [...snapshot.services.keys()].sort(compare)) renderServicePort(snapshot.services.get(key)!, acc);
-
-  // Two service ports on one address and port (a conflict the model should have resolved):
-  // the first by service key wins, so the kernel never sees a duplicate.
-  const vs = new Map<string, VirtualServer>();
-  for (const v of acc.vs) if (!vs.has(vsKey(v))) vs.set(vsKey(v), v);
-  const dummyAddresses = [...acc.dummy].sort(compare);
-  for (const a of dummyAddresses) acc.sets.add(IPVS_IPS, a);
-  const chains = buildChains(options, {
-    nonEmpty: (base) => acc.sets.has(base),
-    noEndpointRules: [...new Set(acc.noEndpointRules)],
-    outFilterRules: [...new Set(acc.outFilterRules)],
-  });
-  return {
-    family,
-    dummyAddresses,
-    virtualServers: [...vs.values()].sort((a, b) => compare(a.protocol, b.protocol) || compare(a.address, b.address) || a.port - b.port),
-    ipsets: acc.sets.build(family),
-    iptables: { family, chains },
-    jumps: ipvsJumpRules(),
-    excludeCIDRs: [...new Set((options.excludeCIDRs ?? []).map((c) => canonicalCIDR(c, family)).filter((c): c is string => !!c))],
-  };
+  const ctx = renderContext(options);
+  const store = newStore();
+  store.update(snapshot.services.keys(), (k) => renderServicePort(k, snapshot.services.get(k)!, ctx), false);
+  return storeRuleset(store, ctx);
 }
