@@ -265,7 +265,25 @@ class Reflector {
     }
   }
 
+  // The first list is served from the API server's watch cache (resourceVersion=0), as
+  // client-go's reflector does: one response whatever the limit, no etcd read. Relists (after a
+  // 410 or a stall) must not go back in time, so they read the latest state, page by page. A
+  // cached list the server refuses (other than throttling) falls back to that at once.
   private async list(): Promise<void> {
+    if (!this.synced) {
+      try {
+        await this.listFrom('0');
+        return;
+      } catch (err) {
+        const refused = err instanceof ApiError && err.code !== undefined && err.code !== 429 && err.retryAfterMs === undefined;
+        if (this.stopped || !refused) throw err;
+        log.info('List from the watch cache failed, listing the latest state instead', { kind: this.spec.kind, reason: err.message });
+      }
+    }
+    await this.listFrom(undefined);
+  }
+
+  private async listFrom(resourceVersion: string | undefined): Promise<void> {
     // A continue token can expire between pages; then the whole list starts again.
     for (let attempt = 1; ; attempt++) {
       const items: KubeObject[] = [];
@@ -276,6 +294,8 @@ class Reflector {
         do {
           const query = {
             limit: String(this.pageSize),
+            // A continue token carries its own version.
+            resourceVersion: cont === undefined ? resourceVersion : undefined,
             continue: cont,
             labelSelector: this.spec.labelSelector,
             fieldSelector: this.spec.fieldSelector,

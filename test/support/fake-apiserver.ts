@@ -23,6 +23,11 @@ export interface FakeApiServerOptions {
   bookmarkIntervalMs?: number;
   /** How many change events are kept for resuming watches. Default 1000. */
   historyLimit?: number;
+  /**
+   * Page lists at resourceVersion=0 too. The real server answers those from its watch cache
+   * in one response whatever the limit (kubernetes#70735); false (the default) does the same.
+   */
+  pageCachedLists?: boolean;
 }
 
 export interface RequestRecord {
@@ -285,12 +290,14 @@ export class FakeApiServer {
   readonly token: string | undefined;
   bookmarkIntervalMs: number;
   historyLimit: number;
+  pageCachedLists: boolean;
 
   private constructor(opts: FakeApiServerOptions) {
     this.host = opts.host ?? '127.0.0.1';
     this.token = opts.token;
     this.bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 60_000;
     this.historyLimit = opts.historyLimit ?? 1000;
+    this.pageCachedLists = opts.pageCachedLists ?? false;
     this.server = http.createServer({ noDelay: true }, (req, res) => this.handle(req, res));
     this.server.on('connection', (s: Socket) => {
       this.sockets.add(s);
@@ -712,6 +719,8 @@ export class FakeApiServer {
       if (want > this.rv) throw new StatusError(504, 'Timeout', `too large resource version: ${want}`);
       // With a limit (or an explicit Exact match) the real server serves that exact snapshot.
       if (limit > 0 || q.resourceVersionMatch === 'Exact') snapshotRv = want;
+    } else if (q.resourceVersion === '0' && !this.pageCachedLists) {
+      limit = 0;
     }
     const state = snapshotRv === this.rv ? this.stores[r.kind] : this.stateAt(r.kind, snapshotRv);
     const keys = [...state.keys()].filter((k) => k > start).sort();

@@ -32,8 +32,9 @@ async function startHarness(
   populate: (s: FakeApiServer) => void = () => undefined,
   sourceOpts: Partial<ApiServerSourceOptions> = {},
   token = TOKEN,
+  serverOpts: { pageCachedLists?: boolean } = {},
 ): Promise<Harness> {
-  const server = await FakeApiServer.start({ token: TOKEN, bookmarkIntervalMs: 50 });
+  const server = await FakeApiServer.start({ token: TOKEN, bookmarkIntervalMs: 50, ...serverOpts });
   populate(server);
   const client = KubeClient.load({ kubeconfig: kubeconfigFor(server, { token }) });
   const source = new ApiServerSource({
@@ -99,7 +100,34 @@ function populateSmall(s: FakeApiServer): void {
 describe('API server source', () => {
   afterEach(stopHarnesses);
 
-  test('initial sync lists in pages of 500 with the proxy selectors, then reports synced once per kind', async () => {
+  test('initial sync lists from the watch cache in one response per kind', async () => {
+    const h = await startHarness((s) => {
+      for (let i = 0; i < 1201; i++) s.create('Service', svc('bulk', `svc-${String(i).padStart(4, '0')}`));
+      s.create('Node', { metadata: { name: NODE } });
+    }, QUIET);
+    await converged(h, 'initial list');
+    assert.equal(Object.keys(h.rec.view('Service')).length, 1201);
+    for (const kind of KINDS) {
+      const lists = h.server.requestsMatching({ kind, verb: 'list' });
+      assert.equal(lists.length, 1, `one ${kind} LIST`);
+      assert.equal(lists[0]!.query.resourceVersion, '0');
+    }
+  });
+
+  test('a refused watch-cache list falls back at once to a list of the latest state', async () => {
+    const h = await startHarness((s) => {
+      populateSmall(s);
+      s.fail(504, { requests: 1, filter: { kind: 'Service', verb: 'list' } });
+    }, QUIET);
+    await converged(h, 'after the refused cached list');
+    const lists = h.server.requestsMatching({ kind: 'Service', verb: 'list' });
+    assert.equal(lists.length, 2);
+    assert.equal(lists[0]!.query.resourceVersion, '0');
+    assert.equal(lists[1]!.query.resourceVersion, undefined);
+    assert.ok(lists[1]!.time - lists[0]!.time < 100, `fell back after ${lists[1]!.time - lists[0]!.time} ms`);
+  });
+
+  test('a server that pages cached lists: pages of 500 with the proxy selectors, then synced once per kind', async () => {
     const h = await startHarness((s) => {
       for (let i = 0; i < 1201; i++) s.create('Service', svc('bulk', `svc-${String(i).padStart(4, '0')}`));
       s.create('Service', svc('bulk', 'other-proxy', { metadata: { namespace: 'bulk', name: 'other-proxy', labels: { 'service.kubernetes.io/service-proxy-name': 'x' } } }));
@@ -107,7 +135,7 @@ describe('API server source', () => {
       s.create('EndpointSlice', svc('bulk', 'svc-0000-abc'));
       s.create('Node', { metadata: { name: NODE } });
       s.create('Node', { metadata: { name: 'node-2' } });
-    }, QUIET);
+    }, QUIET, TOKEN, { pageCachedLists: true });
     await waitFor(() => h.rec.synced.length === 3, 'all kinds synced');
     await converged(h, 'initial list');
     assert.equal(Object.keys(h.rec.view('Service')).length, 1201);
@@ -141,7 +169,7 @@ describe('API server source', () => {
     const h = await startHarness((s) => {
       for (let i = 0; i < 700; i++) s.create('Service', svc('bulk', `svc-${i}`));
       s.gone({ filter: { kind: 'Service', verb: 'list', continue: true } });
-    }, QUIET);
+    }, QUIET, TOKEN, { pageCachedLists: true });
     await converged(h, 'list after expired continue token');
     const lists = h.server.requestsMatching({ kind: 'Service', verb: 'list' });
     // page 1, page 2 → 410, then a full new list of two pages.
@@ -389,6 +417,8 @@ describe('API server source under faults: the view always converges to the serve
     const gone = ws[ws.length - 1]!;
     const relist = h.server.requestsMatching({ kind: 'Service', verb: 'list' })[1]!;
     assert.ok(relist.time - gone.time < 100, `relisted ${relist.time - gone.time} ms after the 410`);
+    // A relist reads the latest state: the watch cache could be older than what was seen.
+    assert.equal(relist.query.resourceVersion, undefined);
     await converged(h, 'after outage and 410');
   });
 
