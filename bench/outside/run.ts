@@ -4,6 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kubeconfigFor } from '../../test/support/kubeconfig.js';
+import { fullSyncScript, loadMs } from './floor.js';
 import { addNamespace, deleteNamespace, ip, LineClient, memoryMiB, spawnIn, stopChild } from './procs.js';
 import { percentile, type Result } from './report.js';
 import {
@@ -78,18 +79,29 @@ class ProxyProcess {
   }
 }
 
-/** Loads a ruleset dump into an empty namespace: the kernel's own cost of the proxy's full sync. */
-function kernelFloorMs(mode: Mode, ns: string, scratch: string): number {
+/** The proxy's flags (after the program), the same for its runs and for building the floor's script. */
+function proxyFlags(mode: Mode, kubeconfig: string): string[] {
+  return [
+    '--kubeconfig', kubeconfig,
+    '--hostname-override', NODE_NAME,
+    '--proxy-mode', mode,
+    '--cluster-cidr', CLUSTER_CIDR,
+    '--iptables-min-sync-period', '0s',
+    '--v', '0',
+  ];
+}
+
+/**
+ * The kernel's own cost of the proxy's full sync: the same ruleset loaded into an empty
+ * namespace. nftables: the proxy's own full-sync script; iptables: iptables-save output,
+ * which is the format the proxy restores.
+ */
+function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: string, scratch: string): number {
   const floorNs = `${ns}-floor`;
   addNamespace(floorNs);
   try {
+    if (mode === 'nftables') return loadMs(floorNs, fullSyncScript(proxyFlags(mode, kubeconfig), w), scratch);
     const dump = join(scratch, 'ruleset');
-    if (mode === 'nftables') {
-      writeFileSync(dump, execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kube-proxy'], { maxBuffer: 1 << 30 }));
-      const t0 = nowMs();
-      execFileSync('ip', ['netns', 'exec', floorNs, 'nft', '-f', dump]);
-      return nowMs() - t0;
-    }
     let save = '';
     let tool = '';
     for (const flavour of ['nft', 'legacy']) {
@@ -112,12 +124,7 @@ async function startProxy(mode: Mode, ns: string, kubeconfig: string, opts: RunO
     ...(inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : []),
     ...(process.env.KPB_NODE_ARGS ? process.env.KPB_NODE_ARGS.split(' ') : []),
     opts.proxyMain,
-    '--kubeconfig', kubeconfig,
-    '--hostname-override', NODE_NAME,
-    '--proxy-mode', mode,
-    '--cluster-cidr', CLUSTER_CIDR,
-    '--iptables-min-sync-period', '0s',
-    '--v', '0',
+    ...proxyFlags(mode, kubeconfig),
   ];
   const startedAt = nowMs();
   return { proxy: new ProxyProcess(spawnIn(ns, argv)), startedAt };
@@ -175,7 +182,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     progress(`${label}: kernel floor`);
     let floorMs = NaN;
     try {
-      floorMs = kernelFloorMs(mode, ns, scratch);
+      floorMs = kernelFloorMs(mode, w, ns, kubeconfig, scratch);
     } catch (e) {
       // Some dumps do not load back as they are listed; the figure is then missing, not the run.
       process.stderr.write(`\n${label}: kernel floor not measured: ${(e as Error).message.split('\n')[0]}\n`);

@@ -736,8 +736,9 @@ export class FakeApiServer {
         remaining = keys.length - i;
         break;
       }
-      // Items of a typed list carry no kind/apiVersion on the wire.
-      const { kind: _k, apiVersion: _a, ...rest } = clone(o);
+      // Items of a typed list carry no kind/apiVersion on the wire. A shallow copy will do: the
+      // list is serialized before anything can change the stored objects.
+      const { kind: _k, apiVersion: _a, ...rest } = o;
       items.push(rest);
     }
     const metadata: Record<string, unknown> = { resourceVersion: String(snapshotRv) };
