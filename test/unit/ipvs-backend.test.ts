@@ -11,10 +11,27 @@ import { backendConfig, endpoint, localEndpoint, servicePort, snapshot } from '.
 const TOOLS = ['ip', 'ipvsadm', 'ipset', 'sysctl', 'iptables-legacy', 'iptables-legacy-save', 'iptables-legacy-restore', 'conntrack'];
 
 // Each call appends "tool args" and its stdin (indented) to calls.log; `ipvsadm -Sn`, `ipvsadm
-// -Ln` and `ipset save` print the files of those names.
+// -Ln` and `ipset save` print the files of those names. Fed through a pipe (not a file), `ipvsadm --restore`
+// and `ipset -` are the long-lived sessions: each line is logged as "session <tool>: <line>" and
+// the barrier answered; a line containing the text of session.fail gets an error, one containing
+// that of session.die ends the tool.
 const FAKE = `#!/bin/sh
 dir=$(dirname "$0")
 name=$(basename "$0")
+if [ ! -f /dev/stdin ] && { [ "$name $*" = "ipvsadm --restore" ] || [ "$name $*" = "ipset -" ]; }; then
+  while IFS= read -r l; do
+    fail=$(cat "$dir/session.fail" 2>/dev/null)
+    die=$(cat "$dir/session.die" 2>/dev/null)
+    case "$l" in
+      "-L --timeout") echo "Timeout (tcp tcpfin udp): 900 120 300" ;;
+      version) echo "ipset v7.17, protocol version: 7" ;;
+      *)
+        echo "session $name: $l" >> "$dir/calls.log"
+        case "$l" in *"\${die:-@none}"*) exit 1 ;; *"\${fail:-@none}"*) echo "No such destination" >&2 ;; esac ;;
+    esac
+  done
+  exit 0
+fi
 { echo "$name $*"; sed 's/^/  /'; } >> "$dir/calls.log"
 case "$name $*" in
   "ipvsadm -Sn") cat "$dir/ipvs.save" 2>/dev/null ;;
@@ -57,13 +74,12 @@ describe('IPVS backend apply (fake tools)', () => {
     assert.match(log, /^sysctl -q -w (\S+ )*net\/ipv4\/vs\/conntrack=1( |$)/m);
   });
 
-  test('removing one endpoint sends one ipvsadm line (weight 0) and rewrites no set or chain', async () => {
+  test('removing one endpoint sends one ipvsadm line (weight 0) through the session and starts no tool', async () => {
     writeFileSync(join(dir, 'ipvs.list'), 'TCP  10.96.0.10:80 rr\n  -> 10.244.1.5:8080 Masq 1 0 0\n  -> 10.244.2.5:8080 Masq 0 2 1\n');
     reset();
     await be.sync(snapshot([web(['10.244.1.5'])]));
-    const log = calls();
-    assert.match(log, /^ipvsadm --restore\n {2}-e -t 10\.96\.0\.10:80 -r 10\.244\.2\.5:8080 -m -w 0\n(?! )/m);
-    assert.doesNotMatch(log, /ipset restore|iptables-legacy-restore|ip -batch|ipvsadm -Sn/);
+    // The session answered the barrier only after logging the line: it is there now.
+    assert.equal(calls(), 'session ipvsadm: -e -t 10.96.0.10:80 -r 10.244.2.5:8080 -m -w 0\n');
     assert.deepEqual(be.drainingServers(), ['-t 10.96.0.10:80 10.244.2.5:8080']);
   });
 
@@ -72,7 +88,7 @@ describe('IPVS backend apply (fake tools)', () => {
     assert.equal(await be.checkDraining(), 0, 'still has 3 connections');
     writeFileSync(join(dir, 'ipvs.list'), 'TCP  10.96.0.10:80 rr\n  -> 10.244.1.5:8080 Masq 1 0 0\n  -> 10.244.2.5:8080 Masq 0 0 0\n');
     assert.equal(await be.checkDraining(), 1);
-    assert.match(calls(), /^ipvsadm --restore\n {2}-d -t 10\.96\.0\.10:80 -r 10\.244\.2\.5:8080\n/m);
+    assert.match(calls(), /^session ipvsadm: -d -t 10\.96\.0\.10:80 -r 10\.244\.2\.5:8080$/m);
     assert.deepEqual(be.drainingServers(), []);
   });
 
@@ -83,7 +99,7 @@ describe('IPVS backend apply (fake tools)', () => {
     clock += 60_000;
     reset();
     assert.equal(await be.checkDraining(), 1);
-    assert.match(calls(), /^ {2}-d -t 10\.96\.0\.10:80 -r 10\.244\.1\.5:8080$/m);
+    assert.match(calls(), /^session ipvsadm: -d -t 10\.96\.0\.10:80 -r 10\.244\.1\.5:8080$/m);
   });
 
   test('a removed UDP endpoint is deleted at once (UDP has no connection end to wait for)', async () => {
@@ -93,7 +109,7 @@ describe('IPVS backend apply (fake tools)', () => {
     writeFileSync(join(dir, 'ipvs.list'), 'UDP  10.96.0.53:53 rr\n  -> 10.244.1.5:5353 Masq 1 0 4\n  -> 10.244.2.5:5353 Masq 1 0 4\n');
     reset();
     await be.sync(snapshot([dns(['10.244.1.5'])]));
-    assert.match(calls(), /^ {2}-d -u 10\.96\.0\.53:53 -r 10\.244\.2\.5:5353$/m);
+    assert.match(calls(), /^session ipvsadm: -d -u 10\.96\.0\.53:53 -r 10\.244\.2\.5:5353$/m);
     assert.deepEqual(be.drainingServers(), []);
   });
 
@@ -114,8 +130,37 @@ describe('IPVS backend apply (fake tools)', () => {
     reset();
     await be.sync(snapshot([local]));
     const log = calls();
-    assert.match(log, /^ipset restore\n {2}add KUBE-LOOP-BACK 10\.244\.1\.9,tcp:8080,10\.244\.1\.9\n(?! )/m);
-    assert.doesNotMatch(log, /^ {2}flush |^ip -batch/m);
+    assert.match(log, /^session ipset: add KUBE-LOOP-BACK 10\.244\.1\.9,tcp:8080,10\.244\.1\.9$/m);
+    assert.doesNotMatch(log, /^ {2}flush |^ip -batch|^ipset restore/m);
+  });
+
+  test('an error in the session ends it, and the sync is done again in full with one-shot tools', async () => {
+    writeFileSync(join(dir, 'session.fail'), '10.244.3.5');
+    reset();
+    await be.sync(snapshot([web(['10.244.1.5', '10.244.3.5'])]));
+    const log = calls();
+    assert.match(log, /^session ipvsadm: -a -t 10\.96\.0\.10:80 -r 10\.244\.3\.5:8080 -m -w 1$/m);
+    assert.match(log, /^ipvsadm -Sn$/m, 'the kernel is read again');
+    assert.match(log, /^ipvsadm --restore\n(?: {2}.*\n)* {2}-a -t 10\.96\.0\.10:80 -r 10\.244\.3\.5:8080 -m -w 1$/m, 'and written by a one-shot ipvsadm');
+    assert.match(log, /^ipset restore$/m);
+    assert.equal(be.syncFailures, 0);
+    rmSync(join(dir, 'session.fail'));
+    reset();
+    await be.sync(snapshot([web(['10.244.1.5', '10.244.3.5', '10.244.3.6'])]));
+    assert.match(calls(), /^session ipvsadm: -a -t 10\.96\.0\.10:80 -r 10\.244\.3\.6:8080 -m -w 1$/m, 'a new session takes the next change');
+    assert.doesNotMatch(calls(), /^ipvsadm --restore$/m);
+  });
+
+  test('a session that dies mid-batch is replaced, and the sync is done again in full', async () => {
+    writeFileSync(join(dir, 'session.die'), '10.244.3.7');
+    reset();
+    await be.sync(snapshot([web(['10.244.1.5', '10.244.3.7'])]));
+    assert.match(calls(), /^ipvsadm -Sn$/m);
+    assert.match(calls(), /^ipvsadm --restore\n(?: {2}.*\n)* {2}-a -t 10\.96\.0\.10:80 -r 10\.244\.3\.7:8080 -m -w 1$/m);
+    rmSync(join(dir, 'session.die'));
+    reset();
+    await be.sync(snapshot([web(['10.244.1.5', '10.244.3.7', '10.244.3.8'])]));
+    assert.match(calls(), /^session ipvsadm: -a -t 10\.96\.0\.10:80 -r 10\.244\.3\.8:8080 -m -w 1$/m);
   });
 });
 

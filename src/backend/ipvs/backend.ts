@@ -2,7 +2,9 @@
 // kernel holds: kube-ipvs0's addresses, the ipsets whose content changed, the ipvsadm commands
 // of the diff (one endpoint change is one or two lines), and the iptables chains when their text
 // changed. Removed real servers drain at weight 0 and are deleted once their connections are
-// gone, or after a bound, checked at each sync and on a timer.
+// gone, or after a bound, checked at each sync and on a timer. Partial syncs and drain checks
+// feed long-lived ipvsadm and ipset sessions (session.ts) instead of starting processes; when a
+// session fails, the sync is done again in full with one-shot tools.
 import { release } from 'node:os';
 import type { Backend, SyncResult, VerifyResult } from '../types.js';
 import type { IPFamily, Snapshot } from '../../model/types.js';
@@ -20,6 +22,7 @@ import { diffVirtualServers } from './diff.js';
 import { toIpsetRestore } from './ipsets.js';
 import { hostPort, serviceRef, toIpvsadmRestore, type ParsedVirtualServer } from './ipvsadm.js';
 import type { IpvsOptions } from './render.js';
+import { ipsetSession, ipvsadmSession, SessionError } from './session.js';
 import { IpvsState, type IpvsChange } from './state.js';
 import { ipvsSysctls, ipvsTimeoutArgs } from './sysctls.js';
 import type { IpvsRuleset, VirtualServer } from './types.js';
@@ -47,6 +50,8 @@ export interface IpvsBackendOptions {
   now?: () => number;
   /** Longest one tool may run (default: the shell's 180 s); a very large first sync needs more. */
   commandTimeoutMs?: number;
+  /** Longest a partial sync's batch may take in a long-lived session (default 10 s). */
+  sessionTimeoutMs?: number;
 }
 
 const serverKey = (d: { service: string; realServer: string }): string => `${d.service} ${d.realServer}`;
@@ -121,9 +126,20 @@ export class IpvsBackend implements Backend {
         if (this.state && this.known && this.writtenChains !== '') {
           // Partial: only the changed service ports are rendered and compared; a full sync compares every one.
           const c = snapshot.changes;
-          operations = await this.applyChange(this.state.update(snapshot, c.full ? undefined : [...c.changed, ...c.deleted]));
+          try {
+            operations = await this.applyChange(this.state.update(snapshot, c.full ? undefined : [...c.changed, ...c.deleted]));
+          } catch (e) {
+            if (!(e instanceof SessionError)) throw e;
+            // What the session applied before failing is unknown: read the kernel and write it all.
+            log.warn('IPVS partial sync failed in its long-lived session; syncing everything with one-shot tools', { family: this.family, error: e.message });
+            this.forget();
+            operations = await this.writeAll(new IpvsState(this.config).load(snapshot));
+          }
         } else {
           operations = await this.writeAll(new IpvsState(this.config).load(snapshot));
+          // Started now, so the first partial sync does not wait for them.
+          ipvsadmSession(this.exec);
+          ipsetSession(this.exec);
         }
         if (snapshot.changes.staleEndpoints.length > 0 || snapshot.changes.staleServiceIPs.length > 0) await flushStale(this.family, snapshot.changes, this.exec);
         return { operations, full: snapshot.changes.full };
@@ -160,7 +176,7 @@ export class IpvsBackend implements Backend {
 
   /** Writes what one update changed: entries, addresses, virtual servers, and the chains when their text changed. */
   private async applyChange(change: IpvsChange): Promise<number> {
-    await restoreIpsets(change.ipsetInput, this.exec);
+    if (change.ipsetInput !== '') await ipsetSession(this.exec).run(change.ipsetInput, this.opts.sessionTimeoutMs);
     let operations = change.ipsetInput === '' ? 0 : change.ipsetInput.split('\n').length - 1;
     operations += await this.applyVirtualServerChanges(change.virtualServers);
     operations += await editDummy(change.dummyAdd, change.dummyDel, this.family, this.exec);
@@ -224,13 +240,18 @@ export class IpvsBackend implements Backend {
     const udp = [...this.draining.values()].filter((d) => refs.has(d.service) && d.service.startsWith('-u '));
     const commands = [...diff.commands, ...udp.map((d) => `-d ${d.service} -r ${d.realServer}`)];
     this.lastCommands = commands;
-    await restoreIpvs(commands, this.exec);
+    await this.feedIpvs(commands);
     for (const d of udp) this.draining.delete(serverKey(d));
     for (const r of refs) known.delete(r);
     const draining = [...this.draining.values()].filter((d) => refs.has(d.service));
     for (const [r, v] of withDraining(desired, draining)) known.set(r, v);
     this.armTimer();
     return commands.length;
+  }
+
+  /** ipvsadm commands through the long-lived session (a partial sync or a drain check). */
+  private async feedIpvs(commands: readonly string[]): Promise<void> {
+    if (commands.length > 0) await ipvsadmSession(this.exec).run(commands.join('\n') + '\n', this.opts.sessionTimeoutMs);
   }
 
   /** Drops deleted real servers from what we know of the kernel. */
@@ -267,7 +288,15 @@ export class IpvsBackend implements Backend {
     const commands = done.map((d) => `-d ${d.service} -r ${d.realServer}`);
     if (commands.length > 0) {
       this.lastCommands = commands;
-      await restoreIpvs(commands, this.exec);
+      try {
+        await this.feedIpvs(commands);
+      } catch (e) {
+        if (!(e instanceof SessionError)) throw e;
+        // Which deletions ran is unknown: the next sync reads the kernel and writes it all.
+        log.warn('deleting drained IPVS real servers failed in the long-lived session; the next sync is a full one', { family: this.family, error: e.message });
+        this.forget();
+        return 0;
+      }
       for (const d of done) this.draining.delete(serverKey(d));
       this.forgetDeleted(this.known, done);
       log.v(2, 'deleted drained IPVS real servers', { family: this.family, count: commands.length });
