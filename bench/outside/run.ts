@@ -5,15 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kubeconfigFor } from '../../test/support/kubeconfig.js';
 import { addNamespace, deleteNamespace, ip, LineClient, memoryMiB, spawnIn, stopChild } from './procs.js';
-import { percentile, type Result } from './report.js';
+import { percentile, type ChangeStages, type Result } from './report.js';
 import {
   CLUSTER_CIDR,
   ENDPOINT_RANGE,
   endpointSlice,
   NODE_IP,
+  NAMESPACE,
   NODE_NAME,
   node,
   service,
+  serviceName,
   SERVICE_PORT,
   vip,
   type Workload,
@@ -25,6 +27,8 @@ export interface RunOptions {
   changes: number;
   connects: number;
   profileDir: string | undefined;
+  /** Run the proxy at --v 4 and time each change's stages from its log. */
+  stages: boolean;
   proxyMain: string;
   apiMain: string;
   probeMain: string;
@@ -47,6 +51,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 class ProxyProcess {
   syncs = 0;
   lastSyncAt = 0;
+  /** Log time of each Service event received (--v 4), by object name. */
+  readonly serviceEventAt = new Map<string, number>();
+  /** Log time and backend duration of each sync. */
+  readonly syncLog: Array<{ at: number; ms: number }> = [];
   private tail = '';
   private readonly syncWaiters: Array<() => void> = [];
 
@@ -60,7 +68,12 @@ class ProxyProcess {
       this.tail = lines.pop()!;
       for (const l of lines) {
         if (process.env.KPB_PROXY_LOG) process.stderr.write(l + '\n');
+        if (l.includes(' change received kind="Service"')) {
+          const name = / object="([^"]+)"/.exec(l)?.[1];
+          if (name) this.serviceEventAt.set(name, logTime(l));
+        }
         if (!l.includes(' synced proxy rules ')) continue;
+        this.syncLog.push({ at: logTime(l), ms: Number(/ ms=(\d+)/.exec(l)?.[1] ?? NaN) });
         this.syncs++;
         this.lastSyncAt = nowMs();
         for (const w of this.syncWaiters.splice(0)) w();
@@ -76,6 +89,22 @@ class ProxyProcess {
   async settled(quietMs: number): Promise<void> {
     while (nowMs() - this.lastSyncAt < quietMs) await sleep(quietMs / 4);
   }
+}
+
+/** The time of a text log line (`I2026-…Z msg`), epoch ms. */
+function logTime(line: string): number {
+  return Date.parse(line.slice(1, line.indexOf(' ')));
+}
+
+/** Medians of each stage over the changes (see ChangeStages). */
+function stagesOf(changes: Array<{ sent: number; event: number; synced: { at: number; ms: number } | undefined; reachable: number }>): ChangeStages {
+  const at = (f: (c: (typeof changes)[number]) => number): number => percentile(changes.map(f).filter(Number.isFinite), 50);
+  return {
+    writeToEvent: at((c) => c.event - c.sent),
+    eventToSyncStart: at((c) => (c.synced ? c.synced.at - c.synced.ms - c.event : NaN)),
+    backend: at((c) => c.synced?.ms ?? NaN),
+    syncDoneToReachable: at((c) => (c.synced ? c.reachable - c.synced.at : NaN)),
+  };
 }
 
 /** Loads a ruleset dump into an empty namespace: the kernel's own cost of the proxy's full sync. */
@@ -117,18 +146,24 @@ async function startProxy(mode: Mode, ns: string, kubeconfig: string, opts: RunO
     '--proxy-mode', mode,
     '--cluster-cidr', CLUSTER_CIDR,
     '--iptables-min-sync-period', '0s',
-    '--v', '0',
+    '--v', opts.stages ? '4' : '0',
   ];
   const startedAt = nowMs();
   return { proxy: new ProxyProcess(spawnIn(ns, argv)), startedAt };
 }
 
-/** Milliseconds from `from` until the prober connects to ip:port. */
-async function reachableAfter(probe: LineClient, ipAddr: string, from: () => number | Promise<number>, timeoutMs = 120000): Promise<number> {
+/** Times from `from` until the prober connects to ip:port: when it started and when it connected. */
+async function reachableAfter(
+  probe: LineClient,
+  ipAddr: string,
+  from: () => number | Promise<number>,
+  timeoutMs = 120000,
+): Promise<{ ms: number; t0: number; at: number }> {
   const answer = probe.send({ op: 'wait', ip: ipAddr, port: SERVICE_PORT, timeoutMs });
   await probe.nextOther(); // the first attempt is out
   const t0 = await from();
-  return ((await answer).at as number) - t0;
+  const at = (await answer).at as number;
+  return { ms: at - t0, t0, at };
 }
 
 export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Promise<Result> {
@@ -169,7 +204,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     progress(`${label}: full sync from process start`);
     const started = await startProxy(mode, ns, kubeconfig, opts, opts.profileDir !== undefined);
     proxy = started.proxy;
-    const fullSyncMs = await reachableAfter(probe, vip(w.services - 1), () => started.startedAt);
+    const fullSyncMs = (await reachableAfter(probe, vip(w.services - 1), () => started.startedAt)).ms;
     const rssAfterStart = memoryMiB(proxy.child.pid!, 'VmRSS');
 
     progress(`${label}: kernel floor`);
@@ -183,18 +218,26 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
 
     if (opts.profileDir) await probe.send({ op: 'profile-start', inspectPort: INSPECT_PORT });
     const changeMs: number[] = [];
+    const timed: Parameters<typeof stagesOf>[0] = [];
     for (let k = 0; k < opts.changes; k++) {
       progress(`${label}: change ${k + 1}/${opts.changes}`);
       const i = w.services + k;
       await api.send({ op: 'create', kind: 'EndpointSlice', object: endpointSlice(i, w.endpoints) });
       await proxy.settled(30);
-      changeMs.push(
-        await reachableAfter(probe, vip(i), () => {
-          const t0 = nowMs();
-          void api!.send({ op: 'create', kind: 'Service', object: service(i, w.mixed) });
-          return t0;
-        }),
-      );
+      const syncsBefore = proxy.syncLog.length;
+      const r = await reachableAfter(probe, vip(i), () => {
+        const t0 = nowMs();
+        void api!.send({ op: 'create', kind: 'Service', object: service(i, w.mixed) });
+        return t0;
+      });
+      changeMs.push(r.ms);
+      if (opts.stages) {
+        // The sync that carried the Service: the log line may trail the probe's answer.
+        await proxy.settled(30);
+        const event = proxy.serviceEventAt.get(`${NAMESPACE}/${serviceName(i)}`) ?? NaN;
+        const synced = proxy.syncLog.slice(syncsBefore).find((s) => s.at >= event);
+        timed.push({ sent: r.t0, event, synced, reachable: r.at });
+      }
     }
     let profile: string | undefined;
     if (opts.profileDir) {
@@ -246,6 +289,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
       firstPacketP50Ms: percentile(connect, 50),
       firstPacketP99Ms: percentile(connect, 99),
       ...(profile ? { profile } : {}),
+      ...(opts.stages ? { stages: stagesOf(timed) } : {}),
     };
   } finally {
     for (const c of [proxy?.child, probe?.child, api?.child]) if (c) await stopChild(c);
