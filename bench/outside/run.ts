@@ -36,6 +36,8 @@ export interface RunOptions {
 
 const INSPECT_PORT = 9229;
 const BURST = 2000;
+/** Time given to the sync a new EndpointSlice (no Service yet) causes before its Service is written. */
+const SLICE_SYNC_MS = 50;
 
 function nowMs(): number {
   return performance.timeOrigin + performance.now();
@@ -223,6 +225,9 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
       progress(`${label}: change ${k + 1}/${opts.changes}`);
       const i = w.services + k;
       await api.send({ op: 'create', kind: 'EndpointSlice', object: endpointSlice(i, w.endpoints) });
+      // The slice's own sync changes nothing, so below -v 2 it logs no line for settled() to see:
+      // without the pause it may still run when the Service arrives, which then waits for it.
+      await sleep(SLICE_SYNC_MS);
       await proxy.settled(30);
       const syncsBefore = proxy.syncLog.length;
       const r = await reachableAfter(probe, vip(i), () => {
