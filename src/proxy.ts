@@ -31,10 +31,16 @@ export interface ProxyObserver {
 }
 
 /**
- * A verification is due once per syncPeriod. Periodic syncs start exactly one syncPeriod
- * apart; the slack keeps a timer that fires a little early from skipping one.
+ * A verification is due once per syncPeriod, counted from the end of the last one, so one that
+ * reads a large table back for longer than a period is not repeated at every sync. The slack
+ * keeps a timer that fires a little early from skipping a period.
  */
 const VERIFY_SLACK = 0.9;
+/**
+ * A due verification waits while a change is queued behind the sync (a read-back can take
+ * seconds, and the change would wait for it), but not past this many periods.
+ */
+const VERIFY_MAX_DEFER_PERIODS = 2;
 
 export interface ProxyOptions {
   config: KubeProxyConfiguration;
@@ -85,7 +91,7 @@ export class Proxy {
   private readonly undescribed = new Map<IPFamily, { changed: Set<string>; deleted: Set<string> }>();
   /** performance.now() at the start of the latest sync. */
   private syncStartedAt = 0;
-  /** performance.now() at the start of the sync that last verified the kernel; null before the first. */
+  /** performance.now() at the end of the last verification of every family; null before the first. */
   private verifiedAt: number | null = null;
 
   constructor(private readonly opts: ProxyOptions) {
@@ -243,7 +249,6 @@ export class Proxy {
 
   private async syncFamilies(): Promise<void> {
     const backends = this.ensureBackends();
-    const verify = this.verifyDue();
     for (const [family, backend] of backends) {
       const snap = this.model.snapshot(family);
       this.lastSnapshots.set(family, snap);
@@ -274,19 +279,28 @@ export class Proxy {
       log.v(2, () => describeChanges(snap, carried));
       const seconds = (performance.now() - started) / 1000;
       for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
-      if (verify && backend.verify) {
-        const v = await backend.verify();
-        if (v.repaired > 0) for (const o of this.observers) o.kernelRepaired?.(backend.mode, family, v.repaired);
-      }
+    }
+    // After every family's rules are written, so that a verification delays no family's change.
+    if (!this.verifyDue()) return;
+    for (const [family, backend] of backends) {
+      if (!backend.verify) continue;
+      const v = await backend.verify();
+      if (v.repaired > 0) for (const o of this.observers) o.kernelRepaired?.(backend.mode, family, v.repaired);
     }
     // Only a sync that verified every family counts: a failed one is verified again at its retry.
-    if (verify) this.verifiedAt = this.syncStartedAt;
+    this.verifiedAt = performance.now();
   }
 
-  /** Whether this sync also verifies the kernel: at the first sync, then once per syncPeriod. */
+  /**
+   * Whether this sync also verifies the kernel: at the first sync, then once per syncPeriod,
+   * deferred (within limits) while a change waits for the next sync.
+   */
   private verifyDue(): boolean {
     if (this.verifiedAt === null) return true;
-    return this.syncStartedAt - this.verifiedAt >= VERIFY_SLACK * syncPeriodsMs(this.config).syncPeriodMs;
+    const period = syncPeriodsMs(this.config).syncPeriodMs;
+    const since = performance.now() - this.verifiedAt;
+    if (since < VERIFY_SLACK * period) return false;
+    return !this.runner.requestWaiting || since >= VERIFY_MAX_DEFER_PERIODS * period;
   }
 
   private carryUndescribed(snap: Snapshot): void {

@@ -8,6 +8,7 @@
 //   --changes N                one-service changes timed per workload (default 40)
 //   --connects N               connections for the first-packet latency (default 1000)
 //   --profile DIR              write the proxy's CPU profile of the change phase there
+//   --stages                   run the proxy at --v 4 and split each change by stage (its log's timestamps)
 //   --proxy-main PATH          the proxy's main.js (default: this build's)
 //   --out FILE                 results file (default bench/results/latest.json)
 // Environment: KPB_PROXY_LOG=1 copies the proxy's log (and when it exited) to stderr;
@@ -33,6 +34,7 @@ function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS
       changes: 40,
       connects: 1000,
       profileDir: undefined as string | undefined,
+      stages: false,
       proxyMain: join(root, 'dist', 'src', 'cli', 'main.js'),
       apiMain: join(root, 'dist', 'test', 'support', 'fake-apiserver-main.js'),
       probeMain: join(here, 'probe-main.js'),
@@ -40,6 +42,10 @@ function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i]!;
+    if (flag === '--stages') {
+      opts.run.stages = true;
+      continue;
+    }
     const value = argv[++i];
     if (value === undefined) throw new Error(`${flag} needs a value`);
     switch (flag) {

@@ -23,6 +23,20 @@ export interface Result {
   firstPacketP50Ms: number;
   firstPacketP99Ms: number;
   profile?: string;
+  /** With --stages: medians of one change's stages (ms), from the proxy's log timestamps (1 ms resolution). */
+  stages?: ChangeStages;
+}
+
+/**
+ * One change split at the proxy's log lines: API write sent → the proxy logs the Service event
+ * (API server write, watch fan-out, decoding) → the sync starts (runner, snapshot) → the backend
+ * is done (render, `nft` transaction) → the prober's connection is established.
+ */
+export interface ChangeStages {
+  writeToEvent: number;
+  eventToSyncStart: number;
+  backend: number;
+  syncDoneToReachable: number;
 }
 
 export function percentile(xs: number[], p: number): number {

@@ -6,15 +6,17 @@ import { join } from 'node:path';
 import { kubeconfigFor } from '../../test/support/kubeconfig.js';
 import { fullSyncScript, loadMs } from './floor.js';
 import { addNamespace, deleteNamespace, ip, LineClient, memoryMiB, spawnIn, stopChild } from './procs.js';
-import { percentile, type Result } from './report.js';
+import { percentile, type ChangeStages, type Result } from './report.js';
 import {
   CLUSTER_CIDR,
   ENDPOINT_RANGE,
   endpointSlice,
   NODE_IP,
+  NAMESPACE,
   NODE_NAME,
   node,
   service,
+  serviceName,
   SERVICE_PORT,
   vip,
   type Workload,
@@ -26,6 +28,8 @@ export interface RunOptions {
   changes: number;
   connects: number;
   profileDir: string | undefined;
+  /** Run the proxy at --v 4 and time each change's stages from its log. */
+  stages: boolean;
   proxyMain: string;
   apiMain: string;
   probeMain: string;
@@ -33,6 +37,8 @@ export interface RunOptions {
 
 const INSPECT_PORT = 9229;
 const BURST = 2000;
+/** Time given to the sync a new EndpointSlice (no Service yet) causes before its Service is written. */
+const SLICE_SYNC_MS = 50;
 
 function nowMs(): number {
   return performance.timeOrigin + performance.now();
@@ -48,6 +54,10 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 class ProxyProcess {
   syncs = 0;
   lastSyncAt = 0;
+  /** Log time of each Service event received (--v 4), by object name. */
+  readonly serviceEventAt = new Map<string, number>();
+  /** Log time and backend duration of each sync. */
+  readonly syncLog: Array<{ at: number; ms: number }> = [];
   private tail = '';
   private readonly syncWaiters: Array<() => void> = [];
 
@@ -61,7 +71,12 @@ class ProxyProcess {
       this.tail = lines.pop()!;
       for (const l of lines) {
         if (process.env.KPB_PROXY_LOG) process.stderr.write(l + '\n');
+        if (l.includes(' change received kind="Service"')) {
+          const name = / object="([^"]+)"/.exec(l)?.[1];
+          if (name) this.serviceEventAt.set(name, logTime(l));
+        }
         if (!l.includes(' synced proxy rules ')) continue;
+        this.syncLog.push({ at: logTime(l), ms: Number(/ ms=(\d+)/.exec(l)?.[1] ?? NaN) });
         this.syncs++;
         this.lastSyncAt = nowMs();
         for (const w of this.syncWaiters.splice(0)) w();
@@ -79,15 +94,31 @@ class ProxyProcess {
   }
 }
 
+/** The time of a text log line (`I2026-…Z msg`), epoch ms. */
+function logTime(line: string): number {
+  return Date.parse(line.slice(1, line.indexOf(' ')));
+}
+
+/** Medians of each stage over the changes (see ChangeStages). */
+function stagesOf(changes: Array<{ sent: number; event: number; synced: { at: number; ms: number } | undefined; reachable: number }>): ChangeStages {
+  const at = (f: (c: (typeof changes)[number]) => number): number => percentile(changes.map(f).filter(Number.isFinite), 50);
+  return {
+    writeToEvent: at((c) => c.event - c.sent),
+    eventToSyncStart: at((c) => (c.synced ? c.synced.at - c.synced.ms - c.event : NaN)),
+    backend: at((c) => c.synced?.ms ?? NaN),
+    syncDoneToReachable: at((c) => (c.synced ? c.reachable - c.synced.at : NaN)),
+  };
+}
+
 /** The proxy's flags (after the program), the same for its runs and for building the floor's script. */
-function proxyFlags(mode: Mode, kubeconfig: string): string[] {
+function proxyFlags(mode: Mode, kubeconfig: string, verbosity = 0): string[] {
   return [
     '--kubeconfig', kubeconfig,
     '--hostname-override', NODE_NAME,
     '--proxy-mode', mode,
     '--cluster-cidr', CLUSTER_CIDR,
     '--iptables-min-sync-period', '0s',
-    '--v', '0',
+    '--v', String(verbosity),
   ];
 }
 
@@ -124,18 +155,24 @@ async function startProxy(mode: Mode, ns: string, kubeconfig: string, opts: RunO
     ...(inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : []),
     ...(process.env.KPB_NODE_ARGS ? process.env.KPB_NODE_ARGS.split(' ') : []),
     opts.proxyMain,
-    ...proxyFlags(mode, kubeconfig),
+    ...proxyFlags(mode, kubeconfig, opts.stages ? 4 : 0),
   ];
   const startedAt = nowMs();
   return { proxy: new ProxyProcess(spawnIn(ns, argv)), startedAt };
 }
 
-/** Milliseconds from `from` until the prober connects to ip:port. */
-async function reachableAfter(probe: LineClient, ipAddr: string, from: () => number | Promise<number>, timeoutMs = 120000): Promise<number> {
+/** Times from `from` until the prober connects to ip:port: when it started and when it connected. */
+async function reachableAfter(
+  probe: LineClient,
+  ipAddr: string,
+  from: () => number | Promise<number>,
+  timeoutMs = 120000,
+): Promise<{ ms: number; t0: number; at: number }> {
   const answer = probe.send({ op: 'wait', ip: ipAddr, port: SERVICE_PORT, timeoutMs });
   await probe.nextOther(); // the first attempt is out
   const t0 = await from();
-  return ((await answer).at as number) - t0;
+  const at = (await answer).at as number;
+  return { ms: at - t0, t0, at };
 }
 
 export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Promise<Result> {
@@ -176,7 +213,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     progress(`${label}: full sync from process start`);
     const started = await startProxy(mode, ns, kubeconfig, opts, opts.profileDir !== undefined);
     proxy = started.proxy;
-    const fullSyncMs = await reachableAfter(probe, vip(w.services - 1), () => started.startedAt);
+    const fullSyncMs = (await reachableAfter(probe, vip(w.services - 1), () => started.startedAt)).ms;
     const rssAfterStart = memoryMiB(proxy.child.pid!, 'VmRSS');
 
     progress(`${label}: kernel floor`);
@@ -190,18 +227,29 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
 
     if (opts.profileDir) await probe.send({ op: 'profile-start', inspectPort: INSPECT_PORT });
     const changeMs: number[] = [];
+    const timed: Parameters<typeof stagesOf>[0] = [];
     for (let k = 0; k < opts.changes; k++) {
       progress(`${label}: change ${k + 1}/${opts.changes}`);
       const i = w.services + k;
       await api.send({ op: 'create', kind: 'EndpointSlice', object: endpointSlice(i, w.endpoints) });
+      // The slice's own sync changes nothing, so below -v 2 it logs no line for settled() to see:
+      // without the pause it may still run when the Service arrives, which then waits for it.
+      await sleep(SLICE_SYNC_MS);
       await proxy.settled(30);
-      changeMs.push(
-        await reachableAfter(probe, vip(i), () => {
-          const t0 = nowMs();
-          void api!.send({ op: 'create', kind: 'Service', object: service(i, w.mixed) });
-          return t0;
-        }),
-      );
+      const syncsBefore = proxy.syncLog.length;
+      const r = await reachableAfter(probe, vip(i), () => {
+        const t0 = nowMs();
+        void api!.send({ op: 'create', kind: 'Service', object: service(i, w.mixed) });
+        return t0;
+      });
+      changeMs.push(r.ms);
+      if (opts.stages) {
+        // The sync that carried the Service: the log line may trail the probe's answer.
+        await proxy.settled(30);
+        const event = proxy.serviceEventAt.get(`${NAMESPACE}/${serviceName(i)}`) ?? NaN;
+        const synced = proxy.syncLog.slice(syncsBefore).find((s) => s.at >= event);
+        timed.push({ sent: r.t0, event, synced, reachable: r.at });
+      }
     }
     let profile: string | undefined;
     if (opts.profileDir) {
@@ -253,6 +301,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
       firstPacketP50Ms: percentile(connect, 50),
       firstPacketP99Ms: percentile(connect, 99),
       ...(profile ? { profile } : {}),
+      ...(opts.stages ? { stages: stagesOf(timed) } : {}),
     };
   } finally {
     for (const c of [proxy?.child, probe?.child, api?.child]) if (c) await stopChild(c);

@@ -12,11 +12,18 @@ export interface Clock {
   clearTimeout(handle: unknown): void;
 }
 
-/** Epoch milliseconds from the monotonic clock, so wall-clock steps cannot stall syncs. */
+/**
+ * Epoch milliseconds from the monotonic clock, so wall-clock steps cannot stall syncs. A zero
+ * delay runs on the next turn of the event loop (setImmediate): Node's setTimeout never fires
+ * sooner than 1 ms, which would sit on every change's path.
+ */
 export const systemClock: Clock = {
   now: () => performance.timeOrigin + performance.now(),
-  setTimeout: (fn, ms) => setTimeout(fn, ms),
-  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+  setTimeout: (fn, ms) => (ms <= 0 ? { immediate: setImmediate(fn) } : setTimeout(fn, ms)),
+  clearTimeout: (handle) => {
+    if (typeof handle === 'object' && handle !== null && 'immediate' in handle) clearImmediate((handle as { immediate: NodeJS.Immediate }).immediate);
+    else clearTimeout(handle as NodeJS.Timeout);
+  },
 };
 
 export type SyncReason = 'requested' | 'retry' | 'periodic';
@@ -140,6 +147,11 @@ export class SyncRunner {
   onSync(listener: (result: SyncResult) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /** True when a request is waiting for a sync (made during the sync in flight, or not yet run). */
+  get requestWaiting(): boolean {
+    return this.requested;
   }
 
   /** True while a sync is executing. */

@@ -1,6 +1,6 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { SyncRunner, type Clock, type SyncResult, type SyncRunnerOptions } from '../../src/runner/runner.js';
+import { SyncRunner, systemClock, type Clock, type SyncResult, type SyncRunnerOptions } from '../../src/runner/runner.js';
 import { Readiness } from '../../src/runner/readiness.js';
 import type { SourceEvent } from '../../src/source/types.js';
 
@@ -294,6 +294,40 @@ describe('SyncRunner', () => {
     assert.equal(result.ok, true);
     assert.equal(n, 1);
     await runner.stop();
+  });
+
+  test('with minInterval 1 s, the first change after a quiet second goes out at once', async () => {
+    const h = harness({ minIntervalMs: 1000, maxIntervalMs: 10_000 });
+    h.runner.start();
+    h.runner.run();
+    await h.clock.advance(0);
+    await h.clock.advance(1000); // quiet for a second
+    h.runner.run();
+    await h.clock.advance(0);
+    assert.deepEqual(h.starts, [0, 1000]);
+    // Right after a periodic sync a change waits out minInterval; a second later it does not.
+    await h.clock.advance(10_000); // periodic sync at 11 000
+    await h.clock.advance(1500);
+    h.runner.run();
+    await h.clock.advance(0);
+    assert.deepEqual(h.starts, [0, 1000, 11_000, 12_500]);
+  });
+
+  test('the real clock runs a zero-delay sync within the same millisecond timer tick, and cancels it', async () => {
+    // Node's setTimeout(0) waits for the next 1 ms timer; the runner must not.
+    const order: string[] = [];
+    await new Promise<void>((resolve) => {
+      setTimeout(() => {
+        setTimeout(() => {
+          order.push('timer');
+          resolve();
+        }, 0);
+        systemClock.setTimeout(() => order.push('zero-delay'), 0);
+        const cancelled = systemClock.setTimeout(() => order.push('cancelled'), 0);
+        systemClock.clearTimeout(cancelled);
+      }, 0);
+    });
+    assert.deepEqual(order, ['zero-delay', 'timer']);
   });
 
   test('rejects nonsensical intervals with a clear error', () => {

@@ -1,0 +1,89 @@
+// The proxy schedules kernel verifications so that a slow one (a read-back of a large table) does
+// not sit on the path of every change.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Backend, SyncResult, VerifyResult } from '../../src/backend/types.js';
+import { applyDefaults } from '../../src/config/index.js';
+import type { KubeObject, ObjectKind } from '../../src/model/k8s.js';
+import type { IPFamily, Snapshot } from '../../src/model/types.js';
+import { Proxy } from '../../src/proxy.js';
+import type { Source, SourceEvent, SourceHandler } from '../../src/source/types.js';
+
+class PushSource implements Source {
+  private handler: SourceHandler | null = null;
+  async start(handler: SourceHandler): Promise<void> {
+    this.handler = handler;
+    for (const kind of ['Service', 'EndpointSlice', 'Node'] as ObjectKind[]) handler.onSynced(kind);
+  }
+  async stop(): Promise<void> {
+    this.handler = null;
+  }
+  push(e: SourceEvent): void {
+    this.handler!.onEvent(e);
+  }
+}
+
+/** A backend whose verification is slow, as a read-back of a large table is. */
+class SlowVerifyBackend implements Backend {
+  readonly mode = 'nftables';
+  syncs = 0;
+  verifications = 0;
+  constructor(
+    readonly family: IPFamily,
+    private readonly verifyMs: number,
+  ) {}
+  async sync(_snapshot: Snapshot): Promise<SyncResult> {
+    return { operations: 1, full: this.syncs++ === 0 };
+  }
+  async verify(): Promise<VerifyResult> {
+    await new Promise((r) => setTimeout(r, this.verifyMs));
+    this.verifications++;
+    return { repaired: 0 } as VerifyResult;
+  }
+  async cleanup(): Promise<void> {}
+}
+
+function service(i: number): SourceEvent {
+  const object = {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { namespace: 'ns', name: `s${i}`, resourceVersion: String(i) },
+    spec: { type: 'ClusterIP', clusterIP: `10.96.0.${10 + i}`, ports: [{ port: 80, protocol: 'TCP' }] },
+  } as KubeObject;
+  return { kind: 'Service', type: 'ADDED', object };
+}
+
+test('a verification longer than syncPeriod is not repeated at every change', async () => {
+  const source = new PushSource();
+  let backend: SlowVerifyBackend | undefined;
+  const proxy = new Proxy({
+    config: applyDefaults({ mode: 'nftables', nftables: { minSyncPeriod: '1ms', syncPeriod: '200ms' } }),
+    nodeName: 'node-1',
+    source,
+    createBackend: (cfg) => (backend = new SlowVerifyBackend(cfg.family, 300)),
+  });
+  const synced = (): Promise<void> =>
+    new Promise((resolve) => {
+      const off = proxy.runner.onSync(() => {
+        off();
+        resolve();
+      });
+    });
+  try {
+    let next = synced();
+    await proxy.start();
+    await next;
+    assert.equal(backend!.verifications, 1, 'the first sync verifies');
+    // Each change right after the last sync: a verification that just ended is not due again,
+    // though the last one started longer than a period ago.
+    for (let i = 0; i < 3; i++) {
+      next = synced();
+      source.push(service(i));
+      await next;
+    }
+    assert.equal(backend!.syncs, 4);
+    assert.equal(backend!.verifications, 1);
+  } finally {
+    await proxy.stop();
+  }
+});
