@@ -349,7 +349,7 @@ export class ForeignWatch {
       [backstop, 'backstop'],
     ];
     const reason = reasons.find(([applies]) => applies)?.[1];
-    if (!reason) log.v(2, 'kernel rules not read back: the monitor saw no foreign change', { scope: this.scope });
+    if (!reason && mon) log.v(2, `kernel rules not read back: the ${mon.label} saw no foreign change`, { scope: this.scope });
     return { reason, foreign };
   }
 
