@@ -83,14 +83,16 @@ export abstract class GenerationMonitor {
     this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (d: string) => this.onData(d));
-    this.child.stderr.resume();
+    let stderr = '';
+    this.child.stderr.setEncoding('utf8');
+    this.child.stderr.on('data', (d: string) => (stderr = (stderr + d).slice(-500)));
     this.child.stdin.on('error', () => undefined);
     const die = (): void => {
       if (this.dead) return;
       this.dead = true;
       for (const w of this.waiters.values()) w();
       this.waiters.clear();
-      log.warn(`${label} exited; foreign changes are found by reading the rules back`, {});
+      log.warn(`${label} exited; foreign changes are found by reading the rules back`, { stderr: stderr.trim() });
     };
     this.child.on('error', die);
     this.child.on('exit', die);

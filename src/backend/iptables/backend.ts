@@ -230,7 +230,7 @@ export class IptablesBackend implements Backend {
     try {
       // Read back and rewritten: what foreign changes touched is replaced.
       if (saved) await this.foreignWatch?.forget();
-      await this.write(async () => {
+      const sendAll = async (): Promise<void> => {
         // Each transaction is restored while the next one renders.
         let pending: Promise<void> | undefined;
         for await (const input of inputs) {
@@ -244,7 +244,10 @@ export class IptablesBackend implements Backend {
         }
         await pending;
         if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
-      });
+      };
+      // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
+      // (xtables-monitor exits on it): it is written unwatched, and the next verification reads back.
+      await (full && this.foreignWatch ? this.foreignWatch.unwatchedWrite(sendAll) : this.write(sendAll));
     } catch (e) {
       this.syncFailures++;
       this.needFull = true;
