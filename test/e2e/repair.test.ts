@@ -169,14 +169,14 @@ function iptablesFaults(flavour: IptablesFlavour): (c: () => E2ECluster) => void
 
     it(
       flavour === 'nft'
-        ? 'with nothing foreign, the periodic verification does not read the rules back (the nft monitor vouches for them)'
+        ? 'with nothing foreign, the periodic verification does not read the rules back (xtables-monitor vouches for them)'
         : 'with nothing foreign, the periodic verification reads the rules back (legacy has no change notifications)',
       async () => {
         const from = c().proxyLog().length;
         await sleep(2 * SYNC_PERIOD_S * 1000 + 1000);
         const log = c().proxyLog().slice(from);
         const readBacks = log.match(/reading the kernel rules back/g)?.length ?? 0;
-        const skipped = log.match(/kernel rules not read back: the nft monitor saw no foreign change/g)?.length ?? 0;
+        const skipped = log.match(/kernel rules not read back: the xtables-monitor saw no foreign change/g)?.length ?? 0;
         if (flavour === 'nft') {
           assert.equal(readBacks, 0, `no read-back:\n${log.slice(-3000)}`);
           assert.ok(skipped >= 2, `verifications ran and were vouched for (${skipped}):\n${log.slice(-3000)}`);

@@ -5,6 +5,7 @@ import type { IPFamily } from '../../model/types.js';
 import { CANARY_CHAIN, CANARY_RULE_ARGS, CANARY_TABLES } from './canary.js';
 import { FAMILIES, toolFor, type Flavour } from './flavour.js';
 import type { SavedTables } from './save.js';
+import { noteOwnTool, PRINT_PID, splitPid } from './own-tools.js';
 
 export type { ExecOptions } from '../../node/exec.js';
 export { toolFor, type Flavour } from './flavour.js';
@@ -78,7 +79,10 @@ function restoreError(tool: string, input: string, code: number, stderr: string)
  */
 export async function restore(input: string, family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<void> {
   const tool = toolFor(family, flavour, 'restore');
-  const res = await shellFor(opts).run([tool, '--noflush', WAIT_ARG], input, 'stdin');
+  // Its PID tells xtables-monitor's report of the commit apart from foreign ones.
+  const res = await shellFor(opts).run([...PRINT_PID, tool, '--noflush', WAIT_ARG], input, 'stdin');
+  const { pid } = splitPid(res.stdout);
+  if (pid !== undefined) noteOwnTool(pid);
   if (res.code !== 0) throw restoreError(tool, input, res.code, res.stderr);
 }
 

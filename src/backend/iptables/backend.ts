@@ -23,7 +23,7 @@ import {
 import { DISPATCH_CHAINS } from './base.js';
 import { startUpFlavour } from './startup.js';
 import { iptablesForeignWatch } from './monitor.js';
-import type { ForeignWatch } from '../nftables/monitor.js';
+import type { ForeignWatch } from '../common/watch.js';
 import { opsToRestore } from './restore.js';
 import { KernelCheck, NOTHING_TO_REPAIR, sameMultiset, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 
@@ -186,12 +186,10 @@ export class IptablesBackend implements Backend {
     await this.startUp();
     const large = isLargeCluster(snapshot);
     // Unknown: what the kernel holds is not known to be what we last wrote (start-up, a failed
-    // restore, rules removed behind our back); it is then read back, and the jumps checked.
-    let kernelUnknown = this.needFull || !this.state;
-    if (!kernelUnknown && !this.opts.dryRun && !(await canaryAlive(this.family, this.flavour!, this.exec))) {
-      log.warn('iptables canary chains are gone or flushed (rules removed behind our back); doing a full sync', { family: this.family });
-      kernelUnknown = true;
-    }
+    // restore); it is then read back, and the jumps checked. Rules removed behind our back are
+    // found by the canary at the periodic verify(), as upstream checks it on a timer: checking
+    // it here would cost three processes per partial sync.
+    const kernelUnknown = this.needFull || !this.state;
     const full = kernelUnknown || snapshot.changes.full || large !== this.state?.ctx.largeCluster;
     let inputs: AsyncIterable<string>;
     let operations: () => number;
@@ -232,7 +230,7 @@ export class IptablesBackend implements Backend {
     try {
       // Read back and rewritten: what foreign changes touched is replaced.
       if (saved) await this.foreignWatch?.forget();
-      await this.write(async () => {
+      const sendAll = async (): Promise<void> => {
         // Each transaction is restored while the next one renders.
         let pending: Promise<void> | undefined;
         for await (const input of inputs) {
@@ -246,7 +244,10 @@ export class IptablesBackend implements Backend {
         }
         await pending;
         if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
-      });
+      };
+      // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
+      // (xtables-monitor exits on it): it is written unwatched, and the next verification reads back.
+      await (full && this.foreignWatch ? this.foreignWatch.unwatchedWrite(sendAll) : this.write(sendAll));
     } catch (e) {
       this.syncFailures++;
       this.needFull = true;
@@ -284,7 +285,12 @@ export class IptablesBackend implements Backend {
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state || !this.flavour) return NOTHING_TO_REPAIR;
     let reason = 'no change notifications';
-    if (this.foreignWatch) {
+    if (!(await canaryAlive(this.family, this.flavour, this.exec))) {
+      // Read back whatever the monitor says: the repair rewrites every chain that is gone.
+      log.warn('iptables canary chains are gone or flushed (rules removed behind our back); restoring them', { family: this.family });
+      reason = 'canary gone';
+      this.foreignWatch?.forget();
+    } else if (this.foreignWatch) {
       const seen = await this.foreignWatch.readBackReason(this.check.inSync());
       if (!seen.reason) return NOTHING_TO_REPAIR;
       reason = seen.reason;

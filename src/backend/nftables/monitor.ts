@@ -1,157 +1,61 @@
-// Notices changes to our tables (the nftables mode's, or iptables-nft's, which are nftables
-// tables too) made by anyone else, at no cost while nothing changes: a
-// long-lived `nft monitor` prints every committed ruleset change, then a
-// `# new generation N by process PID (comm)` line. Our own writes are bracketed by two marker
-// transactions (adding and deleting a throwaway table, sent through the nft session and so
-// committed before and after the write), and the monitor prints changes in commit order: every
-// change to our tables seen outside a bracket is someone else's. Reading the whole table back
-// costs seconds at 10,000 services, so it is done only when this reports a change (and, as a
-// backstop, at a longer interval).
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, helperFor, keepAlive, type ExecOptions } from '../../node/exec.js';
-import { log } from '../../log.js';
+// The nftables mode's change monitor: a long-lived `nft monitor` prints every committed ruleset
+// change, then a `# new generation N by process PID (comm)` line. Our own writes are bracketed
+// by two marker transactions (adding and deleting a throwaway table, sent through the nft
+// session and so committed before and after the write), and the monitor prints changes in
+// commit order: every change to our table seen outside a bracket is someone else's. The shared
+// part (process, probes, foreign changes, read-back decisions) is in ../common/watch.ts.
+import { helperFor, type ExecOptions } from '../../node/exec.js';
+import { ForeignWatch as Watch, GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../common/watch.js';
 import { applyScript } from './apply.js';
-import type { NftFamily } from './render.js';
 
-/** One change the monitor printed, e.g. `delete rule ip nat PREROUTING handle 5`. */
-export interface MonitorEvent {
-  verb: string;
-  kind: string;
-  family: NftFamily;
-  table: string;
-  /** The chain, set or map changed (absent for a table). */
-  name: string | undefined;
-  /** The rest of the line: a rule's expression when one was added (a deleted rule shows only its handle). */
-  rest: string;
-}
+export type { ForeignChanges, MonitorEvent } from '../common/watch.js';
 
-/** Foreign changes to one follower's objects since they were last taken. */
-export interface ForeignChanges {
-  /** Changed objects, e.g. `delete element service-ips`, with how many changes each. */
-  objects: Map<string, number>;
-  /** Chains whose rules were changed, added or deleted: their content is unknown now. */
-  chains: Set<string>;
-  /** The table itself was deleted. */
-  tableDeleted: boolean;
-}
-
-const MARK_PREFIX = 'kpts-write-mark-';
 const GENERATION = /^# new generation \d+ by process (\d+) \(([^)]*)\)$/;
 const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)$`);
 // `add element ip kube-proxy service-ips { … }`, `delete rule ip kube-proxy services handle 6`,
 // `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
 const EVENT = /^(\w+) (\w+) (ip6?) (\S+)(?: ([^\s{]+))?(.*)$/;
-/**
- * Time the monitor gets to show that it is subscribed. It first loads the whole ruleset (seconds
- * at 10,000 services), and any commit meanwhile makes it start that load again: probes come at
- * growing intervals so that one load can finish.
- */
-const READY_TIMEOUT_MS = 300_000;
-const FIRST_PROBE_INTERVAL_MS = 500;
-const MAX_PROBE_INTERVAL_MS = 16_000;
 
-export class NftMonitor {
-  dead = false;
-  /** Resolves true once the monitor has shown a probe transaction (it sees every commit from then on). */
-  readonly ready: Promise<boolean>;
-  /** True from the first probe the monitor shows; before, its events are not classified. */
-  isReady = false;
+/** Commits the marker table `name`: added and deleted at once. */
+export function commitNftMarker(name: string, exec: ExecOptions): Promise<void> {
+  return applyScript(`add table ip ${name}\ndelete table ip ${name}\n`, exec);
+}
+
+export class NftMonitor extends GenerationMonitor {
   /** Writes of ours begun before the monitor was subscribed: their begin marker went unseen. */
   private earlyWrites = 0;
-  private readonly child: ChildProcessWithoutNullStreams;
-  private buf = '';
-  private events: MonitorEvent[] = [];
   private readonly openWrites = new Set<number>();
-  /** Who wants which foreign changes, by a name of the follower's choice. */
-  private readonly followers = new Map<string, (e: MonitorEvent) => boolean>();
-  private readonly foreign = new Map<string, ForeignChanges>();
-  /** Probe and sync markers printed and not yet waited for. */
-  private readonly seen = new Set<string>();
-  private readonly waiters = new Map<string, () => void>();
-  private seq = 0;
 
-  constructor(private readonly wrap: string[]) {
-    // It never reads its input, so it would not notice the proxy being killed: the kernel kills it.
-    const argv = [...DIE_WITH_PARENT, ...wrap, 'nft', 'monitor'];
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout.setEncoding('utf8');
-    this.child.stdout.on('data', (d: string) => this.onData(d));
-    this.child.stderr.resume();
-    this.child.stdin.on('error', () => undefined);
-    const die = (): void => {
-      if (this.dead) return;
-      this.dead = true;
-      for (const w of this.waiters.values()) w();
-      this.waiters.clear();
-      log.warn('nft monitor exited; foreign changes are found by reading the table back', {});
-    };
-    this.child.on('error', die);
-    this.child.on('exit', die);
-    keepAlive(this.child, false);
-    process.once('exit', () => this.child.kill('SIGKILL'));
-    this.ready = this.probe();
+  constructor(wrap: string[]) {
+    super(wrap, ['nft', 'monitor'], 'nft monitor');
   }
 
-  private get exec(): ExecOptions {
-    return this.wrap.length > 0 ? { wrap: this.wrap } : {};
+  protected commitMarker(name: string): Promise<void> {
+    return commitNftMarker(name, this.exec);
   }
 
-  /** Commits a marker transaction: its table is added and deleted at once, leaving no trace. */
-  private async mark(kind: 'begin' | 'end' | 'probe' | 'sync', id: number): Promise<void> {
-    const name = `${MARK_PREFIX}${kind}-${id}`;
-    await applyScript(`add table ip ${name}\ndelete table ip ${name}\n`, this.exec);
+  protected classify(line: string): MonitorLine {
+    const gen = GENERATION.exec(line);
+    if (gen) return { type: 'generation', pid: Number(gen[1]) };
+    const marker = MARKER_EVENT.exec(line);
+    if (marker) return marker[1] === 'add' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]) } : undefined;
+    return EVENT.test(line) ? { type: 'change' } : undefined;
   }
 
-  /**
-   * Commits a marker and waits until the monitor prints it: every change committed before has
-   * been seen by then. False when it does not show within `timeoutMs` (or the monitor died).
-   */
-  private async shown(kind: 'probe' | 'sync', timeoutMs: number, repeat = false): Promise<boolean> {
-    if (this.dead) return false;
-    const id = this.seq++;
-    const key = `${kind}-${id}`;
-    const shown = new Promise<void>((resolve) => this.waiters.set(key, resolve));
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
-    let again: NodeJS.Timeout | undefined;
-    let interval = FIRST_PROBE_INTERVAL_MS;
-    const remark = (): void => {
-      again = setTimeout(() => {
-        void this.mark(kind, id).catch(() => undefined);
-        interval = Math.min(interval * 2, MAX_PROBE_INTERVAL_MS);
-        remark();
-      }, interval);
-      again.unref();
-    };
-    try {
-      await this.mark(kind, id);
-      if (repeat) remark();
-      await Promise.race([shown, timeout]);
-    } finally {
-      clearTimeout(again);
-      clearTimeout(timer);
-      this.waiters.delete(key);
-    }
-    const ok = this.seen.delete(key);
-    return ok && !this.dead;
+  protected parseChange(line: string): MonitorEvent | undefined {
+    return parseEvent(line);
   }
 
-  /**
-   * Waits until the monitor has printed every change committed so far (it lags behind a large
-   * write: tens of thousands of element lines). False when it has not within `timeoutMs`.
-   */
-  caughtUp(timeoutMs: number): Promise<boolean> {
-    return this.shown('sync', timeoutMs);
+  protected override onMarker(kind: MarkerKind, id: number): void {
+    if (kind === 'begin') this.openWrites.add(id);
+    else if (kind === 'end') this.openWrites.delete(id);
   }
 
-  private async probe(): Promise<boolean> {
-    // The monitor subscribes only after loading the ruleset: repeat the probe until it shows.
-    const ok = await this.shown('probe', READY_TIMEOUT_MS, true);
-    if (!ok) {
-      log.warn('nft monitor did not start; foreign changes are found by reading the table back', {});
-      this.stop();
-    }
-    return ok;
+  /** A generation's changes are ours when a write of ours was open while it was committed. */
+  protected onGeneration(_pid: number, lines: string[]): void {
+    // During writes begun before the first probe whose changes these are is unknown.
+    if (this.earlyWrites > 0 || this.openWrites.size > 0) return;
+    this.recordForeign(lines);
   }
 
   /** Runs one of our writes between two markers, so that its changes are not taken for foreign ones. */
@@ -167,91 +71,12 @@ export class NftMonitor {
       if (early) this.earlyWrites--;
     }
   }
-
-
-  /** Records, under `scope`, the foreign changes `relevant` picks (changes seen before are not). */
-  follow(scope: string, relevant: (e: MonitorEvent) => boolean): void {
-    this.followers.set(scope, relevant);
-  }
-
-  /** Foreign changes a follower picked so far (undefined when none); taking them clears them. */
-  take(scope: string): ForeignChanges | undefined {
-    const f = this.foreign.get(scope);
-    this.foreign.delete(scope);
-    return f;
-  }
-
-  /** Whether foreign changes a follower picked are waiting to be taken. */
-  hasForeign(scope: string): boolean {
-    return this.foreign.has(scope);
-  }
-
-  stop(): void {
-    this.dead = true;
-    this.child.kill('SIGKILL');
-  }
-
-  private onData(d: string): void {
-    this.buf += d;
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
-      this.onLine(line);
-    }
-  }
-
-  private onLine(line: string): void {
-    if (GENERATION.test(line)) {
-      this.endGeneration();
-      return;
-    }
-    const marker = MARKER_EVENT.exec(line);
-    if (marker) {
-      if (marker[1] !== 'add') return;
-      const id = Number(marker[3]);
-      if (marker[2] === 'probe') this.isReady = true;
-      if (marker[2] === 'begin') this.openWrites.add(id);
-      else if (marker[2] === 'end') this.openWrites.delete(id);
-      const key = `${marker[2]}-${id}`;
-      if (this.waiters.has(key)) {
-        this.seen.add(key);
-        this.waiters.get(key)!();
-      }
-      return;
-    }
-    const ev = parseEvent(line);
-    if (ev) this.events.push(ev);
-  }
-
-  /** A generation's changes are ours when a write of ours was open while it was committed. */
-  private endGeneration(): void {
-    const events = this.events;
-    this.events = [];
-    // Before the first probe (and during writes begun before it) whose changes these are is unknown:
-    // the backend reads the kernel back for that time instead.
-    if (!this.isReady || this.earlyWrites > 0 || this.openWrites.size > 0 || events.length === 0) return;
-    let picked = 0;
-    for (const [scope, relevant] of this.followers) {
-      for (const e of events) {
-        if (!relevant(e)) continue;
-        picked++;
-        let f = this.foreign.get(scope);
-        if (!f) this.foreign.set(scope, (f = { objects: new Map(), chains: new Set(), tableDeleted: false }));
-        const what = `${e.verb} ${e.kind}${e.name && e.kind !== 'table' ? ` ${e.name}` : ''}`;
-        f.objects.set(what, (f.objects.get(what) ?? 0) + 1);
-        if ((e.kind === 'rule' || e.kind === 'chain') && e.name) f.chains.add(e.name);
-        if (e.kind === 'table' && e.verb === 'delete') f.tableDeleted = true;
-      }
-    }
-    if (picked > 0) log.v(2, 'foreign change to our tables seen', { changes: picked });
-  }
 }
 
 /** A change line the monitor prints (not a marker, not a generation line), or undefined. */
 export function parseEvent(line: string): MonitorEvent | undefined {
   const ev = EVENT.exec(line);
-  return ev ? { verb: ev[1]!, kind: ev[2]!, family: ev[3] as NftFamily, table: ev[4]!, name: ev[5], rest: ev[6]! } : undefined;
+  return ev ? { verb: ev[1]!, kind: ev[2]!, family: ev[3]!, table: ev[4]!, name: ev[5], rest: ev[6]! } : undefined;
 }
 
 const monitors = new Map<string, NftMonitor>();
@@ -261,126 +86,9 @@ export function monitorFor(opts: ExecOptions): NftMonitor {
   return helperFor(monitors, opts, (wrap) => new NftMonitor(wrap));
 }
 
-/** How long verify() waits for the monitor to show every change committed so far. */
-const CATCH_UP_MS = 10000;
-/**
- * The backstop read-back may take at most this share of the time: at 10,000 services the
- * iptables-nft one takes over a minute, which every 10 periods would be a third of a core.
- */
-const BACKSTOP_TIME_SHARE = 0.05;
-
-/**
- * One backend's use of the monitor: its writes bracketed, the foreign changes to its objects
- * collected, and the decision whether a verification must read the kernel back.
- */
-export class ForeignWatch {
-  private monitor: NftMonitor | undefined;
-  private restarted = false;
-  /** Verifications since the last read-back. */
-  private verifications = 0;
-  private lastReadBack = { endedAt: 0, ms: 0 };
-
-  /**
-   * @param scope names this backend's foreign changes (one per backend and family)
-   * @param relevant picks the changes to this backend's objects
-   * @param fullReadEvery read back after this many verifications without one even when nothing
-   *   was seen, once the time since the last read-back is 20 times what it cost
-   */
-  constructor(
-    private readonly exec: ExecOptions,
-    private readonly scope: string,
-    private readonly relevant: (e: MonitorEvent) => boolean,
-    private readonly fullReadEvery: number,
-  ) {}
-
-  /**
-   * The monitor when it is subscribed, else undefined (it is started on first use). Nothing waits
-   * for it: at 10,000 services it needs seconds to load the ruleset; whatever happened before it
-   * is subscribed is checked by reading the kernel back at the next verification.
-   */
-  private watch(): NftMonitor | undefined {
-    const mon = this.running();
-    if (mon?.isReady) return mon;
-    this.restarted = true;
-    return undefined;
-  }
-
-  /** The monitor process, subscribed or still loading; undefined when it has died. */
-  private running(): NftMonitor | undefined {
-    const mon = monitorFor(this.exec);
-    if (mon !== this.monitor) {
-      // A new monitor means changes may have gone unseen in between.
-      if (this.monitor) this.restarted = true;
-      this.monitor = mon;
-      mon.follow(this.scope, this.relevant);
-    }
-    return mon.dead ? undefined : mon;
-  }
-
-  /** Runs a write of ours, bracketed while the monitor runs so that it is not taken for a foreign change. */
-  async write<T>(write: () => Promise<T>): Promise<T> {
-    const mon = this.running();
-    // A write the monitor may not see: the next verification reads the kernel back.
-    if (!mon?.isReady) this.restarted = true;
-    return mon ? mon.ownWrite(write) : write();
-  }
-
-  /**
-   * Runs a write too large to be watched: the kernel notifies a monitor of every element, which
-   * doubled the cost of a 10,000-service full sync. The monitor is stopped for it (a new one
-   * starts on next use) and the next verification reads the kernel back.
-   */
-  async unwatchedWrite<T>(write: () => Promise<T>): Promise<T> {
-    this.monitor?.stop();
-    this.restarted = true;
-    return write();
-  }
-
-  /**
-   * Takes the foreign changes seen so far and says why the kernel must be read back: a foreign
-   * change, no monitor (or one behind or restarted), a check still out of sync, or the backstop;
-   * undefined when the monitor proves nothing of ours changed.
-   */
-  async readBackReason(inSync: boolean): Promise<{ reason: string | undefined; foreign: ForeignChanges | undefined }> {
-    const mon = this.watch();
-    const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
-    if (mon && !current) log.warn('nft monitor is behind; reading the rules back instead', { scope: this.scope });
-    const foreign = mon?.take(this.scope);
-    const sinceReadBack = Date.now() - this.lastReadBack.endedAt;
-    const backstop = ++this.verifications >= this.fullReadEvery && sinceReadBack * BACKSTOP_TIME_SHARE >= this.lastReadBack.ms;
-    const restarted = this.restarted;
-    this.restarted = false;
-    const reasons: Array<[boolean, string]> = [
-      [foreign !== undefined, 'foreign change'],
-      [!mon, 'no monitor'],
-      [!current, 'monitor behind'],
-      [restarted, 'monitor restarted'],
-      [!inSync, 'not repaired yet'],
-      [backstop, 'backstop'],
-    ];
-    const reason = reasons.find(([applies]) => applies)?.[1];
-    if (!reason) log.v(2, 'kernel rules not read back: the nft monitor saw no foreign change', { scope: this.scope });
-    return { reason, foreign };
-  }
-
-  /** Runs a read-back, timed: the backstop waits long enough that read-backs stay a small share of the time. */
-  async readBack<T>(read: () => Promise<T>): Promise<T> {
-    const t0 = Date.now();
-    try {
-      return await read();
-    } finally {
-      this.lastReadBack = { endedAt: Date.now(), ms: Date.now() - t0 };
-      this.verifications = 0;
-    }
-  }
-
-  /** Drops the foreign changes seen so far (a full rewrite is about to replace what they touched). */
-  forget(): void {
-    this.watch()?.take(this.scope);
-  }
-
-  /** Whether foreign changes are waiting for the next verification. */
-  pending(): boolean {
-    return this.monitor?.hasForeign(this.scope) ?? false;
+/** The nftables mode's watch over its table of one family, through `nft monitor`. */
+export class ForeignWatch extends Watch {
+  constructor(exec: ExecOptions, scope: string, relevant: (e: MonitorEvent) => boolean, fullReadEvery: number) {
+    super(() => monitorFor(exec), scope, relevant, fullReadEvery);
   }
 }
