@@ -4,7 +4,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { NftablesBackend } from '../src/backend/nftables/backend.js';
-import { readTable } from '../src/backend/nftables/apply.js';
+import { readTable } from '../src/backend/nftables/readback.js';
 import { render } from '../src/backend/nftables/render.js';
 import { RulesetState } from '../src/backend/nftables/state.js';
 import { servicePortKey, type Snapshot } from '../src/model/types.js';

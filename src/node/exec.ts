@@ -32,23 +32,51 @@ export interface ExecResult {
 }
 
 /** Runs a command (through `wrap`), optionally feeding stdin. Never throws for a non-zero exit. */
-export function run(argv: string[], input: string | undefined, opts: ExecOptions = {}): Promise<ExecResult> {
+export async function run(argv: string[], input: string | undefined, opts: ExecOptions = {}): Promise<ExecResult> {
+  const out: Buffer[] = [];
+  const res = await stream(argv, input, (d) => out.push(d), opts);
+  return { ...res, stdout: Buffer.concat(out).toString() };
+}
+
+/**
+ * Like run, but hands stdout to `onStdout` chunk by chunk instead of keeping it: for outputs
+ * too large to hold whole (a large table read back).
+ */
+export function stream(
+  argv: string[],
+  input: string | undefined,
+  onStdout: (chunk: Buffer) => void,
+  opts: ExecOptions = {},
+): Promise<Omit<ExecResult, 'stdout'>> {
   const full = [...DIE_WITH_PARENT, ...(opts.wrap ?? []), ...argv];
   return new Promise((resolve, reject) => {
     const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
+    let failed: unknown;
+    child.stdout.on('data', (d: Buffer) => {
+      if (failed !== undefined) return;
+      try {
+        onStdout(d);
+      } catch (e) {
+        // A consumer that cannot take the output ends the read; the error is the result.
+        failed = e;
+        child.kill('SIGKILL');
+      }
+    });
     child.stderr.on('data', (d: Buffer) => err.push(d));
     child.on('error', reject);
     child.on('close', (code) => {
+      if (failed !== undefined) {
+        reject(failed instanceof Error ? failed : new Error(String(failed)));
+        return;
+      }
       const stderr = Buffer.concat(err).toString();
       // Through setpriv, a missing tool is an exit status; callers tell it apart as before.
       if (code === 127 && DIE_WITH_PARENT.length > 0 && stderr.startsWith('setpriv: failed to execute')) {
         reject(Object.assign(new Error(stderr.trim()), { code: 'ENOENT' }));
         return;
       }
-      resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString(), stderr });
+      resolve({ code: code ?? 1, stderr });
     });
     // A child that exits early closes stdin; the exit status carries the error.
     child.stdin.on('error', () => undefined);

@@ -2,7 +2,8 @@
 import { beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { deleteTables, readTable, type ExecOptions } from '../../src/backend/nftables/apply.js';
+import { deleteTables, type ExecOptions } from '../../src/backend/nftables/apply.js';
+import { readTable } from '../../src/backend/nftables/readback.js';
 import { NftablesBackend } from '../../src/backend/nftables/backend.js';
 import { removeLeftovers } from '../../src/backend/common/leftovers.js';
 import { render, type NftRuleset, type NftSet } from '../../src/backend/nftables/render.js';

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
-import { readTable } from '../../src/backend/nftables/apply.js';
+import { readTable } from '../../src/backend/nftables/readback.js';
 import { NftablesBackend } from '../../src/backend/nftables/backend.js';
 import { render, type NftSet } from '../../src/backend/nftables/render.js';
 import type { BackendConfig } from '../../src/backend/types.js';

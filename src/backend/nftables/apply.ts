@@ -1,7 +1,8 @@
-// Thin layer over the `nft` command: run scripts, read the table back, delete tables.
+// Thin layer over the `nft` command: run scripts, list chains, delete tables (reading the table
+// back is readback.ts).
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { DIE_WITH_PARENT, helperFor, keepAlive, run, shellFor, tryRun, type ExecOptions } from '../../node/exec.js';
-import type { NftFamily, NftRuleset, NftSet } from './render.js';
+import type { NftFamily } from './render.js';
 import { TABLE } from './render.js';
 
 export type { ExecOptions } from '../../node/exec.js';
@@ -177,79 +178,6 @@ export async function applyScript(script: string, opts: ExecOptions & { check?: 
   const stderr = res.stderr.trim();
   const m = /^[^\n:]+:(\d+):[\d-]+: Error: ([^\n]*)/m.exec(stderr);
   throw rejected(script, m ? m[2]! : stderr || `nft exited with ${res.code}`, m ? Number(m[1]) : 0);
-}
-
-type Json = unknown;
-
-function jsonAtom(x: Json): string {
-  if (typeof x === 'string' || typeof x === 'number') return String(x);
-  if (x && typeof x === 'object') {
-    const o = x as Record<string, Json>;
-    if ('concat' in o && Array.isArray(o.concat)) return o.concat.map(jsonAtom).join(' . ');
-    if ('prefix' in o) {
-      const p = o.prefix as { addr: string; len: number };
-      return `${p.addr}/${p.len}`;
-    }
-    if ('range' in o && Array.isArray(o.range)) return `${jsonAtom(o.range[0])}-${jsonAtom(o.range[1])}`;
-    if ('elem' in o) return jsonAtom((o.elem as { val: Json }).val);
-    for (const verdict of ['goto', 'jump']) {
-      if (verdict in o) return `${verdict} ${(o[verdict] as { target: string }).target}`;
-    }
-    for (const verdict of ['drop', 'accept', 'return', 'continue']) if (verdict in o) return verdict;
-  }
-  throw new Error(`unexpected element in nft JSON: ${JSON.stringify(x)}`);
-}
-
-/** Our table as read back from the kernel: sets with their elements, chains without their rules. */
-export interface ReadBack {
-  ruleset: NftRuleset;
-  /** Number of rules in each chain. */
-  ruleCounts: Map<string, number>;
-}
-
-/**
- * Reads our table back from the kernel (`nft -j list table`), or undefined when it does not
- * exist. Set declarations and rule texts are not reconstructed (nft prints rules in its own
- * normal form, not the one we wrote); each chain's rules are counted.
- */
-export async function readBack(family: NftFamily, opts: ExecOptions = {}): Promise<ReadBack | undefined> {
-  const res = await run(['nft', '-j', 'list', 'table', family, TABLE], undefined, opts);
-  if (res.code !== 0) {
-    if (/No such file or directory/.test(res.stderr)) return undefined;
-    throw new Error(`nft list table ${family} ${TABLE} failed: ${res.stderr.trim()}`);
-  }
-  const doc = JSON.parse(res.stdout) as { nftables: Array<Record<string, Json>> };
-  const rs: NftRuleset = { family, table: TABLE, sets: [], chains: [] };
-  const ruleCounts = new Map<string, number>();
-  for (const item of doc.nftables) {
-    const s = (item.set ?? item.map) as { name: string; elem?: Json[]; flags?: string[] } | undefined;
-    if (s) {
-      const set: NftSet = { name: s.name, kind: item.map ? 'map' : 'set', decl: '', elements: new Map() };
-      if (s.flags?.includes('dynamic') || s.name.startsWith('affinity-')) set.dynamic = true;
-      for (const e of s.elem ?? []) {
-        if (Array.isArray(e)) set.elements.set(jsonAtom(e[0]), jsonAtom(e[1]));
-        else set.elements.set(jsonAtom(e), undefined);
-      }
-      rs.sets.push(set);
-    }
-    const c = item.chain as { name: string } | undefined;
-    if (c) {
-      rs.chains.push({ name: c.name, rules: [] });
-      if (!ruleCounts.has(c.name)) ruleCounts.set(c.name, 0);
-    }
-    const r = item.rule as { chain: string } | undefined;
-    if (r) ruleCounts.set(r.chain, (ruleCounts.get(r.chain) ?? 0) + 1);
-  }
-  return { ruleset: rs, ruleCounts };
-}
-
-/**
- * Reads our table back from the kernel, or undefined when it does not exist. Set declarations
- * and chain rules are not reconstructed: a sync treats every existing chain as changed and
- * every existing set as compatible.
- */
-export async function readTable(family: NftFamily, opts: ExecOptions = {}): Promise<NftRuleset | undefined> {
-  return (await readBack(family, opts))?.ruleset;
 }
 
 /**

@@ -3,9 +3,10 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { NftError, applyScript, deleteTables, listChainNames, readBack, readTable } from './apply.js';
+import { NftError, applyScript, deleteTables, listChainNames } from './apply.js';
+import { readBack, readTable } from './readback.js';
 import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
-import { diff, opsToScripts, type NftOp } from './diff.js';
+import { diff, diffElements, opsToScripts, orderOps, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
@@ -270,7 +271,16 @@ export class NftablesBackend implements Backend {
   private async findDifferences(foreign: ForeignChanges | undefined): Promise<Finding> {
     const state = this.state!;
     const want = state.ruleset();
-    const kernel = await readBack(this.nftFamily, this.exec);
+    const wantSets = new Map(want.sets.map((s) => [s.name, s]));
+    // Each set's elements are compared as soon as they are read and then dropped: holding the
+    // whole table read back costs more memory than anything else the proxy does.
+    const elementOps: NftOp[] = [];
+    const kernel = await readBack(this.nftFamily, this.exec, (set) => {
+      const w = wantSets.get(set.name);
+      if (w && !w.dynamic) diffElements(set.elements, w, elementOps);
+      // What remains for diff() below: no element differences, only whether the set exists.
+      set.elements = w ? w.elements : new Map();
+    });
     if (!kernel) {
       return {
         differences: [{ what: 'table missing, rebuilt', count: 1 }],
@@ -289,7 +299,7 @@ export class NftablesBackend implements Backend {
         return { name: c.name, rules: [`${count} rules read back`] };
       }),
     };
-    const ops = diff(seen, want);
+    const ops = elementOps.length === 0 ? diff(seen, want) : withElements(diff(seen, want), elementOps, seen, want);
     const counts = new Map<string, number>();
     for (const op of ops) {
       const what = `${REPAIR_WORDS[op.kind]} ${opTarget(op)}`;
@@ -309,6 +319,13 @@ export class NftablesBackend implements Backend {
   ruleset(): NftRuleset | undefined {
     return this.state?.ruleset();
   }
+}
+
+/** Element operations merged into a diff's, all in safe order. */
+function withElements(ops: NftOp[], elementOps: NftOp[], prev: NftRuleset, next: NftRuleset): NftOp[] {
+  // As diff() looks them up: the wanted chain, else the one read back.
+  const chains = new Map([...prev.chains, ...next.chains].map((c) => [c.name, c]));
+  return orderOps([...ops, ...elementOps], (n) => chains.get(n));
 }
 
 /** The set or chain an operation is about. */

@@ -38,13 +38,7 @@ export function diff(prev: NftRuleset, next: NftRuleset, opts: DiffOptions = {})
   for (const s of next.sets) {
     const p = prevSets.get(s.name);
     if (!p) ops.push({ kind: 'add-set', set: s });
-    if (s.dynamic) continue;
-    const before = p?.elements ?? new Map<string, string | undefined>();
-    for (const [k, v] of s.elements) {
-      if (!before.has(k)) ops.push({ kind: 'add-element', set: s.name, key: k, value: v });
-      else if (before.get(k) !== v) ops.push({ kind: 'replace-element', set: s.name, key: k, value: v });
-    }
-    for (const k of before.keys()) if (!s.elements.has(k)) ops.push({ kind: 'delete-element', set: s.name, key: k });
+    if (!s.dynamic) diffElements(p?.elements ?? new Map<string, string | undefined>(), s, ops);
   }
   for (const p of prev.sets) if (!nextSets.has(p.name)) ops.push({ kind: 'delete-set', name: p.name, setKind: p.kind });
   const prevChains = new Map(prev.chains.map((c) => [c.name, c]));
@@ -56,6 +50,15 @@ export function diff(prev: NftRuleset, next: NftRuleset, opts: DiffOptions = {})
   }
   for (const p of prev.chains) if (!nextChains.has(p.name)) ops.push({ kind: 'delete-chain', name: p.name });
   return orderOps(ops, (n) => nextChains.get(n) ?? prevChains.get(n));
+}
+
+/** Appends the element operations turning `before` into the elements of `next` (unordered). */
+export function diffElements(before: ReadonlyMap<string, string | undefined>, next: NftSet, ops: NftOp[]): void {
+  for (const [k, v] of next.elements) {
+    if (!before.has(k)) ops.push({ kind: 'add-element', set: next.name, key: k, value: v });
+    else if (before.get(k) !== v) ops.push({ kind: 'replace-element', set: next.name, key: k, value: v });
+  }
+  for (const k of before.keys()) if (!next.elements.has(k)) ops.push({ kind: 'delete-element', set: next.name, key: k });
 }
 
 function sameRules(a: NftChain, b: NftChain): boolean {
