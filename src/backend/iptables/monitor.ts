@@ -7,7 +7,7 @@
 import { helperFor, type ExecOptions } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
 import { ForeignWatch, GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../common/watch.js';
-import { commitNftMarker } from '../nftables/monitor.js';
+import { restore } from './apply.js';
 import { isOwnTool, onOwnTool } from './own-tools.js';
 
 const TABLES = new Set(['nat', 'filter', 'mangle']);
@@ -15,8 +15,8 @@ const BUILTIN_CHAINS = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POS
 
 // `NEWGEN: GENID=37 PID=27954 NAME=iptables-nft-re`
 const GENERATION = /^NEWGEN: GENID=\d+ PID=(\d+)/;
-// ` EVENT: nft: NEW table: table kpts-write-mark-sync-3 ip flags 0 use 0 handle 4`
-const MARKER = new RegExp(`^\\s*EVENT: nft: NEW table: table ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+) ip `);
+// ` EVENT: -4 -t mangle -N kpts-write-mark-sync-3` (and its `-X`, which is ignored)
+const MARKER = new RegExp(`^\\s*EVENT: -4 -t mangle -([NX]) ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)$`);
 // ` EVENT: -4 -t nat -A KUBE-SEP-X -p tcp -m tcp -j DNAT --to-destination 10.0.0.1:80`
 const RULE_EVENT = /^\s*EVENT: -([46]) -t (\S+) -([A-Z]) (\S+)(.*)$/;
 // ` EVENT: nft: DEL table: table nat ip flags 0 use 3 handle 1`
@@ -101,15 +101,19 @@ export class XtablesMonitor extends GenerationMonitor {
     super(wrap, ['stdbuf', '-oL', 'xtables-monitor', '-e'], 'xtables-monitor');
   }
 
+  /**
+   * A chain added and deleted in one iptables-restore transaction of mangle (which holds our
+   * canary). An `nft` marker would cost ~1 s at 110,000 chains: nft reads the whole ruleset first.
+   */
   protected commitMarker(name: string): Promise<void> {
-    return commitNftMarker(name, this.exec);
+    return restore(`*mangle\n:${name} - [0:0]\n-X ${name}\nCOMMIT\n`, 'IPv4', 'nft', this.exec);
   }
 
   protected classify(line: string): MonitorLine {
     const pid = generationPid(line);
     if (pid !== undefined) return { type: 'generation', pid };
     const marker = MARKER.exec(line);
-    if (marker) return { type: 'marker', kind: marker[1] as MarkerKind, id: Number(marker[2]) };
+    if (marker) return marker[1] === 'N' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]) } : undefined;
     return RULE_EVENT.test(line) || TABLE_EVENT.test(line) ? { type: 'change' } : undefined;
   }
 
