@@ -142,8 +142,12 @@ export async function run(): Promise<void> {
 
 if (process.argv.includes('--child')) {
   const [role, flavour] = process.argv.slice(process.argv.indexOf('--child') + 1) as ['floor' | 'proxy', Flavour];
-  (role === 'floor' ? floor(flavour) : proxy(flavour)).catch((e) => {
-    process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
-    process.exit(1);
-  });
+  // The backend's long-lived helpers (shell, monitor) would keep the child running: exit when done.
+  (role === 'floor' ? floor(flavour) : proxy(flavour)).then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+      process.exit(1);
+    },
+  );
 }
