@@ -3,7 +3,7 @@
 // leaves a change unrepaired until the backstop, a wrong "yes" costs a read-back.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { OwnCommits, generationPid, parseXtablesEvent, touchesOurRules } from '../../src/backend/iptables/monitor.js';
+import { OwnCommits, generationLine, parseXtablesEvent, touchesOurRules } from '../../src/backend/iptables/monitor.js';
 import { PRINT_PID, splitPid } from '../../src/backend/iptables/own-tools.js';
 import { run } from '../../src/node/exec.js';
 
@@ -33,8 +33,8 @@ describe('xtables-monitor lines', () => {
       rest: '',
     });
     assert.equal(parseXtablesEvent(' EVENT: # nft: ip nat PREROUTING use 1 type nat hook prerouting prio -100 policy accept'), undefined);
-    assert.equal(generationPid('NEWGEN: GENID=37 PID=27954 NAME=iptables-nft-re'), 27954);
-    assert.equal(generationPid(' EVENT: -4 -t nat -N KUBE-X'), undefined);
+    assert.deepEqual(generationLine('NEWGEN: GENID=37 PID=27954 NAME=iptables-nft-re'), { gen: 37, pid: 27954 });
+    assert.equal(generationLine(' EVENT: -4 -t nat -N KUBE-X'), undefined);
   });
 
   it('a rule of one of our chains deleted, added, or the chain deleted: ours', () => {

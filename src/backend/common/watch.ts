@@ -2,9 +2,9 @@
 // long-lived monitor process (`nft monitor`, `xtables-monitor -e`) prints every committed
 // ruleset change, then a line naming the generation and the process that committed it. How a
 // monitor's lines read and how it tells our commits from foreign ones is its own; what is
-// shared is here: the process, readiness and catch-up probes, the foreign changes each follower
-// picks, and the decision whether a verification must read the kernel back (which costs seconds
-// at 10,000 services, so it is done only when a monitor reports a change, and as a backstop).
+// shared is here: the process, readiness and catch-up probes, the generation numbers of the
+// markers, and the foreign changes each follower picks. Whether a verification must read the
+// kernel back is decided in ./foreign-watch.ts.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { DIE_WITH_PARENT, keepAlive, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
@@ -34,14 +34,18 @@ export interface ForeignChanges {
   tableDeleted: boolean;
 }
 
-/** Throwaway tables committed as markers are named `${MARK_PREFIX}${kind}-${id}`. */
+/**
+ * Throwaway tables committed as markers are named `${MARK_PREFIX}${kind}-${id}`, and repeated
+ * probes `${MARK_PREFIX}probe-${id}-${rep}`: each repetition is a commit of its own, which the
+ * generation count of an unwatched write must account for.
+ */
 export const MARK_PREFIX = 'kpts-write-mark-';
 export type MarkerKind = 'begin' | 'end' | 'probe' | 'sync';
 
 /** What one line of a monitor's output is. Change lines are kept raw and parsed only when foreign. */
 export type MonitorLine =
-  | { type: 'generation'; pid: number }
-  | { type: 'marker'; kind: MarkerKind; id: number }
+  | { type: 'generation'; pid: number; gen: number }
+  | { type: 'marker'; kind: MarkerKind; id: number; rep: number }
   | { type: 'change' }
   | undefined;
 
@@ -61,14 +65,27 @@ export abstract class GenerationMonitor {
   readonly ready: Promise<boolean>;
   /** True from the first probe the monitor shows; before, its events are not classified. */
   isReady = false;
+  /** When the process was started (performance.now()). */
+  readonly startedAt = performance.now();
+  /** The generation number of the last generation line printed. */
+  lastGen: number | undefined;
+  /**
+   * The first probe shown: its generation, and how many probe commits of this monitor came
+   * before it (undefined when one had not yet answered, so its commit is unknown).
+   */
+  firstProbe: { gen: number; earlier: number | undefined } | undefined;
+  /** Outcome of each probe commit, by repetition. */
+  private readonly probeCommits: Array<'pending' | 'ok' | 'failed'> = [];
+  /** A waited-for marker was printed: the next generation line is its transaction's. */
+  private markerShown: { key: string; kind: MarkerKind; rep: number } | undefined;
   private readonly child: ChildProcessWithoutNullStreams;
   private buf = '';
   private lines: string[] = [];
   /** Who wants which foreign changes, by a name of the follower's choice. */
   private readonly followers = new Map<string, (e: MonitorEvent) => boolean>();
   private readonly foreign = new Map<string, ForeignChanges>();
-  /** Probe and sync markers printed and not yet waited for. */
-  private readonly seen = new Set<string>();
+  /** Generations of probe and sync markers printed and not yet waited for. */
+  private readonly seen = new Map<string, number>();
   private readonly waiters = new Map<string, () => void>();
   protected seq = 0;
 
@@ -118,16 +135,30 @@ export abstract class GenerationMonitor {
   /** A marker was printed (subclasses that bracket writes with markers track them). */
   protected onMarker(_kind: MarkerKind, _id: number): void {}
 
-  protected mark(kind: MarkerKind, id: number): Promise<void> {
-    return this.commitMarker(`${MARK_PREFIX}${kind}-${id}`);
+  protected mark(kind: MarkerKind, id: number, rep?: number): Promise<void> {
+    return this.commitMarker(`${MARK_PREFIX}${kind}-${id}${rep === undefined ? '' : `-${rep}`}`);
+  }
+
+  /** Commits a probe marker, recording whether the commit happened. */
+  private async markProbe(id: number): Promise<void> {
+    const rep = this.probeCommits.length;
+    this.probeCommits.push('pending');
+    try {
+      await this.mark('probe', id, rep);
+      this.probeCommits[rep] = 'ok';
+    } catch (e) {
+      this.probeCommits[rep] = 'failed';
+      throw e;
+    }
   }
 
   /**
-   * Commits a marker and waits until the monitor prints it: every change committed before has
-   * been seen by then. False when it does not show within `timeoutMs` (or the monitor died).
+   * Commits a marker and waits until the monitor prints it and its generation: every change
+   * committed before has been seen by then. Gives that generation number, undefined when it
+   * does not show within `timeoutMs` (or the monitor died).
    */
-  private async shown(kind: 'probe' | 'sync', timeoutMs: number, repeat = false): Promise<boolean> {
-    if (this.dead) return false;
+  private async shown(kind: 'probe' | 'sync', timeoutMs: number): Promise<number | undefined> {
+    if (this.dead) return undefined;
     const id = this.seq++;
     const key = `${kind}-${id}`;
     const shown = new Promise<void>((resolve) => this.waiters.set(key, resolve));
@@ -135,17 +166,19 @@ export abstract class GenerationMonitor {
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
     let again: NodeJS.Timeout | undefined;
     let interval = FIRST_PROBE_INTERVAL_MS;
+    const commit = (): Promise<void> => (kind === 'probe' ? this.markProbe(id) : this.mark(kind, id));
+    // A monitor may subscribe only after loading the ruleset: a probe is repeated until it shows.
     const remark = (): void => {
       again = setTimeout(() => {
-        void this.mark(kind, id).catch(() => undefined);
+        void commit().catch(() => undefined);
         interval = Math.min(interval * 2, MAX_PROBE_INTERVAL_MS);
         remark();
       }, interval);
       again.unref();
     };
     try {
-      await this.mark(kind, id);
-      if (repeat) remark();
+      await commit();
+      if (kind === 'probe') remark();
       await Promise.race([shown, timeout]);
     } catch {
       // A marker that cannot be committed never shows.
@@ -154,22 +187,28 @@ export abstract class GenerationMonitor {
       clearTimeout(timer);
       this.waiters.delete(key);
     }
-    const ok = this.seen.delete(key);
-    return ok && !this.dead;
+    const gen = this.seen.get(key);
+    this.seen.delete(key);
+    return this.dead ? undefined : gen;
   }
 
   /**
    * Waits until the monitor has printed every change committed so far (it may lag behind a
    * large write). False when it has not within `timeoutMs`.
    */
-  caughtUp(timeoutMs: number): Promise<boolean> {
+  async caughtUp(timeoutMs: number): Promise<boolean> {
+    return (await this.shown('sync', timeoutMs)) !== undefined;
+  }
+
+  /** Like caughtUp(), giving the generation number of the marker committed to check (undefined: not caught up). */
+  syncedGeneration(timeoutMs: number): Promise<number | undefined> {
     return this.shown('sync', timeoutMs);
   }
 
   private async probe(): Promise<boolean> {
-    // A monitor may subscribe only after loading the ruleset: repeat the probe until it shows.
-    const ok = await this.shown('probe', READY_TIMEOUT_MS, true);
-    if (!ok) {
+    const ok = (await this.shown('probe', READY_TIMEOUT_MS)) !== undefined;
+    // A monitor stopped on purpose is no failure.
+    if (!ok && !this.dead) {
       log.warn(`${this.label} did not start; foreign changes are found by reading the rules back`, {});
       this.stop();
     }
@@ -195,10 +234,13 @@ export abstract class GenerationMonitor {
 
   stop(): void {
     this.dead = true;
+    // Nothing will show any more: probes and catch-ups waiting give up now.
+    for (const w of this.waiters.values()) w();
+    this.waiters.clear();
     this.child.kill('SIGKILL');
   }
 
-  private onData(d: string): void {
+  protected onData(d: string): void {
     this.buf += d;
     let nl: number;
     while ((nl = this.buf.indexOf('\n')) >= 0) {
@@ -216,8 +258,11 @@ export abstract class GenerationMonitor {
       return;
     }
     if (l.type === 'generation') {
+      this.lastGen = l.gen;
       const lines = this.lines;
       this.lines = [];
+      if (this.markerShown) this.markerGeneration(this.markerShown, l.gen);
+      this.markerShown = undefined;
       // Before the first probe whose changes these are is unknown: the backend reads the kernel
       // back for that time instead.
       if (this.isReady && lines.length > 0) this.onGeneration(l.pid, lines);
@@ -226,10 +271,18 @@ export abstract class GenerationMonitor {
     if (l.kind === 'probe') this.isReady = true;
     this.onMarker(l.kind, l.id);
     const key = `${l.kind}-${l.id}`;
-    if (this.waiters.has(key)) {
-      this.seen.add(key);
-      this.waiters.get(key)!();
+    if (this.waiters.has(key)) this.markerShown = { key, kind: l.kind, rep: l.rep };
+  }
+
+  /** The generation line of a waited-for marker's transaction. */
+  private markerGeneration(m: { key: string; kind: MarkerKind; rep: number }, gen: number): void {
+    if (m.kind === 'probe' && !this.firstProbe) {
+      const before = this.probeCommits.slice(0, m.rep);
+      const earlier = before.includes('pending') ? undefined : before.filter((c) => c === 'ok').length;
+      this.firstProbe = { gen, earlier };
     }
+    this.seen.set(m.key, gen);
+    this.waiters.get(m.key)?.();
   }
 
   /** Records a generation's changes as foreign, for every follower they are relevant to. */
@@ -249,130 +302,5 @@ export abstract class GenerationMonitor {
       }
     }
     if (picked > 0) log.v(2, 'foreign change to our rules seen', { monitor: this.label, changes: picked });
-  }
-}
-
-/** How long verify() waits for the monitor to show every change committed so far. */
-const CATCH_UP_MS = 10000;
-/**
- * The backstop read-back may take at most this share of the time: at 10,000 services the
- * iptables-nft one takes over a minute, which every 10 periods would be a third of a core.
- */
-const BACKSTOP_TIME_SHARE = 0.05;
-
-/**
- * One backend's use of a monitor: its writes kept apart from foreign ones, the foreign changes to
- * its objects collected, and the decision whether a verification must read the kernel back.
- */
-export class ForeignWatch {
-  private monitor: GenerationMonitor | undefined;
-  private restarted = false;
-  /** Verifications since the last read-back. */
-  private verifications = 0;
-  private lastReadBack = { endedAt: 0, ms: 0 };
-
-  /**
-   * @param monitorFor the monitor process (started on first use, replaced when it died)
-   * @param scope names this backend's foreign changes (one per backend and family)
-   * @param relevant picks the changes to this backend's objects
-   * @param fullReadEvery read back after this many verifications without one even when nothing
-   *   was seen, once the time since the last read-back is 20 times what it cost
-   */
-  constructor(
-    private readonly monitorFor: () => GenerationMonitor,
-    private readonly scope: string,
-    private readonly relevant: (e: MonitorEvent) => boolean,
-    private readonly fullReadEvery: number,
-  ) {}
-
-  /**
-   * The monitor when it is subscribed, else undefined (it is started on first use). Nothing waits
-   * for it: whatever happened before it is subscribed is checked by reading the kernel back at
-   * the next verification.
-   */
-  private watch(): GenerationMonitor | undefined {
-    const mon = this.running();
-    if (mon?.isReady) return mon;
-    this.restarted = true;
-    return undefined;
-  }
-
-  /** The monitor process, subscribed or still loading; undefined when it has died. */
-  private running(): GenerationMonitor | undefined {
-    const mon = this.monitorFor();
-    if (mon !== this.monitor) {
-      // A new monitor means changes may have gone unseen in between.
-      if (this.monitor) this.restarted = true;
-      this.monitor = mon;
-      mon.follow(this.scope, this.relevant);
-    }
-    return mon.dead ? undefined : mon;
-  }
-
-  /** Runs a write of ours so that the monitor does not take it for a foreign change. */
-  async write<T>(write: () => Promise<T>): Promise<T> {
-    const mon = this.running();
-    // A write the monitor may not see: the next verification reads the kernel back.
-    if (!mon?.isReady) this.restarted = true;
-    return mon ? mon.ownWrite(write) : write();
-  }
-
-  /**
-   * Runs a write too large to be watched: the kernel notifies a monitor of every element, which
-   * doubled the cost of a 10,000-service full sync. The monitor is stopped for it (a new one
-   * starts on next use) and the next verification reads the kernel back.
-   */
-  async unwatchedWrite<T>(write: () => Promise<T>): Promise<T> {
-    this.monitor?.stop();
-    this.restarted = true;
-    return write();
-  }
-
-  /**
-   * Takes the foreign changes seen so far and says why the kernel must be read back: a foreign
-   * change, no monitor (or one behind or restarted), a check still out of sync, or the backstop;
-   * undefined when the monitor proves nothing of ours changed.
-   */
-  async readBackReason(inSync: boolean): Promise<{ reason: string | undefined; foreign: ForeignChanges | undefined }> {
-    const mon = this.watch();
-    const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
-    if (mon && !current) log.warn(`${mon.label} is behind; reading the rules back instead`, { scope: this.scope });
-    const foreign = mon?.take(this.scope);
-    const sinceReadBack = Date.now() - this.lastReadBack.endedAt;
-    const backstop = ++this.verifications >= this.fullReadEvery && sinceReadBack * BACKSTOP_TIME_SHARE >= this.lastReadBack.ms;
-    const restarted = this.restarted;
-    this.restarted = false;
-    const reasons: Array<[boolean, string]> = [
-      [foreign !== undefined, 'foreign change'],
-      [!mon, 'no monitor'],
-      [!current, 'monitor behind'],
-      [restarted, 'monitor restarted'],
-      [!inSync, 'not repaired yet'],
-      [backstop, 'backstop'],
-    ];
-    const reason = reasons.find(([applies]) => applies)?.[1];
-    if (!reason && mon) log.v(2, `kernel rules not read back: the ${mon.label} saw no foreign change`, { scope: this.scope });
-    return { reason, foreign };
-  }
-
-  /** Runs a read-back, timed: the backstop waits long enough that read-backs stay a small share of the time. */
-  async readBack<T>(read: () => Promise<T>): Promise<T> {
-    const t0 = Date.now();
-    try {
-      return await read();
-    } finally {
-      this.lastReadBack = { endedAt: Date.now(), ms: Date.now() - t0 };
-      this.verifications = 0;
-    }
-  }
-
-  /** Drops the foreign changes seen so far (a full rewrite is about to replace what they touched). */
-  forget(): void {
-    this.watch()?.take(this.scope);
-  }
-
-  /** Whether foreign changes are waiting for the next verification. */
-  pending(): boolean {
-    return this.monitor?.hasForeign(this.scope) ?? false;
   }
 }

@@ -23,7 +23,7 @@ import {
 import { DISPATCH_CHAINS } from './base.js';
 import { startUpFlavour } from './startup.js';
 import { iptablesForeignWatch } from './monitor.js';
-import type { ForeignWatch } from '../common/watch.js';
+import type { ForeignWatch } from '../common/foreign-watch.js';
 import { opsToRestore } from './restore.js';
 import { KernelCheck, NOTHING_TO_REPAIR, sameMultiset, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 

@@ -6,7 +6,8 @@
 // generation, which at 110,000 chains cost seconds of CPU per commit.
 import { helperFor, type ExecOptions } from '../../node/exec.js';
 import type { IPFamily } from '../../model/types.js';
-import { ForeignWatch, GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../common/watch.js';
+import { ForeignWatch } from '../common/foreign-watch.js';
+import { GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../common/watch.js';
 import { restore } from './apply.js';
 import { isOwnTool, onOwnTool } from './own-tools.js';
 
@@ -14,9 +15,9 @@ const TABLES = new Set(['nat', 'filter', 'mangle']);
 const BUILTIN_CHAINS = new Set(['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING']);
 
 // `NEWGEN: GENID=37 PID=27954 NAME=iptables-nft-re`
-const GENERATION = /^NEWGEN: GENID=\d+ PID=(\d+)/;
-// ` EVENT: -4 -t mangle -N kpts-write-mark-sync-3` (and its `-X`, which is ignored)
-const MARKER = new RegExp(`^\\s*EVENT: -4 -t mangle -([NX]) ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)$`);
+const GENERATION = /^NEWGEN: GENID=(\d+) PID=(\d+)/;
+// ` EVENT: -4 -t mangle -N kpts-write-mark-probe-3-1` (and its `-X`, which is ignored)
+const MARKER = new RegExp(`^\\s*EVENT: -4 -t mangle -([NX]) ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)(?:-(\\d+))?$`);
 // ` EVENT: -4 -t nat -A KUBE-SEP-X -p tcp -m tcp -j DNAT --to-destination 10.0.0.1:80`
 const RULE_EVENT = /^\s*EVENT: -([46]) -t (\S+) -([A-Z]) (\S+)(.*)$/;
 // ` EVENT: nft: DEL table: table nat ip flags 0 use 3 handle 1`
@@ -44,10 +45,10 @@ export function parseXtablesEvent(line: string): MonitorEvent | undefined {
   return undefined;
 }
 
-/** The committing process's PID of a generation line, or undefined. */
-export function generationPid(line: string): number | undefined {
+/** The generation number and committing process's PID of a generation line, or undefined. */
+export function generationLine(line: string): { gen: number; pid: number } | undefined {
   const g = GENERATION.exec(line);
-  return g ? Number(g[1]) : undefined;
+  return g ? { gen: Number(g[1]), pid: Number(g[2]) } : undefined;
 }
 
 /**
@@ -110,10 +111,10 @@ export class XtablesMonitor extends GenerationMonitor {
   }
 
   protected classify(line: string): MonitorLine {
-    const pid = generationPid(line);
-    if (pid !== undefined) return { type: 'generation', pid };
+    const gen = generationLine(line);
+    if (gen) return { type: 'generation', ...gen };
     const marker = MARKER.exec(line);
-    if (marker) return marker[1] === 'N' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]) } : undefined;
+    if (marker) return marker[1] === 'N' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]), rep: Number(marker[4] ?? 0) } : undefined;
     return RULE_EVENT.test(line) || TABLE_EVENT.test(line) ? { type: 'change' } : undefined;
   }
 

@@ -10,6 +10,7 @@ import { diff, diffElements, opsToScripts, orderOps, type NftOp } from './diff.j
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
+import type { CommitCount } from '../common/foreign-watch.js';
 import { TABLE, describeRuleset, toNftScript, type NftFamily, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 
@@ -89,13 +90,22 @@ export class NftablesBackend implements Backend {
     this.foreignWatch = new ForeignWatch(this.exec, `nftables ${fam}`, (e) => e.family === fam && e.table === TABLE, this.opts.fullReadEvery);
   }
 
-  /** Sends scripts as one write of ours, so the monitor does not take it for a foreign change. */
-  private async write(scripts: string[]): Promise<void> {
-    const send = async (): Promise<void> => {
-      for (const s of scripts) await applyScript(s, this.exec);
+  /**
+   * Sends scripts as one write of ours, so the monitor does not take it for a foreign change.
+   * `replacesTable`: the scripts replace the whole table, whatever it held before.
+   */
+  private async write(scripts: string[], replacesTable = false): Promise<void> {
+    const send = async (count?: CommitCount): Promise<void> => {
+      let transactions = 0;
+      // Each script is one transaction (one `nft -f`, or one line of the nft session).
+      for (const s of scripts) {
+        await applyScript(s, this.exec);
+        transactions++;
+      }
+      if (count) count.transactions = transactions;
     };
     const bytes = scripts.reduce((n, s) => n + s.length, 0);
-    await (bytes > UNWATCHED_WRITE_BYTES ? this.foreignWatch.unwatchedWrite(send) : this.foreignWatch.write(send));
+    await (bytes > UNWATCHED_WRITE_BYTES ? this.foreignWatch.unwatchedWrite(send, replacesTable) : this.foreignWatch.write(send));
   }
 
   private get exec(): { wrap?: string[] } {
@@ -115,11 +125,12 @@ export class NftablesBackend implements Backend {
     const full = this.needFull || !this.state || snapshot.changes.full;
     let scripts: string[];
     let operations: number;
+    let replacesTable = false;
     let next: RulesetState;
     if (full) {
       next = new RulesetState(this.config);
       next.load(snapshot);
-      ({ scripts, operations } = await this.fullScripts(next.ruleset(), next.elementCount()));
+      ({ scripts, operations, replacesTable } = await this.fullScripts(next.ruleset(), next.elementCount()));
     } else {
       next = this.state!;
       const keys = new Set([...snapshot.changes.changed, ...snapshot.changes.deleted]);
@@ -138,7 +149,7 @@ export class NftablesBackend implements Backend {
       } else {
         // A full sync rewrites what a foreign change may have touched.
         if (full) this.foreignWatch.forget();
-        await this.write(scripts);
+        await this.write(scripts, replacesTable);
       }
     } catch (e) {
       this.syncFailures++;
@@ -166,20 +177,20 @@ export class NftablesBackend implements Backend {
    * there is no table yet; else the kernel's current table is read and only the difference is
    * sent, in chunks, so that a restart never flushes working rules.
    */
-  private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: string[]; operations: number }> {
+  private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: string[]; operations: number; replacesTable: boolean }> {
     const target = { family: rs.family, table: rs.table };
     const fromScratch = (): NftOp[] => diff({ family: rs.family, table: rs.table, sets: [], chains: [] }, rs);
     const fromCheckpoint = this.opts.dryRun ? undefined : await this.checkpointedKernel(rs);
     if (!fromCheckpoint && (this.opts.dryRun || elements <= this.opts.budget)) {
-      return { scripts: [toNftScript(rs)], operations: fromScratch().length };
+      return { scripts: [toNftScript(rs)], operations: fromScratch().length, replacesTable: true };
     }
     const kernel = fromCheckpoint ?? (await readTable(rs.family, this.exec));
     // Nothing to keep serving: one transaction, which nft loads far faster than chunks (each
     // chunk makes nft fetch the table written so far).
-    if (!kernel) return { scripts: [toNftScript(rs)], operations: fromScratch().length };
+    if (!kernel) return { scripts: [toNftScript(rs)], operations: fromScratch().length, replacesTable: true };
     // Read back, the chains' rules are unknown, so each is rewritten; a checkpoint knows them.
     const ops = diff(kernel, rs, { replaceAllChains: !fromCheckpoint });
-    return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length };
+    return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length, replacesTable: false };
   }
 
   private loadCheckpoint(path: string): Checkpoint | undefined {
@@ -284,7 +295,10 @@ export class NftablesBackend implements Backend {
     if (!kernel) {
       return {
         differences: [{ what: 'table missing, rebuilt', count: 1 }],
-        apply: async () => this.write((await this.fullScripts(want, state.elementCount())).scripts),
+        apply: async () => {
+          const { scripts, replacesTable } = await this.fullScripts(want, state.elementCount());
+          await this.write(scripts, replacesTable);
+        },
       };
     }
     const wanted = new Map(want.chains.map((c) => [c.name, c]));

@@ -5,13 +5,14 @@
 // commit order: every change to our table seen outside a bracket is someone else's. The shared
 // part (process, probes, foreign changes, read-back decisions) is in ../common/watch.ts.
 import { helperFor, type ExecOptions } from '../../node/exec.js';
-import { ForeignWatch as Watch, GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../common/watch.js';
+import { ForeignWatch as Watch } from '../common/foreign-watch.js';
+import { GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../common/watch.js';
 import { applyScript } from './apply.js';
 
 export type { ForeignChanges, MonitorEvent } from '../common/watch.js';
 
-const GENERATION = /^# new generation \d+ by process (\d+) \(([^)]*)\)$/;
-const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)$`);
+const GENERATION = /^# new generation (\d+) by process (\d+) \(([^)]*)\)$/;
+const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)(?:-(\\d+))?$`);
 // `add element ip kube-proxy service-ips { … }`, `delete rule ip kube-proxy services handle 6`,
 // `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
 const EVENT = /^(\w+) (\w+) (ip6?) (\S+)(?: ([^\s{]+))?(.*)$/;
@@ -36,9 +37,9 @@ export class NftMonitor extends GenerationMonitor {
 
   protected classify(line: string): MonitorLine {
     const gen = GENERATION.exec(line);
-    if (gen) return { type: 'generation', pid: Number(gen[1]) };
+    if (gen) return { type: 'generation', gen: Number(gen[1]), pid: Number(gen[2]) };
     const marker = MARKER_EVENT.exec(line);
-    if (marker) return marker[1] === 'add' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]) } : undefined;
+    if (marker) return marker[1] === 'add' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]), rep: Number(marker[4] ?? 0) } : undefined;
     return EVENT.test(line) ? { type: 'change' } : undefined;
   }
 

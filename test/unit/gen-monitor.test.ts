@@ -1,0 +1,177 @@
+// Whether a write made without the monitor is proven free of foreign commits by generation
+// numbers: a fake kernel numbers each committed transaction and prints it, as `nft monitor`
+// does, to the monitors subscribed at that moment. A wrong "proven" would leave a foreign change
+// unrepaired; a wrong "not proven" only costs a read-back.
+import assert from 'node:assert/strict';
+import { afterEach, describe, it } from 'node:test';
+import { ForeignWatch, type CommitCount } from '../../src/backend/common/foreign-watch.js';
+import { GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../../src/backend/common/watch.js';
+import { parseEvent } from '../../src/backend/nftables/monitor.js';
+
+const GENERATION = /^# new generation (\d+) by process (\d+) \(nft\)$/;
+const MARKER = new RegExp(`^add table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)(?:-(\\d+))?$`);
+
+/** Transactions numbered one by one; a monitor hears them once subscribed. */
+class FakeKernel {
+  gen = 100;
+  /** The next monitor subscribes only after missing this many of its probes. */
+  missProbes = 0;
+  readonly subscribed = new Set<FakeMonitor>();
+  readonly monitors: FakeMonitor[] = [];
+
+  commit(lines: string[], pid: number): void {
+    const text = [...lines, `# new generation ${++this.gen} by process ${pid} (nft)`].map((l) => `${l}\n`).join('');
+    // A pipe: the monitor reads the lines later.
+    for (const m of this.subscribed) setImmediate(() => m.hear(text));
+  }
+}
+
+let kernel = new FakeKernel();
+
+class FakeMonitor extends GenerationMonitor {
+  constructor() {
+    // A process that prints nothing: the fake kernel feeds the lines.
+    super([], ['sleep', '120'], 'fake monitor');
+    kernel.monitors.push(this);
+  }
+
+  hear(text: string): void {
+    if (!this.dead) this.onData(text);
+  }
+
+  protected commitMarker(name: string): Promise<void> {
+    if (!kernel.subscribed.has(this) && !this.dead) {
+      if (kernel.missProbes > 0) kernel.missProbes--;
+      else kernel.subscribed.add(this);
+    }
+    kernel.commit([`add table ip ${name}`, `delete table ip ${name}`], process.pid);
+    return Promise.resolve();
+  }
+
+  protected classify(line: string): MonitorLine {
+    const g = GENERATION.exec(line);
+    if (g) return { type: 'generation', gen: Number(g[1]), pid: Number(g[2]) };
+    const m = MARKER.exec(line);
+    if (m) return { type: 'marker', kind: m[1] as MarkerKind, id: Number(m[2]), rep: Number(m[3] ?? 0) };
+    if (line.includes(MARK_PREFIX)) return undefined;
+    return parseEvent(line) ? { type: 'change' } : undefined;
+  }
+
+  protected parseChange(line: string): MonitorEvent | undefined {
+    return parseEvent(line);
+  }
+
+  protected onGeneration(_pid: number, lines: string[]): void {
+    this.recordForeign(lines);
+  }
+
+  ownWrite<T>(write: () => Promise<T>): Promise<T> {
+    return write();
+  }
+
+  override stop(): void {
+    kernel.subscribed.delete(this);
+    super.stop();
+  }
+}
+
+const OUR_TABLE = ['delete table ip kube-proxy', 'add table ip kube-proxy', 'add element ip kube-proxy service-ips { 10.96.0.1 }'];
+const FOREIGN = ['delete element ip kube-proxy service-ips { 10.96.0.1 }'];
+
+/** A watch over the fake kernel, its monitor ready. */
+async function readyWatch(): Promise<ForeignWatch> {
+  let mon: FakeMonitor | undefined;
+  const watch = new ForeignWatch(() => (mon && !mon.dead ? mon : (mon = new FakeMonitor())), 'nftables ip', (e) => e.table === 'kube-proxy', 1000);
+  watch.forget();
+  assert.equal(await mon!.ready, true);
+  // Nothing unseen yet once the monitor is subscribed from the start.
+  return watch;
+}
+
+/** A full table written in `transactions` transactions, counted when `counted`. */
+function fullWrite(transactions: number, counted = true, during?: () => void) {
+  return async (count: CommitCount): Promise<void> => {
+    for (let i = 0; i < transactions; i++) {
+      kernel.commit(OUR_TABLE, process.pid);
+      if (i === 0) during?.();
+    }
+    if (counted) count.transactions = transactions;
+  };
+}
+
+describe('an unwatched full write proven by generation numbers', () => {
+  afterEach(() => {
+    for (const m of kernel.monitors) m.stop();
+    kernel = new FakeKernel();
+  });
+
+  it('only our transactions in the window: no read-back', async () => {
+    const watch = await readyWatch();
+    await watch.unwatchedWrite(fullWrite(3), true);
+    assert.equal(kernel.monitors[0]!.dead, true, 'the monitor is stopped for the write');
+    assert.equal(kernel.monitors.length, 2, 'a new monitor starts right after it');
+    const { reason } = await watch.readBackReason(true);
+    assert.equal(reason, undefined);
+    // The next verification relies on the new monitor as usual.
+    kernel.commit(FOREIGN, 4242);
+    assert.equal((await watch.readBackReason(true)).reason, 'foreign change');
+  });
+
+  it('a foreign commit during the write: read back', async () => {
+    const watch = await readyWatch();
+    await watch.unwatchedWrite(
+      fullWrite(2, true, () => kernel.commit(FOREIGN, 4242)),
+      true,
+    );
+    assert.equal((await watch.readBackReason(true)).reason, 'monitor restarted');
+  });
+
+  it('a foreign commit after the write, before the new monitor subscribed: read back', async () => {
+    const watch = await readyWatch();
+    kernel.missProbes = 1;
+    await watch.unwatchedWrite(async (count) => {
+      await fullWrite(1)(count);
+      kernel.commit(FOREIGN, 4242);
+    }, true);
+    assert.equal((await watch.readBackReason(true)).reason, 'monitor restarted');
+  });
+
+  it('probes the new monitor missed are counted as ours', async () => {
+    const watch = await readyWatch();
+    kernel.missProbes = 2;
+    await watch.unwatchedWrite(fullWrite(1), true);
+    assert.equal((await watch.readBackReason(true)).reason, undefined);
+    const fresh = kernel.monitors[1]!;
+    assert.equal(fresh.firstProbe?.earlier, 2);
+  });
+
+  it('a write that failed, did not count its transactions or did not replace the table: read back', async () => {
+    const watch = await readyWatch();
+    await assert.rejects(
+      watch.unwatchedWrite(async () => {
+        kernel.commit(OUR_TABLE, process.pid);
+        throw new Error('nft -f failed');
+      }, true),
+    );
+    // No monitor was started after the failed write.
+    assert.equal((await watch.readBackReason(true)).reason, 'no monitor');
+    await kernel.monitors.at(-1)!.ready;
+    assert.equal((await watch.readBackReason(true)).reason, undefined, 'after that read-back, back to normal');
+    // Without a proof pending, the new monitor is not waited for.
+    await watch.unwatchedWrite(fullWrite(1, false), true);
+    assert.equal((await watch.readBackReason(true)).reason, 'no monitor');
+    await kernel.monitors.at(-1)!.ready;
+    assert.equal((await watch.readBackReason(true)).reason, undefined);
+    await watch.unwatchedWrite(fullWrite(1), false);
+    assert.equal((await watch.readBackReason(true)).reason, 'no monitor');
+  });
+
+  it('a count larger than the commits made (a transaction thought committed): read back', async () => {
+    const watch = await readyWatch();
+    await watch.unwatchedWrite(async (count) => {
+      kernel.commit(OUR_TABLE, process.pid);
+      count.transactions = 2;
+    }, true);
+    assert.equal((await watch.readBackReason(true)).reason, 'monitor restarted');
+  });
+});
