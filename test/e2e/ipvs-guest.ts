@@ -80,7 +80,7 @@ function ipvsScenarios(c: () => E2ECluster): void {
 }
 
 // A Local-policy NodePort has local endpoints only, for every client (by design, as upstream).
-modeSuite('ipvs mode in User-Mode Linux', { mode: 'ipvs', iptablesFlavour: 'legacy' }, ipvsScenarios, { ...KERNEL_MODE, localPolicyFromInside: 'local' });
+modeSuite('ipvs mode in User-Mode Linux', { mode: 'ipvs', iptablesFlavour: 'legacy' }, ipvsScenarios, { ...KERNEL_MODE, localPolicyFromInside: 'local', noNftTables: true });
 
 describe('ipvs schedulers', () => {
   const ns = 'ipvs-sched';
