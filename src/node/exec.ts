@@ -109,7 +109,8 @@ export function helperFor<T extends { dead: boolean }>(pool: Map<string, T>, opt
   return h;
 }
 
-const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
+/** One argument quoted for sh. */
+export const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
 
 /**
  * Runs tools through one long-lived shell: starting a process from a large Node heap costs

@@ -6,7 +6,7 @@
 // stdout line-buffered by stdbuf), so anything read before the barrier is the batch's error text.
 // Any error, a timeout or a dead process ends the session; the caller falls back to one-shot tools.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, helperFor, keepAlive, type ExecOptions } from '../../node/exec.js';
+import { DIE_WITH_PARENT, helperFor, keepAlive, quote, type ExecOptions } from '../../node/exec.js';
 
 export class SessionError extends Error {
   override name = 'SessionError';
@@ -29,8 +29,6 @@ export const IPSET_SESSION: SessionTool = { argv: ['ipset', '-'], barrier: 'vers
 
 /** Longest a partial batch may take before the session is given up (the one-shot path follows). */
 export const SESSION_TIMEOUT_MS = 10_000;
-
-const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
 
 export class ToolSession {
   private readonly child: ChildProcessWithoutNullStreams;
