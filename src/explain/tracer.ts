@@ -68,6 +68,54 @@ export interface TraceNode {
 
 export type TraceVerdict = 'ACCEPT' | 'DROP' | 'REJECT';
 
+export type NetfilterHook = 'prerouting' | 'input' | 'forward' | 'output' | 'postrouting';
+
+/** What walkHooks asks of a tracer about the packet as the hooks so far left it. */
+export interface HookWalker {
+  /** Runs one hook's chains. */
+  hook(h: NetfilterHook): TraceVerdict;
+  /** Whether the destination (after any DNAT so far) is one of the node's addresses. */
+  destinationLocal(): boolean;
+  /** The host's packet is routed (before OUTPUT, and again after it): to lo when `local`. */
+  routed?(local: boolean): void;
+  /** The host's packet to a local address comes back in on lo. */
+  loopedBack(): void;
+}
+
+/**
+ * A packet's way through the hooks as netfilter runs them, each after the one before accepted:
+ * from the host OUTPUT and POSTROUTING, and a packet to a local address loops back through
+ * PREROUTING and INPUT; from elsewhere PREROUTING, then INPUT or FORWARD (and POSTROUTING).
+ * Routing looks at the destination as the hooks before it left it.
+ */
+export function walkHooks(fromHost: boolean, w: HookWalker): { verdict: TraceVerdict; routed: TraceBranch['routed'] } {
+  let routed: TraceBranch['routed'];
+  let verdict: TraceVerdict;
+  if (fromHost) {
+    w.routed?.(w.destinationLocal());
+    verdict = w.hook('output');
+    if (verdict === 'ACCEPT') {
+      const local = w.destinationLocal();
+      routed = local ? 'local' : 'forward';
+      w.routed?.(local);
+      verdict = w.hook('postrouting');
+      if (verdict === 'ACCEPT' && local) {
+        w.loopedBack();
+        verdict = w.hook('prerouting');
+        if (verdict === 'ACCEPT') verdict = w.hook('input');
+      }
+    }
+  } else {
+    verdict = w.hook('prerouting');
+    if (verdict === 'ACCEPT') {
+      routed = w.destinationLocal() ? 'local' : 'forward';
+      verdict = w.hook(routed === 'local' ? 'input' : 'forward');
+      if (verdict === 'ACCEPT' && routed === 'forward') verdict = w.hook('postrouting');
+    }
+  }
+  return { verdict, routed };
+}
+
 export interface AffinityPin {
   set: string;
   key: string;
@@ -245,29 +293,12 @@ class Interpreter {
       pins: [],
       added: new Set(),
     };
-    let verdict: TraceVerdict;
-    let routed: TraceBranch['routed'];
-    if (pk.from === 'host') {
-      verdict = this.hook('output');
-      if (verdict === 'ACCEPT') {
-        const local = this.isLocal(this.st.daddr);
-        routed = local ? 'local' : 'forward';
-        verdict = this.hook('postrouting');
-        if (verdict === 'ACCEPT' && local) {
-          // Looped back: prerouting filter chains see it again (NAT is already bound), then input.
-          this.st.iif = 'lo';
-          verdict = this.hook('prerouting');
-          if (verdict === 'ACCEPT') verdict = this.hook('input');
-        }
-      }
-    } else {
-      verdict = this.hook('prerouting');
-      if (verdict === 'ACCEPT') {
-        routed = this.isLocal(this.st.daddr) ? 'local' : 'forward';
-        verdict = routed === 'local' ? this.hook('input') : this.hook('forward');
-        if (verdict === 'ACCEPT' && routed === 'forward') verdict = this.hook('postrouting');
-      }
-    }
+    const { verdict, routed } = walkHooks(pk.from === 'host', {
+      hook: (h) => this.hook(h),
+      destinationLocal: () => this.isLocal(this.st.daddr),
+      // Prerouting filter chains see it again; NAT is already bound.
+      loopedBack: () => (this.st.iif = 'lo'),
+    });
     const s = this.st;
     const branch: TraceBranch = {
       conditions: s.conditions,

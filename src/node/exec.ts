@@ -1,9 +1,8 @@
 // Running the kernel tools every backend needs (nft, iptables-restore, ipvsadm, ipset,
-// conntrack): one-shot processes, and a pool of long-lived helper shells that fork a tool
-// cheaply. Only backends' apply layers and node helpers use this; renderers never do.
+// conntrack) as one-shot processes; long-lived ones are in tool-process.ts. Only backends'
+// apply layers and node helpers use this; renderers never do.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
 /** Temporary directories of helper shells are named `${prefix}${pid}-…`, so a later start can tell whose they were. */
@@ -111,108 +110,3 @@ export function helperFor<T extends { dead: boolean }>(pool: Map<string, T>, opt
 
 /** One argument quoted for sh. */
 export const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
-
-/**
- * Runs tools through one long-lived shell: starting a process from a large Node heap costs
- * milliseconds per call, a small shell forks the tool much more cheaply. Input goes through a
- * private temporary file (as the last argument, or as stdin); the shell answers with the exit
- * status. Commands run one at a time, in call order.
- */
-/** Longest a kernel tool may run (a full restore of a large ruleset takes seconds, not minutes). */
-const COMMAND_TIMEOUT_MS = 180_000;
-
-export class CommandShell {
-  private readonly child: ChildProcessWithoutNullStreams;
-  private readonly dir = mkdtempSync(join(tmpdir(), `${EXEC_TEMP_PREFIX}${process.pid}-`));
-  private buf = '';
-  private waiting: ((line: string) => void) | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
-  private seq = 0;
-  dead = false;
-
-  constructor(wrap: string[]) {
-    const argv = [...DIE_WITH_PARENT, ...wrap, 'sh'];
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child.stdout.setEncoding('utf8');
-    this.child.stdout.on('data', (d: string) => {
-      this.buf += d;
-      const nl = this.buf.indexOf('\n');
-      if (nl >= 0 && this.waiting) {
-        const line = this.buf.slice(0, nl);
-        this.buf = this.buf.slice(nl + 1);
-        const w = this.waiting;
-        this.waiting = undefined;
-        w(line);
-      }
-    });
-    this.child.stderr.resume();
-    this.child.stdin.on('error', () => undefined);
-    const die = (): void => {
-      this.dead = true;
-      this.waiting?.('rc=255');
-      this.waiting = undefined;
-    };
-    this.child.on('error', die);
-    this.child.on('exit', die);
-    process.once('exit', () => {
-      // The shell would exit on end of input anyway; killing it also stops a tool mid-run.
-      this.child.kill('SIGKILL');
-      rmSync(this.dir, { recursive: true, force: true });
-    });
-    keepAlive(this.child, false);
-  }
-
-  /** Runs `argv` with `input` as a file named by the last argument (`as: 'arg'`) or as stdin. */
-  run(argv: string[], input: string, as: 'arg' | 'stdin' = 'arg', timeoutMs = COMMAND_TIMEOUT_MS): Promise<ExecResult> {
-    const next = this.queue.then(() => this.runNow(argv, input, as, timeoutMs));
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async runNow(argv: string[], input: string, as: 'arg' | 'stdin', timeoutMs: number): Promise<ExecResult> {
-    if (this.dead) throw new Error('helper shell exited');
-    const id = this.seq++;
-    const inFile = join(this.dir, `in-${id}`);
-    const outFile = join(this.dir, `out-${id}`);
-    const errFile = join(this.dir, `err-${id}`);
-    writeFileSync(inFile, input, { mode: 0o600 });
-    const tool = [...DIE_WITH_PARENT, ...argv];
-    const cmd = as === 'arg' ? [...tool, inFile].map(quote).join(' ') + ' </dev/null' : `${tool.map(quote).join(' ')} <${quote(inFile)}`;
-    keepAlive(this.child, true);
-    const line = await new Promise<string>((resolve) => {
-      // A tool that never returns (a wedged kernel call) fails the command and replaces the shell.
-      const timer = setTimeout(() => {
-        this.dead = true;
-        this.waiting = undefined;
-        this.child.kill('SIGKILL');
-        resolve(`rc=124 timeout`);
-      }, timeoutMs);
-      this.waiting = (l: string) => {
-        clearTimeout(timer);
-        keepAlive(this.child, false);
-        resolve(l);
-      };
-      this.child.stdin.write(`${cmd} >${quote(outFile)} 2>${quote(errFile)}; echo "rc=$?"\n`);
-    });
-    const read = (f: string): string => {
-      try {
-        return readFileSync(f, 'utf8');
-      } catch {
-        return '';
-      }
-    };
-    const stdout = read(outFile);
-    const stderr = read(errFile);
-    for (const f of [inFile, outFile, errFile]) rmSync(f, { force: true });
-    if (line === 'rc=124 timeout') return { code: 124, stdout, stderr: `${argv[0]} did not finish within ${timeoutMs / 1000} s\n${stderr}` };
-    const code = /^rc=(\d+)$/.exec(line.trim());
-    return { code: code ? Number(code[1]) : 1, stdout, stderr };
-  }
-}
-
-const shells = new Map<string, CommandShell>();
-
-/** The helper shell for a command prefix. */
-export function shellFor(opts: ExecOptions): CommandShell {
-  return helperFor(shells, opts, (wrap) => new CommandShell(wrap));
-}

@@ -1,6 +1,7 @@
 // Thin layer over the iptables tools of one flavour (nft or legacy) and family: restore, save,
 // the jumps from built-in chains, the canary, and which flavour the node uses.
-import { shellFor, type ExecOptions } from '../../node/exec.js';
+import type { ExecOptions } from '../../node/exec.js';
+import { shellFor } from '../../node/tool-process.js';
 import type { IPFamily } from '../../model/types.js';
 import { CANARY_CHAIN, CANARY_RULE_ARGS, CANARY_TABLES } from './canary.js';
 import { FAMILIES, toolFor, type Flavour } from './flavour.js';

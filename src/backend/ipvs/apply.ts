@@ -5,7 +5,8 @@
 // proxy's own namespace (connection counts, sysctls, whether a link exists) is read or written
 // in-process instead, because a process start is what a change costs on a slow machine.
 import { readFile } from 'node:fs/promises';
-import { shellFor, type ExecOptions, type ExecResult } from '../../node/exec.js';
+import type { ExecOptions, ExecResult } from '../../node/exec.js';
+import { shellFor } from '../../node/tool-process.js';
 import type { IPFamily } from '../../model/types.js';
 import { applySysctls, type SysctlSetting } from '../../node/sysctl.js';
 import { parseIpvsadmSave, type ParsedVirtualServer } from './ipvsadm.js';

@@ -5,8 +5,8 @@
 // kernel holds every line before it. Errors and the barrier share one pipe (stderr into stdout,
 // stdout line-buffered by stdbuf), so anything read before the barrier is the batch's error text.
 // Any error, a timeout or a dead process ends the session; the caller falls back to one-shot tools.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, helperFor, keepAlive, quote, type ExecOptions } from '../../node/exec.js';
+import { helperFor, quote, type ExecOptions } from '../../node/exec.js';
+import { ToolProcess } from '../../node/tool-process.js';
 
 export class SessionError extends Error {
   override name = 'SessionError';
@@ -30,35 +30,23 @@ export const IPSET_SESSION: SessionTool = { argv: ['ipset', '-'], barrier: 'vers
 /** Longest a partial batch may take before the session is given up (the one-shot path follows). */
 export const SESSION_TIMEOUT_MS = 10_000;
 
-export class ToolSession {
-  private readonly child: ChildProcessWithoutNullStreams;
+export class ToolSession extends ToolProcess<string | undefined> {
   private buf = '';
   private output: string[] = [];
-  private waiting: ((failure: string | undefined) => void) | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
-  private readonly onExit = (): void => void this.child.kill('SIGKILL');
-  dead = false;
 
   constructor(
     private readonly tool: SessionTool,
     wrap: string[],
   ) {
-    const argv = [...DIE_WITH_PARENT, ...wrap, 'sh', '-c', `exec stdbuf -oL ${tool.argv.map(quote).join(' ')} 2>&1`];
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    super(['sh', '-c', `exec stdbuf -oL ${tool.argv.map(quote).join(' ')} 2>&1`], wrap);
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (d: string) => this.read(d));
     this.child.stderr.setEncoding('utf8');
     this.child.stderr.on('data', (d: string) => this.output.push(d.trim()));
-    this.child.stdin.on('error', () => undefined);
-    const die = (): void => {
-      this.dead = true;
-      process.off('exit', this.onExit);
-      this.finish(`${tool.argv[0]} exited${this.output.length ? `: ${this.output.join('; ')}` : ''}`);
-    };
-    this.child.on('error', die);
-    this.child.on('exit', die);
-    process.once('exit', this.onExit);
-    keepAlive(this.child, false);
+  }
+
+  protected diedAnswer(): string {
+    return `${this.tool.argv[0]} exited${this.output.length ? `: ${this.output.join('; ')}` : ''}`;
   }
 
   private read(data: string): void {
@@ -67,47 +55,28 @@ export class ToolSession {
     while ((nl = this.buf.indexOf('\n')) >= 0) {
       const line = this.buf.slice(0, nl).replace(this.tool.noise ?? /^$/, '');
       this.buf = this.buf.slice(nl + 1);
-      if (this.tool.done.test(line)) this.finish(this.output.length > 0 ? this.output.join('; ') : undefined);
-      else if (line.trim() !== '') this.output.push(line.trim());
+      if (this.tool.done.test(line)) {
+        const failure = this.output.length > 0 ? this.output.join('; ') : undefined;
+        this.output = [];
+        this.answer(failure);
+      } else if (line.trim() !== '') this.output.push(line.trim());
     }
-  }
-
-  private finish(failure: string | undefined): void {
-    const w = this.waiting;
-    this.waiting = undefined;
-    this.output = [];
-    w?.(failure);
   }
 
   /** Ends the session (after a failure: whatever it holds half-done is not trusted). */
   close(): void {
-    this.dead = true;
-    this.child.kill('SIGKILL');
+    this.kill();
   }
 
   /** Feeds `lines` (each ending in a newline) and resolves once the kernel holds them; rejects with SessionError otherwise. */
-  run(lines: string, timeoutMs = SESSION_TIMEOUT_MS): Promise<void> {
-    const next = this.queue.then(() => this.runNow(lines, timeoutMs));
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
-  private async runNow(lines: string, timeoutMs: number): Promise<void> {
+  async run(lines: string, timeoutMs = SESSION_TIMEOUT_MS): Promise<void> {
     const name = this.tool.argv[0]!;
     if (this.dead) throw new SessionError(`${name} session has exited`);
-    keepAlive(this.child, true);
-    const failure = await new Promise<string | undefined>((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiting = undefined;
-        resolve(`no answer within ${timeoutMs / 1000} s`);
-      }, timeoutMs);
-      this.waiting = (f) => {
-        clearTimeout(timer);
-        resolve(f);
-      };
-      this.child.stdin.write(`${lines}${this.tool.barrier}\n`);
-    });
-    keepAlive(this.child, false);
+    const failure = await this.request(
+      () => this.child.stdin.write(`${lines}${this.tool.barrier}\n`),
+      timeoutMs,
+      () => `no answer within ${timeoutMs / 1000} s`,
+    );
     if (failure === undefined) return;
     this.close();
     throw new SessionError(`${name} session: ${failure}`);

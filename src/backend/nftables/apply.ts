@@ -1,7 +1,7 @@
 // Thin layer over the `nft` command: run scripts, list chains, delete tables (reading the table
 // back is readback.ts).
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, helperFor, keepAlive, run, shellFor, tryRun, type ExecOptions } from '../../node/exec.js';
+import { helperFor, run, tryRun, type ExecOptions } from '../../node/exec.js';
+import { ToolProcess, shellFor } from '../../node/tool-process.js';
 import type { NftFamily } from './render.js';
 import { TABLE } from './render.js';
 
@@ -62,80 +62,49 @@ export function foldScript(script: string): { line: string; commands: Array<{ st
  * transaction takes well under a millisecond. After each transaction line a marker command
  * that is bound to fail (listing a table that never exists) tells where its output ends.
  */
-class NftInteractive {
-  private readonly child: ChildProcessWithoutNullStreams;
+class NftInteractive extends ToolProcess<string> {
   private errBuf = '';
-  private waiting: { marker: string; resolve: (stderr: string) => void } | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
   private seq = 0;
-  dead = false;
+  /** The marker whose error block ends the transaction in flight. */
+  private marker = '';
 
   constructor(wrap: string[]) {
-    const argv = [...DIE_WITH_PARENT, ...wrap, 'nft', '-i'];
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    super(['nft', '-i'], wrap);
     this.child.stdout.resume();
     this.child.stderr.setEncoding('utf8');
     this.child.stderr.on('data', (d: string) => {
       this.errBuf += d;
       this.settle();
     });
-    this.child.stdin.on('error', () => undefined);
-    const die = (): void => {
-      this.dead = true;
-      const w = this.waiting;
-      this.waiting = undefined;
-      w?.resolve(`Error: nft -i exited\n${this.errBuf}`);
-    };
-    this.child.on('error', die);
-    this.child.on('exit', die);
-    this.hold(false);
   }
 
-  private hold(on: boolean): void {
-    keepAlive(this.child, on);
+  protected diedAnswer(): string {
+    return `Error: nft -i exited\n${this.errBuf}`;
   }
 
   private settle(): void {
-    const w = this.waiting;
-    if (!w) return;
+    if (!this.answering) return;
     // The marker's error block: the echoed command, then a caret line.
-    const at = this.errBuf.indexOf(`list table ip ${w.marker}\n`);
+    const at = this.errBuf.indexOf(`list table ip ${this.marker}\n`);
     if (at < 0) return;
-    const caretEnd = this.errBuf.indexOf('\n', at + w.marker.length + 15);
+    const caretEnd = this.errBuf.indexOf('\n', at + this.marker.length + 15);
     if (caretEnd < 0) return;
     const before = this.errBuf.slice(0, at).replace(/Error: [^\n]*\n$/, '');
     this.errBuf = this.errBuf.slice(caretEnd + 1);
-    this.waiting = undefined;
-    w.resolve(before);
+    this.answer(before);
   }
 
+  /** Runs one line (one transaction); resolves with nft's error output for it, empty when none. */
   run(line: string): Promise<string> {
-    const next = this.queue.then(
-      () =>
-        new Promise<string>((resolve) => {
-          if (this.dead) return resolve('Error: nft -i exited');
-          const marker = `kpts-end-of-transaction-${this.seq++}`;
-          this.hold(true);
-          // A kernel without the ip family (or a wedged nft) may never answer the marker.
-          const timer = setTimeout(() => {
-            this.dead = true;
-            this.child.kill('SIGKILL');
-            this.waiting?.resolve(`Error: nft -i did not answer within ${NFT_ANSWER_MS / 1000} s\n${this.errBuf}`);
-          }, NFT_ANSWER_MS);
-          this.waiting = {
-            marker,
-            resolve: (stderr) => {
-              clearTimeout(timer);
-              this.waiting = undefined;
-              this.hold(false);
-              resolve(stderr);
-            },
-          };
-          this.child.stdin.write(`${line}\nlist table ip ${marker}\n`);
-        }),
+    return this.request(
+      () => {
+        this.marker = `kpts-end-of-transaction-${this.seq++}`;
+        this.child.stdin.write(`${line}\nlist table ip ${this.marker}\n`);
+      },
+      // A kernel without the ip family (or a wedged nft) may never answer the marker.
+      NFT_ANSWER_MS,
+      () => `Error: nft -i did not answer within ${NFT_ANSWER_MS / 1000} s\n${this.errBuf}`,
     );
-    this.queue = next.catch(() => undefined);
-    return next;
   }
 }
 

@@ -3,7 +3,7 @@
 // choice (`-m statistic`), unknown recent-list membership (session affinity) and unknown
 // source port is a branch, as in the nftables tracer.
 import { formatIP, ipFromBigInt, ipToBigInt, parseIP, type IPFamily } from '../../net/ip.js';
-import { TraceError, traceBranches, type AffinityPin, type Chooser, type TraceBranch, type TraceNode, type TracePacket, type TraceResult, type TraceVerdict } from '../tracer.js';
+import { TraceError, traceBranches, walkHooks, type AffinityPin, type Chooser, type TraceBranch, type TraceNode, type TracePacket, type TraceResult, type TraceVerdict } from '../tracer.js';
 import { PROTOCOL_NUMBER, TRACE_IP } from '../values.js';
 import { restoreTables } from './hooks.js';
 import type { IptTableName, RestoreChain, RestoreInput } from './restore.js';
@@ -129,32 +129,14 @@ class IptInterpreter {
       pins: [],
       recent: new Set(),
     };
-    let verdict: TraceVerdict;
-    let routed: TraceBranch['routed'];
-    if (pk.from === 'host') {
-      // The route (and so the output interface) is known before OUTPUT only for local destinations.
-      this.st.oif = this.isLocal(this.st.daddr) ? 'lo' : undefined;
-      verdict = this.hook('OUTPUT');
-      if (verdict === 'ACCEPT') {
-        const local = this.isLocal(this.st.daddr);
-        routed = local ? 'local' : 'forward';
-        this.st.oif = local ? 'lo' : undefined;
-        verdict = this.hook('POSTROUTING');
-        if (verdict === 'ACCEPT' && local) {
-          // Looped back: PREROUTING and INPUT see it again; NAT is already bound both ways.
-          this.st.iif = 'lo';
-          verdict = this.hook('PREROUTING');
-          if (verdict === 'ACCEPT') verdict = this.hook('INPUT');
-        }
-      }
-    } else {
-      verdict = this.hook('PREROUTING');
-      if (verdict === 'ACCEPT') {
-        routed = this.isLocal(this.st.daddr) ? 'local' : 'forward';
-        verdict = routed === 'local' ? this.hook('INPUT') : this.hook('FORWARD');
-        if (verdict === 'ACCEPT' && routed === 'forward') verdict = this.hook('POSTROUTING');
-      }
-    }
+    const { verdict, routed } = walkHooks(pk.from === 'host', {
+      hook: (h) => this.hook(h.toUpperCase() as Hook),
+      destinationLocal: () => this.isLocal(this.st.daddr),
+      // The output interface is known before OUTPUT only for local destinations.
+      routed: (local) => (this.st.oif = local ? 'lo' : undefined),
+      // PREROUTING and INPUT see it again; NAT is already bound both ways.
+      loopedBack: () => (this.st.iif = 'lo'),
+    });
     const s = this.st;
     const branch: TraceBranch = { conditions: s.conditions, verdict, masquerade: verdict === 'ACCEPT' && s.masquerade, path: s.path, pins: s.pins };
     if (routed) branch.routed = routed;

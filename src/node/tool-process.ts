@@ -1,0 +1,160 @@
+// Long-lived tool processes: a helper shell that forks tools cheaply, `nft -i`, `ipvsadm
+// --restore`, `ipset -`. What they share is here: the process (killed with the proxy), requests
+// answered one at a time in call order, a timeout per request that gives up on a wedged tool,
+// and what a request in flight gets when the process dies. How a request is written and when its
+// answer is complete is each tool's own.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DIE_WITH_PARENT, EXEC_TEMP_PREFIX, helperFor, keepAlive, quote, type ExecOptions, type ExecResult } from './exec.js';
+
+export abstract class ToolProcess<Answer> {
+  protected readonly child: ChildProcessWithoutNullStreams;
+  private queue: Promise<unknown> = Promise.resolve();
+  private inFlight: ((answer: Answer) => void) | undefined;
+  private readonly killAtExit = (): void => this.kill();
+  dead = false;
+
+  /** `argv` runs through `wrap` (a test's namespace), dying with the proxy. */
+  constructor(argv: string[], wrap: string[]) {
+    const full = [...DIE_WITH_PARENT, ...wrap, ...argv];
+    this.child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdin.on('error', () => undefined);
+    const die = (): void => {
+      this.dead = true;
+      process.off('exit', this.killAtExit);
+      this.answer(this.diedAnswer());
+    };
+    this.child.on('error', die);
+    this.child.on('exit', die);
+    process.once('exit', this.killAtExit);
+    keepAlive(this.child, false);
+  }
+
+  /** What a request gets when the process has died (before or while it runs). */
+  protected abstract diedAnswer(): Answer;
+
+  /** Whether a request waits for its answer: output before or after one belongs to none. */
+  protected get answering(): boolean {
+    return this.inFlight !== undefined;
+  }
+
+  /** Completes the request in flight. */
+  protected answer(a: Answer): void {
+    const done = this.inFlight;
+    this.inFlight = undefined;
+    done?.(a);
+  }
+
+  /**
+   * Queues a request: once those before it are answered, `send` writes it and the answer comes
+   * from the tool's output (answer()), or from `timedOut` after `timeoutMs`, when the process is
+   * killed: a tool that does not answer is not trusted with the next request.
+   */
+  protected request(send: () => void, timeoutMs: number, timedOut: () => Answer): Promise<Answer> {
+    const next = this.queue.then(
+      () =>
+        new Promise<Answer>((resolve) => {
+          if (this.dead) return resolve(this.diedAnswer());
+          keepAlive(this.child, true);
+          const timer = setTimeout(() => {
+            this.inFlight = undefined;
+            this.kill();
+            resolve(timedOut());
+          }, timeoutMs);
+          this.inFlight = (a) => {
+            clearTimeout(timer);
+            if (!this.dead) keepAlive(this.child, false);
+            resolve(a);
+          };
+          send();
+        }),
+    );
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Ends the process; a request in flight gets diedAnswer(). */
+  kill(): void {
+    this.dead = true;
+    this.child.kill('SIGKILL');
+  }
+}
+
+/** Longest a kernel tool may run (a full restore of a large ruleset takes seconds, not minutes). */
+const COMMAND_TIMEOUT_MS = 180_000;
+
+/**
+ * Runs tools through one long-lived shell: starting a process from a large Node heap costs
+ * milliseconds per call, a small shell forks the tool much more cheaply. Input goes through a
+ * private temporary file (as the last argument, or as stdin); the shell answers with the exit
+ * status.
+ */
+export class CommandShell extends ToolProcess<string> {
+  private readonly dir = mkdtempSync(join(tmpdir(), `${EXEC_TEMP_PREFIX}${process.pid}-`));
+  private buf = '';
+  private seq = 0;
+
+  constructor(wrap: string[]) {
+    super(['sh'], wrap);
+    this.child.stdout.setEncoding('utf8');
+    this.child.stdout.on('data', (d: string) => {
+      this.buf += d;
+      const nl = this.buf.indexOf('\n');
+      if (nl < 0 || !this.answering) return;
+      const line = this.buf.slice(0, nl);
+      this.buf = this.buf.slice(nl + 1);
+      this.answer(line);
+    });
+    this.child.stderr.resume();
+    process.once('exit', () => rmSync(this.dir, { recursive: true, force: true }));
+  }
+
+  protected diedAnswer(): string {
+    return 'died';
+  }
+
+  /** Runs `argv` with `input` as a file named by the last argument (`as: 'arg'`) or as stdin. */
+  async run(argv: string[], input: string, as: 'arg' | 'stdin' = 'arg', timeoutMs = COMMAND_TIMEOUT_MS): Promise<ExecResult> {
+    if (this.dead) throw new Error('helper shell exited');
+    const id = this.seq++;
+    const inFile = join(this.dir, `in-${id}`);
+    const outFile = join(this.dir, `out-${id}`);
+    const errFile = join(this.dir, `err-${id}`);
+    const tool = [...DIE_WITH_PARENT, ...argv];
+    const cmd = as === 'arg' ? [...tool, inFile].map(quote).join(' ') + ' </dev/null' : `${tool.map(quote).join(' ')} <${quote(inFile)}`;
+    const line = await this.request(
+      () => {
+        writeFileSync(inFile, input, { mode: 0o600 });
+        this.child.stdin.write(`${cmd} >${quote(outFile)} 2>${quote(errFile)}; echo "rc=$?"\n`);
+      },
+      timeoutMs,
+      () => 'rc=124 timeout',
+    );
+    const read = (f: string): string => {
+      try {
+        return readFileSync(f, 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    if (line === 'died') {
+      rmSync(inFile, { force: true });
+      throw new Error('helper shell exited');
+    }
+    const stdout = read(outFile);
+    const stderr = read(errFile);
+    for (const f of [inFile, outFile, errFile]) rmSync(f, { force: true });
+    if (line === 'rc=124 timeout') return { code: 124, stdout, stderr: `${argv[0]} did not finish within ${timeoutMs / 1000} s\n${stderr}` };
+    const code = /^rc=(\d+)$/.exec(line.trim());
+    return { code: code ? Number(code[1]) : 1, stdout, stderr };
+  }
+}
+
+const shells = new Map<string, CommandShell>();
+
+/** The helper shell for a command prefix. */
+export function shellFor(opts: ExecOptions): CommandShell {
+  return helperFor(shells, opts, (wrap) => new CommandShell(wrap));
+}

@@ -1,0 +1,57 @@
+// The long-lived helper shell every backend runs its tools through: input as a file or stdin,
+// exit codes, requests answered in call order, a tool that never returns fails its request
+// within its timeout (and the pool replaces the killed shell), a shell that dies fails the
+// request in flight.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { CommandShell, shellFor } from '../../src/node/tool-process.js';
+
+describe('helper shell', () => {
+  test('input reaches the tool as a file argument or as stdin; the exit code and both outputs come back', async () => {
+    const sh = new CommandShell([]);
+    try {
+      assert.deepEqual(await sh.run(['cat'], 'as a file\n'), { code: 0, stdout: 'as a file\n', stderr: '' });
+      assert.deepEqual(await sh.run(['cat'], 'on stdin\n', 'stdin'), { code: 0, stdout: 'on stdin\n', stderr: '' });
+      const r = await sh.run(['sh', '-c', 'echo out; echo err >&2; exit 7', 'ignored'], '', 'stdin');
+      assert.deepEqual(r, { code: 7, stdout: 'out\n', stderr: 'err\n' });
+    } finally {
+      sh.kill();
+    }
+  });
+
+  test('requests run one at a time, in call order', async () => {
+    const sh = new CommandShell([]);
+    try {
+      const order: string[] = [];
+      const runs = [0.2, 0, 0.1].map((s, i) =>
+        sh.run(['sh', '-c', `sleep ${s}; echo ${i}`], '', 'stdin').then((r) => order.push(r.stdout.trim())),
+      );
+      await Promise.all(runs);
+      assert.deepEqual(order, ['0', '1', '2']);
+    } finally {
+      sh.kill();
+    }
+  });
+
+  test('a tool that never returns fails within its timeout; the next request gets a new shell', async () => {
+    const first = shellFor({});
+    const t0 = Date.now();
+    const r = await first.run(['sleep', '30'], '', 'stdin', 300);
+    assert.equal(r.code, 124);
+    assert.match(r.stderr, /sleep did not finish within 0.3 s/);
+    assert.ok(Date.now() - t0 < 5000, 'the timeout ended the request');
+    assert.equal(first.dead, true);
+    const second = shellFor({});
+    assert.notEqual(second, first);
+    assert.equal((await second.run(['echo', 'again'], '', 'stdin')).stdout, 'again\n');
+    second.kill();
+  });
+
+  test('a shell that dies fails the request in flight and every later one', async () => {
+    const sh = new CommandShell([]);
+    const inFlight = sh.run(['sleep', '30'], '', 'stdin');
+    setTimeout(() => sh.kill(), 100);
+    await assert.rejects(inFlight, /helper shell exited/);
+    await assert.rejects(sh.run(['true'], ''), /helper shell exited/);
+  });
+});
