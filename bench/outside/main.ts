@@ -4,7 +4,7 @@
 // service VIPs until they answer. Prints figures and writes bench/results/latest.json; never fails
 // on a figure. Options:
 //   --mode nftables|iptables   one mode (default: both)
-//   --workload NAME[,NAME]     1k, 10k, 30k, 5k, 44k or mixed (default: all, see workload.ts)
+//   --workload NAME[,NAME]     100, 1k, 10k, 30k, 5k, 44k or mixed (default: all, see workload.ts)
 //   --changes N                one-service changes timed per workload (default 40)
 //   --connects N               connections for the first-packet latency (default 1000)
 //   --profile DIR              write the proxy's CPU profile of the change phase there

@@ -20,6 +20,8 @@ export interface Workload {
 }
 
 export const WORKLOADS: Workload[] = [
+  // The small end for first-packet latency, which should not grow with the number of Services.
+  { name: '100×10', services: 100, endpoints: 10, mixed: false },
   { name: '1k×10', services: 1000, endpoints: 10, mixed: false },
   { name: '10k×10', services: 10000, endpoints: 10, mixed: false },
   { name: '30k×10', services: 30000, endpoints: 10, mixed: false },
