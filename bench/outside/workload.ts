@@ -58,15 +58,20 @@ export function service(i: number, mixed: boolean): Service {
   };
   const s: Service = { metadata: { name: serviceName(i), namespace: NAMESPACE, uid: `uid-svc-${i}` }, spec };
   if (!mixed) return s;
-  // NodePorts are unique in 30000-32767: only the first services of the mix get one; the
-  // LoadBalancers have none, as with allocateLoadBalancerNodePorts false.
+  // NodePorts are unique: only the first services of the mix get one (30000-31999; health-check
+  // node ports take 32000-32767); the LoadBalancers have none, as with allocateLoadBalancerNodePorts false.
   const nodePort = 30000 + Math.floor(i / 5);
-  if (i % 5 === 1 && nodePort <= 32767) {
+  if (i % 5 === 1 && nodePort < 32000) {
     spec.type = 'NodePort';
     spec.ports![0]!.nodePort = nodePort;
   } else if (i % 5 === 2) {
     spec.type = 'LoadBalancer';
-    spec.externalTrafficPolicy = i % 10 === 2 ? 'Local' : 'Cluster';
+    // A Local LoadBalancer has a health-check node port (the API server allocates one), taken
+    // above the NodePorts while the range lasts.
+    const healthCheckNodePort = 32000 + Math.floor(i / 10);
+    const local = i % 10 === 2 && healthCheckNodePort <= 32767;
+    spec.externalTrafficPolicy = local ? 'Local' : 'Cluster';
+    if (local) spec.healthCheckNodePort = healthCheckNodePort;
     s.status = { loadBalancer: { ingress: [{ ip: ipv4(LB_BASE, i + 1), ipMode: 'VIP' }] } };
   } else if (i % 5 === 3) {
     spec.sessionAffinity = 'ClientIP';
