@@ -13,7 +13,6 @@ import { ApiServerSource } from '../source/apiserver.js';
 import { KubeClient } from '../source/kubeclient.js';
 import { ManifestsSource } from '../source/manifests.js';
 import type { Source } from '../source/types.js';
-import { runSandbox } from '../sandbox/index.js';
 import { healthCheckHosts, ProxierHealth, ServiceHealthServers, startHealthServer } from '../server/health.js';
 import { debugRoutes, SyncHistory } from '../server/debug.js';
 import type { RunningServer } from '../server/http.js';
@@ -22,15 +21,15 @@ import { pprofRoutes } from '../server/pprof.js';
 import { nodeUsable, prepareNode } from './agent.js';
 import { ConfigWatcher, configChanges } from './config-watch.js';
 import { registerWatchFreshness } from '../server/watch-metrics.js';
-import { explainCommand, explainLive } from './explain-cmd.js';
 import { acquireInstanceLock, defaultStatePrefix, removeStaleTempDirs, type LockResult } from './instance.js';
 import { reportInertSettings } from './process-settings.js';
 import { helpText, parseCommandLine, parseVmodule, SUBCOMMANDS, VERSION, type CommandLine } from './flags.js';
 
-/** Subcommands parse their own arguments (flags.ts lists them for --help). */
+/** Subcommands parse their own arguments (flags.ts lists them for --help). They, and explain
+ *  on the debug endpoint, are loaded when used: the proxy's start does not wait for them. */
 const COMMANDS: Record<keyof typeof SUBCOMMANDS, (argv: string[]) => Promise<number>> = {
-  explain: explainCommand,
-  sandbox: runSandbox,
+  explain: async (argv) => (await import('./explain-cmd.js')).explainCommand(argv),
+  sandbox: async (argv) => (await import('../sandbox/index.js')).runSandbox(argv),
 };
 
 function nodeNameOf(cmd: CommandLine): string {
@@ -208,7 +207,7 @@ async function startServers(cmd: CommandLine, proxy: Proxy, source: Source, mode
       })),
     syncs,
     config: () => proxy.configuration,
-    explain: (argv) => explainLive(proxy, argv),
+    explain: async (argv) => (await import('./explain-cmd.js')).explainLive(proxy, argv),
   });
   const servers = new Servers(
     metrics,

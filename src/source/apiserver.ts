@@ -9,6 +9,8 @@ import type { EventType, Source, SourceHandler } from './types.js';
 import { ApiError, describe, isObject, responseError } from './api-errors.js';
 import { Backoff } from './backoff.js';
 import type { ApiRequester, KubeResponse } from './kubeclient.js';
+import { ListDecodeError, ListDecoder } from './list-decoder.js';
+import { ListSync, objectKey, tombstone, type ListTarget } from './list-sync.js';
 
 /** Objects that name a non-default proxy, or headless Services, are not ours. */
 export const PROXY_LABEL_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
@@ -84,38 +86,9 @@ export class ApiServerSource implements Source {
   }
 }
 
-function objectKey(o: KubeObject): string | undefined {
-  const name = o.metadata?.name;
-  if (typeof name !== 'string' || name === '') return undefined;
-  return `${o.metadata?.namespace ?? ''}/${name}`;
-}
-
-/** Read from a deletion by the endpoint-change latency metric. */
-const TRIGGER_TIME = 'endpoints.kubernetes.io/last-change-trigger-time';
-
-// What the store keeps of a delivered object: its key and resourceVersion (for relist diffs)
-// and what consumers read from a deletion a relist discovers (identity, a slice's address
-// type and change trigger time). Whole objects would be the largest part of the proxy's
-// memory at 10,000 services. The own Node is one object, and health reads all of it.
-function tombstone(o: KubeObject): KubeObject {
-  if (o.kind === 'Node') return o;
-  const m = o.metadata ?? {};
-  const meta: NonNullable<KubeObject['metadata']> = {};
-  if (m.name !== undefined) meta.name = m.name;
-  if (m.namespace !== undefined) meta.namespace = m.namespace;
-  if (m.uid !== undefined) meta.uid = m.uid;
-  if (m.resourceVersion !== undefined) meta.resourceVersion = m.resourceVersion;
-  const trigger = m.annotations?.[TRIGGER_TIME];
-  if (trigger !== undefined) meta.annotations = { [TRIGGER_TIME]: trigger };
-  const t: KubeObject & { addressType?: unknown } = { kind: o.kind, apiVersion: o.apiVersion, metadata: meta };
-  const addressType = (o as { addressType?: unknown }).addressType;
-  if (addressType !== undefined) t.addressType = addressType;
-  return t;
-}
-
-class Reflector {
+class Reflector implements ListTarget {
   /** Key → tombstone of each object delivered and not deleted. */
-  private readonly store = new Map<string, KubeObject>();
+  readonly store = new Map<string, KubeObject>();
   private resourceVersion = '';
   private needList = true;
   private synced = false;
@@ -286,7 +259,7 @@ class Reflector {
   private async listFrom(resourceVersion: string | undefined): Promise<void> {
     // A continue token can expire between pages; then the whole list starts again.
     for (let attempt = 1; ; attempt++) {
-      const items: KubeObject[] = [];
+      const sync = new ListSync(this);
       let cont: string | undefined;
       let rv = '';
       let pages = 0;
@@ -300,31 +273,30 @@ class Reflector {
             labelSelector: this.spec.labelSelector,
             fieldSelector: this.spec.fieldSelector,
           };
-          const body = await this.call(query, `list ${this.spec.kind}`, async (res, touch) => {
-            let text = '';
-            const dec = new StringDecoder('utf8');
-            for await (const chunk of res.body) {
-              touch();
-              text += dec.write(chunk as Buffer);
-            }
-            text += dec.end();
+          const what = `list ${this.spec.kind}`;
+          const meta = await this.call(query, what, async (res, touch) => {
+            // Items are decoded and handed on one at a time as the body arrives.
+            const dec = new ListDecoder((it) => {
+              if (isObject(it)) sync.item(it as KubeObject);
+              else log.warn('Skipping list item that is not an object', { kind: this.spec.kind });
+            });
             try {
-              return JSON.parse(text) as unknown;
-            } catch {
-              throw new ApiError(`list ${this.spec.kind}: response is not JSON`);
+              for await (const chunk of res.body) {
+                touch();
+                dec.write(chunk as Buffer);
+              }
+              const { fields, hasItems } = dec.end();
+              if (!hasItems || !isObject(fields.metadata)) throw new ApiError(`${what}: response is not a list`);
+              return fields.metadata;
+            } catch (err) {
+              if (err instanceof ListDecodeError) throw new ApiError(`${what}: response is not a JSON list: ${err.message}`);
+              throw err;
             }
           });
-          if (!isObject(body) || !isObject(body.metadata) || !(Array.isArray(body.items) || body.items === null)) {
-            throw new ApiError(`list ${this.spec.kind}: response is not a list`);
-          }
           pages++;
-          for (const it of body.items ?? []) {
-            if (isObject(it)) items.push(it as KubeObject);
-            else log.warn('Skipping list item that is not an object', { kind: this.spec.kind });
-          }
-          const c = body.metadata.continue;
+          const c = meta.continue;
           cont = typeof c === 'string' && c !== '' ? c : undefined;
-          if (typeof body.metadata.resourceVersion === 'string') rv = body.metadata.resourceVersion;
+          if (typeof meta.resourceVersion === 'string') rv = meta.resourceVersion;
         } while (cont !== undefined && !this.stopped);
       } catch (err) {
         if (err instanceof ApiError && err.gone && pages > 0 && attempt < 3 && !this.stopped) {
@@ -335,50 +307,20 @@ class Reflector {
       }
       if (this.stopped) return;
       if (rv === '') throw new ApiError(`list ${this.spec.kind}: response has no resourceVersion`);
-      this.replace(items, rv);
+      const { objects, changed } = sync.finish();
+      this.resourceVersion = rv;
+      this.needList = false;
+      this.succeeded();
+      log.v(2, 'Listed', { kind: this.spec.kind, objects, changed, resourceVersion: rv });
+      if (!this.synced) {
+        this.synced = true;
+        try {
+          this.handler.onSynced(this.spec.kind);
+        } catch (err) {
+          log.error('Source handler failed on sync', { kind: this.spec.kind, err: describe(err) });
+        }
+      }
       return;
-    }
-  }
-
-  // Turns a fresh full list into the events that bring the consumer from the old view to it.
-  private replace(items: KubeObject[], rv: string): void {
-    const fresh = new Map<string, KubeObject>();
-    for (const o of items) {
-      const key = objectKey(o);
-      if (!key) {
-        log.warn('Skipping object without a name', { kind: this.spec.kind });
-        continue;
-      }
-      fresh.set(key, this.complete(o));
-    }
-    // Deletions first: a new object may reuse what a vanished one held (an IP, a node port).
-    for (const [key, old] of this.store) {
-      if (!fresh.has(key)) {
-        this.store.delete(key);
-        this.emit('DELETED', old);
-      }
-    }
-    let changed = 0;
-    for (const [key, o] of fresh) {
-      const old = this.store.get(key);
-      this.store.set(key, tombstone(o));
-      if (!old) this.emit('ADDED', o);
-      else if (old.metadata?.resourceVersion === undefined || old.metadata.resourceVersion !== o.metadata?.resourceVersion) {
-        this.emit('MODIFIED', o);
-      } else continue;
-      changed++;
-    }
-    this.resourceVersion = rv;
-    this.needList = false;
-    this.succeeded();
-    log.v(2, 'Listed', { kind: this.spec.kind, objects: fresh.size, changed, resourceVersion: rv });
-    if (!this.synced) {
-      this.synced = true;
-      try {
-        this.handler.onSynced(this.spec.kind);
-      } catch (err) {
-        log.error('Source handler failed on sync', { kind: this.spec.kind, err: describe(err) });
-      }
     }
   }
 
@@ -471,12 +413,12 @@ class Reflector {
   }
 
   // List items arrive without kind/apiVersion; give every object both, whatever its route.
-  private complete(o: KubeObject): KubeObject {
+  complete(o: KubeObject): KubeObject {
     if (o.kind === this.spec.kind && o.apiVersion === this.spec.apiVersion) return o;
     return { ...o, kind: this.spec.kind, apiVersion: this.spec.apiVersion };
   }
 
-  private emit(type: EventType, object: KubeObject): void {
+  emit(type: EventType, object: KubeObject): void {
     log.v(2, 'Received change', {
       kind: this.spec.kind,
       type,

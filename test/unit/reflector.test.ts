@@ -603,6 +603,71 @@ describe('API server source with malformed input', () => {
       await source.stop();
     }
   });
+
+  // Answers each Service list with the next of `bodies` (chunks, or a stream the test feeds);
+  // other lists are empty and watches stay open until aborted.
+  class ListSequence implements ApiRequester {
+    serviceLists = 0;
+    constructor(private readonly bodies: Array<string[] | Readable>) {}
+    async request(path: string, opts: KubeRequestOptions = {}): Promise<KubeResponse> {
+      if (opts.query?.watch === 'true') {
+        return new Promise((_, reject) => opts.signal?.addEventListener('abort', () => reject(new Error('aborted'))));
+      }
+      if (path !== '/api/v1/services') return response(200, ['{"metadata":{"resourceVersion":"1"},"items":[]}']);
+      const body = this.bodies[Math.min(this.serviceLists++, this.bodies.length - 1)]!;
+      if (Array.isArray(body)) return response(200, body);
+      return { status: 200, headers: {}, body: body as unknown as KubeResponse['body'] };
+    }
+  }
+
+  const svc = (name: string, rv: string): string => JSON.stringify({ metadata: { namespace: 'x', name, resourceVersion: rv } });
+
+  test('a truncated or garbled list body is retried; the relist delivers exactly the difference', async () => {
+    const full = `{"metadata":{"resourceVersion":"9"},"items":[${svc('b', '4')},${svc('c', '5')}]}`;
+    const api = new ListSequence([
+      // Cut inside the second item, after the first was handed on.
+      [`{"metadata":{"resourceVersion":"8"},"items":[${svc('a', '3')},${svc('b', '4').slice(0, 20)}`],
+      ['{"metadata":{"resourceVersion":"8"},"items":[{"metadata":}]}'],
+      ['<html>502 Bad Gateway</html>'],
+      [full],
+    ]);
+    const rec = new ViewRecorder();
+    const source = new ApiServerSource({ client: api, nodeName: NODE, backoffInitialMs: 5, backoffMaxMs: 20 });
+    await source.start(rec);
+    try {
+      await waitFor(() => rec.synced.includes('Service'), 'Services synced');
+      assert.equal(api.serviceLists, 4);
+      assert.deepEqual(rec.view('Service'), { 'x/b': '4', 'x/c': '5' });
+      assert.deepEqual(
+        rec.events.filter((e) => e.kind === 'Service').map((e) => `${e.type} ${e.object.metadata!.name}`),
+        ['ADDED a', 'DELETED a', 'ADDED b', 'ADDED c'],
+      );
+      assert.deepEqual(rec.problems, []);
+    } finally {
+      await source.stop();
+    }
+  });
+
+  test('the first list hands each item on as it arrives, before the body ends', async () => {
+    const body = new Readable({ read: () => undefined });
+    const api = new ListSequence([body]);
+    const rec = new ViewRecorder();
+    const source = new ApiServerSource({ client: api, nodeName: NODE });
+    await source.start(rec);
+    try {
+      body.push(Buffer.from(`{"metadata":{"resourceVersion":"9"},"items":[${svc('a', '3')},${svc('b', '4').slice(0, 9)}`));
+      await waitFor(() => rec.events.length === 1, 'the first item delivered');
+      assert.equal(rec.events[0]!.object.kind, 'Service');
+      assert.ok(!rec.synced.includes('Service'));
+      body.push(Buffer.from(`${svc('b', '4').slice(9)}]}`));
+      body.push(null);
+      await waitFor(() => rec.synced.includes('Service'), 'Services synced');
+      assert.deepEqual(rec.view('Service'), { 'x/a': '3', 'x/b': '4' });
+      assert.deepEqual(rec.problems, []);
+    } finally {
+      await source.stop();
+    }
+  });
 });
 
 test('kubeproxy_watch_seconds_since_last_event reports the age per resource', async () => {
