@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
-import { diff, opsToScripts, type NftOp } from '../../src/backend/nftables/diff.js';
+import { diff, opCountFromScratch, opsToScripts, type NftOp } from '../../src/backend/nftables/diff.js';
 import { RulesetState } from '../../src/backend/nftables/state.js';
 import { NftError, applyScript } from '../../src/backend/nftables/apply.js';
 import { readTable } from '../../src/backend/nftables/readback.js';
@@ -386,6 +386,14 @@ describe('diff and chunking', () => {
       }
     }
     assert.equal(seen.size, ops.filter((o) => o.kind === 'add-element').length);
+  });
+
+  test('the operation count of a full load equals the operations a diff from an empty table yields', () => {
+    for (const name of Object.keys(cases)) {
+      const rs = renderCase(name);
+      const ops = diff({ family: rs.family, table: rs.table, sets: [], chains: [] }, rs);
+      assert.equal(opCountFromScratch(rs), ops.length, `case ${name}`);
+    }
   });
 });
 

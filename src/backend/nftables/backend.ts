@@ -6,7 +6,7 @@ import { flushStale } from '../../node/conntrack.js';
 import { NftError, applyScript, deleteTables, listChainNames } from './apply.js';
 import { readBack, readTable } from './readback.js';
 import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
-import { diff, diffElements, opsToScripts, orderOps, type NftOp } from './diff.js';
+import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
@@ -179,15 +179,14 @@ export class NftablesBackend implements Backend {
    */
   private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: string[]; operations: number; replacesTable: boolean }> {
     const target = { family: rs.family, table: rs.table };
-    const fromScratch = (): NftOp[] => diff({ family: rs.family, table: rs.table, sets: [], chains: [] }, rs);
     const fromCheckpoint = this.opts.dryRun ? undefined : await this.checkpointedKernel(rs);
     if (!fromCheckpoint && (this.opts.dryRun || elements <= this.opts.budget)) {
-      return { scripts: [toNftScript(rs)], operations: fromScratch().length, replacesTable: true };
+      return { scripts: [toNftScript(rs)], operations: opCountFromScratch(rs), replacesTable: true };
     }
     const kernel = fromCheckpoint ?? (await readTable(rs.family, this.exec));
     // Nothing to keep serving: one transaction, which nft loads far faster than chunks (each
     // chunk makes nft fetch the table written so far).
-    if (!kernel) return { scripts: [toNftScript(rs)], operations: fromScratch().length, replacesTable: true };
+    if (!kernel) return { scripts: [toNftScript(rs)], operations: opCountFromScratch(rs), replacesTable: true };
     // Read back, the chains' rules are unknown, so each is rewritten; a checkpoint knows them.
     const ops = diff(kernel, rs, { replaceAllChains: !fromCheckpoint });
     return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length, replacesTable: false };

@@ -52,6 +52,13 @@ export function diff(prev: NftRuleset, next: NftRuleset, opts: DiffOptions = {})
   return orderOps(ops, (n) => nextChains.get(n) ?? prevChains.get(n));
 }
 
+/** Number of operations `diff` yields from an empty table to `rs`, without building them. */
+export function opCountFromScratch(rs: NftRuleset): number {
+  let n = rs.sets.length + rs.chains.length;
+  for (const s of rs.sets) if (!s.dynamic) n += s.elements.size;
+  return n;
+}
+
 /** Appends the element operations turning `before` into the elements of `next` (unordered). */
 export function diffElements(before: ReadonlyMap<string, string | undefined>, next: NftSet, ops: NftOp[]): void {
   for (const [k, v] of next.elements) {

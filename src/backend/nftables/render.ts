@@ -259,14 +259,22 @@ export function shapeChain(name: string, ctx: RenderContext): NftChain {
   return { name, rules };
 }
 
-function sortedEndpoints(eps: Endpoint[], v6: boolean): Array<{ ip: string; port: number }> {
-  const seen = new Map<string, { ip: string; port: number }>();
+/** One usable endpoint; `text` (`ip . port`) is the slot value and the dedup key, built once. */
+interface Ep {
+  ip: string;
+  port: number;
+  text: string;
+}
+
+function sortedEndpoints(eps: Endpoint[], v6: boolean): Ep[] {
+  const seen = new Map<string, Ep>();
   for (const e of eps) {
     const ip = canonicalIP(e.ip, v6);
     if (!ip || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535) continue;
-    seen.set(`${ip} . ${e.port}`, { ip, port: e.port });
+    const text = `${ip} . ${e.port}`;
+    seen.set(text, { ip, port: e.port, text });
   }
-  return [...seen.entries()].sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0)).map((e) => e[1]);
+  return [...seen.values()].sort((x, y) => (x.text < y.text ? -1 : x.text > y.text ? 1 : 0));
 }
 
 /** CIDRs nest or are disjoint: keep only those no other one contains (interval sets refuse overlaps). */
@@ -306,9 +314,9 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
   const nodePort = validPort(info.nodePort) && ctx.nodePortIPs.length > 0 ? info.nodePort : 0;
   const extHasEndpoints = extLocal ? local.length > 0 || extCluster.length > 0 : cluster.length > 0;
 
-  const used = new Map<string, { ip: string; port: number }>();
-  const use = (eps: Array<{ ip: string; port: number }>): void => {
-    for (const e of eps) used.set(`${e.ip} . ${e.port}`, e);
+  const used = new Map<string, Ep>();
+  const use = (eps: Ep[]): void => {
+    for (const e of eps) used.set(e.text, e);
   };
 
   const affinity = info.sessionAffinity.clientIPTimeoutSeconds;
@@ -318,10 +326,10 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
   const fillSlots = (
     map: string,
     prefix: string,
-    eps: Array<{ ip: string; port: number }>,
+    eps: Ep[],
     offset: number,
   ): void => {
-    eps.forEach((e, i) => el(map, `${prefix} . ${offset + i}`, `${e.ip} . ${e.port}`));
+    for (let i = 0; i < eps.length; i++) el(map, `${prefix} . ${offset + i}`, eps[i]!.text);
     use(eps);
   };
 
@@ -401,9 +409,9 @@ function renderAffinity(
   s: ServicePortState,
   ctx: RenderContext,
   clusterIP: string | undefined,
-  internal: Array<{ ip: string; port: number }>,
-  cluster: Array<{ ip: string; port: number }>,
-  local: Array<{ ip: string; port: number }>,
+  internal: Ep[],
+  cluster: Ep[],
+  local: Ep[],
   extHasEndpoints: boolean,
   frag: Fragment,
 ): AffinityChains {
@@ -416,8 +424,8 @@ function renderAffinity(
   const externalChain = `external-${hashedName(base)}`;
   const timeout = info.sessionAffinity.clientIPTimeoutSeconds!;
   const endpointChains = new Map<string, string>();
-  const endpointChain = (e: { ip: string; port: number }): string => {
-    const k = `${e.ip} . ${e.port}`;
+  const endpointChain = (e: Ep): string => {
+    const k = e.text;
     let name = endpointChains.get(k);
     if (!name) {
       const h = hashedName(endpointBase(base, e.ip, e.port));
@@ -438,7 +446,7 @@ function renderAffinity(
     }
     return name;
   };
-  const lbRules = (eps: Array<{ ip: string; port: number }>): string[] => {
+  const lbRules = (eps: Ep[]): string[] => {
     if (eps.length === 0) return ['drop'];
     const names = eps.map(endpointChain);
     const rules = names.map((n) => `${f} saddr @affinity-${n.slice('endpoint-'.length)} goto ${n}`);
