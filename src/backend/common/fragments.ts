@@ -63,10 +63,29 @@ export interface ObjectKind<O> {
   same(a: O, b: O): boolean;
 }
 
+/**
+ * What the store keeps of a fragment: an item's value is in its collection, so only the
+ * collection and key of each item, as flat pairs in an array of exactly their size (a rendered
+ * fragment's array keeps the spare room it grew by).
+ */
+interface Kept<O> {
+  items: string[];
+  objects: O[];
+  refs: string[];
+}
+
+/** One collection: its items and who claims each. */
+interface Collection {
+  items: Map<string, string | undefined>;
+  owners: Map<string, Owner>;
+}
+
 export class FragmentStore<O> {
-  private readonly frags = new Map<string, Fragment<O>>();
-  private readonly collections = new Map<string, Map<string, string | undefined>>();
-  private readonly owners = new Map<string, Map<string, Owner>>();
+  private readonly frags = new Map<string, Kept<O>>();
+  private readonly collections = new Map<string, Collection>();
+  // A fragment's items come in runs of one collection: the last one looked up is kept.
+  private last: Collection | undefined;
+  private lastName: string | undefined;
   private readonly objectClaims = new Map<string, Claims<O>>();
   private readonly refCounts = new Map<string, number>();
 
@@ -78,13 +97,13 @@ export class FragmentStore<O> {
     for (const c of collections) this.ensure(c);
   }
 
-  private ensure(c: string): Map<string, string | undefined> {
-    let m = this.collections.get(c);
-    if (!m) {
-      this.collections.set(c, (m = new Map()));
-      this.owners.set(c, new Map());
-    }
-    return m;
+  private ensure(c: string): Collection {
+    if (c === this.lastName) return this.last!;
+    let col = this.collections.get(c);
+    if (!col) this.collections.set(c, (col = { items: new Map(), owners: new Map() }));
+    this.lastName = c;
+    this.last = col;
+    return col;
   }
 
   /**
@@ -100,7 +119,7 @@ export class FragmentStore<O> {
       let m = itemBefore.get(c);
       if (!m) itemBefore.set(c, (m = new Map()));
       if (!m.has(k)) {
-        const items = this.ensure(c);
+        const items = this.ensure(c).items;
         m.set(k, items.has(k) ? items.get(k) : NONE);
       }
     };
@@ -112,7 +131,7 @@ export class FragmentStore<O> {
       const next = render(key);
       if (old) {
         const it = old.items;
-        for (let i = 0; i < it.length; i += 3) {
+        for (let i = 0; i < it.length; i += 2) {
           if (collect) touch(it[i]!, it[i + 1]!);
           this.unclaim(it[i]!, it[i + 1]!, key);
         }
@@ -128,9 +147,11 @@ export class FragmentStore<O> {
       }
       if (next) {
         const it = next.items;
-        for (let i = 0; i < it.length; i += 3) {
+        const kept = new Array<string>((it.length / 3) * 2);
+        for (let i = 0, j = 0; i < it.length; i += 3, j += 2) {
           if (collect) touch(it[i]!, it[i + 1]!);
-          this.claim(it[i]!, it[i + 1]!, key, it[i + 2]);
+          kept[j] = it[i]!;
+          kept[j + 1] = this.claim(it[i]!, it[i + 1]!, key, it[i + 2]);
         }
         for (const o of next.objects) {
           const id = this.kind.id(o);
@@ -143,7 +164,7 @@ export class FragmentStore<O> {
           if (!refBefore.has(r)) refBefore.set(r, (this.refCounts.get(r) ?? 0) > 0);
           this.refCounts.set(r, (this.refCounts.get(r) ?? 0) + 1);
         }
-        this.frags.set(key, next);
+        this.frags.set(key, { items: kept, objects: next.objects, refs: next.refs });
       } else {
         this.frags.delete(key);
       }
@@ -151,7 +172,7 @@ export class FragmentStore<O> {
 
     const ops: Array<StoreOp<O>> = [];
     for (const [c, m] of itemBefore) {
-      const items = this.collections.get(c)!;
+      const items = this.ensure(c).items;
       for (const [k, before] of m) {
         if (!items.has(k)) {
           if (before !== NONE) ops.push({ kind: 'delete-item', collection: c, key: k, value: before });
@@ -178,16 +199,16 @@ export class FragmentStore<O> {
     return collect ? ops : [];
   }
 
-  private claim(c: string, k: string, owner: string, v: string | undefined): void {
+  /** Claims one item; returns its key, flattened, for the fragment to keep. */
+  private claim(c: string, k: string, owner: string, v: string | undefined): string {
     k = flat(k);
     if (v !== undefined) v = flat(v);
-    const items = this.ensure(c);
-    const byKey = this.owners.get(c)!;
+    const { items, owners: byKey } = this.ensure(c);
     const cur = byKey.get(k);
     if (cur === undefined || cur === owner) {
       byKey.set(k, owner);
       items.set(k, v);
-      return;
+      return k;
     }
     let m: Map<string, string | undefined>;
     if (typeof cur === 'string') {
@@ -198,11 +219,11 @@ export class FragmentStore<O> {
     }
     m.set(owner, v);
     items.set(k, winner(m));
+    return k;
   }
 
   private unclaim(c: string, k: string, owner: string): void {
-    const byKey = this.owners.get(c)!;
-    const items = this.collections.get(c)!;
+    const { items, owners: byKey } = this.ensure(c);
     const cur = byKey.get(k);
     if (cur === undefined) return;
     if (typeof cur === 'string') {
@@ -224,7 +245,7 @@ export class FragmentStore<O> {
 
   /** The items of one collection (live: read, do not modify). */
   items(collection: string): Map<string, string | undefined> {
-    return this.ensure(collection);
+    return this.ensure(collection).items;
   }
 
   collectionNames(): string[] {
@@ -258,7 +279,7 @@ export class FragmentStore<O> {
   /** Number of items over all collections. */
   itemCount(): number {
     let n = 0;
-    for (const c of this.collections.values()) n += c.size;
+    for (const c of this.collections.values()) n += c.items.size;
     return n;
   }
 
@@ -267,7 +288,7 @@ export class FragmentStore<O> {
    * keys or, in the order they were stored, all: what a chunked full sync writes one group at a time.
    */
   *ownedObjects(keys?: Iterable<string>): IterableIterator<O[]> {
-    const frags = keys ? [...keys].map((k) => this.frags.get(k)).filter((f): f is Fragment<O> => f !== undefined) : this.frags.values();
+    const frags = keys ? [...keys].map((k) => this.frags.get(k)).filter((f): f is Kept<O> => f !== undefined) : this.frags.values();
     for (const frag of frags) {
       const own = frag.objects.filter((o) => winner(this.objectClaims.get(this.kind.id(o))) === o);
       if (own.length > 0) yield own;

@@ -267,14 +267,18 @@ interface Ep {
 }
 
 function sortedEndpoints(eps: Endpoint[], v6: boolean): Ep[] {
-  const seen = new Map<string, Ep>();
+  const out: Ep[] = [];
+  let ordered = true;
   for (const e of eps) {
     const ip = canonicalIP(e.ip, v6);
     if (!ip || !Number.isInteger(e.port) || e.port < 1 || e.port > 65535) continue;
     const text = `${ip} . ${e.port}`;
-    seen.set(text, { ip, port: e.port, text });
+    if (ordered && out.length > 0 && !(out[out.length - 1]!.text < text)) ordered = false;
+    out.push({ ip, port: e.port, text });
   }
-  return [...seen.values()].sort((x, y) => (x.text < y.text ? -1 : x.text > y.text ? 1 : 0));
+  // Usually already unique and in order; otherwise deduplicate by text and sort.
+  if (ordered) return out;
+  return [...new Map(out.map((e) => [e.text, e])).values()].sort((x, y) => (x.text < y.text ? -1 : x.text > y.text ? 1 : 0));
 }
 
 /** CIDRs nest or are disjoint: keep only those no other one contains (interval sets refuse overlaps). */
@@ -288,6 +292,12 @@ function prefixLength(cidr: string): number {
 
 function validPort(p: number): boolean {
   return Number.isInteger(p) && p >= 1 && p <= 65535;
+}
+
+const NO_IPS: ReadonlySet<string> = new Set();
+
+function addShape(frag: Fragment, shape: string): void {
+  if (!frag.shapes.includes(shape)) frag.shapes.push(shape);
 }
 
 /** Renders one service port. Ports with an unusable ClusterIP or port render nothing. */
@@ -310,7 +320,7 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
   const extIPs = uniq([...info.externalIPs, ...info.loadBalancerIPs].map((ip) => canonicalIP(ip, v6))).filter(
     (ip) => ip !== clusterIP,
   );
-  const lbIPs = new Set(uniq(info.loadBalancerIPs.map((ip) => canonicalIP(ip, v6))));
+  const lbIPs = info.loadBalancerIPs.length > 0 ? new Set(uniq(info.loadBalancerIPs.map((ip) => canonicalIP(ip, v6)))) : NO_IPS;
   const nodePort = validPort(info.nodePort) && ctx.nodePortIPs.length > 0 ? info.nodePort : 0;
   const extHasEndpoints = extLocal ? local.length > 0 || extCluster.length > 0 : cluster.length > 0;
 
@@ -344,7 +354,7 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
         const shape = `cluster-${internal.length}`;
         fillSlots(endpointMap('service', proto), tuple, internal, 0);
         el('service-ips', tuple, `goto ${shape}`);
-        frag.shapes.push(shape);
+        addShape(frag, shape);
       }
     } else {
       el('no-endpoint-services', tuple, noEndpointVerdict(info.internalPolicyLocal, cluster.length > 0));
@@ -373,7 +383,7 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
       fillSlots(dataMap, tuple, cluster, 0);
     }
     el(verdictMap, tuple, `goto ${shape}`);
-    frag.shapes.push(shape);
+    addShape(frag, shape);
   };
 
   for (const ip of extIPs) {
@@ -395,7 +405,6 @@ export function renderServicePort(s: ServicePortState, ctx: RenderContext): Frag
   if (nodePort) externalTuple(`${proto} . ${nodePort}`, 'nodeport');
 
   for (const e of used.values()) el('hairpin', `${e.ip} . ${e.ip}`);
-  frag.shapes = [...new Set(frag.shapes)];
   return frag;
 }
 

@@ -30,7 +30,8 @@ const NFT_OBJECTS: ObjectKind<NftObject> = {
 };
 
 function generic(frag: Fragment): GenericFragment<NftObject> {
-  return { items: frag.elements, objects: [...frag.chains, ...frag.sets], refs: frag.shapes };
+  // Most fragments own no sets: their chain list (usually empty) serves as is.
+  return { items: frag.elements, objects: frag.sets.length === 0 ? frag.chains : [...frag.chains, ...frag.sets], refs: frag.shapes };
 }
 
 export class RulesetState {
