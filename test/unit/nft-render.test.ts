@@ -91,6 +91,18 @@ function renderCase(name: string): NftRuleset {
 }
 
 describe('render', () => {
+  test('endpoints out of order or listed twice fill the slots once each, in address order', () => {
+    const eps = ['10.244.3.5', '10.244.1.5', '10.244.3.5', '10.244.2.5'].map((ip) => endpoint(ip, 8080));
+    const rs = render(snapshot([servicePort({ namespace: 'ns', serviceName: 'web', clusterIP: '10.96.0.20', port: 80, protocol: 'TCP', endpoints: eps })]), cfg);
+    assert.deepEqual([...set(rs, 'service-endpoints-tcp')], [
+      ['10.96.0.20 . tcp . 80 . 0', '10.244.1.5 . 8080'],
+      ['10.96.0.20 . tcp . 80 . 1', '10.244.2.5 . 8080'],
+      ['10.96.0.20 . tcp . 80 . 2', '10.244.3.5 . 8080'],
+    ]);
+    assert.deepEqual([...set(rs, 'service-ips')], [['10.96.0.20 . tcp . 80', 'goto cluster-3']]);
+    assert.equal(set(rs, 'hairpin').size, 3);
+  });
+
   test('ClusterIP: data slots, shape chain, wrong-port reject set, hairpin', () => {
     const rs = renderCase('clusterIP');
     assert.equal(rs.family, 'ip');
