@@ -76,6 +76,15 @@ export interface CategorizedEndpoints {
   topologyMode: TopologyMode;
 }
 
+/**
+ * The endpoints passing `test`: the given array itself when all do (the usual case, every
+ * endpoint ready), so a snapshot holds one array per service port, not one per category.
+ * Snapshot arrays are never modified, so sharing one is safe.
+ */
+function kept(endpoints: readonly Endpoint[], test: (ep: Endpoint) => boolean): Endpoint[] {
+  return endpoints.every(test) ? (endpoints as Endpoint[]) : endpoints.filter(test);
+}
+
 export function categorizeEndpoints(
   endpoints: readonly Endpoint[],
   info: PolicyFields,
@@ -96,7 +105,7 @@ export function categorizeEndpoints(
   if (useCluster) {
     const mode = topologyModeFromHints(endpoints, nodeName, zone);
     result.topologyMode = mode;
-    let cluster = endpoints.filter((ep) => ep.ready && availableForTopology(ep, mode, nodeName, zone));
+    let cluster = kept(endpoints, (ep) => ep.ready && availableForTopology(ep, mode, nodeName, zone));
     // No ready endpoint anywhere (topology is ignored in that case already): fall back
     // to endpoints that are still serving while terminating.
     if (cluster.length === 0) cluster = endpoints.filter(isServingTerminating);
@@ -121,7 +130,7 @@ export function categorizeEndpoints(
   }
   let usedTerminating = false;
   if (localReady) {
-    result.localEndpoints = endpoints.filter((ep) => ep.isLocal && ep.ready);
+    result.localEndpoints = kept(endpoints, (ep) => ep.isLocal && ep.ready);
   } else if (localServingTerminating) {
     usedTerminating = true;
     result.localEndpoints = endpoints.filter((ep) => ep.isLocal && isServingTerminating(ep));

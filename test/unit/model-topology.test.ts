@@ -383,6 +383,18 @@ describe('categorizeEndpoints', () => {
       ['10.0.0.1', '10.0.0.2', '10.0.0.3'],
     );
   });
+
+  test('all ready: the categories share the endpoint list; one not ready: a filtered copy, the list untouched', () => {
+    const all = [ep('10.0.0.1:80', { local: true }), ep('10.0.0.2:80', { local: true })];
+    const r = categorizeEndpoints(all, info({ externalLocal: true, nodePort: 30000 }), NODE, '');
+    assert.equal(r.clusterEndpoints, all);
+    assert.equal(r.localEndpoints, all);
+    const some = [ep('10.0.0.1:80', { local: true }), ep('10.0.0.2:80', { ready: false, local: true })];
+    const s = categorizeEndpoints(some, info({ externalLocal: true, nodePort: 30000 }), NODE, '');
+    assert.deepEqual(names(s.clusterEndpoints), names([some[0]!]));
+    assert.deepEqual(names(s.localEndpoints), names([some[0]!]));
+    assert.equal(some.length, 2);
+  });
 });
 
 describe('topologyModeFromHints', () => {
