@@ -106,7 +106,8 @@ function claimKeys(s: ParsedService): string[] {
 export class ConflictResolver {
   /** `services` with conflicts resolved: what is programmed. */
   readonly effective = new Map<string, ParsedService>();
-  private readonly holders = new Map<string, Set<string>>();
+  /** Who holds each claim: one Service key, or a set of them when several contend (rare). */
+  private readonly holders = new Map<string, string | Set<string>>();
   private readonly claimsOf = new Map<string, string[]>();
   private readonly conflictsOf = new Map<string, Conflict[]>();
 
@@ -129,27 +130,20 @@ export class ConflictResolver {
     for (const key of changed) {
       // Whoever shared the old claims may win them now.
       for (const claim of this.claimsOf.get(key) ?? []) {
-        const set = this.holders.get(claim);
-        if (set === undefined) continue;
-        set.delete(key);
-        for (const other of set) visit(other);
-        if (set.size === 0) this.holders.delete(claim);
+        this.release(claim, key);
+        for (const other of this.holdersOf(claim)) visit(other);
       }
       this.claimsOf.delete(key);
       const s = services.get(key);
       if (s !== undefined) {
         const claims = claimKeys(s);
         this.claimsOf.set(key, claims);
-        for (const claim of claims) {
-          let set = this.holders.get(claim);
-          if (set === undefined) this.holders.set(claim, (set = new Set()));
-          set.add(key);
-        }
+        for (const claim of claims) this.hold(claim, key);
       }
       visit(key);
     }
     while (queue.length > 0) {
-      for (const claim of this.claimsOf.get(queue.pop()!) ?? []) for (const other of this.holders.get(claim) ?? []) visit(other);
+      for (const claim of this.claimsOf.get(queue.pop()!) ?? []) for (const other of this.holdersOf(claim)) visit(other);
     }
     const members: ParsedService[] = [];
     const before: Conflict[] = [];
@@ -170,6 +164,30 @@ export class ConflictResolver {
       else list.push(c);
     }
     return { previous, conflicts, before };
+  }
+
+  private hold(claim: string, key: string): void {
+    const h = this.holders.get(claim);
+    if (h === undefined || h === key) this.holders.set(claim, key);
+    else if (typeof h === 'string') this.holders.set(claim, new Set([h, key]));
+    else h.add(key);
+  }
+
+  private release(claim: string, key: string): void {
+    const h = this.holders.get(claim);
+    if (h === undefined) return;
+    if (typeof h === 'string') {
+      if (h === key) this.holders.delete(claim);
+      return;
+    }
+    h.delete(key);
+    if (h.size === 1) this.holders.set(claim, h.values().next().value!);
+    else if (h.size === 0) this.holders.delete(claim);
+  }
+
+  private holdersOf(claim: string): Iterable<string> {
+    const h = this.holders.get(claim);
+    return h === undefined ? [] : typeof h === 'string' ? [h] : h;
   }
 
   /** Every standing conflict. */
