@@ -241,6 +241,10 @@ export class IptablesBackend implements Backend {
           }
           await pending;
           pending = restore(input, this.family, this.flavour!, this.exec);
+          // The next group renders synchronously as soon as it is asked for, which would hold
+          // back the start of this restore (its process is started from a queued callback):
+          // ask for it only once the event loop has turned.
+          await new Promise((resolve) => setImmediate(resolve));
         }
         await pending;
         if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
