@@ -282,10 +282,18 @@ export class Proxy {
     }
     // After every family's rules are written, so that a verification delays no family's change.
     if (!this.verifyDue()) return;
+    const putOff: Array<Promise<unknown>> = [];
     for (const [family, backend] of backends) {
       if (!backend.verify) continue;
       const v = await backend.verify();
+      if (v.retry) putOff.push(v.retry);
       if (v.repaired > 0) for (const o of this.observers) o.kernelRepaired?.(backend.mode, family, v.repaired);
+    }
+    if (putOff.length > 0) {
+      // Still due: the sync requested once it can go on verifies.
+      const again = (): void => this.runner.run();
+      void Promise.all(putOff).then(again, again);
+      return;
     }
     // Only a sync that verified every family counts: a failed one is verified again at its retry.
     this.verifiedAt = performance.now();

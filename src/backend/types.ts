@@ -59,6 +59,11 @@ export interface VerifyResult {
   repaired: number;
   /** Short descriptions of the differences, for the log. */
   differences: string[];
+  /**
+   * Not verified yet: what the verification needs (a monitor loading the ruleset) is not ready,
+   * and waiting for it would hold every change queued behind the sync. Verify again once this settles.
+   */
+  retry?: Promise<unknown>;
 }
 
 export interface SyncResult {

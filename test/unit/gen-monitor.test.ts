@@ -88,6 +88,16 @@ async function readyWatch(): Promise<ForeignWatch> {
   return watch;
 }
 
+/** The decision of a verification, asked again while it is put off for the monitor to load. */
+async function decide(watch: ForeignWatch): Promise<{ reason: string | undefined }> {
+  let r = await watch.readBackReason(true);
+  while (r.retry) {
+    await r.retry;
+    r = await watch.readBackReason(true);
+  }
+  return r;
+}
+
 /** A full table written in `transactions` transactions, counted when `counted`. */
 function fullWrite(transactions: number, counted = true, during?: () => void) {
   return async (count: CommitCount): Promise<void> => {
@@ -110,11 +120,11 @@ describe('an unwatched full write proven by generation numbers', () => {
     await watch.unwatchedWrite(fullWrite(3), true);
     assert.equal(kernel.monitors[0]!.dead, true, 'the monitor is stopped for the write');
     assert.equal(kernel.monitors.length, 2, 'a new monitor starts right after it');
-    const { reason } = await watch.readBackReason(true);
+    const { reason } = await decide(watch);
     assert.equal(reason, undefined);
     // The next verification relies on the new monitor as usual.
     kernel.commit(FOREIGN, 4242);
-    assert.equal((await watch.readBackReason(true)).reason, 'foreign change');
+    assert.equal((await decide(watch)).reason, 'foreign change');
   });
 
   it('a foreign commit during the write: read back', async () => {
@@ -123,7 +133,7 @@ describe('an unwatched full write proven by generation numbers', () => {
       fullWrite(2, true, () => kernel.commit(FOREIGN, 4242)),
       true,
     );
-    assert.equal((await watch.readBackReason(true)).reason, 'monitor restarted');
+    assert.equal((await decide(watch)).reason, 'monitor restarted');
   });
 
   it('a foreign commit after the write, before the new monitor subscribed: read back', async () => {
@@ -133,14 +143,14 @@ describe('an unwatched full write proven by generation numbers', () => {
       await fullWrite(1)(count);
       kernel.commit(FOREIGN, 4242);
     }, true);
-    assert.equal((await watch.readBackReason(true)).reason, 'monitor restarted');
+    assert.equal((await decide(watch)).reason, 'monitor restarted');
   });
 
   it('probes the new monitor missed are counted as ours', async () => {
     const watch = await readyWatch();
     kernel.missProbes = 2;
     await watch.unwatchedWrite(fullWrite(1), true);
-    assert.equal((await watch.readBackReason(true)).reason, undefined);
+    assert.equal((await decide(watch)).reason, undefined);
     const fresh = kernel.monitors[1]!;
     assert.equal(fresh.firstProbe?.earlier, 2);
   });
@@ -154,16 +164,16 @@ describe('an unwatched full write proven by generation numbers', () => {
       }, true),
     );
     // No monitor was started after the failed write.
-    assert.equal((await watch.readBackReason(true)).reason, 'no monitor');
+    assert.equal((await decide(watch)).reason, 'no monitor');
     await kernel.monitors.at(-1)!.ready;
-    assert.equal((await watch.readBackReason(true)).reason, undefined, 'after that read-back, back to normal');
+    assert.equal((await decide(watch)).reason, undefined, 'after that read-back, back to normal');
     // Without a proof pending, the new monitor is not waited for.
     await watch.unwatchedWrite(fullWrite(1, false), true);
-    assert.equal((await watch.readBackReason(true)).reason, 'no monitor');
+    assert.equal((await decide(watch)).reason, 'no monitor');
     await kernel.monitors.at(-1)!.ready;
-    assert.equal((await watch.readBackReason(true)).reason, undefined);
+    assert.equal((await decide(watch)).reason, undefined);
     await watch.unwatchedWrite(fullWrite(1), false);
-    assert.equal((await watch.readBackReason(true)).reason, 'no monitor');
+    assert.equal((await decide(watch)).reason, 'no monitor');
   });
 
   it('a count larger than the commits made (a transaction thought committed): read back', async () => {
@@ -172,6 +182,48 @@ describe('an unwatched full write proven by generation numbers', () => {
       kernel.commit(OUR_TABLE, process.pid);
       count.transactions = 2;
     }, true);
-    assert.equal((await watch.readBackReason(true)).reason, 'monitor restarted');
+    assert.equal((await decide(watch)).reason, 'monitor restarted');
+  });
+
+  it('a verification asked while the new monitor loads is put off, holding nothing, and decided once it is ready', async () => {
+    const watch = await readyWatch();
+    kernel.missProbes = 2;
+    await watch.unwatchedWrite(fullWrite(1), true);
+    const t0 = performance.now();
+    const first = await watch.readBackReason(true);
+    assert.ok(performance.now() - t0 < 200, 'answered at once');
+    assert.ok(first.retry, 'put off');
+    assert.equal(first.reason, undefined);
+    assert.equal(kernel.monitors.at(-1)!.isReady, false);
+    await first.retry;
+    assert.equal((await watch.readBackReason(true)).reason, undefined, 'proven once the monitor is ready');
+  });
+
+  it('our writes while the new monitor loads count among our commits: still proven', async () => {
+    const watch = await readyWatch();
+    kernel.missProbes = 2;
+    await watch.unwatchedWrite(fullWrite(2), true);
+    await watch.write(fullWrite(1));
+    await watch.write(fullWrite(2));
+    assert.equal((await decide(watch)).reason, undefined);
+    assert.equal(kernel.monitors.at(-1)!.firstProbe?.earlier, 2 + 3, 'two missed probes and three transactions of ours');
+  });
+
+  it('a foreign commit beside our writes while the monitor loads: read back', async () => {
+    const watch = await readyWatch();
+    kernel.missProbes = 2;
+    await watch.unwatchedWrite(fullWrite(1), true);
+    await watch.write(fullWrite(1));
+    kernel.commit(FOREIGN, 4242);
+    await watch.write(fullWrite(1));
+    assert.equal((await decide(watch)).reason, 'monitor restarted');
+  });
+
+  it('a write while the monitor loads that does not count its transactions: read back', async () => {
+    const watch = await readyWatch();
+    kernel.missProbes = 2;
+    await watch.unwatchedWrite(fullWrite(1), true);
+    await watch.write(fullWrite(1, false));
+    assert.equal((await decide(watch)).reason, 'monitor restarted');
   });
 });

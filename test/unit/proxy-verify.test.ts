@@ -87,3 +87,74 @@ test('a verification longer than syncPeriod is not repeated at every change', as
     await proxy.stop();
   }
 });
+
+/** A backend whose verification cannot decide until `ready` settles (a monitor still loading). */
+class PutOffBackend implements Backend {
+  readonly mode = 'nftables';
+  syncs = 0;
+  /** Verifications that decided (did not put themselves off). */
+  decided = 0;
+  putOff = 0;
+  constructor(
+    readonly family: IPFamily,
+    private readonly ready: { done: boolean; promise: Promise<void> },
+  ) {}
+  async sync(_snapshot: Snapshot): Promise<SyncResult> {
+    return { operations: 1, full: this.syncs++ === 0 };
+  }
+  async verify(): Promise<VerifyResult> {
+    if (!this.ready.done) {
+      this.putOff++;
+      return { repaired: 0, differences: [], retry: this.ready.promise };
+    }
+    this.decided++;
+    return { repaired: 0, differences: [] };
+  }
+  async cleanup(): Promise<void> {}
+}
+
+test('a verification put off by the backend holds no change, and runs once what it waits for is ready', async () => {
+  const source = new PushSource();
+  let backend: PutOffBackend | undefined;
+  let markReady = (): void => undefined;
+  const ready = { done: false, promise: new Promise<void>((r) => (markReady = r)) };
+  const proxy = new Proxy({
+    config: applyDefaults({ mode: 'nftables', nftables: { minSyncPeriod: '0s', syncPeriod: '1h' } }),
+    nodeName: 'node-1',
+    source,
+    createBackend: (cfg) => (backend = new PutOffBackend(cfg.family, ready)),
+  });
+  const synced = (): Promise<void> =>
+    new Promise((resolve) => {
+      const off = proxy.runner.onSync(() => {
+        off();
+        resolve();
+      });
+    });
+  try {
+    let next = synced();
+    await proxy.start();
+    await next;
+    assert.equal(backend!.putOff, 1, 'the first sync asks, and is put off');
+    // Changes go out while the verification waits; each sync asks again (it is still due).
+    for (let i = 0; i < 2; i++) {
+      next = synced();
+      source.push(service(i));
+      await next;
+    }
+    assert.equal(backend!.syncs, 3);
+    assert.equal(backend!.decided, 0);
+    // Ready: a sync is requested by itself, and it verifies; later ones do not (syncPeriod 1h).
+    next = synced();
+    ready.done = true;
+    markReady();
+    await next;
+    assert.equal(backend!.decided, 1);
+    next = synced();
+    source.push(service(5));
+    await next;
+    assert.equal(backend!.decided, 1);
+  } finally {
+    await proxy.stop();
+  }
+});

@@ -6,10 +6,17 @@
 // write are either exactly ours (the write's transactions and the new monitor's earlier probes)
 // or some came from someone else.
 import { log } from '../../log.js';
-import type { ForeignChanges, GenerationMonitor, MonitorEvent } from './watch.js';
+import type { CommitCount, ForeignChanges, GenerationMonitor, MonitorEvent } from './watch.js';
+
+export type { CommitCount } from './watch.js';
 
 /** How long verify() waits for the monitor to show every change committed so far. */
 const CATCH_UP_MS = 10000;
+/**
+ * How long after an unwatched write its proof is waited for while the new monitor loads the
+ * ruleset (a verification is put off meanwhile, holding no change); then the kernel is read back.
+ */
+const PROOF_WAIT_MS = 60_000;
 /**
  * The backstop read-back may take at most this share of the time: at 10,000 services the
  * iptables-nft one takes over a minute, which every 10 periods would be a third of a core.
@@ -20,11 +27,6 @@ const BACKSTOP_TIME_SHARE = 0.05;
  * it (at process start: on an empty kernel it is ready within a probe interval).
  */
 const READY_BEFORE_WRITE_MS = 1500;
-
-/** What an unwatched write reports: how many transactions it committed (left undefined when unknown). */
-export interface CommitCount {
-  transactions?: number;
-}
 
 /** A write of ours made unwatched, to be proven alone in its window of generations. */
 interface UnwatchedWindow {
@@ -93,12 +95,16 @@ export class ForeignWatch {
     return mon.dead ? undefined : mon;
   }
 
-  /** Runs a write of ours so that the monitor does not take it for a foreign change. */
-  async write<T>(write: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a write of ours so that the monitor does not take it for a foreign change. While the
+   * monitor is loading it cannot tell, so the next verification reads the kernel back, unless
+   * the write (counting its transactions in `count`) ends up proven ours with an unwatched one.
+   */
+  async write<T>(write: (count: CommitCount) => Promise<T>): Promise<T> {
     const mon = this.running();
-    // A write the monitor may not see: the next verification reads the kernel back.
-    if (!mon?.isReady) this.restarted = true;
-    return mon ? mon.ownWrite(write) : write();
+    if (mon?.isReady) return mon.ownWrite(() => write({}));
+    this.restarted = true;
+    return mon ? mon.loadingWrite(write) : write({});
   }
 
   /**
@@ -151,13 +157,18 @@ export class ForeignWatch {
   /**
    * Takes the foreign changes seen so far and says why the kernel must be read back: a foreign
    * change, no monitor (or one behind or restarted), a check still out of sync, or the backstop;
-   * undefined when the monitor proves nothing of ours changed.
+   * undefined when the monitor proves nothing of ours changed. With `retry`, nothing is decided
+   * yet: ask again once it settles.
    */
-  async readBackReason(inSync: boolean): Promise<{ reason: string | undefined; foreign: ForeignChanges | undefined }> {
+  async readBackReason(inSync: boolean): Promise<{ reason: string | undefined; foreign: ForeignChanges | undefined; retry?: Promise<unknown> }> {
     // The monitor started after an unwatched write loads the whole ruleset before it is
-    // subscribed: far cheaper than reading the table back, so it is waited for.
+    // subscribed: far cheaper than reading the table back, so the verification is put off
+    // until it is ready (`retry`), rather than waited for while changes queue behind it.
     const starting = this.unwatched ? this.running() : undefined;
-    if (starting && !starting.isReady) await waitAtMost(starting.ready, CATCH_UP_MS);
+    if (starting && !starting.isReady) {
+      const left = this.unwatched!.endedAt + PROOF_WAIT_MS - performance.now();
+      if (left > 0) return { reason: undefined, foreign: undefined, retry: waitAtMost(starting.ready, left) };
+    }
     const mon = this.watch();
     const current = mon ? await mon.caughtUp(CATCH_UP_MS) : false;
     if (mon && !current) log.warn(`${mon.label} is behind; reading the rules back instead`, { scope: this.scope });

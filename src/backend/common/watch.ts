@@ -24,6 +24,11 @@ export interface MonitorEvent {
   rest: string;
 }
 
+/** What a write reports: how many transactions it committed (left undefined when unknown). */
+export interface CommitCount {
+  transactions?: number;
+}
+
 /** Foreign changes to one follower's objects since they were last taken. */
 export interface ForeignChanges {
   /** Changed objects, e.g. `delete element service-ips`, with how many changes each. */
@@ -76,6 +81,15 @@ export abstract class GenerationMonitor {
   firstProbe: { gen: number; earlier: number | undefined } | undefined;
   /** Outcome of each probe commit, by repetition. */
   private readonly probeCommits: Array<'pending' | 'ok' | 'failed'> = [];
+  /**
+   * Our probe commits and our writes made while loading, each with ticks of a counter taken when
+   * it started and ended: what ended before the first shown probe started committed before it.
+   */
+  private tick = 0;
+  private readonly probeTicks: Array<{ start: number; end?: number }> = [];
+  private readonly loadingWrites: Array<{ start: number; end?: number; transactions?: number }> = [];
+  /** Writes of ours begun before the monitor was ready and not yet done: the changes committed meanwhile are not foreign. */
+  private writesLoading = 0;
   /** A waited-for marker was printed: the next generation line is its transaction's. */
   private markerShown: { key: string; kind: MarkerKind; rep: number } | undefined;
   private readonly child: ChildProcessWithoutNullStreams;
@@ -143,12 +157,36 @@ export abstract class GenerationMonitor {
   private async markProbe(id: number): Promise<void> {
     const rep = this.probeCommits.length;
     this.probeCommits.push('pending');
+    const ticks: { start: number; end?: number } = { start: this.tick++ };
+    this.probeTicks.push(ticks);
     try {
       await this.mark('probe', id, rep);
       this.probeCommits[rep] = 'ok';
     } catch (e) {
       this.probeCommits[rep] = 'failed';
       throw e;
+    } finally {
+      ticks.end = this.tick++;
+    }
+  }
+
+  /**
+   * Runs a write of ours while the monitor still loads the ruleset: it cannot be told from a
+   * foreign one by the monitor, but its transactions (counted by the write) are among the
+   * commits before the first probe when it ended before that probe was committed, so that an
+   * unwatched write's proof still holds.
+   */
+  async loadingWrite<T>(write: (count: CommitCount) => Promise<T>): Promise<T> {
+    const w: { start: number; end?: number; transactions?: number } = { start: this.tick++ };
+    this.loadingWrites.push(w);
+    this.writesLoading++;
+    const count: CommitCount = {};
+    try {
+      return await write(count);
+    } finally {
+      this.writesLoading--;
+      w.transactions = count.transactions;
+      w.end = this.tick++;
     }
   }
 
@@ -265,7 +303,7 @@ export abstract class GenerationMonitor {
       this.markerShown = undefined;
       // Before the first probe whose changes these are is unknown: the backend reads the kernel
       // back for that time instead.
-      if (this.isReady && lines.length > 0) this.onGeneration(l.pid, lines);
+      if (this.isReady && this.writesLoading === 0 && lines.length > 0) this.onGeneration(l.pid, lines);
       return;
     }
     if (l.kind === 'probe') this.isReady = true;
@@ -276,13 +314,30 @@ export abstract class GenerationMonitor {
 
   /** The generation line of a waited-for marker's transaction. */
   private markerGeneration(m: { key: string; kind: MarkerKind; rep: number }, gen: number): void {
-    if (m.kind === 'probe' && !this.firstProbe) {
-      const before = this.probeCommits.slice(0, m.rep);
-      const earlier = before.includes('pending') ? undefined : before.filter((c) => c === 'ok').length;
-      this.firstProbe = { gen, earlier };
-    }
+    if (m.kind === 'probe' && !this.firstProbe) this.firstProbe = { gen, earlier: this.commitsBeforeProbe(m.rep) };
     this.seen.set(m.key, gen);
     this.waiters.get(m.key)?.();
+  }
+
+  /**
+   * Our commits before probe repetition `rep`: the probes before it and the writes made while
+   * loading that ended before it started. Undefined when that is unknown: a probe not yet
+   * answered, a write of unknown count, or a write overlapping the probe.
+   */
+  private commitsBeforeProbe(rep: number): number | undefined {
+    const before = this.probeCommits.slice(0, rep);
+    if (before.includes('pending')) return undefined;
+    let n = before.filter((c) => c === 'ok').length;
+    const probe = this.probeTicks[rep]!;
+    for (const w of this.loadingWrites) {
+      if (w.end !== undefined && w.end < probe.start) {
+        if (w.transactions === undefined) return undefined;
+        n += w.transactions;
+      } else if (probe.end === undefined || w.start < probe.end) {
+        return undefined;
+      }
+    }
+    return n;
   }
 
   /** Records a generation's changes as foreign, for every follower they are relevant to. */

@@ -10,7 +10,7 @@ import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type Nf
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
-import type { CommitCount } from '../common/foreign-watch.js';
+import type { CommitCount } from '../common/watch.js';
 import { TABLE, describeRuleset, toNftScript, type NftFamily, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 
@@ -256,6 +256,7 @@ export class NftablesBackend implements Backend {
   async verify(): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
     const watched = await this.foreignWatch.readBackReason(this.check.inSync());
+    if (watched.retry) return { ...NOTHING_TO_REPAIR, retry: watched.retry };
     const reason = watched.reason ?? (this.unreadSinceStart ? 'started from a checkpoint' : undefined);
     const foreign = watched.foreign;
     this.unreadSinceStart = false;

@@ -23,8 +23,6 @@ export function commitNftMarker(name: string, exec: ExecOptions): Promise<void> 
 }
 
 export class NftMonitor extends GenerationMonitor {
-  /** Writes of ours begun before the monitor was subscribed: their begin marker went unseen. */
-  private earlyWrites = 0;
   private readonly openWrites = new Set<number>();
 
   constructor(wrap: string[]) {
@@ -54,22 +52,18 @@ export class NftMonitor extends GenerationMonitor {
 
   /** A generation's changes are ours when a write of ours was open while it was committed. */
   protected onGeneration(_pid: number, lines: string[]): void {
-    // During writes begun before the first probe whose changes these are is unknown.
-    if (this.earlyWrites > 0 || this.openWrites.size > 0) return;
+    if (this.openWrites.size > 0) return;
     this.recordForeign(lines);
   }
 
   /** Runs one of our writes between two markers, so that its changes are not taken for foreign ones. */
   async ownWrite<T>(write: () => Promise<T>): Promise<T> {
     const id = this.seq++;
-    const early = !this.isReady;
-    if (early) this.earlyWrites++;
     await this.mark('begin', id);
     try {
       return await write();
     } finally {
       await this.mark('end', id);
-      if (early) this.earlyWrites--;
     }
   }
 }
