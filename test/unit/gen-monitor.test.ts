@@ -226,4 +226,15 @@ describe('an unwatched full write proven by generation numbers', () => {
     await watch.write(fullWrite(1, false));
     assert.equal((await decide(watch)).reason, 'monitor restarted');
   });
+
+  it('a small whole-table write at start waits briefly for the monitor just started, and is watched', async () => {
+    let mon: FakeMonitor | undefined;
+    const watch = new ForeignWatch(() => (mon && !mon.dead ? mon : (mon = new FakeMonitor())), 'nftables ip', (e) => e.table === 'kube-proxy', 1000);
+    kernel.missProbes = 1;
+    watch.start();
+    assert.equal(mon!.isReady, false);
+    await watch.write(fullWrite(1), true);
+    assert.equal(mon!.isReady, true, 'the write waited for the monitor');
+    assert.equal((await decide(watch)).reason, undefined, 'no read-back at the first verification');
+  });
 });

@@ -60,7 +60,7 @@ export type MonitorLine =
  * come at growing intervals so that one load can finish.
  */
 const READY_TIMEOUT_MS = 300_000;
-const FIRST_PROBE_INTERVAL_MS = 500;
+const FIRST_PROBE_INTERVAL_MS = 100;
 const MAX_PROBE_INTERVAL_MS = 16_000;
 
 /** The process, its lines, the probes and the foreign changes; subclasses say whose a generation is. */

@@ -105,7 +105,7 @@ export class NftablesBackend implements Backend {
       if (count) count.transactions = transactions;
     };
     const bytes = scripts.reduce((n, s) => n + s.length, 0);
-    await (bytes > UNWATCHED_WRITE_BYTES ? this.foreignWatch.unwatchedWrite(send, replacesTable) : this.foreignWatch.write(send));
+    await (bytes > UNWATCHED_WRITE_BYTES ? this.foreignWatch.unwatchedWrite(send, replacesTable) : this.foreignWatch.write(send, replacesTable));
   }
 
   private get exec(): { wrap?: string[] } {
@@ -119,6 +119,8 @@ export class NftablesBackend implements Backend {
   async sync(snapshot: Snapshot): Promise<SyncResult> {
     if (!this.startedUp) {
       this.startedUp = true;
+      // It loads the (empty or old) ruleset while leftovers are removed and the first sync renders.
+      if (!this.opts.dryRun) this.foreignWatch.start();
       if (this.opts.removeLeftovers && !this.opts.dryRun) await removeLeftovers(this.exec);
       if (this.opts.checkpointFile && !this.opts.dryRun) this.checkpoint = this.loadCheckpoint(this.opts.checkpointFile);
     }
