@@ -93,6 +93,8 @@ export class Proxy {
   private syncStartedAt = 0;
   /** performance.now() at the end of the last verification of every family; null before the first. */
   private verifiedAt: number | null = null;
+  /** Set by stop(): the sync in flight finishes its writes but verifies nothing (a read-back would hold the stop). */
+  private stopping = false;
 
   constructor(private readonly opts: ProxyOptions) {
     this.config = opts.config;
@@ -195,6 +197,7 @@ export class Proxy {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
     await this.opts.source.stop();
     await this.runner.stop();
     for (const b of this.backends?.values() ?? []) {
@@ -281,7 +284,7 @@ export class Proxy {
       for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
     }
     // After every family's rules are written, so that a verification delays no family's change.
-    if (!this.verifyDue()) return;
+    if (this.stopping || !this.verifyDue()) return;
     const putOff: Array<Promise<unknown>> = [];
     for (const [family, backend] of backends) {
       if (!backend.verify) continue;

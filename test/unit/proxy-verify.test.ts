@@ -158,3 +158,30 @@ test('a verification put off by the backend holds no change, and runs once what 
     await proxy.stop();
   }
 });
+
+test('a sync in flight when the proxy stops does not verify: the stop waits for no read-back', async () => {
+  const source = new PushSource();
+  let backend: SlowVerifyBackend | undefined;
+  const proxy = new Proxy({
+    config: applyDefaults({ mode: 'nftables', nftables: { minSyncPeriod: '0s', syncPeriod: '1h' } }),
+    nodeName: 'node-1',
+    // Its first sync is slow (the write), and its verification slower (a read-back).
+    createBackend: (cfg) => {
+      backend = new SlowVerifyBackend(cfg.family, 2000);
+      const sync = backend.sync.bind(backend);
+      backend.sync = async (snap) => {
+        await new Promise((r) => setTimeout(r, 300));
+        return sync(snap);
+      };
+      return backend;
+    },
+    source,
+  });
+  await proxy.start();
+  await new Promise((r) => setTimeout(r, 100));
+  const t0 = performance.now();
+  await proxy.stop();
+  assert.ok(performance.now() - t0 < 1500, 'stopped without waiting for the verification');
+  assert.equal(backend!.syncs, 1, 'the write in flight finished');
+  assert.equal(backend!.verifications, 0);
+});
