@@ -43,6 +43,16 @@ class SlowVerifyBackend implements Backend {
   async cleanup(): Promise<void> {}
 }
 
+/** Resolves after the proxy's next sync attempt. */
+function nextSync(proxy: Proxy): Promise<void> {
+  return new Promise((resolve) => {
+    const off = proxy.runner.onSync(() => {
+      off();
+      resolve();
+    });
+  });
+}
+
 function service(i: number): SourceEvent {
   const object = {
     apiVersion: 'v1',
@@ -62,13 +72,7 @@ test('a verification longer than syncPeriod is not repeated at every change', as
     source,
     createBackend: (cfg) => (backend = new SlowVerifyBackend(cfg.family, 300)),
   });
-  const synced = (): Promise<void> =>
-    new Promise((resolve) => {
-      const off = proxy.runner.onSync(() => {
-        off();
-        resolve();
-      });
-    });
+  const synced = (): Promise<void> => nextSync(proxy);
   try {
     let next = synced();
     await proxy.start();
@@ -124,13 +128,7 @@ test('a verification put off by the backend holds no change, and runs once what 
     source,
     createBackend: (cfg) => (backend = new PutOffBackend(cfg.family, ready)),
   });
-  const synced = (): Promise<void> =>
-    new Promise((resolve) => {
-      const off = proxy.runner.onSync(() => {
-        off();
-        resolve();
-      });
-    });
+  const synced = (): Promise<void> => nextSync(proxy);
   try {
     let next = synced();
     await proxy.start();
