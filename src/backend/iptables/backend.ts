@@ -296,6 +296,7 @@ export class IptablesBackend implements Backend {
       this.foreignWatch?.forget();
     } else if (this.foreignWatch) {
       const seen = await this.foreignWatch.readBackReason(this.check.inSync());
+      if (seen.retry) return { ...NOTHING_TO_REPAIR, retry: seen.retry };
       if (!seen.reason) return NOTHING_TO_REPAIR;
       reason = seen.reason;
       if (seen.foreign) {
