@@ -79,17 +79,14 @@ export abstract class GenerationMonitor {
    * before it (undefined when one had not yet answered, so its commit is unknown).
    */
   firstProbe: { gen: number; earlier: number | undefined } | undefined;
-  /** Outcome of each probe commit, by repetition. */
-  private readonly probeCommits: Array<'pending' | 'ok' | 'failed'> = [];
   /**
-   * Our probe commits and our writes made while loading, each with ticks of a counter taken when
-   * it started and ended: what ended before the first shown probe started committed before it.
+   * Each probe commit (by repetition) and each write of ours made while loading, with its outcome
+   * or count and ticks of a counter taken when it started and ended: what ended before the first
+   * shown probe started committed before it.
    */
   private tick = 0;
-  private readonly probeTicks: Array<{ start: number; end?: number }> = [];
+  private readonly probeCommits: Array<{ outcome: 'pending' | 'ok' | 'failed'; start: number; end?: number }> = [];
   private readonly loadingWrites: Array<{ start: number; end?: number; transactions?: number }> = [];
-  /** Writes of ours begun before the monitor was ready and not yet done: the changes committed meanwhile are not foreign. */
-  private writesLoading = 0;
   /** A waited-for marker was printed: the next generation line is its transaction's. */
   private markerShown: { key: string; kind: MarkerKind; rep: number } | undefined;
   private readonly child: ChildProcessWithoutNullStreams;
@@ -156,17 +153,16 @@ export abstract class GenerationMonitor {
   /** Commits a probe marker, recording whether the commit happened. */
   private async markProbe(id: number): Promise<void> {
     const rep = this.probeCommits.length;
-    this.probeCommits.push('pending');
-    const ticks: { start: number; end?: number } = { start: this.tick++ };
-    this.probeTicks.push(ticks);
+    const commit: (typeof this.probeCommits)[number] = { outcome: 'pending', start: this.tick++ };
+    this.probeCommits.push(commit);
     try {
       await this.mark('probe', id, rep);
-      this.probeCommits[rep] = 'ok';
+      commit.outcome = 'ok';
     } catch (e) {
-      this.probeCommits[rep] = 'failed';
+      commit.outcome = 'failed';
       throw e;
     } finally {
-      ticks.end = this.tick++;
+      commit.end = this.tick++;
     }
   }
 
@@ -179,12 +175,10 @@ export abstract class GenerationMonitor {
   async loadingWrite<T>(write: (count: CommitCount) => Promise<T>): Promise<T> {
     const w: { start: number; end?: number; transactions?: number } = { start: this.tick++ };
     this.loadingWrites.push(w);
-    this.writesLoading++;
     const count: CommitCount = {};
     try {
       return await write(count);
     } finally {
-      this.writesLoading--;
       w.transactions = count.transactions;
       w.end = this.tick++;
     }
@@ -303,7 +297,9 @@ export abstract class GenerationMonitor {
       this.markerShown = undefined;
       // Before the first probe whose changes these are is unknown: the backend reads the kernel
       // back for that time instead.
-      if (this.isReady && this.writesLoading === 0 && lines.length > 0) this.onGeneration(l.pid, lines);
+      // Nor are they known while a write of ours begun during loading still runs.
+      const writing = this.loadingWrites.some((w) => w.end === undefined);
+      if (this.isReady && !writing && lines.length > 0) this.onGeneration(l.pid, lines);
       return;
     }
     if (l.kind === 'probe') this.isReady = true;
@@ -326,9 +322,9 @@ export abstract class GenerationMonitor {
    */
   private commitsBeforeProbe(rep: number): number | undefined {
     const before = this.probeCommits.slice(0, rep);
-    if (before.includes('pending')) return undefined;
-    let n = before.filter((c) => c === 'ok').length;
-    const probe = this.probeTicks[rep]!;
+    if (before.some((c) => c.outcome === 'pending')) return undefined;
+    let n = before.filter((c) => c.outcome === 'ok').length;
+    const probe = this.probeCommits[rep]!;
     for (const w of this.loadingWrites) {
       if (w.end !== undefined && w.end < probe.start) {
         if (w.transactions === undefined) return undefined;
