@@ -92,6 +92,11 @@ export interface Backend {
   stop?(removeRules: boolean): Promise<void>;
   /** Counters of the connections this process carries itself (userspace mode, localhost NodePorts). */
   carriedTraffic?(): CarriedTraffic | undefined;
+  /**
+   * Per service key, the ports of this process's listeners that answer the service's redirected
+   * traffic (userspace mode): conntrack entries answered by them are not stale.
+   */
+  conntrackReplyPorts?(): ReadonlyMap<string, readonly number[]>;
   /** Human-readable dump of what is currently programmed (for dry-run and debugging). */
   describe?(): string;
   /**

@@ -137,8 +137,10 @@ function startConntrackReconciler(proxy: Proxy, metrics: ProxyMetrics): () => vo
   const reconciler = new ConntrackReconciler({}, (family, deleted, seconds) => metrics.conntrackReconciled(family, deleted, seconds));
   const pass = (): void => {
     if (proxy.lastSnapshots.size === 0) return;
-    const nodeIPs = (family: string): string[] => proxy.backendConfigs.find((c) => c.family === family)?.nodeIPs ?? [];
-    void reconciler.reconcile(proxy.lastSnapshots.values(), nodeIPs);
+    void reconciler.reconcile(proxy.lastSnapshots.values(), {
+      ips: (family) => proxy.backendConfigs.find((c) => c.family === family)?.nodeIPs ?? [],
+      proxyPorts: (family) => proxy.backends?.get(family)?.conntrackReplyPorts?.(),
+    });
   };
   const off = proxy.runner.onSync((r) => {
     if (r.ok) pass();

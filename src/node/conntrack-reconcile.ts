@@ -53,13 +53,22 @@ export interface Frontends {
 
 const norm = (ip: string): string => ip.toLowerCase();
 
-export function frontendsOf(snapshot: Snapshot): Frontends {
+/** How a reply from this process's own listener (userspace mode) is written in a serving set. */
+const proxyReply = (port: number): string => `proxy ${port}`;
+
+/**
+ * `proxyPorts`: per service key, the ports of this process's listeners that answer for it. A
+ * redirected flow's reply comes from one of them (from whichever local address), never from an
+ * endpoint, and is current as long as that listener is.
+ */
+export function frontendsOf(snapshot: Snapshot, proxyPorts?: ReadonlyMap<string, readonly number[]>): Frontends {
   const f: Frontends = { byAddress: new Map(), byNodePort: new Map() };
-  for (const s of snapshot.services.values()) {
+  for (const [key, s] of snapshot.services) {
     const proto: Protocol = s.info.protocol;
     if (proto === 'TCP') continue;
     const p = proto.toLowerCase();
     const serving = new Set(s.allReachableEndpoints.map((e) => `${norm(e.ip)} ${e.port}`));
+    for (const port of proxyPorts?.get(key) ?? []) serving.add(proxyReply(port));
     const add = (key: string, map: Map<string, Set<string>>): void => {
       const set = map.get(key) ?? new Set<string>();
       for (const e of serving) set.add(e);
@@ -81,7 +90,7 @@ export function staleFlows(flows: ConntrackFlow[], frontends: Frontends, nodeIPs
     const dst = norm(fl.origDst);
     let serving = frontends.byAddress.get(`${fl.protocol} ${dst} ${fl.origDport}`);
     if (!serving && nodeSet.has(dst)) serving = frontends.byNodePort.get(`${fl.protocol} ${fl.origDport}`);
-    return serving !== undefined && !serving.has(reply);
+    return serving !== undefined && !serving.has(reply) && !serving.has(proxyReply(fl.replySport));
   });
 }
 
@@ -96,6 +105,13 @@ export function deleteArgs(family: IPFamily, fl: ConntrackFlow): string[] {
     '--orig-port-src', String(fl.origSport),
     '--orig-port-dst', String(fl.origDport),
   ];
+}
+
+/** What a pass needs from the node, per family. */
+export interface NodeView {
+  ips(family: IPFamily): string[];
+  /** See frontendsOf. */
+  proxyPorts(family: IPFamily): ReadonlyMap<string, readonly number[]> | undefined;
 }
 
 export class ConntrackReconciler {
@@ -113,19 +129,19 @@ export class ConntrackReconciler {
    * One pass over every family's table; a pass already running is awaited instead of
    * starting another. Resolves with the number of entries deleted; never throws.
    */
-  reconcile(snapshots: Iterable<Snapshot>, nodeIPs: (family: IPFamily) => string[]): Promise<number> {
+  reconcile(snapshots: Iterable<Snapshot>, node: NodeView): Promise<number> {
     if (this.running) return this.running;
     const snaps = [...snapshots];
-    this.running = this.pass(snaps, nodeIPs).finally(() => {
+    this.running = this.pass(snaps, node).finally(() => {
       this.running = null;
     });
     return this.running;
   }
 
-  private async pass(snaps: Snapshot[], nodeIPs: (family: IPFamily) => string[]): Promise<number> {
+  private async pass(snaps: Snapshot[], node: NodeView): Promise<number> {
     let deleted = 0;
     for (const snap of snaps) {
-      const frontends = frontendsOf(snap);
+      const frontends = frontendsOf(snap, node.proxyPorts(snap.family));
       if (frontends.byAddress.size === 0 && frontends.byNodePort.size === 0) continue;
       const started = performance.now();
       const before = deleted;
@@ -137,7 +153,7 @@ export class ConntrackReconciler {
           if (proto === 'udp') log.warn('listing conntrack entries failed', { family: snap.family, error: res.stderr.trim() });
           continue;
         }
-        for (const fl of staleFlows(parseConntrackList(res.stdout), frontends, nodeIPs(snap.family))) {
+        for (const fl of staleFlows(parseConntrackList(res.stdout), frontends, node.ips(snap.family))) {
           const del = await runConntrack(deleteArgs(snap.family, fl), this.opts);
           if (del.code === 0) {
             deleted++;

@@ -315,7 +315,9 @@ items:
   });
 
   test('a file rewritten in place (truncated, then written slowly) never drops its services', async () => {
-    const src = setup({ 's.yaml': svcYaml('steady', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 150 });
+    // The stable period is far longer than the pause between writes, so a loaded machine's late
+    // timers cannot make a half-written file look finished.
+    const src = setup({ 's.yaml': svcYaml('steady', 81) }, { debounceMs: 20, rescanIntervalMs: 0, stableMs: 1000 });
     const rec = new Recorder();
     await src.start(rec);
     rec.take();

@@ -161,6 +161,21 @@ describe('conntrack reconciler', () => {
     ]);
   });
 
+  test("userspace mode: a flow redirected to the proxy's current listener is not stale; one to an old listener port is", () => {
+    const dns = servicePort({ namespace: 'default', serviceName: 'dns', protocol: 'UDP', clusterIP: '10.96.0.53', port: 53, endpoints: [endpoint('10.244.2.10', 5353)] });
+    const redirected = [
+      'udp      17 25 src=10.244.1.20 dst=10.96.0.53 sport=41000 dport=53 src=10.0.0.1 dst=10.244.1.20 sport=36001 dport=41000 mark=0 use=1',
+      'udp      17 25 src=10.244.1.21 dst=10.96.0.53 sport=41001 dport=53 src=10.244.1.1 dst=10.244.1.21 sport=36001 dport=41001 mark=0 use=1',
+      'udp      17 25 src=10.244.1.22 dst=10.96.0.53 sport=41002 dport=53 src=10.0.0.1 dst=10.244.1.22 sport=36999 dport=41002 mark=0 use=1',
+    ].join('\n');
+    const snap = snapshot([dns]);
+    const key = [...snap.services.keys()][0]!;
+    const stale = staleFlows(parseConntrackList(redirected), frontendsOf(snap, new Map([[key, [36001]]])), ['10.0.0.1']);
+    assert.deepEqual(stale.map((f) => f.origSport), [41002]);
+    // Without the listener ports every redirected flow would look stale (its reply is not from an endpoint).
+    assert.equal(staleFlows(parseConntrackList(redirected), frontendsOf(snap), ['10.0.0.1']).length, 3);
+  });
+
   test('a service scaled to zero makes every entry to it stale; TCP services are never touched', () => {
     const zero = servicePort({ namespace: 'default', serviceName: 'dns', protocol: 'UDP', clusterIP: '10.96.0.53', port: 53 });
     const tcp = servicePort({ namespace: 'default', serviceName: 'dns', protocol: 'TCP', clusterIP: '10.96.0.54', port: 53 });

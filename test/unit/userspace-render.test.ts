@@ -28,6 +28,7 @@ describe('userspace plan', () => {
     assert.deepEqual(plan.listeners, [
       {
         key: 'ns1/web:http/TCP',
+        service: 'ns1/web:http/TCP',
         protocol: 'TCP',
         endpoints: [
           { ip: '10.244.0.5', port: 8080 },

@@ -11,7 +11,7 @@ import { startUpFlavour } from '../iptables/startup.js';
 import { renderContext } from '../iptables/render.js';
 import { toRestoreInput, type IptChain, type RuleParts } from '../iptables/syntax.js';
 import { isUserspaceChain } from './names.js';
-import { planUserspace, type ListenerSpec } from './plan.js';
+import { planUserspace, type ListenerSpec, type UserspacePlan } from './plan.js';
 import { redirectJumps, renderRedirects } from './render.js';
 
 /** The in-process proxy as the backend drives it: the full desired set of listeners each time. */
@@ -48,6 +48,8 @@ export class UserspaceBackend implements Backend {
   private pool: ListenerPool | undefined;
   private flavour: Flavour | undefined;
   private written: IptChain[] | undefined;
+  /** Service key → its listeners' ports, as of the last sync. */
+  private replyPorts = new Map<string, number[]>();
   private inSync = true;
   /** Traffic from this node's pods, as the iptables mode detects it (absent: not detectable). */
   private readonly fromLocalPods: RuleParts | undefined;
@@ -72,6 +74,7 @@ export class UserspaceBackend implements Backend {
     }
     this.pool ??= this.opts.createPool();
     const ports = await this.pool.update(plan.listeners);
+    this.replyPorts = replyPortsOf(plan, ports);
     const chains = renderRedirects(plan, ports, this.opts.nodePortIPs, this.fromLocalPods);
     const flavour = await this.ensureFlavour();
     const changed = this.written === undefined || !sameChains(this.written, chains) || !this.inSync;
@@ -95,6 +98,10 @@ export class UserspaceBackend implements Backend {
 
   carriedTraffic(): CarriedTraffic | undefined {
     return carried(this.pool, 'userspace');
+  }
+
+  conntrackReplyPorts(): ReadonlyMap<string, readonly number[]> {
+    return this.replyPorts;
   }
 
   /** Compares our four chains and their jumps with the kernel's, and rewrites them when they differ. */
@@ -143,6 +150,18 @@ export class UserspaceBackend implements Backend {
     this.flavour ??= await startUpFlavour(this.family, this.opts.flavour, this.opts, this.opts.removeLeftovers);
     return this.flavour;
   }
+}
+
+function replyPortsOf(plan: UserspacePlan, ports: ReadonlyMap<string, number>): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const l of plan.listeners) {
+    const port = ports.get(l.key);
+    if (port === undefined) continue;
+    const list = out.get(l.service);
+    if (list) list.push(port);
+    else out.set(l.service, [port]);
+  }
+  return out;
 }
 
 function sameChains(a: IptChain[], b: IptChain[]): boolean {

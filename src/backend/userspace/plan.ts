@@ -10,6 +10,8 @@ export type ListenerProtocol = 'TCP' | 'UDP' | 'SCTP';
 export interface ListenerSpec {
   /** `ns/name:port/PROTO`, with `/local` for the listener of a Local traffic policy. */
   key: string;
+  /** The snapshot's key of the service port it answers for. */
+  service: string;
   protocol: ListenerProtocol;
   endpoints: Array<{ ip: string; port: number }>;
   /** ClientIP affinity timeout in seconds; absent without affinity. */
@@ -42,10 +44,11 @@ export interface UserspacePlan {
   portals: Portal[];
 }
 
-function listenerFor(s: ServicePortState, key: string, local: boolean, family: IPFamily): ListenerSpec {
+function listenerFor(s: ServicePortState, service: string, local: boolean, family: IPFamily, suffix = local ? '/local' : ''): ListenerSpec {
   const eps = usable(local ? s.localEndpoints : s.clusterEndpoints, family);
   const spec: ListenerSpec = {
-    key: local ? `${key}/local` : key,
+    key: service + suffix,
+    service,
     protocol: s.info.protocol,
     endpoints: eps.map((e) => ({ ip: e.ip, port: e.port })),
   };
@@ -100,7 +103,7 @@ export function planLocalhostNodePorts(snapshot: Snapshot): Array<ListenerSpec &
     const s = snapshot.services.get(key)!;
     const c = validated(s, { family });
     if (!c || c.info.nodePort === 0) continue;
-    out.push({ ...listenerFor(s, `${key}/localhost`, false, family), fixedPort: c.info.nodePort });
+    out.push({ ...listenerFor(s, key, false, family, '/localhost'), fixedPort: c.info.nodePort });
   }
   return out;
 }
