@@ -100,11 +100,8 @@ export class ForeignWatch {
    * monitor is loading it cannot tell, so the next verification reads the kernel back, unless
    * the write (counting its transactions in `count`) ends up proven ours with an unwatched one.
    */
-  async write<T>(write: (count: CommitCount) => Promise<T>, replacesAll = false): Promise<T> {
+  async write<T>(write: (count: CommitCount) => Promise<T>): Promise<T> {
     const mon = this.running();
-    // A whole small table written at start: the monitor started just before is worth a short
-    // wait, or the first verification reads the table back while changes wait behind it.
-    if (mon && !mon.isReady && replacesAll) await waitAtMost(mon.ready, READY_BEFORE_WRITE_MS);
     if (mon?.isReady) return mon.ownWrite(() => write({}));
     this.restarted = true;
     return mon ? mon.loadingWrite(write) : write({});
