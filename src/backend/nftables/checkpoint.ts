@@ -6,7 +6,7 @@
 // is consumed at once, so a checkpoint is trusted at most once; the first verification after such
 // a start reads the table back to catch what was changed while no proxy was watching.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { NftRuleset } from './render.js';
 
@@ -33,27 +33,51 @@ export const newToken = (): string => randomBytes(8).toString('hex');
 
 export const markerChain = (token: string): string => `${MARKER_PREFIX}${token}`;
 
-/** Writes the checkpoint atomically (a reader never sees half a file). */
+/** Text is written out once this much has gathered. */
+const WRITE_CHUNK_CHARS = 1 << 18;
+
+/**
+ * Writes the checkpoint atomically (a reader never sees half a file). The JSON is written as it
+ * is produced: built whole, it and its copy as bytes cost the stopping proxy 50 MiB at 10,000
+ * services, its highest memory of all.
+ */
 export function writeCheckpoint(path: string, cp: Checkpoint): void {
-  const stored: Stored = {
-    format: FORMAT,
-    token: cp.token,
-    ruleset: {
-      family: cp.ruleset.family,
-      table: cp.ruleset.table,
-      sets: cp.ruleset.sets.map((s) => ({
-        name: s.name,
-        kind: s.kind,
-        decl: s.decl,
-        ...(s.dynamic ? { dynamic: true } : {}),
-        elements: s.dynamic ? [] : [...s.elements].map(([k, v]): [string, string | null] => [k, v ?? null]),
-      })),
-      chains: cp.ruleset.chains,
-    },
-  };
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, JSON.stringify(stored), { mode: 0o600 });
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    let pending = '';
+    const put = (text: string): void => {
+      pending += text;
+      if (pending.length >= WRITE_CHUNK_CHARS) {
+        writeSync(fd, pending);
+        pending = '';
+      }
+    };
+    const rs = cp.ruleset;
+    put(`{"format":${FORMAT},"token":${JSON.stringify(cp.token)},"ruleset":{"family":${JSON.stringify(rs.family)},"table":${JSON.stringify(rs.table)},"sets":[`);
+    rs.sets.forEach((set, i) => {
+      const head: Omit<Stored['ruleset']['sets'][number], 'elements'> = { name: set.name, kind: set.kind, decl: set.decl, ...(set.dynamic ? { dynamic: true } : {}) };
+      put(`${i > 0 ? ',' : ''}${JSON.stringify(head).slice(0, -1)},"elements":[`);
+      let first = true;
+      if (!set.dynamic) {
+        for (const [k, v] of set.elements) {
+          put(`${first ? '' : ','}[${JSON.stringify(k)},${v === undefined ? 'null' : JSON.stringify(v)}]`);
+          first = false;
+        }
+      }
+      put(']}');
+    });
+    put('],"chains":[');
+    rs.chains.forEach((c, i) => put(`${i > 0 ? ',' : ''}${JSON.stringify(c)}`));
+    put(']}}');
+    writeSync(fd, pending);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  closeSync(fd);
   renameSync(tmp, path);
 }
 

@@ -1,0 +1,52 @@
+// The restart checkpoint: what a clean stop writes is what the next start reads, exactly.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { takeCheckpoint, writeCheckpoint, type Checkpoint } from '../../src/backend/nftables/checkpoint.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'kpt-checkpoint-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function ruleset(elements: number): Checkpoint['ruleset'] {
+  const big = new Map<string, string | undefined>();
+  for (let i = 0; i < elements; i++) big.set(`10.96.${i >> 8}.${i & 255} . tcp . 80 . ${i % 10}`, `10.244.${i >> 8}.${i & 255} . 8080`);
+  return {
+    family: 'ip',
+    table: 'kube-proxy',
+    sets: [
+      { name: 'cluster-ips', kind: 'set', decl: 'type ipv4_addr', elements: new Map([['10.96.0.1', undefined]]) },
+      { name: 'service-tcp-endpoints', kind: 'map', decl: 'type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service', elements: big },
+      { name: 'affinity-x', kind: 'set', decl: 'type ipv4_addr; flags dynamic,timeout; timeout 3h', dynamic: true, elements: new Map() },
+      { name: 'odd', kind: 'map', decl: 'type ifname : verdict', elements: new Map([['"we\\"ird\\u2028"', 'goto "x"']]) },
+    ],
+    chains: [
+      { name: 'services', rules: ['ip daddr . meta l4proto . th dport vmap @service-ips'] },
+      { name: 'empty', rules: [] },
+    ],
+  };
+}
+
+test('a checkpoint written in pieces (1 MB: several chunks) reads back as the same ruleset', () => {
+  const path = join(dir, 'a', 'checkpoint.json');
+  const cp: Checkpoint = { token: 'abc123', ruleset: ruleset(20000) };
+  writeCheckpoint(path, cp);
+  assert.deepEqual(readdirSync(join(dir, 'a')), ['checkpoint.json'], 'no temporary file left');
+  assert.deepEqual(takeCheckpoint(path), cp);
+  assert.equal(existsSync(path), false, 'a checkpoint is read once');
+});
+
+test('a write that fails leaves neither the checkpoint nor a temporary file', () => {
+  const path = join(dir, 'b', 'checkpoint.json');
+  const cp = { token: 't', ruleset: ruleset(10) };
+  // A set whose elements cannot be iterated fails half-way through the file.
+  (cp.ruleset.sets[1] as { elements: unknown }).elements = {
+    *[Symbol.iterator]() {
+      yield ['k', 'v'];
+      throw new Error('disk full');
+    },
+  };
+  assert.throws(() => writeCheckpoint(path, cp), /disk full/);
+  assert.deepEqual(readdirSync(join(dir, 'b')), []);
+});
