@@ -4,7 +4,7 @@
 // and what a request in flight gets when the process dies. How a request is written and when its
 // answer is complete is each tool's own.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DIE_WITH_PARENT, EXEC_TEMP_PREFIX, helperFor, keepAlive, quote, type ExecOptions, type ExecResult } from './exec.js';
@@ -116,7 +116,7 @@ export class CommandShell extends ToolProcess<string> {
   }
 
   /** Runs `argv` with `input` as a file named by the last argument (`as: 'arg'`) or as stdin. */
-  async run(argv: string[], input: string, as: 'arg' | 'stdin' = 'arg', timeoutMs = COMMAND_TIMEOUT_MS): Promise<ExecResult> {
+  async run(argv: string[], input: string | Iterable<string>, as: 'arg' | 'stdin' = 'arg', timeoutMs = COMMAND_TIMEOUT_MS): Promise<ExecResult> {
     if (this.dead) throw new Error('helper shell exited');
     const id = this.seq++;
     const inFile = join(this.dir, `in-${id}`);
@@ -126,7 +126,7 @@ export class CommandShell extends ToolProcess<string> {
     const cmd = as === 'arg' ? [...tool, inFile].map(quote).join(' ') + ' </dev/null' : `${tool.map(quote).join(' ')} <${quote(inFile)}`;
     const line = await this.request(
       () => {
-        writeFileSync(inFile, input, { mode: 0o600 });
+        writeInput(inFile, input);
         this.child.stdin.write(`${cmd} >${quote(outFile)} 2>${quote(errFile)}; echo "rc=$?"\n`);
       },
       timeoutMs,
@@ -149,6 +149,20 @@ export class CommandShell extends ToolProcess<string> {
     if (line === 'rc=124 timeout') return { code: 124, stdout, stderr: `${argv[0]} did not finish within ${timeoutMs / 1000} s\n${stderr}` };
     const code = /^rc=(\d+)$/.exec(line.trim());
     return { code: code ? Number(code[1]) : 1, stdout, stderr };
+  }
+}
+
+/** Input given in pieces is written piece by piece: it is never held whole. */
+function writeInput(path: string, input: string | Iterable<string>): void {
+  if (typeof input === 'string') {
+    writeFileSync(path, input, { mode: 0o600 });
+    return;
+  }
+  const fd = openSync(path, 'w', 0o600);
+  try {
+    for (const part of input) writeSync(fd, part);
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -80,7 +80,7 @@ describe('nftables apply (network namespace)', () => {
     // No change: nothing is sent.
     const r5 = await be.sync(partial([a2], [], [], 5));
     assert.equal(r5.operations, 0);
-    assert.deepEqual(be.lastScripts, []);
+    assert.equal(be.lastTransactions, 0);
 
     await be.cleanup();
     assert.equal(await readTable('ip', exec), undefined);
@@ -91,7 +91,7 @@ describe('nftables apply (network namespace)', () => {
     const s1 = snapshot(ports);
     const be = new NftablesBackend(cfg, { wrap, removeLeftovers: false, budget: 500 });
     await be.sync(s1);
-    assert.equal(be.lastScripts.length, 1, 'nothing to keep serving: one transaction');
+    assert.equal(be.lastTransactions, 1, 'nothing to keep serving: one transaction');
     await assertKernelHas(render(s1, cfg));
 
     // A restart with one service gone and one changed while the proxy was down.

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
+import { nftScriptParts, render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
 import { diff, opCountFromScratch, opsToScripts, type NftOp } from '../../src/backend/nftables/diff.js';
 import { RulesetState } from '../../src/backend/nftables/state.js';
 import { NftError, applyScript } from '../../src/backend/nftables/apply.js';
@@ -427,6 +427,35 @@ describe('kernel acceptance (throwaway network namespace)', () => {
       assert.equal(e.lineText, 'add rule ip kube-proxy c jump no-such-chain');
       return true;
     });
+  });
+
+  test('a script in pieces is applied as one file, and a refused one names its failing line across the pieces', async () => {
+    const good = ['add table ip kpts-parts\nadd chain ', 'ip kpts-parts c\n', 'add chain ip kpts-parts d\n'];
+    await applyScript({ parts: () => good }, { wrap });
+    assert.match(execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kpts-parts']).toString(), /chain c[\s\S]*chain d/);
+    const bad = ['add chain ip kpts-parts e\nadd rule ip kpts-', 'parts c jump no-such-chain\n'];
+    await assert.rejects(applyScript({ parts: () => bad }, { wrap }), (e: unknown) => {
+      assert.ok(e instanceof NftError);
+      assert.equal(e.line, 2);
+      assert.equal(e.lineText, 'add rule ip kpts-parts c jump no-such-chain');
+      return true;
+    });
+    assert.doesNotMatch(execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'ip', 'kpts-parts']).toString(), /chain e/);
+    await applyScript('delete table ip kpts-parts\n', { wrap });
+  });
+
+  test('a large table comes in pieces of bounded size, broken at line ends, every element once', () => {
+    const rs = renderCase(Object.keys(cases)[0]!);
+    const big = { ...rs, sets: rs.sets.map((x) => ({ ...x })) };
+    const target = big.sets.find((x) => !x.dynamic && x.kind === 'set' && x.name === 'cluster-ips')!;
+    target.elements = new Map(Array.from({ length: 30000 }, (_, i) => [`10.96.${i >> 8}.${i & 255}`, undefined]));
+    const parts = [...nftScriptParts(big)];
+    assert.ok(parts.length > 1, 'several pieces');
+    assert.ok(parts.every((p) => p.length < (1 << 18) + 200), 'each piece stays small');
+    assert.ok(parts.every((p) => p.endsWith('\n')), 'broken at line ends');
+    const text = parts.join('');
+    assert.equal(text.match(/^\t,?10\.96\.\d+\.\d+$/gm)?.length, 30000);
+    assert.ok(text.endsWith('}\n'));
   });
 
   test('a rejected partial transaction (interactive nft session) names the failing command and changes nothing', async () => {

@@ -124,6 +124,12 @@ function rejected(script: string, nftMessage: string, line: number): NftError {
   );
 }
 
+/**
+ * One transaction's text: whole, or produced in pieces (a whole table: written to nft's input
+ * file piece by piece, never held as one text).
+ */
+export type NftScript = string | { parts(): Iterable<string> };
+
 /** Above this, nft's line editor costs more than a process start: such scripts use `nft -f`. */
 const INTERACTIVE_MAX_BYTES = 64 * 1024;
 
@@ -132,7 +138,13 @@ const INTERACTIVE_MAX_BYTES = 64 * 1024;
  * single commands and element blocks (partial syncs) go through the interactive session; table
  * blocks and large chunks (full syncs) through `nft -f`.
  */
-export async function applyScript(script: string, opts: ExecOptions & { check?: boolean } = {}): Promise<void> {
+export async function applyScript(script: NftScript, opts: ExecOptions & { check?: boolean } = {}): Promise<void> {
+  if (typeof script !== 'string') {
+    const res = await shellFor(opts).run(['nft', ...(opts.check ? ['-c'] : []), '-f'], script.parts());
+    if (res.code === 0) return;
+    // Only a refused script is held whole, to quote the line nft names.
+    return fileRejected([...script.parts()].join(''), res);
+  }
   const folded = opts.check || script.length > INTERACTIVE_MAX_BYTES ? undefined : foldScript(script);
   if (folded) {
     const stderr = await sessionFor(opts).run(folded.line);
@@ -144,6 +156,11 @@ export async function applyScript(script: string, opts: ExecOptions & { check?: 
   }
   const res = await shellFor(opts).run(['nft', ...(opts.check ? ['-c'] : []), '-f'], script);
   if (res.code === 0) return;
+  fileRejected(script, res);
+}
+
+/** Throws the NftError of a refused `nft -f`. */
+function fileRejected(script: string, res: { code: number; stderr: string }): never {
   const stderr = res.stderr.trim();
   const m = /^[^\n:]+:(\d+):[\d-]+: Error: ([^\n]*)/m.exec(stderr);
   throw rejected(script, m ? m[2]! : stderr || `nft exited with ${res.code}`, m ? Number(m[1]) : 0);

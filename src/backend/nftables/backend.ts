@@ -3,7 +3,7 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { NftError, applyScript, deleteTables, listChainNames } from './apply.js';
+import { NftError, applyScript, deleteTables, listChainNames, type NftScript } from './apply.js';
 import { readBack, readTable } from './readback.js';
 import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
 import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type NftOp } from './diff.js';
@@ -11,7 +11,7 @@ import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import type { CommitCount } from '../common/watch.js';
-import { TABLE, describeRuleset, toNftScript, type NftFamily, type NftRuleset } from './render.js';
+import { TABLE, describeRuleset, nftScriptParts, type NftFamily, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 
 export interface NftablesBackendOptions {
@@ -57,8 +57,8 @@ export class NftablesBackend implements Backend {
   readonly family: IPFamily;
   /** Transactions the kernel rejected. */
   syncFailures = 0;
-  /** Scripts sent by the last sync (for debugging and tests). */
-  lastScripts: string[] = [];
+  /** Transactions sent by the last sync (for tests and benchmarks). */
+  lastTransactions = 0;
   private state: RulesetState | undefined;
   private needFull = true;
   private startedUp = false;
@@ -94,7 +94,7 @@ export class NftablesBackend implements Backend {
    * Sends scripts as one write of ours, so the monitor does not take it for a foreign change.
    * `replacesTable`: the scripts replace the whole table, whatever it held before.
    */
-  private async write(scripts: string[], replacesTable = false): Promise<void> {
+  private async write(scripts: NftScript[], replacesTable = false): Promise<void> {
     const send = async (count?: CommitCount): Promise<void> => {
       let transactions = 0;
       // Each script is one transaction (one `nft -f`, or one line of the nft session).
@@ -107,7 +107,7 @@ export class NftablesBackend implements Backend {
     // A whole table is written unwatched whatever its size: watched, its start-up write made the
     // first verification wait for the monitor to print every element (1.2 s at 1,000 services),
     // and a change waited behind it; unwatched, generation numbers prove it ours.
-    const bytes = scripts.reduce((n, s) => n + s.length, 0);
+    const bytes = scripts.reduce((n, s) => n + (typeof s === 'string' ? s.length : Infinity), 0);
     await (replacesTable || bytes > UNWATCHED_WRITE_BYTES ? this.foreignWatch.unwatchedWrite(send, replacesTable) : this.foreignWatch.write(send));
   }
 
@@ -128,7 +128,7 @@ export class NftablesBackend implements Backend {
       if (this.opts.checkpointFile && !this.opts.dryRun) this.checkpoint = this.loadCheckpoint(this.opts.checkpointFile);
     }
     const full = this.needFull || !this.state || snapshot.changes.full;
-    let scripts: string[];
+    let scripts: NftScript[];
     let operations: number;
     let replacesTable = false;
     let next: RulesetState;
@@ -144,13 +144,13 @@ export class NftablesBackend implements Backend {
       operations = ops.length;
       scripts = ops.length > 0 ? opsToScripts(ops, this.opts.budget, { family: next.ctx.f, table: TABLE }) : [];
     }
-    this.lastScripts = scripts;
+    this.lastTransactions = scripts.length;
     // A checkpoint describes the kernel at start only.
     this.checkpoint = undefined;
     try {
       if (this.opts.dryRun) {
         if (full) this.print(describeRuleset(next.ruleset()));
-        else for (const s of scripts) this.print(s);
+        else for (const s of scripts) this.print(typeof s === 'string' ? s : [...s.parts()].join(''));
       } else {
         // A full sync rewrites what a foreign change may have touched.
         if (full) this.foreignWatch.forget();
@@ -182,16 +182,16 @@ export class NftablesBackend implements Backend {
    * there is no table yet; else the kernel's current table is read and only the difference is
    * sent, in chunks, so that a restart never flushes working rules.
    */
-  private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: string[]; operations: number; replacesTable: boolean }> {
+  private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: NftScript[]; operations: number; replacesTable: boolean }> {
     const target = { family: rs.family, table: rs.table };
     const fromCheckpoint = this.opts.dryRun ? undefined : await this.checkpointedKernel(rs);
     if (!fromCheckpoint && (this.opts.dryRun || elements <= this.opts.budget)) {
-      return { scripts: [toNftScript(rs)], operations: opCountFromScratch(rs), replacesTable: true };
+      return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
     }
     const kernel = fromCheckpoint ?? (await readTable(rs.family, this.exec));
     // Nothing to keep serving: one transaction, which nft loads far faster than chunks (each
     // chunk makes nft fetch the table written so far).
-    if (!kernel) return { scripts: [toNftScript(rs)], operations: opCountFromScratch(rs), replacesTable: true };
+    if (!kernel) return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
     // Read back, the chains' rules are unknown, so each is rewritten; a checkpoint knows them.
     const ops = diff(kernel, rs, { replaceAllChains: !fromCheckpoint });
     return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length, replacesTable: false };
@@ -361,4 +361,9 @@ function opTarget(op: NftOp): string {
     default:
       return op.set;
   }
+}
+
+/** The whole-table transaction, produced piece by piece as it is written. */
+function wholeTable(rs: NftRuleset): NftScript {
+  return { parts: () => nftScriptParts(rs) };
 }

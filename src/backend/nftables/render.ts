@@ -608,30 +608,47 @@ function chainBlocks(chains: NftChain[]): string[] {
   return out;
 }
 
+/** Pieces of a streamed script gather up to about this many characters. */
+const SCRIPT_PART_CHARS = 1 << 18;
+
 /**
  * One atomic transaction replacing the whole table: `add table` + `delete table` (so it also
  * works when the table is absent), the table's sets and chains, then the elements, data first.
+ * Produced in pieces, so a large table is never held as one text (see `toNftScript`).
  */
-export function toNftScript(rs: NftRuleset): string {
-  const out: string[] = [`add table ${rs.family} ${rs.table}`, `delete table ${rs.family} ${rs.table}`, `table ${rs.family} ${rs.table} {`];
-  for (const s of rs.sets) out.push(`\t${s.kind} ${s.name} { ${s.decl}; }`);
-  out.push(...chainBlocks(rs.chains));
-  out.push('}');
+export function* nftScriptParts(rs: NftRuleset): Generator<string> {
+  let part = `add table ${rs.family} ${rs.table}\ndelete table ${rs.family} ${rs.table}\ntable ${rs.family} ${rs.table} {\n`;
+  const line = (text: string): string | undefined => {
+    part += text + '\n';
+    if (part.length < SCRIPT_PART_CHARS) return undefined;
+    const full = part;
+    part = '';
+    return full;
+  };
+  let ready: string | undefined;
+  for (const s of rs.sets) if ((ready = line(`\t${s.kind} ${s.name} { ${s.decl}; }`))) yield ready;
+  for (const l of chainBlocks(rs.chains)) if ((ready = line(l))) yield ready;
+  if ((ready = line('}'))) yield ready;
   const order = (n: string): number => {
     const i = SET_ORDER.indexOf(n);
     return i < 0 ? -1 : i;
   };
   for (const s of [...rs.sets].sort((a, b) => order(a.name) - order(b.name))) {
     if (s.dynamic || s.elements.size === 0) continue;
-    out.push(`add element ${rs.family} ${rs.table} ${s.name} {`);
+    if ((ready = line(`add element ${rs.family} ${rs.table} ${s.name} {`))) yield ready;
     let first = true;
     for (const [k, v] of s.elements) {
-      out.push(`${first ? '\t' : '\t,'}${elementText(k, v)}`);
+      if ((ready = line(`${first ? '\t' : '\t,'}${elementText(k, v)}`))) yield ready;
       first = false;
     }
-    out.push('}');
+    if ((ready = line('}'))) yield ready;
   }
-  return out.join('\n') + '\n';
+  if (part) yield part;
+}
+
+/** The whole-table transaction as one text. */
+export function toNftScript(rs: NftRuleset): string {
+  return [...nftScriptParts(rs)].join('');
 }
 
 /** Human-readable listing (dry-run, describe): the table block with elements inline. */
