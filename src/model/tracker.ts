@@ -2,7 +2,7 @@
 // change set since the previous snapshot of that family.
 import { log } from '../log.js';
 import { ConflictResolver, type Conflict } from './conflicts.js';
-import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual, type ParsedSlice } from './endpoints.js';
+import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual, withPortEndpoints, type ParsedSlice } from './endpoints.js';
 import type { SourceEvent } from './k8s.js';
 import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
 import { metaKey, parseService, parsedServiceEqual, sameStrings, servicePortInfoEqual, type ParsedService } from './service.js';
@@ -450,14 +450,15 @@ export class ProxyModel {
     if (prev !== undefined && parsedSliceEqual(prev, slice)) return;
     // Removing first also handles a slice that moved to another service or family.
     this.removeSlice(slice.key);
-    this.slices.set(slice.key, slice);
-    let bySlice = this.slicesByService.get(slice.serviceKey);
+    const kept = withPortEndpoints(slice, this.nodeName);
+    this.slices.set(kept.key, kept);
+    let bySlice = this.slicesByService.get(kept.serviceKey);
     if (bySlice === undefined) {
       bySlice = new Map();
-      this.slicesByService.set(slice.serviceKey, bySlice);
+      this.slicesByService.set(kept.serviceKey, bySlice);
     }
-    bySlice.set(slice.key, slice);
-    this.markEndpoints(slice.serviceKey, slice.family);
+    bySlice.set(kept.key, kept);
+    this.markEndpoints(kept.serviceKey, kept.family);
   }
 
   private applyNode(event: SourceEvent): void {
