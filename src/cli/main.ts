@@ -6,7 +6,7 @@ import { createBackend, cleanupAll, listLeftovers } from '../backend/index.js';
 import type { Backend, BackendConfig } from '../backend/types.js';
 import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type KubeProxyConfiguration, type ProxyMode } from '../config/index.js';
 import { log, setLogFormat, setSplitStream, setVerbosity, setVmodule } from '../log.js';
-import { ConntrackReconciler } from '../node/conntrack-reconcile.js';
+import { ConntrackReconciler, mayLeaveStaleFlows } from '../node/conntrack-reconcile.js';
 import { EventRecorder } from '../node/events.js';
 import { Proxy } from '../proxy.js';
 import { ApiServerSource } from '../source/apiserver.js';
@@ -132,7 +132,7 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   });
 }
 
-/** After each successful sync, and every sync period, stale UDP/SCTP conntrack entries go. */
+/** After each successful sync that touched a UDP/SCTP service, and every sync period, stale UDP/SCTP conntrack entries go. */
 function startConntrackReconciler(proxy: Proxy, metrics: ProxyMetrics): () => void {
   const reconciler = new ConntrackReconciler({}, (family, deleted, seconds) => metrics.conntrackReconciled(family, deleted, seconds));
   const pass = (): void => {
@@ -143,7 +143,7 @@ function startConntrackReconciler(proxy: Proxy, metrics: ProxyMetrics): () => vo
     });
   };
   const off = proxy.runner.onSync((r) => {
-    if (r.ok) pass();
+    if (r.ok && [...proxy.lastSnapshots.values()].some((s) => mayLeaveStaleFlows(s.changes))) pass();
   });
   const timer = setInterval(pass, syncPeriodsMs(proxy.configuration).syncPeriodMs);
   timer.unref();

@@ -10,7 +10,7 @@ import { applyDefaults, effectiveMode } from '../../src/config/index.js';
 import { log, setLogFormat, setLogWriter, setVerbosity } from '../../src/log.js';
 import { startupProblems, type CheckEnvironment } from '../../src/node/checks.js';
 import { applyOomScoreAdj } from '../../src/node/oom.js';
-import { deleteArgs, frontendsOf, parseConntrackList, staleFlows } from '../../src/node/conntrack-reconcile.js';
+import { deleteArgs, frontendsOf, mayLeaveStaleFlows, parseConntrackList, staleFlows } from '../../src/node/conntrack-reconcile.js';
 import { EventRecorder, SERIES_WINDOW_MS, type EventApi } from '../../src/node/events.js';
 import { applySysctls, conntrackMax, CONNTRACK_MAX, desiredSysctls } from '../../src/node/sysctl.js';
 import { servicePortViews, SyncHistory } from '../../src/server/debug.js';
@@ -174,6 +174,14 @@ describe('conntrack reconciler', () => {
     assert.deepEqual(stale.map((f) => f.origSport), [41002]);
     // Without the listener ports every redirected flow would look stale (its reply is not from an endpoint).
     assert.equal(staleFlows(parseConntrackList(redirected), frontendsOf(snap), ['10.0.0.1']).length, 3);
+  });
+
+  test('only a full sync or a change to a UDP/SCTP service port calls for a pass', () => {
+    const changes = (changed: string[], deleted: string[] = [], full = false) => ({ full, changed: new Set(changed), deleted: new Set(deleted), staleEndpoints: [], staleServiceIPs: [] });
+    assert.equal(mayLeaveStaleFlows(changes(['default/web:http/TCP', 'default/api/TCP'])), false);
+    assert.equal(mayLeaveStaleFlows(changes([], [], true)), true);
+    assert.equal(mayLeaveStaleFlows(changes(['default/web:http/TCP', 'kube-system/dns:dns/UDP'])), true);
+    assert.equal(mayLeaveStaleFlows(changes([], ['default/sig/SCTP'])), true);
   });
 
   test('a service scaled to zero makes every entry to it stale; TCP services are never touched', () => {
