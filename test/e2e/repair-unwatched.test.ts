@@ -4,7 +4,9 @@
 // during the write must still lead to a read-back.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import type { CommitCount } from '../../src/backend/common/foreign-watch.js';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { CommitCount, WriteBracket } from '../../src/backend/common/foreign-watch.js';
 import { applyScript } from '../../src/backend/nftables/apply.js';
 import { ForeignWatch, monitorFor } from '../../src/backend/nftables/monitor.js';
 import { run } from '../../src/node/exec.js';
@@ -57,5 +59,56 @@ describe('an unwatched full write in a real namespace', () => {
     assert.equal((await decide()).reason, undefined);
     await run(['nft', 'delete', 'element', 'ip', 'kube-proxy', 'service-ips', '{ 10.96.0.1 }'], undefined, exec);
     assert.equal((await decide()).reason, 'foreign change');
+  });
+});
+
+describe('a watched write in a real namespace', () => {
+  after(() => monitorFor(exec).stop());
+  const watch = new ForeignWatch(exec, 'nftables ip', (e) => e.family === 'ip' && e.table === 'kube-proxy', 1000);
+  /** Commits one change as the nftables backend does: the markers ride in the write's transaction. */
+  const change =
+    (element: string) =>
+    async (_count: CommitCount, bracket?: WriteBracket): Promise<void> => {
+      assert.ok(bracket, 'a ready monitor brackets the write');
+      await applyScript(`${bracket.begin}add element ip kube-proxy service-ips { ${element} }\n${bracket.end}`, exec);
+      bracket.ended();
+    };
+
+  it('one change is one kernel transaction, not taken for a foreign change; a foreign one after it is', async () => {
+    await applyScript(TABLE, exec);
+    watch.start();
+    await monitorFor(exec).ready;
+    await watch.readBackReason(true);
+    // A listener of our own counts the kernel's transactions.
+    const counter = spawn(ns.wrap[0]!, [...ns.wrap.slice(1), 'nft', 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let generations = 0;
+    createInterface({ input: counter.stdout }).on('line', (l) => {
+      if (l.startsWith('# new generation')) generations++;
+    });
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      await watch.write(change('10.96.0.7'));
+      await watch.write(change('10.96.0.8'));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(generations, 2, 'two writes, two transactions');
+    } finally {
+      counter.kill();
+    }
+    assert.equal((await watch.readBackReason(true)).reason, undefined, 'our own changes');
+    await run(['nft', 'delete', 'element', 'ip', 'kube-proxy', 'service-ips', '{ 10.96.0.7 }'], undefined, exec);
+    assert.equal((await watch.readBackReason(true)).reason, 'foreign change');
+  });
+
+  it('a write that fails after its first transaction still closes its bracket: a later foreign change is seen', async () => {
+    await assert.rejects(
+      watch.write(async (_count, bracket) => {
+        await applyScript(`${bracket!.begin}add element ip kube-proxy service-ips { 10.96.0.9 }\n`, exec);
+        throw new Error('second transaction refused');
+      }),
+      /refused/,
+    );
+    assert.equal((await watch.readBackReason(true)).reason, undefined);
+    await run(['nft', 'delete', 'element', 'ip', 'kube-proxy', 'service-ips', '{ 10.96.0.9 }'], undefined, exec);
+    assert.equal((await watch.readBackReason(true)).reason, 'foreign change');
   });
 });

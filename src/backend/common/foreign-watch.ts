@@ -6,9 +6,9 @@
 // write are either exactly ours (the write's transactions and the new monitor's earlier probes)
 // or some came from someone else.
 import { log } from '../../log.js';
-import type { CommitCount, ForeignChanges, GenerationMonitor, MonitorEvent } from './watch.js';
+import type { CommitCount, ForeignChanges, GenerationMonitor, MonitorEvent, WriteBracket } from './watch.js';
 
-export type { CommitCount } from './watch.js';
+export type { CommitCount, WriteBracket } from './watch.js';
 
 /** How long verify() waits for the monitor to show every change committed so far. */
 const CATCH_UP_MS = 10000;
@@ -100,9 +100,9 @@ export class ForeignWatch {
    * monitor is loading it cannot tell, so the next verification reads the kernel back, unless
    * the write (counting its transactions in `count`) ends up proven ours with an unwatched one.
    */
-  async write<T>(write: (count: CommitCount) => Promise<T>): Promise<T> {
+  async write<T>(write: (count: CommitCount, bracket?: WriteBracket) => Promise<T>): Promise<T> {
     const mon = this.running();
-    if (mon?.isReady) return mon.ownWrite(() => write({}));
+    if (mon?.isReady) return mon.ownWrite((bracket) => write({}, bracket));
     this.restarted = true;
     return mon ? mon.loadingWrite(write) : write({});
   }

@@ -10,7 +10,7 @@ import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type Nf
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
-import type { CommitCount } from '../common/watch.js';
+import type { CommitCount, WriteBracket } from '../common/watch.js';
 import { TABLE, describeRuleset, nftScriptParts, type NftFamily, type NftRuleset } from './render.js';
 import { RulesetState } from './state.js';
 
@@ -95,13 +95,18 @@ export class NftablesBackend implements Backend {
    * `replacesTable`: the scripts replace the whole table, whatever it held before.
    */
   private async write(scripts: NftScript[], replacesTable = false): Promise<void> {
-    const send = async (count?: CommitCount): Promise<void> => {
+    const send = async (count?: CommitCount, bracket?: WriteBracket): Promise<void> => {
       let transactions = 0;
-      // Each script is one transaction (one `nft -f`, or one line of the nft session).
-      for (const s of scripts) {
+      // Each script is one transaction (one `nft -f`, or one line of the nft session); the
+      // monitor's markers ride in the first and the last.
+      for (let i = 0; i < scripts.length; i++) {
+        let s = scripts[i]!;
+        if (bracket && i === 0) s = joinScripts(bracket.begin, s);
+        if (bracket && i === scripts.length - 1) s = joinScripts(s, bracket.end);
         await applyScript(s, this.exec);
         transactions++;
       }
+      bracket?.ended();
       if (count) count.transactions = transactions;
     };
     // A whole table is written unwatched whatever its size: watched, its start-up write made the
@@ -361,6 +366,17 @@ function opTarget(op: NftOp): string {
     default:
       return op.set;
   }
+}
+
+/** Two scripts as one transaction. */
+function joinScripts(a: NftScript, b: NftScript): NftScript {
+  if (typeof a === 'string' && typeof b === 'string') return a + b;
+  return {
+    *parts() {
+      yield* typeof a === 'string' ? [a] : a.parts();
+      yield* typeof b === 'string' ? [b] : b.parts();
+    },
+  };
 }
 
 /** The whole-table transaction, produced piece by piece as it is written. */

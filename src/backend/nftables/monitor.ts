@@ -6,7 +6,7 @@
 // part (process, probes, foreign changes, read-back decisions) is in ../common/watch.ts.
 import { helperFor, type ExecOptions } from '../../node/exec.js';
 import { ForeignWatch as Watch } from '../common/foreign-watch.js';
-import { GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../common/watch.js';
+import { GenerationMonitor, MARK_PREFIX, markerName, type MarkerKind, type MonitorEvent, type MonitorLine, type WriteBracket } from '../common/watch.js';
 import { applyScript } from './apply.js';
 
 export type { ForeignChanges, MonitorEvent } from '../common/watch.js';
@@ -17,13 +17,18 @@ const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end
 // `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
 const EVENT = /^(\w+) (\w+) (ip6?) (\S+)(?: ([^\s{]+))?(.*)$/;
 
-/** Commits the marker table `name`: added and deleted at once. */
+/** The commands of the marker `name`: a throwaway table added and deleted at once. */
+const markerScript = (name: string): string => `add table ip ${name}\ndelete table ip ${name}\n`;
+
+/** Commits the marker table `name` as a transaction of its own. */
 export function commitNftMarker(name: string, exec: ExecOptions): Promise<void> {
-  return applyScript(`add table ip ${name}\ndelete table ip ${name}\n`, exec);
+  return applyScript(markerScript(name), exec);
 }
 
 export class NftMonitor extends GenerationMonitor {
   private readonly openWrites = new Set<number>();
+  /** A begin or end marker was seen since the last generation line. */
+  private bracketInGeneration = false;
 
   constructor(wrap: string[]) {
     super(wrap, ['nft', 'monitor'], 'nft monitor');
@@ -48,22 +53,34 @@ export class NftMonitor extends GenerationMonitor {
   protected override onMarker(kind: MarkerKind, id: number): void {
     if (kind === 'begin') this.openWrites.add(id);
     else if (kind === 'end') this.openWrites.delete(id);
+    if (kind === 'begin' || kind === 'end') this.bracketInGeneration = true;
   }
 
-  /** A generation's changes are ours when a write of ours was open while it was committed. */
+  /**
+   * A generation's changes are ours when a write of ours was open while it was committed, or
+   * when the generation holds one of our write markers (a transaction is all one writer's).
+   */
   protected onGeneration(_pid: number, lines: string[]): void {
-    if (this.openWrites.size > 0) return;
+    if (this.openWrites.size > 0 || this.bracketInGeneration) return;
     this.recordForeign(lines);
   }
 
-  /** Runs one of our writes between two markers, so that its changes are not taken for foreign ones. */
-  async ownWrite<T>(write: () => Promise<T>): Promise<T> {
+  protected override generationDone(): void {
+    this.bracketInGeneration = false;
+  }
+
+  /**
+   * Runs one of our writes between two markers, so that its changes are not taken for foreign
+   * ones. The write carries the markers in its own first and last transaction; only when it did
+   * not send its last one (it failed) is the end marker committed on its own.
+   */
+  async ownWrite<T>(write: (bracket?: WriteBracket) => Promise<T>): Promise<T> {
     const id = this.seq++;
-    await this.mark('begin', id);
+    let ended = false;
     try {
-      return await write();
+      return await write({ begin: markerScript(markerName('begin', id)), end: markerScript(markerName('end', id)), ended: () => (ended = true) });
     } finally {
-      await this.mark('end', id);
+      if (!ended) await this.mark('end', id);
     }
   }
 }
