@@ -1,9 +1,9 @@
 // The nftables mode's change monitor: a long-lived `nft monitor` prints every committed ruleset
 // change, then a `# new generation N by process PID (comm)` line. Our own writes are bracketed
-// by two marker transactions (adding and deleting a throwaway table, sent through the nft
-// session and so committed before and after the write), and the monitor prints changes in
-// commit order: every change to our table seen outside a bracket is someone else's. The shared
-// part (process, probes, foreign changes, read-back decisions) is in ../common/watch.ts.
+// by two markers (adding and deleting a throwaway table) carried as the first and last commands
+// of the write's own transactions, and the monitor prints changes in commit order: every change
+// to our table seen outside a bracket is someone else's. The shared part (process, probes,
+// foreign changes, read-back decisions) is in ../common/watch.ts.
 import { helperFor, type ExecOptions } from '../../node/exec.js';
 import { ForeignWatch as Watch } from '../common/foreign-watch.js';
 import { GenerationMonitor, MARK_PREFIX, markerName, type MarkerKind, type MonitorEvent, type MonitorLine, type WriteBracket } from '../common/watch.js';
