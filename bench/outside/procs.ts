@@ -1,5 +1,6 @@
 // Namespaces and processes of the outside benchmark, and their removal: everything created here
 // is registered and removed at exit, also on Ctrl-C or an error.
+import { removeNetnsState } from '../../src/node/netns-state.js';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
@@ -19,6 +20,7 @@ export function addNamespace(name: string): void {
 
 export function deleteNamespace(name: string): void {
   if (!namespaces.delete(name)) return;
+  removeNetnsState(name);
   try {
     ip('netns', 'del', name);
   } catch {

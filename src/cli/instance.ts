@@ -2,27 +2,19 @@
 // transactions forever. The lock is a file holding the owner's PID and process start time
 // (so a reused PID is not mistaken for the owner); a lock whose owner is gone is taken over.
 // Also removes what a killed predecessor left in the temp directory.
-import { closeSync, openSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EXEC_TEMP_PREFIX } from '../node/exec.js';
 import { log } from '../log.js';
+import { lockPathFor, ownNetnsId, statePrefixFor } from '../node/netns-state.js';
 
 /** Overrides the lock file path (tests, or nodes without /run). */
 export const LOCK_FILE_ENV = 'KUBE_PROXY_TS_LOCK_FILE';
 
-/** Our network namespace's inode: rules, and so locks and restart state, belong to it. */
-function netnsId(): string {
-  try {
-    return String(statSync('/proc/self/ns/net').ino);
-  } catch {
-    return 'unknown'; // no procfs: one for the whole host
-  }
-}
-
 /** The default lock is one per network namespace: /run/kube-proxy-ts.netns-<inode>.lock. */
 export function defaultLockPath(): string {
-  return process.env[LOCK_FILE_ENV] || `/run/kube-proxy-ts.netns-${netnsId()}.lock`;
+  return process.env[LOCK_FILE_ENV] || lockPathFor(ownNetnsId());
 }
 
 /**
@@ -30,7 +22,7 @@ export function defaultLockPath(): string {
  * DaemonSet mounts this directory from the host), one prefix per network namespace.
  */
 export function defaultStatePrefix(): string {
-  return `/run/kube-proxy-ts/netns-${netnsId()}`;
+  return statePrefixFor(ownNetnsId());
 }
 
 /** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat); null if it does not exist. */

@@ -7,6 +7,7 @@ import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listNamespaces } from './topology.js';
+import { removeNetnsState } from '../node/netns-state.js';
 
 /** Namespaces are `<prefix><4 hex>-<role>`; the temp copy of the manifests is `<TEMP_PREFIX><pid>-…`. */
 export const TEMP_PREFIX = 'kube-proxy-sandbox-';
@@ -68,6 +69,7 @@ export function removeSandboxLeftovers(prefix: string, dir = tmpdir()): SandboxL
         // Already gone.
       }
     }
+    removeNetnsState(ns);
     execFileSync('ip', ['netns', 'del', ns]);
     report.namespaces.push(ns);
   }

@@ -38,6 +38,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { removeNetnsState } from '../node/netns-state.js';
 
 export const DEFAULT_TCP_PORTS = [80, 8080];
 export const DEFAULT_UDP_PORTS = [53, 5353];
@@ -680,6 +681,7 @@ export class Topology {
     this.destroying ??= (async () => {
       await Promise.all([...this.children.keys()].map((c) => stopChild(c, 2000)));
       const names = [...this.created];
+      for (const n of names) removeNetnsState(n);
       if (names.length > 0) {
         const child = spawnChild('ip', ['-force', '-batch', '-'], { stdio: 'pipe' });
         await runCollect(child, 'ip netns del', { input: names.map((n) => `netns del ${n}\n`).join(''), check: false });
@@ -697,6 +699,7 @@ export class Topology {
     this.destroyed = true;
     for (const c of this.children.keys()) signal(c, 'SIGKILL');
     const names = [...this.created];
+    for (const n of names) removeNetnsState(n);
     if (names.length > 0) {
       try {
         execFileSync('ip', ['-force', '-batch', '-'], { input: names.map((n) => `netns del ${n}\n`).join(''), stdio: ['pipe', 'ignore', 'ignore'] });

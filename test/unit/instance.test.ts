@@ -1,11 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { acquireInstanceLock, removeStaleTempDirs } from '../../src/cli/instance.js';
 import { inertSettings } from '../../src/cli/process-settings.js';
+import { lockPathFor, removeNetnsState, statePrefixFor } from '../../src/node/netns-state.js';
 import { defaultConfiguration } from '../../src/config/index.js';
 
 /** A PID that certainly belongs to no process: one that just exited. */
@@ -72,4 +73,24 @@ test('settings nothing acts on are listed when set away from their defaults', ()
   assert.deepEqual(inertSettings(config), ['clientConnection.qps', 'portRange']);
   config.mode = 'userspace';
   assert.deepEqual(inertSettings(config), ['clientConnection.qps'], 'the userspace proxy uses portRange');
+});
+
+test("deleting a namespace's proxy state removes its lock and restart files, and no other namespace's", () => {
+  const name = `kpt-state-${process.pid}`;
+  const other = `kpt-state-other-${process.pid}`;
+  for (const n of [name, other]) execFileSync('ip', ['netns', 'add', n]);
+  try {
+    const id = (n: string): string => String(statSync(`/run/netns/${n}`).ino);
+    mkdirSync('/run/kube-proxy-ts', { recursive: true, mode: 0o700 });
+    const mine = [lockPathFor(id(name)), `${statePrefixFor(id(name))}.nftables-ip.checkpoint`, `${statePrefixFor(id(name))}.nftables-ip6.checkpoint`];
+    const theirs = [lockPathFor(id(other)), `${statePrefixFor(id(other))}.nftables-ip.checkpoint`];
+    for (const f of [...mine, ...theirs]) writeFileSync(f, 'x');
+    removeNetnsState(name);
+    assert.deepEqual(mine.filter((f) => existsSync(f)), []);
+    assert.deepEqual(theirs.filter((f) => !existsSync(f)), []);
+    for (const f of theirs) rmSync(f, { force: true });
+    removeNetnsState('kpt-no-such-namespace');
+  } finally {
+    for (const n of [name, other]) execFileSync('ip', ['netns', 'del', n]);
+  }
 });
