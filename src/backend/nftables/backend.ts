@@ -37,8 +37,12 @@ export interface NftablesBackendOptions {
   checkpointFile?: string;
 }
 
-/** Incremental writes larger than this run without the monitor too (a monitor would print every element). */
-const UNWATCHED_WRITE_BYTES = 2_000_000;
+/**
+ * Incremental writes larger than this (some 180 elements) run without the monitor too: the
+ * kernel sends a notification per element, and more than fit the monitor's socket buffer
+ * (xtables-monitor keeps the default, ~210 KB) make it fail with ENOBUFS and exit.
+ */
+const UNWATCHED_WRITE_BYTES = 8_000;
 
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
