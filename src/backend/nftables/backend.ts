@@ -99,6 +99,9 @@ export class NftablesBackend implements Backend {
    * `replacesTable`: the scripts replace the whole table, whatever it held before.
    */
   private async write(scripts: NftScript[], replacesTable = false): Promise<void> {
+    // Nothing to commit: the monitor need not hear of it (a write while it loads would spoil
+    // the generation proof of the write before).
+    if (scripts.length === 0) return;
     const send = async (count?: CommitCount, bracket?: WriteBracket): Promise<void> => {
       let transactions = 0;
       // Each script is one transaction (one `nft -f`, or one line of the nft session); the
