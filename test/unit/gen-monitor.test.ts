@@ -6,16 +6,10 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { ForeignWatch, type CommitCount } from '../../src/backend/common/foreign-watch.js';
 import { GenerationMonitor, MARK_PREFIX, type MarkerKind, type MonitorEvent, type MonitorLine } from '../../src/backend/common/watch.js';
+import { parseEvent } from '../../src/backend/nftables/monitor.js';
 
 const GENERATION = /^# new generation (\d+) by process (\d+) \(nft\)$/;
 const MARKER = new RegExp(`^add table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)(?:-(\\d+))?$`);
-// `add element ip kube-proxy service-ips { … }`, `delete table ip kube-proxy`
-const EVENT = /^(\w+) (\w+) (ip6?) (\S+)(?: ([^\s{]+))?(.*)$/;
-
-function parseEvent(line: string): MonitorEvent | undefined {
-  const ev = EVENT.exec(line);
-  return ev ? { verb: ev[1]!, kind: ev[2]!, family: ev[3]!, table: ev[4]!, name: ev[5], rest: ev[6]! } : undefined;
-}
 
 /** Transactions numbered one by one; a monitor hears them once subscribed. */
 class FakeKernel {

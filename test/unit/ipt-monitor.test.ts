@@ -3,8 +3,7 @@
 // leaves a change unrepaired until the backstop, a wrong "yes" costs a read-back.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { generationLine, parseXtablesEvent } from '../../src/backend/common/xtables-events.js';
-import { OwnCommits, touchesOurRules } from '../../src/backend/iptables/monitor.js';
+import { OwnCommits, generationLine, parseXtablesEvent, touchesOurRules } from '../../src/backend/iptables/monitor.js';
 import { PRINT_PID, splitPid } from '../../src/backend/iptables/own-tools.js';
 import { run } from '../../src/node/exec.js';
 

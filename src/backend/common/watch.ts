@@ -159,11 +159,8 @@ export abstract class GenerationMonitor {
   protected abstract onGeneration(pid: number, lines: string[]): void;
   /** Runs one of our writes so that its changes are not taken for foreign ones. */
   abstract ownWrite<T>(write: (bracket?: WriteBracket) => Promise<T>): Promise<T>;
-  /**
-   * Every generation line ends here, after onGeneration (called only for one with change lines
-   * while changes are told apart: `counted`).
-   */
-  protected generationDone(_changeLines: number, _counted: boolean): void {}
+  /** Every generation line ends here, after onGeneration (called only for one with changes). */
+  protected generationDone(): void {}
   /** A marker was printed (subclasses that bracket writes with markers track them). */
   protected onMarker(_kind: MarkerKind, _id: number): void {}
 
@@ -320,9 +317,8 @@ export abstract class GenerationMonitor {
       // back for that time instead.
       // Nor are they known while a write of ours begun during loading still runs.
       const writing = this.loadingWrites.some((w) => w.end === undefined);
-      const counted = this.isReady && !writing;
-      if (counted && lines.length > 0) this.onGeneration(l.pid, lines);
-      this.generationDone(lines.length, counted);
+      if (this.isReady && !writing && lines.length > 0) this.onGeneration(l.pid, lines);
+      this.generationDone();
       return;
     }
     if (l.kind === 'probe') this.isReady = true;
@@ -360,19 +356,6 @@ export abstract class GenerationMonitor {
   }
 
   /** Records a generation's changes as foreign, for every follower they are relevant to. */
-  /**
-   * A foreign change the monitor cannot describe (a commit that printed no change line: set
-   * elements, for `xtables-monitor`): every follower's objects may be in it.
-   */
-  protected recordUnknownForeign(what: string): void {
-    for (const scope of this.followers.keys()) {
-      let f = this.foreign.get(scope);
-      if (!f) this.foreign.set(scope, (f = { objects: new Map(), chains: new Set(), tableDeleted: false }));
-      f.objects.set(what, (f.objects.get(what) ?? 0) + 1);
-    }
-    log.v(2, 'foreign change of unknown content seen', { monitor: this.label });
-  }
-
   protected recordForeign(lines: readonly string[]): void {
     const events = lines.flatMap((l) => this.parseChange(l) ?? []);
     let picked = 0;

@@ -3,7 +3,7 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { NftError, applyScript, listChainNames, ourTableFamilies, type NftScript } from './apply.js';
+import { NftError, applyScript, deleteTables, listChainNames, type NftScript } from './apply.js';
 import { readBack, readTable } from './readback.js';
 import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
 import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type NftOp } from './diff.js';
@@ -261,8 +261,7 @@ export class NftablesBackend implements Backend {
     this.state = undefined;
     this.needFull = true;
     if (this.opts.dryRun) return;
-    // As one write of ours, bracketed, so that the monitor does not take it for a foreign change.
-    await this.write((await ourTableFamilies(this.exec)).map((family) => `delete table ${family} ${TABLE}\n`));
+    await this.foreignWatch.write(() => deleteTables(this.exec));
   }
 
   /**

@@ -1,21 +1,21 @@
-// The nftables mode's change monitor: a long-lived `xtables-monitor -e` prints every committed
-// ruleset change (chains, rules and tables; nothing for set elements), then a `NEWGEN: GENID=N
-// PID=P` line. `nft monitor` would print elements too, but at 30,000 Services it spent ~100 ms of
-// CPU on each element it printed; this one costs nothing measurable. Our own writes are bracketed
-// by two markers (adding and deleting a throwaway table) carried as the first and last commands of
-// the write's own transactions, and changes are printed in commit order: every change seen outside
-// a bracket is someone else's, and so is a commit that printed nothing (elements changed). The
-// shared part (process, probes, foreign changes, read-back decisions) is in ../common/watch.ts.
+// The nftables mode's change monitor: a long-lived `nft monitor` prints every committed ruleset
+// change, then a `# new generation N by process PID (comm)` line. Our own writes are bracketed
+// by two markers (adding and deleting a throwaway table) carried as the first and last commands
+// of the write's own transactions, and the monitor prints changes in commit order: every change
+// to our table seen outside a bracket is someone else's. The shared part (process, probes,
+// foreign changes, read-back decisions) is in ../common/watch.ts.
 import { helperFor, type ExecOptions } from '../../node/exec.js';
 import { ForeignWatch as Watch } from '../common/foreign-watch.js';
 import { GenerationMonitor, MARK_PREFIX, markerName, type MarkerKind, type MonitorEvent, type MonitorLine, type WriteBracket } from '../common/watch.js';
-import { RULE_EVENT, TABLE_EVENT, generationLine, parseXtablesEvent } from '../common/xtables-events.js';
 import { applyScript } from './apply.js';
 
 export type { ForeignChanges, MonitorEvent } from '../common/watch.js';
 
-// ` EVENT: nft: NEW table: table kpts-write-mark-probe-3-1 ip flags 0 use 0 handle 7` (its DEL is ignored)
-const MARKER_EVENT = new RegExp(`^\\s*EVENT: nft: (NEW|DEL) table: table ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)(?:-(\\d+))? ip `);
+const GENERATION = /^# new generation (\d+) by process (\d+) \(([^)]*)\)$/;
+const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)(?:-(\\d+))?$`);
+// `add element ip kube-proxy service-ips { … }`, `delete rule ip kube-proxy services handle 6`,
+// `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
+const EVENT = /^(\w+) (\w+) (ip6?) (\S+)(?: ([^\s{]+))?(.*)$/;
 
 /** The commands of the marker `name`: a throwaway table added and deleted at once. */
 const markerScript = (name: string): string => `add table ip ${name}\ndelete table ip ${name}\n`;
@@ -29,12 +29,9 @@ export class NftMonitor extends GenerationMonitor {
   private readonly openWrites = new Set<number>();
   /** A begin or end marker was seen since the last generation line. */
   private bracketInGeneration = false;
-  /** Any marker of ours was seen since the last generation line. */
-  private markerInGeneration = false;
 
   constructor(wrap: string[]) {
-    // Its output goes to a pipe: line-buffered, so that each change is seen as it is committed.
-    super(wrap, ['stdbuf', '-oL', 'xtables-monitor', '-e'], 'xtables-monitor');
+    super(wrap, ['nft', 'monitor'], 'nft monitor');
   }
 
   protected commitMarker(name: string): Promise<void> {
@@ -42,22 +39,21 @@ export class NftMonitor extends GenerationMonitor {
   }
 
   protected classify(line: string): MonitorLine {
-    const gen = generationLine(line);
-    if (gen) return { type: 'generation', ...gen };
+    const gen = GENERATION.exec(line);
+    if (gen) return { type: 'generation', gen: Number(gen[1]), pid: Number(gen[2]) };
     const marker = MARKER_EVENT.exec(line);
-    if (marker) return marker[1] === 'NEW' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]), rep: Number(marker[4] ?? 0) } : undefined;
-    return RULE_EVENT.test(line) || TABLE_EVENT.test(line) ? { type: 'change' } : undefined;
+    if (marker) return marker[1] === 'add' ? { type: 'marker', kind: marker[2] as MarkerKind, id: Number(marker[3]), rep: Number(marker[4] ?? 0) } : undefined;
+    return EVENT.test(line) ? { type: 'change' } : undefined;
   }
 
   protected parseChange(line: string): MonitorEvent | undefined {
-    return parseXtablesEvent(line);
+    return parseEvent(line);
   }
 
   protected override onMarker(kind: MarkerKind, id: number): void {
     if (kind === 'begin') this.openWrites.add(id);
     else if (kind === 'end') this.openWrites.delete(id);
     if (kind === 'begin' || kind === 'end') this.bracketInGeneration = true;
-    this.markerInGeneration = true;
   }
 
   /**
@@ -69,16 +65,8 @@ export class NftMonitor extends GenerationMonitor {
     this.recordForeign(lines);
   }
 
-  /**
-   * A commit that printed nothing at all changed what the monitor does not print: set elements,
-   * maybe ours. Ours always print a marker; outside a write of ours, it is someone else's.
-   */
-  protected override generationDone(changeLines: number, counted: boolean): void {
-    if (counted && changeLines === 0 && !this.markerInGeneration && this.openWrites.size === 0) {
-      this.recordUnknownForeign('change to set elements');
-    }
+  protected override generationDone(): void {
     this.bracketInGeneration = false;
-    this.markerInGeneration = false;
   }
 
   /**
@@ -95,6 +83,12 @@ export class NftMonitor extends GenerationMonitor {
       if (!ended) await this.mark('end', id);
     }
   }
+}
+
+/** A change line the monitor prints (not a marker, not a generation line), or undefined. */
+export function parseEvent(line: string): MonitorEvent | undefined {
+  const ev = EVENT.exec(line);
+  return ev ? { verb: ev[1]!, kind: ev[2]!, family: ev[3]!, table: ev[4]!, name: ev[5], rest: ev[6]! } : undefined;
 }
 
 const monitors = new Map<string, NftMonitor>();
