@@ -3,7 +3,7 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { NftError, applyScript, deleteTables, listChainNames, type NftScript } from './apply.js';
+import { NftError, applyScript, listChainNames, ourTableFamilies, type NftScript } from './apply.js';
 import { readBack, readTable } from './readback.js';
 import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
 import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type NftOp } from './diff.js';
@@ -37,12 +37,8 @@ export interface NftablesBackendOptions {
   checkpointFile?: string;
 }
 
-/**
- * Incremental writes larger than this (some 180 elements) run without the monitor too: the
- * kernel sends a notification per element, and more than fit the monitor's socket buffer
- * (xtables-monitor keeps the default, ~210 KB) make it fail with ENOBUFS and exit.
- */
-const UNWATCHED_WRITE_BYTES = 8_000;
+/** Incremental writes larger than this run without the monitor too (a monitor would print every element). */
+const UNWATCHED_WRITE_BYTES = 2_000_000;
 
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
@@ -261,7 +257,8 @@ export class NftablesBackend implements Backend {
     this.state = undefined;
     this.needFull = true;
     if (this.opts.dryRun) return;
-    await this.foreignWatch.write(() => deleteTables(this.exec));
+    // As one write of ours, bracketed, so that the monitor does not take it for a foreign change.
+    await this.write((await ourTableFamilies(this.exec)).map((family) => `delete table ${family} ${TABLE}\n`));
   }
 
   /**
