@@ -4,10 +4,11 @@
 // and what a request in flight gets when the process dies. How a request is written and when its
 // answer is complete is each tool's own.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DIE_WITH_PARENT, EXEC_TEMP_PREFIX, helperFor, keepAlive, quote, type ExecOptions, type ExecResult } from './exec.js';
+import { writeFileInPieces } from './pieces.js';
 
 export abstract class ToolProcess<Answer> {
   protected readonly child: ChildProcessWithoutNullStreams;
@@ -154,16 +155,8 @@ export class CommandShell extends ToolProcess<string> {
 
 /** Input given in pieces is written piece by piece: it is never held whole. */
 function writeInput(path: string, input: string | Iterable<string>): void {
-  if (typeof input === 'string') {
-    writeFileSync(path, input, { mode: 0o600 });
-    return;
-  }
-  const fd = openSync(path, 'w', 0o600);
-  try {
-    for (const part of input) writeSync(fd, part);
-  } finally {
-    closeSync(fd);
-  }
+  if (typeof input === 'string') writeFileSync(path, input, { mode: 0o600 });
+  else writeFileInPieces(path, input);
 }
 
 const shells = new Map<string, CommandShell>();

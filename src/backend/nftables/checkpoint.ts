@@ -6,8 +6,9 @@
 // is consumed at once, so a checkpoint is trusted at most once; the first verification after such
 // a start reads the table back to catch what was changed while no proxy was watching.
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { gathered, writeFileInPieces } from '../../node/pieces.js';
 import type { NftRuleset } from './render.js';
 
 const FORMAT = 1;
@@ -33,9 +34,6 @@ export const newToken = (): string => randomBytes(8).toString('hex');
 
 export const markerChain = (token: string): string => `${MARKER_PREFIX}${token}`;
 
-/** Text is written out once this much has gathered. */
-const WRITE_CHUNK_CHARS = 1 << 18;
-
 /**
  * Writes the checkpoint atomically (a reader never sees half a file). The JSON is written as it
  * is produced: built whole, it and its copy as bytes cost the stopping proxy 50 MiB at 10,000
@@ -44,41 +42,29 @@ const WRITE_CHUNK_CHARS = 1 << 18;
 export function writeCheckpoint(path: string, cp: Checkpoint): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const tmp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    let pending = '';
-    const put = (text: string): void => {
-      pending += text;
-      if (pending.length >= WRITE_CHUNK_CHARS) {
-        writeSync(fd, pending);
-        pending = '';
-      }
-    };
-    const rs = cp.ruleset;
-    put(`{"format":${FORMAT},"token":${JSON.stringify(cp.token)},"ruleset":{"family":${JSON.stringify(rs.family)},"table":${JSON.stringify(rs.table)},"sets":[`);
-    rs.sets.forEach((set, i) => {
-      const head: Omit<Stored['ruleset']['sets'][number], 'elements'> = { name: set.name, kind: set.kind, decl: set.decl, ...(set.dynamic ? { dynamic: true } : {}) };
-      put(`${i > 0 ? ',' : ''}${JSON.stringify(head).slice(0, -1)},"elements":[`);
-      let first = true;
-      if (!set.dynamic) {
-        for (const [k, v] of set.elements) {
-          put(`${first ? '' : ','}[${JSON.stringify(k)},${v === undefined ? 'null' : JSON.stringify(v)}]`);
-          first = false;
-        }
-      }
-      put(']}');
-    });
-    put('],"chains":[');
-    rs.chains.forEach((c, i) => put(`${i > 0 ? ',' : ''}${JSON.stringify(c)}`));
-    put(']}}');
-    writeSync(fd, pending);
-  } catch (e) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-  closeSync(fd);
+  writeFileInPieces(tmp, gathered(checkpointJson(cp)));
   renameSync(tmp, path);
+}
+
+/** The checkpoint's JSON (a Stored), a piece at a time. */
+function* checkpointJson(cp: Checkpoint): Generator<string> {
+  const rs = cp.ruleset;
+  yield `{"format":${FORMAT},"token":${JSON.stringify(cp.token)},"ruleset":{"family":${JSON.stringify(rs.family)},"table":${JSON.stringify(rs.table)},"sets":[`;
+  for (const [i, set] of rs.sets.entries()) {
+    const head: Omit<Stored['ruleset']['sets'][number], 'elements'> = { name: set.name, kind: set.kind, decl: set.decl, ...(set.dynamic ? { dynamic: true } : {}) };
+    yield `${i > 0 ? ',' : ''}${JSON.stringify(head).slice(0, -1)},"elements":[`;
+    let first = true;
+    if (!set.dynamic) {
+      for (const [k, v] of set.elements) {
+        yield `${first ? '' : ','}[${JSON.stringify(k)},${v === undefined ? 'null' : JSON.stringify(v)}]`;
+        first = false;
+      }
+    }
+    yield ']}';
+  }
+  yield '],"chains":[';
+  for (const [i, c] of rs.chains.entries()) yield `${i > 0 ? ',' : ''}${JSON.stringify(c)}`;
+  yield ']}}';
 }
 
 /**

@@ -32,6 +32,7 @@ import type { BackendConfig } from '../types.js';
 import type { Endpoint, ServicePortState, Snapshot } from '../../model/types.js';
 import { canonicalCIDR, canonicalIP, cidrContains } from './addr.js';
 import { endpointBase, hashedName, servicePortBase } from './names.js';
+import { gathered } from '../../node/pieces.js';
 
 export type NftFamily = 'ip' | 'ip6';
 export const TABLE = 'kube-proxy';
@@ -608,42 +609,34 @@ function chainBlocks(chains: NftChain[]): string[] {
   return out;
 }
 
-/** Pieces of a streamed script gather up to about this many characters. */
-const SCRIPT_PART_CHARS = 1 << 18;
-
 /**
  * One atomic transaction replacing the whole table: `add table` + `delete table` (so it also
  * works when the table is absent), the table's sets and chains, then the elements, data first.
- * Produced in pieces, so a large table is never held as one text (see `toNftScript`).
+ * Produced in pieces of about 256 KiB, so a large table is never held as one text (see `toNftScript`).
  */
-export function* nftScriptParts(rs: NftRuleset): Generator<string> {
-  let part = `add table ${rs.family} ${rs.table}\ndelete table ${rs.family} ${rs.table}\ntable ${rs.family} ${rs.table} {\n`;
-  const line = (text: string): string | undefined => {
-    part += text + '\n';
-    if (part.length < SCRIPT_PART_CHARS) return undefined;
-    const full = part;
-    part = '';
-    return full;
-  };
-  let ready: string | undefined;
-  for (const s of rs.sets) if ((ready = line(`\t${s.kind} ${s.name} { ${s.decl}; }`))) yield ready;
-  for (const l of chainBlocks(rs.chains)) if ((ready = line(l))) yield ready;
-  if ((ready = line('}'))) yield ready;
+export function nftScriptParts(rs: NftRuleset): Generator<string> {
+  return gathered(nftScriptLines(rs));
+}
+
+function* nftScriptLines(rs: NftRuleset): Generator<string> {
+  yield `add table ${rs.family} ${rs.table}\ndelete table ${rs.family} ${rs.table}\ntable ${rs.family} ${rs.table} {\n`;
+  for (const s of rs.sets) yield `\t${s.kind} ${s.name} { ${s.decl}; }\n`;
+  for (const l of chainBlocks(rs.chains)) yield `${l}\n`;
+  yield '}\n';
   const order = (n: string): number => {
     const i = SET_ORDER.indexOf(n);
     return i < 0 ? -1 : i;
   };
   for (const s of [...rs.sets].sort((a, b) => order(a.name) - order(b.name))) {
     if (s.dynamic || s.elements.size === 0) continue;
-    if ((ready = line(`add element ${rs.family} ${rs.table} ${s.name} {`))) yield ready;
+    yield `add element ${rs.family} ${rs.table} ${s.name} {\n`;
     let first = true;
     for (const [k, v] of s.elements) {
-      if ((ready = line(`${first ? '\t' : '\t,'}${elementText(k, v)}`))) yield ready;
+      yield `${first ? '\t' : '\t,'}${elementText(k, v)}\n`;
       first = false;
     }
-    if ((ready = line('}'))) yield ready;
+    yield '}\n';
   }
-  if (part) yield part;
 }
 
 /** The whole-table transaction as one text. */
