@@ -53,6 +53,13 @@ function nextSync(proxy: Proxy): Promise<void> {
   });
 }
 
+/** Pushes one change and resolves after the sync it causes. */
+async function change(proxy: Proxy, source: PushSource, i: number): Promise<void> {
+  const next = nextSync(proxy);
+  source.push(service(i));
+  await next;
+}
+
 function service(i: number): SourceEvent {
   const object = {
     apiVersion: 'v1',
@@ -72,19 +79,14 @@ test('a verification longer than syncPeriod is not repeated at every change', as
     source,
     createBackend: (cfg) => (backend = new SlowVerifyBackend(cfg.family, 300)),
   });
-  const synced = (): Promise<void> => nextSync(proxy);
   try {
-    let next = synced();
+    const first = nextSync(proxy);
     await proxy.start();
-    await next;
+    await first;
     assert.equal(backend!.verifications, 1, 'the first sync verifies');
     // Each change right after the last sync: a verification that just ended is not due again,
     // though the last one started longer than a period ago.
-    for (let i = 0; i < 3; i++) {
-      next = synced();
-      source.push(service(i));
-      await next;
-    }
+    for (let i = 0; i < 3; i++) await change(proxy, source, i);
     assert.equal(backend!.syncs, 4);
     assert.equal(backend!.verifications, 1);
   } finally {
@@ -135,11 +137,7 @@ test('a verification put off by the backend holds no change, and runs once what 
     await next;
     assert.equal(backend!.putOff, 1, 'the first sync asks, and is put off');
     // Changes go out while the verification waits; each sync asks again (it is still due).
-    for (let i = 0; i < 2; i++) {
-      next = synced();
-      source.push(service(i));
-      await next;
-    }
+    for (let i = 0; i < 2; i++) await change(proxy, source, i);
     assert.equal(backend!.syncs, 3);
     assert.equal(backend!.decided, 0);
     // Ready: a sync is requested by itself, and it verifies; later ones do not (syncPeriod 1h).
@@ -148,9 +146,7 @@ test('a verification put off by the backend holds no change, and runs once what 
     markReady();
     await next;
     assert.equal(backend!.decided, 1);
-    next = synced();
-    source.push(service(5));
-    await next;
+    await change(proxy, source, 5);
     assert.equal(backend!.decided, 1);
   } finally {
     await proxy.stop();
