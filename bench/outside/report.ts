@@ -14,6 +14,8 @@ export interface Result {
   changeP50Ms: number;
   changeP99Ms: number;
   changes: number;
+  /** Every change's time in the order made, to see when the slow ones came (e.g. right after start). */
+  changeMs: number[];
   /** Restart over the rules already in the kernel → first sync done. */
   restartMs: number;
   peakRssMiB: number;
