@@ -12,7 +12,7 @@
 //   --proxy-main PATH          the proxy's main.js (default: this build's)
 //   --out FILE                 results file (default bench/results/latest.json)
 // Environment: KPB_PROXY_LOG=1 copies the proxy's log (and when it exited) to stderr;
-// KPB_NODE_ARGS adds node flags to the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
+// KPB_PROXY_V sets the proxy's --v (default 0); KPB_NODE_ARGS adds node flags to the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';

@@ -155,7 +155,7 @@ async function startProxy(mode: Mode, ns: string, kubeconfig: string, opts: RunO
     ...(inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : []),
     ...(process.env.KPB_NODE_ARGS ? process.env.KPB_NODE_ARGS.split(' ') : []),
     opts.proxyMain,
-    ...proxyFlags(mode, kubeconfig, opts.stages ? 4 : 0),
+    ...proxyFlags(mode, kubeconfig, opts.stages ? 4 : Number(process.env.KPB_PROXY_V ?? 0)),
   ];
   const startedAt = nowMs();
   return { proxy: new ProxyProcess(spawnIn(ns, argv)), startedAt };

@@ -205,17 +205,18 @@ describe('an unwatched full write proven by generation numbers', () => {
 
   it('our writes while the new monitor loads count among our commits: still proven', async () => {
     const watch = await readyWatch();
-    kernel.missProbes = 2;
+    // Ready after ~1.5 s: each write gives up waiting for it first.
+    kernel.missProbes = 4;
     await watch.unwatchedWrite(fullWrite(2), true);
     await watch.write(fullWrite(1));
     await watch.write(fullWrite(2));
     assert.equal((await decide(watch)).reason, undefined);
-    assert.equal(kernel.monitors.at(-1)!.firstProbe?.earlier, 2 + 3, 'two missed probes and three transactions of ours');
+    assert.equal(kernel.monitors.at(-1)!.firstProbe?.earlier, 4 + 3, 'four missed probes and three transactions of ours');
   });
 
   it('a foreign commit beside our writes while the monitor loads: read back', async () => {
     const watch = await readyWatch();
-    kernel.missProbes = 2;
+    kernel.missProbes = 4;
     await watch.unwatchedWrite(fullWrite(1), true);
     await watch.write(fullWrite(1));
     kernel.commit(FOREIGN, 4242);
@@ -225,10 +226,23 @@ describe('an unwatched full write proven by generation numbers', () => {
 
   it('a write while the monitor loads that does not count its transactions: read back', async () => {
     const watch = await readyWatch();
-    kernel.missProbes = 2;
+    kernel.missProbes = 4;
     await watch.unwatchedWrite(fullWrite(1), true);
     await watch.write(fullWrite(1, false));
     assert.equal((await decide(watch)).reason, 'monitor restarted');
+  });
+
+  it('a change just after an unwatched write waits for the new monitor\'s first probe and is watched', async () => {
+    const watch = await readyWatch();
+    kernel.missProbes = 1;
+    await watch.unwatchedWrite(fullWrite(1), true);
+    const mon = kernel.monitors.at(-1)!;
+    assert.equal(mon.isReady, false);
+    await watch.write(fullWrite(1));
+    assert.equal(mon.isReady, true);
+    assert.equal(mon.ownWrites, 1, 'bracketed, not a write while loading');
+    // The fake does not bracket, so the change itself shows as foreign; the proof still holds.
+    assert.equal(kernel.monitors.at(-1)!.firstProbe?.earlier, 1, 'one missed probe, no write of ours before the first probe');
   });
 
   it('a whole-table write at start waits briefly for the monitor just started, then is proven ours without a read-back', async () => {

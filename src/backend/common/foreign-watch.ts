@@ -27,6 +27,13 @@ const BACKSTOP_TIME_SHARE = 0.05;
  * it (at process start: on an empty kernel it is ready within a probe interval).
  */
 const READY_BEFORE_WRITE_MS = 1500;
+/**
+ * How long a change waits for a monitor that has just been started to show its first probe (a
+ * listener subscribes at once: one probe's round trip). Written while the monitor loads, a write
+ * that overlaps that probe leaves the proof of the unwatched write before it unknown, and the
+ * kernel is read back (seconds at 30,000 services).
+ */
+const READY_BEFORE_CHANGE_MS = 250;
 
 /** A write of ours made unwatched, to be proven alone in its window of generations. */
 interface UnwatchedWindow {
@@ -101,7 +108,11 @@ export class ForeignWatch {
    * the write (counting its transactions in `count`) ends up proven ours with an unwatched one.
    */
   async write<T>(write: (count: CommitCount, bracket?: WriteBracket) => Promise<T>): Promise<T> {
-    const mon = this.running();
+    let mon = this.running();
+    if (mon && !mon.isReady) {
+      await waitAtMost(mon.ready, READY_BEFORE_CHANGE_MS);
+      mon = this.running();
+    }
     if (mon?.isReady) return mon.ownWrite((bracket) => write({}, bracket));
     this.restarted = true;
     return mon ? mon.loadingWrite(write) : write({});

@@ -1,5 +1,5 @@
 // Noticing changes to our kernel rules made by anyone else, at no cost while nothing changes: a
-// long-lived monitor process (`nft monitor`, `xtables-monitor -e`) prints every committed
+// long-lived monitor process (nftables: a netlink listener; iptables-nft: `xtables-monitor -e`) prints every committed
 // ruleset change, then a line naming the generation and the process that committed it. How a
 // monitor's lines read and how it tells our commits from foreign ones is its own; what is
 // shared is here: the process, readiness and catch-up probes, the generation numbers of the
@@ -68,15 +68,19 @@ export type MonitorLine =
   | { type: 'generation'; pid: number; gen: number }
   | { type: 'marker'; kind: MarkerKind; id: number; rep: number }
   | { type: 'change' }
+  /** The monitor says it has just subscribed (only monitors that announce it). */
+  | { type: 'subscribed' }
   | undefined;
 
 /**
- * Time a monitor gets to show that it is subscribed. `nft monitor` first loads the whole ruleset
- * (seconds at 10,000 services), and any commit meanwhile makes it start that load again: probes
- * come at growing intervals so that one load can finish.
+ * Time a monitor gets to show that it is subscribed. A monitor may load the whole ruleset first
+ * (seconds at 10,000 services), and any commit meanwhile may make it start that load again:
+ * probes come at growing intervals so that one load can finish.
  */
 const READY_TIMEOUT_MS = 300_000;
 const FIRST_PROBE_INTERVAL_MS = 100;
+/** How long the first probe waits for a monitor that announces its subscription to do so. */
+const ANNOUNCE_WAIT_MS = 2000;
 const MAX_PROBE_INTERVAL_MS = 16_000;
 
 /** The process, its lines, the probes and the foreign changes; subclasses say whose a generation is. */
@@ -115,12 +119,20 @@ export abstract class GenerationMonitor {
   private readonly seen = new Map<string, number>();
   private readonly waiters = new Map<string, () => void>();
   protected seq = 0;
+  /** Resolves when the tool has said it subscribed (at once for a tool that does not say). */
+  private readonly announced: Promise<void>;
+  private onAnnounced: () => void = () => undefined;
 
   constructor(
     protected readonly wrap: string[],
     command: string[],
     /** The tool's name, for the log. */
     readonly label: string,
+    /**
+     * The tool prints a line as soon as it has subscribed: the first probe is committed then,
+     * not before (a probe committed before is missed, and the next comes 100 ms later).
+     */
+    announcesSubscription = false,
   ) {
     // It never reads its input, so it would not notice the proxy being killed: the kernel kills it.
     const argv = [...DIE_WITH_PARENT, ...wrap, ...command];
@@ -142,6 +154,7 @@ export abstract class GenerationMonitor {
     this.child.on('exit', die);
     keepAlive(this.child, false);
     process.once('exit', () => this.child.kill('SIGKILL'));
+    this.announced = announcesSubscription ? new Promise((resolve) => (this.onAnnounced = resolve)) : Promise.resolve();
     this.ready = this.probe();
   }
 
@@ -256,7 +269,11 @@ export abstract class GenerationMonitor {
   }
 
   private async probe(): Promise<boolean> {
+    // Bounded: a tool that never says so is probed all the same.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.announced, new Promise((resolve) => (timer = setTimeout(resolve, ANNOUNCE_WAIT_MS)))]).finally(() => clearTimeout(timer));
     const ok = (await this.shown('probe', READY_TIMEOUT_MS)) !== undefined;
+    if (ok) log.v(2, `${this.label} subscribed`, { ms: Math.round(performance.now() - this.startedAt), probes: this.probeCommits.length });
     // A monitor stopped on purpose is no failure.
     if (!ok && !this.dead) {
       log.warn(`${this.label} did not start; foreign changes are found by reading the rules back`, {});
@@ -303,6 +320,10 @@ export abstract class GenerationMonitor {
   private onLine(line: string): void {
     const l = this.classify(line);
     if (!l) return;
+    if (l.type === 'subscribed') {
+      this.onAnnounced();
+      return;
+    }
     if (l.type === 'change') {
       this.lines.push(line);
       return;

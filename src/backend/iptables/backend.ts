@@ -149,7 +149,7 @@ export class IptablesBackend implements Backend {
   private needFull = true;
   private startedUp = false;
   private readonly check: KernelCheck;
-  /** On the nft flavour: foreign changes to our rules, as the nft monitor reports them. */
+  /** On the nft flavour: foreign changes to our rules, as xtables-monitor reports them. */
   private foreignWatch: ForeignWatch | undefined;
 
   constructor(
@@ -282,7 +282,7 @@ export class IptablesBackend implements Backend {
    * Compares our chains and the jumps into them with what iptables-save prints (rules are
    * written in its canonical form, so texts compare) and rewrites only the chains that differ,
    * deletes chains of ours that should not exist and re-inserts missing jumps. Reading back
-   * costs seconds at 10,000 services; on the nft flavour the nft monitor makes it rare: it is
+   * costs seconds at 10,000 services; on the nft flavour xtables-monitor makes it rare: it is
    * done only when the monitor saw a foreign change to our rules, cannot vouch for them, or at
    * every `fullReadEvery`-th call.
    */

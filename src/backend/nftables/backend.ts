@@ -65,7 +65,7 @@ export class NftablesBackend implements Backend {
   private readonly opts: Required<Pick<NftablesBackendOptions, 'dryRun' | 'budget' | 'removeLeftovers' | 'fullReadEvery'>> & NftablesBackendOptions;
   private readonly nftFamily: NftFamily;
   private readonly check: KernelCheck;
-  /** Foreign changes to our table, as the nft monitor reports them. */
+  /** Foreign changes to our table, as the event listener reports them. */
   private readonly foreignWatch: ForeignWatch;
   /** Read and removed at the first sync; used by the first full sync that needs the kernel's content. */
   private checkpoint: Checkpoint | undefined;

@@ -1,5 +1,5 @@
-// The nftables mode's change monitor: a long-lived `nft monitor` prints every committed ruleset
-// change, then a `# new generation N by process PID (comm)` line. Our own writes are bracketed
+// The nftables mode's change monitor: a long-lived listener (event-listener.ts) prints every
+// committed ruleset change, then a `# new generation N by process PID (comm)` line. Our own writes are bracketed
 // by two markers (adding and deleting a throwaway table) carried as the first and last commands
 // of the write's own transactions, and the monitor prints changes in commit order: every change
 // to our table seen outside a bracket is someone else's. The shared part (process, probes,
@@ -8,13 +8,14 @@ import { helperFor, type ExecOptions } from '../../node/exec.js';
 import { ForeignWatch as Watch } from '../common/foreign-watch.js';
 import { GenerationMonitor, MARK_PREFIX, markerName, type MarkerKind, type MonitorEvent, type MonitorLine, type WriteBracket } from '../common/watch.js';
 import { applyScript } from './apply.js';
+import { LISTENING, NF_EVENT_LISTENER } from './event-listener.js';
 
 export type { ForeignChanges, MonitorEvent } from '../common/watch.js';
 
 const GENERATION = /^# new generation (\d+) by process (\d+) \(([^)]*)\)$/;
 const MARKER_EVENT = new RegExp(`^(add|delete) table ip ${MARK_PREFIX}(begin|end|probe|sync)-(\\d+)(?:-(\\d+))?$`);
-// `add element ip kube-proxy service-ips { … }`, `delete rule ip kube-proxy services handle 6`,
-// `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output { … }`
+// `add element ip kube-proxy service-ips`, `delete rule ip kube-proxy services`,
+// `delete table ip kube-proxy`, `add chain ip6 kube-proxy nat-output`
 const EVENT = /^(\w+) (\w+) (ip6?) (\S+)(?: ([^\s{]+))?(.*)$/;
 
 /** The commands of the marker `name`: a throwaway table added and deleted at once. */
@@ -31,7 +32,7 @@ export class NftMonitor extends GenerationMonitor {
   private bracketInGeneration = false;
 
   constructor(wrap: string[]) {
-    super(wrap, ['nft', 'monitor'], 'nft monitor');
+    super(wrap, NF_EVENT_LISTENER, 'nftables event listener', true);
   }
 
   protected commitMarker(name: string): Promise<void> {
@@ -39,6 +40,7 @@ export class NftMonitor extends GenerationMonitor {
   }
 
   protected classify(line: string): MonitorLine {
+    if (line === LISTENING) return { type: 'subscribed' };
     const gen = GENERATION.exec(line);
     if (gen) return { type: 'generation', gen: Number(gen[1]), pid: Number(gen[2]) };
     const marker = MARKER_EVENT.exec(line);
@@ -98,7 +100,7 @@ export function monitorFor(opts: ExecOptions): NftMonitor {
   return helperFor(monitors, opts, (wrap) => new NftMonitor(wrap));
 }
 
-/** The nftables mode's watch over its table of one family, through `nft monitor`. */
+/** The nftables mode's watch over its table of one family, through the event listener. */
 export class ForeignWatch extends Watch {
   constructor(exec: ExecOptions, scope: string, relevant: (e: MonitorEvent) => boolean, fullReadEvery: number) {
     super(() => monitorFor(exec), scope, relevant, fullReadEvery);
