@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the kernel tools kube-proxy-ts runs, with apt, when they are missing: nftables,
-# iptables (the package ships both the nft and the legacy flavour), ipset, ipvsadm, conntrack
-# and iproute2. Used by scripts/setup.sh (CI, developers) and by the Dockerfile, so the image
-# gets exactly what the tests ran with. With --test-tools it also installs what only the tests
-# use: user-mode-linux (a kernel with IPVS, run as a process: test/support/uml) and kmod
-# (modprobe, which loads that kernel's modules); the image does not get them.
+# iptables (the package ships both the nft and the legacy flavour), ipset, ipvsadm, conntrack,
+# iproute2 and perl (the nftables mode's event listener; part of every Debian system). Used by
+# scripts/setup.sh (CI, developers) and by the Dockerfile, so the image gets exactly what the
+# tests ran with. With --test-tools it also installs what only the tests use: user-mode-linux (a
+# kernel with IPVS, run as a process: test/support/uml) and kmod (modprobe, which loads that
+# kernel's modules); the image does not get them.
 #   install-deps.sh [--test-tools]           install what is missing (needs root)
 #   install-deps.sh [--test-tools] --check   only list the missing packages (exit 1 when some are missing)
 set -euo pipefail
@@ -28,11 +29,12 @@ declare -A PACKAGE_OF=(
   [ipvsadm]=ipvsadm
   [conntrack]=conntrack
   [ip]=iproute2
+  [perl]=perl-base
   [linux.uml]=user-mode-linux
   [modprobe]=kmod
 )
 
-tools=(nft iptables iptables-legacy ipset ipvsadm conntrack ip)
+tools=(nft iptables iptables-legacy ipset ipvsadm conntrack ip perl)
 if $test_tools; then tools+=(linux.uml modprobe); fi
 
 missing=()
