@@ -99,10 +99,10 @@ function repairSuite(title: string, opts: Omit<ClusterOptions, 'pods'>, faults: 
 repairSuite('repair of foreign changes, nftables mode', { mode: 'nftables' }, (c) => {
   const nft = (args: string): Promise<unknown> => c().topo.exec('node1', 'nft', [args]);
 
-  it('one deleted service-ips element: only that Service stops, /healthz 503 until the repair, then both serve and the repair is counted', async (t) => {
+  it('one deleted dispatch element (its tuple in cluster-2-tuples): only that Service stops, /healthz 503 until the repair, then both serve and the repair is counted', async (t) => {
     const before = await repairs(c());
     const from = c().proxyLog().length;
-    await nft(`delete element ip kube-proxy service-ips { ${API.v4} . tcp . 80 }`);
+    await nft(`delete element ip kube-proxy cluster-2-tuples { ${API.v4} . tcp . 80 }`);
     const since = Date.now();
     // The monitor reports the foreign change at once: health turns 503 before the periodic repair.
     let early503 = false;
@@ -111,12 +111,12 @@ repairSuite('repair of foreign changes, nftables mode', { mode: 'nftables' }, (c
       if (!early503) await sleep(50);
     }
     const { ms } = await healed(c(), API.v4, API.pods, since);
-    t.diagnostic(`service-ips element restored ${ms} ms after its deletion`);
+    t.diagnostic(`dispatch element restored ${ms} ms after its deletion`);
     assert.ok(early503, '/healthz answered 503 while the deleted element was not restored');
     await servedBy(c(), WEB.v4, WEB.pods);
     await servedBy(c(), API.v6, API.pods);
     assert.equal(await healthz(c()), 200);
-    const log = await repairLogged(c(), from, /missing element in service-ips: 1/);
+    const log = await repairLogged(c(), from, /missing element in cluster-2-tuples: 1/);
     assert.match(log, /foreign change to our nftables table seen/);
     assert.equal(await repairs(c()), before + 1, 'one repaired item counted');
   });

@@ -153,7 +153,7 @@ test('pod to ClusterIP: every endpoint, no masquerade from a local pod', () => {
   assert.equal(r.verdict, 'ACCEPT');
   assert.deepEqual(eps(r), ['10.180.0.1:8080', '10.180.2.1:8080']);
   assert.equal(r.masquerade, false);
-  assert.ok(r.path.includes('services: ip daddr . meta l4proto . th dport vmap @service-ips'), r.path.join('\n'));
+  assert.ok(r.path.includes('services: ip daddr . meta l4proto . th dport @cluster-2-tuples goto cluster-2'), r.path.join('\n'));
   assert.ok(r.path.some((p) => p.startsWith('cluster-2: meta l4proto tcp dnat ip to')), r.path.join('\n'));
   assert.deepEqual(r.branches.map((b) => b.conditions).sort(), [['numgen random mod 2 = 0'], ['numgen random mod 2 = 1']]);
 });
@@ -209,7 +209,7 @@ test('external to NodePort: masqueraded, every endpoint', () => {
   assert.equal(r.verdict, 'ACCEPT');
   assert.deepEqual(eps(r), ['10.0.1.7:80', '10.180.2.2:80', '10.180.2.3:80']);
   assert.deepEqual(masqueraded(r), eps(r));
-  assert.ok(r.path.includes('services: ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports'));
+  assert.ok(r.path.includes('services: ip daddr @nodeport-ips meta l4proto . th dport @nodeport-3-tuples goto nodeport-3'));
   assert.ok(r.path.some((p) => p.startsWith('nodeport-3: meta l4proto tcp dnat ip to meta l4proto . tcp dport . numgen random mod 3')));
   // The same port on an address NodePorts do not answer on reaches the node itself.
   const cfg = config({ nodeIPs: [NODE_IP, '192.168.0.99'], nodePortAddresses: ['primary'] });
@@ -392,7 +392,7 @@ test('explain() text names verdict, endpoints, masquerade and the path', () => {
   assert.match(text, /^ {2}10\.180\.0\.1:8080 {2}\(masqueraded\)$/m);
   assert.match(text, /^ {2}10\.180\.2\.1:8080$/m);
   assert.match(text, /^masquerade: only for 10\.180\.0\.1:8080$/m);
-  assert.match(text, /^ {2}services: ip daddr \. meta l4proto \. th dport vmap @service-ips$/m);
+  assert.match(text, /^ {2}services: ip daddr \. meta l4proto \. th dport @cluster-2-tuples goto cluster-2$/m);
   assert.match(text, /^ {2}when numgen random mod 2 = 1: ACCEPT, to 10\.180\.2\.1:8080$/m);
 });
 

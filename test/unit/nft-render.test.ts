@@ -20,6 +20,20 @@ function set(rs: NftRuleset, name: string): Map<string, string | undefined> {
   return s.elements;
 }
 
+/**
+ * Where each tuple of a dispatch map goes: the verdict map's own elements (per-service chains)
+ * and every shape's tuple set (`goto <shape>`). `service-nodeports` gathers the nodeport shapes.
+ */
+function dispatch(rs: NftRuleset, map: 'service-ips' | 'service-nodeports'): Map<string, string | undefined> {
+  const out = new Map(set(rs, map));
+  for (const s of rs.sets) {
+    const shape = /^(.*)-tuples$/.exec(s.name)?.[1];
+    if (!shape || shape.startsWith('nodeport-') !== (map === 'service-nodeports')) continue;
+    for (const k of s.elements.keys()) out.set(k, `goto ${shape}`);
+  }
+  return out;
+}
+
 function chain(rs: NftRuleset, name: string): string[] {
   const c = rs.chains.find((x) => x.name === name);
   assert.ok(c, `chain ${name} exists`);
@@ -99,7 +113,7 @@ describe('render', () => {
       ['10.96.0.20 . tcp . 80 . 1', '10.244.2.5 . 8080'],
       ['10.96.0.20 . tcp . 80 . 2', '10.244.3.5 . 8080'],
     ]);
-    assert.deepEqual([...set(rs, 'service-ips')], [['10.96.0.20 . tcp . 80', 'goto cluster-3']]);
+    assert.deepEqual([...dispatch(rs, 'service-ips')], [['10.96.0.20 . tcp . 80', 'goto cluster-3']]);
     assert.equal(set(rs, 'hairpin').size, 3);
   });
 
@@ -108,7 +122,7 @@ describe('render', () => {
     assert.equal(rs.family, 'ip');
     assert.equal(rs.table, 'kube-proxy');
     assert.deepEqual([...set(rs, 'cluster-ips').keys()], ['10.96.0.10']);
-    assert.deepEqual([...set(rs, 'service-ips')], [['10.96.0.10 . tcp . 80', 'goto cluster-2']]);
+    assert.deepEqual([...dispatch(rs, 'service-ips')], [['10.96.0.10 . tcp . 80', 'goto cluster-2']]);
     assert.deepEqual([...set(rs, 'service-endpoints-tcp')], [
       ['10.96.0.10 . tcp . 80 . 0', '10.244.1.5 . 8080'],
       ['10.96.0.10 . tcp . 80 . 1', '10.244.2.5 . 8080'],
@@ -119,13 +133,13 @@ describe('render', () => {
     ]);
     assert.deepEqual([...set(rs, 'hairpin').keys()].sort(), ['10.244.1.5 . 10.244.1.5', '10.244.2.5 . 10.244.2.5']);
     assert.equal(set(rs, 'nodeport-ips').size, 1);
-    assert.equal(set(rs, 'service-nodeports').size, 0);
+    assert.equal(dispatch(rs, 'service-nodeports').size, 0);
   });
 
   test('NodePort on the primary node IP, or on nodePortAddresses CIDRs', () => {
     const rs = renderCase('nodePort');
     assert.deepEqual([...set(rs, 'nodeport-ips').keys()], ['192.168.50.11']);
-    assert.deepEqual([...set(rs, 'service-nodeports')], [['tcp . 30080', 'goto nodeport-2']]);
+    assert.deepEqual([...dispatch(rs, 'service-nodeports')], [['tcp . 30080', 'goto nodeport-2']]);
     assert.deepEqual([...set(rs, 'nodeport-endpoints-tcp').keys()], ['tcp . 30080 . 0', 'tcp . 30080 . 1']);
     assert.deepEqual(chain(rs, 'nodeport-2'), [
       'jump mark-for-masquerade',
@@ -136,12 +150,12 @@ describe('render', () => {
     const none = backendConfig({ nodeIPs: [] });
     const rsNone = render(snapshot(cases.nodePort!.ports), none);
     assert.equal(set(rsNone, 'nodeport-ips').size, 0);
-    assert.equal(set(rsNone, 'service-nodeports').size, 0);
+    assert.equal(dispatch(rsNone, 'service-nodeports').size, 0);
   });
 
   test('external IP: Cluster policy masquerades, no firewall', () => {
     const rs = renderCase('externalIP');
-    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
+    assert.equal(dispatch(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
     assert.deepEqual(chain(rs, 'external-2')[0], 'jump mark-for-masquerade');
     assert.equal(set(rs, 'firewall-ips').size, 0);
   });
@@ -164,13 +178,13 @@ describe('render', () => {
     assert.deepEqual([...set(rs, 'firewall-ips').keys()], ['203.0.113.5 . tcp . 80']);
     assert.equal(set(rs, 'firewall-allow').size, 0);
     // External IPs are not load-balancer IPs: source ranges never applied to them.
-    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
+    assert.equal(dispatch(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
   });
 
   test('externalTrafficPolicy Local: local endpoints first, cluster endpoints at the offset', () => {
     const rs = renderCase('eTPLocal');
-    assert.equal(set(rs, 'service-ips').get('203.0.113.5 . tcp . 80'), 'goto external-local-1-2');
-    assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-1-2');
+    assert.equal(dispatch(rs, 'service-ips').get('203.0.113.5 . tcp . 80'), 'goto external-local-1-2');
+    assert.equal(dispatch(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-1-2');
     const eps = set(rs, 'service-endpoints-tcp');
     assert.equal(eps.get('203.0.113.5 . tcp . 80 . 0'), '10.244.1.5 . 8080');
     assert.equal(eps.get('203.0.113.5 . tcp . 80 . 65536'), '10.244.1.5 . 8080');
@@ -183,13 +197,13 @@ describe('render', () => {
       ...dnat('', 'service', 1),
     ]);
     // ClusterIP traffic is unaffected by the external policy.
-    assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-2');
+    assert.equal(dispatch(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-2');
   });
 
   test('externalTrafficPolicy Local without local endpoints drops outside traffic only', () => {
     const rs = renderCase('eTPLocalNoLocal');
-    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-local-0-1');
-    assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-0-1');
+    assert.equal(dispatch(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-local-0-1');
+    assert.equal(dispatch(rs, 'service-nodeports').get('tcp . 30080'), 'goto nodeport-local-0-1');
     const rules = chain(rs, 'external-local-0-1');
     assert.equal(rules[rules.length - 1], 'drop');
     assert.equal(rules[1], dnat('fib saddr type local ', 'service', 1, true)[0]);
@@ -197,19 +211,19 @@ describe('render', () => {
 
   test('internalTrafficPolicy Local uses only local endpoints, drops when there are none here', () => {
     const rs = renderCase('iTPLocal');
-    assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-1');
+    assert.equal(dispatch(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), 'goto cluster-1');
     assert.deepEqual([...set(rs, 'service-endpoints-tcp')], [['10.96.0.10 . tcp . 80 . 0', '10.244.1.5 . 8080']]);
     const none = renderCase('iTPLocalNoLocal');
-    assert.equal(set(none, 'service-ips').size, 0);
+    assert.equal(dispatch(none, 'service-ips').size, 0);
     assert.deepEqual([...set(none, 'no-endpoint-services')], [['10.96.0.10 . tcp . 80', 'drop']]);
   });
 
   test('ClientIP affinity: upstream-style per-service chains and affinity sets', () => {
     const rs = renderCase('affinity');
     const svc = 'service-ULMVA6XW-ns1/svc1/tcp/p80';
-    assert.equal(set(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), `goto ${svc}`);
-    assert.equal(set(rs, 'service-ips').get('203.0.113.5 . tcp . 80'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
-    assert.equal(set(rs, 'service-nodeports').get('tcp . 30080'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
+    assert.equal(dispatch(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), `goto ${svc}`);
+    assert.equal(dispatch(rs, 'service-ips').get('203.0.113.5 . tcp . 80'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
+    assert.equal(dispatch(rs, 'service-nodeports').get('tcp . 30080'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
     const rules = chain(rs, svc);
     assert.equal(rules[0], 'ip daddr 10.96.0.10 ip saddr != { 10.244.0.0/16 } jump mark-for-masquerade');
     assert.match(rules[rules.length - 1]!, /^numgen random mod 2 vmap \{ 0 : goto endpoint-\w{8}-ns1\/svc1\/tcp\/p80__10\.244\.1\.5\/8080, 1 : goto endpoint-/);
@@ -237,7 +251,7 @@ describe('render', () => {
     assert.deepEqual([...set(rs, 'no-endpoint-services')], [['10.96.0.10 . tcp . 80', 'goto reject-chain']]);
     assert.deepEqual([...set(rs, 'no-endpoint-nodeports')], [['tcp . 30080', 'goto reject-chain']]);
     assert.ok(set(rs, 'cluster-ips').has('10.96.0.10'));
-    assert.equal(set(rs, 'service-ips').size, 0);
+    assert.equal(dispatch(rs, 'service-ips').size, 0);
   });
 
   test('IPv6: ip6 family, canonical addresses, ip6 matches', () => {
@@ -252,9 +266,9 @@ describe('render', () => {
   });
 
   test('SCTP and one port number on TCP and UDP', () => {
-    assert.equal(set(renderCase('sctp'), 'service-ips').get('10.96.0.10 . sctp . 9999'), 'goto cluster-2');
+    assert.equal(dispatch(renderCase('sctp'), 'service-ips').get('10.96.0.10 . sctp . 9999'), 'goto cluster-2');
     const rs = renderCase('tcpAndUdp');
-    assert.deepEqual([...set(rs, 'service-ips').keys()].sort(), ['10.96.0.10 . tcp . 53', '10.96.0.10 . udp . 53']);
+    assert.deepEqual([...dispatch(rs, 'service-ips').keys()].sort(), ['10.96.0.10 . tcp . 53', '10.96.0.10 . udp . 53']);
     assert.deepEqual([...set(rs, 'cluster-ips').keys()], ['10.96.0.10']);
   });
 
@@ -282,21 +296,23 @@ describe('render', () => {
       cfg,
     );
     assert.deepEqual([...set(rs, 'cluster-ips').keys()].sort(), ['10.96.0.10', '10.96.0.20']);
-    assert.equal(set(rs, 'service-ips').get('10.96.0.20 . tcp . 80'), 'goto cluster-1');
+    assert.equal(dispatch(rs, 'service-ips').get('10.96.0.20 . tcp . 80'), 'goto cluster-1');
   });
 
   test('two services claiming one external IP and port: the smaller key wins, in full and incremental renders', () => {
     const a = web({ namespace: 'a', externalIPs: ['192.168.99.1'] });
     const b = web({ namespace: 'b', clusterIP: '10.96.0.11', externalIPs: ['192.168.99.1'], endpoints: [endpoint('10.244.2.77', 80)] });
     const rs = render(snapshot([b, a]), cfg);
-    assert.equal(set(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
+    assert.equal(dispatch(rs, 'service-ips').get('192.168.99.1 . tcp . 80'), 'goto external-2');
     const st = new RulesetState(cfg);
     st.update(snapshot([b]));
     const ops = st.update(snapshot([a, b]), [key(a)]);
-    assert.ok(ops.some((o) => o.kind === 'replace-element' && o.set === 'service-ips' && o.value === 'goto external-2'));
+    // The tuple moves from the loser's shape to the winner's.
+    assert.ok(ops.some((o) => o.kind === 'add-element' && o.set === 'external-2-tuples' && o.key === '192.168.99.1 . tcp . 80'));
+    assert.ok(ops.some((o) => o.kind === 'delete-element' && o.set === 'external-1-tuples' && o.key === '192.168.99.1 . tcp . 80'));
     assert.deepEqual(st.ruleset().sets, rs.sets);
     const back = st.update(snapshot([b]), [key(a)]);
-    assert.ok(back.some((o) => o.kind === 'replace-element' && o.set === 'service-ips' && o.value === 'goto external-1'));
+    assert.ok(back.some((o) => o.kind === 'add-element' && o.set === 'external-1-tuples' && o.key === '192.168.99.1 . tcp . 80'));
   });
 });
 
@@ -324,24 +340,39 @@ describe('diff and chunking', () => {
     assert.deepEqual(st.ruleset().sets, render(after, cfg).sets);
   });
 
-  test('endpoint count change: new shape chain first, verdict moved, then the old slot removed', () => {
+  test('endpoint count change: new shape set, chain and dispatch rule first, tuple moved, then the old slot removed', () => {
     const st = new RulesetState(cfg);
     st.update(snapshot(cluster));
     const fewer = servicePort({ ...target.info, endpoints: target.clusterEndpoints.slice(0, 2) });
     const ops = st.update(snapshot(cluster.map((p, i) => (i === 500 ? fewer : p))), [key(fewer)]);
     assert.deepEqual(
-      ops.map((o) => [o.kind, 'set' in o ? o.set : 'chain' in o ? o.chain.name : o.name, 'key' in o ? o.key : '']),
+      ops.map((o) => [o.kind, o.kind === 'add-set' ? o.set.name : 'set' in o ? o.set : 'chain' in o ? o.chain.name : o.name, 'key' in o ? o.key : '']),
       [
+        ['add-set', 'cluster-2-tuples', ''],
         ['add-chain', 'cluster-2', ''],
-        ['replace-element', 'service-ips', `${cip} . tcp . 80`],
+        ['replace-chain', 'services', ''],
+        ['add-element', 'cluster-2-tuples', `${cip} . tcp . 80`],
+        ['delete-element', 'cluster-3-tuples', `${cip} . tcp . 80`],
         ['delete-element', 'service-endpoints-tcp', `${cip} . tcp . 80 . 2`],
         ['delete-element', 'hairpin', '10.100.5.222 . 10.100.5.222'],
       ],
     );
-    // Removing the last service with 2 endpoints deletes the shape chain after its verdict element.
+    const services = ops.find((o) => o.kind === 'replace-chain')!;
+    assert.ok(services.kind === 'replace-chain' && services.chain.rules.includes('ip daddr . meta l4proto . th dport @cluster-2-tuples goto cluster-2'));
+    // Removing the last service with 2 endpoints: its dispatch rule goes after its tuple (late),
+    // then the shape chain, then its set.
     const gone = st.update(snapshot(cluster.filter((_, i) => i !== 500)), [key(fewer)]);
-    assert.deepEqual(gone[gone.length - 1], { kind: 'delete-chain', name: 'cluster-2' });
-    const verdictAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'service-ips');
+    assert.deepEqual(
+      gone.slice(-3).map((o) => [o.kind, 'chain' in o ? o.chain.name : 'name' in o ? o.name : '']),
+      [
+        ['replace-chain', 'services'],
+        ['delete-chain', 'cluster-2'],
+        ['delete-set', 'cluster-2-tuples'],
+      ],
+    );
+    const rule = gone.at(-3)!;
+    assert.ok(rule.kind === 'replace-chain' && !rule.chain.rules.some((r) => r.includes('cluster-2')));
+    const verdictAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'cluster-2-tuples');
     const dataAt = gone.findIndex((o) => o.kind === 'delete-element' && o.set === 'service-endpoints-tcp');
     assert.ok(verdictAt >= 0 && verdictAt < dataAt);
   });
@@ -388,7 +419,7 @@ describe('diff and chunking', () => {
         if (el && current) {
           const k = el[1]!.split(' : ')[0]!;
           seen.add(`${current}|${k}`);
-          if (current === 'service-ips') {
+          if (current.endsWith('-tuples')) {
             // Every slot of the tuple must already be there when it becomes live.
             for (let i = 0; i < 5; i++) assert.ok(seen.has(`service-endpoints-tcp|${k} . ${i}`), `slot ${i} of ${k} before its verdict`);
             assert.ok(seen.has(`cluster-ips|${k.split(' . ')[0]}`));
@@ -482,7 +513,7 @@ describe('kernel acceptance (throwaway network namespace)', () => {
     const first = await be.sync(snapshot([a1, a2]));
     assert.equal(first.full, true);
     // Someone removes one of our elements behind our back.
-    await applyScript('delete element ip kube-proxy service-ips { 10.96.0.10 . tcp . 80 }\n', { wrap });
+    await applyScript('delete element ip kube-proxy cluster-2-tuples { 10.96.0.10 . tcp . 80 }\n', { wrap });
     const b1 = web({ endpoints: [endpoint('10.244.2.5', 8080)] });
     const b3 = web({ serviceName: 'svc3', clusterIP: '10.96.0.30', endpoints: [endpoint('10.244.2.30', 80)] });
     const changes = { ...emptyChanges(false), changed: new Set([key(b1), key(b3)]) };
@@ -493,9 +524,9 @@ describe('kernel acceptance (throwaway network namespace)', () => {
     assert.ok(kernel);
     const k = (n: string) => kernel.sets.find((s) => s.name === n)!.elements;
     // Nothing of the failed transaction is in: no svc3, svc1 still has both slots.
-    assert.ok(!k('service-ips').has('10.96.0.30 . tcp . 80'));
+    assert.ok(!k('cluster-1-tuples').has('10.96.0.30 . tcp . 80'));
     assert.ok(k('service-endpoints-tcp').has('10.96.0.10 . tcp . 80 . 1'));
-    assert.ok(k('service-ips').has('10.96.0.20 . tcp . 80'));
+    assert.ok(k('cluster-1-tuples').has('10.96.0.20 . tcp . 80'));
     const retry = await be.sync({ ...snapB, generation: 3 });
     assert.equal(retry.full, true);
     const repaired = await readTable('ip', { wrap });

@@ -3,8 +3,9 @@
 import {
   SET_ORDER,
   TABLE,
-  VERDICT_MAPS,
   chainHeader,
+  isDispatchSet,
+  isShapeTuples,
   chainRefs,
   elementText,
   type NftChain,
@@ -17,8 +18,11 @@ export type NftOp =
   | { kind: 'add-set'; set: NftSet }
   | { kind: 'delete-set'; name: string; setKind: 'set' | 'map' }
   | { kind: 'add-chain'; chain: NftChain }
-  /** Flush and refill an existing chain. */
-  | { kind: 'replace-chain'; chain: NftChain }
+  /**
+   * Flush and refill an existing chain; `late`: after the element operations (a dispatch rule
+   * going away stays until the elements it serves have moved elsewhere).
+   */
+  | { kind: 'replace-chain'; chain: NftChain; late?: boolean }
   | { kind: 'delete-chain'; name: string }
   | { kind: 'add-element'; set: string; key: string; value?: string }
   /** Same key, new value: delete and add within one transaction. */
@@ -74,7 +78,7 @@ function sameRules(a: NftChain, b: NftChain): boolean {
 
 function setRank(name: string): number {
   const i = SET_ORDER.indexOf(name);
-  return i < 0 ? SET_ORDER.length : i;
+  return i >= 0 ? i : isShapeTuples(name) ? SET_ORDER.length : SET_ORDER.length + 1;
 }
 
 /**
@@ -102,12 +106,12 @@ export function orderOps(ops: NftOp[], lookupChain: (name: string) => NftChain |
       case 'add-chain':
         return 1;
       case 'replace-chain':
-        return 2;
+        return op.late ? 5.5 : 2;
       case 'add-element':
       case 'replace-element':
-        return VERDICT_MAPS.has(op.set) ? 4 : 3;
+        return isDispatchSet(op.set) ? 4 : 3;
       case 'delete-element':
-        return VERDICT_MAPS.has(op.set) ? 4 : 5;
+        return isDispatchSet(op.set) ? 4 : 5;
       case 'delete-chain':
         return 6;
       case 'delete-set':
@@ -126,7 +130,7 @@ export function orderOps(ops: NftOp[], lookupChain: (name: string) => NftChain |
         return setRank(op.set) * 3 + (op.kind === 'add-element' ? 0 : 1);
       case 'delete-element':
         // Data deletions run in reverse set order (firewall-ips before firewall-allow).
-        return VERDICT_MAPS.has(op.set) ? setRank(op.set) * 3 + 2 : -setRank(op.set);
+        return isDispatchSet(op.set) ? setRank(op.set) * 3 + 2 : -setRank(op.set);
       default:
         return 0;
     }

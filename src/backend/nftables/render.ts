@@ -5,6 +5,8 @@
 // Every rule string emitted, by purpose (<f> is `ip` or `ip6`, <m> the masquerade mark):
 //   dispatch     <f> daddr . meta l4proto . th dport vmap @service-ips
 //                <f> daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports
+//                <f> daddr . meta l4proto . th dport @<shape>-tuples goto <shape>
+//                <f> daddr @nodeport-ips meta l4proto . th dport @<shape>-tuples goto <shape>
 //   no endpoints <f> daddr . meta l4proto . th dport vmap @no-endpoint-services
 //                <f> daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports
 //   firewall     <f> daddr . meta l4proto . th dport @firewall-ips jump firewall-check
@@ -199,13 +201,7 @@ export function baseChains(ctx: RenderContext): NftChain[] {
     },
     { name: 'reject-chain', rules: ['reject'] },
     { name: 'firewall-check', rules: [`${f} daddr . meta l4proto . th dport . ${f} saddr @firewall-allow return`, 'drop'] },
-    {
-      name: 'services',
-      rules: [
-        `${f} daddr . meta l4proto . th dport vmap @service-ips`,
-        `${f} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports`,
-      ],
-    },
+    servicesChain(ctx, []),
     { name: 'filter-prerouting-pre-dnat', hook: { type: 'filter', hook: 'prerouting', priority: 'dstnat - 10' }, rules: preDnat },
     // nft only accepts the `dstnat` keyword in prerouting: output hooks use its value, -100.
     { name: 'filter-output-pre-dnat', hook: { type: 'filter', hook: 'output', priority: '-110' }, rules: [...preDnat] },
@@ -227,6 +223,78 @@ export function baseChains(ctx: RenderContext): NftChain[] {
       rules: [`ct status dnat ${f} saddr . ${f} daddr @hairpin masquerade`, 'jump masquerading'],
     },
   ];
+}
+
+/**
+ * The set of the tuples a shape chain serves (`daddr . proto . port`; `proto . port` for node
+ * ports). Renderers dispatch a tuple through `service-ips` / `service-nodeports` (`goto <shape>`,
+ * where two services claiming one tuple are resolved); in the kernel a tuple going to a shape
+ * is an element of that shape's plain set instead: the kernel checks every chain reachable
+ * through a verdict map at each commit that adds a jump or goto element, which took 3 ms per
+ * change at 30,000 Services (see docs/nftables-layout.md).
+ */
+export function shapeTuples(shape: string): string {
+  return `${shape}-tuples`;
+}
+
+const SHAPE_VERDICT = /^goto ((?:cluster|external|nodeport)-(?:local-)?\d+(?:-\d+)?)$/;
+
+/** The shape chain a dispatch map's value goes to; undefined for a per-service chain or a verdict. */
+export function dispatchShape(value: string | undefined): string | undefined {
+  return value === undefined ? undefined : SHAPE_VERDICT.exec(value)?.[1];
+}
+
+/** The kernel set a dispatch element lives in: its shape's tuple set, or the map itself. */
+export function kernelSetOf(set: string, value: string | undefined): { set: string; value: string | undefined } {
+  if (set !== 'service-ips' && set !== 'service-nodeports') return { set, value };
+  const shape = dispatchShape(value);
+  return shape ? { set: shapeTuples(shape), value: undefined } : { set, value };
+}
+
+/**
+ * The kernel's sets from rendered ones: `service-ips` and `service-nodeports` keep only their
+ * per-service verdicts, and each shape's tuples go to its set (after the base sets, by shape).
+ */
+export function splitDispatch(sets: readonly NftSet[], shapes: readonly string[], ctx: RenderContext): NftSet[] {
+  const tuples = new Map(shapes.map((s) => [s, shapeTupleSet(s, ctx)]));
+  const out = sets.map((s) => {
+    if (s.name !== 'service-ips' && s.name !== 'service-nodeports') return s;
+    const kept: NftSet = { ...s, elements: new Map() };
+    for (const [k, v] of s.elements) {
+      const shape = dispatchShape(v);
+      if (shape) tuples.get(shape)!.elements.set(k, undefined);
+      else kept.elements.set(k, v);
+    }
+    return kept;
+  });
+  return [...out, ...tuples.values()];
+}
+
+export function isShapeTuples(set: string): boolean {
+  return set.endsWith('-tuples');
+}
+
+/** The declaration of a shape's tuple set. */
+export function shapeTupleSet(shape: string, ctx: RenderContext): NftSet {
+  const decl = shape.startsWith('nodeport-') ? 'type inet_proto . inet_service' : `type ${ctx.addrType} . inet_proto . inet_service`;
+  return { name: shapeTuples(shape), kind: 'set', decl, elements: new Map() };
+}
+
+/** The dispatch chain: per-service chains through the verdict maps, then one rule per shape (sorted). */
+export function servicesChain(ctx: RenderContext, shapes: readonly string[]): NftChain {
+  const f = ctx.f;
+  return {
+    name: 'services',
+    rules: [
+      `${f} daddr . meta l4proto . th dport vmap @service-ips`,
+      `${f} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports`,
+      ...shapes.map((s) =>
+        s.startsWith('nodeport-')
+          ? `${f} daddr @nodeport-ips meta l4proto . th dport @${shapeTuples(s)} goto ${s}`
+          : `${f} daddr . meta l4proto . th dport @${shapeTuples(s)} goto ${s}`,
+      ),
+    ],
+  };
 }
 
 /** Rules of a shape chain, from its name (`cluster-N`, `external-N`, `external-local-L-C`, `nodeport-…`). */
@@ -525,6 +593,7 @@ export function render(snapshot: Snapshot, config: BackendConfig): NftRuleset {
   const seenChains = new Set(chains.map((c) => c.name));
   for (const key of [...snapshot.services.keys()].sort(compareKeys)) {
     const frag = renderServicePort(snapshot.services.get(key)!, ctx);
+    for (const sh of frag.shapes) shapes.add(sh);
     const els = frag.elements;
     for (let i = 0; i < els.length; i += 3) {
       const s = byName.get(els[i]!)!;
@@ -540,10 +609,11 @@ export function render(snapshot: Snapshot, config: BackendConfig): NftRuleset {
       byName.set(s.name, s);
       extraSets.push(s);
     }
-    for (const sh of frag.shapes) shapes.add(sh);
   }
-  const shapeChains = [...shapes].sort(compareKeys).map((n) => shapeChain(n, ctx));
-  return { family: ctx.f, table: TABLE, sets: [...sets, ...extraSets], chains: [...shapeChains, ...extraChains, ...chains] };
+  const sorted = [...shapes].sort(compareKeys);
+  const shapeChains = sorted.map((n) => shapeChain(n, ctx));
+  const base = chains.map((c) => (c.name === 'services' ? servicesChain(ctx, sorted) : c));
+  return { family: ctx.f, table: TABLE, sets: [...splitDispatch(sets, sorted, ctx), ...extraSets], chains: [...shapeChains, ...extraChains, ...base] };
 }
 
 export function elementText(key: string, value: string | undefined): string {
@@ -596,6 +666,17 @@ export const SET_ORDER = [
 
 export const VERDICT_MAPS = new Set(['service-ips', 'service-nodeports', 'no-endpoint-services', 'no-endpoint-nodeports']);
 
+/** Sets whose elements make a tuple live: added after its endpoint data, deleted before it. */
+export function isDispatchSet(name: string): boolean {
+  return VERDICT_MAPS.has(name) || isShapeTuples(name);
+}
+
+/** Position of a set's elements in a whole-table write (per-service sets first, then SET_ORDER, tuple sets last). */
+export function setOrder(name: string): number {
+  if (isShapeTuples(name)) return SET_ORDER.length;
+  return SET_ORDER.indexOf(name);
+}
+
 /** The chains as `chain x { … }` blocks inside a table block, referenced chains first. */
 function chainBlocks(chains: NftChain[]): string[] {
   const out: string[] = [];
@@ -623,11 +704,7 @@ function* nftScriptLines(rs: NftRuleset): Generator<string> {
   for (const s of rs.sets) yield `\t${s.kind} ${s.name} { ${s.decl}; }\n`;
   for (const l of chainBlocks(rs.chains)) yield `${l}\n`;
   yield '}\n';
-  const order = (n: string): number => {
-    const i = SET_ORDER.indexOf(n);
-    return i < 0 ? -1 : i;
-  };
-  for (const s of [...rs.sets].sort((a, b) => order(a.name) - order(b.name))) {
+  for (const s of [...rs.sets].sort((a, b) => setOrder(a.name) - setOrder(b.name))) {
     if (s.dynamic || s.elements.size === 0) continue;
     yield `add element ${rs.family} ${rs.table} ${s.name} {\n`;
     let first = true;

@@ -11,7 +11,12 @@ import {
   baseSets,
   renderContext,
   renderServicePort,
+  kernelSetOf,
+  servicesChain,
   shapeChain,
+  shapeTupleSet,
+  shapeTuples,
+  splitDispatch,
   type Fragment,
   type NftChain,
   type NftRuleset,
@@ -38,7 +43,7 @@ export class RulesetState {
   readonly ctx: RenderContext;
   private readonly store: FragmentStore<NftObject>;
   private readonly baseSetDecls: NftSet[];
-  private readonly base: NftChain[];
+  private base: NftChain[];
   private readonly shapeChains = new Map<string, NftChain>();
 
   constructor(config: BackendConfig) {
@@ -71,16 +76,25 @@ export class RulesetState {
     const storeOps = this.store.update(keys, render, collect);
     const deleted = new Map<string, NftChain>();
     const ops: NftOp[] = [];
+    let added = false;
+    const dropped: string[] = [];
     for (const op of storeOps) {
       switch (op.kind) {
-        case 'add-item':
-          ops.push({ kind: 'add-element', set: op.collection, key: op.key, value: op.value });
+        case 'add-item': {
+          const to = kernelSetOf(op.collection, op.value);
+          ops.push({ kind: 'add-element', set: to.set, key: op.key, value: to.value });
           break;
-        case 'replace-item':
-          ops.push({ kind: 'replace-element', set: op.collection, key: op.key, value: op.value });
+        }
+        case 'replace-item': {
+          // A dispatch tuple changing shape moves between tuple sets (or to or from the map).
+          const from = kernelSetOf(op.collection, op.before);
+          const to = kernelSetOf(op.collection, op.value);
+          if (from.set === to.set) ops.push({ kind: 'replace-element', set: to.set, key: op.key, value: to.value });
+          else ops.push({ kind: 'add-element', set: to.set, key: op.key, value: to.value }, { kind: 'delete-element', set: from.set, key: op.key });
           break;
+        }
         case 'delete-item':
-          ops.push({ kind: 'delete-element', set: op.collection, key: op.key });
+          ops.push({ kind: 'delete-element', set: kernelSetOf(op.collection, op.value).set, key: op.key });
           break;
         case 'add-object':
           ops.push(isSet(op.object) ? { kind: 'add-set', set: op.object } : { kind: 'add-chain', chain: op.object });
@@ -98,21 +112,31 @@ export class RulesetState {
         case 'add-ref': {
           const c = shapeChain(op.name, this.ctx);
           this.shapeChains.set(op.name, c);
-          ops.push({ kind: 'add-chain', chain: c });
+          ops.push({ kind: 'add-set', set: shapeTupleSet(op.name, this.ctx) }, { kind: 'add-chain', chain: c });
+          added = true;
           break;
         }
         case 'drop-ref': {
           const c = this.shapeChains.get(op.name);
           if (c) deleted.set(op.name, c);
           this.shapeChains.delete(op.name);
-          ops.push({ kind: 'delete-chain', name: op.name });
+          ops.push({ kind: 'delete-chain', name: op.name }, { kind: 'delete-set', name: shapeTuples(op.name), setKind: 'set' });
+          dropped.push(op.name);
           break;
         }
       }
     }
     if (!collect) {
       for (const name of this.store.refs()) if (!this.shapeChains.has(name)) this.shapeChains.set(name, shapeChain(name, this.ctx));
+      this.setServicesChain([...this.shapeChains.keys()]);
       return [];
+    }
+    // The dispatch chain: new shapes' rules before the elements that use them, and rules of
+    // shapes gone only after their elements have moved (late).
+    if (added || dropped.length > 0) {
+      const final = [...this.shapeChains.keys()];
+      if (added) ops.push({ kind: 'replace-chain', chain: this.setServicesChain([...final, ...dropped]) });
+      if (dropped.length > 0) ops.push({ kind: 'replace-chain', chain: this.setServicesChain(final), late: true });
     }
     // Deleted chains are looked up as they were, so they go before the chains they referred to.
     return orderOps(ops, (n) => {
@@ -121,17 +145,29 @@ export class RulesetState {
     });
   }
 
+  /** Makes the dispatch chain hold the rules of `shapes`, and returns it. */
+  private setServicesChain(shapes: string[]): NftChain {
+    const chain = servicesChain(this.ctx, [...new Set(shapes)].sort());
+    this.base = this.base.map((c) => (c.name === chain.name ? chain : c));
+    return chain;
+  }
+
   /** The current ruleset (shares element maps with this state: read, do not modify). */
   ruleset(): NftRuleset {
     const objects = this.store.objects();
-    const sets: NftSet[] = this.baseSetDecls.map((s) => ({ ...s, elements: this.store.items(s.name) }));
+    const shapes = [...this.shapeChains.keys()].sort();
+    const sets: NftSet[] = splitDispatch(
+      this.baseSetDecls.map((s) => ({ ...s, elements: this.store.items(s.name) })),
+      shapes,
+      this.ctx,
+    );
     for (const o of objects) if (isSet(o)) sets.push(o);
     const extraChains = objects.filter((o): o is NftChain => !isSet(o));
     return {
       family: this.ctx.f,
       table: TABLE,
       sets,
-      chains: [...this.shapeChains.values(), ...extraChains, ...this.base],
+      chains: [...shapes.map((s) => this.shapeChains.get(s)!), ...extraChains, ...this.base],
     };
   }
 
