@@ -53,7 +53,7 @@ describe('restart from a checkpoint, nftables mode', () => {
 
   it('what changed while the proxy was down is repaired at its first verification', async () => {
     await c().proxy.stop();
-    await nft('delete', 'element', 'ip', 'kube-proxy', 'service-ips', `{ ${WEB} . tcp . 80 }`);
+    await nft('delete', 'element', 'ip', 'kube-proxy', 'cluster-2-tuples', `{ ${WEB} . tcp . 80 }`);
     const from = c().proxyLog().length;
     await c().restartProxy();
     assert.match(c().proxyLog().slice(from), /restarting from the checkpoint/);
@@ -63,7 +63,7 @@ describe('restart from a checkpoint, nftables mode', () => {
       if (waited > (SYNC_PERIOD_S + 6) * 1000) assert.fail(`${WEB} not repaired: ${JSON.stringify(r)}\n${c().proxyLog().slice(from).slice(-3000)}`);
       await sleep(200);
     }
-    assert.match(c().proxyLog().slice(from), /missing element in service-ips/);
+    assert.match(c().proxyLog().slice(from), /missing element in cluster-2-tuples/);
   });
 
   it('a checkpoint whose marker is gone is not trusted: the table is rebuilt', async () => {
