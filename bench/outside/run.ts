@@ -1,6 +1,6 @@
 // One workload in one mode, measured from outside the proxy (see main.ts for the setup).
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kubeconfigFor } from '../../test/support/kubeconfig.js';
@@ -149,9 +149,19 @@ function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: string, 
   }
 }
 
+/** The node flags of a script's interpreter line (`#!/usr/bin/env -S node --flag`): the proxy runs as its users start it. */
+function interpreterFlags(main: string): string[] {
+  const first = readFileSync(main, 'utf8').split('\n', 1)[0]!;
+  if (!first.startsWith('#!')) return [];
+  const words = first.slice(2).trim().split(/\s+/);
+  const node = words.findIndex((w) => w === 'node' || w.endsWith('/node'));
+  return node < 0 ? [] : words.slice(node + 1);
+}
+
 async function startProxy(mode: Mode, ns: string, kubeconfig: string, opts: RunOptions, inspect: boolean): Promise<{ proxy: ProxyProcess; startedAt: number }> {
   const argv = [
     process.execPath,
+    ...interpreterFlags(opts.proxyMain),
     ...(inspect ? [`--inspect=127.0.0.1:${INSPECT_PORT}`] : []),
     ...(process.env.KPB_NODE_ARGS ? process.env.KPB_NODE_ARGS.split(' ') : []),
     opts.proxyMain,
