@@ -19,6 +19,8 @@ export interface Result {
   /** Restart over the rules already in the kernel → first sync done. */
   restartMs: number;
   peakRssMiB: number;
+  /** The restarted proxy's peak, its first verification (a read-back of the table) included. */
+  restartPeakRssMiB: number;
   rssAfterStartMiB: number;
   burst: { changes: number; syncs: number; rssBeforeMiB: number; rssAfterMiB: number };
   /** connect() to a ClusterIP → established. */
@@ -52,12 +54,12 @@ const f0 = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '–');
 
 export function markdownTable(results: Result[]): string {
   const head =
-    '| mode | workload | start → last VIP answers (ms) | kernel floor (ms) | proxy share (ms) | change p50 / p99 (ms) | restart → synced (ms) | peak RSS (MiB) | burst: syncs, RSS before → after (MiB) | first packet p50 / p99 (ms) |\n' +
+    '| mode | workload | start → last VIP answers (ms) | kernel floor (ms) | proxy share (ms) | change p50 / p99 (ms) | restart → synced (ms) | peak RSS, run / after restart (MiB) | burst: syncs, RSS before → after (MiB) | first packet p50 / p99 (ms) |\n' +
     '|---|---|---|---|---|---|---|---|---|---|';
   const rows = results.map(
     (r) =>
       `| ${r.mode} | ${r.workload} | ${f0(r.fullSyncMs)} | ${f0(r.kernelFloorMs)} | ${f0(r.proxyShareMs)} | ${f1(r.changeP50Ms)} / ${f1(r.changeP99Ms)} | ` +
-      `${f0(r.restartMs)} | ${f0(r.peakRssMiB)} | ${r.burst.syncs}, ${f0(r.burst.rssBeforeMiB)} → ${f0(r.burst.rssAfterMiB)} | ` +
+      `${f0(r.restartMs)} | ${f0(r.peakRssMiB)} / ${f0(r.restartPeakRssMiB)} | ${r.burst.syncs}, ${f0(r.burst.rssBeforeMiB)} → ${f0(r.burst.rssAfterMiB)} | ` +
       `${f1(r.firstPacketP50Ms)} / ${f1(r.firstPacketP99Ms)} |`,
   );
   return [head, ...rows].join('\n');

@@ -303,6 +303,10 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     // A restart that never syncs (its sync keeps failing) is a figure too: NaN after a minute.
     const synced = await Promise.race([proxy.nextSync().then(() => true), sleep(60000).then(() => false)]);
     const restartMs = synced ? nowMs() - again.startedAt : NaN;
+    // The restarted proxy reads its table back at its first verification, right after that sync:
+    // its peak is taken once that had time to end (twice the restart, 5 to 30 s).
+    await sleep(Math.min(30000, Math.max(5000, 2 * (Number.isFinite(restartMs) ? restartMs : 0))));
+    const restartPeakRss = memoryMiB(proxy.child.pid!, 'VmHWM');
 
     return {
       mode,
@@ -318,6 +322,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
       changeMs: changeMs.map((ms) => Math.round(ms * 10) / 10),
       restartMs,
       peakRssMiB: peakRss,
+      restartPeakRssMiB: restartPeakRss,
       rssAfterStartMiB: rssAfterStart,
       burst: { changes: BURST, syncs: burstSyncs, rssBeforeMiB: rssBeforeBurst, rssAfterMiB: rssAfterBurst },
       firstPacketP50Ms: percentile(connect, 50),
