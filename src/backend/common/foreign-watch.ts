@@ -6,7 +6,7 @@
 // write are either exactly ours (the write's transactions and the new monitor's earlier probes)
 // or some came from someone else.
 import { log } from '../../log.js';
-import type { CommitCount, ForeignChanges, GenerationMonitor, MonitorEvent, WriteBracket } from './watch.js';
+import { waitAtMost, type CommitCount, type ForeignChanges, type GenerationMonitor, type MonitorEvent, type WriteBracket } from './watch.js';
 
 export type { CommitCount, WriteBracket } from './watch.js';
 
@@ -45,11 +45,6 @@ interface UnwatchedWindow {
   endedAt: number;
 }
 
-const waitAtMost = <T>(p: Promise<T>, ms: number): Promise<T | undefined> => {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-};
 
 /**
  * One backend's use of a monitor: its writes kept apart from foreign ones, the foreign changes to

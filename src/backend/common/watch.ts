@@ -83,6 +83,13 @@ const FIRST_PROBE_INTERVAL_MS = 100;
 const ANNOUNCE_WAIT_MS = 2000;
 const MAX_PROBE_INTERVAL_MS = 16_000;
 
+/** `p`'s value, or undefined once `ms` have passed. */
+export const waitAtMost = <T>(p: Promise<T>, ms: number): Promise<T | undefined> => {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+};
+
 /** The process, its lines, the probes and the foreign changes; subclasses say whose a generation is. */
 export abstract class GenerationMonitor {
   dead = false;
@@ -270,8 +277,7 @@ export abstract class GenerationMonitor {
 
   private async probe(): Promise<boolean> {
     // Bounded: a tool that never says so is probed all the same.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.announced, new Promise((resolve) => (timer = setTimeout(resolve, ANNOUNCE_WAIT_MS)))]).finally(() => clearTimeout(timer));
+    await waitAtMost(this.announced, ANNOUNCE_WAIT_MS);
     const ok = (await this.shown('probe', READY_TIMEOUT_MS)) !== undefined;
     if (ok) log.v(2, `${this.label} subscribed`, { ms: Math.round(performance.now() - this.startedAt), probes: this.probeCommits.length });
     // A monitor stopped on purpose is no failure.

@@ -5,7 +5,7 @@ import {
   TABLE,
   chainHeader,
   isDispatchSet,
-  isShapeTuples,
+  setOrder,
   chainRefs,
   elementText,
   type NftChain,
@@ -76,9 +76,10 @@ function sameRules(a: NftChain, b: NftChain): boolean {
   return a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]) && chainHeader(a) === chainHeader(b);
 }
 
+/** setOrder, with the per-service sets (affinity) after every other set. */
 function setRank(name: string): number {
-  const i = SET_ORDER.indexOf(name);
-  return i >= 0 ? i : isShapeTuples(name) ? SET_ORDER.length : SET_ORDER.length + 1;
+  const i = setOrder(name);
+  return i >= 0 ? i : SET_ORDER.length + 1;
 }
 
 /**

@@ -237,6 +237,9 @@ export function shapeTuples(shape: string): string {
   return `${shape}-tuples`;
 }
 
+/** The dispatch maps whose `goto <shape>` elements live in the shapes' tuple sets in the kernel. */
+const SHAPE_DISPATCH_MAPS = new Set(['service-ips', 'service-nodeports']);
+
 const SHAPE_VERDICT = /^goto ((?:cluster|external|nodeport)-(?:local-)?\d+(?:-\d+)?)$/;
 
 /** The shape chain a dispatch map's value goes to; undefined for a per-service chain or a verdict. */
@@ -246,7 +249,7 @@ export function dispatchShape(value: string | undefined): string | undefined {
 
 /** The kernel set a dispatch element lives in: its shape's tuple set, or the map itself. */
 export function kernelSetOf(set: string, value: string | undefined): { set: string; value: string | undefined } {
-  if (set !== 'service-ips' && set !== 'service-nodeports') return { set, value };
+  if (!SHAPE_DISPATCH_MAPS.has(set)) return { set, value };
   const shape = dispatchShape(value);
   return shape ? { set: shapeTuples(shape), value: undefined } : { set, value };
 }
@@ -258,7 +261,7 @@ export function kernelSetOf(set: string, value: string | undefined): { set: stri
 export function splitDispatch(sets: readonly NftSet[], shapes: readonly string[], ctx: RenderContext): NftSet[] {
   const tuples = new Map(shapes.map((s) => [s, shapeTupleSet(s, ctx)]));
   const out = sets.map((s) => {
-    if (s.name !== 'service-ips' && s.name !== 'service-nodeports') return s;
+    if (!SHAPE_DISPATCH_MAPS.has(s.name)) return s;
     const kept: NftSet = { ...s, elements: new Map() };
     for (const [k, v] of s.elements) {
       const shape = dispatchShape(v);

@@ -152,7 +152,7 @@ export class RulesetState {
     return chain;
   }
 
-  /** The current ruleset (shares element maps with this state: read, do not modify). */
+  /** The current ruleset (shares element maps with this state, except the dispatch maps and tuple sets, built here: read, do not modify). */
   ruleset(): NftRuleset {
     const objects = this.store.objects();
     const shapes = [...this.shapeChains.keys()].sort();
