@@ -213,6 +213,14 @@ export function serviceScenarios(c: () => E2ECluster, traits: ModeTraits = KERNE
     const r = await requestMany(c().topo, 'c-1', '10.96.0.40', 80, 20, { concurrency: 1 });
     assert.deepEqual(r.errors, {});
     assert.equal(Object.keys(r.pods).length, 1, `answered by ${JSON.stringify(r.pods)}`);
+
+    // The pinned pod goes away: the client is pinned afresh, to one of the others.
+    const pinned = Object.keys(r.pods)[0]!;
+    await c().setEndpoints('sticky', ALL.filter((p) => p !== pinned));
+    const after = await requestMany(c().topo, 'c-1', '10.96.0.40', 80, 20, { concurrency: 1 });
+    assert.deepEqual(after.errors, {});
+    assert.equal(Object.keys(after.pods).length, 1, `answered by ${JSON.stringify(after.pods)}`);
+    assert.ok(!(pinned in after.pods), `still answered by the removed ${pinned}`);
   });
 
   it('externalTrafficPolicy Local: outside traffic reaches only local pods with the client IP kept, and is dropped without one', async () => {

@@ -350,7 +350,9 @@ test('ClientIP affinity: reports the pinned branches and the fresh choice', () =
   assert.deepEqual(eps(r), ['10.180.7.1:80', '10.180.7.2:80']);
   for (const e of r.endpoints) {
     assert.equal(e.pins.length, 1);
-    assert.equal(e.pins[0]!.key, LOCAL_POD);
+    const [client, tag] = e.pins[0]!.key.split(' . ');
+    assert.equal(client, LOCAL_POD);
+    assert.match(tag!, /^\d+$/, 'the endpoint\'s tag');
     assert.equal(e.pins[0]!.timeout, '10800s');
     assert.match(e.pins[0]!.set, /^affinity-/);
   }

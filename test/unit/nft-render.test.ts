@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { nftScriptParts, render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
+import { AFFINITY_SET_SIZE, nftScriptParts, render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
+import { affinityTag } from '../../src/backend/nftables/names.js';
 import { diff, opCountFromScratch, opsToScripts, type NftOp } from '../../src/backend/nftables/diff.js';
 import { RulesetState } from '../../src/backend/nftables/state.js';
 import { NftError, applyScript } from '../../src/backend/nftables/apply.js';
@@ -227,14 +228,26 @@ describe('render', () => {
     const rules = chain(rs, svc);
     assert.equal(rules[0], 'ip daddr 10.96.0.10 ip saddr != { 10.244.0.0/16 } jump mark-for-masquerade');
     assert.match(rules[rules.length - 1]!, /^numgen random mod 2 vmap \{ 0 : goto endpoint-\w{8}-ns1\/svc1\/tcp\/p80__10\.244\.1\.5\/8080, 1 : goto endpoint-/);
+    // One affinity set for the service port, keyed by client and endpoint tag.
     const aff = rs.sets.filter((s) => s.name.startsWith('affinity-'));
-    assert.equal(aff.length, 2);
-    for (const s of aff) {
-      assert.equal(s.decl, 'type ipv4_addr; flags dynamic,timeout; timeout 600s');
-      const ep = chain(rs, s.name.replace(/^affinity-/, 'endpoint-'));
-      assert.equal(ep[0], `update @${s.name} { ip saddr }`);
-      assert.match(ep[1]!, /^meta l4proto tcp dnat ip to 10\.244\.[12]\.5:8080$/);
+    assert.deepEqual(aff.map((s) => [s.name, s.decl]), [
+      ['affinity-ULMVA6XW-ns1/svc1/tcp/p80', `typeof ip saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`],
+    ]);
+    const endpoints = rs.chains.filter((c) => c.name.startsWith('endpoint-'));
+    assert.equal(endpoints.length, 2);
+    const tags = new Set<number>();
+    for (const ep of endpoints) {
+      const tag = affinityTag(ep.name.replace(/^endpoint-\w{8}-/, ''));
+      tags.add(tag);
+      const key = `ip saddr . numgen random mod 1 offset ${tag}`;
+      assert.deepEqual(ep.rules, [
+        `update @affinity-ULMVA6XW-ns1/svc1/tcp/p80 { ${key} timeout 600s }`,
+        ep.rules[1],
+      ]);
+      assert.match(ep.rules[1]!, /^meta l4proto tcp dnat ip to 10\.244\.[12]\.5:8080$/);
+      assert.ok(rules.includes(`${key} @affinity-ULMVA6XW-ns1/svc1/tcp/p80 goto ${ep.name}`));
     }
+    assert.equal(tags.size, 2, 'each endpoint has its own tag');
     assert.deepEqual(chain(rs, 'external-ULMVA6XW-ns1/svc1/tcp/p80'), [
       'fib saddr type local jump mark-for-masquerade',
       `fib saddr type local goto ${svc}`,

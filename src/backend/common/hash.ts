@@ -20,7 +20,11 @@ function base32(buf: Uint8Array): string {
   return out;
 }
 
+export function sha256(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
+
 /** base32(sha256(text)). */
 export function sha256Base32(text: string): string {
-  return base32(createHash('sha256').update(text).digest());
+  return base32(sha256(text));
 }

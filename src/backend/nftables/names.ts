@@ -1,7 +1,7 @@
 // Chain and set names for the per-service chains of ClientIP-affinity services. They follow
 // upstream's nftables naming so runbooks that grep for them keep working.
 import type { ServicePortInfo } from '../../model/types.js';
-import { sha256Base32 } from '../common/hash.js';
+import { sha256, sha256Base32 } from '../common/hash.js';
 
 /** `base32(sha256(base))[:8] + "-" + base`. */
 export function hashedName(base: string): string {
@@ -19,4 +19,14 @@ export function servicePortBase(info: Pick<ServicePortInfo, 'namespace' | 'servi
  */
 export function endpointBase(serviceBase: string, ip: string, port: number): string {
   return `${serviceBase}__${ip.replace(/:/g, '.')}/${port}`;
+}
+
+/**
+ * An endpoint's 32-bit tag in its service port's affinity set: the first 32 bits of the SHA-256
+ * whose base32 prefix names the endpoint's chain. Upstream keeps one affinity set per endpoint;
+ * with thousands of them nft re-reads every set's declaration at each command
+ * (docs/nftables-layout.md), so the set is per service port, keyed by client and tag.
+ */
+export function affinityTag(endpointBaseName: string): number {
+  return sha256(endpointBaseName).readUInt32BE(0);
 }

@@ -26,14 +26,15 @@
 //                meta mark set meta mark ^ <m>
 //                meta mark set meta mark | <m>
 //                masquerade fully-random
-//   affinity     <f> saddr @affinity-<name> goto endpoint-<name>
+//   affinity     <f> saddr . numgen random mod 1 offset <tag> @affinity-<name> goto endpoint-<name>
 //                numgen random mod N vmap { 0 : goto endpoint-<name>, ... }
-//                update @affinity-<name> { <f> saddr }
+//                update @affinity-<name> { <f> saddr . numgen random mod 1 offset <tag> timeout <t>s }
 //                meta l4proto <proto> dnat <f> to <ip>:<port>   (IPv6: [<ip>]:<port>)
+//                  (<tag>: the endpoint's 32-bit tag, see affinityTag)
 import type { BackendConfig } from '../types.js';
 import type { Endpoint, ServicePortState, Snapshot } from '../../model/types.js';
 import { canonicalCIDR, canonicalIP, cidrContains } from './addr.js';
-import { endpointBase, hashedName, servicePortBase } from './names.js';
+import { affinityTag, endpointBase, hashedName, servicePortBase } from './names.js';
 import { gathered } from '../../node/pieces.js';
 
 export type NftFamily = 'ip' | 'ip6';
@@ -485,6 +486,12 @@ interface AffinityChains {
   externalChain: string;
 }
 
+/**
+ * Room for clients in one service port's affinity set. Upstream has one set of the default 65,535
+ * per endpoint; one set per service port holds every client of every endpoint.
+ */
+export const AFFINITY_SET_SIZE = 1048576;
+
 /** Upstream-style per-service chains for ClientIP affinity; fills frag.chains / frag.sets. */
 function renderAffinity(
   s: ServicePortState,
@@ -503,35 +510,40 @@ function renderAffinity(
   const serviceChain = `service-${hashedName(base)}`;
   const localChain = `local-${hashedName(base)}`;
   const externalChain = `external-${hashedName(base)}`;
+  const affinitySet = `affinity-${hashedName(base)}`;
+  // The timeout goes with each update, not the set: a changed timeout is then a rule change.
   const timeout = info.sessionAffinity.clientIPTimeoutSeconds!;
-  const endpointChains = new Map<string, string>();
-  const endpointChain = (e: Ep): string => {
-    const k = e.text;
-    let name = endpointChains.get(k);
-    if (!name) {
-      const h = hashedName(endpointBase(base, e.ip, e.port));
-      name = `endpoint-${h}`;
-      endpointChains.set(k, name);
-      frag.sets.push({
-        name: `affinity-${h}`,
-        kind: 'set',
-        decl: `type ${ctx.addrType}; flags dynamic,timeout; timeout ${timeout}s`,
-        dynamic: true,
-        elements: new Map(),
-      });
+  const endpointChains = new Map<string, { chain: string; key: string }>();
+  const endpointChain = (e: Ep): { chain: string; key: string } => {
+    let ep = endpointChains.get(e.text);
+    if (!ep) {
+      const epBase = endpointBase(base, e.ip, e.port);
+      // nft 1.0.6 cannot parse a constant inside a concatenated lookup key; this expression always
+      // evaluates to the tag.
+      ep = { chain: `endpoint-${hashedName(epBase)}`, key: `${f} saddr . numgen random mod 1 offset ${affinityTag(epBase)}` };
+      if (endpointChains.size === 0) {
+        frag.sets.push({
+          name: affinitySet,
+          kind: 'set',
+          decl: `typeof ${f} saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`,
+          dynamic: true,
+          elements: new Map(),
+        });
+      }
+      endpointChains.set(e.text, ep);
       const addr = ctx.v6 ? `[${e.ip}]` : e.ip;
       frag.chains.push({
-        name,
-        rules: [`update @affinity-${h} { ${f} saddr }`, `meta l4proto ${proto} dnat ${f} to ${addr}:${e.port}`],
+        name: ep.chain,
+        rules: [`update @${affinitySet} { ${ep.key} timeout ${timeout}s }`, `meta l4proto ${proto} dnat ${f} to ${addr}:${e.port}`],
       });
     }
-    return name;
+    return ep;
   };
   const lbRules = (eps: Ep[]): string[] => {
     if (eps.length === 0) return ['drop'];
-    const names = eps.map(endpointChain);
-    const rules = names.map((n) => `${f} saddr @affinity-${n.slice('endpoint-'.length)} goto ${n}`);
-    rules.push(`numgen random mod ${eps.length} vmap { ${names.map((n, i) => `${i} : goto ${n}`).join(', ')} }`);
+    const chains = eps.map(endpointChain);
+    const rules = chains.map((c) => `${c.key} @${affinitySet} goto ${c.chain}`);
+    rules.push(`numgen random mod ${eps.length} vmap { ${chains.map((c, i) => `${i} : goto ${c.chain}`).join(', ')} }`);
     return rules;
   };
   const clusterMasq: string[] = [];
