@@ -527,6 +527,14 @@ class Interpreter {
   }
 
   private match(s: Stmt & { k: 'match' }, fail: (m: string) => never): boolean {
+    if (s.left.k === 'numgen' && 'lit' in s.right && s.right.lit.length === 1 && (s.op === 'implicit' || s.op === '==')) {
+      // A random test (`numgen random mod 3 0`): two outcomes, not one branch per value, so that
+      // a chain of such tests (1/n, 1/(n-1), …) stays linear in its length.
+      const want = Number(s.right.lit[0]);
+      const hit = this.chooser.choose(2) === 0;
+      this.st.conditions.push(`${exprText(s.left)} ${hit ? '=' : '!='} ${want}`);
+      return hit;
+    }
     const vals = this.eval(s.left, fail);
     // A missing value (no input interface, wrong protocol) ends the rule whatever the operator.
     if (vals.some((v) => v === undefined)) return false;

@@ -227,26 +227,22 @@ describe('render', () => {
     assert.equal(dispatch(rs, 'service-nodeports').get('tcp . 30080'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
     const rules = chain(rs, svc);
     assert.equal(rules[0], 'ip daddr 10.96.0.10 ip saddr != { 10.244.0.0/16 } jump mark-for-masquerade');
-    assert.match(rules[rules.length - 1]!, /^numgen random mod 2 vmap \{ 0 : goto endpoint-\w{8}-ns1\/svc1\/tcp\/p80__10\.244\.1\.5\/8080, 1 : goto endpoint-/);
     // One affinity set for the service port, keyed by client and endpoint tag.
     const aff = rs.sets.filter((s) => s.name.startsWith('affinity-'));
-    assert.deepEqual(aff.map((s) => [s.name, s.decl]), [
-      ['affinity-ULMVA6XW-ns1/svc1/tcp/p80', `typeof ip saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`],
+    const affSet = 'affinity-ULMVA6XW-ns1/svc1/tcp/p80';
+    assert.deepEqual(aff.map((s) => [s.name, s.decl]), [[affSet, `typeof ip saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`]]);
+    // No chain per endpoint: a pinned client goes to its endpoint, any other picks one at random.
+    assert.ok(!rs.chains.some((c) => c.name.startsWith('endpoint-')));
+    const [t1, t2] = ['10.244.1.5', '10.244.2.5'].map((ip) => affinityTag(`ns1/svc1/tcp/p80__${ip}/8080`));
+    const tags = new Set([t1, t2]);
+    const pin = (tag: number, ip: string): string =>
+      `update @${affSet} { ip saddr . numgen random mod 1 offset ${tag} timeout 600s } meta l4proto tcp dnat ip to ${ip}:8080`;
+    assert.deepEqual(rules.slice(1), [
+      `ip saddr . numgen random mod 1 offset ${t1} @${affSet} ${pin(t1!, '10.244.1.5')}`,
+      `ip saddr . numgen random mod 1 offset ${t2} @${affSet} ${pin(t2!, '10.244.2.5')}`,
+      `numgen random mod 2 0 ${pin(t1!, '10.244.1.5')}`,
+      pin(t2!, '10.244.2.5'),
     ]);
-    const endpoints = rs.chains.filter((c) => c.name.startsWith('endpoint-'));
-    assert.equal(endpoints.length, 2);
-    const tags = new Set<number>();
-    for (const ep of endpoints) {
-      const tag = affinityTag(ep.name.replace(/^endpoint-\w{8}-/, ''));
-      tags.add(tag);
-      const key = `ip saddr . numgen random mod 1 offset ${tag}`;
-      assert.deepEqual(ep.rules, [
-        `update @affinity-ULMVA6XW-ns1/svc1/tcp/p80 { ${key} timeout 600s }`,
-        ep.rules[1],
-      ]);
-      assert.match(ep.rules[1]!, /^meta l4proto tcp dnat ip to 10\.244\.[12]\.5:8080$/);
-      assert.ok(rules.includes(`${key} @affinity-ULMVA6XW-ns1/svc1/tcp/p80 goto ${ep.name}`));
-    }
     assert.equal(tags.size, 2, 'each endpoint has its own tag');
     assert.deepEqual(chain(rs, 'external-ULMVA6XW-ns1/svc1/tcp/p80'), [
       'fib saddr type local jump mark-for-masquerade',
@@ -274,7 +270,7 @@ describe('render', () => {
     assert.deepEqual([...set(rs, 'nodeport-ips').keys()], ['fd00:192::11']);
     assert.ok(set(rs, 'firewall-allow').has('2001:db8::5 . tcp . 80 . 2001:db8:1::/48'));
     assert.ok(set(rs, 'hairpin').has('fd00:10:244:1::5 . fd00:10:244:1::5'));
-    assert.ok(rs.chains.some((c) => c.rules.some((r) => r === 'meta l4proto tcp dnat ip6 to [fd00:10:244:1::5]:8080')));
+    assert.ok(rs.chains.some((c) => c.rules.some((r) => r.endsWith(' meta l4proto tcp dnat ip6 to [fd00:10:244:1::5]:8080'))));
     for (const c of rs.chains) for (const r of c.rules) assert.doesNotMatch(r, /\bip (saddr|daddr)\b/);
   });
 

@@ -60,7 +60,7 @@ export function foldScript(script: string): { line: string; commands: Array<{ st
  * start-up, and at exit the kernel makes the closing netlink socket wait for the RCU grace
  * period of the elements it just removed. The interactive process keeps its socket, so a small
  * transaction takes well under a millisecond. After each transaction line a marker command
- * that is bound to fail (listing a table that never exists) tells where its output ends.
+ * that is bound to fail (listing a set of a table that never exists) tells where its output ends.
  */
 class NftInteractive extends ToolProcess<string> {
   private errBuf = '';
@@ -85,9 +85,10 @@ class NftInteractive extends ToolProcess<string> {
   private settle(): void {
     if (!this.answering) return;
     // The marker's error block: the echoed command, then a caret line.
-    const at = this.errBuf.indexOf(`list table ip ${this.marker}\n`);
+    const echoed = `${markerCommand(this.marker)}\n`;
+    const at = this.errBuf.indexOf(echoed);
     if (at < 0) return;
-    const caretEnd = this.errBuf.indexOf('\n', at + this.marker.length + 15);
+    const caretEnd = this.errBuf.indexOf('\n', at + echoed.length);
     if (caretEnd < 0) return;
     const before = this.errBuf.slice(0, at).replace(/Error: [^\n]*\n$/, '');
     this.errBuf = this.errBuf.slice(caretEnd + 1);
@@ -99,7 +100,7 @@ class NftInteractive extends ToolProcess<string> {
     return this.request(
       () => {
         this.marker = `kpts-end-of-transaction-${this.seq++}`;
-        this.child.stdin.write(`${line}\nlist table ip ${this.marker}\n`);
+        this.child.stdin.write(`${line}\n${markerCommand(this.marker)}\n`);
       },
       // A kernel without the ip family (or a wedged nft) may never answer the marker.
       NFT_ANSWER_MS,
@@ -107,6 +108,12 @@ class NftInteractive extends ToolProcess<string> {
     );
   }
 }
+
+/**
+ * Lists a set of a table that never exists. Unlike `list table`, it needs no chains or rules: at
+ * 20,000 chains a `list table` marker cost ~21 ms, this one 0.1 ms.
+ */
+const markerCommand = (marker: string): string => `list set ip ${marker} end`;
 
 /** How long one small transaction through `nft -i` may take before the session is replaced. */
 const NFT_ANSWER_MS = 15_000;

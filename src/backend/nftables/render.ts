@@ -26,11 +26,11 @@
 //                meta mark set meta mark ^ <m>
 //                meta mark set meta mark | <m>
 //                masquerade fully-random
-//   affinity     <f> saddr . numgen random mod 1 offset <tag> @affinity-<name> goto endpoint-<name>
-//                numgen random mod N vmap { 0 : goto endpoint-<name>, ... }
-//                update @affinity-<name> { <f> saddr . numgen random mod 1 offset <tag> timeout <t>s }
-//                meta l4proto <proto> dnat <f> to <ip>:<port>   (IPv6: [<ip>]:<port>)
-//                  (<tag>: the endpoint's 32-bit tag, see affinityTag)
+//   affinity     <key> @affinity-<name> <pin>              (one per endpoint: a client already pinned)
+//                [numgen random mod K 0] <pin>             (one per endpoint: K = n, n-1, …, 2, then none)
+//                  <key>: <f> saddr . numgen random mod 1 offset <tag>   (<tag>: the endpoint's, see affinityTag)
+//                  <pin>: update @affinity-<name> { <key> timeout <t>s } meta l4proto <proto> dnat <f> to <ip>:<port>
+//                         (IPv6: [<ip>]:<port>)
 import type { BackendConfig } from '../types.js';
 import type { Endpoint, ServicePortState, Snapshot } from '../../model/types.js';
 import { canonicalCIDR, canonicalIP, cidrContains } from './addr.js';
@@ -513,37 +513,32 @@ function renderAffinity(
   const affinitySet = `affinity-${hashedName(base)}`;
   // The timeout goes with each update, not the set: a changed timeout is then a rule change.
   const timeout = info.sessionAffinity.clientIPTimeoutSeconds!;
-  const endpointChains = new Map<string, { chain: string; key: string }>();
-  const endpointChain = (e: Ep): { chain: string; key: string } => {
-    let ep = endpointChains.get(e.text);
-    if (!ep) {
-      const epBase = endpointBase(base, e.ip, e.port);
-      // nft 1.0.6 cannot parse a constant inside a concatenated lookup key; this expression always
-      // evaluates to the tag.
-      ep = { chain: `endpoint-${hashedName(epBase)}`, key: `${f} saddr . numgen random mod 1 offset ${affinityTag(epBase)}` };
-      if (endpointChains.size === 0) {
-        frag.sets.push({
-          name: affinitySet,
-          kind: 'set',
-          decl: `typeof ${f} saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`,
-          dynamic: true,
-          elements: new Map(),
-        });
-      }
-      endpointChains.set(e.text, ep);
-      const addr = ctx.v6 ? `[${e.ip}]` : e.ip;
-      frag.chains.push({
-        name: ep.chain,
-        rules: [`update @${affinitySet} { ${ep.key} timeout ${timeout}s }`, `meta l4proto ${proto} dnat ${f} to ${addr}:${e.port}`],
-      });
-    }
-    return ep;
-  };
+  const affinityKey = (e: Ep): string =>
+    // nft 1.0.6 cannot parse a constant inside a concatenated lookup key; this expression always
+    // evaluates to the endpoint's tag.
+    `${f} saddr . numgen random mod 1 offset ${affinityTag(endpointBase(base, e.ip, e.port))}`;
+  const pinAndDnat = (e: Ep, key: string): string =>
+    `update @${affinitySet} { ${key} timeout ${timeout}s } meta l4proto ${proto} dnat ${f} to ${ctx.v6 ? `[${e.ip}]` : e.ip}:${e.port}`;
+  // A client already pinned to an endpoint goes there; any other picks one at random as
+  // upstream's iptables mode does (1/n, then 1/(n-1), …, the last unconditional) and is pinned
+  // to it. No chain per endpoint: nft reads every chain of the ruleset at each command.
   const lbRules = (eps: Ep[]): string[] => {
     if (eps.length === 0) return ['drop'];
-    const chains = eps.map(endpointChain);
-    const rules = chains.map((c) => `${c.key} @${affinitySet} goto ${c.chain}`);
-    rules.push(`numgen random mod ${eps.length} vmap { ${chains.map((c, i) => `${i} : goto ${c.chain}`).join(', ')} }`);
+    if (frag.sets.length === 0) {
+      frag.sets.push({
+        name: affinitySet,
+        kind: 'set',
+        decl: `typeof ${f} saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`,
+        dynamic: true,
+        elements: new Map(),
+      });
+    }
+    const keys = eps.map(affinityKey);
+    const rules = eps.map((e, i) => `${keys[i]} @${affinitySet} ${pinAndDnat(e, keys[i]!)}`);
+    eps.forEach((e, i) => {
+      const left = eps.length - i;
+      rules.push(`${left > 1 ? `numgen random mod ${left} 0 ` : ''}${pinAndDnat(e, keys[i]!)}`);
+    });
     return rules;
   };
   const clusterMasq: string[] = [];
@@ -554,6 +549,7 @@ function renderAffinity(
   const internalChain = info.internalPolicyLocal ? localChain : serviceChain;
   const referenced = new Set<string>();
   if (clusterIP && internal.length > 0) referenced.add(internalChain);
+  let externalRules: string[] | undefined;
   const hasExternal = info.externalIPs.length > 0 || info.loadBalancerIPs.length > 0 || info.nodePort > 0;
   if (hasExternal && extHasEndpoints) {
     const rules: string[] = [];
@@ -572,7 +568,7 @@ function renderAffinity(
         rules.push('drop');
       }
     }
-    frag.chains.push({ name: externalChain, rules });
+    externalRules = rules;
   }
   if (referenced.has(serviceChain)) {
     frag.chains.push({ name: serviceChain, rules: [...(info.internalPolicyLocal ? [] : clusterMasq), ...lbRules(cluster)] });
@@ -580,13 +576,9 @@ function renderAffinity(
   if (referenced.has(localChain)) {
     frag.chains.push({ name: localChain, rules: [...(info.internalPolicyLocal ? clusterMasq : []), ...lbRules(local)] });
   }
-  // Endpoint chains before the chains that jump to them, as the transaction needs.
-  frag.chains.sort((a, b) => rank(a.name) - rank(b.name));
+  // After the chains it goes to, as the transaction needs.
+  if (externalRules) frag.chains.push({ name: externalChain, rules: externalRules });
   return { internalChain, externalChain };
-}
-
-function rank(name: string): number {
-  return name.startsWith('endpoint-') ? 0 : name.startsWith('external-') ? 2 : 1;
 }
 
 function compareKeys(a: string, b: string): number {
