@@ -12,6 +12,10 @@ import type { IPFamily, Snapshot } from './model/types.js';
 import { Readiness } from './runner/readiness.js';
 import { SyncRunner } from './runner/runner.js';
 import type { Source, SourceEvent } from './source/types.js';
+import { collectGarbage } from './node/memory.js';
+
+/** Operations from which a partial sync is followed by a garbage collection (see node/memory.ts). */
+const LARGE_SYNC_OPERATIONS = 2000;
 
 /** Watches the proxy's work (metrics, health); every hook is optional. */
 export interface ProxyObserver {
@@ -282,6 +286,8 @@ export class Proxy {
       log.v(2, () => describeChanges(snap, carried));
       const seconds = (performance.now() - started) / 1000;
       for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
+      // A large batch (a burst of changes) leaves its operations and scripts behind as garbage.
+      if (!res.full && res.operations >= LARGE_SYNC_OPERATIONS) collectGarbage();
     }
     // After every family's rules are written, so that a verification delays no family's change.
     if (this.stopping || !this.verifyDue()) return;

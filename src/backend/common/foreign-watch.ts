@@ -7,6 +7,7 @@
 // or some came from someone else.
 import { log } from '../../log.js';
 import { waitAtMost, type CommitCount, type ForeignChanges, type GenerationMonitor, type MonitorEvent, type WriteBracket } from './watch.js';
+import { collectGarbage } from '../../node/memory.js';
 
 export type { CommitCount, WriteBracket } from './watch.js';
 
@@ -206,6 +207,7 @@ export class ForeignWatch {
     } finally {
       this.lastReadBack = { endedAt: Date.now(), ms: Date.now() - t0 };
       this.verifications = 0;
+      collectGarbage();
     }
   }
 

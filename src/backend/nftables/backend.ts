@@ -5,6 +5,7 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { NftError, applyScript, listChainNames, ourTableFamilies, type NftScript } from './apply.js';
 import { readBack, readTable } from './readback.js';
+import { collectGarbage } from '../../node/memory.js';
 import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
 import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
@@ -143,6 +144,8 @@ export class NftablesBackend implements Backend {
     if (full) {
       next = new RulesetState(this.config);
       next.load(snapshot);
+      // The render's transient, before the write holds the state for seconds.
+      collectGarbage();
       ({ scripts, operations, replacesTable } = await this.fullScripts(next.ruleset(), next.elementCount()));
     } else {
       next = this.state!;
@@ -202,6 +205,8 @@ export class NftablesBackend implements Backend {
     if (!kernel) return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
     // Read back, the chains' rules are unknown, so each is rewritten; a checkpoint knows them.
     const ops = diff(kernel, rs, { replaceAllChains: !fromCheckpoint });
+    // The kernel's content, read back or from the checkpoint, is garbage now.
+    collectGarbage();
     return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length, replacesTable: false };
   }
 
