@@ -1,6 +1,6 @@
 // The restart checkpoint: what a clean stop writes is what the next start reads, exactly.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -49,4 +49,34 @@ test('a write that fails leaves neither the checkpoint nor a temporary file', ()
   };
   assert.throws(() => writeCheckpoint(path, cp), /disk full/);
   assert.deepEqual(readdirSync(join(dir, 'b')), []);
+});
+
+test('a character split between two read chunks reads back whole', () => {
+  const path = join(dir, 'c', 'checkpoint.json');
+  // Two-byte characters throughout: a first element of the right length puts a character across
+  // the first 1 MiB chunk boundary.
+  for (let pad = 0; pad < 4; pad++) {
+    const names = new Map<string, string | undefined>([['x'.repeat(pad), undefined]]);
+    for (let i = 0; i < 40000; i++) names.set(`"é${i}${'é'.repeat(10)}"`, undefined);
+    const cp: Checkpoint = { token: 't', ruleset: { family: 'ip', table: 'kube-proxy', sets: [{ name: 'n', kind: 'set', decl: 'type ifname', elements: names }], chains: [] } };
+    writeCheckpoint(path, cp);
+    const byte = readFileSync(path)[1 << 20]!;
+    if ((byte & 0xc0) !== 0x80) continue;
+    assert.deepEqual(takeCheckpoint(path), cp);
+    return;
+  }
+  assert.fail('no padding put a character across the chunk boundary');
+});
+
+test('a checkpoint of another format or with a broken line is refused, and consumed', () => {
+  const path = join(dir, 'd', 'checkpoint.json');
+  writeCheckpoint(path, { token: 't', ruleset: ruleset(10) });
+  const lines = readFileSync(path, 'utf8').split('\n');
+  writeFileSync(path, JSON.stringify({ format: 1, token: 't', ruleset: { sets: [], chains: [] } }));
+  assert.deepEqual(takeCheckpoint(path), { error: 'unknown checkpoint format' });
+  assert.equal(existsSync(path), false);
+  writeFileSync(path, [...lines.slice(0, 3), '["10.96.0.1"', ...lines.slice(3)].join('\n'));
+  assert.match((takeCheckpoint(path) as { error: string }).error, /^unreadable checkpoint: /);
+  assert.equal(existsSync(path), false);
+  assert.equal(takeCheckpoint(path), undefined, 'no file: no checkpoint');
 });
