@@ -6,7 +6,7 @@ import { flushStale } from '../../node/conntrack.js';
 import { NftError, applyScript, listChainNames, ourTableFamilies, type NftScript } from './apply.js';
 import { readBack, readTable } from './readback.js';
 import { collectGarbage } from '../../node/memory.js';
-import { markerChain, newToken, takeCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.js';
+import { dropCheckpoint, markerChain, newToken, takeCheckpoint, writeCheckpoint } from './checkpoint.js';
 import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
@@ -68,8 +68,8 @@ export class NftablesBackend implements Backend {
   private readonly check: KernelCheck;
   /** Foreign changes to our table, as the event listener reports them. */
   private readonly foreignWatch: ForeignWatch;
-  /** Read and removed at the first sync; used by the first full sync that needs the kernel's content. */
-  private checkpoint: Checkpoint | undefined;
+  /** A checkpoint file may describe the kernel: read (and removed) by the first sync. */
+  private checkpointPending: boolean;
   /** The kernel's content came from a checkpoint: the next verification reads the table back. */
   private unreadSinceStart = false;
 
@@ -78,6 +78,7 @@ export class NftablesBackend implements Backend {
     opts: NftablesBackendOptions = {},
   ) {
     this.family = config.family;
+    this.checkpointPending = opts.checkpointFile !== undefined && !opts.dryRun;
     this.nftFamily = config.family === 'IPv6' ? 'ip6' : 'ip';
     this.check = new KernelCheck(this.mode, this.family);
     this.opts = {
@@ -134,7 +135,6 @@ export class NftablesBackend implements Backend {
       // It loads the (empty or old) ruleset while leftovers are removed and the first sync renders.
       if (!this.opts.dryRun) this.foreignWatch.start();
       if (this.opts.removeLeftovers && !this.opts.dryRun) await removeLeftovers(this.exec);
-      if (this.opts.checkpointFile && !this.opts.dryRun) this.checkpoint = this.loadCheckpoint(this.opts.checkpointFile);
     }
     const full = this.needFull || !this.state || snapshot.changes.full;
     let scripts: NftScript[];
@@ -157,7 +157,10 @@ export class NftablesBackend implements Backend {
     }
     this.lastTransactions = scripts.length;
     // A checkpoint describes the kernel at start only.
-    this.checkpoint = undefined;
+    if (this.checkpointPending) {
+      this.checkpointPending = false;
+      dropCheckpoint(this.opts.checkpointFile!);
+    }
     try {
       if (this.opts.dryRun) {
         if (full) this.print(describeRuleset(next.ruleset()));
@@ -199,38 +202,48 @@ export class NftablesBackend implements Backend {
     if (!fromCheckpoint && (this.opts.dryRun || elements <= this.opts.budget)) {
       return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
     }
-    const kernel = fromCheckpoint ?? (await readTable(rs.family, this.exec));
-    // Nothing to keep serving: one transaction, which nft loads far faster than chunks (each
-    // chunk makes nft fetch the table written so far).
-    if (!kernel) return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
-    // Read back, the chains' rules are unknown, so each is rewritten; a checkpoint knows them.
-    const ops = diff(kernel, rs, { replaceAllChains: !fromCheckpoint });
+    let ops: NftOp[];
+    if (fromCheckpoint) {
+      ops = withElements(diff(fromCheckpoint.kernel, rs), fromCheckpoint.elementOps, fromCheckpoint.kernel, rs);
+    } else {
+      const kernel = await readTable(rs.family, this.exec);
+      // Nothing to keep serving: one transaction, which nft loads far faster than chunks (each
+      // chunk makes nft fetch the table written so far).
+      if (!kernel) return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
+      // Read back, the chains' rules are unknown, so each is rewritten.
+      ops = diff(kernel, rs, { replaceAllChains: true });
+    }
     // The kernel's content, read back or from the checkpoint, is garbage now.
     collectGarbage();
     return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length, replacesTable: false };
   }
 
-  private loadCheckpoint(path: string): Checkpoint | undefined {
-    const cp = takeCheckpoint(path);
+  /**
+   * The kernel's content as the checkpoint says, when its marker chain is in the kernel (the
+   * marker is in the kernel view, so the diff deletes it); undefined otherwise. Each set's
+   * elements are compared as they are read, as in a verification's read-back, so that the
+   * checkpoint and the wanted table are never both held whole.
+   */
+  private async checkpointedKernel(want: NftRuleset): Promise<{ kernel: NftRuleset; elementOps: NftOp[] } | undefined> {
+    if (!this.checkpointPending) return undefined;
+    this.checkpointPending = false;
+    const path = this.opts.checkpointFile!;
+    const wantSets = new Map(want.sets.map((s) => [s.name, s]));
+    const elementOps: NftOp[] = [];
+    // The diff does not change a set's type: a set declared otherwise needs a full rewrite.
+    let otherType = false;
+    const cp = takeCheckpoint(path, (set) => {
+      const w = wantSets.get(set.name);
+      if (w && w.decl !== set.decl) otherType = true;
+      if (w && !w.dynamic && !otherType) diffElements(set.elements, w, elementOps);
+      set.elements = w ? w.elements : new Map();
+    });
     if (cp && 'error' in cp) {
       log.warn('ignoring the restart checkpoint; reading the table back instead', { family: this.family, file: path, error: cp.error });
       return undefined;
     }
-    if (cp && (cp.ruleset.family !== this.nftFamily || cp.ruleset.table !== TABLE)) return undefined;
-    return cp;
-  }
-
-  /**
-   * The kernel's content as the checkpoint says, when its marker chain is in the kernel (the
-   * marker is in the kernel view, so the diff deletes it); undefined otherwise.
-   */
-  private async checkpointedKernel(want: NftRuleset): Promise<NftRuleset | undefined> {
-    const cp = this.checkpoint;
-    this.checkpoint = undefined;
-    if (!cp) return undefined;
-    // The diff does not change a set's type: a set declared otherwise now needs a full rewrite.
-    const declared = new Map(cp.ruleset.sets.map((s) => [s.name, s.decl]));
-    if (want.sets.some((s) => declared.has(s.name) && declared.get(s.name) !== s.decl)) {
+    if (!cp || cp.ruleset.family !== this.nftFamily || cp.ruleset.table !== TABLE) return undefined;
+    if (otherType) {
       log.info('the restart checkpoint has sets of another type; rewriting the table', { family: this.family });
       return undefined;
     }
@@ -241,7 +254,7 @@ export class NftablesBackend implements Backend {
     }
     log.info('restarting from the checkpoint of the previous clean stop; the table is read back at the first verification', { family: this.family });
     this.unreadSinceStart = true;
-    return { ...cp.ruleset, chains: [...cp.ruleset.chains, { name: marker, rules: [] }] };
+    return { kernel: { ...cp.ruleset, chains: [...cp.ruleset.chains, { name: marker, rules: [] }] }, elementOps };
   }
 
   /**

@@ -10,6 +10,7 @@ import { closeSync, mkdirSync, openSync, readSync, renameSync, rmSync } from 'no
 import { dirname } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { gathered, writeFileInPieces } from '../../node/pieces.js';
+import type { SetConsumer } from './readback.js';
 import type { NftChain, NftRuleset, NftSet } from './render.js';
 
 // One JSON value per line: a head, then each set's head followed by one line per element, then
@@ -82,17 +83,23 @@ function* fileLines(path: string): Generator<string> {
   }
 }
 
+/** Removes a checkpoint that was not read: it describes the kernel at start only. */
+export function dropCheckpoint(path: string): void {
+  rmSync(path, { force: true });
+}
+
 /**
  * Reads and removes the checkpoint; undefined when there is none or it is unreadable (a start
- * then reads the kernel as usual).
+ * then reads the kernel as usual). Each set is handed to `consume` once read, which may replace
+ * its elements (e.g. with an empty map once compared) so that they need not be kept.
  */
-export function takeCheckpoint(path: string): Checkpoint | { error: string } | undefined {
+export function takeCheckpoint(path: string, consume?: SetConsumer): Checkpoint | { error: string } | undefined {
   const lines = fileLines(path);
   try {
     // Opens the file: a missing checkpoint is no checkpoint.
     const first = lines.next();
     rmSync(path, { force: true });
-    return readCheckpoint(first.done ? undefined : first.value, lines);
+    return readCheckpoint(first.done ? undefined : first.value, lines, consume);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     rmSync(path, { force: true });
@@ -102,24 +109,32 @@ export function takeCheckpoint(path: string): Checkpoint | { error: string } | u
   }
 }
 
-function readCheckpoint(first: string | undefined, lines: Iterable<string>): Checkpoint | { error: string } {
+function readCheckpoint(first: string | undefined, lines: Iterable<string>, consume?: SetConsumer): Checkpoint | { error: string } {
   const head = first === undefined ? undefined : (JSON.parse(first) as Partial<Head>);
   if (head?.format !== FORMAT || typeof head.token !== 'string' || typeof head.family !== 'string' || typeof head.table !== 'string') {
     return { error: 'unknown checkpoint format' };
   }
   const ruleset: NftRuleset = { family: head.family, table: head.table, sets: [], chains: [] };
   let set: NftSet | undefined;
+  const setRead = (): void => {
+    if (set) consume?.(set);
+    set = undefined;
+  };
   for (const text of lines) {
     const line = JSON.parse(text) as Line;
     if (Array.isArray(line)) {
       if (!set) return { error: 'unreadable checkpoint: an element outside a set' };
       set.elements.set(line[0], line[1]);
-    } else if ('set' in line) {
+      continue;
+    }
+    setRead();
+    if ('set' in line) {
       set = { ...line.set, elements: new Map() };
       ruleset.sets.push(set);
     } else {
       ruleset.chains.push(line.chain);
     }
   }
+  setRead();
   return { token: head.token, ruleset };
 }
