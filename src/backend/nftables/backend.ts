@@ -212,9 +212,9 @@ export class NftablesBackend implements Backend {
       if (!kernel) return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
       // Read back, the chains' rules are unknown, so each is rewritten.
       ops = diff(kernel, rs, { replaceAllChains: true });
+      // The table read back is garbage now.
+      collectGarbage();
     }
-    // The kernel's content, read back or from the checkpoint, is garbage now.
-    collectGarbage();
     return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length, replacesTable: false };
   }
 
