@@ -3,7 +3,8 @@
 // kubeconfig with `--iptables-min-sync-period 0s`, while a prober in the same namespace connects to
 // service VIPs until they answer. Prints figures and writes bench/results/latest.json; never fails
 // on a figure. Options:
-//   --mode nftables|iptables   one mode (default: both)
+//   --mode MODE[,MODE]         nftables, iptables, userspace (default: nftables,iptables; ipvs needs
+//                              its own kernel: `npm run bench:ipvs`)
 //   --workload NAME[,NAME]     100, 1k, 10k, 30k, 5k, 44k or mixed (default: all, see workload.ts)
 //   --changes N                one-service changes timed per workload (default 40)
 //   --connects N               connections for the first-packet latency (default 1000)
@@ -19,7 +20,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanup, cleanupOnSignals } from './procs.js';
 import { markdownTable, type Result } from './report.js';
-import { runWorkload, type Mode, type RunOptions } from './run.js';
+import { MODES, runWorkload, type Mode, type RunOptions } from './run.js';
 import { WORKLOADS } from './workload.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -50,8 +51,10 @@ function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS
     if (value === undefined) throw new Error(`${flag} needs a value`);
     switch (flag) {
       case '--mode':
-        if (value !== 'nftables' && value !== 'iptables') throw new Error(`--mode: nftables or iptables, not ${value}`);
-        opts.modes = [value];
+        opts.modes = value.split(',').map((m) => {
+          if (!(MODES as readonly string[]).includes(m)) throw new Error(`--mode: ${MODES.join(', ')}, not ${m}`);
+          return m as Mode;
+        });
         break;
       case '--workload': {
         const wanted = value.split(',');

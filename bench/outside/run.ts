@@ -22,7 +22,9 @@ import {
   type Workload,
 } from './workload.js';
 
-export type Mode = 'nftables' | 'iptables';
+/** The modes measured here; ipvs needs a kernel with IP_VS (bench/ipvs runs it in User-Mode Linux). */
+export const MODES = ['nftables', 'iptables', 'userspace'] as const;
+export type Mode = (typeof MODES)[number];
 
 export interface RunOptions {
   changes: number;
@@ -124,8 +126,8 @@ function proxyFlags(mode: Mode, kubeconfig: string, verbosity = 0): string[] {
 
 /**
  * The kernel's own cost of the proxy's full sync: the same ruleset loaded into an empty
- * namespace. nftables: the proxy's own full-sync script; iptables: iptables-save output,
- * which is the format the proxy restores.
+ * namespace. nftables: the proxy's own full-sync script; iptables and userspace: iptables-save
+ * output, which is the format the proxy restores.
  */
 function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: string, scratch: string): number {
   const floorNs = `${ns}-floor`;
@@ -138,7 +140,7 @@ function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: string, 
     for (const flavour of ['nft', 'legacy']) {
       save = execFileSync('ip', ['netns', 'exec', ns, `iptables-${flavour}-save`], { maxBuffer: 1 << 30, encoding: 'utf8' });
       tool = `iptables-${flavour}-restore`;
-      if (save.includes('KUBE-SERVICES')) break;
+      if (/^:KUBE-/m.test(save)) break;
     }
     writeFileSync(dump, save);
     const t0 = nowMs();
@@ -243,7 +245,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     if (proxy.syncs === 0) await proxy.nextSync();
     const rssAfterStart = memoryMiB(proxy.child.pid!, 'VmRSS');
 
-    // iptables: its floor is the proxy's own rules as saved.
+    // iptables and userspace: the floor is the proxy's own rules as saved.
     if (mode !== 'nftables') measureFloor();
 
     if (opts.profileDir) await probe.send({ op: 'profile-start', inspectPort: INSPECT_PORT });
