@@ -318,3 +318,31 @@ test('userspace proxy: close() ends listeners, connections and sessions; later u
   assert.equal(await outcome(ports.get(KEY)!), 'ECONNREFUSED');
   await assert.rejects(proxy.update([]), /closed/);
 });
+
+test('userspace proxy: change() touches only the keys it is given; the others keep their listener and endpoints', async (t) => {
+  const eps = await Promise.all(['a', 'b'].map(tcpEndpoint));
+  const proxy = newProxy();
+  cleanup(t, proxy, eps);
+  const other = 'ns/other:http/TCP';
+  const first = await proxy.update([
+    { key: KEY, protocol: 'TCP', endpoints: [ep(eps[0]!)] },
+    { key: other, protocol: 'TCP', endpoints: [ep(eps[0]!)] },
+  ]);
+  // Only KEY is named: it moves to b; `other` is not in the change, so it is neither closed nor changed.
+  const changed = await proxy.change([{ key: KEY, protocol: 'TCP', endpoints: [ep(eps[1]!)] }], []);
+  assert.deepEqual([...changed.keys()], [KEY]);
+  assert.equal(changed.get(KEY), first.get(KEY), 'the same key keeps its port');
+  assert.equal(await request(first.get(KEY)!), 'b:');
+  assert.equal(await request(first.get(other)!), 'a:');
+  assert.equal(proxy.stats().listeners, 2);
+
+  // A removed key stops listening (new connections are refused); an SCTP key is a failure, logged once.
+  const sctp = 'ns/s:x/SCTP';
+  await proxy.change([{ key: sctp, protocol: 'SCTP', endpoints: [ep(eps[0]!)] }], [other]);
+  assert.equal(proxy.stats().listeners, 1);
+  assert.equal(await outcome(first.get(other)!), 'ECONNREFUSED');
+  assert.match(proxy.failures().get(sctp) ?? '', /SCTP/);
+  await proxy.change([], [sctp]);
+  assert.equal(proxy.failures().has(sctp), false);
+  assert.equal(await request(first.get(KEY)!), 'b:');
+});

@@ -5,19 +5,24 @@ import type { Backend, BackendConfig, CarriedTraffic, SyncResult, VerifyResult }
 import type { Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import type { ExecOptions } from '../../node/exec.js';
+import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
+import { sameMultiset } from '../common/verify.js';
 import { ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
 import { startUpFlavour } from '../iptables/startup.js';
 import { renderContext } from '../iptables/render.js';
-import { toRestoreInput, type IptChain, type RuleParts } from '../iptables/syntax.js';
-import { isUserspaceChain } from './names.js';
-import { planUserspace, type ListenerSpec, type UserspacePlan } from './plan.js';
-import { redirectJumps, renderRedirects } from './render.js';
+import { opsToRestore } from '../iptables/restore.js';
+import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
+import { isUserspaceChain, USERSPACE_CHAINS } from './names.js';
+import { planServicePort, planUserspace, type ListenerSpec, type ServicePortPlan } from './plan.js';
+import { redirectJumps, renderRedirects, type LocalPods } from './render.js';
 
-/** The in-process proxy as the backend drives it: the full desired set of listeners each time. */
+/** The in-process proxy as the backend drives it. */
 export interface ListenerPool {
-  /** Opens, updates and closes listeners; returns the port of each listener it serves. */
+  /** Opens, updates and closes listeners to match the whole set; returns the port of each listener it serves. */
   update(listeners: ListenerSpec[]): Promise<Map<string, number>>;
+  /** The same for these listeners only: `removed` keys close, the others are left alone. */
+  change(listeners: ListenerSpec[], removed: Iterable<string>): Promise<Map<string, number>>;
   close(): Promise<void>;
   stats(): Omit<CarriedTraffic, 'purpose'>;
 }
@@ -42,58 +47,131 @@ export interface UserspaceBackendOptions extends ExecOptions {
   removeLeftovers?: (flavour: Flavour) => Promise<void>;
 }
 
+// The redirect rules are items of the four shared chains; a service port owns no chain.
+const NO_OBJECTS: ObjectKind<IptChain> = { id: (c) => `${c.table}/${c.name}`, same: () => true };
+
 export class UserspaceBackend implements Backend {
   readonly mode = 'userspace';
   readonly family;
   private pool: ListenerPool | undefined;
   private flavour: Flavour | undefined;
-  private written: IptChain[] | undefined;
-  /** Service key → its listeners' ports, as of the last sync. */
-  private replyPorts = new Map<string, number[]>();
-  private inSync = true;
-  /** Traffic from this node's pods, as the iptables mode detects it (absent: not detectable). */
-  private readonly fromLocalPods: RuleParts | undefined;
+  /** Each service port's redirect rules, as last written. */
+  private store = new FragmentStore(NO_OBJECTS, USERSPACE_CHAINS.map((c) => `nat/${c}`));
+  /** Service key → its listeners and portals, as of the last sync. */
+  private planned = new Map<string, ServicePortPlan>();
+  /** Listener key → the port it listens on. */
+  private ports = new Map<string, number>();
+  /** Service ports with a listener that got no port (no free port, a bind error): tried again at each sync. */
+  private retry = new Set<string>();
+  /** Whether the kernel may not hold what the store says (start-up, a failed restore). */
+  private needFull = true;
+  /** Traffic from this node's pods and the rest, as the iptables mode detects it (absent: not detectable). */
+  private readonly localPods: LocalPods | undefined;
 
   constructor(
     cfg: BackendConfig,
     private readonly opts: UserspaceBackendOptions,
   ) {
     this.family = cfg.family;
-    this.fromLocalPods = renderContext(cfg).ifLocal;
+    const ctx = renderContext(cfg);
+    this.localPods = ctx.ifLocal && ctx.ifNotLocal ? { ifLocal: ctx.ifLocal, ifNotLocal: ctx.ifNotLocal } : undefined;
   }
 
+  /**
+   * A full sync plans every service port and sets the whole listener set; a partial one only the
+   * changed service ports, and writes only their rules: a change costs the same at any size.
+   */
   async sync(snapshot: Snapshot): Promise<SyncResult> {
-    const plan = planUserspace(snapshot);
     if (this.opts.dryRun) {
       // Ports are chosen when the proxy listens; a dry run binds nothing and shows them as 0.
+      const plan = planUserspace(snapshot);
       const ports = new Map(plan.listeners.map((l) => [l.key, 0]));
-      const chains = renderRedirects(plan, ports, this.opts.nodePortIPs, this.fromLocalPods);
+      const chains = renderRedirects(plan, ports, this.opts.nodePortIPs, this.localPods);
       const note = '# proxy ports are chosen when the proxy listens: a dry run binds nothing and shows them as 0\n';
       (this.opts.out ?? ((t) => process.stdout.write(t)))(note + toRestoreInput({ family: this.family, chains }));
       return { operations: 0, full: true };
     }
     this.pool ??= this.opts.createPool();
-    const ports = await this.pool.update(plan.listeners);
-    this.replyPorts = replyPortsOf(plan, ports);
-    const chains = renderRedirects(plan, ports, this.opts.nodePortIPs, this.fromLocalPods);
     const flavour = await this.ensureFlavour();
-    const changed = this.written === undefined || !sameChains(this.written, chains) || !this.inSync;
-    if (changed) {
-      try {
-        await restore(toRestoreInput({ family: this.family, chains }), this.family, flavour, this.opts);
-      } catch (e) {
-        this.inSync = false;
-        throw e;
+    const full = this.needFull || snapshot.changes.full;
+    const keys = full ? [...snapshot.services.keys()].sort() : [...new Set([...snapshot.changes.changed, ...snapshot.changes.deleted, ...this.retry])];
+    const listenerChanges = await this.updateListeners(snapshot, keys, full);
+    const render = (k: string): Fragment<IptChain> | undefined => this.fragment(k);
+    let operations = 0;
+    try {
+      if (full) {
+        const before = this.chains();
+        this.store = new FragmentStore(NO_OBJECTS, USERSPACE_CHAINS.map((c) => `nat/${c}`));
+        this.store.update(keys, render, false);
+        const chains = this.chains();
+        if (this.needFull || !sameRules(before, chains)) {
+          await restore(toRestoreInput({ family: this.family, chains }), this.family, flavour, this.opts);
+          operations += chains.reduce((n, c) => n + c.rules.length, 0);
+        }
+        operations += await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, flavour, this.opts);
+      } else {
+        // The store changes in place: if the restore fails, the next sync is full.
+        const ops = this.store.update(keys, render);
+        const input = opsToRestore(ops);
+        if (input) await restore(input, this.family, flavour, this.opts);
+        operations += ops.length;
       }
-      this.written = chains;
+    } catch (e) {
+      this.needFull = true;
+      throw e;
     }
-    const jumps = await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, flavour, this.opts);
-    this.inSync = true;
-    return { operations: (changed ? chains.reduce((n, c) => n + c.rules.length, 0) : 0) + jumps, full: changed };
+    this.needFull = false;
+    return { operations: operations + listenerChanges, full };
+  }
+
+  /** Plans `keys` and brings their listeners up to date; returns how many listeners changed. */
+  private async updateListeners(snapshot: Snapshot, keys: readonly string[], full: boolean): Promise<number> {
+    const listeners: ListenerSpec[] = [];
+    const removed: string[] = [];
+    if (full) this.planned = new Map();
+    for (const key of keys) {
+      const s = snapshot.services.get(key);
+      const plan = s && planServicePort(s, key, this.family);
+      const wanted = new Set(plan?.listeners.map((l) => l.key));
+      for (const l of this.planned.get(key)?.listeners ?? []) if (!wanted.has(l.key)) removed.push(l.key);
+      if (plan) {
+        this.planned.set(key, plan);
+        listeners.push(...plan.listeners);
+      } else this.planned.delete(key);
+    }
+    const got = full ? await this.pool!.update(listeners) : await this.pool!.change(listeners, removed);
+    if (full) this.ports = new Map();
+    for (const k of removed) this.ports.delete(k);
+    this.retry = full ? new Set() : new Set([...this.retry].filter((k) => !keys.includes(k)));
+    for (const l of listeners) {
+      const port = got.get(l.key);
+      if (port === undefined) {
+        this.ports.delete(l.key);
+        // A protocol the proxy cannot serve will not get a port by trying again.
+        if (l.protocol !== 'SCTP') this.retry.add(l.service);
+      } else this.ports.set(l.key, port);
+    }
+    return listeners.length + removed.length;
+  }
+
+  /** One service port's redirect rules, as items of the shared chains. */
+  private fragment(key: string): Fragment<IptChain> | undefined {
+    const plan = this.planned.get(key);
+    if (!plan) return undefined;
+    const items: Array<string | undefined> = [];
+    for (const c of renderRedirects({ family: this.family, portals: plan.portals }, this.ports, this.opts.nodePortIPs, this.localPods)) {
+      for (const r of c.rules) items.push(`nat/${c.name}`, r, undefined);
+    }
+    return { items, objects: [], refs: [] };
+  }
+
+  /** The four chains as the store holds them. */
+  private chains(): IptChain[] {
+    return USERSPACE_CHAINS.map((name) => ({ table: 'nat', name, rules: [...this.store.items(`nat/${name}`).keys()] }));
   }
 
   kernelInSync(): boolean {
-    return this.inSync;
+    return !this.needFull;
   }
 
   carriedTraffic(): CarriedTraffic | undefined {
@@ -101,26 +179,33 @@ export class UserspaceBackend implements Backend {
   }
 
   conntrackReplyPorts(): ReadonlyMap<string, readonly number[]> {
-    return this.replyPorts;
+    const out = new Map<string, number[]>();
+    for (const [service, plan] of this.planned) {
+      const ports = plan.listeners.map((l) => this.ports.get(l.key)).filter((p): p is number => p !== undefined);
+      if (ports.length > 0) out.set(service, ports);
+    }
+    return out;
   }
 
   /** Compares our four chains and their jumps with the kernel's, and rewrites them when they differ. */
   async verify(): Promise<VerifyResult> {
-    if (this.opts.dryRun || this.written === undefined || this.flavour === undefined) return { repaired: 0, differences: [] };
+    if (this.opts.dryRun || this.needFull || this.flavour === undefined) return { repaired: 0, differences: [] };
     const saved = parseSave(await saveTables(this.family, this.flavour, this.opts, ['nat'])).get('nat');
     const differences: string[] = [];
-    for (const c of this.written) {
+    const chains = this.chains();
+    for (const c of chains) {
       const have = saved?.chains.get(c.name);
+      // Rules are inserted where partial syncs put them: compared as a multiset.
       if (have === undefined) differences.push(`chain ${c.name} is missing`);
-      else if (have.length !== c.rules.length || have.some((r, i) => r !== c.rules[i])) differences.push(`chain ${c.name} differs`);
+      else if (!sameMultiset(have, c.rules)) differences.push(`chain ${c.name} differs`);
     }
     if (differences.length > 0) {
-      this.inSync = false;
-      await restore(toRestoreInput({ family: this.family, chains: this.written }), this.family, this.flavour, this.opts);
+      this.needFull = true;
+      await restore(toRestoreInput({ family: this.family, chains }), this.family, this.flavour, this.opts);
     }
     const jumps = await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, this.flavour, this.opts);
     if (jumps > 0) differences.push(`${jumps} jump rule(s) from PREROUTING/OUTPUT fixed`);
-    this.inSync = true;
+    this.needFull = false;
     return { repaired: differences.length, differences };
   }
 
@@ -129,6 +214,7 @@ export class UserspaceBackend implements Backend {
     if (removeRules) await this.removeRules();
     await this.pool?.close();
     this.pool = undefined;
+    this.needFull = true;
   }
 
   async cleanup(): Promise<void> {
@@ -136,13 +222,13 @@ export class UserspaceBackend implements Backend {
   }
 
   describe(): string {
-    return this.written ? toRestoreInput({ family: this.family, chains: this.written }) : '';
+    return this.needFull ? '' : toRestoreInput({ family: this.family, chains: this.chains() });
   }
 
   private async removeRules(): Promise<void> {
     if (this.opts.dryRun || this.flavour === undefined) return;
     const removed = await removeIptablesLeftovers([{ family: this.family, flavour: this.flavour }], this.opts, (_t, chain) => isUserspaceChain(chain));
-    this.written = undefined;
+    this.needFull = true;
     log.info('removed the userspace proxy redirect rules', { family: this.family, chains: removed });
   }
 
@@ -152,18 +238,7 @@ export class UserspaceBackend implements Backend {
   }
 }
 
-function replyPortsOf(plan: UserspacePlan, ports: ReadonlyMap<string, number>): Map<string, number[]> {
-  const out = new Map<string, number[]>();
-  for (const l of plan.listeners) {
-    const port = ports.get(l.key);
-    if (port === undefined) continue;
-    const list = out.get(l.service);
-    if (list) list.push(port);
-    else out.set(l.service, [port]);
-  }
-  return out;
-}
-
-function sameChains(a: IptChain[], b: IptChain[]): boolean {
-  return a.length === b.length && a.every((c, i) => c.name === b[i]!.name && c.rules.length === b[i]!.rules.length && c.rules.every((r, j) => r === b[i]!.rules[j]));
+/** Whether two renders of the four chains hold the same rules, in any order. */
+function sameRules(a: IptChain[], b: IptChain[]): boolean {
+  return a.length === b.length && a.every((c, i) => c.name === b[i]!.name && sameMultiset(c.rules, b[i]!.rules));
 }

@@ -57,28 +57,31 @@ function listenerFor(s: ServicePortState, service: string, local: boolean, famil
   return spec;
 }
 
+/** What one service port needs: its listeners and the portals redirected to them. */
+export interface ServicePortPlan {
+  listeners: ListenerSpec[];
+  portals: Portal[];
+}
+
 /**
- * Listeners and portals for every service port that can be rendered safely; a port with
- * invalid data gets neither (as in the iptables mode, it is skipped, never half-programmed).
+ * Listeners and portals of one service port; undefined when it cannot be rendered safely (as in
+ * the iptables mode, a port with invalid data is skipped, never half-programmed).
  */
-export function planUserspace(snapshot: Snapshot): UserspacePlan {
-  const family = snapshot.family;
+export function planServicePort(s: ServicePortState, key: string, family: IPFamily): ServicePortPlan | undefined {
+  const c = validated(s, { family });
+  if (!c) return undefined;
   const listeners = new Map<string, ListenerSpec>();
   const portals: Portal[] = [];
-  for (const key of [...snapshot.services.keys()].sort()) {
-    const s = snapshot.services.get(key)!;
-    const c = validated(s, { family });
-    if (!c) continue;
-    const { info, proto, clusterIP, externalIPs, lbIPs } = c;
-    const use = (local: boolean): string => {
-      const spec = listenerFor(s, key, local, family);
-      listeners.set(spec.key, spec);
-      return spec.key;
-    };
-    const base = { name: info.name, proto, port: info.port };
-    if (clusterIP) portals.push({ ...base, listener: use(info.internalPolicyLocal), ips: [clusterIP], kind: 'service' });
-    const externallyAccessible = info.nodePort > 0 || externalIPs.length > 0 || lbIPs.length > 0;
-    if (!externallyAccessible) continue;
+  const { info, proto, clusterIP, externalIPs, lbIPs } = c;
+  const use = (local: boolean): string => {
+    const spec = listenerFor(s, key, local, family);
+    listeners.set(spec.key, spec);
+    return spec.key;
+  };
+  const base = { name: info.name, proto, port: info.port };
+  if (clusterIP) portals.push({ ...base, listener: use(info.internalPolicyLocal), ips: [clusterIP], kind: 'service' });
+  const externallyAccessible = info.nodePort > 0 || externalIPs.length > 0 || lbIPs.length > 0;
+  if (externallyAccessible) {
     const external = use(info.externalPolicyLocal);
     const inside = info.externalPolicyLocal ? { insideListener: use(false) } : {};
     if (externalIPs.length > 0) portals.push({ ...base, listener: external, ips: externalIPs, kind: 'service', ...inside });
@@ -88,7 +91,21 @@ export function planUserspace(snapshot: Snapshot): UserspacePlan {
     }
     if (info.nodePort > 0) portals.push({ ...base, listener: external, port: info.nodePort, kind: 'nodePort', ...inside });
   }
-  return { family, listeners: [...listeners.values()], portals };
+  return { listeners: [...listeners.values()], portals };
+}
+
+/** Listeners and portals for every service port that can be rendered safely. */
+export function planUserspace(snapshot: Snapshot): UserspacePlan {
+  const family = snapshot.family;
+  const listeners: ListenerSpec[] = [];
+  const portals: Portal[] = [];
+  for (const key of [...snapshot.services.keys()].sort()) {
+    const p = planServicePort(snapshot.services.get(key)!, key, family);
+    if (!p) continue;
+    listeners.push(...p.listeners);
+    portals.push(...p.portals);
+  }
+  return { family, listeners, portals };
 }
 
 /**

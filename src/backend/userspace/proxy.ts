@@ -1,6 +1,7 @@
 // The in-process proxy of the userspace mode: one listening socket per service port, and for
 // every client a second connection to an endpoint, so every byte crosses into this process and
-// out again. update() is declarative: it takes the whole desired set of service ports.
+// out again. update() is declarative: it takes the whole desired set of service ports; change()
+// touches only the service ports it is given, so a one-service change costs the same at any size.
 import type { ProxyEndpoint } from './proxy-balancer.js';
 import type { ProxyContext, ProxyCounters, ServicePortHandler } from './proxy-shared.js';
 import { TcpServicePort } from './proxy-tcp.js';
@@ -117,12 +118,24 @@ export class UserspaceProxy {
    * out of the result, listed by failures(), and tried again on the next update.
    */
   update(ports: ProxyServicePort[]): Promise<Map<string, number>> {
-    const run = this.queue.then(() => this.apply(ports));
+    return this.enqueue(() => this.apply(ports, undefined));
+  }
+
+  /**
+   * Like update(), for these keys only: `ports` are added or updated, `removed` keys lose their
+   * listener, every other key is left as it is. Returns the proxy port of each key of `ports` that has one.
+   */
+  change(ports: ProxyServicePort[], removed: Iterable<string>): Promise<Map<string, number>> {
+    return this.enqueue(() => this.apply(ports, new Set(removed)));
+  }
+
+  private enqueue<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work);
     this.queue = run.catch(() => {});
     return run;
   }
 
-  /** Why each key of the last update has no listener (SCTP skips included). */
+  /** Why each key without a listener has none (SCTP skips included). */
   failures(): Map<string, string> {
     return new Map(this.lastFailures);
   }
@@ -159,19 +172,29 @@ export class UserspaceProxy {
     return { listeners: this.active.size, activeConnections, udpSessions, accepted, refused, connectFailures, udpDropped, bytesIn, bytesOut };
   }
 
-  private async apply(ports: ProxyServicePort[]): Promise<Map<string, number>> {
+  /** `removed` undefined: `ports` is the whole desired set; else only `ports` and `removed` are touched. */
+  private async apply(ports: ProxyServicePort[], removed: ReadonlySet<string> | undefined): Promise<Map<string, number>> {
     if (this.closed) throw new Error('userspace proxy is closed');
-    const failures = new Map<string, string>();
+    // The keys this update decides about; the others keep their listener, failure and skip.
+    const scope = removed === undefined ? undefined : new Set([...removed, ...ports.map((p) => p.key)]);
+    const failures = scope ? this.lastFailures : new Map<string, string>();
+    const skippedBefore = new Set(this.skipped);
+    const skipped = scope ? this.skipped : new Set<string>();
+    for (const key of scope ?? []) {
+      failures.delete(key);
+      skipped.delete(key);
+    }
     const wanted = new Map<string, ProxyServicePort & { protocol: 'TCP' | 'UDP' }>();
-    const skipped = new Set<string>();
+    const duplicate = new Set<string>();
     for (const p of ports) {
-      if (wanted.has(p.key) || failures.has(p.key)) {
+      if (wanted.has(p.key) || duplicate.has(p.key)) {
         failures.set(p.key, 'duplicate key in one update; the first one is used');
         continue;
       }
+      duplicate.add(p.key);
       if (p.protocol !== 'TCP' && p.protocol !== 'UDP') {
         failures.set(p.key, `protocol ${String(p.protocol)} cannot be proxied in userspace (Node.js has no SCTP sockets)`);
-        if (!this.skipped.has(p.key)) this.opts.log(`userspace proxy: skipping ${p.key}: ${failures.get(p.key)}`);
+        if (!skippedBefore.has(p.key)) this.opts.log(`userspace proxy: skipping ${p.key}: ${failures.get(p.key)}`);
         skipped.add(p.key);
         continue;
       }
@@ -179,12 +202,16 @@ export class UserspaceProxy {
     }
     this.skipped = skipped;
 
-    for (const [key, a] of this.active) {
+    for (const key of scope ?? [...this.active.keys()]) {
+      const a = this.active.get(key);
+      if (!a) continue;
       const w = wanted.get(key);
       if (!w || w.protocol !== a.protocol) this.retire(key);
       else if (w.endpoints.length === 0 && !a.handler.setListening) this.park(key, this.retire(key));
     }
-    for (const [key, p] of this.parked) {
+    for (const key of scope ?? [...this.parked.keys()]) {
+      const p = this.parked.get(key);
+      if (!p) continue;
       const w = wanted.get(key);
       if (!w || w.protocol !== p.protocol) this.unpark(key);
     }

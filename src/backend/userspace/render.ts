@@ -14,16 +14,24 @@ import type { Portal, UserspacePlan } from './plan.js';
 
 const LOCAL_DST = '-m addrtype --dst-type LOCAL';
 
+/** Rule parts for traffic from this node's pods, and for all other traffic. */
+export interface LocalPods {
+  ifLocal: RuleParts;
+  ifNotLocal: RuleParts;
+}
+
 /**
  * The four chains, given the port each listener got. Portals whose listener has no port (a
  * protocol the proxy cannot serve) are left out. `nodePortIPs` null: every local address.
- * `fromLocalPods` matches traffic from this node's pods (local traffic detection), if known.
+ * `localPods` matches traffic from this node's pods and the rest (local traffic detection), if
+ * known. No two rules of a chain match the same packet, so their order does not matter and a
+ * partial sync can insert and delete single rules.
  */
 export function renderRedirects(
-  plan: UserspacePlan,
+  plan: Pick<UserspacePlan, 'family' | 'portals'>,
   ports: ReadonlyMap<string, number>,
   nodePortIPs: string[] | null,
-  fromLocalPods?: RuleParts,
+  localPods?: LocalPods,
 ): IptChain[] {
   const family: IPFamily = plan.family;
   const chains = { portalsContainer: [] as string[], portalsHost: [] as string[], nodePortsContainer: [] as string[], nodePortsHost: [] as string[] };
@@ -41,10 +49,12 @@ export function renderRedirects(
     for (const dst of dsts) {
       for (const src of srcs) {
         if (inside !== undefined) host.push(redirect(dst, src, undefined, inside));
-        if (inside !== undefined && inside !== outside && fromLocalPods && !src) {
-          container.push(redirect(dst, fromLocalPods.src, fromLocalPods.iface, inside));
+        if (inside !== undefined && inside !== outside && localPods && !src) {
+          container.push(redirect(dst, localPods.ifLocal.src, localPods.ifLocal.iface, inside));
+          container.push(redirect(dst, localPods.ifNotLocal.src, localPods.ifNotLocal.iface, outside));
+        } else {
+          container.push(redirect(dst, src, undefined, outside));
         }
-        container.push(redirect(dst, src, undefined, outside));
       }
     }
   }
