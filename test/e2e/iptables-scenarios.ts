@@ -115,6 +115,21 @@ function iptablesScenarios(c: () => E2ECluster, flavour: IptablesFlavour): void 
     assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', '10.96.0.80', 80, 30)).pods), ['a-1', 'b-1']);
   });
 
+  it('a restarted proxy rewrites only the chains that changed while it was down', async (t) => {
+    await c().addService({ name: 'down', clusterIPs: ['10.96.0.91'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+    await c().setEndpoints('down', ['a-1']);
+    const from = c().proxyLog().length;
+    await c().restartProxy(() => c().setEndpoints('down', ['b-1'], { expectRules: false }));
+    assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', '10.96.0.91', 80, 20)).pods), ['b-1']);
+    const log = c().proxyLog().slice(from);
+    const written = (family: Family): number => Number(new RegExp(`iptables sync done family="${family}" full=true operations=(\\d+)`).exec(log)?.[1] ?? NaN);
+    const total = (await c().iptablesSave('IPv4')).split('\n').filter((l) => /^(:KUBE-|-A )/.test(l)).length;
+    t.diagnostic(`restart wrote ${written('IPv4')} of ${total} IPv4 lines, ${written('IPv6')} IPv6`);
+    // The Service's chain, its new endpoint chain and the old one's deletion: a few lines, not the ruleset.
+    assert.ok(written('IPv4') > 0 && written('IPv4') <= 12, `IPv4: ${written('IPv4')} lines written of ${total}`);
+    assert.equal(written('IPv6'), 0, 'nothing changed for IPv6');
+  });
+
   /** Our chains in node1 for a family, kubelet's left out. */
   const ourChains = async (family: Family, table: string): Promise<string[]> => {
     const saved = await c().iptablesSave(family);

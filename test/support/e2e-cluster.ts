@@ -278,8 +278,9 @@ export class E2ECluster {
   }
 
   /** Stops the proxy (SIGTERM) and starts a new one; resolves after the new one's first sync. */
-  async restartProxy(): Promise<void> {
+  async restartProxy(whileDown?: () => Promise<void>): Promise<void> {
     await this.proxy.stop();
+    await whileDown?.();
     await this.startProxy();
   }
 

@@ -80,6 +80,23 @@ class IptState {
   }
 
   /**
+   * Whether the kernel (as saved) holds chain `c` as this state renders it: a shared chain's
+   * service rules in any order (partial syncs insert them at its top), its fixed tail last.
+   */
+  held(saved: SavedTables, c: IptChain): boolean {
+    const kernel = saved.get(c.table)?.chains.get(c.name);
+    if (!kernel) return false;
+    const base = this.base.find((b) => b.table === c.table && b.name === c.name);
+    if (!base) return kernel.length === c.rules.length && kernel.every((r, i) => r === c.rules[i]);
+    const head = kernel.length - base.rules.length;
+    return (
+      head >= 0 &&
+      base.rules.every((r, i) => kernel[head + i] === r) &&
+      sameMultiset(kernel.slice(0, head), [...this.store.items(`${c.table}/${c.name}`).keys()])
+    );
+  }
+
+  /**
    * The full restore as several transactions, rendered as they are written (a group renders
    * while the previous one is being restored): iptables-nft's restore time grows much faster
    * than linearly with the size of one transaction (see docs/iptables-layout.md). First the
@@ -87,14 +104,18 @@ class IptState {
    * and the like); then the service ports in key order, each group's own chains in one
    * transaction of about `budget` lines (whole services at once, so a restart over existing
    * rules never leaves one half-written); last the dispatch chains, which make the services
-   * reachable, and the deletion of `stale()` chains.
+   * reachable, and the deletion of `stale()` chains. With `saved`, the kernel's rules as read,
+   * chains it already holds as rendered are left out (a restart over our own rules writes
+   * only what changed meanwhile).
    */
   async *chunkedInputs(
     family: IPFamily,
     snapshot: Snapshot,
     budget: number,
     stale: (chains: IptChain[]) => Promise<Array<{ table: IptChain['table']; name: string }>>,
+    saved?: SavedTables,
   ): AsyncGenerator<string> {
+    const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
     const shared = this.sharedChains();
     const late = new Set<string>(DISPATCH_CHAINS);
     for (let grew = true; grew; ) {
@@ -107,13 +128,14 @@ class IptState {
         }
       }
     }
-    yield toRestoreInput({ family, chains: shared.filter((c) => !late.has(`${c.table}/${c.name}`)) });
+    const early = shared.filter((c) => !late.has(`${c.table}/${c.name}`) && missing(c));
+    if (early.length > 0) yield toRestoreInput({ family, chains: early });
     const render = (k: string): Fragment<IptChain> => renderServicePort(snapshot.services.get(k)!, this.ctx);
     let group: string[] = [];
     let lines = 0;
     const flush = (): string => {
       this.store.update(group, render, false);
-      const chains = [...this.store.ownedObjects(group)].flat();
+      const chains = [...this.store.ownedObjects(group)].flat().filter(missing);
       group = [];
       lines = 0;
       return toRestoreInput({ family, chains });
@@ -132,8 +154,9 @@ class IptState {
       const input = flush();
       if (input.trim() !== '') yield input;
     }
-    const chains = this.chains();
-    yield toRestoreInput({ family, chains: this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`)) }, await stale(chains));
+    const gone = await stale(this.chains());
+    const dispatch = this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`) && missing(c));
+    if (dispatch.length + gone.length > 0) yield toRestoreInput({ family, chains: dispatch }, gone);
   }
 }
 
@@ -193,6 +216,8 @@ export class IptablesBackend implements Backend {
     const full = kernelUnknown || snapshot.changes.full || large !== this.state?.ctx.largeCluster;
     let inputs: AsyncIterable<string>;
     let operations: () => number;
+    // Lines of a full sync's inputs that create, fill or delete a chain.
+    let written = 0;
     let next: IptState;
     // What the kernel holds, read before writing anything (cheap on a fresh node): stale chains
     // of ours and the jumps from the built-in chains are found in it.
@@ -202,16 +227,19 @@ export class IptablesBackend implements Backend {
       const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
         this.opts.dryRun ? [] : saved ? staleChains(saved, new Set(chains.map((c) => `${c.table}/${c.name}`))) : this.goneChains(chains);
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
+      // Over rules already there (a restart), only the chains that differ are written.
       if (this.flavour === 'nft') {
-        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale);
+        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, saved);
       } else {
         inputs = (async function* () {
           state.store.update([...snapshot.services.keys()].sort(), (k) => renderServicePort(snapshot.services.get(k)!, state.ctx), false);
           const chains = state.chains();
-          yield toRestoreInput({ family: snapshot.family, chains }, await stale(chains));
+          const gone = await stale(chains);
+          const write = saved ? chains.filter((c) => !state.held(saved, c)) : chains;
+          if (write.length + gone.length > 0) yield toRestoreInput({ family: snapshot.family, chains: write }, gone);
         })();
       }
-      operations = () => state.chains().reduce((n, c) => n + 1 + c.rules.length, 0);
+      operations = () => written;
     } else {
       next = this.state!;
       const keys = new Set([...snapshot.changes.changed, ...snapshot.changes.deleted]);
@@ -235,6 +263,7 @@ export class IptablesBackend implements Backend {
         let pending: Promise<void> | undefined;
         for await (const input of inputs) {
           this.lastInputs.push(input);
+          written += countOperations(input);
           if (this.opts.dryRun) {
             this.print(input);
             continue;
@@ -323,11 +352,10 @@ export class IptablesBackend implements Backend {
     const rewrite: IptChain[] = [];
     const missing: string[] = [];
     const changed: string[] = [];
-    for (const c of chainsToCompare(state)) {
-      const kernel = saved.get(c.table)?.chains.get(c.name);
-      if (kernel && sameChain(kernel, c)) continue;
-      (kernel ? changed : missing).push(`${c.table}/${c.name}`);
-      rewrite.push(c.chain);
+    for (const c of state.chains()) {
+      if (state.held(saved, c)) continue;
+      (saved.get(c.table)?.chains.has(c.name) ? changed : missing).push(`${c.table}/${c.name}`);
+      rewrite.push(c);
     }
     tallyNamed(differences, 'missing chain', missing);
     tallyNamed(differences, 'changed chain', changed);
@@ -366,30 +394,14 @@ export class IptablesBackend implements Backend {
   }
 }
 
-interface ComparedChain {
-  table: IptChain['table'];
-  name: string;
-  chain: IptChain;
-  /** Rules of service ports in a shared chain, in no particular order (undefined: the whole chain is ordered). */
-  unordered?: string[];
-  /** The shared chain's fixed rules, which come last in this order. */
-  tail?: string[];
-}
-
-/** Every chain we wrote; a shared chain's service rules compare in any order, its fixed tail exactly. */
-function chainsToCompare(state: IptState): ComparedChain[] {
-  const shared = state.base.map((c) => {
-    const unordered = [...state.store.items(`${c.table}/${c.name}`).keys()];
-    return { table: c.table, name: c.name, chain: { ...c, rules: [...unordered, ...c.rules] }, unordered, tail: c.rules };
-  });
-  return [...shared, ...state.store.objects().map((c) => ({ table: c.table, name: c.name, chain: c }))];
-}
-
-function sameChain(kernel: string[], c: ComparedChain): boolean {
-  if (!c.unordered) return kernel.length === c.chain.rules.length && kernel.every((r, i) => r === c.chain.rules[i]);
-  const tail = c.tail!;
-  const head = kernel.length - tail.length;
-  return head >= 0 && tail.every((r, i) => kernel[head + i] === r) && sameMultiset(kernel.slice(0, head), c.unordered);
+/** Lines of restore input that change something: chain declarations, rules, deletions. */
+function countOperations(input: string): number {
+  let n = 0;
+  for (let i = 0; i < input.length; i = input.indexOf('\n', i) + 1 || input.length) {
+    const c = input[i];
+    if (c === ':' || c === '-') n++;
+  }
+  return n;
 }
 
 /** Chains of ours the kernel holds that the ruleset does not. */
