@@ -22,6 +22,7 @@ export interface Result {
   /** The restarted proxy's peak, its first verification (a read-back of the table) included. */
   restartPeakRssMiB: number;
   rssAfterStartMiB: number;
+  /** syncs: those that carried the burst and the Service written after it (which shows the burst is in the kernel). */
   burst: { changes: number; syncs: number; rssBeforeMiB: number; rssAfterMiB: number };
   /** connect() to a ClusterIP → established. */
   firstPacketP50Ms: number;

@@ -293,6 +293,15 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
       burst.push(api.send({ op: 'update', kind: 'EndpointSlice', object: endpointSlice(k % w.services, w.endpoints, 1 + Math.floor(k / w.services)) }));
     }
     await Promise.all(burst);
+    // A Service written after the burst: once its VIP answers, every burst change is in the
+    // kernel (the watch delivers in order). Quiet logs alone could hide a long sync still running,
+    // which the restart below would then have to finish.
+    const sentinel = w.services + opts.changes;
+    await api.send({ op: 'create', kind: 'EndpointSlice', object: endpointSlice(sentinel, w.endpoints) });
+    await reachableAfter(probe, vip(sentinel), () => {
+      void api!.send({ op: 'create', kind: 'Service', object: service(sentinel, w.mixed) });
+      return nowMs();
+    });
     await proxy.settled(1000);
     const burstSyncs = proxy.syncs - syncsBefore;
     const rssAfterBurst = memoryMiB(proxy.child.pid!, 'VmRSS');
