@@ -85,6 +85,8 @@ export class Proxy {
   /** The configurations the backends were built from (empty before the first sync). */
   backendConfigs: BackendConfig[] = [];
   readonly lastSnapshots = new Map<IPFamily, Snapshot>();
+  /** Families that have synced once: their first sync is always logged. */
+  private readonly syncedFamilies = new Set<IPFamily>();
   private readonly observers: ProxyObserver[] = [];
   private config: KubeProxyConfiguration;
   private createBackend: (cfg: BackendConfig) => Backend;
@@ -272,8 +274,11 @@ export class Proxy {
         }
         throw err;
       }
-      // As upstream: a sync that changed nothing is logged only from -v=2.
-      log.v(res.operations > 0 ? 0 : 2, 'synced proxy rules', {
+      // As upstream: a sync that changed nothing is logged only from -v=2; the first one always
+      // (a restart over rules already in place writes nothing, and says when it is in sync).
+      const first = !this.syncedFamilies.has(family);
+      this.syncedFamilies.add(family);
+      log.v(res.operations > 0 || first ? 0 : 2, 'synced proxy rules', {
         mode: backend.mode,
         family,
         servicePorts: snap.services.size,
