@@ -104,20 +104,27 @@ async function main(): Promise<void> {
     mkdirSync(dirname(opts.out), { recursive: true });
     writeFileSync(opts.out, JSON.stringify({ date: new Date().toISOString(), machine, proxyMain: opts.run.proxyMain, results }, null, 2) + '\n');
   };
+  // A workload that fails (a VIP never answers) is reported and the others still run.
+  const failed: string[] = [];
   try {
     for (const mode of opts.modes) {
       for (const w of opts.workloads) {
-        const r = await runWorkload(mode, w, opts.run);
-        results.push(r);
-        save();
+        try {
+          const r = await runWorkload(mode, w, opts.run);
+          results.push(r);
+          save();
+          process.stdout.write(JSON.stringify(r) + '\n');
+        } catch (e) {
+          failed.push(`${mode} ${w.name}: ${(e as Error).message}`);
+        }
         process.stderr.write('\n');
-        process.stdout.write(JSON.stringify(r) + '\n');
       }
     }
   } finally {
     await cleanup();
   }
   process.stdout.write(`\n${machine}\n\n${markdownTable(results)}\n`);
+  if (failed.length > 0) process.stdout.write(`\nNot measured:\n${failed.map((f) => `- ${f}`).join('\n')}\n`);
 }
 
 void main().catch(async (e: unknown) => {

@@ -24,7 +24,7 @@ import { DISPATCH_CHAINS } from './base.js';
 import { startUpFlavour } from './startup.js';
 import { iptablesForeignWatch } from './monitor.js';
 import type { ForeignWatch } from '../common/foreign-watch.js';
-import { opsToRestore } from './restore.js';
+import { opsToRestore, opsToRestoreChunks } from './restore.js';
 import { KernelCheck, NOTHING_TO_REPAIR, sameMultiset, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 
 export interface IptablesBackendOptions {
@@ -216,6 +216,8 @@ export class IptablesBackend implements Backend {
     const full = kernelUnknown || snapshot.changes.full || large !== this.state?.ctx.largeCluster;
     let inputs: AsyncIterable<string>;
     let operations: () => number;
+    // A partial sync large enough to be written in pieces.
+    let inPieces = false;
     // Lines of a full sync's inputs that create, fill or delete a chain.
     let written = 0;
     let next: IptState;
@@ -248,9 +250,11 @@ export class IptablesBackend implements Backend {
         const st = snapshot.services.get(k);
         return st ? renderServicePort(st, next.ctx) : undefined;
       });
-      const input = opsToRestore(ops);
+      // Legacy replaces the whole table at every commit: one input. nft: pieces when large.
+      const chunks = this.flavour === 'legacy' ? [opsToRestore(ops)].filter((i) => i !== '') : opsToRestoreChunks(ops, this.opts.budget ?? NFT_FULL_SYNC_BUDGET);
+      inPieces = chunks.length > 1;
       inputs = (async function* () {
-        if (input) yield input;
+        yield* chunks;
       })();
       operations = () => ops.length;
     }
@@ -279,8 +283,9 @@ export class IptablesBackend implements Backend {
         if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
       };
       // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
-      // (xtables-monitor exits on it): it is written unwatched, and the next verification reads back.
-      await (full && this.foreignWatch ? this.foreignWatch.unwatchedWrite(sendAll) : this.write(sendAll));
+      // (xtables-monitor exits on it), and so does a partial one in pieces: it is written
+      // unwatched, and the next verification reads back.
+      await ((full || inPieces) && this.foreignWatch ? this.foreignWatch.unwatchedWrite(sendAll) : this.write(sendAll));
     } catch (e) {
       this.syncFailures++;
       this.needFull = true;

@@ -87,3 +87,80 @@ export function opsToRestore(ops: Array<StoreOp<IptChain>>): string {
   }
   return render(blocks);
 }
+
+/** The chains a rule sends packets to (`-j`/`-g` targets that are not built-in verdicts or extensions). */
+function targets(rule: string): string[] {
+  const out: string[] = [];
+  for (const m of rule.matchAll(/(?:^| )-[jg] (KUBE-\S+)/g)) out.push(m[1]!);
+  return out;
+}
+
+/**
+ * The same change as opsToRestore, as several inputs of about `budget` lines each when it is
+ * larger (iptables-nft's restore time grows much faster than one input's size: a partial sync
+ * of 500 services × 50 endpoints, ~100,000 lines, did not finish in 180 s). Each input can be
+ * committed on its own: chains are written before the chains that jump to them (new endpoint
+ * chains before their service chain), then the rules of shared chains (deletions first), and
+ * the chains that go away last, once nothing refers to them.
+ */
+export function opsToRestoreChunks(ops: Array<StoreOp<IptChain>>, budget: number): string[] {
+  let lines = 0;
+  for (const op of ops) lines += op.kind === 'add-object' || op.kind === 'replace-object' ? 1 + op.object.rules.length : 1;
+  if (lines <= budget) {
+    const one = opsToRestore(ops);
+    return one ? [one] : [];
+  }
+  const written = new Map<string, IptChain>();
+  const items: Array<StoreOp<IptChain>> = [];
+  const gone: Array<StoreOp<IptChain>> = [];
+  for (const op of ops) {
+    if (op.kind === 'add-object' || op.kind === 'replace-object') written.set(`${op.object.table}/${op.object.name}`, op.object);
+    else if (op.kind === 'delete-object') gone.push(op);
+    else items.push(op);
+  }
+  // Level: 0 for a chain that jumps to no chain written here, else one more than its targets'.
+  const level = new Map<string, number>();
+  const levelOf = (id: string, path = new Set<string>()): number => {
+    const known = level.get(id);
+    if (known !== undefined) return known;
+    const c = written.get(id)!;
+    path.add(id);
+    let l = 0;
+    for (const r of c.rules) {
+      for (const t of targets(r)) {
+        const tid = `${c.table}/${t}`;
+        if (written.has(tid) && !path.has(tid)) l = Math.max(l, levelOf(tid, path) + 1);
+      }
+    }
+    path.delete(id);
+    level.set(id, l);
+    return l;
+  };
+  const ordered = [...written.keys()].sort((a, b) => levelOf(a) - levelOf(b));
+  const out: string[] = [];
+  let group: Array<StoreOp<IptChain>> = [];
+  let size = 0;
+  const flush = (): void => {
+    const input = opsToRestore(group);
+    if (input) out.push(input);
+    group = [];
+    size = 0;
+  };
+  const add = (op: StoreOp<IptChain>, n: number): void => {
+    if (size > 0 && size + n > budget) flush();
+    group.push(op);
+    size += n;
+  };
+  // In level order, a chain's targets are in the same input or an earlier one.
+  for (const id of ordered) {
+    const c = written.get(id)!;
+    add({ kind: 'add-object', object: c }, 1 + c.rules.length);
+  }
+  flush();
+  for (const op of items.filter((o) => o.kind === 'delete-item')) add(op, 1);
+  for (const op of items.filter((o) => o.kind !== 'delete-item')) add(op, 1);
+  flush();
+  for (const op of gone) add(op, 2);
+  flush();
+  return out;
+}
