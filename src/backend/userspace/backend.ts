@@ -124,7 +124,10 @@ export class UserspaceBackend implements Backend {
     return { operations: operations + listenerChanges, full };
   }
 
-  /** Plans `keys` and brings their listeners up to date; returns how many listeners changed. */
+  /**
+   * Plans `keys` and brings their listeners up to date; returns how many listeners a partial sync
+   * changed (a full one sets them all and reports its rule changes only).
+   */
   private async updateListeners(snapshot: Snapshot, keys: readonly string[], full: boolean): Promise<number> {
     const listeners: ListenerSpec[] = [];
     const removed: string[] = [];
@@ -151,7 +154,7 @@ export class UserspaceBackend implements Backend {
         if (l.protocol !== 'SCTP') this.retry.add(l.service);
       } else this.ports.set(l.key, port);
     }
-    return listeners.length + removed.length;
+    return full ? 0 : listeners.length + removed.length;
   }
 
   /** One service port's redirect rules, as items of the shared chains. */
