@@ -218,7 +218,7 @@ export const FLAGS: FlagSpec[] = [
   },
   {
     name: 'proxy-port-range', kind: 'string', def: '', fields: ['portRange'],
-    usage: 'Host port range (begin-end or begin+offset) the userspace proxy may use; empty means any.',
+    usage: 'Host port range (begin-end or begin+offset) the userspace proxy may use; empty means free ports of the ephemeral range (net.ipv4.ip_local_port_range).',
     apply: (c, v) => { c.portRange = str(v); },
   },
   {
