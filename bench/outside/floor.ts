@@ -1,18 +1,24 @@
-// The kernel floor of a full sync: what `nft -f` alone costs to load the proxy's own full-sync
-// script into an empty namespace. The script is built here by the proxy's own pipeline (flags →
-// configuration, model, render) from the workload's objects: `nft list table` output would be
-// a different text that nft parses several times more slowly.
+// The kernel floor of a full sync: what `nft -f` (iptables-nft-restore) alone costs to load the
+// proxy's own full-sync input into an empty namespace. The input is built here by the proxy's own
+// pipeline (flags → configuration, model, render) from the workload's objects: `nft list table`
+// or `iptables-save` output would be a different text (nft parses it several times more slowly;
+// iptables-nft-restore takes far longer for one large transaction than for the proxy's pieces).
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveBackendConfigs } from '../../src/config/index.js';
 import { parseCommandLine } from '../../src/cli/flags.js';
 import { render, toNftScript } from '../../src/backend/nftables/render.js';
+import { IptablesBackend } from '../../src/backend/iptables/backend.js';
+import { ensureJumps } from '../../src/backend/iptables/apply.js';
+import { isLargeCluster, jumpRules, renderContext } from '../../src/backend/iptables/render.js';
+import type { BackendConfig } from '../../src/backend/types.js';
+import type { Snapshot } from '../../src/model/types.js';
 import { ProxyModel } from '../../src/model/tracker.js';
 import { endpointSlice, NODE_NAME, node, service, type Workload } from './workload.js';
 
-/** The script the proxy sends for its first full sync of `w` into an empty kernel (IPv4). */
-export function fullSyncScript(proxyFlags: string[], w: Workload): string {
+/** The workload's IPv4 snapshot and backend configuration, built as the proxy builds them from its flags. */
+function workloadSnapshot(proxyFlags: string[], w: Workload, mode: 'nftables' | 'iptables'): { snapshot: Snapshot; cfg: BackendConfig } {
   const cmd = parseCommandLine(proxyFlags, {});
   const model = new ProxyModel({ nodeName: NODE_NAME, families: ['IPv4'] });
   model.apply({ kind: 'Node', type: 'ADDED', object: node() });
@@ -21,8 +27,30 @@ export function fullSyncScript(proxyFlags: string[], w: Workload): string {
     model.apply({ kind: 'EndpointSlice', type: 'ADDED', object: endpointSlice(i, w.endpoints) });
   }
   const snapshot = model.snapshot('IPv4');
-  const [cfg] = resolveBackendConfigs({ ...cmd.config, mode: 'nftables' }, { ips: snapshot.node.addresses, podCIDRs: snapshot.node.podCIDRs });
-  return toNftScript(render(snapshot, cfg!));
+  const [cfg] = resolveBackendConfigs({ ...cmd.config, mode }, { ips: snapshot.node.addresses, podCIDRs: snapshot.node.podCIDRs });
+  return { snapshot, cfg: cfg! };
+}
+
+/** The script the proxy sends for its first full sync of `w` into an empty kernel (IPv4). */
+export function fullSyncScript(proxyFlags: string[], w: Workload): string {
+  const { snapshot, cfg } = workloadSnapshot(proxyFlags, w, 'nftables');
+  return toNftScript(render(snapshot, cfg));
+}
+
+/**
+ * Milliseconds iptables-nft takes to load the proxy's own full sync of `w` in namespace `ns`
+ * (which must hold none of our rules): the same transactions, each a bare `iptables-nft-restore`,
+ * then the jumps from the built-in chains. The inputs are rendered before the clock starts.
+ */
+export async function iptablesLoadMs(ns: string, proxyFlags: string[], w: Workload): Promise<number> {
+  const { snapshot, cfg } = workloadSnapshot(proxyFlags, w, 'iptables');
+  const inputs: string[] = [];
+  await new IptablesBackend(cfg, { flavour: 'nft', dryRun: true, out: (t) => inputs.push(t) }).sync(snapshot);
+  const wrap = ['ip', 'netns', 'exec', ns];
+  const t0 = performance.now();
+  for (const input of inputs) execFileSync('ip', [...wrap.slice(1), 'iptables-nft-restore', '--noflush'], { input, maxBuffer: 1 << 30 });
+  await ensureJumps(jumpRules(renderContext(cfg, { largeCluster: isLargeCluster(snapshot) })), 'IPv4', 'nft', { wrap }, new Map());
+  return performance.now() - t0;
 }
 
 /** Milliseconds `nft -f` takes to load `script` in namespace `ns` (which must hold no table). */

@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { kubeconfigFor } from '../../test/support/kubeconfig.js';
-import { fullSyncScript, loadMs } from './floor.js';
+import { fullSyncScript, iptablesLoadMs, loadMs } from './floor.js';
 import { addNamespace, deleteNamespace, ip, LineClient, memoryMiB, spawnIn, stopChild } from './procs.js';
 import { percentile, type ChangeStages, type Result } from './report.js';
 import {
@@ -126,14 +126,16 @@ function proxyFlags(mode: Mode, kubeconfig: string, verbosity = 0): string[] {
 
 /**
  * The kernel's own cost of the proxy's full sync: the same ruleset loaded into an empty
- * namespace. nftables: the proxy's own full-sync script; iptables and userspace: iptables-save
- * output, which is the format the proxy restores.
+ * namespace. nftables and iptables: the proxy's own full-sync input (floor.ts); userspace:
+ * iptables-save output of its four chains, one transaction as the proxy writes them.
  */
-function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: string, scratch: string): number {
+async function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: string, scratch: string): Promise<number> {
   const floorNs = `${ns}-floor`;
   addNamespace(floorNs);
   try {
     if (mode === 'nftables') return loadMs(floorNs, fullSyncScript(proxyFlags(mode, kubeconfig), w), scratch);
+    // The bench namespace has no kubelet chains and no legacy rules: the proxy picks iptables-nft.
+    if (mode === 'iptables') return await iptablesLoadMs(floorNs, proxyFlags(mode, kubeconfig), w);
     const dump = join(scratch, 'ruleset');
     let save = '';
     let tool = '';
@@ -223,18 +225,18 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     await Promise.all(writes);
 
     let floorMs = NaN;
-    const measureFloor = (): void => {
+    const measureFloor = async (): Promise<void> => {
       progress(`${label}: kernel floor`);
       try {
-        floorMs = kernelFloorMs(mode, w, ns, kubeconfig, scratch);
+        floorMs = await kernelFloorMs(mode, w, ns, kubeconfig, scratch);
       } catch (e) {
         // Some dumps do not load back as they are listed; the figure is then missing, not the run.
         process.stderr.write(`\n${label}: kernel floor not measured: ${(e as Error).message.split('\n')[0]}\n`);
       }
     };
-    // nftables: before the proxy starts. An nftables monitor subscribed in any namespace (the
+    // Before the proxy starts (nftables, iptables). A monitor subscribed in any namespace (the
     // proxy's own) slows a large transaction in every other one: 10k×10 1.7 s → 3.5–4.8 s.
-    if (mode === 'nftables') measureFloor();
+    if (mode !== 'userspace') await measureFloor();
 
     progress(`${label}: full sync from process start`);
     const started = await startProxy(mode, ns, kubeconfig, opts, opts.profileDir !== undefined);
@@ -245,8 +247,8 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     if (proxy.syncs === 0) await proxy.nextSync();
     const rssAfterStart = memoryMiB(proxy.child.pid!, 'VmRSS');
 
-    // iptables and userspace: the floor is the proxy's own rules as saved.
-    if (mode !== 'nftables') measureFloor();
+    // userspace: the floor is the proxy's own rules as saved (their ports are chosen as it listens).
+    if (mode === 'userspace') await measureFloor();
 
     if (opts.profileDir) await probe.send({ op: 'profile-start', inspectPort: INSPECT_PORT });
     const changeMs: number[] = [];
