@@ -113,11 +113,12 @@ async function main(): Promise<void> {
           const r = await runWorkload(mode, w, opts.run);
           results.push(r);
           save();
+          process.stderr.write('\n');
           process.stdout.write(JSON.stringify(r) + '\n');
         } catch (e) {
+          process.stderr.write('\n');
           failed.push(`${mode} ${w.name}: ${(e as Error).message}`);
         }
-        process.stderr.write('\n');
       }
     }
   } finally {

@@ -1,7 +1,7 @@
 // Partial and full restore inputs built from fragment-store operations.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FragmentStore, type Fragment } from '../../src/backend/common/fragments.js';
+import { FragmentStore, type Fragment, type StoreOp } from '../../src/backend/common/fragments.js';
 import type { IptChain } from '../../src/backend/iptables/render.js';
 import { opsToRestore, opsToRestoreChunks } from '../../src/backend/iptables/restore.js';
 
@@ -103,4 +103,23 @@ test('a large partial change comes in pieces, each valid on its own: endpoint ch
   // Under the budget: the one input opsToRestore makes.
   const small = store.update(['c'], () => frag('C', ['c2']));
   assert.deepEqual(opsToRestoreChunks(small, 1000), [opsToRestore(small)]);
+});
+
+test('chains that go are all flushed before any is deleted, in whatever order they come', () => {
+  const dnat = '-p tcp -m tcp -j DNAT --to-destination 1';
+  const kernel = new Map([
+    ['KUBE-SERVICES', ['-d A/32 -j KUBE-SVC-A']],
+    ['KUBE-SVC-A', ['-j KUBE-SEP-1']],
+    ['KUBE-SEP-1', [dnat]],
+  ]);
+  // The endpoint chain first: deleted before its service chain is flushed, it would still be in use.
+  const ops: Array<StoreOp<IptChain>> = [
+    { kind: 'delete-object', object: { table: 'nat', name: 'KUBE-SEP-1', rules: [dnat] } },
+    { kind: 'delete-object', object: { table: 'nat', name: 'KUBE-SVC-A', rules: ['-j KUBE-SEP-1'] } },
+    { kind: 'delete-item', collection: 'nat/KUBE-SERVICES', key: '-d A/32 -j KUBE-SVC-A', value: undefined },
+  ];
+  const pieces = opsToRestoreChunks(ops, 1);
+  assert.equal(pieces.length, 5);
+  applyInputs(kernel, pieces);
+  assert.deepEqual([...kernel], [['KUBE-SERVICES', []]]);
 });

@@ -101,7 +101,7 @@ function targets(rule: string): string[] {
  * of 500 services × 50 endpoints, ~100,000 lines, did not finish in 180 s). Each input can be
  * committed on its own: chains are written before the chains that jump to them (new endpoint
  * chains before their service chain), then the rules of shared chains (deletions first), and
- * the chains that go away last, once nothing refers to them.
+ * the chains that go away last, once nothing refers to them: flushed, then deleted.
  */
 export function opsToRestoreChunks(ops: Array<StoreOp<IptChain>>, budget: number): string[] {
   let lines = 0;
@@ -112,10 +112,10 @@ export function opsToRestoreChunks(ops: Array<StoreOp<IptChain>>, budget: number
   }
   const written = new Map<string, IptChain>();
   const items: Array<StoreOp<IptChain>> = [];
-  const gone: Array<StoreOp<IptChain>> = [];
+  const gone: IptChain[] = [];
   for (const op of ops) {
     if (op.kind === 'add-object' || op.kind === 'replace-object') written.set(`${op.object.table}/${op.object.name}`, op.object);
-    else if (op.kind === 'delete-object') gone.push(op);
+    else if (op.kind === 'delete-object') gone.push(op.object);
     else items.push(op);
   }
   // Level: 0 for a chain that jumps to no chain written here, else one more than its targets'.
@@ -160,7 +160,23 @@ export function opsToRestoreChunks(ops: Array<StoreOp<IptChain>>, budget: number
   for (const op of items.filter((o) => o.kind === 'delete-item')) add(op, 1);
   for (const op of items.filter((o) => o.kind !== 'delete-item')) add(op, 1);
   flush();
-  for (const op of gone) add(op, 2);
-  flush();
+  // Chains that go: all flushed, then all deleted. Until it is flushed, a chain that goes may
+  // still jump to another that goes, whose deletion would then fail.
+  for (const phase of ['flush', 'delete'] as const) {
+    let blocks = new Map<IptTable, TableBlock>();
+    let n = 0;
+    for (const c of gone) {
+      if (n >= budget) {
+        out.push(render(blocks));
+        blocks = new Map();
+        n = 0;
+      }
+      const b = block(blocks, c.table);
+      if (phase === 'flush') b.declare.add(c.name);
+      else b.removeChains.push(c.name);
+      n++;
+    }
+    if (n > 0) out.push(render(blocks));
+  }
   return out;
 }
