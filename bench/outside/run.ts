@@ -149,14 +149,6 @@ async function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: st
     execFileSync('ip', ['netns', 'exec', floorNs, tool, dump]);
     return nowMs() - t0;
   } finally {
-    // Emptied first, synchronously: a namespace deleted with 440,000 rules is torn down by the
-    // kernel in the background, for seconds, while the proxy under test runs (its first changes
-    // took 5–20 s at 10k–30k×10).
-    try {
-      execFileSync('ip', ['netns', 'exec', floorNs, 'nft', 'flush', 'ruleset']);
-    } catch {
-      // Nothing to flush.
-    }
     deleteNamespace(floorNs);
   }
 }
@@ -242,9 +234,9 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
         process.stderr.write(`\n${label}: kernel floor not measured: ${(e as Error).message.split('\n')[0]}\n`);
       }
     };
-    // Before the proxy starts (nftables, iptables). A monitor subscribed in any namespace (the
+    // nftables: before the proxy starts. A monitor subscribed in any namespace (the
     // proxy's own) slows a large transaction in every other one: 10k×10 1.7 s → 3.5–4.8 s.
-    if (mode !== 'userspace') await measureFloor();
+    if (mode === 'nftables') await measureFloor();
 
     progress(`${label}: full sync from process start`);
     const started = await startProxy(mode, ns, kubeconfig, opts, opts.profileDir !== undefined);
@@ -255,8 +247,9 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     if (proxy.syncs === 0) await proxy.nextSync();
     const rssAfterStart = memoryMiB(proxy.child.pid!, 'VmRSS');
 
-    // userspace: the floor is the proxy's own rules as saved (their ports are chosen as it listens).
-    if (mode === 'userspace') await measureFloor();
+    // iptables and userspace: after the start (measured before, the floor namespace's teardown
+    // slowed the proxy's first changes to seconds).
+    if (mode !== 'nftables') await measureFloor();
 
     if (opts.profileDir) await probe.send({ op: 'profile-start', inspectPort: INSPECT_PORT });
     const changeMs: number[] = [];
