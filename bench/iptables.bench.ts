@@ -7,9 +7,9 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { IptablesBackend } from '../src/backend/iptables/backend.js';
-import { ensureJumps, toolFor, type Flavour } from '../src/backend/iptables/apply.js';
-import { isLargeCluster, jumpRules, renderContext } from '../src/backend/iptables/render.js';
+import { toolFor, type Flavour } from '../src/backend/iptables/apply.js';
 import { servicePortKey, type Snapshot } from '../src/model/types.js';
+import { bareRestoreMs } from './outside/floor.js';
 import { backendConfig, emptyChanges, endpoint, servicePort, snapshot, syntheticCluster } from '../test/support/snapshots.js';
 
 const SERVICES = Number(process.env.KPT_BENCH_SERVICES ?? 10000);
@@ -31,22 +31,10 @@ function median(xs: number[]): number {
 
 type Row = [string, string, string];
 
-/**
- * Inside a fresh namespace: the bare restore of the same transactions the proxy sends for its
- * full sync (legacy: one; nft: chunks; then the jumps from the built-in chains), each a whole
- * restore process, timed together. The input is rendered before the clock starts.
- */
+/** Inside a fresh namespace: the bare restore of the same transactions the proxy sends for its full sync. */
 async function floor(flavour: Flavour): Promise<void> {
-  const inputs: string[] = [];
-  const cfg = backendConfig();
-  const snap = snapshot(syntheticCluster(SERVICES, ENDPOINTS));
-  await new IptablesBackend(cfg, { flavour, dryRun: true, out: (t) => inputs.push(t) }).sync(snap);
-  const t = process.hrtime.bigint();
-  for (const input of inputs) execFileSync(toolFor(cfg.family, flavour, 'restore'), ['--noflush'], { input, maxBuffer: 1 << 30 });
-  // The proxy's last transaction: the jumps from the built-in chains, all missing in an empty
-  // namespace. It makes the services reachable, and its commit walks every chain.
-  await ensureJumps(jumpRules(renderContext(cfg, { largeCluster: isLargeCluster(snap) })), cfg.family, flavour, {}, new Map());
-  process.stdout.write(JSON.stringify({ floorMs: ms(t), transactions: inputs.length + 1 }) + '\n');
+  const { ms: floorMs, transactions } = await bareRestoreMs(backendConfig(), snapshot(syntheticCluster(SERVICES, ENDPOINTS)), flavour, {});
+  process.stdout.write(JSON.stringify({ floorMs, transactions }) + '\n');
 }
 
 /** Inside a fresh namespace: the proxy's full sync, then single endpoint changes. */

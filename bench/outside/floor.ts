@@ -10,7 +10,8 @@ import { resolveBackendConfigs } from '../../src/config/index.js';
 import { parseCommandLine } from '../../src/cli/flags.js';
 import { render, toNftScript } from '../../src/backend/nftables/render.js';
 import { IptablesBackend } from '../../src/backend/iptables/backend.js';
-import { ensureJumps } from '../../src/backend/iptables/apply.js';
+import { ensureJumps, toolFor, type Flavour } from '../../src/backend/iptables/apply.js';
+import type { ExecOptions } from '../../src/node/exec.js';
 import { isLargeCluster, jumpRules, renderContext } from '../../src/backend/iptables/render.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import type { Snapshot } from '../../src/model/types.js';
@@ -39,18 +40,26 @@ export function fullSyncScript(proxyFlags: string[], w: Workload): string {
 
 /**
  * Milliseconds iptables-nft takes to load the proxy's own full sync of `w` in namespace `ns`
- * (which must hold none of our rules): the same transactions, each a bare `iptables-nft-restore`,
- * then the jumps from the built-in chains. The inputs are rendered before the clock starts.
+ * (which must hold none of our rules).
  */
 export async function iptablesLoadMs(ns: string, proxyFlags: string[], w: Workload): Promise<number> {
   const { snapshot, cfg } = workloadSnapshot(proxyFlags, w, 'iptables');
+  return (await bareRestoreMs(cfg, snapshot, 'nft', { wrap: ['ip', 'netns', 'exec', ns] })).ms;
+}
+
+/**
+ * The bare restore of what the proxy sends for its first full sync of `snapshot` into an empty
+ * kernel: the same transactions, each a whole `iptables-restore` process, then the jumps from the
+ * built-in chains (all missing there; their commit walks every chain). Rendered before the clock starts.
+ */
+export async function bareRestoreMs(cfg: BackendConfig, snapshot: Snapshot, flavour: Flavour, exec: ExecOptions): Promise<{ ms: number; transactions: number }> {
   const inputs: string[] = [];
-  await new IptablesBackend(cfg, { flavour: 'nft', dryRun: true, out: (t) => inputs.push(t) }).sync(snapshot);
-  const wrap = ['ip', 'netns', 'exec', ns];
+  await new IptablesBackend(cfg, { flavour, dryRun: true, out: (t) => inputs.push(t) }).sync(snapshot);
+  const [cmd, ...args] = [...(exec.wrap ?? []), toolFor(cfg.family, flavour, 'restore'), '--noflush'];
   const t0 = performance.now();
-  for (const input of inputs) execFileSync('ip', [...wrap.slice(1), 'iptables-nft-restore', '--noflush'], { input, maxBuffer: 1 << 30 });
-  await ensureJumps(jumpRules(renderContext(cfg, { largeCluster: isLargeCluster(snapshot) })), 'IPv4', 'nft', { wrap }, new Map());
-  return performance.now() - t0;
+  for (const input of inputs) execFileSync(cmd!, args, { input, maxBuffer: 1 << 30 });
+  await ensureJumps(jumpRules(renderContext(cfg, { largeCluster: isLargeCluster(snapshot) })), cfg.family, flavour, exec, new Map());
+  return { ms: performance.now() - t0, transactions: inputs.length + 1 };
 }
 
 /** Milliseconds `nft -f` takes to load `script` in namespace `ns` (which must hold no table). */

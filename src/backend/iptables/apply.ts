@@ -192,7 +192,7 @@ export async function canaryAlive(family: IPFamily, flavour: Flavour, opts: Exec
 }
 
 const KUBELET_CHAIN_NAMES = ['KUBE-IPTABLES-HINT', 'KUBE-KUBELET-CANARY'];
-const KUBELET_CHAINS = /^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) /m;
+const KUBELET_CHAINS = new RegExp(`^:(${KUBELET_CHAIN_NAMES.join('|')}) `, 'm');
 
 /** Save output of both families ('' for a tool that is missing or fails). */
 async function saveBoth(flavour: Flavour, opts: ExecOptions): Promise<string> {

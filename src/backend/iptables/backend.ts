@@ -63,9 +63,11 @@ const IPT_CHAINS: ObjectKind<IptChain> = {
 class IptState {
   readonly store: FragmentStore<IptChain>;
   readonly base: IptChain[];
+  private readonly baseById: Map<string, IptChain>;
 
   constructor(readonly ctx: IptContext) {
     this.base = baseChains(ctx);
+    this.baseById = new Map(this.base.map((c) => [`${c.table}/${c.name}`, c]));
     this.store = new FragmentStore(IPT_CHAINS, this.base.map((c) => `${c.table}/${c.name}`));
   }
 
@@ -86,7 +88,7 @@ class IptState {
   held(saved: SavedTables, c: IptChain): boolean {
     const kernel = saved.get(c.table)?.chains.get(c.name);
     if (!kernel) return false;
-    const base = this.base.find((b) => b.table === c.table && b.name === c.name);
+    const base = this.baseById.get(`${c.table}/${c.name}`);
     if (!base) return kernel.length === c.rules.length && kernel.every((r, i) => r === c.rules[i]);
     const head = kernel.length - base.rules.length;
     return (
