@@ -138,9 +138,8 @@ const iptables: ModeDescriptor = {
   name: 'iptables',
   createBackend(cfg, opts) {
     const exec = execOf(opts);
-    const removeLeftovers = async (flavour: Flavour): Promise<void> => {
-      await removeLeftoversForIptables(flavour, exec);
-    };
+    const removeLeftovers = async (flavour: Flavour): Promise<string | undefined> =>
+      (await removeLeftoversForIptables(flavour, exec)).unchangedSaves.get(cfg.family);
     return new IptablesBackend(cfg, { ...opts, ...exec, ...(opts.dryRun ? {} : { removeLeftovers }) });
   },
   syncSection: 'iptables',

@@ -260,6 +260,15 @@ describe('leftovers and cleanup', () => {
     assert.match(tables, /table ip other/);
   });
 
+  test('iptables mode hands on the save of the flavour in use when it removed nothing from it', async () => {
+    await restore('*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d 10.96.0.1/32 -j RETURN\nCOMMIT\n', 'IPv4', 'nft', exec);
+    await populate('IPv4', 'legacy');
+    const report = await removeLeftoversForIptables('nft', exec);
+    assert.ok(report.iptablesChains > 0, 'the legacy leftovers went');
+    assert.deepEqual(parseSave(report.unchangedSaves.get('IPv4')!), parseSave(await saveTables('IPv4', 'nft', exec)));
+    assert.match(report.unchangedSaves.get('IPv4')!, /^-A KUBE-SERVICES -d 10\.96\.0\.1\/32 -j RETURN$/m);
+  });
+
   test('iptables mode removes the IPVS mode leftovers: its own chains, its ipset rules, its ipsets and kube-ipvs0', async () => {
     const inNs = (cmd: string, ...args: string[]): string => execFileSync('ip', ['netns', 'exec', ns, cmd, ...args]).toString();
     inNs('ipset', 'create', 'KUBE-CLUSTER-IP', 'hash:ip,port');
@@ -287,6 +296,7 @@ describe('leftovers and cleanup', () => {
     );
     const report = await removeLeftoversForIptables('nft', exec);
     assert.equal(report.iptablesChains, 2);
+    assert.equal(report.unchangedSaves.has('IPv4'), false, 'a save followed by a removal is stale');
     assert.equal(report.ipsets, 1);
     assert.equal(report.removedInterface, true);
     const nat = parseSave(await saveTables('IPv4', 'nft', exec)).get('nat')!;

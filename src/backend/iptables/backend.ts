@@ -8,7 +8,7 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
-import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour, type SavedTables } from './apply.js';
+import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, onlyTables, parseSave, restore, saveTables, type Flavour, type SavedTables } from './apply.js';
 import {
   baseChains,
   isLargeCluster,
@@ -38,8 +38,12 @@ export interface IptablesBackendOptions {
   flavour?: Flavour;
   /** Lines per transaction of a full sync on iptables-nft (legacy: always one transaction). */
   budget?: number;
-  /** Start-up cleanup of the other modes' leftovers, once the flavour is known (the mode descriptor supplies it). */
-  removeLeftovers?: (flavour: Flavour) => Promise<void>;
+  /**
+   * Start-up cleanup of the other modes' leftovers, once the flavour is known (the mode descriptor
+   * supplies it). Returns this family's iptables-save output when the cleanup wrote nothing: the
+   * first sync then compares with it instead of saving again.
+   */
+  removeLeftovers?: (flavour: Flavour) => Promise<string | undefined>;
   /**
    * On the nft flavour, verify() reads the rules back at every this many calls even when the nft
    * monitor saw no foreign change (default 10). 1 reads them every time. Legacy always reads back.
@@ -52,6 +56,9 @@ export interface IptablesBackendOptions {
  * endpoints (11,000 lines) in 0.6 s, 1,000 (44,000 lines) in 13 s and 2,000 in 92 s.
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
+
+/** The tables this mode writes to. */
+const OUR_TABLES = ['nat', 'filter', 'mangle'];
 
 
 const IPT_CHAINS: ObjectKind<IptChain> = {
@@ -176,6 +183,8 @@ export class IptablesBackend implements Backend {
   private readonly check: KernelCheck;
   /** On the nft flavour: foreign changes to our rules, as xtables-monitor reports them. */
   private foreignWatch: ForeignWatch | undefined;
+  /** The start-up cleanup's save, until the first sync reads it. */
+  private startupSave: string | undefined;
 
   constructor(
     private readonly config: BackendConfig,
@@ -198,7 +207,16 @@ export class IptablesBackend implements Backend {
     if (this.startedUp) return;
     this.startedUp = true;
     if (this.opts.dryRun) return;
-    this.flavour = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.removeLeftovers);
+    const removeLeftovers = this.opts.removeLeftovers;
+    this.flavour = await startUpFlavour(
+      this.family,
+      this.flavour,
+      this.exec,
+      removeLeftovers &&
+        (async (flavour) => {
+          this.startupSave = await removeLeftovers(flavour);
+        }),
+    );
     if (this.flavour === 'nft') this.foreignWatch = iptablesForeignWatch(this.family, this.exec, Math.max(1, this.opts.fullReadEvery ?? 10));
   }
 
@@ -225,7 +243,7 @@ export class IptablesBackend implements Backend {
     let next: IptState;
     // What the kernel holds, read before writing anything (cheap on a fresh node): stale chains
     // of ours and the jumps from the built-in chains are found in it.
-    const saved = full && kernelUnknown && !this.opts.dryRun ? parseSave(await saveTables(this.family, this.flavour!, this.exec, ['nat', 'filter', 'mangle'])) : undefined;
+    const saved = full && kernelUnknown && !this.opts.dryRun ? parseSave(await this.readTables()) : undefined;
     if (full) {
       const state = (next = new IptState(renderContext(this.config, { largeCluster: large })));
       const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
@@ -309,6 +327,13 @@ export class IptablesBackend implements Backend {
   }
 
   /** Chains we wrote last time that the new ruleset does not have. */
+  /** Our tables as iptables-save prints them: the start-up cleanup's save the first time. */
+  private async readTables(): Promise<string> {
+    const save = this.startupSave;
+    this.startupSave = undefined;
+    return save !== undefined ? onlyTables(save, OUR_TABLES) : saveTables(this.family, this.flavour!, this.exec, OUR_TABLES);
+  }
+
   private goneChains(chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
     const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
     return (this.state?.chains() ?? []).filter((c) => !want.has(`${c.table}/${c.name}`)).map((c) => ({ table: c.table, name: c.name }));
@@ -354,7 +379,7 @@ export class IptablesBackend implements Backend {
   }
 
   private async findDifferences(state: IptState, flavour: Flavour): Promise<Finding> {
-    const saved = parseSave(await saveTables(this.family, flavour, this.exec, ['nat', 'filter', 'mangle']));
+    const saved = parseSave(await saveTables(this.family, flavour, this.exec, OUR_TABLES));
     const differences: Difference[] = [];
     const rewrite: IptChain[] = [];
     const missing: string[] = [];
