@@ -10,3 +10,8 @@ export type { BackendOptions, ModeDescriptor, ProxyMode, TraceableRules } from '
 export function createBackend(mode: ProxyMode, cfg: BackendConfig, opts: BackendOptions): Backend {
   return MODES[mode].createBackend(cfg, opts);
 }
+
+/** Begins the start-up work of a mode's backends made with `opts`, before they are made. */
+export function prepareBackends(mode: ProxyMode, opts: BackendOptions): void {
+  MODES[mode].prepare?.(opts);
+}

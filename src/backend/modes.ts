@@ -8,7 +8,7 @@ import type { ExecOptions } from '../node/exec.js';
 import { log } from '../log.js';
 import { decorate } from './common/decorate.js';
 import { removeLeftovers, removeLeftoversForIpvs, removeLeftoversForIptables, removeLeftoversForUserspace } from './common/leftovers.js';
-import { detectFlavour, type Flavour } from './iptables/apply.js';
+import { startUp, type StartUp } from './iptables/startup.js';
 import { IptablesBackend } from './iptables/backend.js';
 import { render as renderIptables, toRestoreInput } from './iptables/render.js';
 import { IpvsBackend, isIpvsModeChain, type IpvsConfig } from './ipvs/backend.js';
@@ -51,6 +51,11 @@ export interface ModeDescriptor {
   readonly masqueradeSection: 'iptables' | 'nftables';
   /** Removes what the other modes may have left, before the first sync (errors are logged). */
   startupLeftovers(exec: ExecOptions): Promise<void>;
+  /**
+   * Begins the start-up work of backends made with `opts` (the flavour, the other modes'
+   * leftovers) while the proxy still waits for its first lists.
+   */
+  prepare?(opts: BackendOptions): void;
   /** Removes everything this mode may have programmed (`--cleanup`). */
   cleanup(exec: ExecOptions): Promise<void>;
   /** The addresses NodePorts answer on for one family; null means every local address. */
@@ -89,13 +94,15 @@ function localNodePortIPs(cfg: BackendConfig): string[] | null {
   return [...new Set(ips)];
 }
 
-/** Runs `remove` once, before the backend's first sync (not in a dry run: that touches nothing). */
+/** Awaits `remove` (shared, begun once) before the backend's first sync. */
 function removingLeftoversFirst(backend: Backend, remove: () => Promise<void>): Backend {
-  let pending: Promise<void> | undefined;
+  let done = false;
   return decorate(backend, {
     async sync(snapshot: Snapshot): Promise<SyncResult> {
-      pending ??= remove();
-      await pending;
+      if (!done) {
+        await remove();
+        done = true;
+      }
       return backend.sync(snapshot);
     },
   });
@@ -113,6 +120,36 @@ const removeIptablesAndIpvs = async (exec: ExecOptions): Promise<void> => {
   await removeLeftovers(exec);
 };
 
+/**
+ * A mode's start-up work, once per backend options object: every family's backend shares it,
+ * and `prepare` begins it while the first lists load. A failed one is tried again by the next
+ * caller.
+ */
+function oncePerOptions<T>(begin: (exec: ExecOptions) => Promise<T>): (opts: BackendOptions) => (() => Promise<T>) & { begin(): void } {
+  const started = new WeakMap<BackendOptions, Promise<T>>();
+  return (opts) => {
+    const get = (): Promise<T> => {
+      let p = started.get(opts);
+      if (!p) {
+        p = begin(execOf(opts));
+        started.set(opts, p);
+        p.catch(() => started.delete(opts));
+      }
+      return p;
+    };
+    // Its failure reaches the backend that awaits it.
+    return Object.assign(get, { begin: () => void get().catch(() => undefined) });
+  };
+}
+
+const beginIptables = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => (await removeLeftoversForIptables(flavour, exec)).unchangedSaves);
+const beginIpvs = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => void (await removeLeftoversForIpvs(flavour, isIpvsModeChain, exec)));
+const beginUserspace = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => void (await removeLeftoversForUserspace(flavour, exec)));
+const iptablesStartUp = oncePerOptions(beginIptables);
+const ipvsStartUp = oncePerOptions(beginIpvs);
+const userspaceStartUp = oncePerOptions(beginUserspace);
+const nftablesStartUp = oncePerOptions(removeIptablesAndIpvs);
+
 const nftables: ModeDescriptor = {
   name: 'nftables',
   createBackend(cfg, opts) {
@@ -120,9 +157,10 @@ const nftables: ModeDescriptor = {
     const checkpointFile = opts.stateFilePrefix && `${opts.stateFilePrefix}.nftables-${cfg.family === 'IPv6' ? 'ip6' : 'ip'}.checkpoint`;
     const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false, ...(checkpointFile ? { checkpointFile } : {}) });
     if (opts.dryRun) return backend;
-    const programmed = removingLeftoversFirst(backend, () => nftables.startupLeftovers(exec));
+    const programmed = removingLeftoversFirst(backend, nftablesStartUp(opts));
     return cfg.userspaceProxy?.localhostNodePorts ? withLocalhostNodePorts(programmed, () => createUserspaceProxy(cfg, 'loopback')) : programmed;
   },
+  prepare: (opts) => nftablesStartUp(opts).begin(),
   syncSection: 'nftables',
   masqueradeSection: 'nftables',
   startupLeftovers: removeIptablesAndIpvs,
@@ -138,14 +176,13 @@ const iptables: ModeDescriptor = {
   name: 'iptables',
   createBackend(cfg, opts) {
     const exec = execOf(opts);
-    const removeLeftovers = async (flavour: Flavour): Promise<string | undefined> =>
-      (await removeLeftoversForIptables(flavour, exec)).unchangedSaves.get(cfg.family);
-    return new IptablesBackend(cfg, { ...opts, ...exec, ...(opts.dryRun ? {} : { removeLeftovers }) });
+    return new IptablesBackend(cfg, { ...opts, ...exec, ...(opts.dryRun ? {} : { startUp: iptablesStartUp(opts) }) });
   },
+  prepare: (opts) => iptablesStartUp(opts).begin(),
   syncSection: 'iptables',
   masqueradeSection: 'iptables',
   async startupLeftovers(exec) {
-    await removeLeftoversForIptables((await detectFlavour(exec)).flavour, exec);
+    await beginIptables(exec);
   },
   cleanup: removeIptablesChains,
   nodePortIPs: localNodePortIPs,
@@ -168,15 +205,13 @@ const ipvs: ModeDescriptor = {
   name: 'ipvs',
   createBackend(cfg, opts) {
     const exec = execOf(opts);
-    const removeLeftovers = async (flavour: Flavour): Promise<void> => {
-      await removeLeftoversForIpvs(flavour, isIpvsModeChain, exec);
-    };
-    return new IpvsBackend(ipvsConfig(cfg), { ...opts, ...exec, ...(opts.dryRun ? {} : { removeLeftovers }) });
+    return new IpvsBackend(ipvsConfig(cfg), { ...opts, ...exec, ...(opts.dryRun ? {} : { startUp: ipvsStartUp(opts) }) });
   },
+  prepare: (opts) => ipvsStartUp(opts).begin(),
   syncSection: 'ipvs',
   masqueradeSection: 'iptables',
   async startupLeftovers(exec) {
-    await removeLeftoversForIpvs((await detectFlavour(exec)).flavour, isIpvsModeChain, exec);
+    await beginIpvs(exec);
   },
   // Virtual servers, kube-ipvs0 and the ipsets. Its chains are kube-proxy chains, which the
   // iptables mode's cleanup removes (cleanupAll runs it first, so the sets are free by then).
@@ -213,13 +248,14 @@ const userspace: ModeDescriptor = {
       ...(opts.out ? { out: opts.out } : {}),
       nodePortIPs: localNodePortIPs(cfg),
       createPool: () => createUserspaceProxy(cfg),
-      ...(opts.dryRun ? {} : { removeLeftovers: async (flavour: Flavour) => void (await removeLeftoversForUserspace(flavour, exec)) }),
+      ...(opts.dryRun ? {} : { startUp: userspaceStartUp(opts) }),
     });
   },
+  prepare: (opts) => userspaceStartUp(opts).begin(),
   syncSection: 'iptables',
   masqueradeSection: 'iptables',
   async startupLeftovers(exec) {
-    await removeLeftoversForUserspace((await detectFlavour(exec)).flavour, exec);
+    await beginUserspace(exec);
   },
   cleanup: removeIptablesChains,
   nodePortIPs: localNodePortIPs,

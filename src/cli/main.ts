@@ -5,7 +5,7 @@
 // with the same sync and change times.
 import { writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { createBackend, cleanupAll, listLeftovers } from '../backend/index.js';
+import { cleanupAll, createBackend, listLeftovers, prepareBackends, type BackendOptions } from '../backend/index.js';
 import type { Backend, BackendConfig } from '../backend/types.js';
 import { ConfigError, effectiveMode, serializeConfiguration, syncPeriodsMs, type KubeProxyConfiguration, type ProxyMode } from '../config/index.js';
 import { log, setLogFormat, setSplitStream, setVerbosity, setVmodule } from '../log.js';
@@ -56,19 +56,27 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   if (client) log.info('using the API server', { server: client.server });
   // Events write to the API server: not in a dry run.
   const events = client && !cmd.dryRun ? new EventRecorder(client, nodeName) : undefined;
-  // The lock is taken when the first backend is made: a dry run programs nothing and cannot
-  // fight another instance.
+  // The lock is taken before anything touches the node's rules: a dry run programs nothing and
+  // cannot fight another instance.
   let lock: LockResult | undefined;
-  const backendsFor = (m: ProxyMode) => (cfg: BackendConfig) => {
-    const backend = createBackend(m, cfg, { dryRun: cmd.dryRun, stateFilePrefix: defaultStatePrefix() });
-    if (!cmd.dryRun && lock === undefined) {
-      lock = acquireInstanceLock();
-      if (!lock.ok) {
-        log.error(`another kube-proxy-ts (PID ${lock.holderPid}) already programs this node's rules; exiting`, { lock: lock.path, holderPid: lock.holderPid });
-        process.exit(1);
-      }
+  const takeLock = (): void => {
+    if (cmd.dryRun || lock !== undefined) return;
+    lock = acquireInstanceLock();
+    if (!lock.ok) {
+      log.error(`another kube-proxy-ts (PID ${lock.holderPid}) already programs this node's rules; exiting`, { lock: lock.path, holderPid: lock.holderPid });
+      process.exit(1);
     }
-    return backend;
+  };
+  // One options object per mode: the backends of its families share one start-up.
+  const backendOptions = new Map<ProxyMode, BackendOptions>();
+  const optionsFor = (m: ProxyMode): BackendOptions => {
+    let o = backendOptions.get(m);
+    if (!o) backendOptions.set(m, (o = { dryRun: cmd.dryRun, stateFilePrefix: defaultStatePrefix() }));
+    return o;
+  };
+  const backendsFor = (m: ProxyMode) => (cfg: BackendConfig) => {
+    takeLock();
+    return createBackend(m, cfg, optionsFor(m));
   };
   const proxy = new Proxy({
     config: cmd.config,
@@ -128,6 +136,11 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
         .then(() => proxy.stop())
         .finally(() => process.exit(r.ok ? 0 : 1));
     });
+  }
+  if (!cmd.dryRun) {
+    takeLock();
+    // The flavour and the other modes' leftovers while the first lists load.
+    prepareBackends(mode, optionsFor(mode));
   }
   await proxy.start();
   return new Promise<number>(() => {

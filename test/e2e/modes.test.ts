@@ -6,6 +6,8 @@ import { beforeEach, describe, it } from 'node:test';
 import { cleanupAll, MODES } from '../../src/backend/index.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
 import { useNetns } from '../support/netns.js';
+import { waitFor } from '../support/fake-apiserver.js';
+import { setLogWriter } from '../../src/log.js';
 
 const { name: ns, wrap } = useNetns(`kptmode-${process.pid}`);
 
@@ -54,6 +56,33 @@ describe('modes on a real kernel (network namespace)', () => {
     assert.doesNotMatch(tables, /kube-proxy/);
     assert.match(tables, /table inet someone-else/);
     assert.match(natChains(), /-A KUBE-SERVICES .* -j KUBE-SVC-XPGD46QRK7WJZT7O/);
+  });
+
+  it('iptables mode begins its start-up before any backend exists, and both families share it', async () => {
+    inNs('nft', ['add table ip kube-proxy']);
+    const opts = { dryRun: false, wrap };
+    const lines: string[] = [];
+    const before = setLogWriter((line) => lines.push(line));
+    try {
+      MODES.iptables.prepare!(opts);
+      // The nftables mode's table goes while the proxy would still be listing: no backend yet.
+      await waitFor(() => !nftTables().includes('kube-proxy'), 'the start-up removes the nftables table');
+      const v4 = MODES.iptables.createBackend(backendConfig(), opts);
+      const v6 = MODES.iptables.createBackend(backendConfig({ family: 'IPv6' }), opts);
+      await v4.sync(snapshot([web]));
+      await v6.sync(snapshot([], { family: 'IPv6' }));
+    } finally {
+      setLogWriter(before);
+    }
+    assert.equal(lines.filter((l) => l.includes('using iptables flavour')).length, 1, lines.join(''));
+    assert.match(natChains(), /-A KUBE-SERVICES -d 10\.96\.0\.10\/32 /);
+  });
+
+  it('nftables mode begins removing iptables leftovers before any backend exists', async () => {
+    inNs('iptables-restore', [], LEFTOVER_CHAINS);
+    MODES.nftables.prepare!({ dryRun: false, wrap });
+    await waitFor(() => !natChains().includes('KUBE-'), 'the start-up removes the KUBE-* chains');
+    assert.match(natChains(), /-A PREROUTING -j SOMEONE-ELSE/);
   });
 
   it('--cleanup runs every mode\'s cleanup: nftables tables and KUBE-* chains go, others stay', async () => {

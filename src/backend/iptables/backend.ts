@@ -6,26 +6,15 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
 import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, onlyTables, parseSave, restore, saveTables, type Flavour, type SavedTables } from './apply.js';
-import {
-  baseChains,
-  isLargeCluster,
-  jumpRules,
-  renderContext,
-  renderServicePort,
-  type IptChain,
-  type IptContext,
-  type IptRuleset,
-  toRestoreInput,
-} from './render.js';
-import { DISPATCH_CHAINS } from './base.js';
-import { startUpFlavour } from './startup.js';
+import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
+import { IptState } from './state.js';
+import { startUpFlavour, type StartUp } from './startup.js';
 import { iptablesForeignWatch } from './monitor.js';
 import type { ForeignWatch } from '../common/foreign-watch.js';
 import { opsToRestore, opsToRestoreChunks } from './restore.js';
-import { KernelCheck, NOTHING_TO_REPAIR, sameMultiset, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
+import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 
 export interface IptablesBackendOptions {
   /** Print the restore input instead of applying it (no privileges needed). */
@@ -39,11 +28,11 @@ export interface IptablesBackendOptions {
   /** Lines per transaction of a full sync on iptables-nft (legacy: always one transaction). */
   budget?: number;
   /**
-   * Start-up cleanup of the other modes' leftovers, once the flavour is known (the mode descriptor
-   * supplies it). Returns this family's iptables-save output when the cleanup wrote nothing: the
-   * first sync then compares with it instead of saving again.
+   * The start-up shared by every family (flavour, other modes' leftovers; the mode descriptor
+   * supplies it). Its save of this family, when it has one, is what the first sync compares
+   * with instead of saving again.
    */
-  removeLeftovers?: (flavour: Flavour) => Promise<string | undefined>;
+  startUp?: () => Promise<StartUp>;
   /**
    * On the nft flavour, verify() reads the rules back at every this many calls even when the nft
    * monitor saw no foreign change (default 10). 1 reads them every time. Legacy always reads back.
@@ -59,115 +48,6 @@ const NFT_FULL_SYNC_BUDGET = 10_000;
 
 /** The tables this mode writes to. */
 const OUR_TABLES = ['nat', 'filter', 'mangle'];
-
-
-const IPT_CHAINS: ObjectKind<IptChain> = {
-  id: (c) => `${c.table}/${c.name}`,
-  same: (a, b) => a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]),
-};
-
-/** Each service port's contribution, and the fixed chains they are assembled into. */
-class IptState {
-  readonly store: FragmentStore<IptChain>;
-  readonly base: IptChain[];
-  private readonly baseById: Map<string, IptChain>;
-
-  constructor(readonly ctx: IptContext) {
-    this.base = baseChains(ctx);
-    this.baseById = new Map(this.base.map((c) => [`${c.table}/${c.name}`, c]));
-    this.store = new FragmentStore(IPT_CHAINS, this.base.map((c) => `${c.table}/${c.name}`));
-  }
-
-  /** The fixed chains, the shared ones holding the service rules before their fixed tail. */
-  sharedChains(): IptChain[] {
-    return this.base.map((c) => ({ ...c, rules: [...this.store.items(`${c.table}/${c.name}`).keys(), ...c.rules] }));
-  }
-
-  /** The whole ruleset. */
-  chains(): IptChain[] {
-    return [...this.sharedChains(), ...this.store.objects()];
-  }
-
-  /**
-   * Whether the kernel (as saved) holds chain `c` as this state renders it: a shared chain's
-   * service rules in any order (partial syncs insert them at its top), its fixed tail last.
-   */
-  held(saved: SavedTables, c: IptChain): boolean {
-    const kernel = saved.get(c.table)?.chains.get(c.name);
-    if (!kernel) return false;
-    const base = this.baseById.get(`${c.table}/${c.name}`);
-    if (!base) return kernel.length === c.rules.length && kernel.every((r, i) => r === c.rules[i]);
-    const head = kernel.length - base.rules.length;
-    return (
-      head >= 0 &&
-      base.rules.every((r, i) => kernel[head + i] === r) &&
-      sameMultiset(kernel.slice(0, head), [...this.store.items(`${c.table}/${c.name}`).keys()])
-    );
-  }
-
-  /**
-   * The full restore as several transactions, rendered as they are written (a group renders
-   * while the previous one is being restored): iptables-nft's restore time grows much faster
-   * than linearly with the size of one transaction (see docs/iptables-layout.md). First the
-   * fixed chains that cannot refer to a service (KUBE-MARK-MASQ, which service chains jump to,
-   * and the like); then the service ports in key order, each group's own chains in one
-   * transaction of about `budget` lines (whole services at once, so a restart over existing
-   * rules never leaves one half-written); last the dispatch chains, which make the services
-   * reachable, and the deletion of `stale()` chains. With `saved`, the kernel's rules as read,
-   * chains it already holds as rendered are left out (a restart over our own rules writes
-   * only what changed meanwhile).
-   */
-  async *chunkedInputs(
-    family: IPFamily,
-    snapshot: Snapshot,
-    budget: number,
-    stale: (chains: IptChain[]) => Promise<Array<{ table: IptChain['table']; name: string }>>,
-    saved?: SavedTables,
-  ): AsyncGenerator<string> {
-    const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
-    const shared = this.sharedChains();
-    const late = new Set<string>(DISPATCH_CHAINS);
-    for (let grew = true; grew; ) {
-      grew = false;
-      for (const c of shared) {
-        const id = `${c.table}/${c.name}`;
-        if (!late.has(id) && c.rules.some((r) => [...late].some((l) => l.startsWith(`${c.table}/`) && r.endsWith(` -j ${l.slice(c.table.length + 1)}`)))) {
-          late.add(id);
-          grew = true;
-        }
-      }
-    }
-    const early = shared.filter((c) => !late.has(`${c.table}/${c.name}`) && missing(c));
-    if (early.length > 0) yield toRestoreInput({ family, chains: early });
-    const render = (k: string): Fragment<IptChain> => renderServicePort(snapshot.services.get(k)!, this.ctx);
-    let group: string[] = [];
-    let lines = 0;
-    const flush = (): string => {
-      this.store.update(group, render, false);
-      const chains = [...this.store.ownedObjects(group)].flat().filter(missing);
-      group = [];
-      lines = 0;
-      return toRestoreInput({ family, chains });
-    };
-    for (const key of [...snapshot.services.keys()].sort()) {
-      const st = snapshot.services.get(key)!;
-      // A service port's size: its endpoint chains (3 lines each) and its own chains.
-      lines += 8 + 3 * (st.clusterEndpoints.length + st.localEndpoints.length);
-      group.push(key);
-      if (lines >= budget) {
-        const input = flush();
-        if (input.trim() !== '') yield input;
-      }
-    }
-    if (group.length > 0) {
-      const input = flush();
-      if (input.trim() !== '') yield input;
-    }
-    const gone = await stale(this.chains());
-    const dispatch = this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`) && missing(c));
-    if (dispatch.length + gone.length > 0) yield toRestoreInput({ family, chains: dispatch }, gone);
-  }
-}
 
 export class IptablesBackend implements Backend {
   readonly mode = 'iptables';
@@ -207,16 +87,9 @@ export class IptablesBackend implements Backend {
     if (this.startedUp) return;
     this.startedUp = true;
     if (this.opts.dryRun) return;
-    const removeLeftovers = this.opts.removeLeftovers;
-    this.flavour = await startUpFlavour(
-      this.family,
-      this.flavour,
-      this.exec,
-      removeLeftovers &&
-        (async (flavour) => {
-          this.startupSave = await removeLeftovers(flavour);
-        }),
-    );
+    const { flavour, save } = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.startUp);
+    this.flavour = flavour;
+    this.startupSave = save;
     if (this.flavour === 'nft') this.foreignWatch = iptablesForeignWatch(this.family, this.exec, Math.max(1, this.opts.fullReadEvery ?? 10));
   }
 

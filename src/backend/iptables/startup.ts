@@ -1,23 +1,53 @@
 // The first step of every mode that writes iptables rules (iptables, ipvs, userspace): settle on
-// a flavour, then remove the other modes' leftovers with it.
+// a flavour, then remove the other modes' leftovers with it. One start-up serves every family's
+// backend, and the proxy begins it while the first lists load (modes.ts).
 import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
 import type { ExecOptions } from '../../node/exec.js';
 import { detectFlavour, type Flavour } from './apply.js';
 
-/** The configured flavour, else the node's (detected and logged), after `removeLeftovers` ran with it. */
+export interface StartUp {
+  flavour: Flavour;
+  /** iptables-save output by family, read by the cleanup when it then wrote nothing there. */
+  saves: ReadonlyMap<IPFamily, string>;
+  /** Date.now() when the saves were read. */
+  savedAt: number;
+}
+
+/**
+ * How old a start-up save may be and still stand for the kernel at the first sync: long lists
+ * give others time to change the rules (what changes later, the verification finds).
+ */
+const SAVE_TRUSTED_MS = 10_000;
+
+const NO_SAVES: ReadonlyMap<IPFamily, string> = new Map();
+
+/** The node's flavour (detected and logged), after `removeLeftovers` ran with it. */
+export async function startUp(exec: ExecOptions, removeLeftovers: (flavour: Flavour) => Promise<ReadonlyMap<IPFamily, string> | void>): Promise<StartUp> {
+  const d = await detectFlavour(exec);
+  log.info('using iptables flavour', { flavour: d.flavour, reason: d.reason });
+  const saves = (await removeLeftovers(d.flavour)) ?? NO_SAVES;
+  return { flavour: d.flavour, saves, savedAt: Date.now() };
+}
+
+/**
+ * A backend's flavour: the configured one, else the start-up's, else the node's (detected and
+ * logged); with the start-up's save of `family` when it is recent and of that flavour.
+ */
 export async function startUpFlavour(
   family: IPFamily,
   configured: Flavour | undefined,
   exec: ExecOptions,
-  removeLeftovers?: (flavour: Flavour) => Promise<void>,
-): Promise<Flavour> {
-  let flavour = configured;
-  if (!flavour) {
-    const d = await detectFlavour(exec);
-    flavour = d.flavour;
-    log.info('using iptables flavour', { family, flavour, reason: d.reason });
+  shared?: () => Promise<StartUp>,
+): Promise<{ flavour: Flavour; save?: string }> {
+  if (shared) {
+    const s = await shared();
+    const flavour = configured ?? s.flavour;
+    const save = flavour === s.flavour && Date.now() - s.savedAt <= SAVE_TRUSTED_MS ? s.saves.get(family) : undefined;
+    return save === undefined ? { flavour } : { flavour, save };
   }
-  await removeLeftovers?.(flavour);
-  return flavour;
+  if (configured) return { flavour: configured };
+  const d = await detectFlavour(exec);
+  log.info('using iptables flavour', { family, flavour: d.flavour, reason: d.reason });
+  return { flavour: d.flavour };
 }

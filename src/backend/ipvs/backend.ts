@@ -12,7 +12,7 @@ import { log } from '../../log.js';
 import type { ExecOptions } from '../../node/exec.js';
 import { flushStale } from '../../node/conntrack.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
-import { startUpFlavour } from '../iptables/startup.js';
+import { startUpFlavour, type StartUp } from '../iptables/startup.js';
 import { detectFlavour, ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
 import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
 import { isKubeProxyChain, removeIptablesLeftovers, removeIpvsLeftovers } from '../common/leftovers.js';
@@ -41,8 +41,8 @@ export interface IpvsBackendOptions {
   out?: (text: string) => void;
   wrap?: string[];
   flavour?: Flavour;
-  /** Start-up cleanup of the other modes' leftovers, once the flavour is known. */
-  removeLeftovers?: (flavour: Flavour) => Promise<void>;
+  /** The start-up shared by every family: the node's flavour, the other modes' leftovers removed. */
+  startUp?: () => Promise<StartUp>;
   /** How often draining real servers are checked between syncs (default 2 s). */
   drainCheckMs?: number;
   /** A draining real server is deleted after this long even with open connections (default 15 min). */
@@ -103,7 +103,7 @@ export class IpvsBackend implements Backend {
 
   private async startUp(): Promise<void> {
     if (this.startedUp) return;
-    this.flavour = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.removeLeftovers);
+    this.flavour = (await startUpFlavour(this.family, this.flavour, this.exec, this.opts.startUp)).flavour;
     // Reading the virtual servers loads ip_vs, whose sysctls exist only from then on.
     this.known = byRef(await readVirtualServers(this.exec));
     const failed = await writeSysctls(ipvsSysctls({ strictARP: this.config.strictARP ?? false, kernelRelease: release() }), this.exec);

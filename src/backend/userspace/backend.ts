@@ -9,7 +9,7 @@ import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragmen
 import { removeIptablesLeftovers } from '../common/leftovers.js';
 import { sameMultiset } from '../common/verify.js';
 import { ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
-import { startUpFlavour } from '../iptables/startup.js';
+import { startUpFlavour, type StartUp } from '../iptables/startup.js';
 import { renderContext } from '../iptables/render.js';
 import { opsToRestore } from '../iptables/restore.js';
 import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
@@ -43,8 +43,8 @@ export interface UserspaceBackendOptions extends ExecOptions {
   nodePortIPs: string[] | null;
   /** The flavour to use; detected from the node's rules when absent. */
   flavour?: Flavour;
-  /** Start-up cleanup of the other modes' leftovers, once the flavour is known. */
-  removeLeftovers?: (flavour: Flavour) => Promise<void>;
+  /** The start-up shared by every family: the node's flavour, the other modes' leftovers removed. */
+  startUp?: () => Promise<StartUp>;
 }
 
 // The redirect rules are items of the four shared chains; a service port owns no chain.
@@ -236,7 +236,7 @@ export class UserspaceBackend implements Backend {
   }
 
   private async ensureFlavour(): Promise<Flavour> {
-    this.flavour ??= await startUpFlavour(this.family, this.opts.flavour, this.opts, this.opts.removeLeftovers);
+    this.flavour ??= (await startUpFlavour(this.family, this.opts.flavour, this.opts, this.opts.startUp)).flavour;
     return this.flavour;
   }
 }

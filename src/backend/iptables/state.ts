@@ -1,0 +1,117 @@
+// What the iptables backend last wrote: each service port's fragment (its own chains and its
+// rules in the shared dispatch chains) and the fixed chains they are assembled into, with the
+// full sync's restore input in transactions and the chain-by-chain comparison with a read-back.
+import type { IPFamily, Snapshot } from '../../model/types.js';
+import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
+import { sameMultiset } from '../common/verify.js';
+import type { SavedTables } from './apply.js';
+import { DISPATCH_CHAINS } from './base.js';
+import { baseChains, renderServicePort, toRestoreInput, type IptChain, type IptContext } from './render.js';
+
+const IPT_CHAINS: ObjectKind<IptChain> = {
+  id: (c) => `${c.table}/${c.name}`,
+  same: (a, b) => a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]),
+};
+
+/** Each service port's contribution, and the fixed chains they are assembled into. */
+export class IptState {
+  readonly store: FragmentStore<IptChain>;
+  readonly base: IptChain[];
+  private readonly baseById: Map<string, IptChain>;
+
+  constructor(readonly ctx: IptContext) {
+    this.base = baseChains(ctx);
+    this.baseById = new Map(this.base.map((c) => [`${c.table}/${c.name}`, c]));
+    this.store = new FragmentStore(IPT_CHAINS, this.base.map((c) => `${c.table}/${c.name}`));
+  }
+
+  /** The fixed chains, the shared ones holding the service rules before their fixed tail. */
+  sharedChains(): IptChain[] {
+    return this.base.map((c) => ({ ...c, rules: [...this.store.items(`${c.table}/${c.name}`).keys(), ...c.rules] }));
+  }
+
+  /** The whole ruleset. */
+  chains(): IptChain[] {
+    return [...this.sharedChains(), ...this.store.objects()];
+  }
+
+  /**
+   * Whether the kernel (as saved) holds chain `c` as this state renders it: a shared chain's
+   * service rules in any order (partial syncs insert them at its top), its fixed tail last.
+   */
+  held(saved: SavedTables, c: IptChain): boolean {
+    const kernel = saved.get(c.table)?.chains.get(c.name);
+    if (!kernel) return false;
+    const base = this.baseById.get(`${c.table}/${c.name}`);
+    if (!base) return kernel.length === c.rules.length && kernel.every((r, i) => r === c.rules[i]);
+    const head = kernel.length - base.rules.length;
+    return (
+      head >= 0 &&
+      base.rules.every((r, i) => kernel[head + i] === r) &&
+      sameMultiset(kernel.slice(0, head), [...this.store.items(`${c.table}/${c.name}`).keys()])
+    );
+  }
+
+  /**
+   * The full restore as several transactions, rendered as they are written (a group renders
+   * while the previous one is being restored): iptables-nft's restore time grows much faster
+   * than linearly with the size of one transaction (see docs/iptables-layout.md). First the
+   * fixed chains that cannot refer to a service (KUBE-MARK-MASQ, which service chains jump to,
+   * and the like); then the service ports in key order, each group's own chains in one
+   * transaction of about `budget` lines (whole services at once, so a restart over existing
+   * rules never leaves one half-written); last the dispatch chains, which make the services
+   * reachable, and the deletion of `stale()` chains. With `saved`, the kernel's rules as read,
+   * chains it already holds as rendered are left out (a restart over our own rules writes
+   * only what changed meanwhile).
+   */
+  async *chunkedInputs(
+    family: IPFamily,
+    snapshot: Snapshot,
+    budget: number,
+    stale: (chains: IptChain[]) => Promise<Array<{ table: IptChain['table']; name: string }>>,
+    saved?: SavedTables,
+  ): AsyncGenerator<string> {
+    const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
+    const shared = this.sharedChains();
+    const late = new Set<string>(DISPATCH_CHAINS);
+    for (let grew = true; grew; ) {
+      grew = false;
+      for (const c of shared) {
+        const id = `${c.table}/${c.name}`;
+        if (!late.has(id) && c.rules.some((r) => [...late].some((l) => l.startsWith(`${c.table}/`) && r.endsWith(` -j ${l.slice(c.table.length + 1)}`)))) {
+          late.add(id);
+          grew = true;
+        }
+      }
+    }
+    const early = shared.filter((c) => !late.has(`${c.table}/${c.name}`) && missing(c));
+    if (early.length > 0) yield toRestoreInput({ family, chains: early });
+    const render = (k: string): Fragment<IptChain> => renderServicePort(snapshot.services.get(k)!, this.ctx);
+    let group: string[] = [];
+    let lines = 0;
+    const flush = (): string => {
+      this.store.update(group, render, false);
+      const chains = [...this.store.ownedObjects(group)].flat().filter(missing);
+      group = [];
+      lines = 0;
+      return toRestoreInput({ family, chains });
+    };
+    for (const key of [...snapshot.services.keys()].sort()) {
+      const st = snapshot.services.get(key)!;
+      // A service port's size: its endpoint chains (3 lines each) and its own chains.
+      lines += 8 + 3 * (st.clusterEndpoints.length + st.localEndpoints.length);
+      group.push(key);
+      if (lines >= budget) {
+        const input = flush();
+        if (input.trim() !== '') yield input;
+      }
+    }
+    if (group.length > 0) {
+      const input = flush();
+      if (input.trim() !== '') yield input;
+    }
+    const gone = await stale(this.chains());
+    const dispatch = this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`) && missing(c));
+    if (dispatch.length + gone.length > 0) yield toRestoreInput({ family, chains: dispatch }, gone);
+  }
+}
