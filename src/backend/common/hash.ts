@@ -4,19 +4,21 @@ import { createHash } from 'node:crypto';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
-function base32(buf: Uint8Array): string {
+/** The character codes of the first `chars` characters (all when omitted) of base32(buf). */
+function base32(buf: Uint8Array, chars = Math.ceil((buf.length * 8) / 5)): number[] {
+  const out: number[] = [];
   let bits = 0;
   let val = 0;
-  let out = '';
   for (const b of buf) {
     val = ((val << 8) | b) & 0xffff;
     bits += 8;
-    while (bits >= 5) {
-      out += BASE32[(val >>> (bits - 5)) & 31];
+    while (bits >= 5 && out.length < chars) {
+      out.push(BASE32.charCodeAt((val >>> (bits - 5)) & 31));
       bits -= 5;
     }
+    if (out.length === chars) return out;
   }
-  if (bits > 0) out += BASE32[(val << (5 - bits)) & 31];
+  if (bits > 0) out.push(BASE32.charCodeAt((val << (5 - bits)) & 31));
   return out;
 }
 
@@ -26,5 +28,15 @@ export function sha256(text: string): Buffer {
 
 /** base32(sha256(text)). */
 export function sha256Base32(text: string): string {
-  return base32(sha256(text));
+  return String.fromCharCode(...base32(sha256(text)));
+}
+
+/**
+ * prefix + base32(sha256(text))[:chars], built as one flat string: names are kept for the life
+ * of the ruleset, and a string built by `+` or `slice` keeps its pieces or its whole source.
+ */
+export function hashedName(prefix: string, text: string, chars: number): string {
+  const codes: number[] = [];
+  for (let i = 0; i < prefix.length; i++) codes.push(prefix.charCodeAt(i));
+  return String.fromCharCode(...codes, ...base32(sha256(text), chars));
 }

@@ -9,7 +9,9 @@ import { DISPATCH_CHAINS } from './base.js';
 import { baseChains, renderServicePort, toRestoreInput, type IptChain, type IptContext } from './render.js';
 
 const IPT_CHAINS: ObjectKind<IptChain> = {
-  id: (c) => `${c.table}/${c.name}`,
+  // Service ports own nat chains only (KUBE-SVC-…, KUBE-SEP-…): their name is their id, which
+  // spares 100,000 strings `nat/KUBE-SEP-…` at 10,000 services × 10 endpoints.
+  id: (c) => (c.table === 'nat' ? c.name : `${c.table}/${c.name}`),
   same: (a, b) => a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]),
 };
 
