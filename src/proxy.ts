@@ -14,8 +14,13 @@ import { SyncRunner } from './runner/runner.js';
 import type { Source, SourceEvent } from './source/types.js';
 import { collectGarbage } from './node/memory.js';
 
-/** Operations from which a partial sync is followed by a garbage collection (see node/memory.ts). */
+/**
+ * Operations of partial syncs within BURST_WINDOW_MS after which a garbage collection runs (see
+ * node/memory.ts): a burst of changes leaves its operations and scripts behind, whether it came
+ * as one large sync or as many small ones. Changes further apart never add up to a collection.
+ */
 const LARGE_SYNC_OPERATIONS = 2000;
+const BURST_WINDOW_MS = 2000;
 
 /** Watches the proxy's work (metrics, health); every hook is optional. */
 export interface ProxyObserver {
@@ -101,6 +106,9 @@ export class Proxy {
   private verifiedAt: number | null = null;
   /** Set by stop(): the sync in flight finishes its writes but verifies nothing (a read-back would hold the stop). */
   private stopping = false;
+  /** Operations of the partial syncs since `burstStartedAt` (performance.now()). */
+  private burstOperations = 0;
+  private burstStartedAt = 0;
 
   constructor(private readonly opts: ProxyOptions) {
     this.config = opts.config;
@@ -230,6 +238,19 @@ export class Proxy {
     if (this.readiness.ready()) this.runner.run();
   }
 
+  private afterPartialSync(operations: number): void {
+    const now = performance.now();
+    if (now - this.burstStartedAt > BURST_WINDOW_MS) {
+      this.burstStartedAt = now;
+      this.burstOperations = 0;
+    }
+    this.burstOperations += operations;
+    if (this.burstOperations < LARGE_SYNC_OPERATIONS) return;
+    collectGarbage();
+    this.burstOperations = 0;
+    this.burstStartedAt = performance.now();
+  }
+
   private ensureBackends(): Map<IPFamily, Backend> {
     if (this.backends) return this.backends;
     const node = this.model.node();
@@ -294,8 +315,7 @@ export class Proxy {
       log.v(2, () => describeChanges(snap, carried));
       const seconds = (performance.now() - started) / 1000;
       for (const o of this.observers) o.familySynced?.(family, res.full, seconds);
-      // A large batch (a burst of changes) leaves its operations and scripts behind as garbage.
-      if (!res.full && res.operations >= LARGE_SYNC_OPERATIONS) collectGarbage();
+      if (!res.full) this.afterPartialSync(res.operations);
     }
     // After every family's rules are written, so that a verification delays no family's change.
     if (this.stopping || !this.verifyDue()) return;

@@ -7,6 +7,7 @@ import { log } from '../../log.js';
 import type { ExecOptions } from '../../node/exec.js';
 import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
+import { collectGarbage } from '../../node/memory.js';
 import { sameMultiset } from '../common/verify.js';
 import { ensureJumps, parseSave, restore, saveTables, type Flavour } from '../iptables/apply.js';
 import { startUpFlavour, type StartUp } from '../iptables/startup.js';
@@ -16,6 +17,9 @@ import { toRestoreInput, type IptChain } from '../iptables/syntax.js';
 import { isUserspaceChain, USERSPACE_CHAINS } from './names.js';
 import { planServicePort, planUserspace, type ListenerSpec, type ServicePortPlan } from './plan.js';
 import { redirectJumps, renderRedirects, type LocalPods } from './render.js';
+
+/** The store's collection of each chain: one string, not one per rule kept. */
+const COLLECTIONS = new Map(USERSPACE_CHAINS.map((c) => [c, `nat/${c}`]));
 
 /** The in-process proxy as the backend drives it. */
 export interface ListenerPool {
@@ -56,7 +60,7 @@ export class UserspaceBackend implements Backend {
   private pool: ListenerPool | undefined;
   private flavour: Flavour | undefined;
   /** Each service port's redirect rules, as last written. */
-  private store = new FragmentStore(NO_OBJECTS, USERSPACE_CHAINS.map((c) => `nat/${c}`));
+  private store = new FragmentStore(NO_OBJECTS, [...COLLECTIONS.values()]);
   /** Service key → its listeners and portals, as of the last sync. */
   private planned = new Map<string, ServicePortPlan>();
   /** Listener key → the port it listens on. */
@@ -101,9 +105,11 @@ export class UserspaceBackend implements Backend {
     try {
       if (full) {
         const before = this.chains();
-        this.store = new FragmentStore(NO_OBJECTS, USERSPACE_CHAINS.map((c) => `nat/${c}`));
+        this.store = new FragmentStore(NO_OBJECTS, [...COLLECTIONS.values()]);
         this.store.update(keys, render, false);
         const chains = this.chains();
+        // Planning every service port left its garbage; freed before the restore holds its text.
+        collectGarbage();
         if (this.needFull || !sameRules(before, chains)) {
           await restore(toRestoreInput({ family: this.family, chains }), this.family, flavour, this.opts);
           operations += chains.reduce((n, c) => n + c.rules.length, 0);
@@ -163,14 +169,15 @@ export class UserspaceBackend implements Backend {
     if (!plan) return undefined;
     const items: Array<string | undefined> = [];
     for (const c of renderRedirects({ family: this.family, portals: plan.portals }, this.ports, this.opts.nodePortIPs, this.localPods)) {
-      for (const r of c.rules) items.push(`nat/${c.name}`, r, undefined);
+      const collection = COLLECTIONS.get(c.name) ?? `nat/${c.name}`;
+      for (const r of c.rules) items.push(collection, r, undefined);
     }
     return { items, objects: [], refs: [] };
   }
 
   /** The four chains as the store holds them. */
   private chains(): IptChain[] {
-    return USERSPACE_CHAINS.map((name) => ({ table: 'nat', name, rules: [...this.store.items(`nat/${name}`).keys()] }));
+    return USERSPACE_CHAINS.map((name) => ({ table: 'nat', name, rules: [...this.store.items(COLLECTIONS.get(name)!).keys()] }));
   }
 
   kernelInSync(): boolean {
