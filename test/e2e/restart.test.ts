@@ -51,6 +51,17 @@ describe('restart from a checkpoint, nftables mode', () => {
     assert.deepEqual(again.pods, first.pods, 'the client keeps its pod: the affinity set was not rewritten');
   });
 
+  it('Services changed while the proxy was down are written at its first sync, from the checkpoint', async () => {
+    const from = c().proxyLog().length;
+    await c().restartProxy(() => c().setEndpoints('web', ['a-2'], { expectRules: false }));
+    assert.match(c().proxyLog().slice(from), /restarting from the checkpoint/);
+    // The first sync wrote the web Service's change, nothing of the others (a few operations).
+    const ops = Number(/full=true operations=(\d+)/.exec(firstSync(from))?.[1] ?? NaN);
+    assert.ok(ops > 1 && ops < 20, firstSync(from));
+    assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', WEB, 80, 10)).pods), ['a-2']);
+    await c().setEndpoints('web', ['a-1', 'b-1']);
+  });
+
   it('what changed while the proxy was down is repaired at its first verification', async () => {
     await c().proxy.stop();
     await nft('delete', 'element', 'ip', 'kube-proxy', 'cluster-2-tuples', `{ ${WEB} . tcp . 80 }`);

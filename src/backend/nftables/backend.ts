@@ -7,7 +7,7 @@ import { NftError, applyScript, listChainNames, ourTableFamilies, type NftScript
 import { readBack, readTable } from './readback.js';
 import { collectGarbage } from '../../node/memory.js';
 import { dropCheckpoint, markerChain, newToken, takeCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, type NftOp } from './diff.js';
+import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, sameRules, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
@@ -232,12 +232,21 @@ export class NftablesBackend implements Backend {
     const elementOps: NftOp[] = [];
     // The diff does not change a set's type: a set declared otherwise needs a full rewrite.
     let otherType = false;
-    const cp = takeCheckpoint(path, (set) => {
-      const w = wantSets.get(set.name);
-      if (w && w.decl !== set.decl) otherType = true;
-      if (w && !w.dynamic && !otherType) diffElements(set.elements, w, elementOps);
-      set.elements = w ? w.elements : new Map();
-    });
+    const wantChains = new Map(want.chains.map((c) => [c.name, c]));
+    const cp = takeCheckpoint(
+      path,
+      (set) => {
+        const w = wantSets.get(set.name);
+        if (w && w.decl !== set.decl) otherType = true;
+        if (w && !w.dynamic && !otherType) diffElements(set.elements, w, elementOps);
+        set.elements = w ? w.elements : new Map();
+      },
+      // A chain as wanted is kept as the wanted one: the checkpoint's copy goes at once.
+      (chain) => {
+        const w = wantChains.get(chain.name);
+        return w && sameRules(w, chain) ? w : chain;
+      },
+    );
     if (cp && 'error' in cp) {
       log.warn('ignoring the restart checkpoint; reading the table back instead', { family: this.family, file: path, error: cp.error });
       return undefined;
@@ -291,6 +300,9 @@ export class NftablesBackend implements Backend {
     if (watched.retry) return { ...NOTHING_TO_REPAIR, retry: watched.retry };
     const reason = watched.reason ?? (this.unreadSinceStart ? 'started from a checkpoint' : undefined);
     const foreign = watched.foreign;
+    // What the checkpoint's read left behind goes before the read-back adds its own (here, not
+    // in the restart's sync, which it would delay).
+    if (this.unreadSinceStart) collectGarbage();
     this.unreadSinceStart = false;
     if (!reason) return NOTHING_TO_REPAIR;
     log.v(1, 'reading the kernel rules back', { mode: this.mode, family: this.family, reason });

@@ -33,6 +33,8 @@ export interface Checkpoint {
   ruleset: NftRuleset;
 }
 
+export type ChainConsumer = (chain: NftChain) => NftChain;
+
 export const newToken = (): string => randomBytes(8).toString('hex');
 
 export const markerChain = (token: string): string => `${MARKER_PREFIX}${token}`;
@@ -91,15 +93,16 @@ export function dropCheckpoint(path: string): void {
 /**
  * Reads and removes the checkpoint; undefined when there is none or it is unreadable (a start
  * then reads the kernel as usual). Each set is handed to `consume` once read, which may replace
- * its elements (e.g. with an empty map once compared) so that they need not be kept.
+ * its elements (e.g. with an empty map once compared) so that they need not be kept; each chain
+ * to `consumeChain`, whose return value is kept instead (e.g. an equal chain already held).
  */
-export function takeCheckpoint(path: string, consume?: SetConsumer): Checkpoint | { error: string } | undefined {
+export function takeCheckpoint(path: string, consume?: SetConsumer, consumeChain?: ChainConsumer): Checkpoint | { error: string } | undefined {
   const lines = fileLines(path);
   try {
     // Opens the file: a missing checkpoint is no checkpoint.
     const first = lines.next();
     rmSync(path, { force: true });
-    return readCheckpoint(first.done ? undefined : first.value, lines, consume);
+    return readCheckpoint(first.done ? undefined : first.value, lines, consume, consumeChain);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     rmSync(path, { force: true });
@@ -109,7 +112,7 @@ export function takeCheckpoint(path: string, consume?: SetConsumer): Checkpoint 
   }
 }
 
-function readCheckpoint(first: string | undefined, lines: Iterable<string>, consume?: SetConsumer): Checkpoint | { error: string } {
+function readCheckpoint(first: string | undefined, lines: Iterable<string>, consume?: SetConsumer, consumeChain?: ChainConsumer): Checkpoint | { error: string } {
   const head = first === undefined ? undefined : (JSON.parse(first) as Partial<Head>);
   if (head?.format !== FORMAT || typeof head.token !== 'string' || typeof head.family !== 'string' || typeof head.table !== 'string') {
     return { error: 'unknown checkpoint format' };
@@ -132,7 +135,7 @@ function readCheckpoint(first: string | undefined, lines: Iterable<string>, cons
       set = { ...line.set, elements: new Map() };
       ruleset.sets.push(set);
     } else {
-      ruleset.chains.push(line.chain);
+      ruleset.chains.push(consumeChain ? consumeChain(line.chain) : line.chain);
     }
   }
   setRead();

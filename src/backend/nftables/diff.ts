@@ -72,7 +72,8 @@ export function diffElements(before: ReadonlyMap<string, string | undefined>, ne
   for (const k of before.keys()) if (!next.elements.has(k)) ops.push({ kind: 'delete-element', set: next.name, key: k });
 }
 
-function sameRules(a: NftChain, b: NftChain): boolean {
+/** Whether two chains have the same header and rules. */
+export function sameRules(a: NftChain, b: NftChain): boolean {
   return a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]) && chainHeader(a) === chainHeader(b);
 }
 
