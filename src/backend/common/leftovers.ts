@@ -57,9 +57,10 @@ const usesKubeIpset = (rule: string): boolean => /--match-set KUBE-/.test(rule);
 export function iptablesCleanupScript(save: string, isOurs: ChainFilter = isKubeProxyChain, dropRule?: (rule: string) => boolean): string {
   const out: string[] = [];
   const chainsOf = new Map<string, Set<string>>();
+  const lines = save.split('\n');
   let table = '';
   // First pass: which chains are ours, per table.
-  for (const line of save.split('\n')) {
+  for (const line of lines) {
     if (line.startsWith('*')) table = line.slice(1).trim();
     else if (line.startsWith(':')) {
       const name = line.slice(1).split(' ')[0]!;
@@ -72,7 +73,7 @@ export function iptablesCleanupScript(save: string, isOurs: ChainFilter = isKube
   table = '';
   let own: string[] = [];
   let dels: string[] = [];
-  for (const line of save.split('\n')) {
+  for (const line of lines) {
     if (line.startsWith('*')) {
       table = line.slice(1).trim();
       own = [...(chainsOf.get(table) ?? [])];
