@@ -17,8 +17,13 @@ export type SavedTables = Map<string, SavedTable>;
 export function parseSave(text: string): SavedTables {
   const tables: SavedTables = new Map();
   let current: SavedTable | undefined;
-  for (const raw of text.split('\n')) {
-    const line = raw.trimEnd();
+  // A line at a time by searching, without an array of all lines: a 10,000-service save has
+  // 440,000 of them.
+  for (let start = 0; start < text.length; ) {
+    let end = text.indexOf('\n', start);
+    if (end < 0) end = text.length;
+    const line = text.slice(start, end).trimEnd();
+    start = end + 1;
     if (line.startsWith('*')) {
       current = { chains: new Map(), builtin: new Set() };
       tables.set(line.slice(1).trim(), current);
@@ -30,10 +35,9 @@ export function parseSave(text: string): SavedTables {
       if (!current.chains.has(name)) current.chains.set(name, []);
       if (policy && policy !== '-') current.builtin.add(name);
     } else if (line.startsWith('-A ')) {
-      const rest = line.slice(3);
-      const space = rest.indexOf(' ');
-      const chain = space < 0 ? rest : rest.slice(0, space);
-      const rule = space < 0 ? '' : rest.slice(space + 1);
+      const space = line.indexOf(' ', 3);
+      const chain = space < 0 ? line.slice(3) : line.slice(3, space);
+      const rule = space < 0 ? '' : line.slice(space + 1);
       const rules = current.chains.get(chain);
       if (rules) rules.push(rule);
       else current.chains.set(chain, [rule]);
