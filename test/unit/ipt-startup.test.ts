@@ -1,0 +1,20 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startUpFlavour, type StartUp } from '../../src/backend/iptables/startup.js';
+
+const SAVE = '*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n';
+const shared = (over: Partial<StartUp> = {}) => async (): Promise<StartUp> => ({ flavour: 'nft', saves: new Map([['IPv4', SAVE]]), savedAt: Date.now(), ...over });
+
+test("a backend takes the start-up's flavour and its family's save while the save is recent", async () => {
+  assert.deepEqual(await startUpFlavour('IPv4', undefined, {}, shared()), { flavour: 'nft', save: SAVE });
+  assert.deepEqual(await startUpFlavour('IPv6', undefined, {}, shared()), { flavour: 'nft' }, 'no save of that family');
+});
+
+test('a save older than 10 s is not trusted: the first sync reads the kernel again', async () => {
+  assert.deepEqual(await startUpFlavour('IPv4', undefined, {}, shared({ savedAt: Date.now() - 11_000 })), { flavour: 'nft' });
+});
+
+test("a configured flavour wins, and the start-up's save of the other flavour is not used", async () => {
+  assert.deepEqual(await startUpFlavour('IPv4', 'legacy', {}, shared()), { flavour: 'legacy' });
+  assert.deepEqual(await startUpFlavour('IPv4', 'nft', {}, shared()), { flavour: 'nft', save: SAVE });
+});
