@@ -21,7 +21,8 @@ export class Balancer {
   private byId = new Map<string, ProxyEndpoint>();
   private next = 0;
   private affinityMs = 0;
-  private readonly sticky = new Map<string, Sticky>();
+  /** Made when affinity is first used: most service ports never use it. */
+  private sticky: Map<string, Sticky> | undefined;
 
   /** Replaces the endpoint set; returns the ids that were present before and are gone now. */
   setEndpoints(endpoints: ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): string[] {
@@ -31,9 +32,9 @@ export class Balancer {
     this.byId = byId;
     if (this.next >= this.endpoints.length) this.next = 0;
     const affinityMs = affinityTimeoutSeconds && affinityTimeoutSeconds > 0 ? affinityTimeoutSeconds * 1000 : 0;
-    if (affinityMs !== this.affinityMs) this.sticky.clear();
+    if (affinityMs !== this.affinityMs) this.sticky?.clear();
     this.affinityMs = affinityMs;
-    for (const [client, s] of this.sticky) if (!byId.has(s.id)) this.sticky.delete(client);
+    for (const [client, s] of this.sticky ?? []) if (!byId.has(s.id)) this.sticky!.delete(client);
     return gone;
   }
 
@@ -54,7 +55,7 @@ export class Balancer {
     const n = this.endpoints.length;
     if (n === 0) return undefined;
     if (this.affinityMs > 0) {
-      const s = this.sticky.get(clientIp);
+      const s = this.sticky?.get(clientIp);
       if (s && now - s.lastUsed <= this.affinityMs && !exclude?.has(s.id)) {
         const ep = this.byId.get(s.id);
         if (ep) {
@@ -68,7 +69,7 @@ export class Balancer {
       this.next = (this.next + 1) % n;
       const id = endpointId(ep);
       if (exclude?.has(id)) continue;
-      if (this.affinityMs > 0) this.sticky.set(clientIp, { id, lastUsed: now });
+      if (this.affinityMs > 0) (this.sticky ??= new Map()).set(clientIp, { id, lastUsed: now });
       return ep;
     }
     return undefined;
@@ -76,6 +77,6 @@ export class Balancer {
 
   /** Forgets affinities idle past their timeout, so clients that went away cost no memory. */
   sweep(now: number): void {
-    for (const [client, s] of this.sticky) if (now - s.lastUsed > this.affinityMs) this.sticky.delete(client);
+    for (const [client, s] of this.sticky ?? []) if (now - s.lastUsed > this.affinityMs) this.sticky!.delete(client);
   }
 }
