@@ -12,6 +12,6 @@ export function createBackend(mode: ProxyMode, cfg: BackendConfig, opts: Backend
 }
 
 /** Begins the start-up work of a mode's backends made with `opts`, before they are made. */
-export function prepareBackends(mode: ProxyMode, opts: BackendOptions): void {
-  MODES[mode].prepare?.(opts);
+export function prepareBackends(mode: ProxyMode, opts: BackendOptions): Promise<void> {
+  return MODES[mode].prepare(opts);
 }

@@ -49,13 +49,12 @@ export interface ModeDescriptor {
   readonly syncSection: 'iptables' | 'ipvs' | 'nftables';
   /** The KubeProxyConfiguration section holding masqueradeBit / masqueradeAll. */
   readonly masqueradeSection: 'iptables' | 'nftables';
-  /** Removes what the other modes may have left, before the first sync (errors are logged). */
-  startupLeftovers(exec: ExecOptions): Promise<void>;
   /**
    * Begins the start-up work of backends made with `opts` (the flavour, the other modes'
-   * leftovers) while the proxy still waits for its first lists.
+   * leftovers removed, errors logged) while the proxy still waits for its first lists; resolves
+   * when it is done. A failure is left to the backends, which wait for the same work.
    */
-  prepare?(opts: BackendOptions): void;
+  prepare(opts: BackendOptions): Promise<void>;
   /** Removes everything this mode may have programmed (`--cleanup`). */
   cleanup(exec: ExecOptions): Promise<void>;
   /** The addresses NodePorts answer on for one family; null means every local address. */
@@ -125,7 +124,7 @@ const removeIptablesAndIpvs = async (exec: ExecOptions): Promise<void> => {
  * and `prepare` begins it while the first lists load. A failed one is tried again by the next
  * caller.
  */
-function oncePerOptions<T>(begin: (exec: ExecOptions) => Promise<T>): (opts: BackendOptions) => (() => Promise<T>) & { begin(): void } {
+function oncePerOptions<T>(begin: (exec: ExecOptions) => Promise<T>): (opts: BackendOptions) => (() => Promise<T>) & { begin(): Promise<void> } {
   const started = new WeakMap<BackendOptions, Promise<T>>();
   return (opts) => {
     const get = (): Promise<T> => {
@@ -138,7 +137,7 @@ function oncePerOptions<T>(begin: (exec: ExecOptions) => Promise<T>): (opts: Bac
       return p;
     };
     // Its failure reaches the backend that awaits it.
-    return Object.assign(get, { begin: () => void get().catch(() => undefined) });
+    return Object.assign(get, { begin: () => get().then(() => undefined, () => undefined) });
   };
 }
 
@@ -163,7 +162,6 @@ const nftables: ModeDescriptor = {
   prepare: (opts) => nftablesStartUp(opts).begin(),
   syncSection: 'nftables',
   masqueradeSection: 'nftables',
-  startupLeftovers: removeIptablesAndIpvs,
   cleanup: deleteTables,
   // Exactly the addresses the renderer puts in its NodePort set.
   nodePortIPs: (cfg) => renderContext(cfg).nodePortIPs,
@@ -181,9 +179,6 @@ const iptables: ModeDescriptor = {
   prepare: (opts) => iptablesStartUp(opts).begin(),
   syncSection: 'iptables',
   masqueradeSection: 'iptables',
-  async startupLeftovers(exec) {
-    await beginIptables(exec);
-  },
   cleanup: removeIptablesChains,
   nodePortIPs: localNodePortIPs,
   syncFailureMetric: {
@@ -210,9 +205,6 @@ const ipvs: ModeDescriptor = {
   prepare: (opts) => ipvsStartUp(opts).begin(),
   syncSection: 'ipvs',
   masqueradeSection: 'iptables',
-  async startupLeftovers(exec) {
-    await beginIpvs(exec);
-  },
   // Virtual servers, kube-ipvs0 and the ipsets. Its chains are kube-proxy chains, which the
   // iptables mode's cleanup removes (cleanupAll runs it first, so the sets are free by then).
   cleanup: removeIpvs,
@@ -254,9 +246,6 @@ const userspace: ModeDescriptor = {
   prepare: (opts) => userspaceStartUp(opts).begin(),
   syncSection: 'iptables',
   masqueradeSection: 'iptables',
-  async startupLeftovers(exec) {
-    await beginUserspace(exec);
-  },
   cleanup: removeIptablesChains,
   nodePortIPs: localNodePortIPs,
   syncFailureMetric: {

@@ -140,7 +140,7 @@ async function runProxy(cmd: CommandLine, argv: string[]): Promise<number> {
   if (!cmd.dryRun) {
     takeLock();
     // The flavour and the other modes' leftovers while the first lists load.
-    prepareBackends(mode, optionsFor(mode));
+    void prepareBackends(mode, optionsFor(mode));
   }
   await proxy.start();
   return new Promise<number>(() => {

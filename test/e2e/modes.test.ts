@@ -51,7 +51,7 @@ describe('modes on a real kernel (network namespace)', () => {
   it("iptables mode's start-up removes the nftables mode's tables but keeps KUBE-* chains and other tables", async () => {
     inNs('nft', ['add table ip kube-proxy; add table ip6 kube-proxy; add table inet someone-else']);
     inNs('iptables-restore', [], LEFTOVER_CHAINS);
-    await MODES.iptables.startupLeftovers({ wrap });
+    await MODES.iptables.prepare({ dryRun: false, wrap });
     const tables = nftTables();
     assert.doesNotMatch(tables, /kube-proxy/);
     assert.match(tables, /table inet someone-else/);
@@ -64,7 +64,7 @@ describe('modes on a real kernel (network namespace)', () => {
     const lines: string[] = [];
     const before = setLogWriter((line) => lines.push(line));
     try {
-      MODES.iptables.prepare!(opts);
+      void MODES.iptables.prepare(opts);
       // The nftables mode's table goes while the proxy would still be listing: no backend yet.
       await waitFor(() => !nftTables().includes('kube-proxy'), 'the start-up removes the nftables table');
       const v4 = MODES.iptables.createBackend(backendConfig(), opts);
@@ -80,7 +80,7 @@ describe('modes on a real kernel (network namespace)', () => {
 
   it('nftables mode begins removing iptables leftovers before any backend exists', async () => {
     inNs('iptables-restore', [], LEFTOVER_CHAINS);
-    MODES.nftables.prepare!({ dryRun: false, wrap });
+    void MODES.nftables.prepare({ dryRun: false, wrap });
     await waitFor(() => !natChains().includes('KUBE-'), 'the start-up removes the KUBE-* chains');
     assert.match(natChains(), /-A PREROUTING -j SOMEONE-ELSE/);
   });
