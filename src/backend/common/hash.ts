@@ -4,8 +4,8 @@ import { createHash } from 'node:crypto';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
-/** The character codes of the first `chars` characters (all when omitted) of base32(buf). */
-function base32(buf: Uint8Array, chars = Math.ceil((buf.length * 8) / 5)): number[] {
+/** The character codes of the first `chars` characters of base32(buf). */
+function base32(buf: Uint8Array, chars: number): number[] {
   const out: number[] = [];
   let bits = 0;
   let val = 0;
@@ -18,7 +18,7 @@ function base32(buf: Uint8Array, chars = Math.ceil((buf.length * 8) / 5)): numbe
     }
     if (out.length === chars) return out;
   }
-  if (bits > 0) out.push(BASE32.charCodeAt((val << (5 - bits)) & 31));
+  if (bits > 0 && out.length < chars) out.push(BASE32.charCodeAt((val << (5 - bits)) & 31));
   return out;
 }
 
@@ -26,16 +26,11 @@ export function sha256(text: string): Buffer {
   return createHash('sha256').update(text).digest();
 }
 
-/** base32(sha256(text)). */
-export function sha256Base32(text: string): string {
-  return String.fromCharCode(...base32(sha256(text)));
-}
-
 /**
  * prefix + base32(sha256(text))[:chars], built as one flat string: names are kept for the life
  * of the ruleset, and a string built by `+` or `slice` keeps its pieces or its whole source.
  */
-export function hashedName(prefix: string, text: string, chars: number): string {
+export function nameWithHash(prefix: string, text: string, chars: number): string {
   const codes: number[] = [];
   for (let i = 0; i < prefix.length; i++) codes.push(prefix.charCodeAt(i));
   return String.fromCharCode(...codes, ...base32(sha256(text), chars));

@@ -1,12 +1,12 @@
 // Per-service chain names, hashed as upstream's iptables mode hashes them, so that runbooks
 // and tools that look for KUBE-SVC-… / KUBE-SEP-… chains keep finding the same names.
-import { hashedName } from '../common/hash.js';
+import { nameWithHash } from '../common/hash.js';
 
 export type ServiceChainPrefix = 'KUBE-SVC-' | 'KUBE-SVL-' | 'KUBE-EXT-' | 'KUBE-FW-';
 
 /** prefix + base32(sha256(servicePortName + protocol))[:16]; protocol is lower-cased. */
 export function serviceChainName(prefix: ServiceChainPrefix, servicePortName: string, protocol: string): string {
-  return hashedName(prefix, servicePortName + protocol.toLowerCase(), 16);
+  return nameWithHash(prefix, servicePortName + protocol.toLowerCase(), 16);
 }
 
 /**
@@ -14,5 +14,5 @@ export function serviceChainName(prefix: ServiceChainPrefix, servicePortName: st
  * `ip:port` (`[ip]:port` for IPv6), as upstream writes an endpoint.
  */
 export function endpointChainName(servicePortName: string, protocol: string, endpoint: string): string {
-  return hashedName('KUBE-SEP-', servicePortName + protocol.toLowerCase() + endpoint, 16);
+  return nameWithHash('KUBE-SEP-', servicePortName + protocol.toLowerCase() + endpoint, 16);
 }

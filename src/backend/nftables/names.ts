@@ -1,11 +1,11 @@
 // Chain and set names for the per-service chains of ClientIP-affinity services. They follow
 // upstream's nftables naming so runbooks that grep for them keep working.
 import type { ServicePortInfo } from '../../model/types.js';
-import { sha256, sha256Base32 } from '../common/hash.js';
+import { nameWithHash, sha256 } from '../common/hash.js';
 
 /** `base32(sha256(base))[:8] + "-" + base`. */
 export function hashedName(base: string): string {
-  return sha256Base32(base).slice(0, 8) + '-' + base;
+  return nameWithHash('', base, 8) + '-' + base;
 }
 
 /** `ns/svc/proto/portname`, the base of every per-service chain name. */
