@@ -12,7 +12,7 @@
 //   --stages                   run the proxy at --v 4 and split each change by stage (its log's timestamps)
 //   --proxy-main PATH          the proxy's main.js (default: this build's)
 //   --out FILE                 results file (default bench/results/latest.json)
-// Environment: KPB_PROXY_LOG=1 copies the proxy's log (and when it exited) to stderr;
+// Environment: KPB_PROXY_LOG=1 copies the proxy's log and output (and when it exited) to stderr;
 // KPB_PROXY_V sets the proxy's --v (default 0); KPB_NODE_ARGS adds node flags to the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';

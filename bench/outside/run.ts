@@ -66,7 +66,8 @@ class ProxyProcess {
   constructor(readonly child: ChildProcess) {
     if (process.env.KPB_PROXY_LOG) child.once('exit', () => process.stderr.write(`proxy ${child.pid} exited ${new Date().toISOString()}\n`));
     child.stderr!.setEncoding('utf8');
-    child.stdout!.resume();
+    if (process.env.KPB_PROXY_LOG) child.stdout!.pipe(process.stderr, { end: false });
+    else child.stdout!.resume();
     child.stderr!.on('data', (chunk: string) => {
       const text = this.tail + chunk;
       const lines = text.split('\n');
