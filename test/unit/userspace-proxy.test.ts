@@ -73,6 +73,22 @@ test('userspace proxy: ClientIP affinity keeps a client on one endpoint until it
   assert.deepEqual([0, 1, 2, 3].map((i) => b.pick('1.1.1.1', 60_000 + i)!.ip), ['10.0.0.2', '10.0.0.3', '10.0.0.2', '10.0.0.3']);
 });
 
+test('balancer: duplicates count once, removed endpoints are reported, lookups follow every change', () => {
+  const b = new Balancer();
+  const e = (last: number) => ({ ip: `10.0.0.${last}`, port: 80 });
+  assert.deepEqual(b.setEndpoints([e(1), e(2), e(1)], undefined), []);
+  assert.equal(b.size, 2);
+  assert.deepEqual([0, 1, 2].map((i) => b.pick('c', i)!.ip), ['10.0.0.1', '10.0.0.2', '10.0.0.1']);
+  assert.equal(b.has('10.0.0.2:80'), true);
+  assert.deepEqual(b.setEndpoints([e(2), e(3)], undefined), ['10.0.0.1:80']);
+  assert.equal(b.has('10.0.0.1:80'), false, 'an index made before the change follows it');
+  assert.equal(b.has('10.0.0.3:80'), true);
+  const fresh = new Balancer();
+  fresh.setEndpoints([e(4)], undefined);
+  fresh.setEndpoints([e(5)], undefined);
+  assert.deepEqual([fresh.has('10.0.0.4:80'), fresh.has('10.0.0.5:80')], [false, true], 'an index made after changes sees the last set');
+});
+
 test('userspace proxy: a failed connect tries the next endpoint; all failing: reset', async (t) => {
   const good = await tcpEndpoint('good');
   const dead = await deadPort();

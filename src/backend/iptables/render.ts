@@ -64,15 +64,20 @@ export interface Ep {
 }
 
 /** Usable endpoints, canonical, deduplicated, in upstream's order (by endpoint text). */
-export function usable(eps: Endpoint[], family: IPFamily): Ep[] {
-  const seen = new Map<string, Ep>();
+export function usable(eps: readonly Endpoint[], family: IPFamily): Ep[] {
+  return usableAs(eps, family, (e, ip, text) => ({ ip, port: e.port, text }));
+}
+
+/** The same selection and order as `usable`, each entry made by `make` from its canonical address. */
+export function usableAs<T>(eps: readonly Endpoint[], family: IPFamily, make: (e: Endpoint, ip: string, text: string) => T): T[] {
+  const seen = new Map<string, T>();
   for (const e of eps) {
     const ip = canonicalIP(e.ip, family);
     if (!ip || !validPort(e.port)) continue;
     const text = joinHostPort(ip, e.port);
-    seen.set(text, { ip, port: e.port, text });
+    seen.set(text, make(e, ip, text));
   }
-  return [...seen.values()].sort((a, b) => compareKeys(a.text, b.text));
+  return [...seen.entries()].sort((a, b) => compareKeys(a[0], b[0])).map((entry) => entry[1]);
 }
 
 /** Canonical IPs of the family; undefined when any is invalid. */

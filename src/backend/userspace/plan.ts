@@ -2,7 +2,7 @@
 // traffic policy it uses (a proxy that sees the client can honour Local policies by picking only
 // local endpoints), and the portals (addresses and ports) whose traffic is redirected to them.
 import type { IPFamily, ServicePortState, Snapshot } from '../../model/types.js';
-import { usable, validated } from '../iptables/render.js';
+import { usableAs, validated } from '../iptables/render.js';
 
 export type ListenerProtocol = 'TCP' | 'UDP' | 'SCTP';
 
@@ -13,7 +13,7 @@ export interface ListenerSpec {
   /** The snapshot's key of the service port it answers for. */
   service: string;
   protocol: ListenerProtocol;
-  endpoints: Array<{ ip: string; port: number }>;
+  endpoints: ReadonlyArray<{ ip: string; port: number }>;
   /** ClientIP affinity timeout in seconds; absent without affinity. */
   affinityTimeoutSeconds?: number;
 }
@@ -45,13 +45,10 @@ export interface UserspacePlan {
 }
 
 function listenerFor(s: ServicePortState, service: string, local: boolean, family: IPFamily, suffix = local ? '/local' : ''): ListenerSpec {
-  const eps = usable(local ? s.localEndpoints : s.clusterEndpoints, family);
-  const spec: ListenerSpec = {
-    key: service + suffix,
-    service,
-    protocol: s.info.protocol,
-    endpoints: eps.map((e) => ({ ip: e.ip, port: e.port })),
-  };
+  // The model's own endpoint objects where their address is already canonical: the listener's
+  // balancer keeps this array, and copies of 100,000 endpoints cost ~5 MiB.
+  const endpoints = usableAs(local ? s.localEndpoints : s.clusterEndpoints, family, (e, ip) => (ip === e.ip ? e : { ip, port: e.port }));
+  const spec: ListenerSpec = { key: service + suffix, service, protocol: s.info.protocol, endpoints };
   const timeout = s.info.sessionAffinity.clientIPTimeoutSeconds;
   if (timeout !== undefined) spec.affinityTimeoutSeconds = timeout;
   return spec;

@@ -27,7 +27,7 @@ export interface ServicePortHandler {
   readonly key: string;
   readonly port: number;
   readonly balancer: Balancer;
-  setEndpoints(endpoints: ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): void;
+  setEndpoints(endpoints: readonly ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): void;
   /** Stops taking new clients and frees the port; the proxy destroys it after the grace period. */
   retire(): void;
   /** TCP: stops or resumes listening on the same port, connections kept (see TcpServicePort). */

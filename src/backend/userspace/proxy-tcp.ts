@@ -56,7 +56,7 @@ export class TcpServicePort implements ServicePortHandler {
     });
   }
 
-  setEndpoints(endpoints: ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): void {
+  setEndpoints(endpoints: readonly ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): void {
     for (const id of this.balancer.setEndpoints(endpoints, affinityTimeoutSeconds)) this.scheduleRemoval(id);
     for (const [id, timer] of this.conns?.removalTimers ?? []) {
       if (this.balancer.has(id)) {

@@ -58,7 +58,7 @@ export class UdpServicePort implements ServicePortHandler {
     });
   }
 
-  setEndpoints(endpoints: ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): void {
+  setEndpoints(endpoints: readonly ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): void {
     const gone = new Set(this.balancer.setEndpoints(endpoints, affinityTimeoutSeconds));
     // A session to a removed endpoint ends at once, as the kernel modes delete its conntrack
     // entries: the client's next datagram goes to an endpoint that exists (DNS retries work).

@@ -15,7 +15,7 @@ export interface ProxyServicePort {
   key: string;
   protocol: 'TCP' | 'UDP' | 'SCTP';
   /** The endpoints new connections may go to (the caller applies the traffic policies). */
-  endpoints: ProxyEndpoint[];
+  endpoints: readonly ProxyEndpoint[];
   /** ClientIP session affinity timeout; absent or 0: no affinity. */
   affinityTimeoutSeconds?: number;
   /** Listen on exactly this port (a NodePort on localhost), outside the port range. */
