@@ -2,8 +2,10 @@
 // listeners in the proxy process, which opens its own connection to an endpoint. The shared
 // scenarios run with what a proxy process cannot do (keep the client's address) left out.
 import assert from 'node:assert/strict';
-import { it } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { describe, it } from 'node:test';
 import { requestMany } from '../support/netclient.js';
+import { useNetns } from '../support/netns.js';
 import { ALL, modeSuite, sorted, type ModeTraits } from './scenarios.js';
 
 const USERSPACE: ModeTraits = {
@@ -50,6 +52,53 @@ modeSuite(
       const list = await c().topo.exec('node1', 'conntrack', ['-L', '-p', 'udp', '--orig-port-src', '40153'], { check: false });
       assert.match(list.stdout, /dst=10\.96\.0\.33 sport=40153 dport=53/, 'the redirected flow is still tracked');
     });
+
+    it('a start with 120 service ports opens and redirects every one (listeners and rules go in overlapping steps)', async () => {
+      const names = Array.from({ length: 120 }, (_, i) => `many-${i}`);
+      const vip = (i: number): string => `10.96.7.${i + 1}`;
+      await c().restartProxy(async () => {
+        for (const [i, name] of names.entries()) {
+          await c().addService({ name, clusterIPs: [vip(i)], ports: [{ name: 'http', port: 80, targetPort: 8080 }] }, { expectRules: false });
+          await c().setEndpoints(name, ['a-1'], { expectRules: false });
+        }
+      });
+      const saved = await c().iptablesSave('IPv4');
+      const redirected = names.filter((_, i) => new RegExp(`^-A KUBE-PORTALS-CONTAINER -d ${vip(i).replaceAll('.', '\\.')}/32 .*-j REDIRECT --to-ports \\d+$`, 'm').test(saved));
+      assert.equal(redirected.length, names.length, 'every service port has its redirect rule');
+      for (const i of [0, 59, 119]) assert.deepEqual((await requestMany(c().topo, 'c-1', vip(i), 80, 3)).pods, { 'a-1': 3 }, vip(i));
+      for (const name of names) await c().remove('Service', name);
+      await c().barrier();
+    });
   },
   USERSPACE,
 );
+
+describe('userspace backend, first sync in steps (a proxy process in a namespace of its own)', () => {
+  const ns = useNetns(`kptus-${process.pid}`);
+
+  it('134 service ports: every step writes its redirects and each rule leads to an open listener', () => {
+    // The backend runs in a child inside the namespace, so its listeners bind there; it prints
+    // the nat table and the listening ports after its first sync, before it stops.
+    const modes = new URL('../../src/backend/modes.js', import.meta.url).href;
+    const snapshots = new URL('../support/snapshots.js', import.meta.url).href;
+    const script = `
+      const { MODES } = await import(${JSON.stringify(modes)});
+      const { snapshot, syntheticCluster, backendConfig } = await import(${JSON.stringify(snapshots)});
+      const { execFileSync } = await import('node:child_process');
+      const be = MODES.userspace.createBackend(backendConfig(), { dryRun: false });
+      await be.sync(snapshot(syntheticCluster(134, 2)));
+      const nat = execFileSync('iptables-save', ['-t', 'nat'], { encoding: 'utf8' });
+      const listening = execFileSync('ss', ['-Hltn'], { encoding: 'utf8' });
+      process.stdout.write(JSON.stringify({ nat, listening }));
+      await be.stop(true);
+      process.exit(0);
+    `;
+    const out = execFileSync(ns.wrap[0]!, [...ns.wrap.slice(1), process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const { nat, listening } = JSON.parse(out) as { nat: string; listening: string };
+    const redirects = [...nat.matchAll(/^-A KUBE-PORTALS-CONTAINER -d (\S+)\/32 .*-j REDIRECT --to-ports (\d+)$/gm)];
+    assert.equal(new Set(redirects.map((m) => m[1])).size, 134, 'one redirect per service port');
+    const open = new Set([...listening.matchAll(/:(\d+)\s/g)].map((m) => m[1]));
+    assert.deepEqual(redirects.filter((m) => !open.has(m[2])).map((m) => m[0]), [], 'every redirect goes to a listening port');
+    assert.equal(nat.match(/^-A KUBE-PORTALS-HOST /gm)?.length, 134);
+  });
+});
