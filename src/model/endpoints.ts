@@ -172,7 +172,7 @@ export function parseEndpointSlice(obj: unknown): SliceParseResult {
 
   const problems: FieldProblem[] = [];
   const rawPorts = o.ports;
-  const ports: SlicePort[] = [];
+  let ports: SlicePort[] = [];
   if (rawPorts !== undefined && rawPorts !== null) {
     if (!Array.isArray(rawPorts)) return invalid(key, 'invalid-ports', 'ports is not a list');
     if (rawPorts.length > LIMITS.slicePorts) {
@@ -182,6 +182,9 @@ export function parseEndpointSlice(obj: unknown): SliceParseResult {
       const p = parsePortEntry(raw, problems);
       if (p) ports.push({ name: p.name, protocol: p.protocol, port: p.port });
     }
+    // An array grown by push keeps spare room (~128 bytes for the usual single port); this one
+    // lives as long as the slice.
+    ports = ports.slice();
   }
 
   const rawEndpoints = o.endpoints;
@@ -300,6 +303,9 @@ export function endpointsForPort(
   if (sources.length === 1) {
     // The common case: slice endpoints are already in order, duplicates adjacent.
     const [list, port, converted] = sources[0]!;
+    // Nearly always: the slice's own array serves as the port's list, no copy (model arrays are
+    // never modified).
+    if (converted && list.every((se, i) => i === 0 || se.ip !== list[i - 1]!.ip)) return list as Endpoint[];
     const out: Endpoint[] = [];
     for (const se of list) {
       const ep = converted ? (se as Endpoint) : toEndpoint(se, port, nodeName);

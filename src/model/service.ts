@@ -293,8 +293,9 @@ export function parseService(obj: unknown): ServiceParseResult {
         detail: `no usable ${family} entry in loadBalancerSourceRanges: external traffic to the ${family} load-balancer IPs is dropped`,
       });
     }
-    for (const p of ports) {
-      out[family].push({
+    // map, not push: an array grown by push keeps spare room (~128 bytes for one port, 10,000
+    // Services: 1.2 MiB), and this one lives as long as the Service.
+    out[family] = ports.map((p) => ({
         name: servicePortName(meta.namespace, meta.name, p.portName),
         namespace: meta.namespace,
         serviceName: meta.name,
@@ -313,8 +314,7 @@ export function parseService(obj: unknown): ServiceParseResult {
         healthCheckNodePort,
         trafficDistribution,
         type,
-      });
-    }
+      }));
   }
   return {
     status: 'ok',
