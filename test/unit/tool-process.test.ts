@@ -19,6 +19,25 @@ describe('helper shell', () => {
     }
   });
 
+  test('runLines hands out every line of a large output, characters split between reads intact', async () => {
+    const sh = new CommandShell([]);
+    try {
+      // ~3 MB: several of the reader's 1 MiB pieces; "é" is two bytes, so some fall across a piece.
+      const script = 'i=0; while [ $i -lt 100000 ]; do echo "line $i é ééé -j KUBE-SEP"; i=$((i+1)); done; printf "last, no newline"';
+      const lines: string[] = [];
+      const r = await sh.runLines(['sh', '-c', script], (l) => lines.push(l));
+      assert.equal(r.code, 0);
+      assert.equal(lines.length, 100001);
+      assert.equal(lines[99999], 'line 99999 é ééé -j KUBE-SEP');
+      assert.ok(lines.slice(0, -1).every((l, i) => l === `line ${i} é ééé -j KUBE-SEP`));
+      assert.equal(lines[100000], 'last, no newline');
+      const failed = await sh.runLines(['sh', '-c', 'echo partial; echo why >&2; exit 3'], () => {});
+      assert.deepEqual(failed, { code: 3, stderr: 'why\n' });
+    } finally {
+      sh.kill();
+    }
+  });
+
   test('requests run one at a time, in call order', async () => {
     const sh = new CommandShell([]);
     try {

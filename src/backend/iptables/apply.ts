@@ -89,21 +89,43 @@ export async function restore(input: string, family: IPFamily, flavour: Flavour,
 
 /** iptables-save output of the given tables (all of them when omitted). */
 export async function saveTables(family: IPFamily, flavour: Flavour, opts: ExecOptions = {}, tables?: readonly string[]): Promise<string> {
-  const tool = toolFor(family, flavour, 'save');
-  // iptables-nft-save reads the whole ruleset whatever `-t` says (2.2 s even for a small filter
-  // table beside a 10,000-service nat): one whole save, then the wanted tables kept.
-  if (flavour === 'nft' && tables && tables.length > 1) {
-    const res = await runTool([tool], opts);
-    if (res.code !== 0) throw new Error(`${tool} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
-    return onlyTables(res.stdout, tables);
-  }
   let out = '';
-  for (const t of tables ?? [undefined]) {
-    const res = await runTool(t ? [tool, '-t', t] : [tool], opts);
-    if (res.code !== 0) throw new Error(`${tool}${t ? ` -t ${t}` : ''} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
-    out += res.stdout;
+  for (const argv of saveRuns(family, flavour, tables)) {
+    const res = await runTool(argv, opts);
+    if (res.code !== 0) throw saveError(argv, res);
+    out += argv.length === 1 && tables ? onlyTables(res.stdout, tables) : res.stdout;
   }
   return out;
+}
+
+/**
+ * The lines of the given tables of iptables-save output, one at a time as they are read: a
+ * read-back that compares chain by chain need not hold a 34 MB save, nor its text twice.
+ */
+export async function saveLines(family: IPFamily, flavour: Flavour, opts: ExecOptions, tables: readonly string[], onLine: (line: string) => void): Promise<void> {
+  for (const argv of saveRuns(family, flavour, tables)) {
+    let wanted = false;
+    const res = await shellFor(opts).runLines(argv, (line) => {
+      if (line.startsWith('*')) wanted = tables.includes(line.slice(1).trim());
+      if (wanted) onLine(line);
+    });
+    if (res.code !== 0) throw saveError(argv, res);
+  }
+}
+
+/**
+ * The save commands for some tables: iptables-nft-save reads the whole ruleset whatever `-t`
+ * says (2.2 s even for a small filter table beside a 10,000-service nat), so on iptables-nft
+ * several tables come from one whole save, cut to them afterwards.
+ */
+function saveRuns(family: IPFamily, flavour: Flavour, tables: readonly string[] | undefined): string[][] {
+  const tool = toolFor(family, flavour, 'save');
+  if (!tables || (flavour === 'nft' && tables.length > 1)) return [[tool]];
+  return tables.map((t) => [tool, '-t', t]);
+}
+
+function saveError(argv: string[], res: { code: number; stderr: string }): Error {
+  return new Error(`${argv.join(' ')} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
 }
 
 /** The blocks (`*table` … `COMMIT`) of the given tables in iptables-save output. */

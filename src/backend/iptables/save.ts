@@ -45,3 +45,80 @@ export function parseSave(text: string): SavedTables {
   }
   return tables;
 }
+
+/** One chain of a save as read, with the rules that followed its other rules' lines. */
+export interface SavedChain {
+  table: string;
+  name: string;
+  rules: string[];
+  builtin: boolean;
+  /**
+   * Its rules came in more than one run (iptables-save prints a chain's rules together, so this
+   * is not expected): the chain is reported again for each run and is not to be trusted.
+   */
+  scattered: boolean;
+}
+
+/**
+ * Reads iptables-save output a line at a time and hands out each chain once its rules are
+ * complete, so that a 34 MB save need not be held whole, nor its 440,000 rules at once. What a
+ * line means is as in parseSave.
+ */
+export class SaveReader {
+  private table: string | undefined;
+  private declared = new Map<string, boolean>();
+  private reported = new Set<string>();
+  private current: { name: string; rules: string[] } | undefined;
+
+  constructor(private readonly onChain: (c: SavedChain) => void) {}
+
+  line(raw: string): void {
+    const line = raw.trimEnd();
+    if (line.startsWith('*')) {
+      this.endTable();
+      this.table = line.slice(1).trim();
+    } else if (this.table === undefined) {
+      return;
+    } else if (line === 'COMMIT') {
+      this.endTable();
+    } else if (line.startsWith(':')) {
+      const [name, policy] = line.slice(1).split(' ');
+      if (name && !this.declared.has(name)) this.declared.set(name, !!policy && policy !== '-');
+    } else if (line.startsWith('-A ')) {
+      const space = line.indexOf(' ', 3);
+      const chain = space < 0 ? line.slice(3) : line.slice(3, space);
+      const rule = space < 0 ? '' : line.slice(space + 1);
+      if (this.current?.name !== chain) {
+        this.endChain();
+        this.current = { name: chain, rules: [] };
+      }
+      this.current.rules.push(rule);
+    }
+  }
+
+  /** The end of the output: a table left open is ended as if committed. */
+  end(): void {
+    this.endTable();
+  }
+
+  private endChain(): void {
+    const c = this.current;
+    if (!c) return;
+    this.current = undefined;
+    const scattered = this.reported.has(c.name);
+    this.reported.add(c.name);
+    this.onChain({ table: this.table!, name: c.name, rules: c.rules, builtin: this.declared.get(c.name) ?? false, scattered });
+  }
+
+  private endTable(): void {
+    this.endChain();
+    if (this.table !== undefined) {
+      for (const [name, builtin] of this.declared) {
+        if (!this.reported.has(name)) this.onChain({ table: this.table, name, rules: [], builtin, scattered: false });
+      }
+    }
+    this.table = undefined;
+    this.declared = new Map();
+    this.reported = new Set();
+  }
+}

@@ -43,7 +43,11 @@ export class IptState {
    */
   held(saved: SavedTables, c: IptChain): boolean {
     const kernel = saved.get(c.table)?.chains.get(c.name);
-    if (!kernel) return false;
+    return kernel !== undefined && this.heldAs(c, kernel);
+  }
+
+  /** The same for one chain's rules as read (`kernel`). */
+  heldAs(c: IptChain, kernel: readonly string[]): boolean {
     const base = this.baseById.get(`${c.table}/${c.name}`);
     if (!base) return kernel.length === c.rules.length && kernel.every((r, i) => r === c.rules[i]);
     const head = kernel.length - base.rules.length;
