@@ -45,19 +45,16 @@ function render(blocks: Map<IptTable, TableBlock>): string {
 /**
  * The restore input for a partial sync. Rules added to a shared chain are inserted at its top,
  * so the chain's fixed tail (KUBE-SERVICES' jump to KUBE-NODEPORTS) stays last; rules in shared
- * chains never depend on their order among themselves. `end`: appended instead, for chains
- * without a fixed tail. Removed rules are deleted by their text.
+ * chains never depend on their order among themselves. Removed rules are deleted by their text.
  * The work the kernel does is proportional to the change, not to the number of services.
  */
-export function opsToRestore(ops: Array<StoreOp<IptChain>>, where: 'top' | 'end' = 'top'): string {
+export function opsToRestore(ops: Array<StoreOp<IptChain>>): string {
   const blocks = new Map<IptTable, TableBlock>();
   for (const op of ops) {
     switch (op.kind) {
       case 'add-item': {
         const { table, chain } = splitCollection(op.collection);
-        // Appending needs no look at the chain's rules: iptables-nft reads a chain's rules to
-        // insert at a position, 16,000 of them for the last step of a cold start.
-        block(blocks, table).inserts.push(where === 'top' ? `-I ${chain} 1 ${op.key}` : `-A ${chain} ${op.key}`);
+        block(blocks, table).inserts.push(`-I ${chain} 1 ${op.key}`);
         break;
       }
       case 'delete-item': {

@@ -144,10 +144,10 @@ export class UserspaceBackend implements Backend {
   }
 
   /**
-   * The first sync: listeners open and their rules load in chunks, each chunk's restore running
-   * while the next chunk's listeners open. At 10,000 service ports opening the listeners and
+   * The first sync: listeners open and their rules load in steps, each step's restore running
+   * while the next step's listeners open. At 10,000 service ports opening the listeners and
    * loading their 20,000 rules take ~0.5 s each; one after the other they made the start 1 s.
-   * The first chunk declares the chains (emptying what a crashed instance left); a failure
+   * The first step declares the chains (emptying what a crashed instance left); a failure
    * leaves the next sync full, as any failed write does.
    */
   private async startCold(keys: readonly string[], snapshot: Snapshot, flavour: Flavour): Promise<number> {
@@ -157,17 +157,17 @@ export class UserspaceBackend implements Backend {
     const step = coldStartStep(keys.length);
     try {
       for (let i = 0; i < keys.length || i === 0; i += step) {
-        const chunk = keys.slice(i, i + step);
-        await this.updateListeners(snapshot, chunk, false);
-        const ops = this.store.update(chunk, render);
-        const input = i === 0 ? toRestoreInput({ family: this.family, chains: this.chains() }) : opsToRestore(ops, 'end');
+        const part = keys.slice(i, i + step);
+        await this.updateListeners(snapshot, part, false);
+        const ops = this.store.update(part, render);
+        const input = i === 0 ? toRestoreInput({ family: this.family, chains: this.chains() }) : opsToRestore(ops);
         operations += ops.length;
         // One restore at a time, in order; a failure is seen at the next await, not lost.
         const previous = loading;
         loading = previous.then(() => (input ? restore(input, this.family, flavour, this.opts) : undefined));
         loading.catch(() => {});
         // Opening listeners never waits for I/O: without a turn of the event loop here, a
-        // finished restore is noticed (and the next one started) only after the last chunk.
+        // finished restore is noticed (and the next one started) only after the last step.
         await setImmediate();
       }
       // Planning left its garbage: collected while the kernel loads the last rules.
@@ -176,7 +176,7 @@ export class UserspaceBackend implements Backend {
       operations += await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, flavour, this.opts);
     } catch (e) {
       await loading.catch(() => {});
-      // Which chunks reached the kernel is unknown: the next sync is an ordinary full one.
+      // Which steps reached the kernel is unknown: the next sync is an ordinary full one.
       this.coldStart = false;
       this.needFull = true;
       throw e;
