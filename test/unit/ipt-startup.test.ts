@@ -18,3 +18,11 @@ test("a configured flavour wins, and the start-up's save of the other flavour is
   assert.deepEqual(await startUpFlavour('IPv4', 'legacy', {}, shared()), { flavour: 'legacy' });
   assert.deepEqual(await startUpFlavour('IPv4', 'nft', {}, shared()), { flavour: 'nft', save: SAVE });
 });
+
+test('a save is handed out once: the shared start-up does not keep it for the life of the proxy', async () => {
+  const once = await shared()();
+  const get = async (): Promise<StartUp> => once;
+  assert.deepEqual(await startUpFlavour('IPv4', undefined, {}, get), { flavour: 'nft', save: SAVE });
+  assert.deepEqual(await startUpFlavour('IPv4', undefined, {}, get), { flavour: 'nft' });
+  assert.equal(once.saves.size, 0);
+});
