@@ -5,7 +5,7 @@ import { shellFor } from '../../node/tool-process.js';
 import type { IPFamily } from '../../model/types.js';
 import { CANARY_CHAIN, CANARY_RULE_ARGS, CANARY_TABLES } from './canary.js';
 import { FAMILIES, toolFor, type Flavour } from './flavour.js';
-import type { SavedTables } from './save.js';
+import { linesOfTables, type SavedTables } from './save.js';
 import { noteOwnTool, PRINT_PID, splitPid } from './own-tools.js';
 
 export type { ExecOptions } from '../../node/exec.js';
@@ -104,11 +104,7 @@ export async function saveTables(family: IPFamily, flavour: Flavour, opts: ExecO
  */
 export async function saveLines(family: IPFamily, flavour: Flavour, opts: ExecOptions, tables: readonly string[], onLine: (line: string) => void): Promise<void> {
   for (const argv of saveRuns(family, flavour, tables)) {
-    let wanted = false;
-    const res = await shellFor(opts).runLines(argv, (line) => {
-      if (line.startsWith('*')) wanted = tables.includes(line.slice(1).trim());
-      if (wanted) onLine(line);
-    });
+    const res = await shellFor(opts).runLines(argv, linesOfTables(tables, onLine));
     if (res.code !== 0) throw saveError(argv, res);
   }
 }

@@ -7,8 +7,8 @@ import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
-import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, onlyTables, parseSave, restore, saveLines, saveTables, type Flavour, type SavedTables } from './apply.js';
-import { SaveReader } from './save.js';
+import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, saveLines, type Flavour } from './apply.js';
+import { builtinTables, forEachLine, kernelChainsReader, linesOfTables, SaveReader, type KernelChains } from './save.js';
 import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
 import { IptState } from './state.js';
 import { startUpFlavour, type StartUp } from './startup.js';
@@ -115,11 +115,12 @@ export class IptablesBackend implements Backend {
     // Lines of a full sync's inputs that create, fill or delete a chain.
     let written = 0;
     let next: IptState;
+    const fresh = full ? new IptState(renderContext(this.config, { largeCluster: large })) : undefined;
     // What the kernel holds, read before writing anything (cheap on a fresh node): stale chains
     // of ours and the jumps from the built-in chains are found in it.
-    const saved = full && kernelUnknown && !this.opts.dryRun ? parseSave(await this.readTables()) : undefined;
-    if (full) {
-      const state = (next = new IptState(renderContext(this.config, { largeCluster: large })));
+    const saved = fresh && kernelUnknown && !this.opts.dryRun ? await this.readKernel((id) => fresh.keepsWhole(id)) : undefined;
+    if (fresh) {
+      const state = (next = fresh);
       const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
         this.opts.dryRun ? [] : saved ? staleChains(saved, new Set(chains.map((c) => `${c.table}/${c.name}`))) : this.goneChains(chains);
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
@@ -174,7 +175,7 @@ export class IptablesBackend implements Backend {
           await new Promise((resolve) => setImmediate(resolve));
         }
         await pending;
-        if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved);
+        if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, builtinTables(saved));
       };
       // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
       // (xtables-monitor exits on it), and so does a partial one in pieces: it is written
@@ -200,14 +201,17 @@ export class IptablesBackend implements Backend {
     return { operations: operations(), full };
   }
 
-  /** Chains we wrote last time that the new ruleset does not have. */
-  /** Our tables as iptables-save prints them: the start-up cleanup's save the first time. */
-  private async readTables(): Promise<string> {
+  /** Our tables as the first sync compares with them: from the start-up cleanup's save the first time. */
+  private async readKernel(whole: (id: string) => boolean): Promise<KernelChains> {
     const save = this.startupSave;
     this.startupSave = undefined;
-    return save !== undefined ? onlyTables(save, OUR_TABLES) : saveTables(this.family, this.flavour!, this.exec, OUR_TABLES);
+    const read = kernelChainsReader(whole);
+    if (save !== undefined) forEachLine(save, linesOfTables(OUR_TABLES, read.line));
+    else await saveLines(this.family, this.flavour!, this.exec, OUR_TABLES, read.line);
+    return read.done();
   }
 
+  /** Chains we wrote last time that the new ruleset does not have. */
   private goneChains(chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
     const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
     return (this.state?.chains() ?? []).filter((c) => !want.has(`${c.table}/${c.name}`)).map((c) => ({ table: c.table, name: c.name }));
@@ -325,12 +329,13 @@ function countOperations(input: string): number {
 }
 
 /** Chains of ours the kernel holds that the ruleset does not. */
-function staleChains(saved: SavedTables, want: Set<string>): Array<{ table: IptChain['table']; name: string }> {
+function staleChains(kernel: KernelChains, want: Set<string>): Array<{ table: IptChain['table']; name: string }> {
   const stale: Array<{ table: IptChain['table']; name: string }> = [];
-  for (const [table, t] of saved) {
-    for (const name of t.chains.keys()) {
-      if (!t.builtin.has(name) && isKubeProxyChain(table, name) && !want.has(`${table}/${name}`)) stale.push({ table: table as IptChain['table'], name });
-    }
+  for (const id of [...kernel.whole.keys(), ...kernel.digests.keys()]) {
+    const slash = id.indexOf('/');
+    const table = id.slice(0, slash);
+    const name = id.slice(slash + 1);
+    if (!kernel.builtin.has(id) && isKubeProxyChain(table, name) && !want.has(id)) stale.push({ table: table as IptChain['table'], name });
   }
   return stale;
 }

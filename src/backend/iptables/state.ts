@@ -4,7 +4,7 @@
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
 import { sameMultiset } from '../common/verify.js';
-import type { SavedTables } from './apply.js';
+import { rulesDigest, type KernelChains } from './save.js';
 import { DISPATCH_CHAINS } from './base.js';
 import { baseChains, renderServicePort, toRestoreInput, type IptChain, type IptContext } from './render.js';
 
@@ -41,9 +41,17 @@ export class IptState {
    * Whether the kernel (as saved) holds chain `c` as this state renders it: a shared chain's
    * service rules in any order (partial syncs insert them at its top), its fixed tail last.
    */
-  held(saved: SavedTables, c: IptChain): boolean {
-    const kernel = saved.get(c.table)?.chains.get(c.name);
-    return kernel !== undefined && this.heldAs(c, kernel);
+  held(kernel: KernelChains, c: IptChain): boolean {
+    const id = `${c.table}/${c.name}`;
+    const rules = kernel.whole.get(id);
+    if (rules) return this.heldAs(c, rules);
+    const digest = kernel.digests.get(id);
+    return digest !== undefined && !this.baseById.has(id) && digest === rulesDigest(c.rules);
+  }
+
+  /** Chains a read of the kernel keeps whole for held(): the shared ones, compared as multisets. */
+  keepsWhole(id: string): boolean {
+    return this.baseById.has(id);
   }
 
   /** The same for one chain's rules as read (`kernel`). */
@@ -75,7 +83,7 @@ export class IptState {
     snapshot: Snapshot,
     budget: number,
     stale: (chains: IptChain[]) => Promise<Array<{ table: IptChain['table']; name: string }>>,
-    saved?: SavedTables,
+    saved?: KernelChains,
   ): AsyncGenerator<string> {
     const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
     const shared = this.sharedChains();
