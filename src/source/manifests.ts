@@ -244,8 +244,11 @@ export class ManifestsSource implements Source {
         this.files.set(name, { text: `\0too-large ${st.size} ${st.mtimeMs}`, objects: prev?.objects ?? new Map(), broken: true });
         return true;
       }
+      // Date.now() has whole milliseconds and the file's time finer ones: a file written within
+      // the current millisecond looks a fraction of one in the future, and is still being written.
+      // Only an mtime that is far ahead (a clock set back) is not waited for.
       const age = Date.now() - st.mtimeMs;
-      if (!initial && prev !== undefined && age >= 0 && age < this.stableMs) {
+      if (!initial && prev !== undefined && age > -this.stableMs && age < this.stableMs) {
         this.scheduleRescan(this.stableMs - age + 10);
         return true;
       }
