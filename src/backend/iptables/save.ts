@@ -19,27 +19,42 @@ export function parseSave(text: string): SavedTables {
   const tables: SavedTables = new Map();
   let current: SavedTable | undefined;
   forEachLine(text, (raw) => {
-    const line = raw.trimEnd();
-    if (line.startsWith('*')) {
+    const l = readLine(raw);
+    if (l?.kind === 'table') {
       current = { chains: new Map(), builtin: new Set() };
-      tables.set(line.slice(1).trim(), current);
-    } else if (!current || line === 'COMMIT') {
+      tables.set(l.name, current);
+    } else if (!current || !l || l.kind === 'commit') {
       return;
-    } else if (line.startsWith(':')) {
-      const [name, policy] = line.slice(1).split(' ');
-      if (!name) return;
-      if (!current.chains.has(name)) current.chains.set(name, []);
-      if (policy && policy !== '-') current.builtin.add(name);
-    } else if (line.startsWith('-A ')) {
-      const space = line.indexOf(' ', 3);
-      const chain = space < 0 ? line.slice(3) : line.slice(3, space);
-      const rule = space < 0 ? '' : line.slice(space + 1);
-      const rules = current.chains.get(chain);
-      if (rules) rules.push(rule);
-      else current.chains.set(chain, [rule]);
+    } else if (l.kind === 'chain') {
+      if (!current.chains.has(l.name)) current.chains.set(l.name, []);
+      if (l.builtin) current.builtin.add(l.name);
+    } else {
+      const rules = current.chains.get(l.chain);
+      if (rules) rules.push(l.rule);
+      else current.chains.set(l.chain, [l.rule]);
     }
   });
   return tables;
+}
+
+/** What one line of a save says; undefined for comments and anything else. */
+type SaveLine =
+  | { kind: 'table'; name: string }
+  | { kind: 'commit' }
+  | { kind: 'chain'; name: string; builtin: boolean }
+  | { kind: 'rule'; chain: string; rule: string };
+
+function readLine(raw: string): SaveLine | undefined {
+  const line = raw.trimEnd();
+  if (line.startsWith('*')) return { kind: 'table', name: line.slice(1).trim() };
+  if (line === 'COMMIT') return { kind: 'commit' };
+  if (line.startsWith(':')) {
+    const [name, policy] = line.slice(1).split(' ');
+    return name ? { kind: 'chain', name, builtin: !!policy && policy !== '-' } : undefined;
+  }
+  if (!line.startsWith('-A ')) return undefined;
+  const space = line.indexOf(' ', 3);
+  return space < 0 ? { kind: 'rule', chain: line.slice(3), rule: '' } : { kind: 'rule', chain: line.slice(3, space), rule: line.slice(space + 1) };
 }
 
 /** Each line of `text`, found by searching: no array of all lines (a 10,000-service save has 440,000). */
@@ -76,8 +91,7 @@ export interface SavedChain {
 
 /**
  * Reads iptables-save output a line at a time and hands out each chain once its rules are
- * complete, so that a 34 MB save need not be held whole, nor its 440,000 rules at once. What a
- * line means is as in parseSave.
+ * complete, so that a 34 MB save need not be held whole, nor its 440,000 rules at once.
  */
 export class SaveReader {
   private table: string | undefined;
@@ -88,26 +102,22 @@ export class SaveReader {
   constructor(private readonly onChain: (c: SavedChain) => void) {}
 
   line(raw: string): void {
-    const line = raw.trimEnd();
-    if (line.startsWith('*')) {
+    const l = readLine(raw);
+    if (l?.kind === 'table') {
       this.endTable();
-      this.table = line.slice(1).trim();
-    } else if (this.table === undefined) {
+      this.table = l.name;
+    } else if (this.table === undefined || !l) {
       return;
-    } else if (line === 'COMMIT') {
+    } else if (l.kind === 'commit') {
       this.endTable();
-    } else if (line.startsWith(':')) {
-      const [name, policy] = line.slice(1).split(' ');
-      if (name && !this.declared.has(name)) this.declared.set(name, !!policy && policy !== '-');
-    } else if (line.startsWith('-A ')) {
-      const space = line.indexOf(' ', 3);
-      const chain = space < 0 ? line.slice(3) : line.slice(3, space);
-      const rule = space < 0 ? '' : line.slice(space + 1);
-      if (this.current?.name !== chain) {
+    } else if (l.kind === 'chain') {
+      if (!this.declared.has(l.name)) this.declared.set(l.name, l.builtin);
+    } else {
+      if (this.current?.name !== l.chain) {
         this.endChain();
-        this.current = { name: chain, rules: [] };
+        this.current = { name: l.chain, rules: [] };
       }
-      this.current.rules.push(rule);
+      this.current.rules.push(l.rule);
     }
   }
 
