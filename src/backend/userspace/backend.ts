@@ -120,11 +120,10 @@ export class UserspaceBackend implements Backend {
         this.store = new FragmentStore(NO_OBJECTS, [...COLLECTIONS.values()]);
         this.store.update(keys, render, false);
         const chains = this.chains();
-        const write = this.needFull || !sameRules(before, chains) ? restore(toRestoreInput({ family: this.family, chains }), this.family, flavour, this.opts) : undefined;
-        // Planning every service port left its garbage: collected while the kernel loads the rules.
+        // Planning every service port left its garbage; freed before the restore holds its text.
         collectGarbage();
-        if (write) {
-          await write;
+        if (this.needFull || !sameRules(before, chains)) {
+          await restore(toRestoreInput({ family: this.family, chains }), this.family, flavour, this.opts);
           operations += chains.reduce((n, c) => n + c.rules.length, 0);
         }
         operations += await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, flavour, this.opts);

@@ -32,9 +32,11 @@ export class Balancer {
   /** Replaces the endpoint set; returns the ids that were present before and are gone now. */
   setEndpoints(endpoints: readonly ProxyEndpoint[], affinityTimeoutSeconds: number | undefined): string[] {
     const wanted = new Map<string, ProxyEndpoint>();
-    for (const ep of endpoints) if (!wanted.has(endpointId(ep))) wanted.set(endpointId(ep), ep);
-    const gone: string[] = [];
-    for (const ep of this.endpoints) if (!wanted.has(endpointId(ep))) gone.push(endpointId(ep));
+    for (const ep of endpoints) {
+      const id = endpointId(ep);
+      if (!wanted.has(id)) wanted.set(id, ep);
+    }
+    const gone = this.endpoints.map(endpointId).filter((id) => !wanted.has(id));
     this.endpoints = wanted.size === endpoints.length ? endpoints : [...wanted.values()];
     this.byId = this.byId && wanted;
     if (this.next >= this.endpoints.length) this.next = 0;
