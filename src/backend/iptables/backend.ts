@@ -8,7 +8,7 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
 import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, saveLines, type Flavour } from './apply.js';
-import { builtinTables, forEachLine, kernelChainsReader, linesOfTables, type KernelChains } from './save.js';
+import { builtinTables, forEachLine, kernelChainsReader, linesOfTables, SaveReader, type KernelChains } from './save.js';
 import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
 import { IptState } from './state.js';
 import { startUpFlavour, type StartUp } from './startup.js';
@@ -205,11 +205,6 @@ export class IptablesBackend implements Backend {
   private async readKernel(whole: (id: string) => boolean): Promise<KernelChains> {
     const save = this.startupSave;
     this.startupSave = undefined;
-    return this.kernelChains(whole, save);
-  }
-
-  /** Our tables as read from `save`, or from the kernel a line at a time (never held whole). */
-  private async kernelChains(whole: (id: string) => boolean, save?: string): Promise<KernelChains> {
     const read = kernelChainsReader(whole);
     if (save !== undefined) forEachLine(save, linesOfTables(OUR_TABLES, read.line));
     else await saveLines(this.family, this.flavour!, this.exec, OUR_TABLES, read.line);
@@ -262,36 +257,43 @@ export class IptablesBackend implements Backend {
   }
 
   /**
-   * Reads our tables back as the restart does (a line at a time, the save never held whole: at
-   * 10,000 services × 10 endpoints it is 34 MB, and holding it with its parse set the iptables
-   * mode's peak memory at the first verification) and compares the state with them.
+   * Reads our tables back a chain at a time and compares each with the state as it comes: the
+   * save is never held whole (at 10,000 services × 10 endpoints it is 34 MB, and holding it with
+   * its parse set the iptables mode's peak memory at the first verification).
    */
   private async findDifferences(state: IptState, flavour: Flavour): Promise<Finding> {
-    const kernel = await this.kernelChains((id) => state.keepsWhole(id));
-    const chains = state.chains();
-    const rewrite: IptChain[] = [];
-    const missing: string[] = [];
-    const changed: string[] = [];
-    for (const c of chains) {
-      if (state.held(kernel, c)) continue;
-      const id = `${c.table}/${c.name}`;
-      (kernel.whole.has(id) || kernel.digests.has(id) ? changed : missing).push(id);
-      rewrite.push(c);
-    }
+    const wanted = new Map(state.chains().map((c) => [`${c.table}/${c.name}`, c]));
+    const seen = new Set<string>();
+    const changed = new Set<string>();
+    const stale = new Map<string, { table: IptChain['table']; name: string }>();
+    const builtinRules = new Map<string, string[]>();
+    const reader = new SaveReader((k) => {
+      const id = `${k.table}/${k.name}`;
+      if (k.builtin) builtinRules.set(id, [...(builtinRules.get(id) ?? []), ...k.rules]);
+      const c = wanted.get(id);
+      if (c) {
+        seen.add(id);
+        if (k.scattered || !state.heldAs(c, k.rules)) changed.add(id);
+      } else if (!k.builtin && isKubeProxyChain(k.table, k.name)) {
+        stale.set(id, { table: k.table as IptChain['table'], name: k.name });
+      }
+    });
+    await saveLines(this.family, flavour, this.exec, OUR_TABLES, (line) => reader.line(line));
+    reader.end();
     const differences: Difference[] = [];
-    tallyNamed(differences, 'missing chain', missing);
-    tallyNamed(differences, 'changed chain', changed);
-    const stale = staleChains(kernel, new Set(chains.map((c) => `${c.table}/${c.name}`)));
-    tallyNamed(differences, 'unexpected chain', stale.map((c) => `${c.table}/${c.name}`));
+    const rewrite = [...wanted].filter(([id]) => changed.has(id) || !seen.has(id)).map(([, c]) => c);
+    tallyNamed(differences, 'missing chain', [...wanted.keys()].filter((id) => !seen.has(id)));
+    tallyNamed(differences, 'changed chain', [...changed]);
+    tallyNamed(differences, 'unexpected chain', [...stale.keys()]);
     const jumps = jumpRules(state.ctx);
-    const wrongJumps = jumps.filter((j) => (kernel.whole.get(`${j.table}/${j.chain}`) ?? []).filter((r) => r === j.rule).length !== 1).length;
+    const wrongJumps = jumps.filter((j) => (builtinRules.get(`${j.table}/${j.chain}`) ?? []).filter((r) => r === j.rule).length !== 1).length;
     tally(differences, 'missing or doubled jump from a built-in chain', wrongJumps);
     if (differences.length === 0) return { differences };
     return {
       differences,
       apply: () =>
         this.write(async () => {
-          if (rewrite.length > 0 || stale.length > 0) await restore(toRestoreInput({ family: this.family, chains: rewrite }, stale), this.family, flavour, this.exec);
+          if (rewrite.length > 0 || stale.size > 0) await restore(toRestoreInput({ family: this.family, chains: rewrite }, [...stale.values()]), this.family, flavour, this.exec);
           if (wrongJumps > 0) await ensureJumps(jumps, this.family, flavour, this.exec);
         }),
     };

@@ -55,7 +55,7 @@ export class IptState {
   }
 
   /** The same for one chain's rules as read (`kernel`). */
-  private heldAs(c: IptChain, kernel: readonly string[]): boolean {
+  heldAs(c: IptChain, kernel: readonly string[]): boolean {
     const base = this.baseById.get(`${c.table}/${c.name}`);
     if (!base) return kernel.length === c.rules.length && kernel.every((r, i) => r === c.rules[i]);
     const head = kernel.length - base.rules.length;
