@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { takeCheckpoint, writeCheckpoint, type Checkpoint } from '../../src/backend/nftables/checkpoint.js';
+import { diffElements, ElementComparer, type NftOp } from '../../src/backend/nftables/diff.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kpt-checkpoint-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -19,7 +20,21 @@ function ruleset(elements: number): Checkpoint['ruleset'] {
       { name: 'cluster-ips', kind: 'set', decl: 'type ipv4_addr', elements: new Map([['10.96.0.1', undefined]]) },
       { name: 'service-tcp-endpoints', kind: 'map', decl: 'type ipv4_addr . inet_proto . inet_service . integer : ipv4_addr . inet_service', elements: big },
       { name: 'affinity-x', kind: 'set', decl: 'type ipv4_addr; flags dynamic,timeout; timeout 3h', dynamic: true, elements: new Map() },
-      { name: 'odd', kind: 'map', decl: 'type ifname : verdict', elements: new Map([['"we\\"ird\\u2028"', 'goto "x"']]) },
+      {
+        name: 'odd',
+        kind: 'map',
+        decl: 'type ifname : verdict',
+        // Texts that would read back as another kind of line if written plainly.
+        elements: new Map<string, string | undefined>([
+          ['"we\\"ird\\u2028"', 'goto "x"'],
+          ['[a', 'b'],
+          ['{"chain":{}}', undefined],
+          ['tab\there', 'v'],
+          ['k', 'tab\tin value'],
+          ['empty value', ''],
+          ['', 'empty key'],
+        ]),
+      },
     ],
     chains: [
       { name: 'services', rules: ['ip daddr . meta l4proto . th dport vmap @service-ips'] },
@@ -79,4 +94,49 @@ test('a checkpoint of another format or with a broken line is refused, and consu
   assert.match((takeCheckpoint(path) as { error: string }).error, /^unreadable checkpoint: /);
   assert.equal(existsSync(path), false);
   assert.equal(takeCheckpoint(path), undefined, 'no file: no checkpoint');
+});
+
+test('a checkpoint of the previous format (every element a JSON array) is still read', () => {
+  const path = join(dir, 'e', 'checkpoint.json');
+  const cp: Checkpoint = { token: 't', ruleset: ruleset(50) };
+  const lines = [JSON.stringify({ format: 2, token: 't', family: 'ip', table: 'kube-proxy' })];
+  for (const set of cp.ruleset.sets) {
+    lines.push(JSON.stringify({ set: { name: set.name, kind: set.kind, decl: set.decl, ...(set.dynamic ? { dynamic: true } : {}) } }));
+    if (!set.dynamic) for (const [k, v] of set.elements) lines.push(JSON.stringify(v === undefined ? [k] : [k, v]));
+  }
+  for (const chain of cp.ruleset.chains) lines.push(JSON.stringify({ chain }));
+  writeCheckpoint(path, cp);
+  writeFileSync(path, lines.join('\n') + '\n');
+  assert.deepEqual(takeCheckpoint(path), cp);
+});
+
+test('elements compared as they are read give the operations of a comparison of the whole sets', () => {
+  const path = join(dir, 'f', 'checkpoint.json');
+  const written = ruleset(3000);
+  writeCheckpoint(path, { token: 't', ruleset: written });
+  // Wanted: one element gone, one added, one with a new value, per set.
+  const want = new Map(
+    written.sets.map((s) => {
+      const elements = new Map(s.elements);
+      const [first, second] = [...elements.keys()];
+      if (first !== undefined) elements.delete(first);
+      if (second !== undefined) elements.set(second, 'changed');
+      elements.set('added', undefined);
+      return [s.name, { ...s, elements }];
+    }),
+  );
+  const streamed: NftOp[] = [];
+  let elementsLeft = 0;
+  const cp = takeCheckpoint(path, (set) => new ElementComparer(want.get(set.name)!, streamed)) as Checkpoint;
+  for (const s of cp.ruleset.sets) elementsLeft += s.elements.size;
+  const whole: NftOp[] = [];
+  for (const s of written.sets) diffElements(s.elements, want.get(s.name)!, whole);
+  const byText = (ops: NftOp[]): string[] => ops.map((o) => JSON.stringify(o)).sort();
+  assert.deepEqual(byText(streamed), byText(whole));
+  // An add in each of the 4 sets (the dynamic one has no elements written); a delete in each of
+  // the 3 with elements; a new value in the 2 with a second element.
+  assert.equal(streamed.filter((o) => o.kind === 'add-element').length, 4);
+  assert.equal(streamed.filter((o) => o.kind === 'delete-element').length, 3);
+  assert.equal(streamed.filter((o) => o.kind === 'replace-element').length, 2);
+  assert.equal(elementsLeft, 0, 'a consumer that takes the elements leaves none in the checkpoint read');
 });

@@ -90,13 +90,18 @@ test('the read-back parser gives sets, their elements, chains and rule counts; a
   assert.deepEqual(rb.ruleset.chains.map((c) => c.name), ['service-A', 'empty-chain']);
   assert.deepEqual([...rb.ruleCounts], [['service-A', 2], ['empty-chain', 0]]);
 
+  // A consumer takes each set's elements as they are read; none is left in the set.
   const seen: string[] = [];
   const q = readBackParser('ip', (s) => {
-    seen.push(`${s.name}:${s.elements.size}`);
-    s.elements = new Map();
+    const name = s.name;
+    let n = 0;
+    return {
+      element: (k, v) => void (n++, name === 'service-ips' && seen.push(`${k} : ${v}`)),
+      end: () => void seen.push(`${name}:${n}`),
+    };
   });
   q.push(text);
-  assert.deepEqual(seen, ['empty:0', 'service-ips:2', 'cidrs:2', 'affinity-x:1']);
+  assert.deepEqual(seen, ['empty:0', '10.0.0.1 . tcp . 80 : goto service-A', '10.0.0.2 . udp . 53 : goto service-B', 'service-ips:2', 'cidrs:2', 'affinity-x:1']);
   assert.ok(q.end().ruleset.sets.every((s) => s.elements.size === 0));
 });
 

@@ -4,15 +4,15 @@ import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { NftError, applyScript, listChainNames, ourTableFamilies, type NftScript } from './apply.js';
-import { readBack, readTable } from './readback.js';
+import { readBack, readTable, type SetReading } from './readback.js';
 import { collectGarbage } from '../../node/memory.js';
 import { dropCheckpoint, markerChain, newToken, takeCheckpoint, writeCheckpoint } from './checkpoint.js';
-import { diff, diffElements, opCountFromScratch, opsToScripts, orderOps, sameRules, type NftOp } from './diff.js';
+import { diff, ElementComparer, opCountFromScratch, opsToScripts, orderOps, sameRules, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import type { CommitCount, WriteBracket } from '../common/watch.js';
-import { TABLE, describeRuleset, nftScriptParts, type NftFamily, type NftRuleset } from './render.js';
+import { TABLE, describeRuleset, nftScriptParts, type NftFamily, type NftRuleset, type NftSet } from './render.js';
 import { RulesetState } from './state.js';
 
 export interface NftablesBackendOptions {
@@ -238,8 +238,8 @@ export class NftablesBackend implements Backend {
       (set) => {
         const w = wantSets.get(set.name);
         if (w && w.decl !== set.decl) otherType = true;
-        if (w && !w.dynamic && !otherType) diffElements(set.elements, w, elementOps);
-        set.elements = w ? w.elements : new Map();
+        const reading = compareElements(set, wantSets, elementOps);
+        return otherType ? SKIP_ELEMENTS : reading;
       },
       // A chain as wanted is kept as the wanted one: the checkpoint's copy goes at once.
       (chain) => {
@@ -330,12 +330,7 @@ export class NftablesBackend implements Backend {
     // Each set's elements are compared as soon as they are read and then dropped: holding the
     // whole table read back costs more memory than anything else the proxy does.
     const elementOps: NftOp[] = [];
-    const kernel = await readBack(this.nftFamily, this.exec, (set) => {
-      const w = wantSets.get(set.name);
-      if (w && !w.dynamic) diffElements(set.elements, w, elementOps);
-      // What remains for diff() below: no element differences, only whether the set exists.
-      set.elements = w ? w.elements : new Map();
-    });
+    const kernel = await readBack(this.nftFamily, this.exec, (set) => compareElements(set, wantSets, elementOps));
     if (!kernel) {
       return {
         differences: [{ what: 'table missing, rebuilt', count: 1 }],
@@ -380,6 +375,19 @@ export class NftablesBackend implements Backend {
 }
 
 /** Element operations merged into a diff's, all in safe order. */
+const SKIP_ELEMENTS: SetReading = { element() {}, end() {} };
+
+/**
+ * Compares a set's elements, as they are read, with the wanted set of that name, appending the
+ * operations that repair them; none is kept. The set read is left holding the wanted elements:
+ * what diff() then sees of it is only whether it exists.
+ */
+function compareElements(set: NftSet, want: ReadonlyMap<string, NftSet>, ops: NftOp[]): SetReading {
+  const w = want.get(set.name);
+  set.elements = w ? w.elements : new Map();
+  return w && !w.dynamic ? new ElementComparer(w, ops) : SKIP_ELEMENTS;
+}
+
 function withElements(ops: NftOp[], elementOps: NftOp[], prev: NftRuleset, next: NftRuleset): NftOp[] {
   // As diff() looks them up: the wanted chain, else the one read back.
   const chains = new Map([...prev.chains, ...next.chains].map((c) => [c.name, c]));

@@ -10,13 +10,17 @@ import { closeSync, mkdirSync, openSync, readSync, renameSync, rmSync } from 'no
 import { dirname } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import { gathered, writeFileInPieces } from '../../node/pieces.js';
-import type { SetConsumer } from './readback.js';
+import type { SetConsumer, SetReading } from './readback.js';
 import type { NftChain, NftRuleset, NftSet } from './render.js';
 
-// One JSON value per line: a head, then each set's head followed by one line per element, then
-// the chains. Read a line at a time, a 30,000-service checkpoint never exists as one string or
-// one parsed tree (as a single JSON document it cost the starting proxy ~200 MiB at its peak).
-const FORMAT = 2;
+// One line per value: a head, then each set's head followed by one line per element, then the
+// chains. Read a line at a time, a 30,000-service checkpoint never exists as one string or one
+// parsed tree (as a single JSON document it cost the starting proxy ~200 MiB at its peak).
+// Heads and chains are JSON objects; an element is its key, a tab and its value (no tab without
+// a value), or, when the text could be mistaken for another line, a JSON array as in format 2.
+// Parsing 220,000 elements as JSON was most of a 10,000-service restart's reading.
+const FORMAT = 3;
+const READABLE_FORMATS = [2, FORMAT];
 export const MARKER_PREFIX = 'checkpoint-';
 
 interface Head {
@@ -26,7 +30,7 @@ interface Head {
   table: string;
 }
 
-type Line = { set: Omit<NftSet, 'elements'> } | { chain: NftChain } | [string] | [string, string];
+type Line = { set: Omit<NftSet, 'elements'> } | { chain: NftChain };
 
 export interface Checkpoint {
   token: string;
@@ -60,9 +64,17 @@ function* checkpointLines(cp: Checkpoint): Generator<string> {
     const decl: Omit<NftSet, 'elements'> = { name: set.name, kind: set.kind, decl: set.decl, ...(set.dynamic ? { dynamic: true } : {}) };
     yield `${JSON.stringify({ set: decl })}\n`;
     if (set.dynamic) continue;
-    for (const [k, v] of set.elements) yield `${JSON.stringify(v === undefined ? [k] : [k, v])}\n`;
+    for (const [k, v] of set.elements) yield elementLine(k, v);
   }
   for (const chain of rs.chains) yield `${JSON.stringify({ chain })}\n`;
+}
+
+// A tab or line break inside, or a first character that opens JSON, would make the text ambiguous.
+const NOT_PLAIN = /[\t\n\r]|^[[{]|^$/;
+
+function elementLine(key: string, value: string | undefined): string {
+  if (NOT_PLAIN.test(key) || (value !== undefined && /[\t\n\r]/.test(value))) return `${JSON.stringify(value === undefined ? [key] : [key, value])}\n`;
+  return value === undefined ? `${key}\n` : `${key}\t${value}\n`;
 }
 
 /** The lines of a file, read a chunk at a time. */
@@ -92,9 +104,9 @@ export function dropCheckpoint(path: string): void {
 
 /**
  * Reads and removes the checkpoint; undefined when there is none or it is unreadable (a start
- * then reads the kernel as usual). Each set is handed to `consume` once read, which may replace
- * its elements (e.g. with an empty map once compared) so that they need not be kept; each chain
- * to `consumeChain`, whose return value is kept instead (e.g. an equal chain already held).
+ * then reads the kernel as usual). Each set is handed to `consume` as its head is read, which may
+ * take its elements one at a time (see SetConsumer); each chain to `consumeChain`, whose return
+ * value is kept instead (e.g. an equal chain already held).
  */
 export function takeCheckpoint(path: string, consume?: SetConsumer, consumeChain?: ChainConsumer): Checkpoint | { error: string } | undefined {
   const lines = fileLines(path);
@@ -114,30 +126,45 @@ export function takeCheckpoint(path: string, consume?: SetConsumer, consumeChain
 
 function readCheckpoint(first: string | undefined, lines: Iterable<string>, consume?: SetConsumer, consumeChain?: ChainConsumer): Checkpoint | { error: string } {
   const head = first === undefined ? undefined : (JSON.parse(first) as Partial<Head>);
-  if (head?.format !== FORMAT || typeof head.token !== 'string' || typeof head.family !== 'string' || typeof head.table !== 'string') {
+  if (!READABLE_FORMATS.includes(head?.format as number) || typeof head!.token !== 'string' || typeof head!.family !== 'string' || typeof head!.table !== 'string') {
     return { error: 'unknown checkpoint format' };
   }
-  const ruleset: NftRuleset = { family: head.family, table: head.table, sets: [], chains: [] };
+  const ruleset: NftRuleset = { family: head!.family, table: head!.table, sets: [], chains: [] };
   let set: NftSet | undefined;
+  let reading: SetReading | undefined;
   const setRead = (): void => {
-    if (set) consume?.(set);
-    set = undefined;
+    reading?.end();
+    set = reading = undefined;
   };
   for (const text of lines) {
-    const line = JSON.parse(text) as Line;
-    if (Array.isArray(line)) {
+    const open = text.charCodeAt(0);
+    if (open !== 123 /* { */) {
       if (!set) return { error: 'unreadable checkpoint: an element outside a set' };
-      set.elements.set(line[0], line[1]);
+      let key: string;
+      let value: string | undefined;
+      if (open === 91 /* [ */) {
+        [key, value] = JSON.parse(text) as [string] | [string, string];
+      } else if (text === '') {
+        return { error: 'unreadable checkpoint: an empty line' };
+      } else {
+        const tab = text.indexOf('\t');
+        key = tab < 0 ? text : text.slice(0, tab);
+        value = tab < 0 ? undefined : text.slice(tab + 1);
+      }
+      if (reading) reading.element(key, value);
+      else set.elements.set(key, value);
       continue;
     }
     setRead();
+    const line = JSON.parse(text) as Line;
     if ('set' in line) {
       set = { ...line.set, elements: new Map() };
+      reading = consume?.(set);
       ruleset.sets.push(set);
     } else {
       ruleset.chains.push(consumeChain ? consumeChain(line.chain) : line.chain);
     }
   }
   setRead();
-  return { token: head.token, ruleset };
+  return { token: head!.token, ruleset };
 }

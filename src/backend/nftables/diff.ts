@@ -65,11 +65,42 @@ export function opCountFromScratch(rs: NftRuleset): number {
 
 /** Appends the element operations turning `before` into the elements of `next` (unordered). */
 export function diffElements(before: ReadonlyMap<string, string | undefined>, next: NftSet, ops: NftOp[]): void {
-  for (const [k, v] of next.elements) {
-    if (!before.has(k)) ops.push({ kind: 'add-element', set: next.name, key: k, value: v });
-    else if (before.get(k) !== v) ops.push({ kind: 'replace-element', set: next.name, key: k, value: v });
+  const compare = new ElementComparer(next, ops);
+  for (const [k, v] of before) compare.element(k, v);
+  compare.end();
+}
+
+/**
+ * diffElements for elements that arrive one at a time (read from a file or from nft), without
+ * holding them: only the keys that `next` also has are kept until `end`, and only when some of
+ * `next`'s keys never came are they looked for. Each key comes once, as a set lists it once.
+ */
+export class ElementComparer {
+  private readonly found: string[] = [];
+
+  constructor(
+    private readonly next: NftSet,
+    private readonly ops: NftOp[],
+  ) {}
+
+  element(key: string, value: string | undefined): void {
+    const want = this.next.elements;
+    if (!want.has(key)) {
+      this.ops.push({ kind: 'delete-element', set: this.next.name, key });
+      return;
+    }
+    this.found.push(key);
+    const v = want.get(key);
+    if (v !== value) this.ops.push({ kind: 'replace-element', set: this.next.name, key, value: v });
   }
-  for (const k of before.keys()) if (!next.elements.has(k)) ops.push({ kind: 'delete-element', set: next.name, key: k });
+
+  /** The set's elements are all read: the ones it lacks are added. */
+  end(): void {
+    const want = this.next.elements;
+    if (this.found.length === want.size) return;
+    const found = new Set(this.found);
+    for (const [k, v] of want) if (!found.has(k)) this.ops.push({ kind: 'add-element', set: this.next.name, key: k, value: v });
+  }
 }
 
 /** Whether two chains have the same header and rules. */

@@ -140,11 +140,18 @@ export interface ReadBack {
   ruleCounts: Map<string, number>;
 }
 
+/** What becomes of a set's elements as they are read: none is kept in the set. */
+export interface SetReading {
+  element(key: string, value: string | undefined): void;
+  /** The set's last element was read. */
+  end(): void;
+}
+
 /**
- * Called with each set as soon as its elements are read; may replace `set.elements` (e.g. with
- * an empty map once compared) so that they need not be kept.
+ * Called with each set as soon as its head is read; the elements go to what it returns (else
+ * into `set.elements`). It may replace `set.elements` (e.g. with what they are compared to).
  */
-export type SetConsumer = (set: NftSet) => void;
+export type SetConsumer = (set: NftSet) => SetReading | undefined;
 
 function setShell(item: Record<string, Json>): NftSet | undefined {
   const s = (item.set ?? item.map) as { name: string; flags?: string[] } | undefined;
@@ -158,27 +165,30 @@ function setShell(item: Record<string, Json>): NftSet | undefined {
 export function readBackParser(family: NftFamily, consume?: SetConsumer): { push(piece: string): void; end(): ReadBack } {
   const rs: NftRuleset = { family, table: TABLE, sets: [], chains: [] };
   const ruleCounts = new Map<string, number>();
-  let current: NftSet | undefined;
+  let current: { set: NftSet; reading: SetReading | undefined } | undefined;
+  const begin = (set: NftSet): { set: NftSet; reading: SetReading | undefined } => ({ set, reading: consume?.(set) });
+  const add = (e: Json): void => {
+    const [k, v] = Array.isArray(e) ? [jsonAtom(e[0]), jsonAtom(e[1])] : [jsonAtom(e), undefined];
+    if (current!.reading) current!.reading.element(k, v);
+    else current!.set.elements.set(k, v);
+  };
   const splitter = new NftJsonSplitter({
     setStart: (head) => {
-      current = setShell(head);
+      const set = setShell(head);
+      current = set && begin(set);
     },
-    element: (e) => {
-      if (Array.isArray(e)) current!.elements.set(jsonAtom(e[0]), jsonAtom(e[1]));
-      else current!.elements.set(jsonAtom(e), undefined);
-    },
+    element: add,
     item: (item) => {
-      const set = current ?? setShell(item);
-      current = undefined;
-      if (set) {
-        // A set printed with its elements inline (not split out) is still read whole.
-        const inline = ((item.set ?? item.map) as { elem?: Json[] }).elem ?? [];
-        for (const e of inline) {
-          if (Array.isArray(e)) set.elements.set(jsonAtom(e[0]), jsonAtom(e[1]));
-          else set.elements.set(jsonAtom(e), undefined);
-        }
-        consume?.(set);
-        rs.sets.push(set);
+      if (!current) {
+        const shell = setShell(item);
+        if (shell) current = begin(shell);
+      }
+      if (current) {
+        // A set printed with its elements inline (not split out) is read the same way.
+        for (const e of ((item.set ?? item.map) as { elem?: Json[] }).elem ?? []) add(e);
+        current.reading?.end();
+        rs.sets.push(current.set);
+        current = undefined;
       }
       const c = item.chain as { name: string } | undefined;
       if (c) {
@@ -202,7 +212,7 @@ export function readBackParser(family: NftFamily, consume?: SetConsumer): { push
  * Reads our table back from the kernel (`nft -j list table`), or undefined when it does not
  * exist. Set declarations and rule texts are not reconstructed (nft prints rules in its own
  * normal form, not the one we wrote); each chain's rules are counted. With `consume`, each set
- * is handed over as soon as it is read.
+ * is handed over as soon as its head is read.
  */
 export async function readBack(family: NftFamily, opts: ExecOptions = {}, consume?: SetConsumer): Promise<ReadBack | undefined> {
   const parser = readBackParser(family, consume);
