@@ -221,8 +221,7 @@ class Reflector implements ListTarget {
       const res = await this.opts.client.request(this.spec.path, {
         query,
         signal: ac.signal,
-        headersTimeout: 0,
-        bodyTimeout: 0,
+        idleTimeoutMs: 0,
       });
       touch();
       if (res.status !== 200) throw await responseError(res, what);

@@ -1,11 +1,16 @@
 // Connection to the API server: credentials from a kubeconfig (or the in-cluster service
-// account, see kubeconfig.ts and credentials.ts), requests through undici.
+// account, see kubeconfig.ts and credentials.ts), requests through Node's own HTTP client (an
+// HTTP library cost every start ~0.1 s of module loading).
 import { createHash } from 'node:crypto';
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Credentials, type TlsOptions } from './credentials.js';
 import { loadKubeConfig, type ClientConnectionOptions, type KubeConfig } from './kubeconfig.js';
 
 export { loadKubeConfig, type ClientConnectionOptions, type KubeConfig };
+
+/** Without a word from the server for this long, a request fails (unless its caller says otherwise). */
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
 export interface KubeRequestOptions {
   method?: string;
@@ -15,15 +20,23 @@ export interface KubeRequestOptions {
   body?: unknown;
   /** Content-Type of the body (default application/json; a PATCH names its patch type). */
   contentType?: string;
-  /** undici timeouts in ms; 0 disables (callers that watch run their own inactivity timer). */
-  headersTimeout?: number;
-  bodyTimeout?: number;
+  /**
+   * Ms without data on the connection (waiting for the headers or within the body) before the
+   * request fails; 0: none (callers that watch run their own inactivity timer).
+   */
+  idleTimeoutMs?: number;
+}
+
+/** A response body: its chunks as they arrive, or all of it. */
+export interface ResponseBody extends AsyncIterable<Buffer> {
+  text(): Promise<string>;
+  json(): Promise<unknown>;
 }
 
 export interface KubeResponse {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData['body'];
+  body: ResponseBody;
 }
 
 /** What the reflector needs from a client; KubeClient is the real one. */
@@ -34,7 +47,7 @@ export interface ApiRequester {
 }
 
 export class KubeClient implements ApiRequester {
-  private agent: Agent | undefined;
+  private agent: HttpAgent | undefined;
   private agentKey = '';
   private readonly userAgent: string;
   private readonly credentials: Credentials;
@@ -70,25 +83,25 @@ export class KubeClient implements ApiRequester {
       body = JSON.stringify(opts.body);
       headers['Content-Type'] = opts.contentType ?? 'application/json';
     }
-    const res = await request(url, {
-      method: (opts.method ?? 'GET') as Dispatcher.HttpMethod,
-      headers,
-      body,
-      signal: opts.signal,
-      dispatcher: this.dispatcherFor(auth.tls),
-      headersTimeout: opts.headersTimeout,
-      bodyTimeout: opts.bodyTimeout,
+    const tls = url.protocol === 'https:';
+    const agent = this.agentFor(tls, auth.tls);
+    const idle = opts.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = (tls ? httpsRequest : httpRequest)(url, { method: opts.method ?? 'GET', headers, agent, signal: opts.signal }, resolve);
+      req.on('error', reject);
+      // The socket's inactivity, through the headers and the body alike.
+      if (idle > 0) req.setTimeout(idle, () => req.destroy(new Error(`no data from ${url.host} for ${idle} ms`)));
+      req.end(body);
     });
     if (res.statusCode === 401) this.credentials.rejected();
-    return { status: res.statusCode, headers: res.headers, body: res.body };
+    return { status: res.statusCode ?? 0, headers: res.headers, body: responseBody(res) };
   }
 
   resetConnections(): void {
     const a = this.agent;
     this.agent = undefined;
     this.agentKey = '';
-    // Requests in flight on the old pool end on their own (or by their own timers); idle ones close now.
-    if (a) void a.close().catch(() => undefined);
+    if (a) retire(a);
   }
 
   /** Closes pooled connections. */
@@ -96,13 +109,15 @@ export class KubeClient implements ApiRequester {
     const a = this.agent;
     this.agent = undefined;
     this.agentKey = '';
-    if (a) await a.destroy();
+    a?.destroy();
   }
 
-  // One pooled agent per distinct TLS identity; a rotated client certificate gets a new pool.
-  private dispatcherFor(tls: TlsOptions): Agent {
+  // One pool of kept-alive connections per distinct TLS identity; a rotated client certificate
+  // gets a new pool.
+  private agentFor(tls: boolean, identity: TlsOptions): HttpAgent {
     const h = createHash('sha256');
-    for (const v of [tls.ca, tls.cert, tls.key, tls.rejectUnauthorized, tls.servername]) {
+    h.update(tls ? 'https|' : 'http|');
+    for (const v of [identity.ca, identity.cert, identity.key, identity.rejectUnauthorized, identity.servername]) {
       h.update(v === undefined ? '\0' : Buffer.isBuffer(v) ? v : JSON.stringify(v));
       h.update('|');
     }
@@ -111,13 +126,33 @@ export class KubeClient implements ApiRequester {
       const old = this.agent;
       const connect: Record<string, unknown> = {};
       for (const k of ['ca', 'cert', 'key', 'rejectUnauthorized', 'servername'] as const) {
-        if (tls[k] !== undefined) connect[k] = tls[k];
+        if (identity[k] !== undefined) connect[k] = identity[k];
       }
-      this.agent = new Agent({ connect });
+      // `timeout` closes connections left idle in the pool, not ones in use.
+      const options = { keepAlive: true, timeout: DEFAULT_IDLE_TIMEOUT_MS, ...connect };
+      this.agent = tls ? new HttpsAgent(options) : new HttpAgent(options);
       this.agentKey = key;
-      // Requests still running on the old pool finish; the pool closes after them.
-      if (old) void old.close().catch(() => undefined);
+      if (old) retire(old);
     }
     return this.agent;
   }
+}
+
+/** Requests still running on an old pool finish; its connections close as they come free. */
+function retire(agent: HttpAgent): void {
+  agent.keepSocketAlive = () => false;
+  for (const sockets of Object.values(agent.freeSockets)) for (const s of sockets ?? []) s.destroy();
+}
+
+function responseBody(res: IncomingMessage): ResponseBody {
+  const text = async (): Promise<string> => {
+    const parts: Buffer[] = [];
+    for await (const chunk of res) parts.push(chunk as Buffer);
+    return Buffer.concat(parts).toString('utf8');
+  };
+  return {
+    [Symbol.asyncIterator]: () => res[Symbol.asyncIterator](),
+    text,
+    json: async () => JSON.parse(await text()) as unknown,
+  };
 }

@@ -104,7 +104,7 @@ describe('deploy/', () => {
       const client = KubeClient.load({ kubeconfig: path });
       const status = async (): Promise<number> => {
         const res = await client.request('/api/v1/services');
-        await res.body.dump();
+        await res.body.text();
         return res.status;
       };
       assert.equal(await status(), 200);

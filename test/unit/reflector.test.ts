@@ -297,7 +297,7 @@ describe('kube client configuration', () => {
     try {
       const res = await client.request('/api/v1/services', { query: { limit: '1' } });
       assert.equal(res.status, 200);
-      await res.body.dump();
+      await res.body.text();
       assert.equal(server.requestsMatching({ verb: 'list' })[0]!.query.limit, '1');
     } finally {
       if (saved === undefined) delete process.env.KUBECONFIG;
