@@ -42,7 +42,8 @@ export function diff(prev: NftRuleset, next: NftRuleset, opts: DiffOptions = {})
   for (const s of next.sets) {
     const p = prevSets.get(s.name);
     if (!p) ops.push({ kind: 'add-set', set: s });
-    if (!s.dynamic) diffElements(p?.elements ?? new Map<string, string | undefined>(), s, ops);
+    // The same map: elements already compared as they were read (see ElementComparer).
+    if (!s.dynamic && p?.elements !== s.elements) diffElements(p?.elements ?? new Map<string, string | undefined>(), s, ops);
   }
   for (const p of prev.sets) if (!nextSets.has(p.name)) ops.push({ kind: 'delete-set', name: p.name, setKind: p.kind });
   const prevChains = new Map(prev.chains.map((c) => [c.name, c]));
