@@ -1,6 +1,6 @@
 // The hash behind upstream's chain names (iptables KUBE-SVC-…, nftables service-…): base32
 // (RFC 4648 alphabet, no padding needed since callers take a prefix) of a SHA-256 digest.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
@@ -23,7 +23,8 @@ function base32(buf: Uint8Array, chars: number): number[] {
 }
 
 export function sha256(text: string): Buffer {
-  return createHash('sha256').update(text).digest();
+  // One-shot: half the time of a hash object per name (110,000 chain names at 10,000 services).
+  return hash('sha256', text, 'buffer');
 }
 
 /**
