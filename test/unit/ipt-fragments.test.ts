@@ -6,8 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FragmentStore, type ObjectKind, type StoreOp } from '../../src/backend/common/fragments.js';
 import { baseChains, render, renderContext, renderServicePort, type IptChain, type IptContext } from '../../src/backend/iptables/render.js';
+import { IptState } from '../../src/backend/iptables/state.js';
 import type { ServicePortState, Snapshot } from '../../src/model/types.js';
-import { backendConfig, endpoint, key, randomPorts, rng, servicePort, snapshot } from '../support/snapshots.js';
+import { backendConfig, endpoint, key, randomPorts, rng, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
 
 const cfg = backendConfig();
 const ctx: IptContext = renderContext(cfg);
@@ -130,4 +131,32 @@ test('ports of one service share their cluster IP reject rule; it goes with the 
     ops.flatMap((o) => ('collection' in o && o.collection === 'filter/KUBE-CLUSTER-IPS' ? [`${o.kind} ${o.key}`] : []));
   assert.deepEqual(rejects(store.update([key(http)], () => undefined)), []);
   assert.deepEqual(rejects(store.update([key(https)], () => undefined)), [`delete-item ${reject}`]);
+});
+
+test('a full sync rendered partly ahead (while the start-up runs) writes the same transactions', async () => {
+  const snap = snapshot(syntheticCluster(1000, 3));
+  const inputs = async (state: IptState): Promise<string[]> => {
+    const out: string[] = [];
+    for await (const input of state.chunkedInputs('IPv4', snap, 2000, async () => [])) out.push(input);
+    return out;
+  };
+  const plain = await inputs(new IptState(renderContext(backendConfig())));
+
+  // The start-up ends after a few groups: part of the services are rendered ahead, not all.
+  const ahead = new IptState(renderContext(backendConfig()));
+  let turns = 0;
+  const startUp = new Promise<void>((resolve) => {
+    const turn = (): void => void (++turns === 3 ? resolve() : setImmediate(turn));
+    setImmediate(turn);
+  });
+  await ahead.renderAhead(snap, startUp);
+  const renderedAhead = [...ahead.store.keys()].length;
+  assert.ok(renderedAhead > 0 && renderedAhead < 1000, `${renderedAhead} of 1000 rendered ahead`);
+  assert.deepEqual(await inputs(ahead), plain);
+
+  // A start-up already over: nothing is rendered ahead.
+  const late = new IptState(renderContext(backendConfig()));
+  await late.renderAhead(snap, Promise.resolve());
+  assert.equal([...late.store.keys()].length, 0);
+  assert.deepEqual(await inputs(late), plain);
 });

@@ -100,7 +100,7 @@ export class IptablesBackend implements Backend {
   }
 
   async sync(snapshot: Snapshot): Promise<SyncResult> {
-    await this.startUp();
+    const startingUp = this.startUp();
     const large = isLargeCluster(snapshot);
     // Unknown: what the kernel holds is not known to be what we last wrote (start-up, a failed
     // restore); it is then read back, and the jumps checked. Rules removed behind our back are
@@ -116,6 +116,8 @@ export class IptablesBackend implements Backend {
     let written = 0;
     let next: IptState;
     const fresh = full ? new IptState(renderContext(this.config, { largeCluster: large })) : undefined;
+    if (fresh && kernelUnknown) await fresh.renderAhead(snapshot, startingUp);
+    await startingUp;
     // What the kernel holds, read before writing anything (cheap on a fresh node): stale chains
     // of ours and the jumps from the built-in chains are found in it.
     const saved = fresh && kernelUnknown && !this.opts.dryRun ? await this.readKernel((id) => fresh.keepsWhole(id)) : undefined;
@@ -129,7 +131,7 @@ export class IptablesBackend implements Backend {
         inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, saved);
       } else {
         inputs = (async function* () {
-          state.store.update([...snapshot.services.keys()].sort(), (k) => renderServicePort(snapshot.services.get(k)!, state.ctx), false);
+          state.renderRest(snapshot, [...snapshot.services.keys()].sort());
           const chains = state.chains();
           const gone = await stale(chains);
           const write = saved ? chains.filter((c) => !state.held(saved, c)) : chains;

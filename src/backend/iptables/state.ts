@@ -2,11 +2,14 @@
 // rules in the shared dispatch chains) and the fixed chains they are assembled into, with the
 // full sync's restore input in transactions and the chain-by-chain comparison with a read-back.
 import type { IPFamily, Snapshot } from '../../model/types.js';
-import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
+import { FragmentStore, type ObjectKind } from '../common/fragments.js';
 import { sameMultiset } from '../common/verify.js';
 import { rulesDigest, type KernelChains } from './save.js';
 import { DISPATCH_CHAINS } from './base.js';
 import { baseChains, renderServicePort, toRestoreInput, type IptChain, type IptContext } from './render.js';
+
+/** Service ports rendered between two turns of the event loop by renderAhead(): ~25 ms. */
+const AHEAD_GROUP = 200;
 
 const IPT_CHAINS: ObjectKind<IptChain> = {
   // Service ports own nat chains only (KUBE-SVC-…, KUBE-SEP-…): their name is their id, which
@@ -20,11 +23,38 @@ export class IptState {
   readonly store: FragmentStore<IptChain>;
   readonly base: IptChain[];
   private readonly baseById: Map<string, IptChain>;
+  /** Service ports renderAhead() put in the store, which the full sync need not render again. */
+  private readonly ahead = new Set<string>();
 
   constructor(readonly ctx: IptContext) {
     this.base = baseChains(ctx);
     this.baseById = new Map(this.base.map((c) => [`${c.table}/${c.name}`, c]));
     this.store = new FragmentStore(IPT_CHAINS, this.base.map((c) => `${c.table}/${c.name}`));
+  }
+
+  /**
+   * Renders service ports, in the order a full sync writes them, until `until` settles: the first
+   * sync renders while the start-up's processes run (its save of a 10,000-service ruleset alone
+   * takes seconds). The event loop turns between groups, so that the start-up goes on.
+   */
+  async renderAhead(snapshot: Snapshot, until: Promise<unknown>): Promise<void> {
+    let settled = false;
+    const settle = (): void => void (settled = true);
+    until.then(settle, settle);
+    const keys = [...snapshot.services.keys()].sort();
+    for (let i = 0; i < keys.length; i += AHEAD_GROUP) {
+      await new Promise((resolve) => setImmediate(resolve));
+      if (settled) return;
+      const group = keys.slice(i, i + AHEAD_GROUP);
+      this.store.update(group, (k) => renderServicePort(snapshot.services.get(k)!, this.ctx), false);
+      for (const k of group) this.ahead.add(k);
+    }
+  }
+
+  /** Renders into the store the service ports of `keys` that renderAhead() did not. */
+  renderRest(snapshot: Snapshot, keys: string[]): void {
+    const rest = this.ahead.size === 0 ? keys : keys.filter((k) => !this.ahead.delete(k));
+    this.store.update(rest, (k) => renderServicePort(snapshot.services.get(k)!, this.ctx), false);
   }
 
   /** The fixed chains, the shared ones holding the service rules before their fixed tail. */
@@ -100,11 +130,10 @@ export class IptState {
     }
     const early = shared.filter((c) => !late.has(`${c.table}/${c.name}`) && missing(c));
     if (early.length > 0) yield toRestoreInput({ family, chains: early });
-    const render = (k: string): Fragment<IptChain> => renderServicePort(snapshot.services.get(k)!, this.ctx);
     let group: string[] = [];
     let lines = 0;
     const flush = (): string => {
-      this.store.update(group, render, false);
+      this.renderRest(snapshot, group);
       const chains = [...this.store.ownedObjects(group)].flat().filter(missing);
       group = [];
       lines = 0;
