@@ -47,7 +47,7 @@ export function isKubeProxyChain(table: string, chain: string): boolean {
 export type ChainFilter = (table: string, chain: string) => boolean;
 
 /** A rule in a chain we keep that refers to an IPVS-mode ipset, which could not be destroyed otherwise. */
-const usesKubeIpset = (rule: string): boolean => /--match-set KUBE-/.test(rule);
+const usesKubeIpset = (rule: string): boolean => rule.includes('--match-set KUBE-');
 
 /**
  * From `iptables-save` output, the `iptables-restore --noflush` input removing the chains isOurs
@@ -63,7 +63,8 @@ export function iptablesCleanupScript(save: string, isOurs: ChainFilter = isKube
   for (const line of lines) {
     if (line.startsWith('*')) table = line.slice(1).trim();
     else if (line.startsWith(':')) {
-      const name = line.slice(1).split(' ')[0]!;
+      const end = line.indexOf(' ');
+      const name = end < 0 ? line.slice(1) : line.slice(1, end);
       if (isOurs(table, name)) {
         if (!chainsOf.has(table)) chainsOf.set(table, new Set());
         chainsOf.get(table)!.add(name);
@@ -72,18 +73,26 @@ export function iptablesCleanupScript(save: string, isOurs: ChainFilter = isKube
   }
   table = '';
   let own: string[] = [];
+  let ours: Set<string> | undefined;
   let dels: string[] = [];
+  // A save of 10,000 services has 330,000 rules: each is looked at without being split.
   for (const line of lines) {
     if (line.startsWith('*')) {
       table = line.slice(1).trim();
-      own = [...(chainsOf.get(table) ?? [])];
+      ours = chainsOf.get(table);
+      own = [...(ours ?? [])];
       dels = [];
     } else if (line.startsWith('-A ')) {
-      const ours = chainsOf.get(table) ?? new Set<string>();
-      const chain = line.split(' ')[1]!;
-      if (ours.has(chain)) continue;
-      const target = /\s-[jg]\s+(\S+)/.exec(line)?.[1];
-      if ((target && ours.has(target)) || (dropRule?.(line) ?? false)) dels.push('-D' + line.slice(2));
+      if (ours) {
+        const end = line.indexOf(' ', 3);
+        if (ours.has(end < 0 ? line.slice(3) : line.slice(3, end))) continue;
+        const target = /\s-[jg]\s+(\S+)/.exec(line)?.[1];
+        if (target && ours.has(target)) {
+          dels.push('-D' + line.slice(2));
+          continue;
+        }
+      }
+      if (dropRule?.(line)) dels.push('-D' + line.slice(2));
     } else if (line.trim() === 'COMMIT') {
       if (table && (own.length > 0 || dels.length > 0)) {
         out.push(`*${table}`, ...own.map((c) => `:${c} - [0:0]`), ...dels, ...own.map((c) => `-X ${c}`), 'COMMIT');
