@@ -141,7 +141,7 @@ function oncePerOptions<T>(begin: (exec: ExecOptions) => Promise<T>): (opts: Bac
   };
 }
 
-const beginIptables = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => (await removeLeftoversForIptables(flavour, exec)).unchangedSaves);
+const beginIptables = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => (await removeLeftoversForIptables(flavour, exec)).unchanged);
 const beginIpvs = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => void (await removeLeftoversForIpvs(flavour, isIpvsModeChain, exec)));
 const beginUserspace = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => void (await removeLeftoversForUserspace(flavour, exec)));
 const iptablesStartUp = oncePerOptions(beginIptables);

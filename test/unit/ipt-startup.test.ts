@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { KernelChains } from '../../src/backend/iptables/save.js';
 import { startUpFlavour, type StartUp } from '../../src/backend/iptables/startup.js';
 
-const SAVE = '*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n';
+const SAVE: KernelChains = { whole: new Map([['nat/KUBE-SERVICES', []]]), digests: new Map(), builtin: new Set() };
 const shared = (over: Partial<StartUp> = {}) => async (): Promise<StartUp> => ({ flavour: 'nft', saves: new Map([['IPv4', SAVE]]), savedAt: Date.now(), ...over });
 
 test("a backend takes the start-up's flavour and its family's save while the save is recent", async () => {

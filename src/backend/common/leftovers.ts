@@ -6,8 +6,10 @@
 import { run, tryRun, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
-import { restore, saveTables } from '../iptables/apply.js';
+import { restore, saveLines, saveTables } from '../iptables/apply.js';
 import { FAMILIES, FLAVOURS, otherFlavour, toolFor, type Flavour } from '../iptables/flavour.js';
+import { SERVICE_PORT_CHAIN_PREFIXES } from '../iptables/names.js';
+import { forEachLine, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, linesOfTables, type KernelChains } from '../iptables/save.js';
 import { deleteTables, ourTableFamilies } from '../nftables/apply.js';
 import { isUserspaceChain } from '../userspace/names.js';
 
@@ -31,7 +33,6 @@ const SHARED_CHAINS = new Set([
   // Not upstream's: our iptables mode rejects connections to a cluster IP port the Service lacks.
   'KUBE-CLUSTER-IPS',
 ]);
-const OWN_PREFIXES = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'];
 
 /** Whether a chain of the IPVS mode's that the iptables mode never uses. */
 export function isIpvsOnlyChain(table: string, chain: string): boolean {
@@ -41,7 +42,7 @@ export function isIpvsOnlyChain(table: string, chain: string): boolean {
 
 /** Whether a chain of an iptables table was created by kube-proxy (any mode). */
 export function isKubeProxyChain(table: string, chain: string): boolean {
-  return SHARED_CHAINS.has(chain) || OWN_PREFIXES.some((p) => chain.startsWith(p)) || isIpvsOnlyChain(table, chain) || isUserspaceChain(chain);
+  return SHARED_CHAINS.has(chain) || SERVICE_PORT_CHAIN_PREFIXES.some((p) => chain.startsWith(p)) || isIpvsOnlyChain(table, chain) || isUserspaceChain(chain);
 }
 
 export type ChainFilter = (table: string, chain: string) => boolean;
@@ -55,53 +56,60 @@ const usesKubeIpset = (rule: string): boolean => rule.includes('--match-set KUBE
  * chains that stay; '' when there is nothing to remove.
  */
 export function iptablesCleanupScript(save: string, isOurs: ChainFilter = isKubeProxyChain, dropRule?: (rule: string) => boolean): string {
-  const out: string[] = [];
-  const chainsOf = new Map<string, Set<string>>();
-  const lines = save.split('\n');
-  let table = '';
-  // First pass: which chains are ours, per table.
-  for (const line of lines) {
-    if (line.startsWith('*')) table = line.slice(1).trim();
-    else if (line.startsWith(':')) {
-      const end = line.indexOf(' ');
-      const name = end < 0 ? line.slice(1) : line.slice(1, end);
-      if (isOurs(table, name)) {
-        if (!chainsOf.has(table)) chainsOf.set(table, new Set());
-        chainsOf.get(table)!.add(name);
-      }
-    }
-  }
-  table = '';
-  let own: string[] = [];
-  let ours: Set<string> | undefined;
-  let dels: string[] = [];
-  // A save of 10,000 services has 330,000 rules: each is looked at without being split.
-  for (const line of lines) {
-    if (line.startsWith('*')) {
-      table = line.slice(1).trim();
-      ours = chainsOf.get(table);
-      own = [...(ours ?? [])];
-      dels = [];
-    } else if (line.startsWith('-A ')) {
-      if (ours) {
+  const scan = new CleanupScan(isOurs, dropRule);
+  forEachLine(save, (l) => scan.line(l));
+  return scan.script();
+}
+
+/**
+ * iptablesCleanupScript over save lines given one at a time, in one pass: iptables-save prints a
+ * table's chains (`:name …`) before its rules. A save of 10,000 services has 330,000 rules: each
+ * is looked at without being split, and only in tables that have chains to remove.
+ */
+class CleanupScan {
+  private readonly out: string[] = [];
+  private table = '';
+  private ours = new Set<string>();
+  private dels: string[] = [];
+
+  constructor(
+    private readonly isOurs: ChainFilter,
+    private readonly dropRule?: (rule: string) => boolean,
+  ) {}
+
+  line(line: string): void {
+    if (line.startsWith('-A ')) {
+      if (this.ours.size > 0) {
         const end = line.indexOf(' ', 3);
-        if (ours.has(end < 0 ? line.slice(3) : line.slice(3, end))) continue;
+        if (this.ours.has(end < 0 ? line.slice(3) : line.slice(3, end))) return;
         const target = /\s-[jg]\s+(\S+)/.exec(line)?.[1];
-        if (target && ours.has(target)) {
-          dels.push('-D' + line.slice(2));
-          continue;
+        if (target && this.ours.has(target)) {
+          this.dels.push('-D' + line.slice(2));
+          return;
         }
       }
-      if (dropRule?.(line)) dels.push('-D' + line.slice(2));
+      if (this.dropRule?.(line)) this.dels.push('-D' + line.slice(2));
+    } else if (line.startsWith(':')) {
+      const end = line.indexOf(' ');
+      const name = end < 0 ? line.slice(1) : line.slice(1, end);
+      if (this.isOurs(this.table, name)) this.ours.add(name);
+    } else if (line.startsWith('*')) {
+      this.table = line.slice(1).trim();
+      this.ours = new Set();
+      this.dels = [];
     } else if (line.trim() === 'COMMIT') {
-      if (table && (own.length > 0 || dels.length > 0)) {
-        out.push(`*${table}`, ...own.map((c) => `:${c} - [0:0]`), ...dels, ...own.map((c) => `-X ${c}`), 'COMMIT');
+      const own = [...this.ours];
+      if (this.table && (own.length > 0 || this.dels.length > 0)) {
+        this.out.push(`*${this.table}`, ...own.map((c) => `:${c} - [0:0]`), ...this.dels, ...own.map((c) => `-X ${c}`), 'COMMIT');
       }
-      own = [];
-      dels = [];
+      this.ours = new Set();
+      this.dels = [];
     }
   }
-  return out.length > 0 ? out.join('\n') + '\n' : '';
+
+  script(): string {
+    return this.out.length > 0 ? this.out.join('\n') + '\n' : '';
+  }
 }
 
 export interface IptablesTools {
@@ -111,25 +119,33 @@ export interface IptablesTools {
 
 /**
  * Removes the chains isOurs accepts (and the jumps to them) with each of the given tools, and the
- * rules dropRule accepts in the chains that stay. Returns the number of chains removed. A save
- * after which nothing was written is put in `unchangedSaves` by family, when given.
+ * rules dropRule accepts in the chains that stay. Returns the number of chains removed. With
+ * `unchanged`, the iptables mode's tables as read (see kernelChainsReader) are put there by
+ * family where nothing was removed: what the backend's first sync compares with. The save is
+ * read a line at a time: at 10,000 services it is 34 MB.
  */
 export async function removeIptablesLeftovers(
   tools: readonly IptablesTools[],
   opts: ExecOptions = {},
   isOurs: ChainFilter = isKubeProxyChain,
   dropRule?: (rule: string) => boolean,
-  unchangedSaves?: Map<IPFamily, string>,
+  unchanged?: Map<IPFamily, KernelChains>,
 ): Promise<number> {
   let removed = 0;
   for (const { family, flavour } of tools) {
     const tool = toolFor(family, flavour, 'restore');
     try {
+      const scan = new CleanupScan(isOurs, dropRule);
+      const kernel = unchanged ? kernelChainsReader(keptWhole) : undefined;
+      const ourTables = kernel ? linesOfTables(IPTABLES_MODE_TABLES, kernel.line) : undefined;
       // A flavour the node does not use has no tables; its save prints nothing.
-      const save = await saveTables(family, flavour, opts);
-      const script = iptablesCleanupScript(save, isOurs, dropRule);
+      await saveLines(family, flavour, opts, undefined, (line) => {
+        scan.line(line);
+        ourTables?.(line);
+      });
+      const script = scan.script();
       if (!script) {
-        unchangedSaves?.set(family, save);
+        if (kernel) unchanged!.set(family, kernel.done());
         continue;
       }
       await restore(script, family, flavour, opts);
@@ -236,16 +252,16 @@ export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?
 export async function removeLeftoversForIptables(
   flavour: Flavour,
   opts: ExecOptions = {},
-): Promise<LeftoverReport & { unchangedSaves: ReadonlyMap<IPFamily, string> }> {
+): Promise<LeftoverReport & { unchanged: ReadonlyMap<IPFamily, KernelChains> }> {
   let iptablesChains = await removeIptablesLeftovers(allTools([otherFlavour(flavour)]), opts);
   const otherModes: ChainFilter = (table, chain) => isIpvsOnlyChain(table, chain) || isUserspaceChain(chain);
-  // The whole save of the flavour in use, when nothing had to be removed, is what the backend's
-  // first sync would read again (~3 s at 10,000 services on iptables-nft).
-  const unchangedSaves = new Map<IPFamily, string>();
-  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, otherModes, usesKubeIpset, unchangedSaves);
+  // What the save of the flavour in use shows of our tables, when nothing had to be removed, is
+  // what the backend's first sync would read again (~3 s at 10,000 services on iptables-nft).
+  const unchanged = new Map<IPFamily, KernelChains>();
+  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, otherModes, usesKubeIpset, unchanged);
   const ipvs = await removeIpvsLeftovers(opts);
   const nftablesTables = await removeNftablesTables(opts);
-  return { ...logReport({ iptablesChains, ...ipvs, nftablesTables }), unchangedSaves };
+  return { ...logReport({ iptablesChains, ...ipvs, nftablesTables }), unchanged };
 }
 
 /** Deletes the nftables mode's tables when present; true when there were some. */

@@ -99,12 +99,12 @@ export async function saveTables(family: IPFamily, flavour: Flavour, opts: ExecO
 }
 
 /**
- * The lines of the given tables of iptables-save output, one at a time as they are read: a
- * read-back that compares chain by chain need not hold a 34 MB save, nor its text twice.
+ * The lines of the given tables (all: undefined) of iptables-save output, one at a time as they
+ * are read: a read-back that compares chain by chain need not hold a 34 MB save, nor its text twice.
  */
-export async function saveLines(family: IPFamily, flavour: Flavour, opts: ExecOptions, tables: readonly string[], onLine: (line: string) => void): Promise<void> {
+export async function saveLines(family: IPFamily, flavour: Flavour, opts: ExecOptions, tables: readonly string[] | undefined, onLine: (line: string) => void): Promise<void> {
   for (const argv of saveRuns(family, flavour, tables)) {
-    const res = await shellFor(opts).runLines(argv, linesOfTables(tables, onLine));
+    const res = await shellFor(opts).runLines(argv, tables ? linesOfTables(tables, onLine) : onLine);
     if (res.code !== 0) throw saveError(argv, res);
   }
 }

@@ -8,7 +8,7 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
 import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, saveLines, type Flavour } from './apply.js';
-import { builtinTables, forEachLine, kernelChainsReader, linesOfTables, SaveReader, type KernelChains } from './save.js';
+import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, SaveReader, type KernelChains } from './save.js';
 import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
 import { IptState } from './state.js';
 import { startUpFlavour, type StartUp } from './startup.js';
@@ -47,8 +47,6 @@ export interface IptablesBackendOptions {
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
 
-/** The tables this mode writes to. */
-const OUR_TABLES = ['nat', 'filter', 'mangle'];
 
 export class IptablesBackend implements Backend {
   readonly mode = 'iptables';
@@ -64,8 +62,8 @@ export class IptablesBackend implements Backend {
   private readonly check: KernelCheck;
   /** On the nft flavour: foreign changes to our rules, as xtables-monitor reports them. */
   private foreignWatch: ForeignWatch | undefined;
-  /** The start-up cleanup's save, until the first sync reads it. */
-  private startupSave: string | undefined;
+  /** Our tables as the start-up cleanup read them, until the first sync takes them. */
+  private startupSave: KernelChains | undefined;
 
   constructor(
     private readonly config: BackendConfig,
@@ -120,7 +118,7 @@ export class IptablesBackend implements Backend {
     await startingUp;
     // What the kernel holds, read before writing anything (cheap on a fresh node): stale chains
     // of ours and the jumps from the built-in chains are found in it.
-    const saved = fresh && kernelUnknown && !this.opts.dryRun ? await this.readKernel((id) => fresh.keepsWhole(id)) : undefined;
+    const saved = fresh && kernelUnknown && !this.opts.dryRun ? await this.readKernel() : undefined;
     if (fresh) {
       const state = (next = fresh);
       const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
@@ -204,13 +202,13 @@ export class IptablesBackend implements Backend {
   }
 
   /** Our tables as the first sync compares with them: from the start-up cleanup's save the first time. */
-  private async readKernel(whole: (id: string) => boolean): Promise<KernelChains> {
-    const save = this.startupSave;
+  private async readKernel(): Promise<KernelChains> {
+    const read = this.startupSave;
     this.startupSave = undefined;
-    const read = kernelChainsReader(whole);
-    if (save !== undefined) forEachLine(save, linesOfTables(OUR_TABLES, read.line));
-    else await saveLines(this.family, this.flavour!, this.exec, OUR_TABLES, read.line);
-    return read.done();
+    if (read) return read;
+    const reader = kernelChainsReader(keptWhole);
+    await saveLines(this.family, this.flavour!, this.exec, IPTABLES_MODE_TABLES, reader.line);
+    return reader.done();
   }
 
   /** Chains we wrote last time that the new ruleset does not have. */
@@ -280,7 +278,7 @@ export class IptablesBackend implements Backend {
         stale.set(id, { table: k.table as IptChain['table'], name: k.name });
       }
     });
-    await saveLines(this.family, flavour, this.exec, OUR_TABLES, (line) => reader.line(line));
+    await saveLines(this.family, flavour, this.exec, IPTABLES_MODE_TABLES, (line) => reader.line(line));
     reader.end();
     const differences: Difference[] = [];
     const rewrite = [...wanted].filter(([id]) => changed.has(id) || !seen.has(id)).map(([, c]) => c);
@@ -333,11 +331,13 @@ function countOperations(input: string): number {
 /** Chains of ours the kernel holds that the ruleset does not. */
 function staleChains(kernel: KernelChains, want: Set<string>): Array<{ table: IptChain['table']; name: string }> {
   const stale: Array<{ table: IptChain['table']; name: string }> = [];
-  for (const id of [...kernel.whole.keys(), ...kernel.digests.keys()]) {
+  const check = (id: string): void => {
     const slash = id.indexOf('/');
     const table = id.slice(0, slash);
     const name = id.slice(slash + 1);
     if (!kernel.builtin.has(id) && isKubeProxyChain(table, name) && !want.has(id)) stale.push({ table: table as IptChain['table'], name });
-  }
+  };
+  for (const id of kernel.whole.keys()) check(id);
+  for (const id of kernel.digests.keys()) check(id);
   return stale;
 }

@@ -4,6 +4,14 @@ import { nameWithHash } from '../common/hash.js';
 
 export type ServiceChainPrefix = 'KUBE-SVC-' | 'KUBE-SVL-' | 'KUBE-EXT-' | 'KUBE-FW-';
 
+/** The beginnings of the names of the chains a service port owns (all in the nat table). */
+export const SERVICE_PORT_CHAIN_PREFIXES: readonly string[] = ['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-SEP-'];
+
+/** Whether `chain` of `table` is one a service port owns. */
+export function isServicePortChain(table: string, chain: string): boolean {
+  return table === 'nat' && SERVICE_PORT_CHAIN_PREFIXES.some((p) => chain.startsWith(p));
+}
+
 /** prefix + base32(sha256(servicePortName + protocol))[:16]; protocol is lower-cased. */
 export function serviceChainName(prefix: ServiceChainPrefix, servicePortName: string, protocol: string): string {
   return nameWithHash(prefix, servicePortName + protocol.toLowerCase(), 16);

@@ -1,5 +1,6 @@
 // Reading `iptables-save` output. Pure.
 import { hash } from 'node:crypto';
+import { isServicePortChain } from './names.js';
 
 /** One table of a save: chain name → its rules, each as the text after `-A <chain> `, in order. */
 export interface SavedTable {
@@ -65,6 +66,18 @@ export function forEachLine(text: string, onLine: (line: string) => void): void 
     onLine(text.slice(start, end));
     start = end + 1;
   }
+}
+
+/** The tables the iptables mode writes to. */
+export const IPTABLES_MODE_TABLES: readonly string[] = ['nat', 'filter', 'mangle'];
+
+/**
+ * The chains a comparison with the kernel keeps whole (`table/chain`): all but those a service
+ * port owns, which are many (110,000 at 10,000 services × 10 endpoints) and compared by digest.
+ */
+export function keptWhole(id: string): boolean {
+  const slash = id.indexOf('/');
+  return !isServicePortChain(id.slice(0, slash), id.slice(slash + 1));
 }
 
 /** Passes on the lines of the given tables only (a `*table` line starts a table's block). */

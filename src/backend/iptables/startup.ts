@@ -5,15 +5,15 @@ import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
 import type { ExecOptions } from '../../node/exec.js';
 import { detectFlavour, type Flavour } from './apply.js';
+import type { KernelChains } from './save.js';
 
 export interface StartUp {
   flavour: Flavour;
   /**
-   * iptables-save output by family, read by the cleanup when it then wrote nothing there. Each is
-   * handed out once and then dropped: the start-up lives as long as the proxy, and a save of
-   * 10,000 services is 34 MB.
+   * Our tables as the cleanup read them, by family, where it then wrote nothing. Each is handed
+   * out once and then dropped: the start-up lives as long as the proxy.
    */
-  saves: Map<IPFamily, string>;
+  saves: Map<IPFamily, KernelChains>;
   /** Date.now() when the saves were read. */
   savedAt: number;
 }
@@ -25,7 +25,7 @@ export interface StartUp {
 const SAVE_TRUSTED_MS = 10_000;
 
 /** The node's flavour (detected and logged), after `removeLeftovers` ran with it. */
-export async function startUp(exec: ExecOptions, removeLeftovers: (flavour: Flavour) => Promise<ReadonlyMap<IPFamily, string> | void>): Promise<StartUp> {
+export async function startUp(exec: ExecOptions, removeLeftovers: (flavour: Flavour) => Promise<ReadonlyMap<IPFamily, KernelChains> | void>): Promise<StartUp> {
   const d = await detectFlavour(exec);
   log.info('using iptables flavour', { flavour: d.flavour, reason: d.reason });
   const saves = new Map((await removeLeftovers(d.flavour)) ?? []);
@@ -42,7 +42,7 @@ export async function startUpFlavour(
   configured: Flavour | undefined,
   exec: ExecOptions,
   shared?: () => Promise<StartUp>,
-): Promise<{ flavour: Flavour; save?: string }> {
+): Promise<{ flavour: Flavour; save?: KernelChains }> {
   if (shared) {
     const s = await shared();
     const flavour = configured ?? s.flavour;

@@ -79,11 +79,6 @@ export class IptState {
     return digest !== undefined && !this.baseById.has(id) && digest === rulesDigest(c.rules);
   }
 
-  /** Chains a read of the kernel keeps whole for held(): the shared ones, compared as multisets. */
-  keepsWhole(id: string): boolean {
-    return this.baseById.has(id);
-  }
-
   /** The same for one chain's rules as read (`kernel`). */
   heldAs(c: IptChain, kernel: readonly string[]): boolean {
     const base = this.baseById.get(`${c.table}/${c.name}`);
