@@ -47,7 +47,6 @@ export interface IptablesBackendOptions {
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
 
-
 export class IptablesBackend implements Backend {
   readonly mode = 'iptables';
   readonly family: IPFamily;
@@ -63,7 +62,7 @@ export class IptablesBackend implements Backend {
   /** On the nft flavour: foreign changes to our rules, as xtables-monitor reports them. */
   private foreignWatch: ForeignWatch | undefined;
   /** Our tables as the start-up cleanup read them, until the first sync takes them. */
-  private startupSave: KernelChains | undefined;
+  private startupKernel: KernelChains | undefined;
 
   constructor(
     private readonly config: BackendConfig,
@@ -88,7 +87,7 @@ export class IptablesBackend implements Backend {
     if (this.opts.dryRun) return;
     const { flavour, save } = await startUpFlavour(this.family, this.flavour, this.exec, this.opts.startUp);
     this.flavour = flavour;
-    this.startupSave = save;
+    this.startupKernel = save;
     if (this.flavour === 'nft') this.foreignWatch = iptablesForeignWatch(this.family, this.exec, Math.max(1, this.opts.fullReadEvery ?? 10));
   }
 
@@ -203,8 +202,8 @@ export class IptablesBackend implements Backend {
 
   /** Our tables as the first sync compares with them: from the start-up cleanup's save the first time. */
   private async readKernel(): Promise<KernelChains> {
-    const read = this.startupSave;
-    this.startupSave = undefined;
+    const read = this.startupKernel;
+    this.startupKernel = undefined;
     if (read) return read;
     const reader = kernelChainsReader(keptWhole);
     await saveLines(this.family, this.flavour!, this.exec, IPTABLES_MODE_TABLES, reader.line);
