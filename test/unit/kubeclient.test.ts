@@ -16,6 +16,7 @@ before(async () => {
     if (req.url === '/silent') return;
     if (req.url === '/stall') return void res.writeHead(200).write('{"partial":');
     if (req.url === '/slow') return void (release = () => res.end('slow'));
+    if (req.url === '/late') return void setTimeout(() => res.end('late'), 600);
     res.end('ok');
   });
   server.on('connection', (s: Socket) => sockets.push(s));
@@ -62,6 +63,18 @@ test('requests reuse one connection; after a reset a running request finishes an
     assert.ok(used.size >= 2, 'the request after the reset used a new connection');
     await new Promise((r) => setTimeout(r, 100));
     assert.ok(old.destroyed || old.closed, 'the old pool closed its connections once free');
+  } finally {
+    await c.close();
+  }
+});
+
+test("a connection reused by a request without a timeout keeps no earlier request's timeout", async () => {
+  const c = client();
+  try {
+    const before = sockets.length;
+    assert.equal(await (await c.request('/a', { idleTimeoutMs: 200 })).body.text(), 'ok');
+    assert.equal(await (await c.request('/late', { idleTimeoutMs: 0 })).body.text(), 'late');
+    assert.equal(sockets.length - before, 1, 'both on one connection');
   } finally {
     await c.close();
   }
