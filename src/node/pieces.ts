@@ -1,6 +1,7 @@
-// Large texts (a whole nftables table, a restart checkpoint) produced in small pieces and written
-// out as they come, so that the whole text is never held at once.
-import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
+// Large texts (a whole nftables table, a restart checkpoint, a save of the iptables rules) produced
+// in small pieces and written out as they come, or read back a line at a time, so that the whole
+// text is never held at once.
+import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 
 /** Small pieces gathered into pieces of at least `chars` characters (the last may be shorter). */
 export function* gathered(pieces: Iterable<string>, chars = 1 << 18): Generator<string> {
@@ -26,4 +27,25 @@ export function writeFileInPieces(path: string, pieces: Iterable<string>): void 
     throw e;
   }
   closeSync(fd);
+}
+
+/**
+ * The lines of an open file (without their newlines), read a megabyte at a time into one buffer.
+ * A line's bytes are decoded only once it is whole, so a character split between two reads is
+ * never cut; decoding each line from the bytes took a third of the time of decoding each piece
+ * and splitting the text.
+ */
+export function* linesOfFile(fd: number): Generator<string> {
+  const buf = Buffer.allocUnsafe(1 << 20);
+  let carry: Buffer = Buffer.alloc(0);
+  for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) {
+    const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, n)]) : buf.subarray(0, n);
+    let start = 0;
+    for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
+      yield chunk.toString('utf8', start, nl);
+      start = nl + 1;
+    }
+    carry = Buffer.from(chunk.subarray(start));
+  }
+  if (carry.length > 0) yield carry.toString('utf8');
 }

@@ -4,11 +4,11 @@
 // and what a request in flight gets when the process dies. How a request is written and when its
 // answer is complete is each tool's own.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DIE_WITH_PARENT, EXEC_TEMP_PREFIX, helperFor, keepAlive, quote, type ExecOptions, type ExecResult } from './exec.js';
-import { writeFileInPieces } from './pieces.js';
+import { linesOfFile, writeFileInPieces } from './pieces.js';
 
 export abstract class ToolProcess<Answer> {
   protected readonly child: ChildProcessWithoutNullStreams;
@@ -180,7 +180,7 @@ function readOrEmpty(f: string): string {
   }
 }
 
-/** Hands a file's lines to `onLine` (without their newline), reading it a megabyte at a time. */
+/** Hands a file's lines to `onLine` (without their newline); none when there is no file. */
 function readLines(path: string, onLine: (line: string) => void): void {
   let fd: number;
   try {
@@ -189,20 +189,7 @@ function readLines(path: string, onLine: (line: string) => void): void {
     return;
   }
   try {
-    const buf = Buffer.allocUnsafe(1 << 20);
-    // Bytes of a line not yet ended: decoded only once whole, so a character split between two
-    // reads is never cut.
-    let carry: Buffer = Buffer.alloc(0);
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) {
-      const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, n)]) : buf.subarray(0, n);
-      let start = 0;
-      for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
-        onLine(chunk.toString('utf8', start, nl));
-        start = nl + 1;
-      }
-      carry = Buffer.from(chunk.subarray(start));
-    }
-    if (carry.length > 0) onLine(carry.toString('utf8'));
+    for (const line of linesOfFile(fd)) onLine(line);
   } finally {
     closeSync(fd);
   }

@@ -6,10 +6,9 @@
 // is consumed at once, so a checkpoint is trusted at most once; the first verification after such
 // a start reads the table back to catch what was changed while no proxy was watching.
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { StringDecoder } from 'node:string_decoder';
-import { gathered, writeFileInPieces } from '../../node/pieces.js';
+import { gathered, linesOfFile, writeFileInPieces } from '../../node/pieces.js';
 import type { SetConsumer, SetReading } from './readback.js';
 import type { NftChain, NftRuleset, NftSet } from './render.js';
 
@@ -77,26 +76,6 @@ function elementLine(key: string, value: string | undefined): string {
   return value === undefined ? `${key}\n` : `${key}\t${value}\n`;
 }
 
-/** The lines of a file, read a chunk at a time. */
-function* fileLines(path: string): Generator<string> {
-  const fd = openSync(path, 'r');
-  try {
-    const buf = Buffer.alloc(1 << 20);
-    // A chunk may end inside a character.
-    const utf8 = new StringDecoder('utf8');
-    let rest = '';
-    for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) {
-      const lines = (rest + utf8.write(buf.subarray(0, n))).split('\n');
-      rest = lines.pop()!;
-      yield* lines;
-    }
-    rest += utf8.end();
-    if (rest) yield rest;
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Removes a checkpoint that was not read: it describes the kernel at start only. */
 export function dropCheckpoint(path: string): void {
   rmSync(path, { force: true });
@@ -109,18 +88,24 @@ export function dropCheckpoint(path: string): void {
  * value is kept instead (e.g. an equal chain already held).
  */
 export function takeCheckpoint(path: string, consume?: SetConsumer, consumeChain?: ChainConsumer): Checkpoint | { error: string } | undefined {
-  const lines = fileLines(path);
+  let fd: number;
   try {
-    // Opens the file: a missing checkpoint is no checkpoint.
-    const first = lines.next();
-    rmSync(path, { force: true });
-    return readCheckpoint(first.done ? undefined : first.value, lines, consume, consumeChain);
+    fd = openSync(path, 'r');
   } catch (e) {
+    // A missing checkpoint is no checkpoint.
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     rmSync(path, { force: true });
     return { error: `unreadable checkpoint: ${(e as Error).message}` };
+  }
+  try {
+    rmSync(path, { force: true });
+    const lines = linesOfFile(fd);
+    const first = lines.next();
+    return readCheckpoint(first.done ? undefined : first.value, lines, consume, consumeChain);
+  } catch (e) {
+    return { error: `unreadable checkpoint: ${(e as Error).message}` };
   } finally {
-    lines.return(undefined);
+    closeSync(fd);
   }
 }
 
