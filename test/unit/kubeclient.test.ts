@@ -28,25 +28,28 @@ after(() => {
   server.close();
 });
 
-const client = (): KubeClient => new KubeClient(loadKubeConfig({ master: url }));
-
-test('a server that says nothing, before or within the body, fails the request after the idle timeout', async () => {
-  const c = client();
+/** Runs `fn` with a client of the test server, closed after it whatever happens. */
+async function withClient(fn: (c: KubeClient) => Promise<void>): Promise<void> {
+  const c = new KubeClient(loadKubeConfig({ master: url }));
   try {
+    await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+test('a server that says nothing, before or within the body, fails the request after the idle timeout', () =>
+  withClient(async (c) => {
     const t0 = Date.now();
     await assert.rejects(c.request('/silent', { idleTimeoutMs: 300 }), /no data from 127\.0\.0\.1:\d+ for 300 ms/);
     const res = await c.request('/stall', { idleTimeoutMs: 300 });
     assert.equal(res.status, 200);
     await assert.rejects(res.body.text());
     assert.ok(Date.now() - t0 < 3000, `gave up after ${Date.now() - t0} ms`);
-  } finally {
-    await c.close();
-  }
-});
+  }));
 
-test('requests reuse one connection; after a reset a running request finishes and the next uses a new one', async () => {
-  const c = client();
-  try {
+test('requests reuse one connection; after a reset a running request finishes and the next uses a new one', () =>
+  withClient(async (c) => {
     const before = sockets.length;
     assert.equal(await (await c.request('/a')).body.text(), 'ok');
     assert.equal(await (await c.request('/b')).body.text(), 'ok');
@@ -63,19 +66,12 @@ test('requests reuse one connection; after a reset a running request finishes an
     assert.ok(used.size >= 2, 'the request after the reset used a new connection');
     await new Promise((r) => setTimeout(r, 100));
     assert.ok(old.destroyed || old.closed, 'the old pool closed its connections once free');
-  } finally {
-    await c.close();
-  }
-});
+  }));
 
-test("a connection reused by a request without a timeout keeps no earlier request's timeout", async () => {
-  const c = client();
-  try {
+test("a connection reused by a request without a timeout keeps no earlier request's timeout", () =>
+  withClient(async (c) => {
     const before = sockets.length;
     assert.equal(await (await c.request('/a', { idleTimeoutMs: 200 })).body.text(), 'ok');
     assert.equal(await (await c.request('/late', { idleTimeoutMs: 0 })).body.text(), 'late');
     assert.equal(sockets.length - before, 1, 'both on one connection');
-  } finally {
-    await c.close();
-  }
-});
+  }));
