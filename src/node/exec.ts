@@ -14,6 +14,22 @@ export const DIE_WITH_PARENT = (process.env.PATH ?? '').split(delimiter).some((d
   ? ['setpriv', '--pdeathsig', 'KILL', '--']
   : [];
 
+/**
+ * The environment of every kernel tool we start. glibc's malloc grows nft's and iptables-nft's
+ * heaps 4 KiB page by page: loading a 10,000-service ruleset costs `nft -f` ~87,000 page faults,
+ * a third of its run (2.3 → 1.5–1.9 s with huge pages; iptables-nft-restore of the same
+ * cluster ~8% faster). `glibc.malloc.hugetlb=1` has malloc ask for transparent huge pages,
+ * which a kernel with THP set to `madvise` or `always` grants. An operator's own setting of
+ * that tunable (e.g. `GLIBC_TUNABLES=glibc.malloc.hugetlb=0`) wins.
+ */
+export const TOOL_ENV = toolEnv(process.env);
+
+export function toolEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const tunables = env.GLIBC_TUNABLES ?? '';
+  if (/(^|:)glibc\.malloc\.hugetlb=/.test(tunables)) return env;
+  return { ...env, GLIBC_TUNABLES: tunables === '' ? 'glibc.malloc.hugetlb=1' : `${tunables}:glibc.malloc.hugetlb=1` };
+}
+
 export interface ExecOptions {
   /**
    * Command prefix, e.g. `['ip', 'netns', 'exec', 'ns1']` for tests and tools that run outside
@@ -49,7 +65,7 @@ export function stream(
 ): Promise<Omit<ExecResult, 'stdout'>> {
   const full = [...DIE_WITH_PARENT, ...(opts.wrap ?? []), ...argv];
   return new Promise((resolve, reject) => {
-    const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: TOOL_ENV });
     const err: Buffer[] = [];
     let failed: unknown;
     child.stdout.on('data', (d: Buffer) => {

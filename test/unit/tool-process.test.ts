@@ -4,7 +4,30 @@
 // request in flight.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { run, toolEnv } from '../../src/node/exec.js';
 import { CommandShell, shellFor } from '../../src/node/tool-process.js';
+
+describe('tool environment', () => {
+  test('kernel tools ask malloc for huge pages, whether started alone or by the helper shell', async () => {
+    const show = ['sh', '-c', 'printf %s "$GLIBC_TUNABLES"'];
+    const expected = toolEnv(process.env).GLIBC_TUNABLES;
+    assert.match(expected ?? '', /(^|:)glibc\.malloc\.hugetlb=/);
+    assert.equal((await run(show, undefined)).stdout, expected);
+    const sh = new CommandShell([]);
+    try {
+      assert.equal((await sh.run(show, '')).stdout, expected);
+    } finally {
+      sh.kill();
+    }
+  });
+
+  test("an operator's own tunables are kept, and their hugetlb setting wins", () => {
+    assert.equal(toolEnv({}).GLIBC_TUNABLES, 'glibc.malloc.hugetlb=1');
+    assert.equal(toolEnv({ GLIBC_TUNABLES: 'glibc.malloc.arena_max=2' }).GLIBC_TUNABLES, 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1');
+    assert.equal(toolEnv({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' }).GLIBC_TUNABLES, 'glibc.malloc.hugetlb=0');
+    assert.equal(toolEnv({ PATH: '/bin' }).PATH, '/bin');
+  });
+});
 
 describe('helper shell', () => {
   test('input reaches the tool as a file argument or as stdin; the exit code and both outputs come back', async () => {

@@ -6,7 +6,7 @@
 // markers, and the foreign changes each follower picks. Whether a verification must read the
 // kernel back is decided in ./foreign-watch.ts.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, keepAlive, type ExecOptions } from '../../node/exec.js';
+import { DIE_WITH_PARENT, TOOL_ENV, keepAlive, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
 
 /** One change a monitor printed, e.g. a rule deleted from a chain of a table. */
@@ -143,7 +143,7 @@ export abstract class GenerationMonitor {
   ) {
     // It never reads its input, so it would not notice the proxy being killed: the kernel kills it.
     const argv = [...DIE_WITH_PARENT, ...wrap, ...command];
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: TOOL_ENV });
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (d: string) => this.onData(d));
     let stderr = '';
