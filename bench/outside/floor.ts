@@ -11,7 +11,7 @@ import { parseCommandLine } from '../../src/cli/flags.js';
 import { render, toNftScript } from '../../src/backend/nftables/render.js';
 import { IptablesBackend } from '../../src/backend/iptables/backend.js';
 import { ensureJumps, toolFor, type Flavour } from '../../src/backend/iptables/apply.js';
-import type { ExecOptions } from '../../src/node/exec.js';
+import { TOOL_ENV, type ExecOptions } from '../../src/node/exec.js';
 import { isLargeCluster, jumpRules, renderContext } from '../../src/backend/iptables/render.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import type { Snapshot } from '../../src/model/types.js';
@@ -57,7 +57,7 @@ export async function bareRestoreMs(cfg: BackendConfig, snapshot: Snapshot, flav
   await new IptablesBackend(cfg, { flavour, dryRun: true, out: (t) => inputs.push(t) }).sync(snapshot);
   const [cmd, ...args] = [...(exec.wrap ?? []), toolFor(cfg.family, flavour, 'restore'), '--noflush'];
   const t0 = performance.now();
-  for (const input of inputs) execFileSync(cmd!, args, { input, maxBuffer: 1 << 30 });
+  for (const input of inputs) execFileSync(cmd!, args, { input, maxBuffer: 1 << 30, env: TOOL_ENV });
   await ensureJumps(jumpRules(renderContext(cfg, { largeCluster: isLargeCluster(snapshot) })), cfg.family, flavour, exec, new Map());
   return { ms: performance.now() - t0, transactions: inputs.length + 1 };
 }
@@ -67,6 +67,6 @@ export function loadMs(ns: string, script: string, scratch: string): number {
   const file = join(scratch, 'full-sync.nft');
   writeFileSync(file, script);
   const t0 = performance.now();
-  execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', file]);
+  execFileSync('ip', ['netns', 'exec', ns, 'nft', '-f', file], { env: TOOL_ENV });
   return performance.now() - t0;
 }

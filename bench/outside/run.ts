@@ -3,6 +3,7 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { TOOL_ENV } from '../../src/node/exec.js';
 import { kubeconfigFor } from '../../test/support/kubeconfig.js';
 import { fullSyncScript, iptablesLoadMs, loadMs } from './floor.js';
 import { addNamespace, deleteNamespace, ip, LineClient, memoryMiB, spawnIn, stopChild } from './procs.js';
@@ -127,7 +128,7 @@ function proxyFlags(mode: Mode, kubeconfig: string, verbosity = 0): string[] {
 
 /**
  * The kernel's own cost of the proxy's full sync: the same ruleset loaded into an empty
- * namespace. nftables and iptables: the proxy's own full-sync input (floor.ts); userspace:
+ * namespace, by the tool the proxy uses in the environment it gives it (TOOL_ENV). nftables and iptables: the proxy's own full-sync input (floor.ts); userspace:
  * iptables-save output of its four chains, one transaction as the proxy writes them.
  */
 async function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: string, scratch: string): Promise<number> {
@@ -147,7 +148,7 @@ async function kernelFloorMs(mode: Mode, w: Workload, ns: string, kubeconfig: st
     }
     writeFileSync(dump, save);
     const t0 = nowMs();
-    execFileSync('ip', ['netns', 'exec', floorNs, tool, dump]);
+    execFileSync('ip', ['netns', 'exec', floorNs, tool, dump], { env: TOOL_ENV });
     return nowMs() - t0;
   } finally {
     deleteNamespace(floorNs);
