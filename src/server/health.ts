@@ -3,6 +3,7 @@
 // externalTrafficPolicy Local, which load balancers probe to find nodes with local endpoints.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
 import { createServer } from 'node:http';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { MODES, nodePortIPsOf, type ProxyMode } from '../backend/modes.js';
 import type { BackendConfig } from '../backend/types.js';
 import { log } from '../log.js';
@@ -228,6 +229,8 @@ class HealthCheckIndex {
   }
 }
 
+const OPEN_PER_TURN = 32;
+
 /**
  * One HTTP server per Service needing a health check, on its healthCheckNodePort: 200 while
  * it has local ready endpoints and the proxy is healthy, 503 otherwise. Servers open and
@@ -269,12 +272,17 @@ export class ServiceHealthServers {
         await Promise.all(check.servers.map(closeServer));
       }
     }
+    let opened = 0;
     for (const [key, w] of wanted) {
       const existing = this.checks.get(key);
       if (existing) {
         existing.localEndpoints = w.localEndpoints;
         continue;
       }
+      // A listen completes within the same turn of the event loop, so hundreds of ports (a
+      // first sync with many Local LoadBalancers) opened back to back held up the next sync's
+      // I/O for ~100 ms; a turn now and then lets it through.
+      if (++opened % OPEN_PER_TURN === 0) await nextTurn();
       const check: ServiceCheck = { ...w, servers: [] };
       try {
         for (const host of hosts ?? [undefined]) {

@@ -361,6 +361,34 @@ describe('service health-check node ports', () => {
     assert.equal(checks.ports().get('ns/busy'), port);
     assert.equal((await get(port, '/')).status, 200);
   });
+
+  test('opening many ports gives the event loop back now and then (a sync waiting on I/O is not held up)', async () => {
+    const many = new ServiceHealthServers(health);
+    const own = new ProxyModel({ nodeName: NODE, families: ['IPv4'] });
+    const COUNT = 100;
+    const ports = [{ name: 'http', port: 80 }];
+    // Distinct free ports: all taken at once, then let go.
+    const held = await Promise.all(Array.from({ length: COUNT }, () => occupy()));
+    const free = held.map(portOf);
+    await Promise.all(held.map((h) => new Promise<void>((r) => h.close(() => r()))));
+    for (let i = 0; i < COUNT; i++) {
+      const svc = lbService(`lb${i}`, free[i]!, ports) as unknown as { spec: { clusterIP: string; clusterIPs: string[]; ports: Array<{ nodePort: number }> } };
+      svc.spec.clusterIP = `10.96.1.${i + 1}`;
+      svc.spec.clusterIPs = [svc.spec.clusterIP];
+      svc.spec.ports[0]!.nodePort = 31000 + i;
+      own.apply({ kind: 'Service', type: 'ADDED', object: svc as unknown as KubeObject });
+      own.apply({ kind: 'EndpointSlice', type: 'ADDED', object: slice(`lb${i}`, [{ ip: `10.244.3.${i + 1}`, node: NODE }], ports) });
+    }
+    try {
+      let openWhenLoopTurned = -1;
+      setImmediate(() => (openWhenLoopTurned = many.ports().size));
+      await many.update([own.snapshot('IPv4')], HOSTS);
+      assert.equal(many.ports().size, COUNT);
+      assert.ok(openWhenLoopTurned >= 0 && openWhenLoopTurned < COUNT, `the loop turned only after ${openWhenLoopTurned} of ${COUNT} ports were open`);
+    } finally {
+      await many.close();
+    }
+  });
 });
 
 describe('healthCheckHosts', () => {
