@@ -61,7 +61,7 @@ async function proxy(flavour: Flavour): Promise<void> {
     t = process.hrtime.bigint();
     await be.sync(snap);
     times.push(ms(t));
-    bytes += be.lastInputs.reduce((n, i) => n + i.length, 0);
+    bytes += be.lastInputBytes;
   }
   // The kernel's floor for a change on this (shared) machine: a bare restore rewriting one
   // service chain unchanged, as a whole process, in the same table.
