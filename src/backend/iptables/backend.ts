@@ -6,6 +6,7 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
+import { collectGarbage } from '../../node/memory.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
 import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, saveLines, type Flavour } from './apply.js';
 import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, SaveReader, type KernelChains } from './save.js';
@@ -265,6 +266,11 @@ export class IptablesBackend implements Backend {
    * its parse set the iptables mode's peak memory at the first verification).
    */
   private async findDifferences(state: IptState, flavour: Flavour): Promise<Finding> {
+    // V8 may not collect for minutes, and RSS is what a node's memory limit sees: what the last
+    // full sync left (its render, the start-up's save) goes before the read-back adds its own,
+    // and the read-back's own goes after it (restarted proxy at 10k×10: RSS held 315 MiB before
+    // the read and 365 during it).
+    collectGarbage();
     const wanted = new Map(state.chains().map((c) => [`${c.table}/${c.name}`, c]));
     const seen = new Set<string>();
     const changed = new Set<string>();
@@ -283,6 +289,7 @@ export class IptablesBackend implements Backend {
     });
     await saveLines(this.family, flavour, this.exec, IPTABLES_MODE_TABLES, (line) => reader.line(line));
     reader.end();
+    collectGarbage();
     const differences: Difference[] = [];
     const rewrite = [...wanted].filter(([id]) => changed.has(id) || !seen.has(id)).map(([, c]) => c);
     tallyNamed(differences, 'missing chain', [...wanted.keys()].filter((id) => !seen.has(id)));
