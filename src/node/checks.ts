@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { TOOL_ENV } from './exec.js';
 
 /** The proxy modes (config's Mode; repeated here because node sits below config). */
 export type Mode = 'iptables' | 'nftables' | 'ipvs' | 'userspace';
@@ -56,7 +57,7 @@ export function hostEnvironment(): CheckEnvironment {
     hasTool: (n) => onPath(n),
     exists: (p) => existsSync(p),
     // Listing flowtables needs no set elements: `nft list tables` takes seconds over a large ruleset.
-    nftablesWorks: () => new Promise((resolve) => execFile('nft', ['list', 'flowtables'], (err) => resolve(err === null))),
+    nftablesWorks: () => new Promise((resolve) => execFile('nft', ['list', 'flowtables'], { env: TOOL_ENV }, (err) => resolve(err === null))),
   };
 }
 

@@ -53,7 +53,6 @@ export class IptablesBackend implements Backend {
   readonly family: IPFamily;
   /** Restores the kernel rejected. */
   syncFailures = 0;
-  /** The restore inputs sent by the last sync, one per transaction (for debugging and tests). */
   /** Restore transactions and their bytes in the last sync (counts only: a full sync's inputs are 34 MB at 10,000 × 10). */
   lastTransactions = 0;
   lastInputBytes = 0;
