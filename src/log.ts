@@ -95,9 +95,12 @@ export const log = {
   info(msg: string, fields?: Record<string, unknown>): void {
     emit('I', 0, msg, fields);
   },
-  /** `msg` may be a function: it is only called when the level is shown, so costly text costs nothing when off. */
-  v(level: number, msg: string | (() => string), fields?: Record<string, unknown>): void {
-    if (enabled(level)) emit('I', level, typeof msg === 'function' ? msg() : msg, fields);
+  /**
+   * `msg` and `fields` may be functions: they are only called when the level is shown, so text
+   * and fields built on a hot path (every watch event) cost nothing when off.
+   */
+  v(level: number, msg: string | (() => string), fields?: Record<string, unknown> | (() => Record<string, unknown>)): void {
+    if (enabled(level)) emit('I', level, typeof msg === 'function' ? msg() : msg, typeof fields === 'function' ? fields() : fields);
   },
   warn(msg: string, fields?: Record<string, unknown>): void {
     emit('W', 0, msg, fields);

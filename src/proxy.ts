@@ -228,12 +228,12 @@ export class Proxy {
 
   private onEvent(e: SourceEvent): void {
     for (const o of this.observers) o.event?.(e);
-    log.v(4, 'change received', {
+    log.v(4, 'change received', () => ({
       kind: e.kind,
       type: e.type,
       object: objectName(e.object),
       resourceVersion: e.object.metadata?.resourceVersion,
-    });
+    }));
     this.model.apply(e);
     if (this.readiness.ready()) this.runner.run();
   }

@@ -412,19 +412,22 @@ class Reflector implements ListTarget {
   }
 
   // List items arrive without kind/apiVersion; give every object both, whatever its route.
+  // The object was just decoded and is ours: set in place rather than copied (20,000 copies
+  // in a 10,000-service start).
   complete(o: KubeObject): KubeObject {
-    if (o.kind === this.spec.kind && o.apiVersion === this.spec.apiVersion) return o;
-    return { ...o, kind: this.spec.kind, apiVersion: this.spec.apiVersion };
+    o.kind = this.spec.kind;
+    o.apiVersion = this.spec.apiVersion;
+    return o;
   }
 
   emit(type: EventType, object: KubeObject): void {
-    log.v(2, 'Received change', {
+    log.v(2, 'Received change', () => ({
       kind: this.spec.kind,
       type,
       namespace: object.metadata?.namespace,
       name: object.metadata?.name,
       resourceVersion: object.metadata?.resourceVersion,
-    });
+    }));
     try {
       this.handler.onEvent({ kind: this.spec.kind, type, object });
     } catch (err) {
