@@ -330,7 +330,7 @@ class Sandbox {
 
     const nodeNs = topo.node(plan.proxyNode.index).ns;
     out(`Starting the proxy in ${nodeNs} (${mode.name} mode, manifests ${this.tmp})...`);
-    const proxy = topo.spawn(nodeNs, process.execPath, proxyArgs(o, this.tmp));
+    const proxy = topo.spawn(nodeNs, process.execPath, proxyArgs(o, this.tmp), { ownGroup: true });
     // A failed first sync is retried by the proxy, but here it means a broken ruleset: report it at once.
     const first = await proxy.waitFor(/ (synced proxy rules|sync failed) /, { stream: 'stderr', timeoutMs: FIRST_SYNC_TIMEOUT_MS });
     if (/ sync failed /.test(first)) throw new Error(`the proxy's first sync failed:\n${proxy.stderr().trim().split('\n').slice(-5).join('\n')}`);

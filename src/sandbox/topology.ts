@@ -450,9 +450,13 @@ export class Topology {
     return runCollect(child, `[${ns}] ${cmd} ${args.join(' ')}`, opts);
   }
 
-  /** Starts a long-running process inside a namespace; destroy() kills it by PID. */
-  spawn(ns: string, cmd: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Proc {
-    const child = this.start(ns, cmd, args, { stdio: 'pipe', env: opts.env ?? process.env, cwd: opts.cwd });
+  /**
+   * Starts a long-running process inside a namespace; destroy() kills it by PID. `ownGroup`: in
+   * a process group of its own, so a terminal's Ctrl-C reaches only us, and we stop it in order
+   * (the proxy then stops with its tools still running, instead of finding them killed).
+   */
+  spawn(ns: string, cmd: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv; cwd?: string; ownGroup?: boolean } = {}): Proc {
+    const child = this.start(ns, cmd, args, { stdio: 'pipe', env: opts.env ?? process.env, cwd: opts.cwd, detached: opts.ownGroup ?? false });
     return makeProc(this.ns(ns), child, `[${ns}] ${cmd}`);
   }
 

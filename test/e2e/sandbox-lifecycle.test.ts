@@ -1,4 +1,5 @@
-// The sandbox's life beyond Ctrl-C: a closed terminal (SIGHUP) cleans up like Ctrl-C, a killed
+// The sandbox's life beyond Ctrl-C: a terminal's Ctrl-C (SIGINT to the whole process group)
+// stops the proxy in order, a closed terminal (SIGHUP) cleans up like Ctrl-C, a killed
 // sandbox's processes die with it, `sandbox --cleanup` removes what it left without touching a
 // sandbox still running, and the sandbox runs the iptables mode too.
 import assert from 'node:assert/strict';
@@ -20,8 +21,9 @@ class Sandbox {
   readonly proc: ChildProcess;
   readonly closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
-  constructor(args: string[]) {
-    this.proc = spawn(process.execPath, [MAIN, 'sandbox', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** `ownGroup`: in a process group of its own, as a terminal starts a command, so the group can be signalled. */
+  constructor(args: string[], ownGroup = false) {
+    this.proc = spawn(process.execPath, [MAIN, 'sandbox', ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: ownGroup });
     this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.closed = new Promise((r) => this.proc.once('close', (code, signal) => r({ code, signal })));
@@ -100,6 +102,19 @@ describe('sandbox lifecycle', { timeout: 300_000 }, () => {
     assert.ok(listNamespaces(`${keep.id}-`).length > 0, 'the running sandbox keeps its namespaces');
     assert.ok(keep.pids.every(pidAlive), 'and its processes');
     assert.ok(existsSync(keep.manifests), 'and its files');
+  });
+
+  it("Ctrl-C at a terminal (SIGINT to the whole group) stops the proxy before its tools: no warning, nothing left", async () => {
+    const sb = new Sandbox([], true);
+    started.push(sb);
+    const { id, pids } = await sb.up();
+    process.kill(-sb.proc.pid!, 'SIGINT');
+    const { code } = await sb.closed;
+    assert.equal(code, 0, sb.stderr);
+    const output = `${sb.stdout}\n${sb.stderr}`;
+    assert.doesNotMatch(output, /stopping a backend failed|event listener exited|nft -i exited/, output);
+    assert.deepEqual(listNamespaces(`${id}-`), []);
+    assert.deepEqual(await gone(pids), []);
   });
 
   it('SIGHUP (a closed terminal) removes everything, as Ctrl-C does', async () => {
