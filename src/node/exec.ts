@@ -30,6 +30,15 @@ export function toolEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...env, GLIBC_TUNABLES: tunables === '' ? 'glibc.malloc.hugetlb=1' : `${tunables}:glibc.malloc.hugetlb=1` };
 }
 
+/**
+ * Starts a kernel tool: through `wrap`, killed with the proxy (where setpriv exists), in the
+ * tools' environment, all three pipes open.
+ */
+export function spawnTool(argv: string[], wrap: string[] = []): ChildProcessWithoutNullStreams {
+  const full = [...DIE_WITH_PARENT, ...wrap, ...argv];
+  return spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: TOOL_ENV });
+}
+
 export interface ExecOptions {
   /**
    * Command prefix, e.g. `['ip', 'netns', 'exec', 'ns1']` for tests and tools that run outside
@@ -63,9 +72,8 @@ export function stream(
   onStdout: (chunk: Buffer) => void,
   opts: ExecOptions = {},
 ): Promise<Omit<ExecResult, 'stdout'>> {
-  const full = [...DIE_WITH_PARENT, ...(opts.wrap ?? []), ...argv];
   return new Promise((resolve, reject) => {
-    const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: TOOL_ENV });
+    const child = spawnTool(argv, opts.wrap);
     const err: Buffer[] = [];
     let failed: unknown;
     child.stdout.on('data', (d: Buffer) => {

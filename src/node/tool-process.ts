@@ -3,11 +3,11 @@
 // answered one at a time in call order, a timeout per request that gives up on a wedged tool,
 // and what a request in flight gets when the process dies. How a request is written and when its
 // answer is complete is each tool's own.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DIE_WITH_PARENT, EXEC_TEMP_PREFIX, TOOL_ENV, helperFor, keepAlive, quote, type ExecOptions, type ExecResult } from './exec.js';
+import { DIE_WITH_PARENT, EXEC_TEMP_PREFIX, helperFor, keepAlive, quote, spawnTool, type ExecOptions, type ExecResult } from './exec.js';
 import { linesOfFile, writeFileInPieces } from './pieces.js';
 
 export abstract class ToolProcess<Answer> {
@@ -19,8 +19,7 @@ export abstract class ToolProcess<Answer> {
 
   /** `argv` runs through `wrap` (a test's namespace), dying with the proxy. */
   constructor(argv: string[], wrap: string[]) {
-    const full = [...DIE_WITH_PARENT, ...wrap, ...argv];
-    this.child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: TOOL_ENV });
+    this.child = spawnTool(argv, wrap);
     this.child.stdin.on('error', () => undefined);
     const die = (): void => {
       this.dead = true;

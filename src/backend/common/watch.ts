@@ -5,8 +5,8 @@
 // shared is here: the process, readiness and catch-up probes, the generation numbers of the
 // markers, and the foreign changes each follower picks. Whether a verification must read the
 // kernel back is decided in ./foreign-watch.ts.
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { DIE_WITH_PARENT, TOOL_ENV, keepAlive, type ExecOptions } from '../../node/exec.js';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { keepAlive, spawnTool, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
 
 /** One change a monitor printed, e.g. a rule deleted from a chain of a table. */
@@ -142,8 +142,7 @@ export abstract class GenerationMonitor {
     announcesSubscription = false,
   ) {
     // It never reads its input, so it would not notice the proxy being killed: the kernel kills it.
-    const argv = [...DIE_WITH_PARENT, ...wrap, ...command];
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: TOOL_ENV });
+    this.child = spawnTool(command, wrap);
     this.child.stdout.setEncoding('utf8');
     this.child.stdout.on('data', (d: string) => this.onData(d));
     let stderr = '';

@@ -46,15 +46,19 @@ export class IptState {
       await new Promise((resolve) => setImmediate(resolve));
       if (settled) return;
       const group = keys.slice(i, i + AHEAD_GROUP);
-      this.store.update(group, (k) => renderServicePort(snapshot.services.get(k)!, this.ctx), false);
+      this.load(snapshot, group);
       for (const k of group) this.ahead.add(k);
     }
   }
 
   /** Renders into the store the service ports of `keys` that renderAhead() did not. */
   renderRest(snapshot: Snapshot, keys: string[]): void {
-    const rest = this.ahead.size === 0 ? keys : keys.filter((k) => !this.ahead.delete(k));
-    this.store.update(rest, (k) => renderServicePort(snapshot.services.get(k)!, this.ctx), false);
+    this.load(snapshot, this.ahead.size === 0 ? keys : keys.filter((k) => !this.ahead.delete(k)));
+  }
+
+  /** Renders service ports of the snapshot into the store, as a load from scratch (no operations). */
+  private load(snapshot: Snapshot, keys: string[]): void {
+    this.store.update(keys, (k) => renderServicePort(snapshot.services.get(k)!, this.ctx), false);
   }
 
   /** The fixed chains, the shared ones holding the service rules before their fixed tail. */
