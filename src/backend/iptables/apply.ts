@@ -1,6 +1,7 @@
 // Thin layer over the iptables tools of one flavour (nft or legacy) and family: restore, save,
 // the jumps from built-in chains, the canary, and which flavour the node uses.
 import type { ExecOptions } from '../../node/exec.js';
+import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { shellFor } from '../../node/tool-process.js';
 import type { IPFamily } from '../../model/types.js';
 import { CANARY_CHAIN, CANARY_RULE_ARGS, CANARY_TABLES } from './canary.js';
@@ -103,8 +104,14 @@ export async function saveTables(family: IPFamily, flavour: Flavour, opts: ExecO
  * are read: a read-back that compares chain by chain need not hold a 34 MB save, nor its text twice.
  */
 export async function saveLines(family: IPFamily, flavour: Flavour, opts: ExecOptions, tables: readonly string[] | undefined, onLine: (line: string) => void): Promise<void> {
+  let lines = 0;
+  // A 10,000-service save is 440,000 lines: each is garbage once read, collected as they come.
+  const each = (line: string): void => {
+    onLine(line);
+    if (++lines % 4096 === 0) collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
+  };
   for (const argv of saveRuns(family, flavour, tables)) {
-    const res = await shellFor(opts).runLines(argv, tables ? linesOfTables(tables, onLine) : onLine);
+    const res = await shellFor(opts).runLines(argv, tables ? linesOfTables(tables, each) : each);
     if (res.code !== 0) throw saveError(argv, res);
   }
 }

@@ -6,7 +6,7 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { collectGarbage } from '../../node/memory.js';
+import { collectGarbage, collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
 import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, saveLines, type Flavour } from './apply.js';
 import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, SaveReader, type KernelChains } from './save.js';
@@ -47,6 +47,7 @@ export interface IptablesBackendOptions {
  * endpoints (11,000 lines) in 0.6 s, 1,000 (44,000 lines) in 13 s and 2,000 in 92 s.
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
+
 
 export class IptablesBackend implements Backend {
   readonly mode = 'iptables';
@@ -176,6 +177,7 @@ export class IptablesBackend implements Backend {
           // back the start of this restore (its process is started from a queued callback):
           // ask for it only once the event loop has turned.
           await new Promise((resolve) => setImmediate(resolve));
+          collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
         }
         await pending;
         if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, builtinTables(saved));
