@@ -61,7 +61,7 @@ type Before = string | undefined | typeof NONE;
 // several times the size of the text. Converting to a number makes V8 flatten the string in
 // place, and the next scavenge drops the tree: items the store keeps for the life of the
 // ruleset then cost their text, not their history.
-function flat(s: string): string {
+export function flat(s: string): string {
   Number(s);
   return s;
 }

@@ -31,7 +31,8 @@ import {
   type IptContext,
 } from './base.js';
 import { endpointChainName, serviceChainName } from './names.js';
-import { MAX_COMMENT, canonicalCIDR, canonicalIP, comment, hostCIDR, joinHostPort, probability, rule, type IptChain, type IptRuleset, type IptTable } from './syntax.js';
+import { BalancingChain, EndpointChain, type EndpointShape } from './service-chains.js';
+import { MAX_COMMENT, canonicalCIDR, canonicalIP, comment, hostCIDR, joinHostPort, rule, type IptChain, type IptRuleset, type IptTable } from './syntax.js';
 
 export { baseChains, jumpRules, renderContext, type IptContext } from './base.js';
 export { toRestoreInput, type IptChain, type IptRuleset, type IptTable } from './syntax.js';
@@ -126,7 +127,6 @@ export function renderServicePort(s: ServicePortState, ctx: IptContext): Fragmen
   };
   const dport = (port: number): string => `-m ${proto} --dport ${port}`;
   const to = (ip: string): string => `-d ${hostCIDR(ip, family)}`;
-  const epComment = (text: string): string | undefined => (ctx.largeCluster ? undefined : comment(text));
 
   const externallyAccessible = info.nodePort > 0 || externalIPs.length > 0 || lbIPs.length > 0;
   const externalLocal = info.externalPolicyLocal && externallyAccessible;
@@ -205,23 +205,13 @@ export function renderServicePort(s: ServicePortState, ctx: IptContext): Fragmen
 
   const timeout = info.sessionAffinity.clientIPTimeoutSeconds;
   const affinity = timeout !== undefined && Number.isInteger(timeout) && timeout > 0 ? timeout : undefined;
-  const mask = family === 'IPv6' ? 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff' : '255.255.255.255';
-  const sep = (e: Ep): string => endpointChainName(name, proto, e.text);
-  const balance = (eps: Ep[]): string[] => {
-    const rules: string[] = [];
-    if (affinity !== undefined) {
-      for (const e of eps) {
-        const recent = `-m recent --rcheck --seconds ${affinity} --reap --name ${sep(e)} --mask ${mask} --rsource`;
-        rules.push(rule({ matches: [epComment(`${name} -> ${e.text}`), recent], jump: sep(e) }));
-      }
-    }
-    eps.forEach((e, i) => {
-      const left = eps.length - i;
-      const stat = left > 1 ? `-m statistic --mode random --probability ${probability(left)}` : undefined;
-      rules.push(rule({ matches: [epComment(`${name} -> ${e.text}`), stat], jump: sep(e) }));
-    });
-    return rules;
-  };
+  const shape: EndpointShape = { family, proto, name, bare: ctx.largeCluster, affinity };
+  // One endpoint chain per endpoint, whether the cluster or the local chain (or both) uses it.
+  const endpointChains = new Map<string, EndpointChain>();
+  for (const e of [...cluster, ...local]) {
+    if (!endpointChains.has(e.text)) endpointChains.set(e.text, new EndpointChain(endpointChainName(name, proto, e.text), e.text, shape));
+  }
+  const chainsOf = (eps: Ep[]): EndpointChain[] => eps.map((e) => endpointChains.get(e.text)!);
 
   if (usesExt) {
     const rules: string[] = [];
@@ -255,20 +245,9 @@ export function renderServicePort(s: ServicePortState, ctx: IptContext): Fragmen
     own(fwChain, rules);
   }
 
-  if (cluster.length > 0) own(svcChain, [...(info.internalPolicyLocal ? [] : clusterMasq), ...balance(cluster)]);
-  if (local.length > 0) own(svlChain, [...(info.internalPolicyLocal ? clusterMasq : []), ...balance(local)]);
-
-  const reachable = new Map<string, Ep>();
-  for (const e of [...cluster, ...local]) reachable.set(e.text, e);
-  for (const e of [...reachable.values()].sort((a, b) => compareKeys(a.text, b.text))) {
-    const epc = epComment(name);
-    const setRecent = affinity !== undefined ? `-m recent --set --name ${sep(e)} --mask ${mask} --rsource` : undefined;
-    own(sep(e), [
-      // Hairpin: an endpoint reaching itself through the service must see a different source.
-      rule({ src: `-s ${hostCIDR(e.ip, family)}`, matches: [epc], jump: MARK_MASQ }),
-      rule({ proto, matches: [epc, setRecent, `-m ${proto}`], jump: `DNAT --to-destination ${e.text}` }),
-    ]);
-  }
+  if (cluster.length > 0) frag.objects.push(new BalancingChain(svcChain, info.internalPolicyLocal ? [] : clusterMasq, chainsOf(cluster), shape));
+  if (local.length > 0) frag.objects.push(new BalancingChain(svlChain, info.internalPolicyLocal ? clusterMasq : [], chainsOf(local), shape));
+  for (const text of [...endpointChains.keys()].sort(compareKeys)) frag.objects.push(endpointChains.get(text)!);
   return frag;
 }
 
