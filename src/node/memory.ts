@@ -27,6 +27,8 @@ export const GARBAGE_WHILE_TOOL_WORKS_MIB = 24;
  * leaves garbage at a steady rate while a kernel tool does the waiting (a full sync's restores,
  * a read-back), which V8 would otherwise let pile up to the peak.
  */
-export function collectGarbageIfGrown(mib: number): void {
-  if (getHeapStatistics().used_heap_size - usedAfterCollection >= mib * 2 ** 20) collectGarbage();
+export function collectGarbageIfGrown(mib: number): boolean {
+  if (getHeapStatistics().used_heap_size - usedAfterCollection < mib * 2 ** 20) return false;
+  collectGarbage();
+  return true;
 }
