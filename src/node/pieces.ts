@@ -36,16 +36,27 @@ export function writeFileInPieces(path: string, pieces: Iterable<string>): void 
  * and splitting the text.
  */
 export function* linesOfFile(fd: number): Generator<string> {
-  const buf = Buffer.allocUnsafe(1 << 20);
-  let carry: Buffer = Buffer.alloc(0);
-  for (let n; (n = readSync(fd, buf, 0, buf.length, null)) > 0; ) {
-    const chunk = carry.length > 0 ? Buffer.concat([carry, buf.subarray(0, n)]) : buf.subarray(0, n);
+  // One buffer for the whole file: the unfinished line of a read moves to its start and the next
+  // read goes after it. (A new buffer for each read left a 34 MB save's worth of dead memory
+  // outside the heap until V8's next full collection.)
+  let buf = Buffer.allocUnsafe(1 << 20);
+  let kept = 0;
+  for (;;) {
+    if (kept === buf.length) {
+      const bigger = Buffer.allocUnsafe(buf.length * 2);
+      buf.copy(bigger, 0, 0, kept);
+      buf = bigger;
+    }
+    const n = readSync(fd, buf, kept, buf.length - kept, null);
+    if (n <= 0) break;
+    const filled = buf.subarray(0, kept + n);
     let start = 0;
-    for (let nl = chunk.indexOf(0x0a); nl >= 0; nl = chunk.indexOf(0x0a, start)) {
-      yield chunk.toString('utf8', start, nl);
+    for (let nl = filled.indexOf(0x0a, kept); nl >= 0; nl = filled.indexOf(0x0a, start)) {
+      yield filled.toString('utf8', start, nl);
       start = nl + 1;
     }
-    carry = Buffer.from(chunk.subarray(start));
+    kept = filled.length - start;
+    buf.copyWithin(0, start, filled.length);
   }
-  if (carry.length > 0) yield carry.toString('utf8');
+  if (kept > 0) yield buf.toString('utf8', 0, kept);
 }
