@@ -1,5 +1,6 @@
 // Reading `iptables-save` output. Pure.
 import { hash } from 'node:crypto';
+import { flat } from '../common/fragments.js';
 import { isServicePortChain } from './names.js';
 
 /** One table of a save: chain name → its rules, each as the text after `-A <chain> `, in order. */
@@ -180,7 +181,7 @@ export interface KernelChains {
 export function rulesDigest(rules: readonly string[]): string {
   // One-shot hash of the joined text: a hash object per chain, fed rule by rule, cost 2.5× as
   // much over the 110,000 chains of 10,000 services.
-  return `${rules.length}:${hash('sha1', rules.join('\n'), 'base64')}`;
+  return flat(`${rules.length}:${hash('sha1', rules.join('\n'), 'base64')}`);
 }
 
 /** Never a digest's text: a chain whose rules came in several runs equals no rendering. */
@@ -190,7 +191,8 @@ const UNTRUSTED = 'scattered';
 export function kernelChainsReader(whole: (id: string) => boolean): { line(line: string): void; done(): KernelChains } {
   const k: KernelChains = { whole: new Map(), digests: new Map(), builtin: new Set() };
   const reader = new SaveReader((c) => {
-    const id = `${c.table}/${c.name}`;
+    // Flat: built of slices of the save's lines, a kept id would keep its whole line.
+    const id = flat(`${c.table}/${c.name}`);
     if (c.builtin) k.builtin.add(id);
     if (c.builtin || whole(id)) k.whole.set(id, [...(k.whole.get(id) ?? []), ...c.rules]);
     else k.digests.set(id, c.scattered || k.digests.has(id) ? UNTRUSTED : rulesDigest(c.rules));
