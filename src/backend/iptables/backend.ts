@@ -124,7 +124,7 @@ export class IptablesBackend implements Backend {
     if (fresh) {
       const state = (next = fresh);
       const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
-        this.opts.dryRun ? [] : saved ? staleChains(saved, new Set(chains.map((c) => `${c.table}/${c.name}`))) : this.goneChains(chains);
+        this.opts.dryRun ? [] : saved ? staleChains(saved, chains) : this.goneChains(chains);
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
       // Over rules already there (a restart), only the chains that differ are written.
       if (this.flavour === 'nft') {
@@ -218,8 +218,8 @@ export class IptablesBackend implements Backend {
 
   /** Chains we wrote last time that the new ruleset does not have. */
   private goneChains(chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
-    const want = new Set(chains.map((c) => `${c.table}/${c.name}`));
-    return (this.state?.chains() ?? []).filter((c) => !want.has(`${c.table}/${c.name}`)).map((c) => ({ table: c.table, name: c.name }));
+    const want = namesByTable(chains);
+    return (this.state?.chains() ?? []).filter((c) => !want.get(c.table)?.has(c.name)).map((c) => ({ table: c.table, name: c.name }));
   }
 
   /**
@@ -350,14 +350,26 @@ function countOperations(input: string): number {
   return n;
 }
 
+/** The chains' names by table: their own strings, not 110,000 new `table/name` ones. */
+function namesByTable(chains: readonly IptChain[]): Map<string, Set<string>> {
+  const names = new Map<string, Set<string>>();
+  for (const c of chains) {
+    let inTable = names.get(c.table);
+    if (!inTable) names.set(c.table, (inTable = new Set()));
+    inTable.add(c.name);
+  }
+  return names;
+}
+
 /** Chains of ours the kernel holds that the ruleset does not. */
-function staleChains(kernel: KernelChains, want: Set<string>): Array<{ table: IptChain['table']; name: string }> {
+function staleChains(kernel: KernelChains, chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
+  const want = namesByTable(chains);
   const stale: Array<{ table: IptChain['table']; name: string }> = [];
   const check = (id: string): void => {
     const slash = id.indexOf('/');
     const table = id.slice(0, slash);
     const name = id.slice(slash + 1);
-    if (!kernel.builtin.has(id) && isKubeProxyChain(table, name) && !want.has(id)) stale.push({ table: table as IptChain['table'], name });
+    if (!kernel.builtin.has(id) && isKubeProxyChain(table, name) && !want.get(table)?.has(name)) stale.push({ table: table as IptChain['table'], name });
   };
   for (const id of kernel.whole.keys()) check(id);
   for (const id of kernel.digests.keys()) check(id);
