@@ -15,7 +15,10 @@ const IPT_CHAINS: ObjectKind<IptChain> = {
   // Service ports own nat chains only (KUBE-SVC-…, KUBE-SEP-…): their name is their id, which
   // spares 100,000 strings `nat/KUBE-SEP-…` at 10,000 services × 10 endpoints.
   id: (c) => (c.table === 'nat' ? c.name : `${c.table}/${c.name}`),
-  same: (a, b) => a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]),
+  same: (a, b) => {
+    const [x, y] = [a.rules, b.rules];
+    return x.length === y.length && x.every((r, i) => r === y[i]);
+  },
 };
 
 /** Each service port's contribution, and the fixed chains they are assembled into. */
@@ -86,7 +89,11 @@ export class IptState {
   /** The same for one chain's rules as read (`kernel`). */
   heldAs(c: IptChain, kernel: readonly string[]): boolean {
     const base = this.baseById.get(`${c.table}/${c.name}`);
-    if (!base) return kernel.length === c.rules.length && kernel.every((r, i) => r === c.rules[i]);
+    if (!base) {
+      // Rendered once: a service port's chains build their rules on each read of `rules`.
+      const rules = c.rules;
+      return kernel.length === rules.length && kernel.every((r, i) => r === rules[i]);
+    }
     const head = kernel.length - base.rules.length;
     return (
       head >= 0 &&
