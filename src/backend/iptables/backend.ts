@@ -48,7 +48,6 @@ export interface IptablesBackendOptions {
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
 
-
 export class IptablesBackend implements Backend {
   readonly mode = 'iptables';
   readonly family: IPFamily;
@@ -218,7 +217,7 @@ export class IptablesBackend implements Backend {
 
   /** Chains we wrote last time that the new ruleset does not have. */
   private goneChains(chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
-    const want = namesByTable(chains);
+    const want = chainsByTable(chains);
     return (this.state?.chains() ?? []).filter((c) => !want.get(c.table)?.has(c.name)).map((c) => ({ table: c.table, name: c.name }));
   }
 
@@ -272,14 +271,8 @@ export class IptablesBackend implements Backend {
     // and the read-back's own goes after it (restarted proxy at 10k×10: RSS held 315 MiB before
     // the read and 365 during it).
     collectGarbage();
-    // Looked up by table, then name: an id string per chain would be 110,000 more strings.
     const chains = state.chains();
-    const wanted = new Map<string, Map<string, IptChain>>();
-    for (const c of chains) {
-      let byName = wanted.get(c.table);
-      if (!byName) wanted.set(c.table, (byName = new Map()));
-      byName.set(c.name, c);
-    }
+    const wanted = chainsByTable(chains);
     const seen = new Set<IptChain>();
     const changed = new Set<IptChain>();
     const stale = new Map<string, { table: IptChain['table']; name: string }>();
@@ -350,20 +343,20 @@ function countOperations(input: string): number {
   return n;
 }
 
-/** The chains' names by table: their own strings, not 110,000 new `table/name` ones. */
-function namesByTable(chains: readonly IptChain[]): Map<string, Set<string>> {
-  const names = new Map<string, Set<string>>();
+/** The chains by table, then name: keyed by their own strings, not 110,000 new `table/name` ones. */
+function chainsByTable(chains: readonly IptChain[]): Map<string, Map<string, IptChain>> {
+  const byTable = new Map<string, Map<string, IptChain>>();
   for (const c of chains) {
-    let inTable = names.get(c.table);
-    if (!inTable) names.set(c.table, (inTable = new Set()));
-    inTable.add(c.name);
+    let byName = byTable.get(c.table);
+    if (!byName) byTable.set(c.table, (byName = new Map()));
+    byName.set(c.name, c);
   }
-  return names;
+  return byTable;
 }
 
 /** Chains of ours the kernel holds that the ruleset does not. */
 function staleChains(kernel: KernelChains, chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
-  const want = namesByTable(chains);
+  const want = chainsByTable(chains);
   const stale: Array<{ table: IptChain['table']; name: string }> = [];
   const check = (id: string): void => {
     const slash = id.indexOf('/');
