@@ -4,6 +4,7 @@
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { FragmentStore, type ObjectKind } from '../common/fragments.js';
 import { sameMultiset } from '../common/verify.js';
+import { sameStrings } from '../../model/service.js';
 import { rulesDigest, type KernelChains } from './save.js';
 import { DISPATCH_CHAINS } from './base.js';
 import { baseChains, renderServicePort, toRestoreInput, type IptChain, type IptContext } from './render.js';
@@ -15,10 +16,8 @@ const IPT_CHAINS: ObjectKind<IptChain> = {
   // Service ports own nat chains only (KUBE-SVC-…, KUBE-SEP-…): their name is their id, which
   // spares 100,000 strings `nat/KUBE-SEP-…` at 10,000 services × 10 endpoints.
   id: (c) => (c.table === 'nat' ? c.name : `${c.table}/${c.name}`),
-  same: (a, b) => {
-    const [x, y] = [a.rules, b.rules];
-    return x.length === y.length && x.every((r, i) => r === y[i]);
-  },
+  // Each read of `rules` renders a service port's chain: sameStrings reads each once.
+  same: (a, b) => sameStrings(a.rules, b.rules),
 };
 
 /** Each service port's contribution, and the fixed chains they are assembled into. */
@@ -89,11 +88,7 @@ export class IptState {
   /** The same for one chain's rules as read (`kernel`). */
   heldAs(c: IptChain, kernel: readonly string[]): boolean {
     const base = this.baseById.get(`${c.table}/${c.name}`);
-    if (!base) {
-      // Rendered once: a service port's chains build their rules on each read of `rules`.
-      const rules = c.rules;
-      return kernel.length === rules.length && kernel.every((r, i) => r === rules[i]);
-    }
+    if (!base) return sameStrings(kernel, c.rules);
     const head = kernel.length - base.rules.length;
     return (
       head >= 0 &&

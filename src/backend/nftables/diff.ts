@@ -1,5 +1,6 @@
 // Element-level differences between two rulesets, their safe ordering, and chunking into
 // `nft -f` transactions. Pure.
+import { sameStrings } from '../../model/service.js';
 import {
   SET_ORDER,
   TABLE,
@@ -106,7 +107,7 @@ export class ElementComparer {
 
 /** Whether two chains have the same header and rules. */
 export function sameRules(a: NftChain, b: NftChain): boolean {
-  return a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]) && chainHeader(a) === chainHeader(b);
+  return sameStrings(a.rules, b.rules) && chainHeader(a) === chainHeader(b);
 }
 
 /** setOrder, with the per-service sets (affinity) after every other set. */
