@@ -19,13 +19,14 @@ export function collectGarbage(): void {
   usedAfterCollection = getHeapStatistics().used_heap_size;
 }
 
-/** Growth of the heap (MiB) at which long work beside a kernel tool collects its garbage. */
+/** Growth of the heap (MiB) at which long work (a full sync's restores, reading a save) collects its garbage. */
 export const GARBAGE_WHILE_TOOL_WORKS_MIB = 24;
 
 /**
  * A full collection if the heap in use grew by `mib` since the last one: for long work that
- * leaves garbage at a steady rate while a kernel tool does the waiting (a full sync's restores,
- * a read-back), which V8 would otherwise let pile up to the peak.
+ * leaves garbage at a steady rate, which V8 would otherwise let pile up to the peak. Between a
+ * full sync's restores the kernel tool does the waiting; a save is read once its tool has
+ * exited, and there each collection holds up the event loop (tens of milliseconds).
  */
 export function collectGarbageIfGrown(mib: number): boolean {
   if (getHeapStatistics().used_heap_size - usedAfterCollection < mib * 2 ** 20) return false;
