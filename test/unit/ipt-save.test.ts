@@ -55,15 +55,14 @@ test('SaveReader: each chain once, with the rules parseSave gives it; declared-o
   for (const c of chains) {
     assert.deepEqual(c.rules, whole.get(c.table)!.chains.get(c.name), c.name);
     assert.equal(c.builtin, whole.get(c.table)!.builtin.has(c.name), c.name);
-    assert.equal(c.scattered, false);
   }
   const split = read('*nat\n:A - [0:0]\n:B - [0:0]\n-A A -j RETURN\n-A B -j RETURN\n-A A -j DROP\n');
   assert.deepEqual(
-    split.map((c) => [c.name, c.rules, c.scattered]),
+    split.map((c) => [c.name, c.rules]),
     [
-      ['A', ['-j RETURN'], false],
-      ['B', ['-j RETURN'], false],
-      ['A', ['-j DROP'], true],
+      ['A', ['-j RETURN']],
+      ['B', ['-j RETURN']],
+      ['A', ['-j DROP']],
     ],
     'a table without COMMIT ends with the output',
   );
@@ -81,6 +80,14 @@ test('kernelChainsReader: built-in and chosen chains whole, every other chain as
   assert.notEqual(k.digests.get('nat/UNDECLARED'), rulesDigest(['-j DROP']));
   assert.equal(k.digests.get('nat/KUBE-NODE-PORT'), rulesDigest([]));
   assert.notEqual(rulesDigest(['-j RETURN', '-j DROP']), rulesDigest(['-j DROP', '-j RETURN']), 'order counts');
+  assert.notEqual(rulesDigest([]), rulesDigest(['']), 'so does the number of rules');
+  const scattered = kernelChainsReader(() => false);
+  forEachLine('*nat\n:A - [0:0]\n:B - [0:0]\n-A A -j RETURN\n-A B -j RETURN\n-A A -j DROP\nCOMMIT\n', scattered.line);
+  const digests = scattered.done().digests;
+  assert.equal(digests.get('nat/B'), rulesDigest(['-j RETURN']));
+  for (const rules of [['-j RETURN'], ['-j DROP'], ['-j RETURN', '-j DROP']]) {
+    assert.notEqual(digests.get('nat/A'), rulesDigest(rules), 'a chain whose rules came in two runs equals no rendering');
+  }
   assert.deepEqual([...builtinTables(k).get('nat')!.chains], [...whole.get('nat')!.chains].filter(([name]) => whole.get('nat')!.builtin.has(name)));
 });
 

@@ -284,8 +284,9 @@ export class IptablesBackend implements Backend {
       }
       const c = wanted.get(k.table)?.get(k.name);
       if (c) {
+        // A chain whose rules came in several runs is rewritten.
+        if (seen.has(c) || !state.heldAs(c, k.rules)) changed.add(c);
         seen.add(c);
-        if (k.scattered || !state.heldAs(c, k.rules)) changed.add(c);
       } else if (!k.builtin && isKubeProxyChain(k.table, k.name)) {
         stale.set(`${k.table}/${k.name}`, { table: k.table as IptChain['table'], name: k.name });
       }
