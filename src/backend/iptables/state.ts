@@ -5,6 +5,7 @@ import type { IPFamily, Snapshot } from '../../model/types.js';
 import { FragmentStore, type ObjectKind } from '../common/fragments.js';
 import { sameMultiset } from '../common/verify.js';
 import { sameStrings } from '../../model/service.js';
+import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { rulesDigest, type KernelChains } from './save.js';
 import { DISPATCH_CHAINS } from './base.js';
 import { baseChains, renderServicePort, toRestoreInput, type IptChain, type IptContext } from './render.js';
@@ -47,6 +48,9 @@ export class IptState {
     for (let i = 0; i < keys.length; i += AHEAD_GROUP) {
       await new Promise((resolve) => setImmediate(resolve));
       if (settled) return;
+      // Rendering leaves garbage that V8 let pile up to a restart's peak, while the start-up's
+      // tool, not this render, is what the sync waits for.
+      collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
       const group = keys.slice(i, i + AHEAD_GROUP);
       this.load(snapshot, group);
       for (const k of group) this.ahead.add(k);
