@@ -108,8 +108,8 @@ export class SaveReader {
   private table: string | undefined;
   /**
    * Chains declared whose rules have not come yet. Nothing else is kept of the names: a chain
-   * name is a slice of its line, and a set of every name reported held each chain's first rule
-   * line alive to the end of the table (~29 MiB at 10,000 services × 10 endpoints).
+   * name is a slice of its line, so keeping every name seen would keep a line per chain alive to
+   * the end of the table (~29 MiB at 10,000 services × 10 endpoints).
    */
   private waiting = new Set<string>();
   /** The built-in chains (a handful per table). */
