@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { E2ECluster, iptablesTool, type ClusterOptions, type IptablesFlavour } from '../support/e2e-cluster.js';
+import type { KubeObject } from '../../src/model/k8s.js';
 import { requestMany } from '../support/netclient.js';
 import { PODS, sorted } from './scenarios.js';
 
@@ -253,6 +254,40 @@ function iptablesFaults(flavour: IptablesFlavour): (c: () => E2ECluster) => void
       t.diagnostic(`nat flush healed ${web.ms} ms after it`);
       assert.equal(await healthz(c()), 200);
     });
+
+    if (flavour === 'nft') {
+      it('a change too large for xtables-monitor (a Service of 200 endpoints) is written without it: no monitor exits, and a foreign change after it is seen at once', async () => {
+        const from = c().proxyLog().length;
+        const endpoints = 200;
+        await c().addService({ name: 'big', clusterIPs: ['10.96.0.12'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] });
+        await c().create('EndpointSlice', {
+          metadata: { name: 'big-ipv4', namespace: 'default', labels: { 'kubernetes.io/service-name': 'big' } },
+          addressType: 'IPv4',
+          ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+          endpoints: Array.from({ length: endpoints }, (_, i) => ({
+            addresses: [`10.250.${i >> 8}.${i & 255}`],
+            conditions: { ready: true, serving: true, terminating: false },
+          })),
+        } as KubeObject);
+        const written = async (): Promise<number> => (await natRules()).filter((l) => /DNAT --to-destination 10\.250\./.test(l)).length;
+        for (let i = 0; i < 100 && (await written()) < endpoints; i++) await sleep(100);
+        assert.equal(await written(), endpoints, 'every endpoint of the large Service written');
+        // Time for a monitor started after the write to subscribe, and for one that overflowed to say so.
+        await sleep(1500);
+        assert.doesNotMatch(c().proxyLog().slice(from), /xtables-monitor exited/);
+
+        await deleteRule(await find(/^-A KUBE-SEP-\S+ .*DNAT --to-destination 10\.244\.2\.11:8080$/));
+        const since = Date.now();
+        let early503 = false;
+        for (let i = 0; i < 10 && !early503; i++) {
+          early503 = (await healthz(c())) === 503;
+          if (!early503) await sleep(50);
+        }
+        assert.ok(early503, `/healthz answered 503 at once: the monitor saw the foreign change\n${c().proxyLog().slice(from).slice(-3000)}`);
+        await healed(c(), API.v4, API.pods, since);
+        assert.equal(await healthz(c()), 200);
+      });
+    }
   };
 }
 

@@ -48,6 +48,14 @@ export interface IptablesBackendOptions {
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
 
+/**
+ * Restore lines that change something (each a change notification) above which a partial sync is
+ * written without xtables-monitor: it does not enlarge its socket's receive buffer, which
+ * overflowed at ~400 notifications in one commit (150 new chains of 3 lines), and the monitor
+ * exited ("No buffer space available").
+ */
+const MONITOR_MAX_LINES = 200;
+
 export class IptablesBackend implements Backend {
   readonly mode = 'iptables';
   readonly family: IPFamily;
@@ -109,8 +117,8 @@ export class IptablesBackend implements Backend {
     const full = kernelUnknown || snapshot.changes.full || large !== this.state?.ctx.largeCluster;
     let inputs: AsyncIterable<string>;
     let operations: () => number;
-    // A partial sync large enough to be written in pieces.
-    let inPieces = false;
+    // A partial sync too large for the monitor to follow (or written in pieces).
+    let tooLarge = false;
     // Lines of a full sync's inputs that create, fill or delete a chain.
     let written = 0;
     let next: IptState;
@@ -151,7 +159,7 @@ export class IptablesBackend implements Backend {
       });
       // Legacy replaces the whole table at every commit: one input. nft: pieces when large.
       const chunks = this.flavour === 'legacy' ? [opsToRestore(ops)].filter((i) => i !== '') : opsToRestoreChunks(ops, this.opts.budget ?? NFT_FULL_SYNC_BUDGET);
-      inPieces = chunks.length > 1;
+      tooLarge = chunks.length > 1 || chunks.reduce((n, c) => n + countOperations(c), 0) > MONITOR_MAX_LINES;
       inputs = (async function* () {
         yield* chunks;
       })();
@@ -185,9 +193,9 @@ export class IptablesBackend implements Backend {
         if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, builtinTables(saved));
       };
       // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
-      // (xtables-monitor exits on it), and so does a partial one in pieces: it is written
-      // unwatched, and the next verification reads back.
-      await ((full || inPieces) && this.foreignWatch ? this.foreignWatch.unwatchedWrite(sendAll) : this.write(sendAll));
+      // (xtables-monitor exits on it), and so do a large partial one's: it is written unwatched,
+      // and the next verification reads back.
+      await ((full || tooLarge) && this.foreignWatch ? this.foreignWatch.unwatchedWrite(sendAll) : this.write(sendAll));
     } catch (e) {
       this.syncFailures++;
       this.needFull = true;
