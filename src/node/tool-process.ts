@@ -126,9 +126,7 @@ export class CommandShell extends ToolProcess<string> {
 
   /**
    * Like run without input, but its output goes to `onLine` a line at a time, read from its file
-   * in pieces: a whole save of 10,000 services is 34 MB, held whole twice (bytes and text). The
-   * event loop turns every LINES_PER_TURN lines, so that /healthz and /metrics still answer
-   * while a large save is read (440,000 lines at 10,000 services took over a second).
+   * in pieces: a whole save of 10,000 services is 34 MB, held whole twice (bytes and text).
    */
   async runLines(argv: string[], onLine: (line: string) => void, timeoutMs = COMMAND_TIMEOUT_MS): Promise<Omit<ExecResult, 'stdout'>> {
     return this.runWith(argv, '', 'stdin', timeoutMs, (f) => readLines(f, onLine));
@@ -139,7 +137,7 @@ export class CommandShell extends ToolProcess<string> {
     input: string | Iterable<string>,
     as: 'arg' | 'stdin',
     timeoutMs: number,
-    takeStdout: (file: string) => void | Promise<void>,
+    takeStdout: (file: string) => void,
   ): Promise<Omit<ExecResult, 'stdout'>> {
     if (this.dead) throw new Error('helper shell exited');
     const id = this.seq++;
@@ -162,7 +160,7 @@ export class CommandShell extends ToolProcess<string> {
     }
     let stderr = '';
     try {
-      await takeStdout(outFile);
+      takeStdout(outFile);
     } finally {
       stderr = readOrEmpty(errFile);
       for (const f of [inFile, outFile, errFile]) rmSync(f, { force: true });
@@ -181,11 +179,8 @@ function readOrEmpty(f: string): string {
   }
 }
 
-/** Lines read between two turns of the event loop: ~1 MB of a save, some tens of milliseconds. */
-const LINES_PER_TURN = 16_384;
-
 /** Hands a file's lines to `onLine` (without their newline); none when there is no file. */
-async function readLines(path: string, onLine: (line: string) => void): Promise<void> {
+function readLines(path: string, onLine: (line: string) => void): void {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -193,11 +188,7 @@ async function readLines(path: string, onLine: (line: string) => void): Promise<
     return;
   }
   try {
-    let n = 0;
-    for (const line of linesOfFile(fd)) {
-      onLine(line);
-      if (++n % LINES_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
-    }
+    for (const line of linesOfFile(fd)) onLine(line);
   } finally {
     closeSync(fd);
   }
