@@ -25,6 +25,15 @@ async function httpGet(c: E2ECluster, url: string): Promise<{ status: number; bo
 
 const healthz = async (c: E2ECluster): Promise<number> => (await httpGet(c, 'http://127.0.0.1:10256/healthz')).status;
 
+/** Whether /healthz answers 503 within ~half a second: a monitor saw the foreign change at once. */
+async function soon503(c: E2ECluster): Promise<boolean> {
+  for (let i = 0; i < 10; i++) {
+    if ((await healthz(c)) === 503) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
 /** kubeproxy_sync_proxy_rules_repairs_total for the cluster's mode. */
 async function repairs(c: E2ECluster): Promise<number> {
   const { body } = await httpGet(c, 'http://127.0.0.1:10249/metrics');
@@ -106,11 +115,7 @@ repairSuite('repair of foreign changes, nftables mode', { mode: 'nftables' }, (c
     await nft(`delete element ip kube-proxy cluster-2-tuples { ${API.v4} . tcp . 80 }`);
     const since = Date.now();
     // The monitor reports the foreign change at once: health turns 503 before the periodic repair.
-    let early503 = false;
-    for (let i = 0; i < 10 && !early503; i++) {
-      early503 = (await healthz(c())) === 503;
-      if (!early503) await sleep(50);
-    }
+    const early503 = await soon503(c());
     const { ms } = await healed(c(), API.v4, API.pods, since);
     t.diagnostic(`dispatch element restored ${ms} ms after its deletion`);
     assert.ok(early503, '/healthz answered 503 while the deleted element was not restored');
@@ -195,11 +200,7 @@ function iptablesFaults(flavour: IptablesFlavour): (c: () => E2ECluster) => void
       await deleteRule(await find(/^-A KUBE-SEP-\S+ .*DNAT --to-destination 10\.244\.2\.11:8080$/));
       const since = Date.now();
       // On the nft flavour the monitor reports the foreign change at once: 503 before the periodic repair.
-      let early503 = false;
-      for (let i = 0; i < 10 && flavour === 'nft' && !early503; i++) {
-        early503 = (await healthz(c())) === 503;
-        if (!early503) await sleep(50);
-      }
+      const early503 = flavour === 'nft' && (await soon503(c()));
       const { ms } = await healed(c(), API.v4, API.pods, since);
       t.diagnostic(`KUBE-SEP DNAT rule restored ${ms} ms after its deletion`);
       if (flavour === 'nft') assert.ok(early503, '/healthz answered 503 while the deleted rule was not restored');
@@ -278,11 +279,7 @@ function iptablesFaults(flavour: IptablesFlavour): (c: () => E2ECluster) => void
 
         await deleteRule(await find(/^-A KUBE-SEP-\S+ .*DNAT --to-destination 10\.244\.2\.11:8080$/));
         const since = Date.now();
-        let early503 = false;
-        for (let i = 0; i < 10 && !early503; i++) {
-          early503 = (await healthz(c())) === 503;
-          if (!early503) await sleep(50);
-        }
+        const early503 = await soon503(c());
         assert.ok(early503, `/healthz answered 503 at once: the monitor saw the foreign change\n${c().proxyLog().slice(from).slice(-3000)}`);
         await healed(c(), API.v4, API.pods, since);
         assert.equal(await healthz(c()), 200);
