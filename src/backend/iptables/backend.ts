@@ -176,7 +176,8 @@ export class IptablesBackend implements Backend {
         for await (const input of inputs) {
           this.lastTransactions++;
           this.lastInputBytes += input.length;
-          written += countOperations(input);
+          // A partial sync counts its store operations, and counted its lines before writing.
+          if (full) written += countOperations(input);
           if (this.opts.dryRun) {
             this.print(input);
             continue;
