@@ -94,6 +94,31 @@ test('a verification longer than syncPeriod is not repeated at every change', as
   }
 });
 
+test('a verification shorter than syncPeriod runs at every period, counted from its start', async () => {
+  const source = new PushSource();
+  const backends: SlowVerifyBackend[] = [];
+  // 100 ms per family: 200 ms of a 500 ms period, far more than the timer's slack.
+  const proxy = new Proxy({
+    config: applyDefaults({ mode: 'nftables', nftables: { minSyncPeriod: '1ms', syncPeriod: '500ms' } }),
+    nodeName: 'node-1',
+    source,
+    createBackend: (cfg) => {
+      const b = new SlowVerifyBackend(cfg.family, 100);
+      backends.push(b);
+      return b;
+    },
+  });
+  try {
+    await proxy.start();
+    await new Promise((r) => setTimeout(r, 2600));
+    // Periodic syncs at about 0, 0.5, 1.0 … 2.5 s: each verifies (counted from the end of the
+    // last one, only every other did).
+    for (const b of backends) assert.ok(b.verifications >= 5, `${b.family}: ${b.verifications} verifications in 2.6 s`);
+  } finally {
+    await proxy.stop();
+  }
+});
+
 /** A backend whose verification cannot decide until `ready` settles (a monitor still loading). */
 class PutOffBackend implements Backend {
   readonly mode = 'nftables';
