@@ -132,6 +132,18 @@ export class CommandShell extends ToolProcess<string> {
     return this.runWith(argv, '', 'stdin', timeoutMs, (f) => readLines(f, onLine));
   }
 
+  /**
+   * Runs `argv` once per input, all at the same time, each input a file named by the last
+   * argument; resolves when every one has exited, with each one's status and stderr.
+   */
+  async runTogether(argv: string[], inputs: Array<string | Iterable<string>>, timeoutMs = COMMAND_TIMEOUT_MS): Promise<Array<Omit<ExecResult, 'stdout'>>> {
+    return this.runAll(
+      inputs.map((input) => ({ argv, input, as: 'arg' as const })),
+      timeoutMs,
+      () => undefined,
+    );
+  }
+
   private async runWith(
     argv: string[],
     input: string | Iterable<string>,
@@ -139,35 +151,57 @@ export class CommandShell extends ToolProcess<string> {
     timeoutMs: number,
     takeStdout: (file: string) => void,
   ): Promise<Omit<ExecResult, 'stdout'>> {
+    return (await this.runAll([{ argv, input, as }], timeoutMs, takeStdout))[0]!;
+  }
+
+  private async runAll(
+    commands: Array<{ argv: string[]; input: string | Iterable<string>; as: 'arg' | 'stdin' }>,
+    timeoutMs: number,
+    takeStdout: (file: string) => void,
+  ): Promise<Array<Omit<ExecResult, 'stdout'>>> {
     if (this.dead) throw new Error('helper shell exited');
-    const id = this.seq++;
-    const inFile = join(this.dir, `in-${id}`);
-    const outFile = join(this.dir, `out-${id}`);
-    const errFile = join(this.dir, `err-${id}`);
-    const tool = [...DIE_WITH_PARENT, ...argv];
-    const cmd = as === 'arg' ? [...tool, inFile].map(quote).join(' ') + ' </dev/null' : `${tool.map(quote).join(' ')} <${quote(inFile)}`;
-    const line = await this.request(
+    const files = commands.map(() => {
+      const id = this.seq++;
+      return { inFile: join(this.dir, `in-${id}`), outFile: join(this.dir, `out-${id}`), errFile: join(this.dir, `err-${id}`) };
+    });
+    const started = commands.map(({ argv, as }, i) => {
+      const { inFile, outFile, errFile } = files[i]!;
+      const tool = [...DIE_WITH_PARENT, ...argv];
+      const cmd = as === 'arg' ? [...tool, inFile].map(quote).join(' ') + ' </dev/null' : `${tool.map(quote).join(' ')} <${quote(inFile)}`;
+      return `${cmd} >${quote(outFile)} 2>${quote(errFile)}`;
+    });
+    // One command runs in the shell itself; several start in the background and are waited for.
+    const line =
+      commands.length === 1
+        ? `${started[0]}; echo "rc=$?"\n`
+        : `${started.map((c, i) => `${c} & p${i}=$!`).join('; ')}; ${started.map((_, i) => `wait $p${i}; r${i}=$?`).join('; ')}; echo "rc=${started.map((_, i) => `$r${i}`).join(' ')}"\n`;
+    const answer = await this.request(
       () => {
-        writeInput(inFile, input);
-        this.child.stdin.write(`${cmd} >${quote(outFile)} 2>${quote(errFile)}; echo "rc=$?"\n`);
+        commands.forEach((c, i) => writeInput(files[i]!.inFile, c.input));
+        this.child.stdin.write(line);
       },
       timeoutMs,
       () => 'rc=124 timeout',
     );
-    if (line === 'died') {
-      rmSync(inFile, { force: true });
+    const removeAll = (): void => {
+      for (const f of files) for (const path of [f.inFile, f.outFile, f.errFile]) rmSync(path, { force: true });
+    };
+    if (answer === 'died') {
+      removeAll();
       throw new Error('helper shell exited');
     }
-    let stderr = '';
+    const stderrs: string[] = [];
     try {
-      takeStdout(outFile);
+      takeStdout(files[0]!.outFile);
     } finally {
-      stderr = readOrEmpty(errFile);
-      for (const f of [inFile, outFile, errFile]) rmSync(f, { force: true });
+      for (const f of files) stderrs.push(readOrEmpty(f.errFile));
+      removeAll();
     }
-    if (line === 'rc=124 timeout') return { code: 124, stderr: `${argv[0]} did not finish within ${timeoutMs / 1000} s\n${stderr}` };
-    const code = /^rc=(\d+)$/.exec(line.trim());
-    return { code: code ? Number(code[1]) : 1, stderr };
+    if (answer === 'rc=124 timeout') {
+      return commands.map((c, i) => ({ code: 124, stderr: `${c.argv[0]} did not finish within ${timeoutMs / 1000} s\n${stderrs[i]}` }));
+    }
+    const codes = /^rc=([\d ]+)$/.exec(answer.trim())?.[1]!.split(' ');
+    return commands.map((_, i) => ({ code: codes?.[i] !== undefined ? Number(codes[i]) : 1, stderr: stderrs[i]! }));
   }
 }
 

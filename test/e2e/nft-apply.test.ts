@@ -86,12 +86,19 @@ describe('nftables apply (network namespace)', () => {
     assert.equal(await readTable('ip', exec), undefined);
   });
 
-  test('a full sync over the budget into an empty kernel is one transaction; a restart sends only the difference', async () => {
+  test('a full sync over the budget into an empty kernel is one transaction, or in parts sent together; a restart sends only the difference', async () => {
     const ports = syntheticCluster(300, 4);
     const s1 = snapshot(ports);
-    const be = new NftablesBackend(cfg, { wrap, removeLeftovers: false, budget: 500 });
+    const one = new NftablesBackend(cfg, { wrap, removeLeftovers: false, budget: 500, newTableParts: 1 });
+    await one.sync(s1);
+    assert.equal(one.lastTransactions, 1, 'nothing to keep serving: one transaction');
+    await assertKernelHas(render(s1, cfg));
+    await one.cleanup();
+
+    // The structure, then data elements in three parts at once, then tuples in three parts at once.
+    const be = new NftablesBackend(cfg, { wrap, removeLeftovers: false, budget: 500, newTableParts: 3 });
     await be.sync(s1);
-    assert.equal(be.lastTransactions, 1, 'nothing to keep serving: one transaction');
+    assert.equal(be.lastTransactions, 7);
     await assertKernelHas(render(s1, cfg));
 
     // A restart with one service gone and one changed while the proxy was down.

@@ -1,7 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { AFFINITY_SET_SIZE, nftScriptParts, render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
+import { AFFINITY_SET_SIZE, isDispatchSet, newTableSteps, nftScriptParts, render, toNftScript, type NftRuleset } from '../../src/backend/nftables/render.js';
 import { affinityTag } from '../../src/backend/nftables/names.js';
 import { diff, opCountFromScratch, opsToScripts, type NftOp } from '../../src/backend/nftables/diff.js';
 import { RulesetState } from '../../src/backend/nftables/state.js';
@@ -496,6 +496,32 @@ describe('kernel acceptance (throwaway network namespace)', () => {
     const text = parts.join('');
     assert.equal(text.match(/^\t,?10\.96\.\d+\.\d+$/gm)?.length, 30000);
     assert.ok(text.endsWith('}\n'));
+  });
+
+  test('a new table in parts: the structure, then every data element once across the data parts, then every tuple once', () => {
+    const rs = renderCase(Object.keys(cases)[0]!);
+    const whole = toNftScript(rs);
+    const elementsOf = (text: string): string[] => {
+      const out: string[] = [];
+      let set = '';
+      for (const line of text.split('\n')) {
+        const head = /^add element \S+ \S+ (\S+) \{$/.exec(line);
+        if (head) set = head[1]!;
+        else if (line.startsWith('\t') && set) out.push(`${set}: ${line.replace(/^\t,?/, '')}`);
+        else if (line === '}') set = '';
+      }
+      return out.sort();
+    };
+    const steps = newTableSteps(rs, 3);
+    const structure = [...steps.structure()].join('');
+    assert.equal(structure, whole.slice(0, whole.indexOf('add element')), 'the table block of the whole script');
+    const data = steps.data.map((p) => [...p()].join(''));
+    const dispatch = steps.dispatch.map((p) => [...p()].join(''));
+    assert.ok(data.length > 1 && dispatch.length >= 1, `${data.length} data parts, ${dispatch.length} tuple parts`);
+    assert.ok(data.every((t) => t.length > 0) && dispatch.every((t) => t.length > 0), 'no empty part');
+    assert.ok(data.flatMap(elementsOf).every((e) => !isDispatchSet(e.split(':')[0]!)), 'data parts hold no tuple');
+    assert.ok(dispatch.flatMap(elementsOf).every((e) => isDispatchSet(e.split(':')[0]!)), 'tuple parts hold only tuples');
+    assert.deepEqual([...data, ...dispatch].flatMap(elementsOf).sort(), elementsOf(whole), 'every element of the whole script, once');
   });
 
   test('a rejected partial transaction (interactive nft session) names the failing command and changes nothing', async () => {

@@ -30,6 +30,25 @@ describe('tool environment', () => {
 });
 
 describe('helper shell', () => {
+  test('scripts run together: all at once, each with its own exit code and stderr, in the order given', async () => {
+    const sh = new CommandShell([]);
+    try {
+      const t0 = performance.now();
+      const results = await sh.runTogether(['sh'], ['sleep 0.4; echo one >&2', 'sleep 0.4; echo two >&2; exit 3', ['sleep 0.4; ', 'echo three >&2']]);
+      const ms = performance.now() - t0;
+      assert.deepEqual(results, [
+        { code: 0, stderr: 'one\n' },
+        { code: 3, stderr: 'two\n' },
+        { code: 0, stderr: 'three\n' },
+      ]);
+      assert.ok(ms < 1000, `three 0.4 s scripts took ${Math.round(ms)} ms: not one after the other`);
+      // The shell goes on answering requests after them.
+      assert.equal((await sh.run(['cat'], 'next\n')).stdout, 'next\n');
+    } finally {
+      sh.kill();
+    }
+  });
+
   test('input reaches the tool as a file argument or as stdin; the exit code and both outputs come back', async () => {
     const sh = new CommandShell([]);
     try {
