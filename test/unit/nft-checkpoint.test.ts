@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { takeCheckpoint, writeCheckpoint, type Checkpoint } from '../../src/backend/nftables/checkpoint.js';
+import { SAME_ELEMENTS, elementsDigest, takeCheckpoint, writeCheckpoint, type Checkpoint, type ElementsSummary } from '../../src/backend/nftables/checkpoint.js';
 import { diffElements, ElementComparer, type NftOp } from '../../src/backend/nftables/diff.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'kpt-checkpoint-'));
@@ -70,7 +70,7 @@ test('a character split between two read chunks reads back whole', () => {
   const path = join(dir, 'c', 'checkpoint.json');
   // Two-byte characters throughout: a first element of the right length puts a character across
   // the first 1 MiB chunk boundary.
-  for (let pad = 0; pad < 4; pad++) {
+  for (let pad = 0; pad < 16; pad++) {
     const names = new Map<string, string | undefined>([['x'.repeat(pad), undefined]]);
     for (let i = 0; i < 40000; i++) names.set(`"é${i}${'é'.repeat(10)}"`, undefined);
     const cp: Checkpoint = { token: 't', ruleset: { family: 'ip', table: 'kube-proxy', sets: [{ name: 'n', kind: 'set', decl: 'type ifname', elements: names }], chains: [] } };
@@ -139,4 +139,42 @@ test('elements compared as they are read give the operations of a comparison of 
   assert.equal(streamed.filter((o) => o.kind === 'delete-element').length, 3);
   assert.equal(streamed.filter((o) => o.kind === 'replace-element').length, 2);
   assert.equal(elementsLeft, 0, 'a consumer that takes the elements leaves none in the checkpoint read');
+});
+
+test('a set whose summary matches what the reader holds is skipped unread; the sets and chains after it read as written', () => {
+  const path = join(dir, 'g', 'checkpoint.json');
+  const written = ruleset(50000);
+  writeCheckpoint(path, { token: 't', ruleset: written });
+  const summaries = new Map<string, ElementsSummary | undefined>();
+  const cp = takeCheckpoint(path, (set, summary) => {
+    summaries.set(set.name, summary);
+    if (set.name !== 'service-tcp-endpoints') return undefined;
+    set.elements = new Map([['held', undefined]]);
+    return SAME_ELEMENTS;
+  }) as Checkpoint;
+  const big = written.sets[1]!;
+  assert.deepEqual(summaries.get(big.name), {
+    count: big.elements.size,
+    digest: elementsDigest(big.elements),
+    bytes: [...big.elements].reduce((n, [k, v]) => n + Buffer.byteLength(`${k}\t${v}\n`), 0),
+  });
+  assert.equal(summaries.get('affinity-x'), undefined, 'a dynamic set has no elements written, and no summary');
+  assert.deepEqual([...cp.ruleset.sets[1]!.elements.keys()], ['held'], 'the skipped set keeps what the reader gave it');
+  assert.deepEqual(cp.ruleset.sets[3], written.sets[3], 'the set after it reads whole');
+  assert.deepEqual(cp.ruleset.chains, written.chains);
+});
+
+test('the elements digest: the same in any order, another for any changed key, value or kind of element', () => {
+  const m = (entries: Array<[string, string | undefined]>): Map<string, string | undefined> => new Map(entries);
+  const base = elementsDigest(m([['a', '1'], ['b', '2'], ['c', undefined]]));
+  assert.equal(elementsDigest(m([['c', undefined], ['b', '2'], ['a', '1']])), base);
+  for (const other of [
+    m([['a', '1'], ['b', '3'], ['c', undefined]]),
+    m([['a', '1'], ['b', '2'], ['d', undefined]]),
+    m([['a', '1'], ['b', '2'], ['c', '']]),
+    m([['a', '1'], ['b', '2']]),
+    m([['a', '12'], ['b', ''], ['c', undefined]]),
+  ]) {
+    assert.notEqual(elementsDigest(other), base, JSON.stringify([...other]));
+  }
 });

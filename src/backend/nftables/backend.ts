@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { NftError, applyScript, applyScriptsTogether, listChainNames, ourTableFamilies, type NftScript } from './apply.js';
 import { readBack, readTable, type SetReading } from './readback.js';
 import { collectGarbage } from '../../node/memory.js';
-import { dropCheckpoint, markerChain, newToken, takeCheckpoint, writeCheckpoint } from './checkpoint.js';
+import { SAME_ELEMENTS, dropCheckpoint, elementsDigest, markerChain, newToken, takeCheckpoint, writeCheckpoint, type ElementsSummary } from './checkpoint.js';
 import { diff, ElementComparer, opCountFromScratch, opsToScripts, orderOps, sameRules, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
@@ -265,10 +265,10 @@ export class NftablesBackend implements Backend {
     const wantChains = new Map(want.chains.map((c) => [c.name, c]));
     const cp = takeCheckpoint(
       path,
-      (set) => {
+      (set, summary) => {
         const w = wantSets.get(set.name);
         if (w && w.decl !== set.decl) otherType = true;
-        const reading = compareElements(set, wantSets, elementOps);
+        const reading = compareCheckpointElements(set, summary, wantSets, elementOps);
         return otherType ? SKIP_ELEMENTS : reading;
       },
       // A chain as wanted is kept as the wanted one: the checkpoint's copy goes at once.
@@ -416,6 +416,16 @@ function compareElements(set: NftSet, want: ReadonlyMap<string, NftSet>, ops: Nf
   const w = want.get(set.name);
   set.elements = w ? w.elements : new Map();
   return w && !w.dynamic ? new ElementComparer(w, ops) : SKIP_ELEMENTS;
+}
+
+/** As compareElements, for a checkpoint's set: one whose summary matches the wanted set is skipped unread. */
+function compareCheckpointElements(set: NftSet, summary: ElementsSummary | undefined, want: ReadonlyMap<string, NftSet>, ops: NftOp[]): SetReading | typeof SAME_ELEMENTS {
+  const w = want.get(set.name);
+  if (summary && w && !w.dynamic && summary.count === w.elements.size && summary.digest === elementsDigest(w.elements)) {
+    set.elements = w.elements;
+    return SAME_ELEMENTS;
+  }
+  return compareElements(set, want, ops);
 }
 
 function withElements(ops: NftOp[], elementOps: NftOp[], prev: NftRuleset, next: NftRuleset): NftOp[] {
