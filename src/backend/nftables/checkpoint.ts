@@ -79,7 +79,8 @@ export const SAME_ELEMENTS = Symbol('same elements');
 
 /**
  * As a read-back's SetConsumer, with what the head says of the elements (absent before format
- * 4). SAME_ELEMENTS skips them unread; the set is then left with the elements it was given.
+ * 4). SAME_ELEMENTS, given a summary, skips them unread; the set is then left with the elements
+ * the consumer gave it.
  */
 export type CheckpointSetConsumer = (set: NftSet, summary: ElementsSummary | undefined) => SetReading | undefined | typeof SAME_ELEMENTS;
 
@@ -211,11 +212,12 @@ function readCheckpoint(
       const summary = summaryOf(line);
       const took = consume?.(set, summary);
       ruleset.sets.push(set);
-      if (took === SAME_ELEMENTS && summary) {
+      if (took === SAME_ELEMENTS) {
+        if (!summary) return { error: 'unreadable checkpoint: elements skipped without a summary' };
         skip = summary.bytes;
         set = undefined;
       } else {
-        reading = took === SAME_ELEMENTS ? undefined : took;
+        reading = took;
       }
     } else {
       ruleset.chains.push(consumeChain ? consumeChain(line.chain) : line.chain);
