@@ -1,7 +1,10 @@
 // Applies rendered rulesets to a real kernel inside throwaway network namespaces.
-import { beforeEach, describe, test } from 'node:test';
+import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { deleteTables, type ExecOptions } from '../../src/backend/nftables/apply.js';
 import { readTable } from '../../src/backend/nftables/readback.js';
 import { NftablesBackend } from '../../src/backend/nftables/backend.js';
@@ -18,8 +21,8 @@ const cfg = backendConfig();
 // Each test starts from an empty table, whatever the previous one left behind.
 beforeEach(() => deleteTables(exec));
 
-async function assertKernelHas(want: NftRuleset): Promise<void> {
-  const kernel = await readTable(want.family, exec);
+async function assertKernelHas(want: NftRuleset, on: ExecOptions = exec): Promise<void> {
+  const kernel = await readTable(want.family, on);
   assert.ok(kernel, 'table exists');
   assert.deepEqual(kernel.chains.map((c) => c.name).sort(), want.chains.map((c) => c.name).sort());
   for (const s of want.sets) {
@@ -128,6 +131,46 @@ describe('nftables apply (network namespace)', () => {
     await be4.cleanup();
     assert.equal(await readTable('ip', exec), undefined);
     assert.equal(await readTable('ip6', exec), undefined);
+  });
+});
+
+describe('a new table whose parts the kernel refuses', () => {
+  // Tools run with an `nft` first on PATH that refuses data parts (element blocks of
+  // cluster-ips, no table block) while a flag file exists.
+  const own = useNetns(`kptnft-p${process.pid}`);
+  const dir = mkdtempSync(join(tmpdir(), 'kpt-nft-refuse-'));
+  const flag = join(dir, 'refuse');
+  const wrap = [...own.wrap, 'env', `PATH=${dir}:${process.env.PATH}`];
+  before(() => {
+    const realNft = execFileSync('sh', ['-c', 'command -v nft']).toString().trim();
+    const script = [
+      '#!/bin/sh',
+      'for last in "$@"; do :; done',
+      `if [ -f '${flag}' ] && [ -f "$last" ] && grep -q '^add element .* cluster-ips {' "$last" && ! grep -q '^table ' "$last"; then`,
+      '  echo "Error: refused for the test" >&2; exit 1',
+      'fi',
+      `exec '${realNft}' "$@"`,
+    ].join('\n');
+    writeFileSync(join(dir, 'nft'), `${script}\n`);
+    chmodSync(join(dir, 'nft'), 0o755);
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('the sync fails with nft\'s message, and the next one completes the table from what the kernel holds', async () => {
+    const on: ExecOptions = { wrap };
+    const s1 = snapshot(syntheticCluster(300, 4));
+    const be = new NftablesBackend(cfg, { wrap, removeLeftovers: false, budget: 500, newTableParts: 2 });
+    writeFileSync(flag, '');
+    await assert.rejects(be.sync(s1), /refused for the test/);
+    assert.equal(be.syncFailures, 1);
+    const half = await readTable('ip', on);
+    assert.ok(half, 'the structure went in');
+    assert.equal(half.sets.find((x) => x.name === 'cluster-ips')?.elements.size, 0, 'no data part went in');
+    rmSync(flag);
+    const r = await be.sync(s1);
+    assert.equal(r.full, true);
+    await assertKernelHas(render(s1, cfg), on);
+    await be.cleanup();
   });
 });
 
