@@ -13,7 +13,8 @@ import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import type { CommitCount, WriteBracket } from '../common/watch.js';
-import { TABLE, describeRuleset, newTableSteps, nftScriptParts, type NftFamily, type NftRuleset, type NftSet } from './render.js';
+import { TABLE, type NftFamily, type NftRuleset, type NftSet } from './render.js';
+import { describeRuleset, newTableSteps, nftScriptParts } from './script.js';
 import { RulesetState } from './state.js';
 
 export interface NftablesBackendOptions {
