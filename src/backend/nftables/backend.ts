@@ -4,16 +4,17 @@ import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { availableParallelism } from 'node:os';
-import { NftError, applyScript, applyScriptsTogether, listChainNames, ourTableFamilies, type NftScript } from './apply.js';
-import { readBack, readTable, type SetReading } from './readback.js';
+import { NftError, applyScript, applyScriptsTogether, ourTableFamilies, type NftScript } from './apply.js';
+import { readBack, readTable } from './readback.js';
 import { collectGarbage } from '../../node/memory.js';
-import { SAME_ELEMENTS, dropCheckpoint, elementsDigest, markerChain, newToken, takeCheckpoint, writeCheckpoint, type ElementsSummary } from './checkpoint.js';
-import { diff, ElementComparer, opCountFromScratch, opsToScripts, orderOps, sameRules, type NftOp } from './diff.js';
+import { dropCheckpoint, markerChain, newToken, writeCheckpoint } from './checkpoint.js';
+import { compareElements, kernelFromCheckpoint, withElements } from './compare.js';
+import { diff, opCountFromScratch, opsToScripts, type NftOp } from './diff.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import type { CommitCount, WriteBracket } from '../common/watch.js';
-import { TABLE, type NftFamily, type NftRuleset, type NftSet } from './render.js';
+import { TABLE, type NftFamily, type NftRuleset } from './render.js';
 import { describeRuleset, newTableSteps, nftScriptParts } from './script.js';
 import { RulesetState } from './state.js';
 
@@ -249,52 +250,13 @@ export class NftablesBackend implements Backend {
     return [{ parts: steps.structure }, scripts(steps.data), scripts(steps.dispatch)].filter((step) => !Array.isArray(step) || step.length > 0);
   }
 
-  /**
-   * The kernel's content as the checkpoint says, when its marker chain is in the kernel (the
-   * marker is in the kernel view, so the diff deletes it); undefined otherwise. Each set's
-   * elements are compared as they are read, as in a verification's read-back, so that the
-   * checkpoint and the wanted table are never both held whole.
-   */
+  /** The kernel's content as the checkpoint of the last clean stop says, once, at the first full sync. */
   private async checkpointedKernel(want: NftRuleset): Promise<{ kernel: NftRuleset; elementOps: NftOp[] } | undefined> {
     if (!this.checkpointPending) return undefined;
     this.checkpointPending = false;
-    const path = this.opts.checkpointFile!;
-    const wantSets = new Map(want.sets.map((s) => [s.name, s]));
-    const elementOps: NftOp[] = [];
-    // The diff does not change a set's type: a set declared otherwise needs a full rewrite.
-    let otherType = false;
-    const wantChains = new Map(want.chains.map((c) => [c.name, c]));
-    const cp = takeCheckpoint(
-      path,
-      (set, summary) => {
-        const w = wantSets.get(set.name);
-        if (w && w.decl !== set.decl) otherType = true;
-        const reading = compareCheckpointElements(set, summary, wantSets, elementOps);
-        return otherType ? SKIP_ELEMENTS : reading;
-      },
-      // A chain as wanted is kept as the wanted one: the checkpoint's copy goes at once.
-      (chain) => {
-        const w = wantChains.get(chain.name);
-        return w && sameRules(w, chain) ? w : chain;
-      },
-    );
-    if (cp && 'error' in cp) {
-      log.warn('ignoring the restart checkpoint; reading the table back instead', { family: this.family, file: path, error: cp.error });
-      return undefined;
-    }
-    if (!cp || cp.ruleset.family !== this.nftFamily || cp.ruleset.table !== TABLE) return undefined;
-    if (otherType) {
-      log.info('the restart checkpoint has sets of another type; rewriting the table', { family: this.family });
-      return undefined;
-    }
-    const marker = markerChain(cp.token);
-    if (!(await listChainNames(this.nftFamily, this.exec)).includes(marker)) {
-      log.info('the restart checkpoint does not match the kernel; reading the table back', { family: this.family });
-      return undefined;
-    }
-    log.info('restarting from the checkpoint of the previous clean stop; the table is read back at the first verification', { family: this.family });
-    this.unreadSinceStart = true;
-    return { kernel: { ...cp.ruleset, chains: [...cp.ruleset.chains, { name: marker, rules: [] }] }, elementOps };
+    const found = await kernelFromCheckpoint(this.opts.checkpointFile!, want, this.family, this.exec);
+    if (found) this.unreadSinceStart = true;
+    return found;
   }
 
   /**
@@ -403,36 +365,6 @@ export class NftablesBackend implements Backend {
   ruleset(): NftRuleset | undefined {
     return this.state?.ruleset();
   }
-}
-
-/** Element operations merged into a diff's, all in safe order. */
-const SKIP_ELEMENTS: SetReading = { element() {}, end() {} };
-
-/**
- * Compares a set's elements, as they are read, with the wanted set of that name, appending the
- * operations that repair them; none is kept. The set read is left holding the wanted elements:
- * what diff() then sees of it is only whether it exists.
- */
-function compareElements(set: NftSet, want: ReadonlyMap<string, NftSet>, ops: NftOp[]): SetReading {
-  const w = want.get(set.name);
-  set.elements = w ? w.elements : new Map();
-  return w && !w.dynamic ? new ElementComparer(w, ops) : SKIP_ELEMENTS;
-}
-
-/** As compareElements, for a checkpoint's set: one whose summary matches the wanted set is skipped unread. */
-function compareCheckpointElements(set: NftSet, summary: ElementsSummary | undefined, want: ReadonlyMap<string, NftSet>, ops: NftOp[]): SetReading | typeof SAME_ELEMENTS {
-  const w = want.get(set.name);
-  if (summary && w && !w.dynamic && summary.count === w.elements.size && summary.digest === elementsDigest(w.elements)) {
-    set.elements = w.elements;
-    return SAME_ELEMENTS;
-  }
-  return compareElements(set, want, ops);
-}
-
-function withElements(ops: NftOp[], elementOps: NftOp[], prev: NftRuleset, next: NftRuleset): NftOp[] {
-  // As diff() looks them up: the wanted chain, else the one read back.
-  const chains = new Map([...prev.chains, ...next.chains].map((c) => [c.name, c]));
-  return orderOps([...ops, ...elementOps], (n) => chains.get(n));
 }
 
 /** The set or chain an operation is about. */
