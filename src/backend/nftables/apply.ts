@@ -149,8 +149,7 @@ export async function applyScript(script: NftScript, opts: ExecOptions & { check
   if (typeof script !== 'string') {
     const res = await shellFor(opts).run(['nft', ...(opts.check ? ['-c'] : []), '-f'], script.parts());
     if (res.code === 0) return;
-    // Only a refused script is held whole, to quote the line nft names.
-    return fileRejected([...script.parts()].join(''), res);
+    return fileRejected(script, res);
   }
   const folded = opts.check || script.length > INTERACTIVE_MAX_BYTES ? undefined : foldScript(script);
   if (folded) {
@@ -179,15 +178,15 @@ export async function applyScriptsTogether(scripts: NftScript[], opts: ExecOptio
   );
   const refused = results.findIndex((r) => r.code !== 0);
   if (refused < 0) return;
-  const script = scripts[refused]!;
-  fileRejected(typeof script === 'string' ? script : [...script.parts()].join(''), results[refused]!);
+  fileRejected(scripts[refused]!, results[refused]!);
 }
 
-/** Throws the NftError of a refused `nft -f`. */
-function fileRejected(script: string, res: { code: number; stderr: string }): never {
+/** Throws the NftError of a refused `nft -f`. Only a refused script is held whole, to quote the line nft names. */
+function fileRejected(script: NftScript, res: { code: number; stderr: string }): never {
   const stderr = res.stderr.trim();
   const m = /^[^\n:]+:(\d+):[\d-]+: Error: ([^\n]*)/m.exec(stderr);
-  throw rejected(script, m ? m[2]! : stderr || `nft exited with ${res.code}`, m ? Number(m[1]) : 0);
+  const text = typeof script === 'string' ? script : [...script.parts()].join('');
+  throw rejected(text, m ? m[2]! : stderr || `nft exited with ${res.code}`, m ? Number(m[1]) : 0);
 }
 
 /**
