@@ -103,8 +103,7 @@ export class Proxy {
   private readonly undescribed = new Map<IPFamily, { changed: Set<string>; deleted: Set<string> }>();
   /** performance.now() at the start of the latest sync. */
   private syncStartedAt = 0;
-  /** performance.now() at the end of the last verification of every family; null before the first. */
-  /** When the last complete verification started and ended. */
+  /** performance.now() at the start and end of the last verification of every family; null before the first. */
   private verified: { start: number; end: number } | null = null;
   /** Set by stop(): the sync in flight finishes its writes but verifies nothing (a read-back would hold the stop). */
   private stopping = false;
