@@ -246,7 +246,7 @@ export class NftablesBackend implements Backend {
     const parts = this.opts.newTableParts ?? Math.min(4, availableParallelism());
     if (parts < 2) return [wholeTable(rs)];
     const steps = newTableSteps(rs, parts);
-    const scripts = (gens: Array<() => Iterable<string>>): NftScript[] => gens.map((parts) => ({ parts }));
+    const scripts = (gens: Array<() => Iterable<string>>): NftScript[] => gens.map((gen) => ({ parts: gen }));
     return [{ parts: steps.structure }, scripts(steps.data), scripts(steps.dispatch)].filter((step) => !Array.isArray(step) || step.length > 0);
   }
 

@@ -41,7 +41,12 @@ export function newTableSteps(rs: NftRuleset, parts: number): { structure: () =>
   // A part with no element would be an empty script: no transaction at all.
   const split = (which: (set: string) => boolean): Array<() => Generator<string>> =>
     Array.from({ length: parts }, (_, part) => part)
-      .filter((part) => rs.sets.some((s) => !s.dynamic && which(s.name) && shareOf(s.elements.size, part, parts).to > shareOf(s.elements.size, part, parts).from))
+      .filter((part) =>
+        rs.sets.some((s) => {
+          const { from, to } = shareOf(s.elements.size, part, parts);
+          return !s.dynamic && which(s.name) && to > from;
+        }),
+      )
       .map((part) => () => gathered(elementLines(rs, which, part, parts)));
   return {
     structure: () => gathered(tableBlockLines(rs)),
