@@ -131,6 +131,7 @@ export interface ParsedCIDR {
  * IPv6 addresses are rejected because they would put an IPv4 destination in IPv6 rules.
  */
 export function parseIP(s: unknown): ParsedIP | null {
+  if (typeof s === 'string' && net.isCanonicalIPv4(s)) return { family: 'IPv4', ip: s };
   const ip = net.parseIP(s);
   return ip && { family: ip.family, ip: net.formatIP(ip) };
 }

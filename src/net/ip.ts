@@ -79,6 +79,33 @@ function parseIPv4(s: string, leadingZeros: boolean): number[] | null {
   return [octets[0]! * 256 + octets[1]!, octets[2]! * 256 + octets[3]!];
 }
 
+/**
+ * Whether the text is an IPv4 address exactly as `formatIP` writes it (four decimal octets of
+ * at most 255, no leading zeros). Callers return such text as it is: most addresses arrive
+ * canonical, and parsing and formatting each again allocated ~400 bytes per address.
+ */
+export function isCanonicalIPv4(s: string): boolean {
+  const n = s.length;
+  if (n < 7 || n > 15) return false;
+  let dots = 0;
+  let start = 0;
+  for (let i = 0; i <= n; i++) {
+    const c = i < n ? s.charCodeAt(i) : 46;
+    if (c === 46 /* . */) {
+      const digits = i - start;
+      if (digits === 0 || digits > 3) return false;
+      if (digits > 1 && s.charCodeAt(start) === 48 /* 0 */) return false;
+      if (digits === 3) {
+        const v = (s.charCodeAt(start) - 48) * 100 + (s.charCodeAt(start + 1) - 48) * 10 + (s.charCodeAt(start + 2) - 48);
+        if (v > 255) return false;
+      }
+      if (i < n) dots++;
+      start = i + 1;
+    } else if (c < 48 || c > 57) return false;
+  }
+  return dots === 3;
+}
+
 /** One to four hex digits, either case; -1 for anything else. */
 function hexGroup(s: string): number {
   if (s.length === 0 || s.length > 4) return -1;

@@ -40,4 +40,62 @@ describe('fragment store', () => {
     assert.deepEqual([...store.items('eps')], [['x . 0', '1.1.1.3']]);
     assert.deepEqual([...store.items('ips')], [['x', undefined]]);
   });
+
+  test('after any sequence of updates the items equal a fresh resolution, and the ops lead there', () => {
+    // Few keys and values, so items are shared between keys (and repeated within one): a
+    // collection starts tracking owners at its first shared item.
+    let seed = 11;
+    const next = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return Math.floor((seed / 2147483648) * n);
+    };
+    const collections = ['eps', 'ips', 'hairpin'];
+    for (let round = 0; round < 30; round++) {
+      // Items are first each key's own (repeated within a fragment at most), shared from a random step on.
+      const sharedFrom = next(40);
+      const store = new FragmentStore(KIND, collections);
+      const current = new Map<string, Fragment<string>>();
+      const seen = new Map<string, Map<string, string | undefined>>(collections.map((c) => [c, new Map()]));
+      for (let step = 0; step < 60; step++) {
+        const changes: Record<string, Fragment<string> | undefined> = {};
+        for (let n = 1 + next(3); n > 0; n--) {
+          const key = `svc-${next(6)}`;
+          if (next(5) === 0) changes[key] = undefined;
+          else {
+            const items: Array<[string, string, string | undefined]> = [];
+            for (let i = next(5); i > 0; i--) {
+              const c = collections[next(collections.length)]!;
+              const item = step < sharedFrom ? `${c}-${key}-${next(4)}` : `${c}-${next(round % 2 === 0 ? 4 : 12)}`;
+              items.push([c, item, next(3) === 0 ? undefined : `v${next(3)}`]);
+            }
+            changes[key] = frag(items);
+          }
+        }
+        const ops = apply(store, changes);
+        for (const [k, f] of Object.entries(changes)) {
+          if (f === undefined) current.delete(k);
+          else current.set(k, f);
+        }
+        // From scratch: each item's value is the smallest claiming key's last value for it.
+        const want = new Map<string, Map<string, string | undefined>>(collections.map((c) => [c, new Map()]));
+        for (const k of [...current.keys()].sort().reverse()) {
+          const own = new Map<string, [string, string | undefined]>();
+          const it = current.get(k)!.items;
+          for (let i = 0; i < it.length; i += 3) own.set(`${it[i]}\u0000${it[i + 1]}`, [it[i]!, it[i + 2]]);
+          for (const [ck, [c, v]] of own) want.get(c)!.set(ck.slice(c.length + 1), v);
+        }
+        for (const c of collections) {
+          assert.deepEqual(new Map(store.items(c)), want.get(c), `round ${round} step ${step} ${c}`);
+          // The ops take what was there to what is there now.
+          const was = seen.get(c)!;
+          for (const op of ops) {
+            if (op.kind === 'add-item' || op.kind === 'replace-item') {
+              if (op.collection === c) was.set(op.key, op.value);
+            } else if (op.kind === 'delete-item' && op.collection === c) was.delete(op.key);
+          }
+          assert.deepEqual(was, want.get(c), `ops, round ${round} step ${step} ${c}`);
+        }
+      }
+    }
+  });
 });

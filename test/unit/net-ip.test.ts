@@ -8,6 +8,7 @@ import {
   formatIP,
   ipFromBigInt,
   ipToBigInt,
+  isCanonicalIPv4,
   parseCIDR,
   parseIP,
   type CIDR,
@@ -73,6 +74,24 @@ describe('IPv4', () => {
 
   test('values that are not strings are rejected', () => {
     for (const v of [undefined, null, 42, {}, ['1.2.3.4'], true]) assert.equal(parseIP(v), null);
+  });
+
+  test('a text is taken as canonical exactly when parsing and writing it back gives it unchanged', () => {
+    const next = rng(7);
+    const pieces = ['0', '1', '9', '00', '01', '10', '99', '100', '199', '200', '249', '250', '255', '256', '299', '300', '999', '0255', '', 'a', '-1', ' 1', '1e1'];
+    const samples = ['0.0.0.0', '255.255.255.255', '1.2.3.4', '1.2.3', '1.2.3.4.5', '::1', '::ffff:1.2.3.4', '1.2.3.4/32', '1.2.3.4 ', ''];
+    for (let i = 0; i < 20000; i++) {
+      const n = 3 + Math.floor(next() * 3);
+      samples.push(Array.from({ length: n }, () => pieces[Math.floor(next() * pieces.length)]!).join('.'));
+    }
+    let canonical = 0;
+    for (const s of samples) {
+      const p = parseIP(s);
+      const roundTrip = p !== null && p.family === 'IPv4' && formatIP(p) === s;
+      assert.equal(isCanonicalIPv4(s), roundTrip, s);
+      if (roundTrip) canonical++;
+    }
+    assert.ok(canonical > 300, `${canonical} canonical samples`);
   });
 });
 

@@ -84,10 +84,14 @@ interface Kept<O> {
   refs: string[];
 }
 
-/** One collection: its items and who claims each. */
+/**
+ * One collection: its items and, once two service ports have produced one key, who claims
+ * each. Until then every item has exactly one claimant, the fragment that holds it, and the
+ * largest collections (endpoint maps, one key per endpoint slot) never need the second map.
+ */
 interface Collection {
   items: Map<string, string | undefined>;
-  owners: Map<string, Owner>;
+  owners: Map<string, Owner> | undefined;
 }
 
 export class FragmentStore<O> {
@@ -110,7 +114,7 @@ export class FragmentStore<O> {
   private ensure(c: string): Collection {
     if (c === this.lastName) return this.last!;
     let col = this.collections.get(c);
-    if (!col) this.collections.set(c, (col = { items: new Map(), owners: new Map() }));
+    if (!col) this.collections.set(c, (col = { items: new Map(), owners: undefined }));
     this.lastName = c;
     this.last = col;
     return col;
@@ -161,7 +165,7 @@ export class FragmentStore<O> {
         for (let i = 0, j = 0; i < it.length; i += 3, j += 2) {
           if (collect) touch(it[i]!, it[i + 1]!);
           kept[j] = it[i]!;
-          kept[j + 1] = this.claim(it[i]!, it[i + 1]!, key, it[i + 2]);
+          kept[j + 1] = this.claim(it[i]!, it[i + 1]!, key, it[i + 2], kept, j);
         }
         for (const o of next.objects) {
           const id = this.kind.id(o);
@@ -206,11 +210,23 @@ export class FragmentStore<O> {
     return collect ? ops : [];
   }
 
-  /** Claims one item; returns its key, flattened, for the fragment to keep. */
-  private claim(c: string, k: string, owner: string, v: string | undefined): string {
+  /**
+   * Claims one item; returns its key, flattened, for the fragment to keep. `kept` holds the
+   * owner's items claimed so far (`filled` entries), which are not yet in its stored fragment.
+   */
+  private claim(c: string, k: string, owner: string, v: string | undefined, kept: string[], filled: number): string {
     k = flat(k);
     if (v !== undefined) v = flat(v);
-    const { items, owners: byKey } = this.ensure(c);
+    const col = this.ensure(c);
+    const items = col.items;
+    if (col.owners === undefined) {
+      if (!items.has(k)) {
+        items.set(k, v);
+        return k;
+      }
+      col.owners = this.ownersOf(c, owner, kept, filled);
+    }
+    const byKey = col.owners;
     const cur = byKey.get(k);
     if (cur === undefined || cur === owner) {
       byKey.set(k, owner);
@@ -250,8 +266,24 @@ export class FragmentStore<O> {
     }
   }
 
+  /** Who claims each item of a collection, from the stored fragments and the one being claimed. */
+  private ownersOf(c: string, owner: string, kept: string[], filled: number): Map<string, Owner> {
+    const owners = new Map<string, Owner>();
+    for (const [key, frag] of this.frags) {
+      if (key === owner) continue;
+      const it = frag.items;
+      for (let i = 0; i < it.length; i += 2) if (it[i] === c) owners.set(it[i + 1]!, key);
+    }
+    for (let i = 0; i < filled; i += 2) if (kept[i] === c) owners.set(kept[i + 1]!, owner);
+    return owners;
+  }
+
   private unclaim(c: string, k: string, owner: string): void {
     const { items, owners: byKey } = this.ensure(c);
+    if (byKey === undefined) {
+      items.delete(k);
+      return;
+    }
     const cur = byKey.get(k);
     if (cur === undefined) return;
     if (typeof cur === 'string') {

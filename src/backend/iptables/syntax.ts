@@ -6,7 +6,7 @@
 // then the target. Values are printed in their kernel form: addresses with a prefix length,
 // marks as `--set-xmark`, statistic probabilities as the 31-bit fraction the kernel keeps.
 import type { IPFamily } from '../../model/types.js';
-import { bitLength, formatCIDR, formatIP, parseCIDR, parseIP } from '../../net/ip.js';
+import { bitLength, formatCIDR, formatIP, isCanonicalIPv4, parseCIDR, parseIP } from '../../net/ip.js';
 
 export type IptTable = 'filter' | 'nat' | 'mangle';
 
@@ -66,6 +66,7 @@ const TEXT = { dottedQuad: true } as const;
 
 /** An address of the wanted family in inet_ntop form, or undefined. */
 export function canonicalIP(s: string, family: IPFamily): string | undefined {
+  if (isCanonicalIPv4(s)) return family === 'IPv4' ? s : undefined;
   const ip = parseIP(s.trim(), PARSE);
   return ip !== null && ip.family === family ? formatIP(ip, TEXT) : undefined;
 }

@@ -7,6 +7,7 @@ import {
   cidrContains as contains,
   formatCIDR,
   formatIP,
+  isCanonicalIPv4,
   parseCIDR,
   parseIP,
   type CIDROptions,
@@ -22,6 +23,7 @@ function familyOk(family: IPFamily, v6: boolean): boolean {
 
 /** Canonical text of an IP of the wanted family, or undefined. */
 export function canonicalIP(s: string, v6: boolean): string | undefined {
+  if (isCanonicalIPv4(s)) return v6 ? undefined : s;
   const ip = parseIP(s.trim(), READ);
   return ip !== null && familyOk(ip.family, v6) ? formatIP(ip, NFT_TEXT) : undefined;
 }
