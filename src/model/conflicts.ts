@@ -35,6 +35,10 @@ export function resolveConflicts(services: Iterable<ParsedService>): { effective
   const claims: Record<IPFamily, Map<string, string>> = { IPv4: new Map(), IPv6: new Map() };
   for (const s of ordered) {
     let changed = false;
+    const notHijacking = (ip: string): boolean => {
+      const owner = clusterIPOwner.get(ip);
+      return owner === undefined || owner === s.key;
+    };
     const ports: Record<IPFamily, ServicePortInfo[]> = { IPv4: [], IPv6: [] };
     for (const family of ['IPv4', 'IPv6'] as const) {
       const taken = claims[family];
@@ -58,10 +62,7 @@ export function resolveConflicts(services: Iterable<ParsedService>): { effective
         }
         taken.set(vipKey, mine);
         if (p.nodePort !== 0) taken.set(nodePortKey, mine);
-        const externalIPs = p.externalIPs.filter((ip) => {
-          const owner = clusterIPOwner.get(ip);
-          return owner === undefined || owner === s.key;
-        });
+        const externalIPs = p.externalIPs.length === 0 ? p.externalIPs : p.externalIPs.filter(notHijacking);
         if (externalIPs.length !== p.externalIPs.length) {
           changed = true;
           ports[family].push({ ...p, externalIPs });
@@ -69,6 +70,7 @@ export function resolveConflicts(services: Iterable<ParsedService>): { effective
       }
     }
     for (const family of ['IPv4', 'IPv6'] as const) {
+      if (s.ports[family].every((p) => p.externalIPs.length === 0)) continue;
       const ips = new Set(s.ports[family].flatMap((p) => p.externalIPs));
       for (const ip of ips) {
         const owner = clusterIPOwner.get(ip);

@@ -54,6 +54,9 @@ const transactionsIn = (steps: NftStep[]): number => steps.reduce<number>((n, s)
 /** Incremental writes larger than this run without the monitor too (a monitor would print every element). */
 const UNWATCHED_WRITE_BYTES = 2_000_000;
 
+/** A restart's difference from its checkpoint this large is written long enough to collect the render's garbage first. */
+const LONG_WRITE_OPERATIONS = 2000;
+
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
   'add-set': 'missing set',
@@ -163,8 +166,6 @@ export class NftablesBackend implements Backend {
     if (full) {
       next = new RulesetState(this.config);
       next.load(snapshot);
-      // The render's transient, before the write holds the state for seconds.
-      collectGarbage();
       ({ scripts, operations, replacesTable } = await this.fullScripts(next.ruleset(), next.elementCount()));
     } else {
       next = this.state!;
@@ -218,12 +219,16 @@ export class NftablesBackend implements Backend {
   private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: NftStep[]; operations: number; replacesTable: boolean }> {
     const target = { family: rs.family, table: rs.table };
     const fromCheckpoint = this.opts.dryRun ? undefined : await this.checkpointedKernel(rs);
+    // The render's transient goes before a write or a read-back that holds the state for
+    // seconds; a restart its checkpoint shows in sync writes next to nothing and goes on at once.
+    if (!fromCheckpoint) collectGarbage();
     if (!fromCheckpoint && (this.opts.dryRun || elements <= this.opts.budget)) {
       return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
     }
     let ops: NftOp[];
     if (fromCheckpoint) {
       ops = withElements(diff(fromCheckpoint.kernel, rs), fromCheckpoint.elementOps, fromCheckpoint.kernel, rs);
+      if (ops.length >= LONG_WRITE_OPERATIONS) collectGarbage();
     } else {
       const kernel = await readTable(rs.family, this.exec);
       // Nothing to keep serving: a new table, its elements parsed on several cores.

@@ -51,10 +51,17 @@ export function elementsDigest(elements: ReadonlyMap<string, string | undefined>
   for (const [k, v] of elements) {
     let h1 = 0x811c9dc5;
     let h2 = 5381;
-    // The key, then for a map a separator no text holds and the value.
-    for (const text of v === undefined ? [k] : [k, v]) {
-      for (let i = 0; i < text.length; i++) {
-        const c = text.charCodeAt(i);
+    // The key and a separator no text holds, then for a map the value and the separator.
+    for (let i = 0; i < k.length; i++) {
+      const c = k.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = (Math.imul(h2, 33) ^ c) | 0;
+    }
+    h1 = Math.imul(h1 ^ 0x10000, 0x01000193);
+    h2 = (Math.imul(h2, 33) ^ 0x10000) | 0;
+    if (v !== undefined) {
+      for (let i = 0; i < v.length; i++) {
+        const c = v.charCodeAt(i);
         h1 = Math.imul(h1 ^ c, 0x01000193);
         h2 = (Math.imul(h2, 33) ^ c) | 0;
       }
