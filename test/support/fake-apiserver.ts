@@ -393,6 +393,7 @@ export class FakeApiServer {
     o.metadata!.resourceVersion = String(this.rv);
     (o.metadata as Meta).creationTimestamp = new Date().toISOString();
     this.stores[kind].set(key, o);
+    this.serialize(o);
     this.record(kind, 'ADDED', clone(o));
     return clone(o);
   }
@@ -407,6 +408,7 @@ export class FakeApiServer {
     (o.metadata as Meta).creationTimestamp = (prev.metadata as Meta).creationTimestamp;
     o.metadata!.resourceVersion = String(this.rv);
     this.stores[kind].set(key, o);
+    this.serialize(o);
     this.record(kind, 'MODIFIED', clone(o), prev);
     return clone(o);
   }
@@ -748,21 +750,25 @@ export class FakeApiServer {
     return { kind: KINDS[r.kind].listKind, apiVersion: KINDS[r.kind].apiVersion, metadata, items };
   }
 
-  // Like the real server's watch cache, each stored object is serialized once and its text
-  // reused by every list: serializing 10,000 slices anew for each list took seconds. Stored
-  // objects are never changed in place (a write stores a new one), so the text stays right.
+  // Like the real server's watch cache, each stored object is serialized once, when it is
+  // written, and its text reused by every list: serializing 10,000 slices anew for each list
+  // took seconds, and at the first list took the CPU from the proxy it was feeding (a real API
+  // server does that work on its own machine). Stored objects are never changed in place (a
+  // write stores a new one), so the text stays right.
+  private serialize(o: KubeObject): string {
+    let text = this.serialized.get(o);
+    if (text === undefined) {
+      // Items of a typed list carry no kind/apiVersion on the wire.
+      const { kind: _k, apiVersion: _a, ...rest } = o;
+      text = JSON.stringify(rest);
+      this.serialized.set(o, text);
+    }
+    return text;
+  }
+
   private sendList(res: http.ServerResponse, list: { kind: string; apiVersion: string; metadata: Record<string, unknown>; items: KubeObject[] }): void {
     const parts: string[] = [];
-    for (const o of list.items) {
-      let text = this.serialized.get(o);
-      if (text === undefined) {
-        // Items of a typed list carry no kind/apiVersion on the wire.
-        const { kind: _k, apiVersion: _a, ...rest } = o;
-        text = JSON.stringify(rest);
-        this.serialized.set(o, text);
-      }
-      parts.push(text);
-    }
+    for (const o of list.items) parts.push(this.serialize(o));
     const head = JSON.stringify({ kind: list.kind, apiVersion: list.apiVersion, metadata: list.metadata });
     const data = `${head.slice(0, -1)},"items":[${parts.join(',')}]}`;
     res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) });
