@@ -152,17 +152,29 @@ export class ListDecoder {
   private scan(chunk: Buffer, i: number): number {
     const n = chunk.length;
     while (i < n) {
-      const b = chunk[i]!;
       if (this.inString) {
-        if (this.escaped) this.escaped = false;
-        else if (b === BACKSLASH) this.escaped = true;
-        else if (b === QUOTE) {
-          this.inString = false;
-          if (this.depth === 0) return i + 1;
+        if (this.escaped) {
+          this.escaped = false;
+          i++;
+          continue;
         }
-        i++;
+        // Most of a list's bytes are inside strings: jump to the next quote, which ends the
+        // string unless an odd run of backslashes escapes it.
+        const quote = chunk.indexOf(QUOTE, i);
+        const stop = quote < 0 ? n : quote;
+        let backslashes = 0;
+        while (stop - backslashes - 1 >= i && chunk[stop - backslashes - 1] === BACKSLASH) backslashes++;
+        if (quote < 0) {
+          this.escaped = backslashes % 2 === 1;
+          return -1;
+        }
+        i = quote + 1;
+        if (backslashes % 2 === 1) continue;
+        this.inString = false;
+        if (this.depth === 0) return i;
         continue;
       }
+      const b = chunk[i]!;
       if (this.scalar) {
         if (isSpace(b) || b === COMMA || b === CLOSE_BRACE || b === CLOSE_BRACKET) return i;
         i++;
