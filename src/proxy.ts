@@ -199,9 +199,6 @@ export class Proxy {
   async start(): Promise<void> {
     this.readiness.onReady(() => {
       log.info('services, endpoint slices and the node synced; starting rule syncs');
-      // Decoding the lists left garbage the size of the cluster; freed now, the first render
-      // reuses its pages instead of growing the heap past it.
-      collectGarbage();
       this.runner.run();
     });
     this.runner.start();
