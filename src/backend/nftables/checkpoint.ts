@@ -41,6 +41,22 @@ export interface ElementsSummary {
 
 type Line = ({ set: Omit<NftSet, 'elements'> } & Partial<ElementsSummary>) | { chain: NftChain };
 
+// The two running hashes of the element being digested (no pair allocated per element).
+const running = new Int32Array(2);
+
+/** Mixes a text and then a separator no text holds into `running`. */
+function mixText(text: string): void {
+  let h1 = running[0]!;
+  let h2 = running[1]!;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ c, 0x01000193);
+    h2 = (Math.imul(h2, 33) ^ c) | 0;
+  }
+  running[0] = Math.imul(h1 ^ 0x10000, 0x01000193);
+  running[1] = (Math.imul(h2, 33) ^ 0x10000) | 0;
+}
+
 /**
  * A digest of a set's elements that does not depend on their order (a restarted proxy fills its
  * maps in another order than the one that stopped): two 32-bit hashes of each element, summed.
@@ -49,27 +65,13 @@ export function elementsDigest(elements: ReadonlyMap<string, string | undefined>
   let a = 0;
   let b = 0;
   for (const [k, v] of elements) {
-    let h1 = 0x811c9dc5;
-    let h2 = 5381;
-    // The key and a separator no text holds, then for a map the value and the separator.
-    for (let i = 0; i < k.length; i++) {
-      const c = k.charCodeAt(i);
-      h1 = Math.imul(h1 ^ c, 0x01000193);
-      h2 = (Math.imul(h2, 33) ^ c) | 0;
-    }
-    h1 = Math.imul(h1 ^ 0x10000, 0x01000193);
-    h2 = (Math.imul(h2, 33) ^ 0x10000) | 0;
-    if (v !== undefined) {
-      for (let i = 0; i < v.length; i++) {
-        const c = v.charCodeAt(i);
-        h1 = Math.imul(h1 ^ c, 0x01000193);
-        h2 = (Math.imul(h2, 33) ^ c) | 0;
-      }
-      h1 = Math.imul(h1 ^ 0x10000, 0x01000193);
-      h2 = (Math.imul(h2, 33) ^ 0x10000) | 0;
-    }
-    a = (a + (h1 >>> 0)) >>> 0;
-    b = (b + (h2 >>> 0)) >>> 0;
+    running[0] = 0x811c9dc5;
+    running[1] = 5381;
+    // The key, then for a map the value.
+    mixText(k);
+    if (v !== undefined) mixText(v);
+    a = (a + (running[0]! >>> 0)) >>> 0;
+    b = (b + (running[1]! >>> 0)) >>> 0;
   }
   return `${a.toString(16).padStart(8, '0')}${b.toString(16).padStart(8, '0')}`;
 }
