@@ -84,6 +84,11 @@ export function resolveConflicts(services: Iterable<ParsedService>): { effective
   return { effective, conflicts };
 }
 
+function everyKeyIn(services: ReadonlyMap<string, unknown>, keys: ReadonlySet<string>): boolean {
+  for (const key of services.keys()) if (!keys.has(key)) return false;
+  return true;
+}
+
 /** Everything a Service may contend for: Services sharing none of these cannot affect each other. */
 function claimKeys(s: ParsedService): string[] {
   const keys = new Set<string>();
@@ -144,8 +149,12 @@ export class ConflictResolver {
       }
       visit(key);
     }
-    while (queue.length > 0) {
-      for (const claim of this.claimsOf.get(queue.pop()!) ?? []) for (const other of this.holdersOf(claim)) visit(other);
+    // Every claim is held by a Service: when all of them changed (the first snapshot), all are
+    // linked already and the walk over their claims would find no other.
+    if (linked.size < services.size || !everyKeyIn(services, linked)) {
+      while (queue.length > 0) {
+        for (const claim of this.claimsOf.get(queue.pop()!) ?? []) for (const other of this.holdersOf(claim)) visit(other);
+      }
     }
     const members: ParsedService[] = [];
     const before: Conflict[] = [];

@@ -96,12 +96,18 @@ describe('conflicts resolved one change at a time', () => {
           assert.equal(r.status, 'ok');
           if (r.status === 'ok') services.set(key, r.service);
         }
-        resolver.update(services, [key]);
+        // Now and then every Service at once, as at the first snapshot.
+        resolver.update(services, rand() < 0.1 ? [...services.keys(), key] : [key]);
         const scratch = resolveConflicts(services.values());
         const sorted = <T>(m: Map<string, T>): Array<[string, T]> => [...m].sort(([a], [b]) => (a < b ? -1 : 1));
-        assert.deepEqual(sorted(resolver.effective), sorted(scratch.effective), `seed ${seed} step ${step}`);
         const ids = (cs: Array<{ service: string; reason: string; detail: string }>): string[] => cs.map((c) => `${c.service} ${c.reason} ${c.detail}`).sort();
+        assert.deepEqual(sorted(resolver.effective), sorted(scratch.effective), `seed ${seed} step ${step}`);
         assert.deepEqual(ids(resolver.all()), ids(scratch.conflicts), `seed ${seed} step ${step}`);
+        // A new resolver given everything (a restart's first snapshot) agrees too.
+        const fresh = new ConflictResolver();
+        fresh.update(services, services.keys());
+        assert.deepEqual(sorted(fresh.effective), sorted(scratch.effective), `fresh, seed ${seed} step ${step}`);
+        assert.deepEqual(ids(fresh.all()), ids(scratch.conflicts), `fresh, seed ${seed} step ${step}`);
       }
     }
   });
