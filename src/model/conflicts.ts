@@ -35,10 +35,6 @@ export function resolveConflicts(services: Iterable<ParsedService>): { effective
   const claims: Record<IPFamily, Map<string, string>> = { IPv4: new Map(), IPv6: new Map() };
   for (const s of ordered) {
     let changed = false;
-    const notHijacking = (ip: string): boolean => {
-      const owner = clusterIPOwner.get(ip);
-      return owner === undefined || owner === s.key;
-    };
     const ports: Record<IPFamily, ServicePortInfo[]> = { IPv4: [], IPv6: [] };
     for (const family of ['IPv4', 'IPv6'] as const) {
       const taken = claims[family];
@@ -62,7 +58,13 @@ export function resolveConflicts(services: Iterable<ParsedService>): { effective
         }
         taken.set(vipKey, mine);
         if (p.nodePort !== 0) taken.set(nodePortKey, mine);
-        const externalIPs = p.externalIPs.length === 0 ? p.externalIPs : p.externalIPs.filter(notHijacking);
+        const externalIPs =
+          p.externalIPs.length === 0
+            ? p.externalIPs
+            : p.externalIPs.filter((ip) => {
+                const owner = clusterIPOwner.get(ip);
+                return owner === undefined || owner === s.key;
+              });
         if (externalIPs.length !== p.externalIPs.length) {
           changed = true;
           ports[family].push({ ...p, externalIPs });
