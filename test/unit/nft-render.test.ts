@@ -220,7 +220,7 @@ describe('render', () => {
     assert.deepEqual([...set(none, 'no-endpoint-services')], [['10.96.0.10 . tcp . 80', 'drop']]);
   });
 
-  test('ClientIP affinity: upstream-style per-service chains and affinity sets', () => {
+  test('ClientIP affinity: upstream-style per-service chains, one shared set of pinned clients', () => {
     const rs = renderCase('affinity');
     const svc = 'service-ULMVA6XW-ns1/svc1/tcp/p80';
     assert.equal(dispatch(rs, 'service-ips').get('10.96.0.10 . tcp . 80'), `goto ${svc}`);
@@ -228,10 +228,10 @@ describe('render', () => {
     assert.equal(dispatch(rs, 'service-nodeports').get('tcp . 30080'), 'goto external-ULMVA6XW-ns1/svc1/tcp/p80');
     const rules = chain(rs, svc);
     assert.equal(rules[0], 'ip daddr 10.96.0.10 ip saddr != { 10.244.0.0/16 } jump mark-for-masquerade');
-    // One affinity set for the service port, keyed by client and endpoint tag.
+    // One affinity set for every service, keyed by client and endpoint tag; no set per service.
     const aff = rs.sets.filter((s) => s.name.startsWith('affinity-'));
-    const affSet = 'affinity-ULMVA6XW-ns1/svc1/tcp/p80';
-    assert.deepEqual(aff.map((s) => [s.name, s.decl]), [[affSet, `typeof ip saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`]]);
+    const affSet = 'affinity-clients';
+    assert.deepEqual(aff.map((s) => [s.name, s.decl, s.dynamic]), [[affSet, `typeof ip saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`, true]]);
     // No chain per endpoint: a pinned client goes to its endpoint, any other picks one at random.
     assert.ok(!rs.chains.some((c) => c.name.startsWith('endpoint-')));
     const [t1, t2] = ['10.244.1.5', '10.244.2.5'].map((ip) => affinityTag(`ns1/svc1/tcp/p80__${ip}/8080`));
@@ -254,6 +254,22 @@ describe('render', () => {
     // No shape chains and no data slots for affinity services.
     assert.equal(set(rs, 'service-endpoints-tcp').size, 0);
     assert.ok(!rs.chains.some((c) => /^cluster-\d/.test(c.name)));
+  });
+
+  test('affinity: two services with the same endpoint pin their clients apart in the shared set', () => {
+    const ep = [endpoint('10.244.1.5', 8080)];
+    const aff = { clientIPTimeoutSeconds: 60 };
+    const rs = render(snapshot([
+      servicePort({ namespace: 'ns', serviceName: 'a', clusterIP: '10.96.0.1', port: 80, protocol: 'TCP', sessionAffinity: aff, endpoints: ep }),
+      servicePort({ namespace: 'ns', serviceName: 'b', clusterIP: '10.96.0.2', port: 80, protocol: 'TCP', sessionAffinity: aff, endpoints: ep }),
+    ]), cfg);
+    const pinned = rs.chains.filter((c) => c.name.startsWith('service-')).map((c) => c.rules.find((r) => r.includes('@affinity-clients update'))!);
+    assert.equal(pinned.length, 2);
+    const tagOf = (rule: string): string => /offset (\d+) @affinity-clients/.exec(rule)![1]!;
+    assert.notEqual(tagOf(pinned[0]!), tagOf(pinned[1]!));
+    // Declared in every table, with or without affinity services, and never given elements.
+    const plain = render(snapshot([servicePort({ namespace: 'ns', serviceName: 'c', clusterIP: '10.96.0.3', port: 80, protocol: 'TCP', endpoints: ep })]), cfg);
+    assert.deepEqual(plain.sets.filter((s) => s.name.startsWith('affinity-')).map((s) => [s.name, s.elements.size]), [['affinity-clients', 0]]);
   });
 
   test('no endpoints: reject for ClusterIP and NodePort, ClusterIP still known', () => {

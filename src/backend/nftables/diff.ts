@@ -110,7 +110,7 @@ export function sameRules(a: NftChain, b: NftChain): boolean {
   return sameStrings(a.rules, b.rules) && chainHeader(a) === chainHeader(b);
 }
 
-/** setOrder, with the per-service sets (affinity) after every other set. */
+/** setOrder, with sets it does not rank (the affinity set, leftovers of an older layout) after every other set. */
 function setRank(name: string): number {
   const i = setOrder(name);
   return i >= 0 ? i : SET_ORDER.length + 1;

@@ -22,10 +22,10 @@ export function endpointBase(serviceBase: string, ip: string, port: number): str
 }
 
 /**
- * An endpoint's 32-bit tag in its service port's affinity set: the first 32 bits of the SHA-256
- * whose base32 prefix names the endpoint's chain. Upstream keeps one affinity set per endpoint;
- * with thousands of them nft re-reads every set's declaration at each command
- * (docs/nftables-layout.md), so the set is per service port, keyed by client and tag.
+ * An endpoint's 32-bit tag in the affinity set: the first 32 bits of the SHA-256 whose base32
+ * prefix names the endpoint's chain upstream. It names a service port and endpoint together, so
+ * one set keyed by client and tag serves every service (upstream keeps a set per endpoint; with
+ * thousands, nft re-reads every set's declaration at each command, docs/nftables-layout.md).
  */
 export function affinityTag(endpointBaseName: string): number {
   return sha256(endpointBaseName).readUInt32BE(0);

@@ -26,10 +26,10 @@
 //                meta mark set meta mark ^ <m>
 //                meta mark set meta mark | <m>
 //                masquerade fully-random
-//   affinity     <key> @affinity-<name> <pin>              (one per endpoint: a client already pinned)
+//   affinity     <key> @affinity-clients <pin>             (one per endpoint: a client already pinned)
 //                [numgen random mod K 0] <pin>             (one per endpoint: K = n, n-1, …, 2, then none)
 //                  <key>: <f> saddr . numgen random mod 1 offset <tag>   (<tag>: the endpoint's, see affinityTag)
-//                  <pin>: update @affinity-<name> { <key> timeout <t>s } meta l4proto <proto> dnat <f> to <ip>:<port>
+//                  <pin>: update @affinity-clients { <key> timeout <t>s } meta l4proto <proto> dnat <f> to <ip>:<port>
 //                         (IPv6: [<ip>]:<port>)
 import type { BackendConfig } from '../types.js';
 import type { Endpoint, ServicePortState, Snapshot } from '../../model/types.js';
@@ -46,6 +46,19 @@ export type NftProto = (typeof PROTOCOLS)[number];
 export function endpointMap(kind: 'service' | 'nodeport', proto: NftProto): string {
   return `${kind}-endpoints-${proto}`;
 }
+
+/**
+ * The one set of pinned clients, `client . endpoint tag`, shared by every affinity service port
+ * (tags are per service port and endpoint). A set per service port made each nft command read
+ * thousands of set declarations (docs/nftables-layout.md).
+ */
+export const AFFINITY_SET = 'affinity-clients';
+
+/**
+ * Room for pinned clients across all affinity services. Upstream holds up to 65,535 per endpoint;
+ * the kernel allocates elements as they come, so the bound only stops a flood of sources.
+ */
+export const AFFINITY_SET_SIZE = 4194304;
 
 export interface NftSet {
   name: string;
@@ -77,12 +90,11 @@ export interface NftRuleset {
   chains: NftChain[];
 }
 
-/** What one service port contributes: elements, and for affinity services its own chains and sets. */
+/** What one service port contributes: elements, and for affinity services its own chains. */
 export interface Fragment {
   /** Flat triples: set name, element key, value (undefined for plain sets). */
   elements: Array<string | undefined>;
   chains: NftChain[];
-  sets: NftSet[];
   /** Names of shape chains the elements point at. */
   shapes: string[];
 }
@@ -180,6 +192,7 @@ export function baseSets(ctx: RenderContext): NftSet[] {
     ...PROTOCOLS.map((p) => map(endpointMap('nodeport', p), `typeof meta l4proto . ${p} dport . numgen random mod 1 : ${f} daddr . ${p} dport`)),
     map('no-endpoint-services', `type ${a} . inet_proto . inet_service : verdict`),
     map('no-endpoint-nodeports', 'type inet_proto . inet_service : verdict'),
+    { ...set(AFFINITY_SET, `typeof ${f} saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`), dynamic: true },
   ];
   for (const ip of ctx.nodePortIPs) sets[1]!.elements.set(ip, undefined);
   return sets;
@@ -374,7 +387,7 @@ function addShape(frag: Fragment, shape: string): void {
 
 /** Renders one service port. Ports with an unusable ClusterIP or port render nothing. */
 export function renderServicePort(s: ServicePortState, ctx: RenderContext): Fragment {
-  const frag: Fragment = { elements: [], chains: [], sets: [], shapes: [] };
+  const frag: Fragment = { elements: [], chains: [], shapes: [] };
   const info = s.info;
   const proto = info.protocol.toLowerCase() as NftProto;
   if (!PROTOCOLS.includes(proto) || !validPort(info.port)) return frag;
@@ -485,13 +498,7 @@ interface AffinityChains {
   externalChain: string;
 }
 
-/**
- * Room for clients in one service port's affinity set. Upstream has one set of the default 65,535
- * per endpoint; one set per service port holds every client of every endpoint.
- */
-export const AFFINITY_SET_SIZE = 1048576;
-
-/** Upstream-style per-service chains for ClientIP affinity; fills frag.chains / frag.sets. */
+/** Upstream-style per-service chains for ClientIP affinity; fills frag.chains. */
 function renderAffinity(
   s: ServicePortState,
   ctx: RenderContext,
@@ -509,7 +516,6 @@ function renderAffinity(
   const serviceChain = `service-${hashedName(base)}`;
   const localChain = `local-${hashedName(base)}`;
   const externalChain = `external-${hashedName(base)}`;
-  const affinitySet = `affinity-${hashedName(base)}`;
   // The timeout goes with each update, not the set: a changed timeout is then a rule change.
   const timeout = info.sessionAffinity.clientIPTimeoutSeconds!;
   const affinityKey = (e: Ep): string =>
@@ -517,23 +523,14 @@ function renderAffinity(
     // evaluates to the endpoint's tag.
     `${f} saddr . numgen random mod 1 offset ${affinityTag(endpointBase(base, e.ip, e.port))}`;
   const pinAndDnat = (e: Ep, key: string): string =>
-    `update @${affinitySet} { ${key} timeout ${timeout}s } meta l4proto ${proto} dnat ${f} to ${ctx.v6 ? `[${e.ip}]` : e.ip}:${e.port}`;
+    `update @${AFFINITY_SET} { ${key} timeout ${timeout}s } meta l4proto ${proto} dnat ${f} to ${ctx.v6 ? `[${e.ip}]` : e.ip}:${e.port}`;
   // A client already pinned to an endpoint goes there; any other picks one at random as
   // upstream's iptables mode does (1/n, then 1/(n-1), …, the last unconditional) and is pinned
   // to it. No chain per endpoint: nft reads every chain of the ruleset at each command.
   const lbRules = (eps: Ep[]): string[] => {
     if (eps.length === 0) return ['drop'];
-    if (frag.sets.length === 0) {
-      frag.sets.push({
-        name: affinitySet,
-        kind: 'set',
-        decl: `typeof ${f} saddr . numgen random mod 1; size ${AFFINITY_SET_SIZE}; flags dynamic,timeout`,
-        dynamic: true,
-        elements: new Map(),
-      });
-    }
     const keys = eps.map(affinityKey);
-    const rules = eps.map((e, i) => `${keys[i]} @${affinitySet} ${pinAndDnat(e, keys[i]!)}`);
+    const rules = eps.map((e, i) => `${keys[i]} @${AFFINITY_SET} ${pinAndDnat(e, keys[i]!)}`);
     eps.forEach((e, i) => {
       const left = eps.length - i;
       rules.push(`${left > 1 ? `numgen random mod ${left} 0 ` : ''}${pinAndDnat(e, keys[i]!)}`);
@@ -594,7 +591,6 @@ export function render(snapshot: Snapshot, config: BackendConfig): NftRuleset {
   const byName = new Map(sets.map((s) => [s.name, s]));
   const chains = baseChains(ctx);
   const shapes = new Set<string>();
-  const extraSets: NftSet[] = [];
   const extraChains: NftChain[] = [];
   const seenChains = new Set(chains.map((c) => c.name));
   for (const key of [...snapshot.services.keys()].sort(compareKeys)) {
@@ -610,16 +606,11 @@ export function render(snapshot: Snapshot, config: BackendConfig): NftRuleset {
       seenChains.add(c.name);
       extraChains.push(c);
     }
-    for (const s of frag.sets) {
-      if (byName.has(s.name)) continue;
-      byName.set(s.name, s);
-      extraSets.push(s);
-    }
   }
   const sorted = [...shapes].sort(compareKeys);
   const shapeChains = sorted.map((n) => shapeChain(n, ctx));
   const base = chains.map((c) => (c.name === 'services' ? servicesChain(ctx, sorted) : c));
-  return { family: ctx.f, table: TABLE, sets: [...splitDispatch(sets, sorted, ctx), ...extraSets], chains: [...shapeChains, ...extraChains, ...base] };
+  return { family: ctx.f, table: TABLE, sets: splitDispatch(sets, sorted, ctx), chains: [...shapeChains, ...extraChains, ...base] };
 }
 
 export function elementText(key: string, value: string | undefined): string {

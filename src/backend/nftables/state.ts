@@ -24,24 +24,18 @@ import {
   type RenderContext,
 } from './render.js';
 
-type NftObject = NftChain | NftSet;
-
-const isSet = (o: NftObject): o is NftSet => 'decl' in o;
-
-const NFT_OBJECTS: ObjectKind<NftObject> = {
-  id: (o) => (isSet(o) ? `set:${o.name}` : `chain:${o.name}`),
-  // A set's declaration only changes at a full reload (see docs/nftables-layout.md).
-  same: (a, b) => isSet(a) || isSet(b) || sameRules(a, b),
+const NFT_OBJECTS: ObjectKind<NftChain> = {
+  id: (c) => c.name,
+  same: sameRules,
 };
 
-function generic(frag: Fragment): GenericFragment<NftObject> {
-  // Most fragments own no sets: their chain list (usually empty) serves as is.
-  return { items: frag.elements, objects: frag.sets.length === 0 ? frag.chains : [...frag.chains, ...frag.sets], refs: frag.shapes };
+function generic(frag: Fragment): GenericFragment<NftChain> {
+  return { items: frag.elements, objects: frag.chains, refs: frag.shapes };
 }
 
 export class RulesetState {
   readonly ctx: RenderContext;
-  private readonly store: FragmentStore<NftObject>;
+  private readonly store: FragmentStore<NftChain>;
   private readonly baseSetDecls: NftSet[];
   private base: NftChain[];
   private readonly shapeChains = new Map<string, NftChain>();
@@ -69,7 +63,7 @@ export class RulesetState {
   }
 
   private apply(snapshot: Snapshot, keys: Iterable<string>, collect: boolean): NftOp[] {
-    const render = (key: string): GenericFragment<NftObject> | undefined => {
+    const render = (key: string): GenericFragment<NftChain> | undefined => {
       const st = snapshot.services.get(key);
       return st ? generic(renderServicePort(st, this.ctx)) : undefined;
     };
@@ -97,17 +91,14 @@ export class RulesetState {
           ops.push({ kind: 'delete-element', set: kernelSetOf(op.collection, op.value).set, key: op.key });
           break;
         case 'add-object':
-          ops.push(isSet(op.object) ? { kind: 'add-set', set: op.object } : { kind: 'add-chain', chain: op.object });
+          ops.push({ kind: 'add-chain', chain: op.object });
           break;
         case 'replace-object':
-          if (!isSet(op.object)) ops.push({ kind: 'replace-chain', chain: op.object });
+          ops.push({ kind: 'replace-chain', chain: op.object });
           break;
         case 'delete-object':
-          if (isSet(op.object)) ops.push({ kind: 'delete-set', name: op.object.name, setKind: op.object.kind });
-          else {
-            deleted.set(op.object.name, op.object);
-            ops.push({ kind: 'delete-chain', name: op.object.name });
-          }
+          deleted.set(op.object.name, op.object);
+          ops.push({ kind: 'delete-chain', name: op.object.name });
           break;
         case 'add-ref': {
           const c = shapeChain(op.name, this.ctx);
@@ -140,8 +131,7 @@ export class RulesetState {
     }
     // Deleted chains are looked up as they were, so they go before the chains they referred to.
     return orderOps(ops, (n) => {
-      const live = this.shapeChains.get(n) ?? this.store.object(`chain:${n}`);
-      return live && !isSet(live) ? live : (deleted.get(n) ?? this.base.find((c) => c.name === n));
+      return this.shapeChains.get(n) ?? this.store.object(n) ?? deleted.get(n) ?? this.base.find((c) => c.name === n);
     });
   }
 
@@ -154,20 +144,17 @@ export class RulesetState {
 
   /** The current ruleset (shares element maps with this state, except the dispatch maps and tuple sets, built here: read, do not modify). */
   ruleset(): NftRuleset {
-    const objects = this.store.objects();
     const shapes = [...this.shapeChains.keys()].sort();
     const sets: NftSet[] = splitDispatch(
       this.baseSetDecls.map((s) => ({ ...s, elements: this.store.items(s.name) })),
       shapes,
       this.ctx,
     );
-    for (const o of objects) if (isSet(o)) sets.push(o);
-    const extraChains = objects.filter((o): o is NftChain => !isSet(o));
     return {
       family: this.ctx.f,
       table: TABLE,
       sets,
-      chains: [...shapes.map((s) => this.shapeChains.get(s)!), ...extraChains, ...this.base],
+      chains: [...shapes.map((s) => this.shapeChains.get(s)!), ...this.store.objects(), ...this.base],
     };
   }
 
