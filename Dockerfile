@@ -8,6 +8,7 @@ RUN npm ci --no-audit --no-fund --loglevel=error
 COPY src ./src
 COPY test ./test
 COPY bench ./bench
+COPY scripts/bundle.mjs ./scripts/bundle.mjs
 RUN npm run build
 
 FROM node:20-bookworm-slim AS deps
@@ -23,7 +24,6 @@ COPY package.json ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
 # kube-proxy is the name upstream manifests run (kubeadm: /usr/local/bin/kube-proxy), so only the image changes.
-RUN chmod +x dist/src/cli/main.js \
- && ln -s /app/dist/src/cli/main.js /usr/local/bin/kube-proxy-ts \
- && ln -s /app/dist/src/cli/main.js /usr/local/bin/kube-proxy
+RUN ln -s /app/dist/src/cli/kube-proxy-ts.js /usr/local/bin/kube-proxy-ts \
+ && ln -s /app/dist/src/cli/kube-proxy-ts.js /usr/local/bin/kube-proxy
 ENTRYPOINT ["kube-proxy-ts"]

@@ -1,6 +1,8 @@
 // Leveled logging to stderr: `--v N` shows messages of level <= N. Two formats, as upstream's
 // --logging-format: klog-style text lines, or one JSON object per line (ts in seconds, msg,
 // v for informational messages, then the structured fields).
+import { readFileSync } from 'node:fs';
+
 export type LogFormat = 'text' | 'json';
 
 let verbosity = 0;
@@ -50,8 +52,40 @@ function defaultWrite(sev: Severity, line: string): void {
 /** The calling file's name without directory and extension (only computed when --vmodule is set). */
 function callerFile(): string {
   const frame = (new Error().stack ?? '').split('\n')[4] ?? '';
-  const m = /([^/\\]+?)\.[cm]?[jt]s:\d+:\d+\)?$/.exec(frame);
-  return m?.[1] ?? '';
+  const m = /([^\s(]*?)([^/\\\s(]+?)\.[cm]?[jt]s:(\d+):\d+\)?$/.exec(frame);
+  if (!m) return '';
+  return m[2] === BUNDLE_NAME ? (bundledModule(`${m[1]}${m[2]}.js`, Number(m[3])) ?? m[2]) : m[2]!;
+}
+
+/** The bundled command's file name (scripts/bundle.mjs): every module's code is in it. */
+const BUNDLE_NAME = 'kube-proxy-ts';
+const bundleMarks = new Map<string, Array<{ line: number; name: string }>>();
+
+/**
+ * Which module a line of the bundle came from, by the bundler's `// dist/src/<path>.js` line that
+ * opens each module's code.
+ */
+function bundledModule(file: string, line: number): string | undefined {
+  let marks = bundleMarks.get(file);
+  if (!marks) {
+    marks = [];
+    try {
+      const lines = readFileSync(file.startsWith('file://') ? new URL(file) : file, 'utf8').split('\n');
+      lines.forEach((text, i) => {
+        const mark = /^\/\/ dist\/src\/(?:.*\/)?([^/]+)\.js$/.exec(text);
+        if (mark) marks!.push({ line: i + 1, name: mark[1]! });
+      });
+    } catch {
+      // Unreadable: the bundle's own name stands for every module.
+    }
+    bundleMarks.set(file, marks);
+  }
+  let found: string | undefined;
+  for (const mark of marks) {
+    if (mark.line > line) break;
+    found = mark.name;
+  }
+  return found;
 }
 
 function enabled(level: number): boolean {

@@ -10,7 +10,7 @@
 //   --connects N               connections for the first-packet latency (default 1000)
 //   --profile DIR              write the proxy's CPU profile of the change phase there
 //   --stages                   run the proxy at --v 4 and split each change by stage (its log's timestamps)
-//   --proxy-main PATH          the proxy's main.js (default: this build's)
+//   --proxy-main PATH          the proxy's command file (default: this build's bundle, kube-proxy-ts.js)
 //   --out FILE                 results file (default bench/results/latest.json)
 // Environment: KPB_PROXY_LOG=1 copies the proxy's log and output (and when it exited) to stderr;
 // KPB_PROXY_V sets the proxy's --v (default 0); KPB_NODE_ARGS adds node flags to the proxy, e.g. "--cpu-prof --cpu-prof-dir=/tmp/p".
@@ -36,7 +36,7 @@ function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS
       connects: 1000,
       profileDir: undefined as string | undefined,
       stages: false,
-      proxyMain: join(root, 'dist', 'src', 'cli', 'main.js'),
+      proxyMain: join(root, 'dist', 'src', 'cli', 'kube-proxy-ts.js'),
       apiMain: join(root, 'dist', 'test', 'support', 'fake-apiserver-main.js'),
       probeMain: join(here, 'probe-main.js'),
     },

@@ -16,7 +16,8 @@ import type { ProbeJob, ProbeResult } from './probe.js';
 import { formatCheck, formatSkip, judge, widths } from './report.js';
 import { createTopology, ENDING_SIGNALS, signalExitCode, type Topology } from './topology.js';
 
-const MAIN = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+// The bundled command, as users run it (scripts/bundle.mjs).
+const MAIN = fileURLToPath(new URL('../cli/kube-proxy-ts.js', import.meta.url));
 const PROBE_MAIN = fileURLToPath(new URL('./probe-main.js', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../../examples/', import.meta.url));
 /** Holds every topology pod network (10.244.N.0/24). */

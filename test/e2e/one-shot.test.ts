@@ -7,13 +7,13 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { useNetns } from '../support/netns.js';
+import { COMMAND } from '../support/command.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = join(ROOT, 'dist/src/cli/main.js');
 const EXAMPLES = join(ROOT, 'examples');
 
 function inNs(ns: string, args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const res = spawnSync('ip', ['netns', 'exec', ns, process.execPath, MAIN, ...args], { encoding: 'utf8', timeout: 30_000 });
+  const res = spawnSync('ip', ['netns', 'exec', ns, process.execPath, COMMAND, ...args], { encoding: 'utf8', timeout: 30_000 });
   return { code: res.status, stdout: res.stdout, stderr: res.stderr };
 }
 
@@ -93,7 +93,7 @@ describe('--profiling', { timeout: 60_000 }, () => {
 
   async function withProxy(extra: string[], fn: () => void): Promise<void> {
     execFileSync('ip', ['-n', ns.name, 'link', 'set', 'lo', 'up']);
-    const args = [MAIN, '--manifests', EXAMPLES, '--hostname-override', 'node-1', '--proxy-mode', 'nftables', '--dry-run', '--watch', '--metrics-bind-address', '127.0.0.1:10249', ...extra];
+    const args = [COMMAND, '--manifests', EXAMPLES, '--hostname-override', 'node-1', '--proxy-mode', 'nftables', '--dry-run', '--watch', '--metrics-bind-address', '127.0.0.1:10249', ...extra];
     const proxy = spawn('ip', ['netns', 'exec', ns.name, process.execPath, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     proxy.stderr.setEncoding('utf8').on('data', (d: string) => (log += d));

@@ -6,14 +6,10 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { listNamespaces } from '../support/topology.js';
 import { pidAlive } from '../support/process.js';
-
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = join(ROOT, 'dist/src/cli/main.js');
+import { COMMAND } from '../support/command.js';
 
 class Sandbox {
   stdout = '';
@@ -23,7 +19,7 @@ class Sandbox {
 
   /** `ownGroup`: in a process group of its own, as a terminal starts a command, so the group can be signalled. */
   constructor(args: string[], ownGroup = false) {
-    this.proc = spawn(process.execPath, [MAIN, 'sandbox', ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: ownGroup });
+    this.proc = spawn(process.execPath, [COMMAND, 'sandbox', ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: ownGroup });
     this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.closed = new Promise((r) => this.proc.once('close', (code, signal) => r({ code, signal })));
@@ -89,7 +85,7 @@ describe('sandbox lifecycle', { timeout: 300_000 }, () => {
     assert.ok(listNamespaces(`${dead.id}-`).length > 0, 'SIGKILL leaves the namespaces (nothing can run at SIGKILL)');
     assert.ok(existsSync(dead.manifests));
 
-    const cleanup = spawn(process.execPath, [MAIN, 'sandbox', '--cleanup'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const cleanup = spawn(process.execPath, [COMMAND, 'sandbox', '--cleanup'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     cleanup.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     const code = await new Promise((r) => cleanup.once('close', r));

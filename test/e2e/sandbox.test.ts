@@ -9,9 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
 import { listNamespaces } from '../support/topology.js';
 import { pidAlive } from '../support/process.js';
+import { COMMAND } from '../support/command.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = join(ROOT, 'dist/src/cli/main.js');
 const EXAMPLES = join(ROOT, 'examples');
 const PROXY_NODE = 'node-1';
 // Same-node pod → service → pod replies only pass conntrack with br_netfilter (see topology.ts).
@@ -100,7 +100,7 @@ class Sandbox {
   readonly closed: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   constructor(args: string[]) {
-    this.proc = spawn(process.execPath, [MAIN, 'sandbox', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = spawn(process.execPath, [COMMAND, 'sandbox', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.proc.stdout!.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
     this.proc.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.closed = new Promise((r) => this.proc.once('close', (code, signal) => r({ code, signal })));

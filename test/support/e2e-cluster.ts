@@ -1,7 +1,7 @@
 /*
  * A small cluster for real-kernel e2e tests of the proxy: the namespace topology of topology.ts,
  * the fake API server running on node1's loopback (fake-apiserver-main.js, driven over stdin), and
- * the proxy (dist/src/cli/main.js) running inside node1's namespace with a kubeconfig pointing at it,
+ * the proxy (the bundled command, dist/src/cli/kube-proxy-ts.js) running inside node1's namespace with a kubeconfig pointing at it,
  * in the nftables mode or the iptables mode (on a node whose kubelet uses the nft or legacy flavour).
  *
  * Kubernetes node names are `node-<N>` for topology node N; node-1 is the proxy's own node, with
@@ -21,8 +21,9 @@ import type { EndpointSlice, KubeObject, Node, ObjectKind, Service } from '../..
 import { kubeconfigFor } from './kubeconfig.js';
 import { RelayProcess } from './relay.js';
 import { createTopology, type PodInfo, type PodSpec, type Proc, type Topology } from './topology.js';
+import { COMMAND } from './command.js';
 
-export const PROXY_MAIN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+export const PROXY_MAIN = COMMAND;
 const API_MAIN = fileURLToPath(new URL('./fake-apiserver-main.js', import.meta.url));
 const RELAY_MAIN = fileURLToPath(new URL('./relay.js', import.meta.url));
 const NAMESPACE = 'default';

@@ -6,8 +6,8 @@ import { after, before, test } from 'node:test';
 import type { Node } from '../../src/model/k8s.js';
 import { FakeApiServer } from '../support/fake-apiserver.js';
 import { kubeconfigFor } from '../support/kubeconfig.js';
+import { COMMAND } from '../support/command.js';
 
-const MAIN = new URL('../../src/cli/main.js', import.meta.url).pathname;
 
 let server: FakeApiServer;
 let proc: ChildProcess | undefined;
@@ -59,7 +59,7 @@ before(async () => {
   const kubeconfig = kubeconfigFor(server, { token: 'secret-token' });
   // A dry run: this test watches the source and the model, and must not touch this machine's rules.
   const args = ['--kubeconfig', kubeconfig, '--hostname-override', 'node-a', '--iptables-min-sync-period', '0s', '--dry-run', '--watch', '--v', '4'];
-  proc = spawn(process.execPath, [MAIN, ...args, '--healthz-bind-address=', '--metrics-bind-address='], {
+  proc = spawn(process.execPath, [COMMAND, ...args, '--healthz-bind-address=', '--metrics-bind-address='], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
@@ -95,7 +95,7 @@ test('a deleted service leaves the snapshot', async () => {
 
 test('bad flags exit non-zero with one message naming the flag and value, starting nothing', async () => {
   const res = await new Promise<{ code: number | null; err: string }>((resolve) => {
-    const p = spawn(process.execPath, [MAIN, '--proxy-mode', 'bogus'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [COMMAND, '--proxy-mode', 'bogus'], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
     p.on('exit', (code) => resolve({ code, err }));

@@ -12,9 +12,9 @@ import { ConfigErrors } from '../../src/config/index.js';
 import { loadKubeConfig } from '../../src/source/kubeclient.js';
 import { throwsConfigError } from '../support/config-errors.js';
 import { CONFIG_HEADER, tempFiles } from '../support/tempfiles.js';
+import { COMMAND } from '../support/command.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = join(ROOT, 'dist/src/cli/main.js');
 const EXAMPLES = join(ROOT, 'examples');
 const { write } = tempFiles('kpts-usability-');
 const parse = (...argv: string[]) => parseCommandLine(argv, {});
@@ -30,7 +30,7 @@ interface Run {
 function cli(args: string[], timeoutMs = 20_000): Promise<Run> {
   const started = Date.now();
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KUBECONFIG: '' } });
+    const p = spawn(process.execPath, [COMMAND, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, KUBECONFIG: '' } });
     let stdout = '';
     let stderr = '';
     p.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -131,6 +131,10 @@ describe('deploy/', () => {
     // The tests also need the test tools (user-mode-linux); the image only the kernel tools.
     assert.match(setup, /^bash scripts\/install-deps\.sh( --test-tools)?$/m);
     assert.match(dockerfile, /npm ci --omit=dev/);
+    // The image's command is the bundle users run everywhere (package.json's bin), built in the build stage.
+    assert.match(dockerfile, /^COPY scripts\/bundle\.mjs /m);
+    assert.match(dockerfile, /ln -s \/app\/dist\/src\/cli\/kube-proxy-ts\.js \/usr\/local\/bin\/kube-proxy-ts\b/);
+    assert.equal(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).bin['kube-proxy-ts'], 'dist/src/cli/kube-proxy-ts.js');
     const deps = readFileSync(join(ROOT, 'scripts/install-deps.sh'), 'utf8');
     for (const pkg of ['nftables', 'iptables', 'ipset', 'ipvsadm', 'conntrack', 'iproute2']) assert.match(deps, new RegExp(`=${pkg}\\b`));
   });

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments, stringify } from 'yaml';
+import { COMMAND } from '../support/command.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const MAIN = join(ROOT, 'dist/src/cli/main.js');
 const EXAMPLES = join(ROOT, 'examples');
 
 interface ServiceDoc {
@@ -49,7 +49,7 @@ function uidsOfProcessesWith(marker: string): number[] {
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (cmdline[0] !== process.execPath || cmdline[1] !== MAIN || !cmdline.some((a) => a.includes(marker))) continue;
+      if (cmdline[0] !== process.execPath || cmdline[1] !== COMMAND || !cmdline.some((a) => a.includes(marker))) continue;
       const uidLine = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('Uid:'));
       uids.push(Number(uidLine?.split(/\s+/)[1]));
     } catch {
@@ -102,7 +102,7 @@ describe('proxy --dry-run without privileges', { timeout: 60_000 }, () => {
     cpSync(EXAMPLES, dir, { recursive: true });
     chmodSync(dir, 0o755);
     // No health or metrics servers: their default ports may be in use by other tests on this host.
-    const cmd = unprivileged([MAIN, '--dry-run', '--watch', '--manifests', dir, '--proxy-mode', 'nftables', '--hostname-override', 'node-1', '--healthz-bind-address=', '--metrics-bind-address=']);
+    const cmd = unprivileged([COMMAND, '--dry-run', '--watch', '--manifests', dir, '--proxy-mode', 'nftables', '--hostname-override', 'node-1', '--healthz-bind-address=', '--metrics-bind-address=']);
     runAs = cmd.uid;
     child = new Child(cmd.cmd, cmd.args);
     await child.until('the first sync', () => child.syncs() >= 1);
@@ -148,7 +148,7 @@ describe('proxy --dry-run without privileges', { timeout: 60_000 }, () => {
 
 describe('sandbox without root', { timeout: 60_000 }, () => {
   it('says so, prints the dry-run ruleset and exits 0 after the first sync with --once', async () => {
-    const cmd = unprivileged([MAIN, 'sandbox', '--once']);
+    const cmd = unprivileged([COMMAND, 'sandbox', '--once']);
     const child = new Child(cmd.cmd, cmd.args);
     const code = await child.closed;
     assert.equal(code, 0, child.stderr);
@@ -160,14 +160,14 @@ describe('sandbox without root', { timeout: 60_000 }, () => {
   });
 
   it('rejects an unknown argument with a clear error and no action', async () => {
-    const child = new Child(process.execPath, [MAIN, 'sandbox', '--bogus']);
+    const child = new Child(process.execPath, [COMMAND, 'sandbox', '--bogus']);
     assert.equal(await child.closed, 1);
     assert.match(child.stderr, /unknown argument "--bogus"/);
     assert.equal(child.stdout, '');
   });
 
   it('explains itself with --help', async () => {
-    const child = new Child(process.execPath, [MAIN, 'sandbox', '--help']);
+    const child = new Child(process.execPath, [COMMAND, 'sandbox', '--help']);
     assert.equal(await child.closed, 0);
     assert.match(child.stdout, /^Usage: kube-proxy-ts sandbox/);
     assert.match(child.stdout, /--once/);

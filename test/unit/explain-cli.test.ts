@@ -3,13 +3,13 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { COMMAND } from '../support/command.js';
 
-const MAIN = new URL('../../src/cli/main.js', import.meta.url).pathname;
 const EXAMPLES = new URL('../../../examples', import.meta.url).pathname;
 const run = promisify(execFile);
 
 async function explain(...args: string[]): Promise<string> {
-  const { stdout } = await run(process.execPath, [MAIN, 'explain', '--manifests', EXAMPLES, '--hostname-override', 'node-1',
+  const { stdout } = await run(process.execPath, [COMMAND, 'explain', '--manifests', EXAMPLES, '--hostname-override', 'node-1',
     '--cluster-cidr', '10.244.0.0/16', ...args]);
   return stdout;
 }

@@ -10,8 +10,8 @@ import { BY_DESIGN } from '../../src/explain/by-design.js';
 import { compareModes, formatDifference, targetsFor, type ByDesignDifference, type Difference } from '../../src/explain/compare.js';
 import type { ServicePortState, Snapshot } from '../../src/model/types.js';
 import { backendConfig, randomPorts, rng, snapshot } from '../support/snapshots.js';
+import { COMMAND } from '../support/command.js';
 
-const MAIN = new URL('../../src/cli/main.js', import.meta.url).pathname;
 const EXAMPLES = new URL('../../../examples', import.meta.url).pathname;
 const run = promisify(execFile);
 const NODE_IP = backendConfig().nodeIPs[0]!;
@@ -19,7 +19,7 @@ const NODE_IP = backendConfig().nodeIPs[0]!;
 async function compare(modes: string, ...extra: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const args = extra.includes('--hostname-override') ? extra : ['--hostname-override', 'node-1', '--cluster-cidr', '10.244.0.0/16', ...extra];
   try {
-    const { stdout, stderr } = await run(process.execPath, [MAIN, 'explain', '--compare-modes', modes, '--manifests', EXAMPLES, ...args]);
+    const { stdout, stderr } = await run(process.execPath, [COMMAND, 'explain', '--compare-modes', modes, '--manifests', EXAMPLES, ...args]);
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
