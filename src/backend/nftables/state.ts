@@ -4,7 +4,7 @@
 import type { BackendConfig } from '../types.js';
 import type { Snapshot } from '../../model/types.js';
 import { FragmentStore, type Fragment as GenericFragment, type ObjectKind } from '../common/fragments.js';
-import { orderOps, type NftOp } from './diff.js';
+import { orderOps, sameRules, type NftOp } from './diff.js';
 import {
   TABLE,
   baseChains,
@@ -162,8 +162,4 @@ export class RulesetState {
   elementCount(): number {
     return this.store.itemCount();
   }
-}
-
-function sameRules(a: NftChain, b: NftChain): boolean {
-  return a.rules.length === b.rules.length && a.rules.every((r, i) => r === b.rules[i]);
 }
