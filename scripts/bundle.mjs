@@ -5,13 +5,16 @@
 // The sandbox stays a separate module graph, loaded from dist/src/sandbox when asked for: it
 // starts its own processes from files beside it.
 import { build } from 'esbuild';
-import { chmodSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const outfile = `${root}dist/src/cli/kube-proxy-ts.js`;
 
 await build({
+  // Each module's code opens with a `// dist/src/<path>.js` line, relative to this directory:
+  // --vmodule finds the calling module by it (src/log.ts).
+  absWorkingDir: root,
   entryPoints: [`${root}dist/src/cli/main.js`],
   outfile,
   bundle: true,
@@ -27,3 +30,4 @@ await build({
   logLevel: 'warning',
 });
 chmodSync(outfile, 0o755);
+if (!readFileSync(outfile, 'utf8').includes('\n// dist/src/log.js\n')) throw new Error(`${outfile}: no module markers; --vmodule would not work`);
