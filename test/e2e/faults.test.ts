@@ -6,7 +6,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { after, before, describe, it } from 'node:test';
-import { E2ECluster, PROXY_MAIN } from '../support/e2e-cluster.js';
+import { E2ECluster } from '../support/e2e-cluster.js';
+import { COMMAND } from '../support/command.js';
 import { kubeconfigFor } from '../support/kubeconfig.js';
 import { requestMany, tcpRequest } from '../support/netclient.js';
 import type { Proc, PodSpec } from '../support/topology.js';
@@ -84,7 +85,7 @@ describe('fault injection, nftables mode', () => {
     assert.equal(await httpStatus(`http://${NODE1_IP}:10256/healthz`), 200);
     const unreachable = kubeconfigFor('http://127.0.0.1:1');
     const p = c.topo.spawn('node1', process.execPath, [
-      PROXY_MAIN, '--dry-run', '--watch', '--kubeconfig', unreachable, '--hostname-override', 'node-1', '--proxy-mode', 'nftables',
+      COMMAND, '--dry-run', '--watch', '--kubeconfig', unreachable, '--hostname-override', 'node-1', '--proxy-mode', 'nftables',
       '--healthz-bind-address', '127.0.0.1:10400', '--metrics-bind-address=',
     ]);
     extra.push(p);
@@ -181,7 +182,7 @@ describe('fault injection, nftables mode', () => {
 
   it('a second proxy on the same node exits non-zero, naming the running one by PID', async () => {
     const second = c.topo.spawn('node1', process.execPath, [
-      PROXY_MAIN, '--kubeconfig', c.kubeconfigPath, '--hostname-override', 'node-1', '--proxy-mode', 'nftables',
+      COMMAND, '--kubeconfig', c.kubeconfigPath, '--hostname-override', 'node-1', '--proxy-mode', 'nftables',
       '--healthz-bind-address', '127.0.0.1:10401', '--metrics-bind-address=',
     ]);
     extra.push(second);

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { requestMany, tcpRequest, udpRequest } from '../support/netclient.js';
-import { PROXY_MAIN } from '../support/e2e-cluster.js';
+import { COMMAND } from '../support/command.js';
 import { modeSuite, sorted } from './scenarios.js';
 
 modeSuite(
@@ -13,14 +13,14 @@ modeSuite(
   (c) => {
     it('explain --node asks the running proxy, which traces on the state it programmed', async () => {
       const explain = (...args: string[]) =>
-        c().topo.exec('node1', process.execPath, [PROXY_MAIN, 'explain', '--node', 'http://127.0.0.1:10249', ...args], { check: false });
+        c().topo.exec('node1', process.execPath, [COMMAND, 'explain', '--node', 'http://127.0.0.1:10249', ...args], { check: false });
       const r = await explain('--from', '10.244.1.20', '--to', '10.96.0.10:80');
       assert.equal(r.code, 0, r.stderr);
       for (const pod of ['10.244.1.10', '10.244.1.11', '10.244.2.10', '10.244.2.11']) assert.match(r.stdout, new RegExp(pod.replace(/\./g, '\\.')));
       const bad = await explain('--from', 'nonsense', '--to', '10.96.0.10:80');
       assert.equal(bad.code, 2);
       assert.match(bad.stderr, /--from 'nonsense' is not an IP address/);
-      const nobody = await c().topo.exec('node1', process.execPath, [PROXY_MAIN, 'explain', '--node', 'http://127.0.0.1:1', '--from', '10.244.1.20', '--to', '10.96.0.10:80'], { check: false });
+      const nobody = await c().topo.exec('node1', process.execPath, [COMMAND, 'explain', '--node', 'http://127.0.0.1:1', '--from', '10.244.1.20', '--to', '10.96.0.10:80'], { check: false });
       assert.equal(nobody.code, 1);
       assert.match(nobody.stderr, /cannot reach the proxy at http:\/\/127\.0\.0\.1:1/);
     });

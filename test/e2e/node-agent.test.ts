@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { parseAllDocuments } from 'yaml';
-import { E2ECluster, PROXY_MAIN } from '../support/e2e-cluster.js';
+import { E2ECluster } from '../support/e2e-cluster.js';
+import { COMMAND } from '../support/command.js';
 import { requestMany, tcpRequest, udpRequest, type ManyResult } from '../support/netclient.js';
 import type { PodSpec } from '../support/topology.js';
 
@@ -100,7 +101,7 @@ describe('the proxy as a node agent', () => {
     const queue = [c.proxy.pid];
     while (queue.length > 0) {
       const pid = queue.shift()!;
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(PROXY_MAIN)) {
+      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(COMMAND)) {
         if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith(process.execPath)) return pid;
       }
       queue.push(...kids(pid));
@@ -393,7 +394,7 @@ describe('the proxy as a node agent', () => {
   describe('start-up checks', () => {
       /** Starts a proxy in node1 through a command prefix (the checks fail before it would do anything). */
     const start = (prefix: string[]) => {
-      const argv = [...prefix, process.execPath, PROXY_MAIN, '--proxy-mode', 'nftables', '--hostname-override', 'node-1', '--healthz-bind-address=', '--metrics-bind-address='];
+      const argv = [...prefix, process.execPath, COMMAND, '--proxy-mode', 'nftables', '--hostname-override', 'node-1', '--healthz-bind-address=', '--metrics-bind-address='];
       return c.topo.exec('node1', argv[0]!, argv.slice(1), { check: false, timeoutMs: 15000 });
     };
 

@@ -3,7 +3,8 @@
 // would see. Each mode's test file registers them with modeSuite.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { E2ECluster, PROXY_MAIN, type ClusterOptions } from '../support/e2e-cluster.js';
+import { E2ECluster, type ClusterOptions } from '../support/e2e-cluster.js';
+import { COMMAND } from '../support/command.js';
 import { requestMany, tcpRequest, udpRequest } from '../support/netclient.js';
 import type { PodSpec } from '../support/topology.js';
 
@@ -332,7 +333,7 @@ export function shutdownScenarios(c: () => E2ECluster, traits: ModeTraits = KERN
       assert.equal((await tcpRequest(c().topo, 'c-1', '10.96.0.10', 80)).ok, true, 'services still work without the proxy process');
     }
 
-    await c().topo.exec('node1', process.execPath, [PROXY_MAIN, '--cleanup', '--proxy-mode', c().mode]);
+    await c().topo.exec('node1', process.execPath, [COMMAND, '--cleanup', '--proxy-mode', c().mode]);
     assert.equal(await c().ruleText('IPv4'), null);
     assert.equal(await c().ruleText('IPv6'), null);
     if (!traits.noNftTables) assert.doesNotMatch((await c().topo.exec('node1', 'nft', ['list', 'tables'])).stdout, /kube-proxy/);

@@ -23,7 +23,6 @@ import { RelayProcess } from './relay.js';
 import { createTopology, type PodInfo, type PodSpec, type Proc, type Topology } from './topology.js';
 import { COMMAND } from './command.js';
 
-export const PROXY_MAIN = COMMAND;
 const API_MAIN = fileURLToPath(new URL('./fake-apiserver-main.js', import.meta.url));
 const RELAY_MAIN = fileURLToPath(new URL('./relay.js', import.meta.url));
 const NAMESPACE = 'default';
@@ -257,7 +256,7 @@ export class E2ECluster {
     const ruleFlags = this.opts.configFile
       ? ['--config', this.opts.configFile]
       : ['--proxy-mode', this.mode, '--cluster-cidr', '10.244.0.0/16,fd00:244::/32', '--iptables-min-sync-period', '0s'];
-    const args = [PROXY_MAIN, '--kubeconfig', this.kubeconfig!, '--hostname-override', 'node-1', ...ruleFlags, '--v', '2', ...(this.opts.extraArgs ?? [])];
+    const args = [COMMAND, '--kubeconfig', this.kubeconfig!, '--hostname-override', 'node-1', ...ruleFlags, '--v', '2', ...(this.opts.extraArgs ?? [])];
     this.proxy = this.topo.spawn('node1', process.execPath, args);
     this.proxy.child.stderr!.on('data', (chunk: string) => {
       this.log += chunk;
