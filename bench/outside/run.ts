@@ -57,6 +57,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 class ProxyProcess {
   syncs = 0;
   lastSyncAt = 0;
+  /** Service ports in the snapshot of the last sync logged. */
+  servicePorts = 0;
   /** Log time of each Service event received (--v 4), by object name. */
   readonly serviceEventAt = new Map<string, number>();
   /** Log time and backend duration of each sync. */
@@ -82,6 +84,7 @@ class ProxyProcess {
         if (!l.includes(' synced proxy rules ')) continue;
         this.syncLog.push({ at: logTime(l), ms: Number(/ ms=(\d+)/.exec(l)?.[1] ?? NaN) });
         this.syncs++;
+        this.servicePorts = Number(/ servicePorts=(\d+)/.exec(l)?.[1] ?? NaN);
         this.lastSyncAt = nowMs();
         for (const w of this.syncWaiters.splice(0)) w();
       }
@@ -90,6 +93,11 @@ class ProxyProcess {
 
   nextSync(): Promise<void> {
     return new Promise((resolve) => this.syncWaiters.push(resolve));
+  }
+
+  /** Resolves once a sync has logged more service ports than `than`. */
+  async syncedBeyond(than: number): Promise<void> {
+    while (!(this.servicePorts > than)) await this.nextSync();
   }
 
   /** Resolves once no sync was logged for quietMs. */
@@ -298,15 +306,19 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
       burst.push(api.send({ op: 'update', kind: 'EndpointSlice', object: endpointSlice(k % w.services, w.endpoints, 1 + Math.floor(k / w.services)) }));
     }
     await Promise.all(burst);
-    // A Service written after the burst: once its VIP answers, every burst change is in the
-    // kernel (the watch delivers in order). Quiet logs alone could hide a long sync still running,
-    // which the restart below would then have to finish.
+    // A Service written after the burst: once the sync that holds it has ended, every burst
+    // change is in the kernel (the watch delivers in order). Its VIP may answer before: a long
+    // sync goes in several transactions, and the sentinel's need not be the last. Quiet logs
+    // alone could hide a long sync still running, which the restart below would then have to
+    // finish, and RSS would be taken in the middle of it.
     const sentinel = w.services + opts.changes;
+    const portsBeforeSentinel = proxy.servicePorts;
     await api.send({ op: 'create', kind: 'EndpointSlice', object: endpointSlice(sentinel, w.endpoints) });
     await reachableAfter(probe, vip(sentinel), () => {
       void api!.send({ op: 'create', kind: 'Service', object: service(sentinel, w.mixed) });
       return nowMs();
     });
+    await proxy.syncedBeyond(portsBeforeSentinel);
     await proxy.settled(1000);
     const burstSyncs = proxy.syncs - syncsBefore;
     const rssAfterBurst = memoryMiB(proxy.child.pid!, 'VmRSS');
