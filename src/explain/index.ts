@@ -1,7 +1,7 @@
 // `explain`: where does a packet to VIP:port go, and why. Human text over the tracer's
 // result, and the CLI subcommand (the caller supplies how a snapshot is loaded).
 import { modeDescriptor, PROXY_MODE_NAMES, type ModeDescriptor, type ProxyMode } from '../backend/modes.js';
-import type { NftRuleset } from '../backend/nftables/render.js';
+import type { NftRuleset } from '../backend/nftables/layout.js';
 import type { BackendConfig } from '../backend/types.js';
 import type { IPFamily, Snapshot } from '../model/types.js';
 import { cidrContains, formatIP, parseCIDR, parseIP, type IP } from '../net/ip.js';

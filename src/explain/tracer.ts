@@ -19,7 +19,7 @@ import {
   type Value,
   type ValueType,
 } from './values.js';
-import type { NftRuleset } from '../backend/nftables/render.js';
+import type { NftRuleset } from '../backend/nftables/layout.js';
 import { formatIP, ipFromBigInt, ipToBigInt, parseIP, type IPFamily } from '../net/ip.js';
 import { ParseError, parseElement, parseRule, type AnonElement, type Expr, type SetRef, type Stmt, type Verdict } from './parse.js';
 

@@ -2,22 +2,14 @@
 // change set since the previous snapshot of that family.
 import { log } from '../log.js';
 import { ConflictResolver, type Conflict } from './conflicts.js';
-import { endpointsForPort, endpointString, parseEndpointSlice, parsedSliceEqual, withPortEndpoints, type ParsedSlice } from './endpoints.js';
+import { endpointsForPort, parseEndpointSlice, parsedSliceEqual, withPortEndpoints, type ParsedSlice } from './endpoints.js';
 import type { SourceEvent } from './k8s.js';
 import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
-import { metaKey, parseService, parsedServiceEqual, sameStrings, servicePortInfoEqual, type ParsedService } from './service.js';
+import { collectStale, servicePortStateEqual } from './port-changes.js';
+import { metaKey, parseService, parsedServiceEqual, type ParsedService } from './service.js';
 import { SnapshotView } from './snapshot-map.js';
 import { categorizeEndpoints } from './topology.js';
-import {
-  servicePortKey,
-  type ChangeSet,
-  type Endpoint,
-  type IPFamily,
-  type NodeInfo,
-  type Protocol,
-  type ServicePortState,
-  type Snapshot,
-} from './types.js';
+import { servicePortKey, type ChangeSet, type IPFamily, type NodeInfo, type ServicePortState, type Snapshot } from './types.js';
 import { clip, isRecord, type FieldProblem } from './validate.js';
 
 export interface ProxyModelOptions {
@@ -56,72 +48,6 @@ interface FamilyState {
   view: SnapshotView<ServicePortState> | null;
   /** Service key → keys of its ports in `states`. */
   portKeys: Map<string, string[]>;
-}
-
-type StaleEndpoint = ChangeSet['staleEndpoints'][number];
-
-function serviceIPs(state: ServicePortState): string[] {
-  const { clusterIP, externalIPs, loadBalancerIPs } = state.info;
-  const ips = clusterIP === '' ? [] : [clusterIP];
-  for (const ip of externalIPs) if (!ips.includes(ip)) ips.push(ip);
-  for (const ip of loadBalancerIPs) if (!ips.includes(ip)) ips.push(ip);
-  return ips;
-}
-
-/** Every (service IP, endpoint) pair that carries traffic for a UDP/SCTP port. */
-function reachablePairs(state: ServicePortState | undefined): Map<string, StaleEndpoint> {
-  const out = new Map<string, StaleEndpoint>();
-  if (state === undefined || state.info.protocol === 'TCP') return out;
-  const { protocol, port } = state.info;
-  for (const serviceIP of serviceIPs(state)) {
-    for (const ep of state.allReachableEndpoints) {
-      out.set(`${serviceIP}|${port}|${endpointString(ep)}`, {
-        serviceIP,
-        protocol,
-        endpointIP: ep.ip,
-        port: ep.port,
-        servicePort: port,
-      });
-    }
-  }
-  return out;
-}
-
-function endpointEqual(a: Endpoint, b: Endpoint): boolean {
-  return (
-    a.ip === b.ip &&
-    a.port === b.port &&
-    a.ready === b.ready &&
-    a.serving === b.serving &&
-    a.terminating === b.terminating &&
-    a.isLocal === b.isLocal &&
-    a.nodeName === b.nodeName &&
-    a.zone === b.zone &&
-    sameStrings(a.hintsForZones, b.hintsForZones) &&
-    sameStrings(a.hintsForNodes, b.hintsForNodes)
-  );
-}
-
-function sameEndpointList(a: readonly Endpoint[], b: readonly Endpoint[], deep: boolean): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i]!;
-    const y = b[i]!;
-    if (deep ? !endpointEqual(x, y) : x.ip !== y.ip || x.port !== y.port) return false;
-  }
-  return true;
-}
-
-export function servicePortStateEqual(a: ServicePortState, b: ServicePortState): boolean {
-  return (
-    a.hasAnyEndpoints === b.hasAnyEndpoints &&
-    a.localReadyCount === b.localReadyCount &&
-    servicePortInfoEqual(a.info, b.info) &&
-    sameEndpointList(a.endpoints, b.endpoints, true) &&
-    sameEndpointList(a.clusterEndpoints, b.clusterEndpoints, false) &&
-    sameEndpointList(a.localEndpoints, b.localEndpoints, false) &&
-    sameEndpointList(a.allReachableEndpoints, b.allReachableEndpoints, false)
-  );
 }
 
 /**
@@ -279,7 +205,7 @@ export class ProxyModel {
       changes.changed.add(key);
       fs.view?.save(key);
       fs.states.set(key, state);
-      this.collectStale(old, state, changes, staleIPsSeen);
+      collectStale(old, state, changes, staleIPsSeen);
     }
     for (const key of oldKeys) {
       if (newKeys.includes(key)) continue;
@@ -287,35 +213,10 @@ export class ProxyModel {
       fs.view?.save(key);
       fs.states.delete(key);
       changes.deleted.add(key);
-      this.collectStale(old, undefined, changes, staleIPsSeen);
+      collectStale(old, undefined, changes, staleIPsSeen);
     }
     if (newKeys.length > 0) fs.portKeys.set(serviceKey, newKeys);
     else fs.portKeys.delete(serviceKey);
-  }
-
-  private collectStale(
-    old: ServicePortState | undefined,
-    state: ServicePortState | undefined,
-    changes: ChangeSet,
-    staleIPsSeen: Set<string>,
-  ): void {
-    const before = reachablePairs(old);
-    if (before.size > 0) {
-      const after = reachablePairs(state);
-      for (const [k, v] of before) if (!after.has(k)) changes.staleEndpoints.push(v);
-    }
-    // A UDP VIP without endpoints may have conntrack entries that black-hole new
-    // flows; once endpoints appear those entries must go.
-    if (state !== undefined && state.info.protocol === 'UDP' && state.allReachableEndpoints.length > 0) {
-      if (old === undefined || old.allReachableEndpoints.length === 0) {
-        for (const ip of serviceIPs(state)) {
-          const k = `${ip}|${state.info.protocol}`;
-          if (staleIPsSeen.has(k)) continue;
-          staleIPsSeen.add(k);
-          changes.staleServiceIPs.push({ ip, protocol: state.info.protocol as Protocol });
-        }
-      }
-    }
   }
 
   private buildStates(family: IPFamily, serviceKey: string): ServicePortState[] {

@@ -9,7 +9,8 @@ import { deleteTables, type ExecOptions } from '../../src/backend/nftables/apply
 import { readTable } from '../../src/backend/nftables/readback.js';
 import { NftablesBackend } from '../../src/backend/nftables/backend.js';
 import { removeLeftovers } from '../../src/backend/common/leftovers.js';
-import { render, type NftRuleset, type NftSet } from '../../src/backend/nftables/render.js';
+import type { NftRuleset, NftSet } from '../../src/backend/nftables/layout.js';
+import { render } from '../../src/backend/nftables/render.js';
 import type { ServicePortState, Snapshot } from '../../src/model/types.js';
 import { backendConfig, emptyChanges, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
 import { useNetns } from '../support/netns.js';

@@ -1,7 +1,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { AFFINITY_SET_SIZE, isDispatchSet, render, type NftRuleset } from '../../src/backend/nftables/render.js';
+import { AFFINITY_SET_SIZE, isDispatchSet, type NftRuleset } from '../../src/backend/nftables/layout.js';
+import { render } from '../../src/backend/nftables/render.js';
 import { newTableSteps, nftScriptParts, toNftScript } from '../../src/backend/nftables/script.js';
 import { affinityTag } from '../../src/backend/nftables/names.js';
 import { diff, opCountFromScratch, opsToScripts, type NftOp } from '../../src/backend/nftables/diff.js';

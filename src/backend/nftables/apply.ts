@@ -2,8 +2,8 @@
 // back is readback.ts).
 import { helperFor, run, tryRun, type ExecOptions } from '../../node/exec.js';
 import { ToolProcess, shellFor } from '../../node/tool-process.js';
-import type { NftFamily } from './render.js';
-import { TABLE } from './render.js';
+import type { NftFamily } from './layout.js';
+import { TABLE } from './layout.js';
 
 export type { ExecOptions } from '../../node/exec.js';
 

@@ -14,7 +14,7 @@ import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import type { CommitCount, WriteBracket } from '../common/watch.js';
-import { TABLE, type NftFamily, type NftRuleset } from './render.js';
+import { TABLE, type NftFamily, type NftRuleset } from './layout.js';
 import { describeRuleset, newTableSteps, nftScriptParts } from './script.js';
 import { RulesetState } from './state.js';
 

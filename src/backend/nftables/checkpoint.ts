@@ -10,7 +10,7 @@ import { closeSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { gathered, linesOfFile, writeFileInPieces } from '../../node/pieces.js';
 import type { SetReading } from './readback.js';
-import type { NftChain, NftRuleset, NftSet } from './render.js';
+import type { NftChain, NftRuleset, NftSet } from './layout.js';
 
 // One line per value: a head, then each set's head followed by one line per element, then the
 // chains. Read a line at a time, a 30,000-service checkpoint never exists as one string or one

@@ -7,7 +7,7 @@ import { listChainNames, type ExecOptions } from './apply.js';
 import { SAME_ELEMENTS, elementsDigest, markerChain, takeCheckpoint, type ElementsSummary } from './checkpoint.js';
 import { ElementComparer, orderOps, sameRules, type NftOp } from './diff.js';
 import type { SetReading } from './readback.js';
-import { TABLE, type NftRuleset, type NftSet } from './render.js';
+import { TABLE, type NftRuleset, type NftSet } from './layout.js';
 
 const SKIP_ELEMENTS: SetReading = { element() {}, end() {} };
 

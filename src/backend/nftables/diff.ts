@@ -13,7 +13,7 @@ import {
   type NftFamily,
   type NftRuleset,
   type NftSet,
-} from './render.js';
+} from './layout.js';
 
 export type NftOp =
   | { kind: 'add-set'; set: NftSet }

@@ -4,8 +4,8 @@
 // most one set's elements are held at a time (and none once a consumer has taken them).
 import { StringDecoder } from 'node:string_decoder';
 import { stream, type ExecOptions } from '../../node/exec.js';
-import type { NftFamily, NftRuleset, NftSet } from './render.js';
-import { TABLE } from './render.js';
+import type { NftFamily, NftRuleset, NftSet } from './layout.js';
+import { TABLE } from './layout.js';
 
 type Json = unknown;
 

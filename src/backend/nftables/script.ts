@@ -1,7 +1,7 @@
 // A whole ruleset as `nft -f` text (pure): one transaction replacing the table, a new table in
 // parts that may be sent together, and the human-readable listing of dry-run and describe.
 import { gathered } from '../../node/pieces.js';
-import { chainHeader, elementText, isDispatchSet, orderChains, setOrder, type NftChain, type NftRuleset } from './render.js';
+import { chainHeader, elementText, isDispatchSet, orderChains, setOrder, type NftChain, type NftRuleset } from './layout.js';
 
 /** The chains as `chain x { … }` blocks inside a table block, referenced chains first. */
 function chainBlocks(chains: NftChain[]): string[] {

@@ -9,8 +9,6 @@ import {
   TABLE,
   baseChains,
   baseSets,
-  renderContext,
-  renderServicePort,
   kernelSetOf,
   servicesChain,
   shapeChain,
@@ -22,7 +20,8 @@ import {
   type NftRuleset,
   type NftSet,
   type RenderContext,
-} from './render.js';
+} from './layout.js';
+import { renderContext, renderServicePort } from './render.js';
 
 const NFT_OBJECTS: ObjectKind<NftChain> = {
   id: (c) => c.name,
