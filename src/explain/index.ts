@@ -8,10 +8,13 @@ import { cidrContains, formatIP, parseCIDR, parseIP, type IP } from '../net/ip.j
 import { TRACE_IP } from './values.js';
 import { compareModes, formatDifference, type ModeInput } from './compare.js';
 import { inInterfaceFor, traceRules } from './rules.js';
-import { TraceError, trace, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
+import { trace } from './nftables.js';
+import { TraceError, type TraceBranch, type TracePacket, type TraceNode, type TraceResult } from './tracer.js';
 
-export { trace, traceTable, tableFromRuleset, TraceError } from './tracer.js';
-export type { TraceResult, TracePacket, TraceNode, TraceBranch, TraceEndpoint, TraceTable, TraceChain, TraceSet, AffinityPin } from './tracer.js';
+export { trace, traceTable, tableFromRuleset } from './nftables.js';
+export type { TraceTable, TraceChain, TraceSet } from './nftables.js';
+export { TraceError } from './tracer.js';
+export type { TraceResult, TracePacket, TraceNode, TraceBranch, TraceEndpoint, AffinityPin } from './tracer.js';
 
 function hostPort(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;

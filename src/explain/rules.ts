@@ -5,7 +5,8 @@ import type { BackendConfig } from '../backend/types.js';
 import type { IPFamily } from '../model/types.js';
 import { traceIptables } from './iptables/index.js';
 import { traceIpvs } from './ipvs.js';
-import { trace, type TraceNode, type TracePacket, type TraceResult } from './tracer.js';
+import { trace } from './nftables.js';
+import type { TraceNode, TracePacket, TraceResult } from './tracer.js';
 
 /** Traces a packet through a mode's rules. */
 export function traceRules(rules: TraceableRules, family: IPFamily, packet: TracePacket, node: TraceNode): TraceResult {

@@ -13,8 +13,9 @@ import { modeDescriptor, MODES, PROXY_MODE_NAMES, type ModeDescriptor } from '..
 import { claimSandbox, removeSandboxLeftovers, TEMP_PREFIX } from './leftovers.js';
 import { loadManifests, planChecks, planPods, type Check, type PodPlan } from './plan.js';
 import type { ProbeJob, ProbeResult } from './probe.js';
+import { ENDING_SIGNALS, signalExitCode } from './processes.js';
 import { formatCheck, formatSkip, judge, widths } from './report.js';
-import { createTopology, ENDING_SIGNALS, signalExitCode, type Topology } from './topology.js';
+import { createTopology, type Topology } from './topology.js';
 
 // The bundled command, as users run it (scripts/bundle.mjs).
 const MAIN = fileURLToPath(new URL('../cli/kube-proxy-ts.js', import.meta.url));

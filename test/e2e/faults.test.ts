@@ -10,7 +10,8 @@ import { E2ECluster } from '../support/e2e-cluster.js';
 import { COMMAND } from '../support/command.js';
 import { kubeconfigFor } from '../support/kubeconfig.js';
 import { requestMany, tcpRequest } from '../support/netclient.js';
-import type { Proc, PodSpec } from '../support/topology.js';
+import type { Proc } from '../../src/sandbox/processes.js';
+import type { PodSpec } from '../support/topology.js';
 
 const PODS: PodSpec[] = [
   { name: 'a-1', node: 1, ip: '10.244.1.10', ip6: 'fd00:244:1::10' },

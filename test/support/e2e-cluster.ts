@@ -18,9 +18,10 @@ import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EndpointSlice, KubeObject, Node, ObjectKind, Service } from '../../src/model/k8s.js';
+import type { Proc } from '../../src/sandbox/processes.js';
 import { kubeconfigFor } from './kubeconfig.js';
 import { RelayProcess } from './relay.js';
-import { createTopology, type PodInfo, type PodSpec, type Proc, type Topology } from './topology.js';
+import { createTopology, type PodInfo, type PodSpec, type Topology } from './topology.js';
 import { COMMAND } from './command.js';
 
 const API_MAIN = fileURLToPath(new URL('./fake-apiserver-main.js', import.meta.url));

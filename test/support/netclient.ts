@@ -8,8 +8,9 @@
 // classifying its failures is src/sandbox/request.ts.
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { Proc } from '../../src/sandbox/processes.js';
 import { requestOnce, runLimited, validateTarget, type RequestResult } from '../../src/sandbox/request.js';
-import type { Proc, Topology } from './topology.js';
+import type { Topology } from './topology.js';
 
 export type { RequestError, RequestResult } from '../../src/sandbox/request.js';
 

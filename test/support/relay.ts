@@ -11,7 +11,7 @@
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { Proc } from './topology.js';
+import type { Proc } from '../../src/sandbox/processes.js';
 
 interface Pair {
   client: Socket;
