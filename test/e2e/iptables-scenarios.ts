@@ -4,7 +4,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { it } from 'node:test';
-import { iptablesTool, type E2ECluster, type Family, type IptablesFlavour } from '../support/e2e-cluster.js';
+import { iptablesTool, type E2ECluster, type IptablesFlavour } from '../support/e2e-cluster.js';
+import type { Family } from '../support/proxy-sync-log.js';
 import { requestMany, tcpRequest } from '../support/netclient.js';
 import type { Topology } from '../support/topology.js';
 import { modeSuite, sorted } from './scenarios.js';

@@ -6,7 +6,7 @@ import { beforeEach, describe, it } from 'node:test';
 import { cleanupAll, MODES } from '../../src/backend/index.js';
 import { backendConfig, endpoint, servicePort, snapshot } from '../support/snapshots.js';
 import { useNetns } from '../support/netns.js';
-import { waitFor } from '../support/fake-apiserver.js';
+import { waitFor } from '../support/wait-for.js';
 import { setLogWriter } from '../../src/log.js';
 
 const { name: ns, wrap } = useNetns(`kptmode-${process.pid}`);

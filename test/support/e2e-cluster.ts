@@ -8,11 +8,7 @@
  * InternalIPs 10.0.0.1 and fd00:10::1 (so the proxy programs both the ip and ip6 tables) and a
  * default route via node2.
  *
- * Knowing when a change is in the kernel: with `--v 2` the proxy logs, after each applied sync,
- * what it just programmed: every service port (with its endpoints) after a full sync, the changed
- * and deleted ones after a partial sync. The harness folds those blocks into the whole programmed
- * state, per family, and waits for a state, newer than the change, that shows the desired one. A
- * plain "next sync line" is not enough: a sync already running when the change arrives logs without it.
+ * The harness knows a change is in the kernel from what the proxy logs after each sync (proxy-sync-log.ts).
  */
 import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -20,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { EndpointSlice, KubeObject, Node, ObjectKind, Service } from '../../src/model/k8s.js';
 import type { Proc } from '../../src/sandbox/processes.js';
 import { kubeconfigFor } from './kubeconfig.js';
+import { endpointText, ProxySyncLog, type Family, type LoggedSnapshot } from './proxy-sync-log.js';
 import { RelayProcess } from './relay.js';
 import { createTopology, type PodInfo, type PodSpec, type Topology } from './topology.js';
 import { COMMAND } from './command.js';
@@ -29,8 +26,6 @@ const RELAY_MAIN = fileURLToPath(new URL('./relay.js', import.meta.url));
 const NAMESPACE = 'default';
 /** How long a start or a sync may take; a slow kernel (User-Mode Linux: test/support/uml) sets KPT_E2E_WAIT_MS. */
 const WAIT_MS = Number(process.env.KPT_E2E_WAIT_MS) || 15000;
-
-export type Family = 'IPv4' | 'IPv6';
 
 export interface PortSpec {
   name: string;
@@ -55,24 +50,6 @@ export interface ServiceSpec {
   externalTrafficPolicy?: 'Cluster' | 'Local';
   externalName?: string;
   labels?: Record<string, string>;
-}
-
-/** One service port as a logged snapshot shows it. */
-export interface LoggedServicePort {
-  /** The whole description line, e.g. `default/web:http TCP 10.96.0.10:80 nodePort=30080`. */
-  line: string;
-  /** Endpoints as `ip:port` / `[ip6]:port`, flags removed, sorted. */
-  clusterEndpoints: string[];
-  localEndpoints: string[];
-}
-
-/** A snapshot the proxy logged after applying it to the kernel. */
-export interface LoggedSnapshot {
-  /** Order of appearance in the proxy's log, from 0. */
-  seq: number;
-  family: Family;
-  /** Everything programmed after this sync, keyed by service port name (`ns/name:port`). */
-  services: Map<string, LoggedServicePort>;
 }
 
 export type ProxyMode = 'nftables' | 'iptables' | 'ipvs' | 'userspace';
@@ -158,33 +135,14 @@ class ApiServerProcess {
   }
 }
 
-function stripEndpoint(token: string): string {
-  return token.replace(/\(.*\)$/, '');
-}
-
-function endpointList(text: string): string[] {
-  const t = text.trim();
-  return t === '(none)' ? [] : t.split(/\s+/).map(stripEndpoint).sort();
-}
-
-/** Endpoint text as the proxy logs it. */
-export function endpointText(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
-
 function familyOf(ip: string): Family {
   return ip.includes(':') ? 'IPv6' : 'IPv4';
 }
 
 export class E2ECluster {
-  readonly snapshots: LoggedSnapshot[] = [];
-  /** The programmed state of each family, as the logged blocks so far add up to. */
-  private readonly programmed = new Map<Family, Map<string, LoggedServicePort>>();
+  private readonly syncLog = new ProxySyncLog();
   private readonly services = new Map<string, ServiceSpec>();
   private readonly slices = new Set<string>();
-  private log = '';
-  private lastOutputAt = 0;
-  private parsedUpTo = 0;
   private barriers = 0;
   private kubeconfig: string | undefined;
   api!: ApiServerProcess;
@@ -259,10 +217,7 @@ export class E2ECluster {
       : ['--proxy-mode', this.mode, '--cluster-cidr', '10.244.0.0/16,fd00:244::/32', '--iptables-min-sync-period', '0s'];
     const args = [COMMAND, '--kubeconfig', this.kubeconfig!, '--hostname-override', 'node-1', ...ruleFlags, '--v', '2', ...(this.opts.extraArgs ?? [])];
     this.proxy = this.topo.spawn('node1', process.execPath, args);
-    this.proxy.child.stderr!.on('data', (chunk: string) => {
-      this.log += chunk;
-      this.lastOutputAt = Date.now();
-    });
+    this.proxy.child.stderr!.on('data', (chunk: string) => this.syncLog.append(chunk));
     // The first sync programs every known Service for each family of the node.
     await this.waitForSnapshot(() => true, { family: 'IPv4', since, what: 'the first IPv4 sync' });
     await this.waitForSnapshot(() => true, { family: 'IPv6', since, what: 'the first IPv6 sync' });
@@ -275,7 +230,7 @@ export class E2ECluster {
 
   /** The proxy's log so far. */
   proxyLog(): string {
-    return this.log;
+    return this.syncLog.text;
   }
 
   /** Stops the proxy (SIGTERM) and starts a new one; resolves after the new one's first sync. */
@@ -297,59 +252,9 @@ export class E2ECluster {
     await this.api.send({ op: 'remove', kind, namespace: kind === 'Node' ? undefined : NAMESPACE, name });
   }
 
-  /** Parses every complete snapshot block logged since the last call. */
-  private parse(): void {
-    const end = this.log.lastIndexOf('\n') + 1;
-    if (end <= this.parsedUpTo) return;
-    const lines = this.log.slice(this.parsedUpTo, end).split('\n');
-    lines.pop(); // the text ends with a newline
-    // A block ends at the next unindented line. The last block of the log may still be arriving
-    // in pieces: it is parsed once the output has been quiet for a moment.
-    const quiet = Date.now() - this.lastOutputAt > 50;
-    let i = 0;
-    let consumed = this.parsedUpTo;
-    while (i < lines.length) {
-      const head = /^I\S+ snapshot (IPv4|IPv6) generation \d+: .*?( \(full\))?$/.exec(lines[i]!);
-      if (!head) {
-        consumed += lines[i]!.length + 1;
-        i++;
-        continue;
-      }
-      let j = i + 1;
-      while (j < lines.length && lines[j]!.startsWith(' ')) j++;
-      if (j === lines.length && !quiet) break;
-      const family = head[1] as Family;
-      // A full block lists everything; a partial one changes the previous state.
-      const services = new Map<string, LoggedServicePort>(head[2] ? [] : this.programmed.get(family));
-      let current: LoggedServicePort | undefined;
-      for (const l of lines.slice(i + 1, j)) {
-        const ce = /^ {4}cluster endpoints: (.*)$/.exec(l);
-        const le = /^ {4}local endpoints: +(.*)$/.exec(l);
-        const del = /^ {2}deleted (\S+) (\S+)$/.exec(l);
-        if (ce && current) current.clusterEndpoints = endpointList(ce[1]!);
-        else if (le && current) current.localEndpoints = endpointList(le[1]!);
-        else if (del) {
-          // Keyed by name only: a port of the same name in another protocol stays.
-          if (services.get(del[1]!)?.line.split(' ')[1] === del[2]) services.delete(del[1]!);
-          current = undefined;
-        } else if (/^ {2}\S/.test(l)) {
-          const line = l.trim();
-          current = { line, clusterEndpoints: [], localEndpoints: [] };
-          services.set(line.split(' ')[0]!, current);
-        }
-      }
-      this.programmed.set(family, services);
-      this.snapshots.push({ seq: this.snapshots.length, family, services });
-      for (let k = i; k < j; k++) consumed += lines[k]!.length + 1;
-      i = j;
-    }
-    this.parsedUpTo = consumed;
-  }
-
   /** Number of snapshots logged so far: pass it as `since` to ignore older ones. */
   mark(): number {
-    this.parse();
-    return this.snapshots.length;
+    return this.syncLog.mark();
   }
 
   /**
@@ -363,16 +268,16 @@ export class E2ECluster {
     const deadline = Date.now() + (opts.timeoutMs ?? WAIT_MS);
     const since = opts.since ?? 0;
     for (;;) {
-      this.parse();
-      for (let k = since; k < this.snapshots.length; k++) {
-        const s = this.snapshots[k]!;
+      this.syncLog.parse();
+      for (let k = since; k < this.syncLog.snapshots.length; k++) {
+        const s = this.syncLog.snapshots[k]!;
         if ((opts.family === undefined || s.family === opts.family) && check(s)) return s;
       }
       if (this.proxy.child.exitCode !== null || this.proxy.child.signalCode !== null) {
-        throw new Error(`proxy exited while waiting for ${opts.what ?? 'a sync'}; log:\n${this.log.slice(-4000)}`);
+        throw new Error(`proxy exited while waiting for ${opts.what ?? 'a sync'}; log:\n${this.syncLog.text.slice(-4000)}`);
       }
       if (Date.now() > deadline) {
-        throw new Error(`timed out waiting for ${opts.what ?? 'a sync'}; log:\n${this.log.slice(-4000)}`);
+        throw new Error(`timed out waiting for ${opts.what ?? 'a sync'}; log:\n${this.syncLog.text.slice(-4000)}`);
       }
       await new Promise((r) => setTimeout(r, 25));
     }

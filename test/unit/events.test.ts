@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeApiServer, waitFor } from '../support/fake-apiserver.js';
+import { FakeApiServer } from '../support/fake-apiserver.js';
+import { waitFor } from '../support/wait-for.js';
 import { kubeconfigFor } from '../support/kubeconfig.js';
 import { KubeClient } from '../../src/source/kubeclient.js';
 import { EventRecorder } from '../../src/node/events.js';

@@ -1,6 +1,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { FakeApiServer, parseLabelSelector } from '../support/fake-apiserver.js';
+import { parseLabelSelector } from '../support/apiserver/selectors.js';
+import { FakeApiServer } from '../support/fake-apiserver.js';
 import type { KubeObject } from '../../src/model/k8s.js';
 
 const TOKEN = 'secret-token';
