@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TOOL_ENV } from '../../src/node/exec.js';
 import { kubeconfigFor } from '../../test/support/kubeconfig.js';
+import { LineClient } from '../../test/support/line-client.js';
 import { fullSyncScript, iptablesLoadMs, loadMs } from './floor.js';
-import { addNamespace, deleteNamespace, ip, LineClient, memoryMiB, spawnIn, stopChild } from './procs.js';
+import { addNamespace, deleteNamespace, ip, memoryMiB, spawnIn, stopChild } from './procs.js';
 import { percentile, type ChangeStages, type Result } from './report.js';
 import {
   CLUSTER_CIDR,
@@ -219,10 +220,10 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
     // Every endpoint IP is local: one server answers for all of them.
     ip('-n', ns, 'route', 'add', 'local', ENDPOINT_RANGE, 'dev', 'lo');
 
-    api = new LineClient(spawnIn(ns, [process.execPath, opts.apiMain]));
+    api = new LineClient(spawnIn(ns, [process.execPath, opts.apiMain]), 'fake API server');
     const url = (await api.nextOther()).url as string;
     const kubeconfig = kubeconfigFor(url, { dir: scratch });
-    probe = new LineClient(spawnIn(ns, [process.execPath, opts.probeMain]));
+    probe = new LineClient(spawnIn(ns, [process.execPath, opts.probeMain]), 'prober');
     await probe.nextOther();
 
     progress(`${label}: loading ${w.services} services into the API server`);

@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { EndpointSlice, KubeObject, Node, ObjectKind, Service } from '../../src/model/k8s.js';
 import type { Proc } from '../../src/sandbox/processes.js';
 import { kubeconfigFor } from './kubeconfig.js';
+import { LineClient } from './line-client.js';
 import { endpointText, ProxySyncLog, type Family, type LoggedSnapshot } from './proxy-sync-log.js';
 import { RelayProcess } from './relay.js';
 import { createTopology, type PodInfo, type PodSpec, type Topology } from './topology.js';
@@ -84,57 +85,6 @@ export function iptablesTool(family: Family, flavour: IptablesFlavour, suffix: '
   return `${family === 'IPv6' ? 'ip6tables' : 'iptables'}-${flavour}${suffix}`;
 }
 
-interface Pending {
-  resolve: (answer: Record<string, unknown>) => void;
-  reject: (err: Error) => void;
-}
-
-/** Client side of fake-apiserver-main.js: one JSON command per line, one answer per line. */
-class ApiServerProcess {
-  private nextId = 1;
-  private readonly pending = new Map<number, Pending>();
-  private buffered = '';
-
-  constructor(readonly proc: Proc) {
-    proc.child.stdout!.on('data', (chunk: string) => {
-      this.buffered += chunk;
-      let nl: number;
-      while ((nl = this.buffered.indexOf('\n')) >= 0) {
-        const line = this.buffered.slice(0, nl);
-        this.buffered = this.buffered.slice(nl + 1);
-        this.onLine(line);
-      }
-    });
-    void proc.exited.then(() => {
-      for (const p of this.pending.values()) p.reject(new Error(`fake API server exited; stderr: ${proc.stderr()}`));
-      this.pending.clear();
-    });
-  }
-
-  private onLine(line: string): void {
-    let answer: Record<string, unknown>;
-    try {
-      answer = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      return;
-    }
-    if (typeof answer.id !== 'number') return;
-    const p = this.pending.get(answer.id);
-    if (!p) return;
-    this.pending.delete(answer.id);
-    if (answer.ok === true) p.resolve(answer);
-    else p.reject(new Error(`fake API server: ${String(answer.error)}`));
-  }
-
-  send(cmd: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.proc.child.stdin!.write(JSON.stringify({ ...cmd, id }) + '\n');
-    });
-  }
-}
-
 function familyOf(ip: string): Family {
   return ip.includes(':') ? 'IPv6' : 'IPv4';
 }
@@ -145,7 +95,7 @@ export class E2ECluster {
   private readonly slices = new Set<string>();
   private barriers = 0;
   private kubeconfig: string | undefined;
-  api!: ApiServerProcess;
+  api!: LineClient;
   proxy!: Proc;
   /** Set with the `relay` option. */
   relay: RelayProcess | undefined;
@@ -192,7 +142,7 @@ export class E2ECluster {
       this.relay = await RelayProcess.start(this.topo.spawn('node1', process.execPath, [RELAY_MAIN, '--target', new URL(url).host]));
       url = `http://127.0.0.1:${this.relay.port}`;
     }
-    this.api = new ApiServerProcess(proc);
+    this.api = new LineClient(proc.child, 'fake API server');
     for (const n of this.topo.nodes) {
       const node: Node = {
         metadata: { name: `node-${n.index}`, labels: { 'kubernetes.io/hostname': `node-${n.index}` } },
