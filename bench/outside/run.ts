@@ -96,9 +96,10 @@ class ProxyProcess {
     return new Promise((resolve) => this.syncWaiters.push(resolve));
   }
 
-  /** Resolves once a sync has logged more service ports than `than`. */
-  async syncedBeyond(than: number): Promise<void> {
-    while (!(this.servicePorts > than)) await this.nextSync();
+  /** Resolves once a sync has logged more service ports than `than`, or after timeoutMs. */
+  async syncedBeyond(than: number, timeoutMs: number): Promise<void> {
+    const deadline = nowMs() + timeoutMs;
+    while (!(this.servicePorts > than) && nowMs() < deadline) await Promise.race([this.nextSync(), sleep(1000)]);
   }
 
   /** Resolves once no sync was logged for quietMs. */
@@ -319,7 +320,7 @@ export async function runWorkload(mode: Mode, w: Workload, opts: RunOptions): Pr
       void api!.send({ op: 'create', kind: 'Service', object: service(sentinel, w.mixed) });
       return nowMs();
     });
-    await proxy.syncedBeyond(portsBeforeSentinel);
+    await proxy.syncedBeyond(portsBeforeSentinel, 120000);
     await proxy.settled(1000);
     const burstSyncs = proxy.syncs - syncsBefore;
     const rssAfterBurst = memoryMiB(proxy.child.pid!, 'VmRSS');
