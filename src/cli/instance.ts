@@ -5,7 +5,7 @@
 import { closeSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EXEC_TEMP_PREFIX } from '../node/exec.js';
+import { EXEC_TEMP_PREFIX, processAlive } from '../node/exec.js';
 import { log } from '../log.js';
 import { lockPathFor, ownNetnsId, statePrefixFor } from '../node/netns-state.js';
 
@@ -36,15 +36,6 @@ function startTime(pid: number): string | null {
   }
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export type LockResult = { ok: true; path: string; release(): void } | { ok: false; path: string; holderPid: number };
 
 /** Takes the instance lock, or says which live process holds it. */
@@ -64,7 +55,7 @@ export function acquireInstanceLock(path = defaultLockPath()): LockResult {
       }
       const [pidText, start] = text.trim().split(' ');
       const pid = Number(pidText);
-      const owner = Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid) && (start === undefined || start === '' || startTime(pid) === null || startTime(pid) === start);
+      const owner = Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid) && (start === undefined || start === '' || startTime(pid) === null || startTime(pid) === start);
       if (owner) return { ok: false, path, holderPid: pid };
       log.info('taking over a stale instance lock', { file: path, previousOwner: pidText ?? '' });
       try {
@@ -103,7 +94,7 @@ export function removeStaleTempDirs(dir = tmpdir()): string[] {
     const m = pattern.exec(name);
     if (!m) continue;
     const pid = Number(m[1]);
-    if (pid === process.pid || alive(pid)) continue;
+    if (pid === process.pid || processAlive(pid)) continue;
     rmSync(join(dir, name), { recursive: true, force: true });
     removed.push(name);
   }

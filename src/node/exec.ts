@@ -134,3 +134,13 @@ export function helperFor<T extends { dead: boolean }>(pool: Map<string, T>, opt
 
 /** One argument quoted for sh. */
 export const quote = (a: string): string => `'${a.replace(/'/g, `'\\''`)}'`;
+
+/** Whether a process with this PID exists (one we may not signal exists too). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

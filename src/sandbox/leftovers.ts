@@ -7,6 +7,7 @@ import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { listNamespaces } from './topology.js';
+import { processAlive } from '../node/exec.js';
 import { removeNetnsState } from '../node/netns-state.js';
 
 /** Namespaces are `<prefix><4 hex>-<role>`; the temp copy of the manifests is `<TEMP_PREFIX><pid>-…`. */
@@ -23,19 +24,10 @@ export function claimSandbox(id: string, dir = tmpdir()): () => void {
   return () => rmSync(file, { force: true });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 function ownerAlive(id: string, dir: string, namespace: string): boolean {
   try {
     const pid = Number(readFileSync(ownerFile(id, dir), 'utf8').trim());
-    return Number.isInteger(pid) && pid > 0 && alive(pid);
+    return Number.isInteger(pid) && pid > 0 && processAlive(pid);
   } catch {
     // No owner file: a sandbox being created right now, unless the namespace is old.
     try {
@@ -79,7 +71,7 @@ export function removeSandboxLeftovers(prefix: string, dir = tmpdir()): SandboxL
     const owner = /^(\d+)-/.exec(rest)?.[1];
     const sandboxId = /^(.+)\.owner$/.exec(rest)?.[1];
     const stale =
-      owner !== undefined ? !alive(Number(owner))
+      owner !== undefined ? !processAlive(Number(owner))
       : sandboxId !== undefined ? !ownerAlive(sandboxId, dir, '')
       : false;
     if (!stale) continue;

@@ -5,6 +5,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import type { KubeObject, ObjectKind } from '../model/k8s.js';
 import { log } from '../log.js';
+import { LineSplitter } from '../lines.js';
 import type { EventType, Source, SourceHandler } from './types.js';
 import { ApiError, describe, isObject, responseError } from './api-errors.js';
 import { Backoff } from './backoff.js';
@@ -337,21 +338,18 @@ class Reflector implements ListTarget {
     let events = 0;
     await this.call(query, `watch ${this.spec.kind}`, async (res, touch) => {
       const dec = new StringDecoder('utf8');
-      let buf = '';
+      const lines = new LineSplitter((raw) => {
+        const line = raw.trim();
+        if (line === '' || this.stopped) return;
+        this.handleLine(line);
+        events++;
+        this.succeeded();
+      });
       for await (const chunk of res.body) {
         touch();
-        buf += dec.write(chunk as Buffer);
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (line === '' || this.stopped) continue;
-          this.handleLine(line);
-          events++;
-          this.succeeded();
-        }
+        lines.push(dec.write(chunk as Buffer));
       }
-      const rest = (buf + dec.end()).trim();
+      const rest = (lines.takeRest() + dec.end()).trim();
       if (rest !== '' && !this.stopped) {
         this.handleLine(rest);
         events++;

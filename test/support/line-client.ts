@@ -3,6 +3,7 @@
 // it. Other lines (announcements such as `{"url":…}`) are queued for `nextOther`; text that is
 // not JSON is skipped.
 import type { ChildProcess } from 'node:child_process';
+import { LineSplitter } from '../../src/lines.js';
 
 interface Pending {
   resolve: (answer: Record<string, unknown>) => void;
@@ -14,7 +15,6 @@ export class LineClient {
   private readonly pending = new Map<number, Pending>();
   private readonly others: Array<Record<string, unknown>> = [];
   private readonly otherWaiters: Array<(a: Record<string, unknown>) => void> = [];
-  private buffered = '';
   /** The end of what the process wrote to stderr, for error messages. */
   stderr = '';
 
@@ -26,15 +26,8 @@ export class LineClient {
     child.stdout!.setEncoding('utf8');
     child.stderr!.setEncoding('utf8');
     child.stderr!.on('data', (chunk: string) => (this.stderr = (this.stderr + chunk).slice(-4000)));
-    child.stdout!.on('data', (chunk: string) => {
-      this.buffered += chunk;
-      let nl: number;
-      while ((nl = this.buffered.indexOf('\n')) >= 0) {
-        const line = this.buffered.slice(0, nl);
-        this.buffered = this.buffered.slice(nl + 1);
-        this.onLine(line);
-      }
-    });
+    const lines = new LineSplitter((line) => this.onLine(line));
+    child.stdout!.on('data', (chunk: string) => lines.push(chunk));
     child.once('exit', () => {
       for (const p of this.pending.values()) p.reject(new Error(`${this.name} exited; stderr: ${this.stderr}`));
       this.pending.clear();

@@ -12,6 +12,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { Proc } from '../../src/sandbox/processes.js';
+import { LineSplitter } from '../../src/lines.js';
 
 interface Pair {
   client: Socket;
@@ -104,22 +105,14 @@ export class Relay {
 
 /** Test side of a relay process started inside a namespace (see the header). */
 export class RelayProcess {
-  private buffered = '';
   private waiting: Array<(line: string) => void> = [];
 
   private constructor(
     readonly proc: Proc,
     readonly port: number,
   ) {
-    proc.child.stdout!.on('data', (chunk: string | Buffer) => {
-      this.buffered += chunk.toString();
-      let nl: number;
-      while ((nl = this.buffered.indexOf('\n')) >= 0) {
-        const line = this.buffered.slice(0, nl);
-        this.buffered = this.buffered.slice(nl + 1);
-        this.waiting.shift()?.(line);
-      }
-    });
+    const lines = new LineSplitter((line) => this.waiting.shift()?.(line));
+    proc.child.stdout!.on('data', (chunk: string) => lines.push(chunk));
   }
 
   static async start(proc: Proc): Promise<RelayProcess> {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { parseLabelSelector } from '../support/apiserver/selectors.js';
 import { FakeApiServer } from '../support/fake-apiserver.js';
 import type { KubeObject } from '../../src/model/k8s.js';
+import { LineSplitter } from '../../src/lines.js';
 
 const TOKEN = 'secret-token';
 const auth = { Authorization: `Bearer ${TOKEN}` };
@@ -22,7 +23,6 @@ async function getJSON(
 
 // Reads a watch stream line by line.
 class WatchReader {
-  private buf = '';
   private lines: string[] = [];
   private waiters: Array<() => void> = [];
   ended = false;
@@ -38,14 +38,10 @@ class WatchReader {
 
   private async pump(body: ReadableStream<Uint8Array>): Promise<void> {
     const dec = new TextDecoder();
+    const lines = new LineSplitter((line) => this.lines.push(line));
     try {
       for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
-        this.buf += dec.decode(chunk, { stream: true });
-        let i: number;
-        while ((i = this.buf.indexOf('\n')) >= 0) {
-          this.lines.push(this.buf.slice(0, i));
-          this.buf = this.buf.slice(i + 1);
-        }
+        lines.push(dec.decode(chunk, { stream: true }));
         this.notify();
       }
     } catch {

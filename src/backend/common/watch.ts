@@ -8,6 +8,7 @@
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { keepAlive, spawnTool, type ExecOptions } from '../../node/exec.js';
 import { log } from '../../log.js';
+import { LineSplitter } from '../../lines.js';
 
 /** One change a monitor printed, e.g. a rule deleted from a chain of a table. */
 export interface MonitorEvent {
@@ -117,7 +118,7 @@ export abstract class GenerationMonitor {
   /** A waited-for marker was printed: the next generation line is its transaction's. */
   private markerShown: { key: string; kind: MarkerKind; rep: number } | undefined;
   private readonly child: ChildProcessWithoutNullStreams;
-  private buf = '';
+  private readonly lineSplitter = new LineSplitter((line) => this.onLine(line));
   private lines: string[] = [];
   /** Who wants which foreign changes, by a name of the follower's choice. */
   private readonly followers = new Map<string, (e: MonitorEvent) => boolean>();
@@ -312,14 +313,9 @@ export abstract class GenerationMonitor {
     this.child.kill('SIGKILL');
   }
 
+
   protected onData(d: string): void {
-    this.buf += d;
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl);
-      this.buf = this.buf.slice(nl + 1);
-      this.onLine(line);
-    }
+    this.lineSplitter.push(d);
   }
 
   private onLine(line: string): void {

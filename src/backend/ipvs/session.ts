@@ -7,6 +7,7 @@
 // Any error, a timeout or a dead process ends the session; the caller falls back to one-shot tools.
 import { helperFor, quote, type ExecOptions } from '../../node/exec.js';
 import { ToolProcess } from '../../node/tool-process.js';
+import { LineSplitter } from '../../lines.js';
 
 export class SessionError extends Error {
   override name = 'SessionError';
@@ -31,7 +32,7 @@ export const IPSET_SESSION: SessionTool = { argv: ['ipset', '-'], barrier: 'vers
 export const SESSION_TIMEOUT_MS = 10_000;
 
 export class ToolSession extends ToolProcess<string | undefined> {
-  private buf = '';
+  private readonly lineSplitter = new LineSplitter((line) => this.onLine(line));
   private output: string[] = [];
 
   constructor(
@@ -40,7 +41,7 @@ export class ToolSession extends ToolProcess<string | undefined> {
   ) {
     super(['sh', '-c', `exec stdbuf -oL ${tool.argv.map(quote).join(' ')} 2>&1`], wrap);
     this.child.stdout.setEncoding('utf8');
-    this.child.stdout.on('data', (d: string) => this.read(d));
+    this.child.stdout.on('data', (d: string) => this.lineSplitter.push(d));
     this.child.stderr.setEncoding('utf8');
     this.child.stderr.on('data', (d: string) => this.output.push(d.trim()));
   }
@@ -49,18 +50,13 @@ export class ToolSession extends ToolProcess<string | undefined> {
     return `${this.tool.argv[0]} exited${this.output.length ? `: ${this.output.join('; ')}` : ''}`;
   }
 
-  private read(data: string): void {
-    this.buf += data;
-    let nl: number;
-    while ((nl = this.buf.indexOf('\n')) >= 0) {
-      const line = this.buf.slice(0, nl).replace(this.tool.noise ?? /^$/, '');
-      this.buf = this.buf.slice(nl + 1);
-      if (this.tool.done.test(line)) {
-        const failure = this.output.length > 0 ? this.output.join('; ') : undefined;
-        this.output = [];
-        this.answer(failure);
-      } else if (line.trim() !== '') this.output.push(line.trim());
-    }
+  private onLine(raw: string): void {
+    const line = raw.replace(this.tool.noise ?? /^$/, '');
+    if (this.tool.done.test(line)) {
+      const failure = this.output.length > 0 ? this.output.join('; ') : undefined;
+      this.output = [];
+      this.answer(failure);
+    } else if (line.trim() !== '') this.output.push(line.trim());
   }
 
   /** Ends the session (after a failure: whatever it holds half-done is not trusted). */
