@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { modeDescriptor, MODES, PROXY_MODE_NAMES, type ModeDescriptor } from '../backend/modes.js';
+import { LineSplitter } from '../lines.js';
 import { claimSandbox, removeSandboxLeftovers, TEMP_PREFIX } from './leftovers.js';
 import { loadManifests, planChecks, planPods, type Check, type PodPlan } from './plan.js';
 import type { ProbeJob, ProbeResult } from './probe.js';
@@ -117,12 +118,8 @@ function proxyArgs(opts: SandboxOptions, manifests = opts.manifests): string[] {
 
 /** Calls fn with each complete line of a stream. */
 function eachLine(stream: NodeJS.ReadableStream, fn: (line: string) => void): void {
-  let partial = '';
-  stream.on('data', (chunk: Buffer | string) => {
-    const lines = (partial + chunk.toString()).split('\n');
-    partial = lines.pop() ?? '';
-    for (const l of lines) fn(l);
-  });
+  const lines = new LineSplitter(fn);
+  stream.on('data', (chunk: Buffer | string) => lines.push(chunk.toString()));
 }
 
 /** The proxy log lines worth showing while the sandbox idles: problems, changes and syncs. */
