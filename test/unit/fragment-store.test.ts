@@ -99,4 +99,59 @@ describe('fragment store', () => {
       }
     }
   });
+
+  test('objects: after any sequence of updates each id holds its smallest claimant’s object, and the ops lead there', () => {
+    // An object is `id=content`; a re-rendered key often keeps an id with new content, or hands it to another key.
+    const kind = { id: (o: string) => o.split('=')[0]!, same: (a: string, b: string) => a === b };
+    let seed = 7;
+    const next = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return Math.floor((seed / 2147483648) * n);
+    };
+    for (let round = 0; round < 30; round++) {
+      const store = new FragmentStore(kind);
+      const current = new Map<string, string[]>();
+      const seen = new Map<string, string>();
+      for (let step = 0; step < 60; step++) {
+        const changes: Record<string, Fragment<string> | undefined> = {};
+        for (let n = 1 + next(3); n > 0; n--) {
+          const key = `svc-${next(6)}`;
+          if (next(5) === 0) {
+            changes[key] = undefined;
+            continue;
+          }
+          const ids = new Set<string>();
+          for (let i = next(4); i > 0; i--) ids.add(`chain-${next(round % 2 === 0 ? 3 : 8)}`);
+          changes[key] = { items: [], objects: [...ids].map((id) => `${id}=${next(3)}`), refs: [] };
+        }
+        const ops = store.update(Object.keys(changes), (k) => changes[k]);
+        for (const [k, f] of Object.entries(changes)) {
+          if (f === undefined) current.delete(k);
+          else current.set(k, f.objects);
+        }
+        const want = new Map<string, string>();
+        for (const k of [...current.keys()].sort().reverse()) for (const o of current.get(k)!) want.set(kind.id(o), o);
+        assert.deepEqual(new Map(store.objects().map((o) => [kind.id(o), o])), want, `round ${round} step ${step}`);
+        for (const op of ops) {
+          if (op.kind === 'add-object' || op.kind === 'replace-object') seen.set(kind.id(op.object), op.object);
+          else if (op.kind === 'delete-object') seen.delete(kind.id(op.object));
+        }
+        assert.deepEqual(seen, want, `ops, round ${round} step ${step}`);
+      }
+    }
+  });
+
+  test('a render that throws leaves no item without a claimant', () => {
+    const store = new FragmentStore(KIND);
+    store.update(['a', 'b'], (k) => frag([['eps', `${k} . 0`, '1.1.1.1']]), false);
+    assert.throws(() =>
+      store.update(['a', 'b'], (k) => {
+        if (k === 'b') throw new Error('bad object');
+        return frag([['eps', 'a . 1', '1.1.1.2']]);
+      }),
+    );
+    // a's old item went, its new one came; b is as before.
+    assert.deepEqual(new Map(store.items('eps')), new Map([['a . 1', '1.1.1.2'], ['b . 0', '1.1.1.1']]));
+  });
 });
+

@@ -109,6 +109,16 @@ export class FragmentStore<O> {
   private lastName: string | undefined;
   private readonly objectClaims = new Map<string, ObjectClaims<O>>();
   private readonly refCounts = new Map<string, number>();
+  /**
+   * Items whose last claim went during the update in progress, still in their collection. One
+   * claimed again in the same update (an endpoint slot whose endpoint changed) keeps its entry
+   * and takes its new value in place; the others are deleted when the update ends. A JS Map
+   * keeps a deleted entry's slot until it rehashes, and one near its capacity then doubles
+   * rather than compacts: 2,000 endpoint changes at 5,000 × 50 grew the endpoint map by ~7 MiB.
+   */
+  private readonly vacated = new Map<Collection, Set<string>>();
+  /** The same for objects (a service's chain whose rules changed keeps its entry). */
+  private readonly vacatedObjects = new Set<string>();
 
   constructor(
     private readonly kind: ObjectKind<O>,
@@ -145,48 +155,56 @@ export class FragmentStore<O> {
       }
     };
     const seen = new Set<string>();
-    for (const key of keys) {
-      if (seen.has(key)) continue;
-      seen.add(key);
-      const old = this.frags.get(key);
-      const next = render(key);
-      if (old) {
-        const it = old.items;
-        for (let i = 0; i < it.length; i += 2) {
-          if (collect) touch(it[i]!, it[i + 1]!);
-          this.unclaim(it[i]!, it[i + 1]!, key);
+    try {
+      for (const key of keys) {
+        if (seen.has(key)) continue;
+        seen.add(key);
+        const old = this.frags.get(key);
+        const next = render(key);
+        if (old) {
+          const it = old.items;
+          for (let i = 0; i < it.length; i += 2) {
+            if (collect) touch(it[i]!, it[i + 1]!);
+            this.unclaim(it[i]!, it[i + 1]!, key);
+          }
+          for (const o of old.objects) {
+            const id = this.kind.id(o);
+            if (!objBefore.has(id)) objBefore.set(id, objectWinner(this.objectClaims.get(id)));
+            this.unclaimObject(id, key);
+          }
+          for (const r of old.refs) {
+            if (!refBefore.has(r)) refBefore.set(r, (this.refCounts.get(r) ?? 0) > 0);
+            this.refCounts.set(r, (this.refCounts.get(r) ?? 0) - 1);
+          }
         }
-        for (const o of old.objects) {
-          const id = this.kind.id(o);
-          if (!objBefore.has(id)) objBefore.set(id, objectWinner(this.objectClaims.get(id)));
-          this.unclaimObject(id, key);
-        }
-        for (const r of old.refs) {
-          if (!refBefore.has(r)) refBefore.set(r, (this.refCounts.get(r) ?? 0) > 0);
-          this.refCounts.set(r, (this.refCounts.get(r) ?? 0) - 1);
+        if (next) {
+          const it = next.items;
+          const kept = new Array<string>((it.length / 3) * 2);
+          for (let i = 0, j = 0; i < it.length; i += 3, j += 2) {
+            if (collect) touch(it[i]!, it[i + 1]!);
+            kept[j] = it[i]!;
+            kept[j + 1] = this.claim(it[i]!, it[i + 1]!, key, it[i + 2], kept, j);
+          }
+          for (const o of next.objects) {
+            const id = this.kind.id(o);
+            if (!objBefore.has(id)) objBefore.set(id, objectWinner(this.objectClaims.get(id)));
+            this.claimObject(id, key, o);
+          }
+          for (const r of next.refs) {
+            if (!refBefore.has(r)) refBefore.set(r, (this.refCounts.get(r) ?? 0) > 0);
+            this.refCounts.set(r, (this.refCounts.get(r) ?? 0) + 1);
+          }
+          this.frags.set(key, { items: kept, objects: next.objects, refs: next.refs });
+        } else {
+          this.frags.delete(key);
         }
       }
-      if (next) {
-        const it = next.items;
-        const kept = new Array<string>((it.length / 3) * 2);
-        for (let i = 0, j = 0; i < it.length; i += 3, j += 2) {
-          if (collect) touch(it[i]!, it[i + 1]!);
-          kept[j] = it[i]!;
-          kept[j + 1] = this.claim(it[i]!, it[i + 1]!, key, it[i + 2], kept, j);
-        }
-        for (const o of next.objects) {
-          const id = this.kind.id(o);
-          if (!objBefore.has(id)) objBefore.set(id, objectWinner(this.objectClaims.get(id)));
-          this.claimObject(id, key, o);
-        }
-        for (const r of next.refs) {
-          if (!refBefore.has(r)) refBefore.set(r, (this.refCounts.get(r) ?? 0) > 0);
-          this.refCounts.set(r, (this.refCounts.get(r) ?? 0) + 1);
-        }
-        this.frags.set(key, { items: kept, objects: next.objects, refs: next.refs });
-      } else {
-        this.frags.delete(key);
-      }
+    } finally {
+      // Deleted only now: see `vacated`.
+      for (const [col, vacated] of this.vacated) for (const k of vacated) col.items.delete(k);
+      this.vacated.clear();
+      for (const id of this.vacatedObjects) this.objectClaims.delete(id);
+      this.vacatedObjects.clear();
     }
 
     const ops: Array<StoreOp<O>> = [];
@@ -226,6 +244,7 @@ export class FragmentStore<O> {
     if (v !== undefined) v = flat(v);
     const col = this.ensure(c);
     const items = col.items;
+    if (this.vacated.size > 0 && this.reclaim(col, k, owner, v)) return k;
     if (col.owners === undefined) {
       if (v === undefined && !col.valued) {
         // Every value is undefined: setting one again changes nothing, and the size tells
@@ -262,9 +281,32 @@ export class FragmentStore<O> {
     return k;
   }
 
+  /** Claims an item vacated earlier in this update, in place; false when it was not. */
+  private reclaim(col: Collection, k: string, owner: string, v: string | undefined): boolean {
+    const vacated = this.vacated.get(col);
+    if (vacated === undefined || !vacated.delete(k)) return false;
+    if (v !== undefined && !col.valued) {
+      // A plain set's first value: the usual way starts tracking values.
+      col.items.delete(k);
+      return false;
+    }
+    col.owners?.set(k, owner);
+    col.items.set(k, v);
+    return true;
+  }
+
+  /** Marks an item without claims for deletion when the update ends. */
+  private vacate(col: Collection, k: string): void {
+    let vacated = this.vacated.get(col);
+    if (vacated === undefined) this.vacated.set(col, (vacated = new Set()));
+    vacated.add(k);
+  }
+
   private claimObject(id: string, owner: string, object: O): void {
     const cur = this.objectClaims.get(id);
-    if (cur === undefined || (!(cur instanceof Map) && cur.key === owner)) this.objectClaims.set(flat(id), { key: owner, object });
+    // A vacated object's old claim is gone: whoever claims it now is its sole claimant.
+    const vacated = this.vacatedObjects.delete(id);
+    if (vacated || cur === undefined || (!(cur instanceof Map) && cur.key === owner)) this.objectClaims.set(flat(id), { key: owner, object });
     else if (cur instanceof Map) cur.set(owner, object);
     else this.objectClaims.set(id, new Map([[cur.key, cur.object], [owner, object]]));
   }
@@ -273,7 +315,7 @@ export class FragmentStore<O> {
     const cur = this.objectClaims.get(id);
     if (cur === undefined) return;
     if (!(cur instanceof Map)) {
-      if (cur.key === owner) this.objectClaims.delete(id);
+      if (cur.key === owner) this.vacatedObjects.add(id);
       return;
     }
     cur.delete(owner);
@@ -300,7 +342,7 @@ export class FragmentStore<O> {
     const { items, owners: byKey } = col;
     if (byKey === undefined) {
       const extra = col.extraClaims?.get(k);
-      if (extra === undefined) items.delete(k);
+      if (extra === undefined) this.vacate(col, k);
       else if (extra === 1) col.extraClaims!.delete(k);
       else col.extraClaims!.set(k, extra - 1);
       return;
@@ -310,7 +352,7 @@ export class FragmentStore<O> {
     if (typeof cur === 'string') {
       if (cur === owner) {
         byKey.delete(k);
-        items.delete(k);
+        this.vacate(col, k);
       }
       return;
     }
