@@ -115,8 +115,10 @@ export class FragmentStore<O> {
    * and takes its new value in place; the others are deleted when the update ends. A JS Map
    * keeps a deleted entry's slot until it rehashes, and one near its capacity then doubles
    * rather than compacts: 2,000 endpoint changes at 5,000 × 50 grew the endpoint map by ~7 MiB.
+   * Each is kept as the string the collection holds, which the new fragment then keeps too (a
+   * Map keeps its first key string: the fragment's own would be a second copy of the text).
    */
-  private readonly vacated = new Map<Collection, Set<string>>();
+  private readonly vacated = new Map<Collection, Map<string, string>>();
   /** The same for objects (a service's chain whose rules changed keeps its entry). */
   private readonly vacatedObjects = new Set<string>();
 
@@ -201,7 +203,7 @@ export class FragmentStore<O> {
       }
     } finally {
       // Deleted only now: see `vacated`.
-      for (const [col, vacated] of this.vacated) for (const k of vacated) col.items.delete(k);
+      for (const [col, vacated] of this.vacated) for (const k of vacated.keys()) col.items.delete(k);
       this.vacated.clear();
       for (const id of this.vacatedObjects) this.objectClaims.delete(id);
       this.vacatedObjects.clear();
@@ -244,7 +246,10 @@ export class FragmentStore<O> {
     if (v !== undefined) v = flat(v);
     const col = this.ensure(c);
     const items = col.items;
-    if (this.vacated.size > 0 && this.reclaim(col, k, owner, v)) return k;
+    if (this.vacated.size > 0) {
+      const held = this.reclaim(col, k, owner, v);
+      if (held !== undefined) return held;
+    }
     if (col.owners === undefined) {
       if (v === undefined && !col.valued) {
         // Every value is undefined: setting one again changes nothing, and the size tells
@@ -281,25 +286,26 @@ export class FragmentStore<O> {
     return k;
   }
 
-  /** Claims an item vacated earlier in this update, in place; false when it was not. */
-  private reclaim(col: Collection, k: string, owner: string, v: string | undefined): boolean {
-    const vacated = this.vacated.get(col);
-    if (vacated === undefined || !vacated.delete(k)) return false;
+  /** Claims an item vacated earlier in this update, in place: returns the key string held, or undefined when it was not. */
+  private reclaim(col: Collection, k: string, owner: string, v: string | undefined): string | undefined {
+    const held = this.vacated.get(col)?.get(k);
+    if (held === undefined) return undefined;
+    this.vacated.get(col)!.delete(k);
     if (v !== undefined && !col.valued) {
       // A plain set's first value: the usual way starts tracking values.
       col.items.delete(k);
-      return false;
+      return undefined;
     }
-    col.owners?.set(k, owner);
-    col.items.set(k, v);
-    return true;
+    col.owners?.set(held, owner);
+    col.items.set(held, v);
+    return held;
   }
 
   /** Marks an item without claims for deletion when the update ends. */
   private vacate(col: Collection, k: string): void {
     let vacated = this.vacated.get(col);
-    if (vacated === undefined) this.vacated.set(col, (vacated = new Set()));
-    vacated.add(k);
+    if (vacated === undefined) this.vacated.set(col, (vacated = new Map()));
+    vacated.set(k, k);
   }
 
   private claimObject(id: string, owner: string, object: O): void {
