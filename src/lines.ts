@@ -8,13 +8,18 @@ export class LineSplitter {
 
   push(text: string): void {
     const buf = this.rest === '' ? text : this.rest + text;
-    let from = 0;
-    let nl: number;
-    while ((nl = buf.indexOf('\n', from)) >= 0) {
+    const last = buf.lastIndexOf('\n');
+    if (last < 0) {
+      this.rest = buf;
+      return;
+    }
+    // The rest is set aside first: a line whose handler throws is not handed out again.
+    this.rest = buf.slice(last + 1);
+    for (let from = 0; from <= last; ) {
+      const nl = buf.indexOf('\n', from);
       this.onLine(buf.slice(from, nl));
       from = nl + 1;
     }
-    this.rest = from === 0 ? buf : buf.slice(from);
   }
 
   /** The text after the last newline (a last line the writer did not end), taken away. */

@@ -18,4 +18,15 @@ describe('LineSplitter', () => {
     lines.push('a\r\nb\n');
     assert.deepEqual(got, ['a\r', 'b']);
   });
+
+  it('does not hand out a line again after its handler threw', () => {
+    const got: string[] = [];
+    const lines = new LineSplitter((l) => {
+      got.push(l);
+      if (l === 'bad') throw new Error('bad line');
+    });
+    assert.throws(() => lines.push('bad\nlost with it\nrest'));
+    lines.push('\n');
+    assert.deepEqual(got, ['bad', 'rest']);
+  });
 });
