@@ -24,6 +24,7 @@
  *               pod spec lists its own ports; it answers `<pod name> <client ip>`.
  *
  * IPv6 duplicate address detection is off in every namespace so addresses are usable at once.
+ * The names, addresses and `ip` lines of this plan are in layout.ts; this file creates and removes it.
  * exec/spawn/ns() take logical names (node1, node2, net, ext, ext2, or a pod name) or full names.
  *
  * br_netfilter: with it, frames bridged on cbr0 pass through netfilter, so conntrack can undo
@@ -36,28 +37,33 @@
 import { spawn as spawnChild, execFileSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { removeNetnsState } from '../node/netns-state.js';
+import {
+  clientInfos,
+  clientLines,
+  LEAF_SYSCTLS,
+  netLines,
+  nodeInfo,
+  nodeLines,
+  nodePortLines,
+  nodeSysctls,
+  podLines,
+  podVethLine,
+  uplinkVethLines,
+  validatePod,
+  type ClientInfo,
+  type NodeInfo,
+  type PodInfo,
+  type PodSpec,
+} from './layout.js';
 import { isAlive, makeProc, runCollect, signal, stopChild, track, untrack, withParentDeathSignal, type ExecOptions, type ExecResult, type Proc } from './processes.js';
 
-export const DEFAULT_TCP_PORTS = [80, 8080];
-export const DEFAULT_UDP_PORTS = [53, 5353];
+// The layout's names stay importable from here, where tests and the sandbox command look for them.
+export { DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, type ClientInfo, type NodeInfo, type PodInfo, type PodSpec } from './layout.js';
+
 const PODSERVER_MAIN = fileURLToPath(new URL('./podserver-main.js', import.meta.url));
 const MAX_NODES = 20;
-
-export interface PodSpec {
-  name: string;
-  /** Node index (1-based). */
-  node: number;
-  /** Inside 10.244.<node>.0/24, host part 2..254. */
-  ip: string;
-  /** Inside fd00:244:<node>::/64. */
-  ip6?: string;
-  /** TCP ports of the pod server; default DEFAULT_TCP_PORTS. Empty tcp and udp: no server. */
-  tcp?: number[];
-  udp?: number[];
-}
 
 export interface TopologyOptions {
   /** Number of node namespaces, default 2. */
@@ -74,45 +80,6 @@ export interface TopologyOptions {
   claim?: (id: string) => void;
   /** How long a pod server may take to start, default 15 s (more on a slow kernel). */
   podStartMs?: number;
-}
-
-export interface NodeInfo {
-  /** Kubernetes node name: node1, node2, ... */
-  name: string;
-  index: number;
-  ns: string;
-  ip: string;
-  ip6: string;
-  podCidr: string;
-  podCidr6: string;
-  gateway: string;
-  gateway6: string;
-}
-
-export interface ClientInfo {
-  name: 'ext' | 'ext2';
-  ns: string;
-  ip: string;
-  ip6: string;
-}
-
-export interface PodInfo {
-  name: string;
-  node: number;
-  ns: string;
-  ip: string;
-  ip6?: string;
-  tcp: number[];
-  udp: number[];
-  /** Name of the pod's veth in its node namespace (a port of cbr0). */
-  hostVeth: string;
-  server?: Proc;
-}
-
-function inSubnet(ip: string, prefix: string, bits: number, family: 'ipv4' | 'ipv6'): boolean {
-  const bl = new net.BlockList();
-  bl.addSubnet(prefix, bits, family);
-  return bl.check(ip, family);
 }
 
 function listNetns(): string[] {
@@ -154,21 +121,8 @@ export class Topology {
     this.id = id;
     this.netNs = `${id}-net`;
     this.nodes = [];
-    for (let n = 1; n <= nodeCount; n++) {
-      this.nodes.push({
-        name: `node${n}`,
-        index: n,
-        ns: `${id}-node${n}`,
-        ip: `10.0.0.${n}`,
-        ip6: `fd00:10::${n}`,
-        podCidr: `10.244.${n}.0/24`,
-        podCidr6: `fd00:244:${n}::/64`,
-        gateway: `10.244.${n}.1`,
-        gateway6: `fd00:244:${n}::1`,
-      });
-    }
-    this.ext = { name: 'ext', ns: `${id}-ext`, ip: '10.0.0.100', ip6: 'fd00:10::100' };
-    this.ext2 = { name: 'ext2', ns: `${id}-ext2`, ip: '10.0.0.101', ip6: 'fd00:10::101' };
+    for (let n = 1; n <= nodeCount; n++) this.nodes.push(nodeInfo(id, n));
+    [this.ext, this.ext2] = clientInfos(id);
   }
 
   node(index: number): NodeInfo {
@@ -251,67 +205,8 @@ export class Topology {
     await this.exec(ns, 'sysctl', ['-w', ...args]);
   }
 
-  private nodeSysctls(): Record<string, number> {
-    const s: Record<string, number> = {
-      'net.ipv6.conf.all.accept_dad': 0,
-      'net.ipv6.conf.default.accept_dad': 0,
-      'net.ipv4.ip_forward': 1,
-      'net.ipv6.conf.all.forwarding': 1,
-    };
-    if (this.brNetfilter) {
-      s['net.bridge.bridge-nf-call-iptables'] = 1;
-      s['net.bridge.bridge-nf-call-ip6tables'] = 1;
-    }
-    return s;
-  }
-
-  private static readonly LEAF_SYSCTLS = { 'net.ipv6.conf.all.accept_dad': 0, 'net.ipv6.conf.default.accept_dad': 0 };
-
   private validatePod(spec: PodSpec, taken: Set<string>, ips: Set<string>): PodInfo {
-    const what = `pod ${JSON.stringify(spec.name)}`;
-    if (typeof spec.name !== 'string' || !/^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$/.test(spec.name)) {
-      throw new Error(`${what}: name must be a lower-case DNS label of at most 42 characters`);
-    }
-    if (/^(node\d+|net|ext|ext2)$/.test(spec.name)) throw new Error(`${what}: name is reserved for a topology namespace`);
-    if (taken.has(spec.name)) throw new Error(`${what}: duplicate pod name`);
-    const node = this.nodes[spec.node - 1];
-    if (!node) throw new Error(`${what}: node ${spec.node} does not exist (topology has ${this.nodes.length})`);
-    if (!net.isIPv4(spec.ip) || !inSubnet(spec.ip, `10.244.${spec.node}.0`, 24, 'ipv4')) {
-      throw new Error(`${what}: ip ${JSON.stringify(spec.ip)} is not an address in ${node.podCidr}`);
-    }
-    const host = Number(spec.ip.split('.')[3]);
-    if (host < 2 || host > 254) throw new Error(`${what}: ip ${spec.ip} collides with the network, gateway or broadcast address`);
-    if (spec.ip6 !== undefined) {
-      if (!net.isIPv6(spec.ip6) || !inSubnet(spec.ip6, `fd00:244:${spec.node}::`, 64, 'ipv6')) {
-        throw new Error(`${what}: ip6 ${JSON.stringify(spec.ip6)} is not an address in ${node.podCidr6}`);
-      }
-      if (inSubnet(spec.ip6, node.gateway6, 128, 'ipv6') || inSubnet(spec.ip6, `fd00:244:${spec.node}::`, 128, 'ipv6')) {
-        throw new Error(`${what}: ip6 ${spec.ip6} collides with the subnet-router or gateway address`);
-      }
-    }
-    for (const a of [spec.ip, spec.ip6]) {
-      if (a === undefined) continue;
-      if (ips.has(a)) throw new Error(`${what}: address ${a} is already used`);
-    }
-    const ports = (list: number[] | undefined, dflt: number[], proto: string): number[] => {
-      const p = list ?? dflt;
-      for (const x of p) if (!Number.isInteger(x) || x < 1 || x > 65535) throw new Error(`${what}: bad ${proto} port ${x}`);
-      return [...p];
-    };
-    const info: PodInfo = {
-      name: spec.name,
-      node: spec.node,
-      ns: `${this.id}-pod-${spec.name}`,
-      ip: spec.ip,
-      tcp: ports(spec.tcp, DEFAULT_TCP_PORTS, 'tcp'),
-      udp: ports(spec.udp, DEFAULT_UDP_PORTS, 'udp'),
-      hostVeth: `vp${++this.vethCounter}`,
-    };
-    if (spec.ip6 !== undefined) info.ip6 = spec.ip6;
-    taken.add(spec.name);
-    ips.add(spec.ip);
-    if (spec.ip6 !== undefined) ips.add(spec.ip6);
-    return info;
+    return validatePod(this.id, this.nodes, spec, taken, ips, () => `vp${++this.vethCounter}`);
   }
 
   private usedPodAddresses(): Set<string> {
@@ -329,23 +224,6 @@ export class Topology {
       null,
       names.map((n) => `netns add ${n}`),
     );
-  }
-
-  private podVethLine(p: PodInfo): string {
-    return `link add eth0 netns ${p.ns} type veth peer name ${p.hostVeth} netns ${this.node(p.node).ns}`;
-  }
-
-  private nodePortLines(p: PodInfo): string[] {
-    return [`link set ${p.hostVeth} master cbr0`, `link set ${p.hostVeth} type bridge_slave hairpin on`, `link set ${p.hostVeth} up`];
-  }
-
-  private podLines(p: PodInfo): string[] {
-    const node = this.node(p.node);
-    const lines = ['link set lo up', `addr add ${p.ip}/24 dev eth0`];
-    if (p.ip6) lines.push(`addr add ${p.ip6}/64 dev eth0 nodad`);
-    lines.push('link set eth0 up', `route add default via ${node.gateway}`);
-    if (p.ip6) lines.push(`route add ::/0 via ${node.gateway6}`);
-    return lines;
   }
 
   private async startPodServers(pods: PodInfo[]): Promise<void> {
@@ -371,54 +249,15 @@ export class Topology {
     const leafNs = [this.netNs, this.ext.ns, this.ext2.ns, ...pods.map((p) => p.ns)];
     await this.createNamespaces([...this.nodes.map((n) => n.ns), ...leafNs]);
     // Sysctls first: new interfaces copy net.ipv6.conf.default.*, so DAD is off on them from the start.
+    await Promise.all([...this.nodes.map((n) => this.sysctl(n.ns, nodeSysctls(this.brNetfilter))), ...leafNs.map((ns) => this.sysctl(ns, LEAF_SYSCTLS))]);
+    const clients = [this.ext, this.ext2];
+    await this.ipBatch(null, [...uplinkVethLines(this.nodes, clients, this.netNs), ...pods.map((p) => podVethLine(p, this.node(p.node)))]);
     await Promise.all([
-      ...this.nodes.map((n) => this.sysctl(n.ns, this.nodeSysctls())),
-      ...leafNs.map((ns) => this.sysctl(ns, Topology.LEAF_SYSCTLS)),
+      this.ipBatch(this.netNs, netLines(this.nodes, clients)),
+      ...this.nodes.map((n) => this.ipBatch(n.ns, nodeLines(n, this.nodes, pods))),
+      ...clients.map((c) => this.ipBatch(c.ns, clientLines(c, this.node(1)))),
+      ...pods.map((p) => this.ipBatch(p.ns, podLines(p, this.node(p.node)))),
     ]);
-    await this.ipBatch(null, [
-      ...this.nodes.map((n) => `link add eth0 netns ${n.ns} type veth peer name n${n.index} netns ${this.netNs}`),
-      ...[this.ext, this.ext2].map((c) => `link add eth0 netns ${c.ns} type veth peer name ${c.name} netns ${this.netNs}`),
-      ...pods.map((p) => this.podVethLine(p)),
-    ]);
-
-    const netLines = ['link set lo up', 'link add br0 type bridge mcast_snooping 0', 'link set br0 up'];
-    for (const port of [...this.nodes.map((n) => `n${n.index}`), this.ext.name, this.ext2.name]) {
-      netLines.push(`link set ${port} master br0`, `link set ${port} up`);
-    }
-    const batches: Array<Promise<void>> = [this.ipBatch(this.netNs, netLines)];
-    for (const n of this.nodes) {
-      const lines = [
-        'link set lo up',
-        `addr add ${n.ip}/24 dev eth0`,
-        `addr add ${n.ip6}/64 dev eth0 nodad`,
-        'link set eth0 up',
-        'link add cbr0 type bridge mcast_snooping 0',
-        `addr add ${n.gateway}/24 dev cbr0`,
-        `addr add ${n.gateway6}/64 dev cbr0 nodad`,
-        'link set cbr0 up',
-      ];
-      for (const p of pods) if (p.node === n.index) lines.push(...this.nodePortLines(p));
-      for (const m of this.nodes) {
-        if (m === n) continue;
-        lines.push(`route add ${m.podCidr} via ${m.ip}`, `route add ${m.podCidr6} via ${m.ip6}`);
-      }
-      batches.push(this.ipBatch(n.ns, lines));
-    }
-    const first = this.node(1);
-    for (const c of [this.ext, this.ext2]) {
-      batches.push(
-        this.ipBatch(c.ns, [
-          'link set lo up',
-          `addr add ${c.ip}/24 dev eth0`,
-          `addr add ${c.ip6}/64 dev eth0 nodad`,
-          'link set eth0 up',
-          `route add default via ${first.ip}`,
-          `route add ::/0 via ${first.ip6}`,
-        ]),
-      );
-    }
-    for (const p of pods) batches.push(this.ipBatch(p.ns, this.podLines(p)));
-    await Promise.all(batches);
 
     for (const p of pods) this.pods.set(p.name, p);
     await this.startPodServers(pods);
@@ -428,10 +267,11 @@ export class Topology {
   async addPod(spec: PodSpec): Promise<PodInfo> {
     if (this.destroying) throw new Error(`topology ${this.id} is destroyed`);
     const p = this.validatePod(spec, new Set(this.pods.keys()), this.usedPodAddresses());
+    const node = this.node(p.node);
     await this.createNamespaces([p.ns]);
-    await this.sysctl(p.ns, Topology.LEAF_SYSCTLS);
-    await this.ipBatch(null, [this.podVethLine(p)]);
-    await Promise.all([this.ipBatch(this.node(p.node).ns, this.nodePortLines(p)), this.ipBatch(p.ns, this.podLines(p))]);
+    await this.sysctl(p.ns, LEAF_SYSCTLS);
+    await this.ipBatch(null, [podVethLine(p, node)]);
+    await Promise.all([this.ipBatch(node.ns, nodePortLines(p)), this.ipBatch(p.ns, podLines(p, node))]);
     this.pods.set(p.name, p);
     await this.startPodServers([p]);
     return p;
