@@ -9,7 +9,7 @@ import { ProxyModel } from '../model/tracker.js';
 import type { Endpoint, Snapshot } from '../model/types.js';
 import { ManifestsSource } from '../source/manifests.js';
 import type { Proto } from './probe.js';
-import type { PodSpec } from './topology.js';
+import type { PodSpec } from './layout.js';
 
 export interface ManifestObjects {
   nodes: Node[];

@@ -60,7 +60,6 @@ import {
 import { isAlive, makeProc, runCollect, signal, stopChild, track, untrack, withParentDeathSignal, type ExecOptions, type ExecResult, type Proc } from './processes.js';
 
 // The layout's names stay importable from here, where tests and the sandbox command look for them.
-export { DEFAULT_TCP_PORTS, DEFAULT_UDP_PORTS, type ClientInfo, type NodeInfo, type PodInfo, type PodSpec } from './layout.js';
 
 const PODSERVER_MAIN = fileURLToPath(new URL('./podserver-main.js', import.meta.url));
 const MAX_NODES = 20;
