@@ -3,19 +3,19 @@ import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
-import { availableParallelism } from 'node:os';
 import { NftError, applyScript, applyScriptsTogether, ourTableFamilies, type NftScript } from './apply.js';
 import { readBack, readTable } from './readback.js';
 import { collectGarbage } from '../../node/memory.js';
 import { dropCheckpoint, markerChain, newToken, writeCheckpoint } from './checkpoint.js';
 import { compareElements, kernelFromCheckpoint, withElements } from './compare.js';
-import { diff, opCountFromScratch, opsToScripts, type NftOp } from './diff.js';
+import { diff, opsToScripts, type NftOp } from './diff.js';
+import { fullSyncScripts, transactionsIn, type CheckpointedKernel, type FullSyncPlan, type NftStep } from './full-sync.js';
 import { removeLeftovers } from '../common/leftovers.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, type Difference, type Finding } from '../common/verify.js';
 import { ForeignWatch, type ForeignChanges } from './monitor.js';
 import type { CommitCount, WriteBracket } from '../common/watch.js';
 import { TABLE, type NftFamily, type NftRuleset } from './layout.js';
-import { describeRuleset, newTableSteps, nftScriptParts } from './script.js';
+import { describeRuleset } from './script.js';
 import { RulesetState } from './state.js';
 
 export interface NftablesBackendOptions {
@@ -46,16 +46,8 @@ export interface NftablesBackendOptions {
   newTableParts?: number;
 }
 
-/** Transactions sent one after the other; a group of scripts in one step is sent together. */
-type NftStep = NftScript | NftScript[];
-
-const transactionsIn = (steps: NftStep[]): number => steps.reduce<number>((n, s) => n + (Array.isArray(s) ? s.length : 1), 0);
-
 /** Incremental writes larger than this run without the monitor too (a monitor would print every element). */
 const UNWATCHED_WRITE_BYTES = 2_000_000;
-
-/** A restart's difference from its checkpoint this large is written long enough to collect the render's garbage first. */
-const LONG_WRITE_OPERATIONS = 2000;
 
 /** What a repair of each operation kind says it fixed. */
 const REPAIR_WORDS: Record<NftOp['kind'], string> = {
@@ -210,53 +202,19 @@ export class NftablesBackend implements Backend {
     return { operations, full };
   }
 
-  /**
-   * A full sync. After a clean stop, the difference from the checkpoint (which keeps affinity
-   * entries and counters). Otherwise one atomic replacement when the table fits the budget or
-   * there is no table yet; else the kernel's current table is read and only the difference is
-   * sent, in chunks, so that a restart never flushes working rules.
-   */
-  private async fullScripts(rs: NftRuleset, elements: number): Promise<{ scripts: NftStep[]; operations: number; replacesTable: boolean }> {
-    const target = { family: rs.family, table: rs.table };
-    const fromCheckpoint = this.opts.dryRun ? undefined : await this.checkpointedKernel(rs);
-    // The render's transient goes before a write or a read-back that holds the state for
-    // seconds; a restart its checkpoint shows in sync writes next to nothing and goes on at once.
-    if (!fromCheckpoint) collectGarbage();
-    if (!fromCheckpoint && (this.opts.dryRun || elements <= this.opts.budget)) {
-      return { scripts: [wholeTable(rs)], operations: opCountFromScratch(rs), replacesTable: true };
-    }
-    let ops: NftOp[];
-    if (fromCheckpoint) {
-      ops = withElements(diff(fromCheckpoint.kernel, rs), fromCheckpoint.elementOps, fromCheckpoint.kernel, rs);
-      if (ops.length >= LONG_WRITE_OPERATIONS) collectGarbage();
-    } else {
-      const kernel = await readTable(rs.family, this.exec);
-      // Nothing to keep serving: a new table, its elements parsed on several cores.
-      if (!kernel) return { scripts: this.newTable(rs), operations: opCountFromScratch(rs), replacesTable: true };
-      // Read back, the chains' rules are unknown, so each is rewritten.
-      ops = diff(kernel, rs, { replaceAllChains: true });
-      // The table read back is garbage now.
-      collectGarbage();
-    }
-    return { scripts: ops.length > 0 ? opsToScripts(ops, this.opts.budget, target) : [], operations: ops.length, replacesTable: false };
-  }
-
-  /**
-   * A table the kernel does not have. In one transaction nft spends seconds parsing a large
-   * one on one core (2.0–2.5 s at 10,000 services × 10 endpoints); its structure first and then
-   * its elements in parts sent together took 1.4 s on two cores. Data elements go before the
-   * tuples that make a Service live, so none answers before its endpoints are in.
-   */
-  private newTable(rs: NftRuleset): NftStep[] {
-    const parts = this.opts.newTableParts ?? Math.min(4, availableParallelism());
-    if (parts < 2) return [wholeTable(rs)];
-    const steps = newTableSteps(rs, parts);
-    const scripts = (gens: Array<() => Iterable<string>>): NftScript[] => gens.map((gen) => ({ parts: gen }));
-    return [{ parts: steps.structure }, scripts(steps.data), scripts(steps.dispatch)].filter((step) => !Array.isArray(step) || step.length > 0);
+  /** A full sync (see fullSyncScripts). */
+  private fullScripts(rs: NftRuleset, elements: number): Promise<FullSyncPlan> {
+    return fullSyncScripts(rs, elements, {
+      dryRun: this.opts.dryRun,
+      budget: this.opts.budget,
+      newTableParts: this.opts.newTableParts,
+      checkpointedKernel: () => this.checkpointedKernel(rs),
+      readKernel: () => readTable(rs.family, this.exec),
+    });
   }
 
   /** The kernel's content as the checkpoint of the last clean stop says, once, at the first full sync. */
-  private async checkpointedKernel(want: NftRuleset): Promise<{ kernel: NftRuleset; elementOps: NftOp[] } | undefined> {
+  private async checkpointedKernel(want: NftRuleset): Promise<CheckpointedKernel | undefined> {
     if (!this.checkpointPending) return undefined;
     this.checkpointPending = false;
     const found = await kernelFromCheckpoint(this.opts.checkpointFile!, want, this.family, this.exec);
@@ -397,9 +355,4 @@ function joinScripts(a: NftScript, b: NftScript): NftScript {
       yield* typeof b === 'string' ? [b] : b.parts();
     },
   };
-}
-
-/** The whole-table transaction, produced piece by piece as it is written. */
-function wholeTable(rs: NftRuleset): NftScript {
-  return { parts: () => nftScriptParts(rs) };
 }
