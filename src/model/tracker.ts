@@ -1,15 +1,13 @@
 // ProxyModel: the state built from source events, and per-family snapshots with the
-// change set since the previous snapshot of that family.
+// change set since the previous snapshot of that family (built in family-snapshots.ts).
 import { log } from '../log.js';
 import { ConflictResolver, type Conflict } from './conflicts.js';
-import { endpointsForPort, parseEndpointSlice, parsedSliceEqual, withPortEndpoints, type ParsedSlice } from './endpoints.js';
+import { parseEndpointSlice, parsedSliceEqual, withPortEndpoints, type ParsedSlice } from './endpoints.js';
+import { FamilySnapshots } from './family-snapshots.js';
 import type { SourceEvent } from './k8s.js';
 import { emptyNodeInfo, parseNode, topologyChanged } from './node.js';
-import { collectStale, servicePortStateEqual } from './port-changes.js';
 import { metaKey, parseService, parsedServiceEqual, type ParsedService } from './service.js';
-import { SnapshotView } from './snapshot-map.js';
-import { categorizeEndpoints } from './topology.js';
-import { servicePortKey, type ChangeSet, type IPFamily, type NodeInfo, type ServicePortState, type Snapshot } from './types.js';
+import type { IPFamily, NodeInfo, Snapshot } from './types.js';
 import { clip, isRecord, type FieldProblem } from './validate.js';
 
 export interface ProxyModelOptions {
@@ -34,22 +32,6 @@ export interface ObjectWarning {
 /** Problems that close something the owner meant to open: worth an Event, not only a log line. */
 const EVENT_REASONS: Record<string, string> = { 'source-ranges-deny-all': 'LoadBalancerSourceRangesUnusable' };
 
-interface FamilyState {
-  generation: number;
-  full: boolean;
-  /** The node's topology changed: report every service port as changed. */
-  allChanged: boolean;
-  /** Services whose Service object changed since the last snapshot. */
-  dirtyServices: Set<string>;
-  /** Services whose EndpointSlices changed since the last snapshot. */
-  dirtyEndpoints: Set<string>;
-  states: Map<string, ServicePortState>;
-  /** The latest snapshot's view of `states`: told before any of them changes. */
-  view: SnapshotView<ServicePortState> | null;
-  /** Service key → keys of its ports in `states`. */
-  portKeys: Map<string, string[]>;
-}
-
 /**
  * Kubernetes Service semantics in one place: feed it source events with `apply`, take
  * per-family `snapshot`s. Invalid objects never throw: they are logged, counted in
@@ -72,7 +54,7 @@ export class ProxyModel {
   /** Service key → its slices, by slice key. */
   private readonly slicesByService = new Map<string, Map<string, ParsedSlice>>();
   private nodeInfo: NodeInfo;
-  private readonly familyStates = new Map<IPFamily, FamilyState>();
+  private readonly familyStates = new Map<IPFamily, FamilySnapshots>();
 
   private readonly onWarning: ((w: ObjectWarning) => void) | undefined;
 
@@ -86,18 +68,7 @@ export class ProxyModel {
     this.nodeName = opts.nodeName;
     this.families = [...new Set(families)];
     this.nodeInfo = emptyNodeInfo(opts.nodeName);
-    for (const f of this.families) {
-      this.familyStates.set(f, {
-        generation: 0,
-        full: true,
-        allChanged: false,
-        dirtyServices: new Set(),
-        dirtyEndpoints: new Set(),
-        states: new Map(),
-        view: null,
-        portKeys: new Map(),
-      });
-    }
+    for (const f of this.families) this.familyStates.set(f, new FamilySnapshots(f));
   }
 
   apply(event: SourceEvent): void {
@@ -131,7 +102,7 @@ export class ProxyModel {
 
   /** Marks every family's next snapshot as full (the consumer must resync everything). */
   markFull(family?: IPFamily): void {
-    for (const [f, fs] of this.familyStates) if (family === undefined || f === family) fs.full = true;
+    for (const [f, fs] of this.familyStates) if (family === undefined || f === family) fs.markFull();
   }
 
   node(): NodeInfo {
@@ -147,8 +118,9 @@ export class ProxyModel {
     let endpoints = 0;
     for (const [family, fs] of this.familyStates) {
       if (families !== undefined && !families.includes(family)) continue;
-      services = Math.max(services, fs.dirtyServices.size);
-      endpoints = Math.max(endpoints, fs.dirtyEndpoints.size);
+      const pending = fs.pending();
+      services = Math.max(services, pending.services);
+      endpoints = Math.max(endpoints, pending.endpoints);
     }
     return { services, endpoints };
   }
@@ -157,99 +129,16 @@ export class ProxyModel {
     const fs = this.familyStates.get(family);
     if (fs === undefined) throw new Error(`ProxyModel: family ${family} is not tracked`);
     this.resolveConflicts();
-    fs.generation += 1;
-    const changes: ChangeSet = {
-      full: fs.full,
-      changed: new Set(),
-      deleted: new Set(),
-      staleEndpoints: [],
-      staleServiceIPs: [],
-    };
-    const staleIPsSeen = new Set<string>();
-    let todo: Iterable<string>;
-    if (fs.allChanged) {
-      todo = new Set([...fs.portKeys.keys(), ...this.conflicts.effective.keys(), ...fs.dirtyEndpoints]);
-    } else {
-      todo = new Set([...fs.dirtyServices, ...fs.dirtyEndpoints]);
-    }
-    for (const serviceKey of todo) this.refreshService(fs, family, serviceKey, changes, staleIPsSeen);
-    fs.dirtyServices.clear();
-    fs.dirtyEndpoints.clear();
-    fs.full = false;
-    fs.allChanged = false;
-    // Not a copy, yet it does not change under a consumer that keeps it (see snapshot-map.ts).
-    const view = new SnapshotView(fs.states, fs.states.size);
-    fs.view?.follow(view);
-    fs.view = view;
-    return { family, generation: fs.generation, node: this.nodeInfo, services: view, changes };
-  }
-
-  private refreshService(
-    fs: FamilyState,
-    family: IPFamily,
-    serviceKey: string,
-    changes: ChangeSet,
-    staleIPsSeen: Set<string>,
-  ): void {
-    const fresh = this.buildStates(family, serviceKey);
-    const oldKeys = fs.portKeys.get(serviceKey) ?? [];
-    const newKeys: string[] = [];
-    for (const state of fresh) {
-      const key = servicePortKey(state.info);
-      newKeys.push(key);
-      const old = fs.states.get(key);
-      if (old !== undefined && servicePortStateEqual(old, state)) {
-        if (fs.allChanged) changes.changed.add(key);
-        continue;
-      }
-      changes.changed.add(key);
-      fs.view?.save(key);
-      fs.states.set(key, state);
-      collectStale(old, state, changes, staleIPsSeen);
-    }
-    for (const key of oldKeys) {
-      if (newKeys.includes(key)) continue;
-      const old = fs.states.get(key);
-      fs.view?.save(key);
-      fs.states.delete(key);
-      changes.deleted.add(key);
-      collectStale(old, undefined, changes, staleIPsSeen);
-    }
-    if (newKeys.length > 0) fs.portKeys.set(serviceKey, newKeys);
-    else fs.portKeys.delete(serviceKey);
-  }
-
-  private buildStates(family: IPFamily, serviceKey: string): ServicePortState[] {
-    const infos = this.conflicts.effective.get(serviceKey)?.ports[family] ?? [];
-    if (infos.length === 0) return [];
-    const bySlice = this.slicesByService.get(serviceKey);
-    const slices: ParsedSlice[] = [];
-    if (bySlice !== undefined) {
-      for (const s of bySlice.values()) if (s.family === family) slices.push(s);
-      // Deterministic merge order, whatever order the slices arrived in.
-      slices.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    }
-    const perPort = infos.map((info) => endpointsForPort(slices, info.portName, info.protocol, this.nodeName));
-    // Like upstream's health check, count distinct local ready pod IPs over all ports.
-    const localReady = new Set<string>();
-    for (const eps of perPort) for (const ep of eps) if (ep.isLocal && ep.ready) localReady.add(ep.ip);
-    return infos.map((info, i) => {
-      const endpoints = perPort[i]!;
-      const cat = categorizeEndpoints(endpoints, info, this.nodeName, this.nodeInfo.zone);
-      return {
-        info,
-        endpoints,
-        clusterEndpoints: cat.clusterEndpoints,
-        localEndpoints: cat.localEndpoints,
-        allReachableEndpoints: cat.allReachableEndpoints,
-        hasAnyEndpoints: cat.hasAnyEndpoints,
-        localReadyCount: localReady.size,
-      };
+    return fs.snapshot({
+      nodeName: this.nodeName,
+      node: this.nodeInfo,
+      services: this.conflicts.effective,
+      slicesByService: this.slicesByService,
     });
   }
 
   private markService(serviceKey: string): void {
-    for (const fs of this.familyStates.values()) fs.dirtyServices.add(serviceKey);
+    for (const fs of this.familyStates.values()) fs.serviceChanged(serviceKey);
     this.conflictsPending.add(serviceKey);
   }
 
@@ -262,7 +151,7 @@ export class ProxyModel {
     for (const [key, was] of previous) {
       const now = this.conflicts.effective.get(key);
       if (was === now || (was !== undefined && now !== undefined && parsedServiceEqual(was, now))) continue;
-      for (const fs of this.familyStates.values()) fs.dirtyServices.add(key);
+      for (const fs of this.familyStates.values()) fs.serviceChanged(key);
     }
     const id = (c: Conflict): string => `${c.service}|${c.reason}|${c.detail}`;
     const reported = new Set(before.map(id));
@@ -275,7 +164,7 @@ export class ProxyModel {
   }
 
   private markEndpoints(serviceKey: string, family: IPFamily): void {
-    this.familyStates.get(family)?.dirtyEndpoints.add(serviceKey);
+    this.familyStates.get(family)?.endpointsChanged(serviceKey);
   }
 
   private applyService(event: SourceEvent): void {
@@ -376,7 +265,7 @@ export class ProxyModel {
     const { info, problems } = parseNode(event.object, this.nodeName);
     this.countProblems('Node', this.nodeName, problems);
     if (topologyChanged(this.nodeInfo, info)) {
-      for (const fs of this.familyStates.values()) fs.allChanged = true;
+      for (const fs of this.familyStates.values()) fs.topologyChanged();
     }
     this.nodeInfo = info;
   }

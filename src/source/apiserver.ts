@@ -2,16 +2,15 @@
 // own Node). Each remembers what it has delivered so that a relist can be turned into the
 // exact ADDED/MODIFIED/DELETED events the consumer missed, and so that connection trouble
 // never loses state: it is logged and retried with backoff, forever.
-import { StringDecoder } from 'node:string_decoder';
 import type { KubeObject, ObjectKind } from '../model/k8s.js';
 import { log } from '../log.js';
-import { LineSplitter } from '../lines.js';
 import type { EventType, Source, SourceHandler } from './types.js';
-import { ApiError, describe, isObject, responseError } from './api-errors.js';
+import { ApiError, describe, responseError } from './api-errors.js';
 import { Backoff } from './backoff.js';
 import type { ApiRequester, KubeResponse } from './kubeclient.js';
-import { ListDecodeError, ListDecoder } from './list-decoder.js';
-import { ListSync, objectKey, tombstone, type ListTarget } from './list-sync.js';
+import { listObjects, type ListRequest } from './list-pages.js';
+import { objectKey, tombstone, type ListTarget } from './list-sync.js';
+import { WatchDecoder, type WatchEvent } from './watch-decoder.js';
 
 /** Objects that name a non-default proxy, or headless Services, are not ours. */
 export const PROXY_LABEL_SELECTOR = '!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless';
@@ -104,7 +103,7 @@ class Reflector implements ListTarget {
   private readonly backoff: Backoff;
   private readonly requestTimeoutMs: number;
   private readonly stallMs: number;
-  private readonly pageSize: number;
+  private readonly listRequest: ListRequest;
 
   constructor(
     private readonly spec: ResourceSpec,
@@ -115,7 +114,13 @@ class Reflector implements ListTarget {
     this.backoff = new Backoff({ initialMs: opts.backoffInitialMs ?? 800, maxMs: opts.backoffMaxMs ?? 30_000 });
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 30_000;
     this.stallMs = opts.watchStallTimeoutMs ?? 75_000;
-    this.pageSize = opts.pageSize ?? 500;
+    this.listRequest = {
+      labelSelector: spec.labelSelector,
+      fieldSelector: spec.fieldSelector,
+      pageSize: opts.pageSize ?? 500,
+      call: (query, what, consume) => this.call(query, what, consume),
+      stopped: () => this.stopped,
+    };
   }
 
   get kind(): ObjectKind {
@@ -238,89 +243,21 @@ class Reflector implements ListTarget {
     }
   }
 
-  // The first list is served from the API server's watch cache (resourceVersion=0), as
-  // client-go's reflector does: one response whatever the limit, no etcd read. Relists (after a
-  // 410 or a stall) must not go back in time, so they read the latest state, page by page. A
-  // cached list the server refuses (other than throttling) falls back to that at once.
   private async list(): Promise<void> {
+    const listed = await listObjects(this, this.listRequest, !this.synced);
+    if (listed === undefined) return;
+    const { resourceVersion, objects, changed } = listed;
+    this.resourceVersion = resourceVersion;
+    this.needList = false;
+    this.succeeded();
+    log.v(2, 'Listed', { kind: this.spec.kind, objects, changed, resourceVersion });
     if (!this.synced) {
+      this.synced = true;
       try {
-        await this.listFrom('0');
-        return;
+        this.handler.onSynced(this.spec.kind);
       } catch (err) {
-        const refused = err instanceof ApiError && err.code !== undefined && err.code !== 429 && err.retryAfterMs === undefined;
-        if (this.stopped || !refused) throw err;
-        log.info('List from the watch cache failed, listing the latest state instead', { kind: this.spec.kind, reason: err.message });
+        log.error('Source handler failed on sync', { kind: this.spec.kind, err: describe(err) });
       }
-    }
-    await this.listFrom(undefined);
-  }
-
-  private async listFrom(resourceVersion: string | undefined): Promise<void> {
-    // A continue token can expire between pages; then the whole list starts again.
-    for (let attempt = 1; ; attempt++) {
-      const sync = new ListSync(this);
-      let cont: string | undefined;
-      let rv = '';
-      let pages = 0;
-      try {
-        do {
-          const query = {
-            limit: String(this.pageSize),
-            // A continue token carries its own version.
-            resourceVersion: cont === undefined ? resourceVersion : undefined,
-            continue: cont,
-            labelSelector: this.spec.labelSelector,
-            fieldSelector: this.spec.fieldSelector,
-          };
-          const what = `list ${this.spec.kind}`;
-          const meta = await this.call(query, what, async (res, touch) => {
-            // Items are decoded and handed on one at a time as the body arrives.
-            const dec = new ListDecoder((it) => {
-              if (isObject(it)) sync.item(it as KubeObject);
-              else log.warn('Skipping list item that is not an object', { kind: this.spec.kind });
-            });
-            try {
-              for await (const chunk of res.body) {
-                touch();
-                dec.write(chunk as Buffer);
-              }
-              const { fields, hasItems } = dec.end();
-              if (!hasItems || !isObject(fields.metadata)) throw new ApiError(`${what}: response is not a list`);
-              return fields.metadata;
-            } catch (err) {
-              if (err instanceof ListDecodeError) throw new ApiError(`${what}: response is not a JSON list: ${err.message}`);
-              throw err;
-            }
-          });
-          pages++;
-          const c = meta.continue;
-          cont = typeof c === 'string' && c !== '' ? c : undefined;
-          if (typeof meta.resourceVersion === 'string') rv = meta.resourceVersion;
-        } while (cont !== undefined && !this.stopped);
-      } catch (err) {
-        if (err instanceof ApiError && err.gone && pages > 0 && attempt < 3 && !this.stopped) {
-          log.info('List continue token expired, restarting the list', { kind: this.spec.kind });
-          continue;
-        }
-        throw err;
-      }
-      if (this.stopped) return;
-      if (rv === '') throw new ApiError(`list ${this.spec.kind}: response has no resourceVersion`);
-      const { objects, changed } = sync.finish();
-      this.resourceVersion = rv;
-      this.needList = false;
-      this.succeeded();
-      log.v(2, 'Listed', { kind: this.spec.kind, objects, changed, resourceVersion: rv });
-      if (!this.synced) {
-        this.synced = true;
-        try {
-          this.handler.onSynced(this.spec.kind);
-        } catch (err) {
-          log.error('Source handler failed on sync', { kind: this.spec.kind, err: describe(err) });
-        }
-      }
-      return;
     }
   }
 
@@ -337,21 +274,18 @@ class Reflector implements ListTarget {
     const started = Date.now();
     let events = 0;
     await this.call(query, `watch ${this.spec.kind}`, async (res, touch) => {
-      const dec = new StringDecoder('utf8');
-      const lines = new LineSplitter((raw) => {
-        const line = raw.trim();
-        if (line === '' || this.stopped) return;
-        this.handleLine(line);
+      const dec = new WatchDecoder(this.spec.kind, () => this.stopped, (ev) => {
+        this.handleEvent(ev);
         events++;
         this.succeeded();
       });
       for await (const chunk of res.body) {
         touch();
-        lines.push(dec.write(chunk as Buffer));
+        dec.write(chunk as Buffer);
       }
-      const rest = (lines.takeRest() + dec.end()).trim();
-      if (rest !== '' && !this.stopped) {
-        this.handleLine(rest);
+      const last = dec.end();
+      if (last !== undefined) {
+        this.handleEvent(last);
         events++;
       }
     }, true);
@@ -361,23 +295,9 @@ class Reflector implements ListTarget {
     }
   }
 
-  private handleLine(line: string): void {
-    let ev: unknown;
-    try {
-      ev = JSON.parse(line);
-    } catch {
-      throw new ApiError(`watch ${this.spec.kind}: malformed event line ${JSON.stringify(line.slice(0, 80))}`);
-    }
-    if (!isObject(ev) || typeof ev.type !== 'string' || !isObject(ev.object)) {
-      throw new ApiError(`watch ${this.spec.kind}: malformed event ${JSON.stringify(line.slice(0, 80))}`);
-    }
-    const obj = ev.object as KubeObject & Record<string, unknown>;
+  private handleEvent(ev: WatchEvent): void {
+    const obj = ev.object;
     switch (ev.type) {
-      case 'ERROR': {
-        const code = typeof obj.code === 'number' ? obj.code : undefined;
-        const msg = typeof obj.message === 'string' ? obj.message : 'unknown error';
-        throw new ApiError(`watch ${this.spec.kind}: error event ${code ?? ''} ${msg}`.trim(), code, code === 410);
-      }
       case 'BOOKMARK': {
         const rv = obj.metadata?.resourceVersion;
         if (typeof rv === 'string' && rv !== '') this.resourceVersion = rv;
