@@ -1,6 +1,6 @@
 // EndpointSlices → endpoints per service port, with upstream kube-proxy's semantics.
 import type { Endpoint, IPFamily, Protocol } from './types.js';
-import { metaKey } from './service.js';
+import { metaKey, sameStrings } from './service.js';
 import {
   looseKey,
   LIMITS,
@@ -207,7 +207,8 @@ export function parseEndpointSlice(obj: unknown): SliceParseResult {
   };
 }
 
-function sliceEndpointEqual(a: SliceEndpoint, b: SliceEndpoint): boolean {
+/** Equal as a slice states them (an Endpoint, which adds its port and locality, compares its slice part here too). */
+export function sliceEndpointEqual(a: SliceEndpoint, b: SliceEndpoint): boolean {
   return (
     a.ip === b.ip &&
     a.ready === b.ready &&
@@ -215,8 +216,8 @@ function sliceEndpointEqual(a: SliceEndpoint, b: SliceEndpoint): boolean {
     a.terminating === b.terminating &&
     a.nodeName === b.nodeName &&
     a.zone === b.zone &&
-    a.hintsForZones.join(',') === b.hintsForZones.join(',') &&
-    a.hintsForNodes.join(',') === b.hintsForNodes.join(',')
+    sameStrings(a.hintsForZones, b.hintsForZones) &&
+    sameStrings(a.hintsForNodes, b.hintsForNodes)
   );
 }
 

@@ -1,7 +1,7 @@
 // Compares two states of one service port: whether it changed at all, and which conntrack
 // entries the change leaves stale (the `staleEndpoints` and `staleServiceIPs` of a ChangeSet).
-import { endpointString } from './endpoints.js';
-import { sameStrings, servicePortInfoEqual } from './service.js';
+import { endpointString, sliceEndpointEqual } from './endpoints.js';
+import { servicePortInfoEqual } from './service.js';
 import type { ChangeSet, Endpoint, Protocol, ServicePortState } from './types.js';
 
 type StaleEndpoint = ChangeSet['staleEndpoints'][number];
@@ -34,18 +34,7 @@ function reachablePairs(state: ServicePortState | undefined): Map<string, StaleE
 }
 
 function endpointEqual(a: Endpoint, b: Endpoint): boolean {
-  return (
-    a.ip === b.ip &&
-    a.port === b.port &&
-    a.ready === b.ready &&
-    a.serving === b.serving &&
-    a.terminating === b.terminating &&
-    a.isLocal === b.isLocal &&
-    a.nodeName === b.nodeName &&
-    a.zone === b.zone &&
-    sameStrings(a.hintsForZones, b.hintsForZones) &&
-    sameStrings(a.hintsForNodes, b.hintsForNodes)
-  );
+  return a.port === b.port && a.isLocal === b.isLocal && sliceEndpointEqual(a, b);
 }
 
 function sameEndpointList(a: readonly Endpoint[], b: readonly Endpoint[], deep: boolean): boolean {
