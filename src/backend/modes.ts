@@ -2,7 +2,7 @@
 // (its backend, its configuration sections, what it leaves behind, where its NodePorts
 // listen, its failure metric, its traceable rules, how the sandbox runs and inspects it),
 // so that no other module tests a mode by name.
-import type { Snapshot } from '../model/types.js';
+import type { IPFamily, Snapshot } from '../model/types.js';
 import { cidrContains, parseCIDR, parseIP, type ParseOptions } from '../net/ip.js';
 import type { ExecOptions } from '../node/exec.js';
 import { log } from '../log.js';
@@ -10,6 +10,7 @@ import { decorate } from './common/decorate.js';
 import { removeLeftovers, removeLeftoversForIpvs, removeLeftoversForIptables, removeLeftoversForUserspace } from './common/leftovers.js';
 import { startUp, type StartUp } from './iptables/startup.js';
 import { IptablesBackend } from './iptables/backend.js';
+import { checkpointedKernels } from './iptables/checkpoint.js';
 import { render as renderIptables, toRestoreInput } from './iptables/render.js';
 import { IpvsBackend, isIpvsModeChain, type IpvsConfig } from './ipvs/backend.js';
 import { renderIpvs } from './ipvs/render.js';
@@ -125,13 +126,13 @@ const removeIptablesAndIpvs = async (exec: ExecOptions): Promise<void> => {
  * and `prepare` begins it while the first lists load. A failed one is tried again by the next
  * caller.
  */
-function oncePerOptions<T>(begin: (exec: ExecOptions) => Promise<T>): (opts: BackendOptions) => (() => Promise<T>) & { begin(): Promise<void> } {
+function oncePerOptions<T>(begin: (opts: BackendOptions) => Promise<T>): (opts: BackendOptions) => (() => Promise<T>) & { begin(): Promise<void> } {
   const started = new WeakMap<BackendOptions, Promise<T>>();
   return (opts) => {
     const get = (): Promise<T> => {
       let p = started.get(opts);
       if (!p) {
-        p = begin(execOf(opts));
+        p = begin(opts);
         started.set(opts, p);
         p.catch(() => started.delete(opts));
       }
@@ -142,20 +143,31 @@ function oncePerOptions<T>(begin: (exec: ExecOptions) => Promise<T>): (opts: Bac
   };
 }
 
-const beginIptables = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => (await removeLeftoversForIptables(flavour, exec)).unchanged);
-const beginIpvs = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => void (await removeLeftoversForIpvs(flavour, isIpvsModeChain, exec)));
-const beginUserspace = (exec: ExecOptions): Promise<StartUp> => startUp(exec, async (flavour) => void (await removeLeftoversForUserspace(flavour, exec)));
+/** Where a backend of `mode` and `family` keeps its restart checkpoint; none without state files. */
+function checkpointFile(opts: BackendOptions, mode: 'nftables' | 'iptables', family: IPFamily): string | undefined {
+  return opts.stateFilePrefix && `${opts.stateFilePrefix}.${mode}-${family === 'IPv6' ? 'ip6' : 'ip'}.checkpoint`;
+}
+
+// A family with a clean stop's checkpoint is not read at start-up: its checkpoint stands for it.
+const beginIptables = (opts: BackendOptions): Promise<StartUp> =>
+  startUp(execOf(opts), async (flavour) => {
+    const fromCheckpoint = await checkpointedKernels(flavour, (family) => checkpointFile(opts, 'iptables', family), execOf(opts));
+    const { unchanged } = await removeLeftoversForIptables(flavour, execOf(opts), new Set(fromCheckpoint.keys()));
+    return new Map([...unchanged, ...fromCheckpoint]);
+  });
+const beginIpvs = (opts: BackendOptions): Promise<StartUp> => startUp(execOf(opts), async (flavour) => void (await removeLeftoversForIpvs(flavour, isIpvsModeChain, execOf(opts))));
+const beginUserspace = (opts: BackendOptions): Promise<StartUp> => startUp(execOf(opts), async (flavour) => void (await removeLeftoversForUserspace(flavour, execOf(opts))));
 const iptablesStartUp = oncePerOptions(beginIptables);
 const ipvsStartUp = oncePerOptions(beginIpvs);
 const userspaceStartUp = oncePerOptions(beginUserspace);
-const nftablesStartUp = oncePerOptions(removeIptablesAndIpvs);
+const nftablesStartUp = oncePerOptions((opts) => removeIptablesAndIpvs(execOf(opts)));
 
 const nftables: ModeDescriptor = {
   name: 'nftables',
   createBackend(cfg, opts) {
     const exec = execOf(opts);
-    const checkpointFile = opts.stateFilePrefix && `${opts.stateFilePrefix}.nftables-${cfg.family === 'IPv6' ? 'ip6' : 'ip'}.checkpoint`;
-    const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false, ...(checkpointFile ? { checkpointFile } : {}) });
+    const file = checkpointFile(opts, 'nftables', cfg.family);
+    const backend = new NftablesBackend(cfg, { ...opts, ...exec, removeLeftovers: false, ...(file ? { checkpointFile: file } : {}) });
     if (opts.dryRun) return backend;
     const programmed = removingLeftoversFirst(backend, nftablesStartUp(opts));
     return cfg.userspaceProxy?.localhostNodePorts ? withLocalhostNodePorts(programmed, () => createUserspaceProxy(cfg, 'loopback')) : programmed;
@@ -175,7 +187,8 @@ const iptables: ModeDescriptor = {
   name: 'iptables',
   createBackend(cfg, opts) {
     const exec = execOf(opts);
-    return new IptablesBackend(cfg, { ...opts, ...exec, ...(opts.dryRun ? {} : { startUp: iptablesStartUp(opts) }) });
+    const file = checkpointFile(opts, 'iptables', cfg.family);
+    return new IptablesBackend(cfg, { ...opts, ...exec, ...(opts.dryRun ? {} : { startUp: iptablesStartUp(opts) }), ...(file ? { checkpointFile: file } : {}) });
   },
   prepare: (opts) => iptablesStartUp(opts).begin(),
   syncSection: 'iptables',

@@ -8,7 +8,7 @@ import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
 import { restore, saveLines, saveTables } from '../iptables/apply.js';
 import { FAMILIES, FLAVOURS, otherFlavour, toolFor, type Flavour } from '../iptables/flavour.js';
-import { SERVICE_PORT_CHAIN_PREFIXES } from '../iptables/names.js';
+import { CHECKPOINT_MARKER_PREFIX, SERVICE_PORT_CHAIN_PREFIXES } from '../iptables/names.js';
 import { forEachLine, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, linesOfTables, type KernelChains } from '../iptables/save.js';
 import { deleteTables, ourTableFamilies } from '../nftables/apply.js';
 import { isUserspaceChain } from '../userspace/names.js';
@@ -42,7 +42,13 @@ export function isIpvsOnlyChain(table: string, chain: string): boolean {
 
 /** Whether a chain of an iptables table was created by kube-proxy (any mode). */
 export function isKubeProxyChain(table: string, chain: string): boolean {
-  return SHARED_CHAINS.has(chain) || SERVICE_PORT_CHAIN_PREFIXES.some((p) => chain.startsWith(p)) || isIpvsOnlyChain(table, chain) || isUserspaceChain(chain);
+  return (
+    SHARED_CHAINS.has(chain) ||
+    SERVICE_PORT_CHAIN_PREFIXES.some((p) => chain.startsWith(p)) ||
+    chain.startsWith(CHECKPOINT_MARKER_PREFIX) ||
+    isIpvsOnlyChain(table, chain) ||
+    isUserspaceChain(chain)
+  );
 }
 
 export type ChainFilter = (table: string, chain: string) => boolean;
@@ -247,18 +253,22 @@ export async function removeLeftovers(opts: ExecOptions = {}, parts: { iptables?
 /**
  * iptables mode with the node's `flavour`: removes our chains from the other flavour, the IPVS
  * mode's own chains and its ipset rules from this one (the chains both modes share stay: the next
- * full sync rewrites them), the IPVS leftovers and the nftables mode's tables.
+ * full sync rewrites them), the IPVS leftovers and the nftables mode's tables. The families in
+ * `checkpointed` are not read in this flavour: a clean stop's checkpoint, whose marker any other
+ * mode's start-up would have removed with our chains, says what they hold.
  */
 export async function removeLeftoversForIptables(
   flavour: Flavour,
   opts: ExecOptions = {},
+  checkpointed: ReadonlySet<IPFamily> = new Set(),
 ): Promise<LeftoverReport & { unchanged: ReadonlyMap<IPFamily, KernelChains> }> {
   let iptablesChains = await removeIptablesLeftovers(allTools([otherFlavour(flavour)]), opts);
   const otherModes: ChainFilter = (table, chain) => isIpvsOnlyChain(table, chain) || isUserspaceChain(chain);
   // What the save of the flavour in use shows of our tables, when nothing had to be removed, is
   // what the backend's first sync would read again (~3 s at 10,000 services on iptables-nft).
   const unchanged = new Map<IPFamily, KernelChains>();
-  iptablesChains += await removeIptablesLeftovers(allTools([flavour]), opts, otherModes, usesKubeIpset, unchanged);
+  const unread = allTools([flavour]).filter((t) => !checkpointed.has(t.family));
+  iptablesChains += await removeIptablesLeftovers(unread, opts, otherModes, usesKubeIpset, unchanged);
   const ipvs = await removeIpvsLeftovers(opts);
   const nftablesTables = await removeNftablesTables(opts);
   return { ...logReport({ iptablesChains, ...ipvs, nftablesTables }), unchanged };

@@ -220,6 +220,11 @@ export async function canaryAlive(family: IPFamily, flavour: Flavour, opts: Exec
   return true;
 }
 
+/** Whether `chain` exists in `table`: one `iptables -S <chain>`, which lists that chain only. */
+export async function chainExists(family: IPFamily, flavour: Flavour, table: string, chain: string, opts: ExecOptions = {}): Promise<boolean> {
+  return (await runTool([toolFor(family, flavour, 'iptables'), WAIT_ARG, '-t', table, '-S', chain], opts)).code === 0;
+}
+
 const KUBELET_CHAIN_NAMES = ['KUBE-IPTABLES-HINT', 'KUBE-KUBELET-CANARY'];
 const KUBELET_CHAINS = new RegExp(`^:(${KUBELET_CHAIN_NAMES.join('|')}) `, 'm');
 

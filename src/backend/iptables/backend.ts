@@ -16,6 +16,9 @@ import { startUpFlavour, type StartUp } from './startup.js';
 import { iptablesForeignWatch } from './monitor.js';
 import type { ForeignWatch } from '../common/foreign-watch.js';
 import { opsToRestore, opsToRestoreChunks } from './restore.js';
+import { newToken } from '../common/checkpoint-file.js';
+import { MARKER_TABLE, writeIptablesCheckpoint } from './checkpoint.js';
+import { checkpointMarker } from './names.js';
 import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
 
 export interface IptablesBackendOptions {
@@ -40,6 +43,11 @@ export interface IptablesBackendOptions {
    * monitor saw no foreign change (default 10). 1 reads them every time. Legacy always reads back.
    */
   fullReadEvery?: number;
+  /**
+   * Where a clean stop records what it last wrote, so that the next start need not read the
+   * rules back (see checkpoint.ts). No checkpoint without it.
+   */
+  checkpointFile?: string;
 }
 
 /**
@@ -325,6 +333,22 @@ export class IptablesBackend implements Backend {
           if (wrongJumps > 0) await ensureJumps(jumps, this.family, flavour, this.exec);
         }),
     };
+  }
+
+  /**
+   * A clean stop leaves the rules serving and records what they are (file first, then the
+   * marker, so that a marker always has its file). The next start's first sync is full, written
+   * unwatched, so its first verification reads the rules back.
+   */
+  async stop(proxyStops: boolean): Promise<void> {
+    const path = this.opts.checkpointFile;
+    const flavour = this.flavour;
+    if (!proxyStops || !path || this.opts.dryRun || !this.state || !flavour || !this.kernelInSync()) return;
+    const token = newToken();
+    const t0 = Date.now();
+    writeIptablesCheckpoint(path, { token, family: this.family, flavour }, this.state.chains());
+    await this.write(() => restore(`*${MARKER_TABLE}\n:${checkpointMarker(token)} - [0:0]\nCOMMIT\n`, this.family, flavour, this.exec));
+    log.info('wrote a restart checkpoint', { family: this.family, file: path, ms: Date.now() - t0 });
   }
 
   /** Removes our chains (and the jumps to them) from this family in the flavour in use. */

@@ -24,3 +24,9 @@ export function serviceChainName(prefix: ServiceChainPrefix, servicePortName: st
 export function endpointChainName(servicePortName: string, protocol: string, endpoint: string): string {
   return nameWithHash('KUBE-SEP-', servicePortName + protocol.toLowerCase() + endpoint, 16);
 }
+
+/** The beginning of the marker chain a clean stop leaves in the filter table (see checkpoint.ts). */
+export const CHECKPOINT_MARKER_PREFIX = 'KUBE-CKPT-';
+
+/** The marker chain of the checkpoint with `token`: 26 characters, within iptables' 28. */
+export const checkpointMarker = (token: string): string => `${CHECKPOINT_MARKER_PREFIX}${token}`;

@@ -6,7 +6,8 @@ import { flushStale } from '../../node/conntrack.js';
 import { NftError, applyScript, applyScriptsTogether, ourTableFamilies, type NftScript } from './apply.js';
 import { readBack, readTable } from './readback.js';
 import { collectGarbage } from '../../node/memory.js';
-import { dropCheckpoint, markerChain, newToken, writeCheckpoint } from './checkpoint.js';
+import { dropCheckpointFile, newToken } from '../common/checkpoint-file.js';
+import { markerChain, writeCheckpoint } from './checkpoint.js';
 import { compareElements, kernelFromCheckpoint, withElements } from './compare.js';
 import { diff, opsToScripts, type NftOp } from './diff.js';
 import { fullSyncScripts, transactionsIn, type CheckpointedKernel, type FullSyncPlan, type NftStep } from './full-sync.js';
@@ -171,7 +172,7 @@ export class NftablesBackend implements Backend {
     // A checkpoint describes the kernel at start only.
     if (this.checkpointPending) {
       this.checkpointPending = false;
-      dropCheckpoint(this.opts.checkpointFile!);
+      dropCheckpointFile(this.opts.checkpointFile!);
     }
     try {
       if (this.opts.dryRun) {

@@ -5,10 +5,7 @@
 // kernel's content for its first diff, and removes the marker in that first transaction. The file
 // is consumed at once, so a checkpoint is trusted at most once; the first verification after such
 // a start reads the table back to catch what was changed while no proxy was watching.
-import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, renameSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { gathered, linesOfFile, writeFileInPieces } from '../../node/pieces.js';
+import { takeCheckpointFile, writeCheckpointFile } from '../common/checkpoint-file.js';
 import type { SetReading } from './readback.js';
 import type { NftChain, NftRuleset, NftSet } from './layout.js';
 
@@ -98,20 +95,11 @@ function summaryOf(line: Partial<ElementsSummary>): ElementsSummary | undefined 
   return typeof count === 'number' && typeof digest === 'string' && typeof bytes === 'number' ? { count, digest, bytes } : undefined;
 }
 
-export const newToken = (): string => randomBytes(8).toString('hex');
-
 export const markerChain = (token: string): string => `${MARKER_PREFIX}${token}`;
 
-/**
- * Writes the checkpoint atomically (a reader never sees half a file). It is written as it is
- * produced: built whole, it and its copy as bytes cost the stopping proxy 50 MiB at 10,000
- * services, its highest memory of all.
- */
+/** Writes the checkpoint atomically, as it is produced (at 10,000 services, whole it cost 50 MiB). */
 export function writeCheckpoint(path: string, cp: Checkpoint): void {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileInPieces(tmp, gathered(checkpointLines(cp)));
-  renameSync(tmp, path);
+  writeCheckpointFile(path, checkpointLines(cp));
 }
 
 /** The checkpoint's lines, a piece at a time. */
@@ -142,11 +130,6 @@ function elementLine(key: string, value: string | undefined): string {
   return value === undefined ? `${key}\n` : `${key}\t${value}\n`;
 }
 
-/** Removes a checkpoint that was not read: it describes the kernel at start only. */
-export function dropCheckpoint(path: string): void {
-  rmSync(path, { force: true });
-}
-
 /**
  * Reads and removes the checkpoint; undefined when there is none or it is unreadable (a start
  * then reads the kernel as usual). Each set is handed to `consume` as its head is read, which may
@@ -154,25 +137,10 @@ export function dropCheckpoint(path: string): void {
  * value is kept instead (e.g. an equal chain already held).
  */
 export function takeCheckpoint(path: string, consume?: CheckpointSetConsumer, consumeChain?: ChainConsumer): Checkpoint | { error: string } | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    // A missing checkpoint is no checkpoint.
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    rmSync(path, { force: true });
-    return { error: `unreadable checkpoint: ${(e as Error).message}` };
-  }
-  try {
-    rmSync(path, { force: true });
-    const lines = linesOfFile(fd);
+  return takeCheckpointFile(path, (lines) => {
     const first = lines.next();
     return readCheckpoint(first.done ? undefined : first.value, lines, consume, consumeChain);
-  } catch (e) {
-    return { error: `unreadable checkpoint: ${(e as Error).message}` };
-  } finally {
-    closeSync(fd);
-  }
+  });
 }
 
 function readCheckpoint(
