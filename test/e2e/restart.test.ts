@@ -98,6 +98,9 @@ for (const flavour of ['nft', 'legacy'] as IptablesFlavour[]) {
     const iptables = async (...args: string[]): Promise<string> => (await c().topo.exec('node1', iptablesTool('IPv4', flavour), args)).stdout;
     const markers = async (): Promise<string[]> => (await iptables('-t', 'filter', '-S')).match(/^-N KUBE-CKPT-[0-9a-f]{16}$/gm) ?? [];
     const firstSync = (from: number): string => /iptables sync done family="IPv4"[^\n]*/.exec(c().proxyLog().slice(from))?.[0] ?? '';
+    /** The rules of the built-in chains of every table, as iptables-save prints them. */
+    const builtinRules = async (): Promise<string[]> =>
+      (await c().iptablesSave('IPv4')).split('\n').filter((l) => /^-A (PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) /.test(l));
     /** The chain the web Service's cluster IP jumps to. */
     const webChain = async (): Promise<string> => {
       const chain = new RegExp(`^-A KUBE-SERVICES -d ${WEB}/32 .*-j (KUBE-SVC-\\w+)$`, 'm').exec(await c().iptablesSave('IPv4'))?.[1];
@@ -119,6 +122,7 @@ for (const flavour of ['nft', 'legacy'] as IptablesFlavour[]) {
     it('a clean restart takes the rules over without reading them: only the marker is deleted, affinity kept', async () => {
       const first = await requestMany(c().topo, 'c-1', STICKY, 80, 5);
       assert.equal(Object.keys(first.pods).length, 1, JSON.stringify(first));
+      const jumpsBefore = await builtinRules();
       const from = c().proxyLog().length;
       await c().proxy.stop();
       assert.match(c().proxyLog().slice(from), /wrote a restart checkpoint family="IPv4"/);
@@ -128,6 +132,7 @@ for (const flavour of ['nft', 'legacy'] as IptablesFlavour[]) {
       assert.match(c().proxyLog().slice(restartedFrom), /restarting from the checkpoint of the previous clean stop;[^\n]*family="IPv4"/);
       assert.match(firstSync(restartedFrom), /full=true operations=2 /, 'one transaction declaring and deleting the marker');
       assert.deepEqual(await markers(), []);
+      assert.deepEqual(await builtinRules(), jumpsBefore, 'the jumps from the built-in chains are neither lost nor doubled');
       const again = await requestMany(c().topo, 'c-1', STICKY, 80, 5);
       assert.deepEqual(again.pods, first.pods, 'the client keeps its pod');
     });

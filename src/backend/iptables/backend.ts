@@ -199,7 +199,8 @@ export class IptablesBackend implements Backend {
           collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
         }
         await pending;
-        if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, builtinTables(saved));
+        // A checkpoint holds our chains only: the built-in ones are then listed.
+        if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved.builtin.size > 0 ? builtinTables(saved) : undefined);
       };
       // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
       // (xtables-monitor exits on it), and so do a large partial one's: it is written unwatched,
