@@ -18,6 +18,8 @@ export interface Result {
   changeMs: number[];
   /** Restart over the rules already in the kernel → first sync done. */
   restartMs: number;
+  /** SIGTERM → the proxy exited, before that restart (a clean stop writes its checkpoint). */
+  stopMs: number;
   peakRssMiB: number;
   /** The restarted proxy's peak, its first verification (a read-back of the table) included. */
   restartPeakRssMiB: number;

@@ -142,6 +142,9 @@ export class IptState {
       const chains = [...this.store.ownedObjects(group)].flat().filter(missing);
       group = [];
       lines = 0;
+      // A group the kernel already holds (a restart) is not written, so no restore gives the
+      // collector its moment: the render's garbage would pile up to the restart's peak.
+      if (chains.length === 0) collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
       return toRestoreInput({ family, chains });
     };
     for (const key of [...snapshot.services.keys()].sort()) {
