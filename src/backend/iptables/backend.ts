@@ -141,8 +141,8 @@ export class IptablesBackend implements Backend {
     const saved = fresh && kernelUnknown && !this.opts.dryRun ? await this.readKernel() : undefined;
     if (fresh) {
       const state = (next = fresh);
-      const stale = async (chains: IptChain[]): Promise<Array<{ table: IptChain['table']; name: string }>> =>
-        this.opts.dryRun ? [] : saved ? staleChains(saved, chains) : this.goneChains(chains);
+      const stale = async (): Promise<Array<{ table: IptChain['table']; name: string }>> =>
+        this.opts.dryRun ? [] : saved ? staleChains(saved, state) : this.goneChains(state);
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
       // Over rules already there (a restart), only the chains that differ are written.
       if (this.flavour === 'nft') {
@@ -151,7 +151,7 @@ export class IptablesBackend implements Backend {
         inputs = (async function* () {
           state.renderRest(snapshot, [...snapshot.services.keys()].sort());
           const chains = state.chains();
-          const gone = await stale(chains);
+          const gone = await stale();
           const write = saved ? chains.filter((c) => !state.held(saved, c)) : chains;
           if (write.length + gone.length > 0) yield toRestoreInput({ family: snapshot.family, chains: write }, gone);
         })();
@@ -237,9 +237,8 @@ export class IptablesBackend implements Backend {
   }
 
   /** Chains we wrote last time that the new ruleset does not have. */
-  private goneChains(chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
-    const want = chainsByTable(chains);
-    return (this.state?.chains() ?? []).filter((c) => !want.get(c.table)?.has(c.name)).map((c) => ({ table: c.table, name: c.name }));
+  private goneChains(next: IptState): Array<{ table: IptChain['table']; name: string }> {
+    return (this.state?.chains() ?? []).filter((c) => !next.has(c.table, c.name)).map((c) => ({ table: c.table, name: c.name }));
   }
 
   /**
@@ -393,14 +392,13 @@ function chainsByTable(chains: readonly IptChain[]): Map<string, Map<string, Ipt
 }
 
 /** Chains of ours the kernel holds that the ruleset does not. */
-function staleChains(kernel: KernelChains, chains: IptChain[]): Array<{ table: IptChain['table']; name: string }> {
-  const want = chainsByTable(chains);
+function staleChains(kernel: KernelChains, state: IptState): Array<{ table: IptChain['table']; name: string }> {
   const stale: Array<{ table: IptChain['table']; name: string }> = [];
   const check = (id: string): void => {
     const slash = id.indexOf('/');
     const table = id.slice(0, slash);
     const name = id.slice(slash + 1);
-    if (!kernel.builtin.has(id) && isKubeProxyChain(table, name) && !want.get(table)?.has(name)) stale.push({ table: table as IptChain['table'], name });
+    if (!kernel.builtin.has(id) && isKubeProxyChain(table, name) && !state.has(table, name)) stale.push({ table: table as IptChain['table'], name });
   };
   for (const id of kernel.whole.keys()) check(id);
   for (const id of kernel.digests.keys()) check(id);

@@ -77,6 +77,12 @@ export class IptState {
     return [...this.sharedChains(), ...this.store.objects()];
   }
 
+  /** Whether the ruleset has chain `name` of `table` (without listing the ruleset). */
+  has(table: string, name: string): boolean {
+    const id = `${table}/${name}`;
+    return this.baseById.has(id) || this.store.object(table === 'nat' ? name : id) !== undefined;
+  }
+
   /**
    * Whether the kernel (as saved) holds chain `c` as this state renders it: a shared chain's
    * service rules in any order (partial syncs insert them at its top), its fixed tail last.
@@ -117,7 +123,7 @@ export class IptState {
     family: IPFamily,
     snapshot: Snapshot,
     budget: number,
-    stale: (chains: IptChain[]) => Promise<Array<{ table: IptChain['table']; name: string }>>,
+    stale: () => Promise<Array<{ table: IptChain['table']; name: string }>>,
     saved?: KernelChains,
   ): AsyncGenerator<string> {
     const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
@@ -161,7 +167,7 @@ export class IptState {
       const input = flush();
       if (input.trim() !== '') yield input;
     }
-    const gone = await stale(this.chains());
+    const gone = await stale();
     const dispatch = this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`) && missing(c));
     if (dispatch.length + gone.length > 0) yield toRestoreInput({ family, chains: dispatch }, gone);
   }
