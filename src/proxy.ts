@@ -107,6 +107,8 @@ export class Proxy {
   private verified: { start: number; end: number } | null = null;
   /** Set by stop(): the sync in flight finishes its writes but verifies nothing (a read-back would hold the stop). */
   private stopping = false;
+  /** While a verification runs: aborted by stop(), which then does not wait for it. */
+  private verifying: AbortController | null = null;
   /** Operations of the partial syncs since `burstStartedAt` (performance.now()). */
   private burstOperations = 0;
   private burstStartedAt = 0;
@@ -213,8 +215,13 @@ export class Proxy {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.verifying?.abort();
     await this.opts.source.stop();
-    await this.runner.stop();
+    // A verification in flight reads the rules back (seconds at 10,000 services, 14 s at 5,000 ×
+    // 50): the stop does not wait for it, and it repairs nothing (what it would have found, the
+    // next start's first verification finds). A sync's writes are waited for.
+    const ended = this.runner.stop();
+    if (!this.verifying) await ended;
     for (const b of this.backends?.values() ?? []) {
       try {
         await b.stop?.(true);
@@ -319,11 +326,17 @@ export class Proxy {
     if (this.stopping || !this.verifyDue()) return;
     const start = performance.now();
     const putOff: Array<Promise<unknown>> = [];
-    for (const [family, backend] of backends) {
-      if (!backend.verify) continue;
-      const v = await backend.verify();
-      if (v.retry) putOff.push(v.retry);
-      if (v.repaired > 0) for (const o of this.observers) o.kernelRepaired?.(backend.mode, family, v.repaired);
+    const verifying = (this.verifying = new AbortController());
+    try {
+      for (const [family, backend] of backends) {
+        if (!backend.verify) continue;
+        const v = await backend.verify(verifying.signal);
+        if (verifying.signal.aborted) return;
+        if (v.retry) putOff.push(v.retry);
+        if (v.repaired > 0) for (const o of this.observers) o.kernelRepaired?.(backend.mode, family, v.repaired);
+      }
+    } finally {
+      this.verifying = null;
     }
     if (putOff.length > 0) {
       // Still due: the sync requested once it can go on verifies.

@@ -108,7 +108,8 @@ export interface Backend {
   /**
    * Compares the kernel with what this backend last wrote and rewrites only what differs.
    * Called once per syncPeriod, after a sync; throws when the repair fails (the next call
-   * tries again). Backends that cannot read their rules back leave this out.
+   * tries again). Once `stopping` is aborted (the proxy stops and does not wait for a read-back),
+   * nothing found is repaired. Backends that cannot read their rules back leave this out.
    */
-  verify?(): Promise<VerifyResult>;
+  verify?(stopping?: AbortSignal): Promise<VerifyResult>;
 }

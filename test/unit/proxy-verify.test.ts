@@ -204,3 +204,47 @@ test('a sync in flight when the proxy stops does not verify: the stop waits for 
   assert.equal(backend!.syncs, 1, 'the write in flight finished');
   assert.equal(backend!.verifications, 0);
 });
+
+test('a stop during a read-back does not wait for it, and what the read-back found is not repaired', async () => {
+  const source = new PushSource();
+  const reads: Array<() => void> = [];
+  let repairs = 0;
+  let stopped = false;
+  let signal: AbortSignal | undefined;
+  const proxy = new Proxy({
+    config: applyDefaults({ mode: 'nftables', nftables: { minSyncPeriod: '0s', syncPeriod: '1h' } }),
+    nodeName: 'node-1',
+    // Its first verification reads back until released, then repairs unless the proxy stops.
+    createBackend: (cfg) => ({
+      mode: 'nftables',
+      family: cfg.family,
+      sync: async () => ({ operations: 1, full: true }),
+      cleanup: async () => {},
+      stop: async () => void (stopped = true),
+      verify: async (stopping?: AbortSignal) => {
+        signal = stopping;
+        // A read-back of a large table: seconds.
+        await new Promise<void>((r) => {
+          reads.push(r);
+          setTimeout(r, 3000);
+        });
+        if (!stopping?.aborted) repairs++;
+        return { repaired: 0, differences: [] };
+      },
+    }),
+    source,
+  });
+  await proxy.start();
+  for (let waited = 0; reads.length === 0; waited += 10) {
+    assert.ok(waited < 2000, 'the first sync verifies');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const t0 = performance.now();
+  await proxy.stop();
+  assert.ok(performance.now() - t0 < 1000, 'stopped without waiting for the read-back');
+  assert.ok(stopped, 'the backends were stopped (their checkpoints written)');
+  assert.equal(signal?.aborted, true);
+  for (const release of reads) release();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(repairs, 0, 'nothing repaired after the stop');
+});

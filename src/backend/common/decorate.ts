@@ -13,7 +13,7 @@ export function decorate(inner: Backend, overrides: Overrides): Backend {
   };
   if (inner.describe) wrapped.describe = () => inner.describe!();
   if (inner.kernelInSync) wrapped.kernelInSync = () => inner.kernelInSync!();
-  if (inner.verify) wrapped.verify = () => inner.verify!();
+  if (inner.verify) wrapped.verify = (stopping) => inner.verify!(stopping);
   const stop = overrides.stop ?? (inner.stop && ((removeRules: boolean) => inner.stop!(removeRules)));
   if (stop) wrapped.stop = stop;
   const carried = overrides.carriedTraffic ?? (inner.carriedTraffic && (() => inner.carriedTraffic!()));

@@ -64,10 +64,12 @@ export class KernelCheck {
 
   /**
    * Runs `find`; when it reports differences, logs them, applies the repair and counts it. A
-   * failed repair leaves the check out of sync and throws, so the caller retries.
+   * failed repair leaves the check out of sync and throws, so the caller retries. Once
+   * `stopping` is aborted, what was found is left to the next start, which reads back.
    */
-  async run(find: () => Promise<Finding>): Promise<VerifyResult> {
+  async run(find: () => Promise<Finding>, stopping?: AbortSignal): Promise<VerifyResult> {
     const found = await find();
+    if (stopping?.aborted) return NOTHING_TO_REPAIR;
     const total = found.differences.reduce((n, d) => n + d.count, 0);
     if (total === 0 || !found.apply) {
       this.differs = false;

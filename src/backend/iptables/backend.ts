@@ -249,7 +249,7 @@ export class IptablesBackend implements Backend {
    * done only when the monitor saw a foreign change to our rules, cannot vouch for them, or at
    * every `fullReadEvery`-th call.
    */
-  async verify(): Promise<VerifyResult> {
+  async verify(stopping?: AbortSignal): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state || !this.flavour) return NOTHING_TO_REPAIR;
     let reason = 'no change notifications';
     if (!(await canaryAlive(this.family, this.flavour, this.exec))) {
@@ -272,7 +272,7 @@ export class IptablesBackend implements Backend {
       }
     }
     log.v(1, 'reading the kernel rules back', { mode: this.mode, family: this.family, reason });
-    const read = (): Promise<VerifyResult> => this.check.run(() => this.findDifferences(this.state!, this.flavour!));
+    const read = (): Promise<VerifyResult> => this.check.run(() => this.findDifferences(this.state!, this.flavour!), stopping);
     return this.foreignWatch ? this.foreignWatch.readBack(read) : read();
   }
 

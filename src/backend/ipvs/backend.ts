@@ -310,11 +310,11 @@ export class IpvsBackend implements Backend {
     return [...this.draining.keys()];
   }
 
-  verify(): Promise<VerifyResult> {
+  verify(stopping?: AbortSignal): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state || !this.flavour) return Promise.resolve(NOTHING_TO_REPAIR);
     return this.serial(() => {
       const state = this.state;
-      return state ? this.check.run(() => this.findDifferences(state)) : Promise.resolve(NOTHING_TO_REPAIR);
+      return state ? this.check.run(() => this.findDifferences(state), stopping) : Promise.resolve(NOTHING_TO_REPAIR);
     });
   }
 

@@ -251,7 +251,7 @@ export class NftablesBackend implements Backend {
    * services) only after a foreign change, when the monitor is unavailable or was restarted,
    * after a failed repair, and at every `fullReadEvery`-th call.
    */
-  async verify(): Promise<VerifyResult> {
+  async verify(stopping?: AbortSignal): Promise<VerifyResult> {
     if (this.opts.dryRun || !this.state) return NOTHING_TO_REPAIR;
     const watched = await this.foreignWatch.readBackReason(this.check.inSync());
     if (watched.retry) return { ...NOTHING_TO_REPAIR, retry: watched.retry };
@@ -272,7 +272,7 @@ export class NftablesBackend implements Backend {
         kinds: kinds.length > 8 ? [...kinds.slice(0, 8), `…${kinds.length - 8} more`] : kinds,
       });
     }
-    return this.foreignWatch.readBack(() => this.check.run(() => this.findDifferences(foreign)));
+    return this.foreignWatch.readBack(() => this.check.run(() => this.findDifferences(foreign), stopping));
   }
 
   kernelInSync(): boolean {

@@ -80,6 +80,8 @@ export class UserspaceBackend implements Backend {
   private coldStart = true;
   /** Whether the kernel may not hold what the store says (start-up, a failed restore). */
   private needFull = true;
+  /** The repair of a verification, while it writes (see stop()). */
+  private repairing: Promise<void> | undefined;
   /** Traffic from this node's pods and the rest, as the iptables mode detects it (absent: not detectable). */
   private readonly localPods: LocalPods | undefined;
 
@@ -253,9 +255,11 @@ export class UserspaceBackend implements Backend {
   }
 
   /** Compares our four chains and their jumps with the kernel's, and rewrites them when they differ. */
-  async verify(): Promise<VerifyResult> {
+  async verify(stopping?: AbortSignal): Promise<VerifyResult> {
     if (this.opts.dryRun || this.needFull || this.flavour === undefined) return { repaired: 0, differences: [] };
     const saved = parseSave(await saveTables(this.family, this.flavour, this.opts, ['nat'])).get('nat');
+    // Stopping: the stop removes these rules; a repair now would leave them behind.
+    if (stopping?.aborted) return { repaired: 0, differences: [] };
     const differences: string[] = [];
     const chains = this.chains();
     for (const c of chains) {
@@ -264,18 +268,29 @@ export class UserspaceBackend implements Backend {
       if (have === undefined) differences.push(`chain ${c.name} is missing`);
       else if (!sameMultiset(have, c.rules)) differences.push(`chain ${c.name} differs`);
     }
-    if (differences.length > 0) {
-      this.needFull = true;
-      await restore(toRestoreInput({ family: this.family, chains }), this.family, this.flavour, this.opts);
+    const flavour = this.flavour;
+    const repair = async (): Promise<void> => {
+      if (differences.length > 0) {
+        this.needFull = true;
+        await restore(toRestoreInput({ family: this.family, chains }), this.family, flavour, this.opts);
+      }
+      const jumps = await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, flavour, this.opts);
+      if (jumps > 0) differences.push(`${jumps} jump rule(s) from PREROUTING/OUTPUT fixed`);
+      this.needFull = false;
+    };
+    // A stop waits for a repair under way before it removes the rules.
+    const repairing = (this.repairing = repair());
+    try {
+      await repairing;
+    } finally {
+      this.repairing = undefined;
     }
-    const jumps = await ensureJumps(redirectJumps(this.opts.nodePortIPs), this.family, this.flavour, this.opts);
-    if (jumps > 0) differences.push(`${jumps} jump rule(s) from PREROUTING/OUTPUT fixed`);
-    this.needFull = false;
     return { repaired: differences.length, differences };
   }
 
   /** Stopping: the redirect rules go first (nothing would answer them), then the sockets. */
   async stop(removeRules: boolean): Promise<void> {
+    await this.repairing?.catch(() => undefined);
     if (removeRules) await this.removeRules();
     await this.pool?.close();
     this.pool = undefined;
