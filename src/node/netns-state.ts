@@ -1,5 +1,5 @@
 // What a proxy leaves on the host for its network namespace: its instance lock and the state
-// that survives a restart (the nftables checkpoint), both named after the namespace's inode.
+// that survives a restart (the nftables and iptables checkpoints), both named after the namespace's inode.
 // Whoever deletes a namespace it ran a proxy in removes them too (the sandbox, tests, benchmarks):
 // a later namespace can get the same inode.
 import { readdirSync, rmSync, statSync } from 'node:fs';
