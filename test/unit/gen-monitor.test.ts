@@ -258,3 +258,13 @@ describe('an unwatched full write proven by generation numbers', () => {
     assert.equal((await decide(watch)).reason, undefined);
   });
 });
+
+it('monitors stopped or dead leave no exit listener behind (one per restart warned after ten)', async () => {
+  const before = process.listenerCount('exit');
+  for (let i = 0; i < 12; i++) new FakeMonitor().stop();
+  const died = new FakeMonitor();
+  const exited = new Promise((resolve) => died['child'].once('exit', resolve));
+  died['child'].kill('SIGKILL');
+  await exited;
+  assert.equal(process.listenerCount('exit'), before);
+});

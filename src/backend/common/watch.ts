@@ -119,6 +119,8 @@ export abstract class GenerationMonitor {
   private markerShown: { key: string; kind: MarkerKind; rep: number } | undefined;
   private readonly child: ChildProcessWithoutNullStreams;
   private readonly lineSplitter = new LineSplitter((line) => this.onLine(line));
+  /** Removed when the tool dies or is stopped: a monitor restarted after every unwatched write would otherwise leave one listener each. */
+  private readonly killAtExit = (): void => void this.child.kill('SIGKILL');
   private lines: string[] = [];
   /** Who wants which foreign changes, by a name of the follower's choice. */
   private readonly followers = new Map<string, (e: MonitorEvent) => boolean>();
@@ -153,6 +155,7 @@ export abstract class GenerationMonitor {
     const die = (): void => {
       if (this.dead) return;
       this.dead = true;
+      process.off('exit', this.killAtExit);
       for (const w of this.waiters.values()) w();
       this.waiters.clear();
       log.warn(`${label} exited; foreign changes are found by reading the rules back`, { stderr: stderr.trim() });
@@ -160,7 +163,7 @@ export abstract class GenerationMonitor {
     this.child.on('error', die);
     this.child.on('exit', die);
     keepAlive(this.child, false);
-    process.once('exit', () => this.child.kill('SIGKILL'));
+    process.once('exit', this.killAtExit);
     this.announced = announcesSubscription ? new Promise((resolve) => (this.onAnnounced = resolve)) : Promise.resolve();
     this.ready = this.probe();
   }
@@ -307,6 +310,7 @@ export abstract class GenerationMonitor {
 
   stop(): void {
     this.dead = true;
+    process.off('exit', this.killAtExit);
     // Nothing will show any more: probes and catch-ups waiting give up now.
     for (const w of this.waiters.values()) w();
     this.waiters.clear();

@@ -1,6 +1,6 @@
 // Thin layer over the iptables tools of one flavour (nft or legacy) and family: restore, save,
 // the jumps from built-in chains, the canary, and which flavour the node uses.
-import type { ExecOptions } from '../../node/exec.js';
+import { run, type ExecOptions } from '../../node/exec.js';
 import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { shellFor } from '../../node/tool-process.js';
 import type { IPFamily } from '../../model/types.js';
@@ -85,6 +85,17 @@ export async function restore(input: string, family: IPFamily, flavour: Flavour,
   const res = await shellFor(opts).run([...PRINT_PID, tool, '--noflush', WAIT_ARG], input, 'stdin');
   const { pid } = splitPid(res.stdout);
   if (pid !== undefined) noteOwnTool(pid);
+  if (res.code !== 0) throw restoreError(tool, input, res.code, res.stderr);
+}
+
+/**
+ * As restore, in a process of its own: the helper shell runs one tool at a time, and a read-back
+ * that a stop abandoned may hold it for seconds. The monitor cannot tell its commit from a
+ * foreign one: for a proxy that is exiting.
+ */
+export async function restoreAlone(input: string, family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<void> {
+  const tool = toolFor(family, flavour, 'restore');
+  const res = await run([tool, '--noflush', WAIT_ARG], input, opts);
   if (res.code !== 0) throw restoreError(tool, input, res.code, res.stderr);
 }
 

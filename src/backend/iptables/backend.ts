@@ -8,7 +8,7 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { collectGarbage, collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
-import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, saveLines, type Flavour } from './apply.js';
+import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, restoreAlone, saveLines, type Flavour } from './apply.js';
 import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, SaveReader, type KernelChains } from './save.js';
 import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
 import { IptState } from './state.js';
@@ -347,7 +347,7 @@ export class IptablesBackend implements Backend {
     const token = newToken();
     const t0 = Date.now();
     writeIptablesCheckpoint(path, { token, family: this.family, flavour }, this.state.chains());
-    await this.write(() => restore(`*${MARKER_TABLE}\n:${checkpointMarker(token)} - [0:0]\nCOMMIT\n`, this.family, flavour, this.exec));
+    await restoreAlone(`*${MARKER_TABLE}\n:${checkpointMarker(token)} - [0:0]\nCOMMIT\n`, this.family, flavour, this.exec);
     log.info('wrote a restart checkpoint', { family: this.family, file: path, ms: Date.now() - t0 });
   }
 
