@@ -272,7 +272,7 @@ export class IptablesBackend implements Backend {
       }
     }
     log.v(1, 'reading the kernel rules back', { mode: this.mode, family: this.family, reason });
-    const read = (): Promise<VerifyResult> => this.check.run(() => this.findDifferences(this.state!, this.flavour!), stopping);
+    const read = (): Promise<VerifyResult> => this.check.run(() => this.findDifferences(this.state!, this.flavour!, stopping), stopping);
     return this.foreignWatch ? this.foreignWatch.readBack(read) : read();
   }
 
@@ -285,7 +285,7 @@ export class IptablesBackend implements Backend {
    * save is never held whole (at 10,000 services × 10 endpoints it is 34 MB, and holding it with
    * its parse set the iptables mode's peak memory at the first verification).
    */
-  private async findDifferences(state: IptState, flavour: Flavour): Promise<Finding> {
+  private async findDifferences(state: IptState, flavour: Flavour, stopping?: AbortSignal): Promise<Finding> {
     // V8 may not collect for minutes, and RSS is what a node's memory limit sees: what the last
     // full sync left (its render, the start-up's save) goes before the read-back adds its own,
     // and the read-back's own goes after it (restarted proxy at 10k×10: RSS held 315 MiB before
@@ -311,7 +311,11 @@ export class IptablesBackend implements Backend {
         stale.set(`${k.table}/${k.name}`, { table: k.table as IptChain['table'], name: k.name });
       }
     });
-    await saveLines(this.family, flavour, this.exec, IPTABLES_MODE_TABLES, (line) => reader.line(line));
+    // Abandoned by a stop, the rest of the save is let through unread: the stop's checkpoint
+    // needs the CPU (4.3 s instead of 1.4 at 5k×50 while the read-back went on).
+    await saveLines(this.family, flavour, this.exec, IPTABLES_MODE_TABLES, (line) => {
+      if (!stopping?.aborted) reader.line(line);
+    });
     reader.end();
     collectGarbage();
     const differences: Difference[] = [];
