@@ -7,9 +7,10 @@ import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { collectGarbage, collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
-import { isKubeProxyChain, removeIptablesLeftovers } from '../common/leftovers.js';
+import { removeIptablesLeftovers } from '../common/leftovers.js';
 import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, restoreAlone, saveLines, type Flavour } from './apply.js';
-import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, SaveReader, type KernelChains } from './save.js';
+import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, type KernelChains } from './save.js';
+import { compareWithSave, staleChains } from './compare.js';
 import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
 import { IptState } from './state.js';
 import { startUpFlavour, type StartUp } from './startup.js';
@@ -19,7 +20,7 @@ import { opsToRestore, opsToRestoreChunks } from './restore.js';
 import { newToken } from '../common/checkpoint-file.js';
 import { MARKER_TABLE, writeIptablesCheckpoint } from './checkpoint.js';
 import { checkpointMarker } from './names.js';
-import { KernelCheck, NOTHING_TO_REPAIR, tally, tallyNamed, type Difference, type Finding } from '../common/verify.js';
+import { KernelCheck, NOTHING_TO_REPAIR, type Finding } from '../common/verify.js';
 
 export interface IptablesBackendOptions {
   /** Print the restore input instead of applying it (no privileges needed). */
@@ -291,49 +292,20 @@ export class IptablesBackend implements Backend {
     // and the read-back's own goes after it (restarted proxy at 10k×10: RSS held 315 MiB before
     // the read and 365 during it).
     collectGarbage();
-    const chains = state.chains();
-    const wanted = chainsByTable(chains);
-    const seen = new Set<IptChain>();
-    const changed = new Set<IptChain>();
-    const stale = new Map<string, { table: IptChain['table']; name: string }>();
-    const builtinRules = new Map<string, string[]>();
-    const reader = new SaveReader((k) => {
-      if (k.builtin) {
-        const id = `${k.table}/${k.name}`;
-        builtinRules.set(id, [...(builtinRules.get(id) ?? []), ...k.rules]);
-      }
-      const c = wanted.get(k.table)?.get(k.name);
-      if (c) {
-        // A chain whose rules came in several runs is rewritten.
-        if (seen.has(c) || !state.heldAs(c, k.rules)) changed.add(c);
-        seen.add(c);
-      } else if (!k.builtin && isKubeProxyChain(k.table, k.name)) {
-        stale.set(`${k.table}/${k.name}`, { table: k.table as IptChain['table'], name: k.name });
-      }
-    });
+    const comparison = compareWithSave(state);
     // Abandoned by a stop, the rest of the save is let through unread: the stop's checkpoint
     // needs the CPU (4.3 s instead of 1.4 at 5k×50 while the read-back went on).
     await saveLines(this.family, flavour, this.exec, IPTABLES_MODE_TABLES, (line) => {
-      if (!stopping?.aborted) reader.line(line);
+      if (!stopping?.aborted) comparison.line(line);
     });
-    reader.end();
+    const { differences, rewrite, stale, jumps, wrongJumps } = comparison.end();
     collectGarbage();
-    const differences: Difference[] = [];
-    const idOf = (c: IptChain): string => `${c.table}/${c.name}`;
-    const missing = chains.filter((c) => !seen.has(c));
-    const rewrite = chains.filter((c) => changed.has(c) || !seen.has(c));
-    tallyNamed(differences, 'missing chain', missing.map(idOf));
-    tallyNamed(differences, 'changed chain', [...changed].map(idOf));
-    tallyNamed(differences, 'unexpected chain', [...stale.keys()]);
-    const jumps = jumpRules(state.ctx);
-    const wrongJumps = jumps.filter((j) => (builtinRules.get(`${j.table}/${j.chain}`) ?? []).filter((r) => r === j.rule).length !== 1).length;
-    tally(differences, 'missing or doubled jump from a built-in chain', wrongJumps);
     if (differences.length === 0) return { differences };
     return {
       differences,
       apply: () =>
         this.write(async () => {
-          if (rewrite.length > 0 || stale.size > 0) await restore(toRestoreInput({ family: this.family, chains: rewrite }, [...stale.values()]), this.family, flavour, this.exec);
+          if (rewrite.length > 0 || stale.length > 0) await restore(toRestoreInput({ family: this.family, chains: rewrite }, stale), this.family, flavour, this.exec);
           if (wrongJumps > 0) await ensureJumps(jumps, this.family, flavour, this.exec);
         }),
     };
@@ -382,29 +354,4 @@ function countOperations(input: string): number {
     if (c === ':' || c === '-') n++;
   }
   return n;
-}
-
-/** The chains by table, then name: keyed by their own strings, not 110,000 new `table/name` ones. */
-function chainsByTable(chains: readonly IptChain[]): Map<string, Map<string, IptChain>> {
-  const byTable = new Map<string, Map<string, IptChain>>();
-  for (const c of chains) {
-    let byName = byTable.get(c.table);
-    if (!byName) byTable.set(c.table, (byName = new Map()));
-    byName.set(c.name, c);
-  }
-  return byTable;
-}
-
-/** Chains of ours the kernel holds that the ruleset does not. */
-function staleChains(kernel: KernelChains, state: IptState): Array<{ table: IptChain['table']; name: string }> {
-  const stale: Array<{ table: IptChain['table']; name: string }> = [];
-  const check = (id: string): void => {
-    const slash = id.indexOf('/');
-    const table = id.slice(0, slash);
-    const name = id.slice(slash + 1);
-    if (!kernel.builtin.has(id) && isKubeProxyChain(table, name) && !state.has(table, name)) stale.push({ table: table as IptChain['table'], name });
-  };
-  for (const id of kernel.whole.keys()) check(id);
-  for (const id of kernel.digests.keys()) check(id);
-  return stale;
 }
