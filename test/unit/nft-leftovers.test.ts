@@ -39,6 +39,8 @@ test('iptables cleanup script removes our chains and the jumps to them only', ()
   assert.ok(isKubeProxyChain('nat', 'KUBE-FIREWALL'));
   assert.ok(!isKubeProxyChain('filter', 'KUBE-FIREWALL'));
   assert.ok(!isKubeProxyChain('filter', 'KUBE-KUBELET-CANARY'));
+  // The iptables mode's restart marker goes with our chains: another mode or a cleanup voids the checkpoint.
+  assert.ok(isKubeProxyChain('filter', 'KUBE-CKPT-0123456789abcdef'));
 });
 
 test('conntrack flushes cover UDP and SCTP, never TCP', () => {
