@@ -149,12 +149,14 @@ function checkpointFile(opts: BackendOptions, mode: 'nftables' | 'iptables', fam
 }
 
 // A family with a clean stop's checkpoint is not read at start-up: its checkpoint stands for it.
-const beginIptables = (opts: BackendOptions): Promise<StartUp> =>
-  startUp(execOf(opts), async (flavour) => {
-    const fromCheckpoint = await checkpointedKernels(flavour, (family) => checkpointFile(opts, 'iptables', family), execOf(opts));
-    const { unchanged } = await removeLeftoversForIptables(flavour, execOf(opts), new Set(fromCheckpoint.keys()));
+const beginIptables = (opts: BackendOptions): Promise<StartUp> => {
+  const exec = execOf(opts);
+  return startUp(exec, async (flavour) => {
+    const fromCheckpoint = await checkpointedKernels(flavour, (family) => checkpointFile(opts, 'iptables', family), exec);
+    const { unchanged } = await removeLeftoversForIptables(flavour, exec, new Set(fromCheckpoint.keys()));
     return new Map([...unchanged, ...fromCheckpoint]);
   });
+};
 const beginIpvs = (opts: BackendOptions): Promise<StartUp> => startUp(execOf(opts), async (flavour) => void (await removeLeftoversForIpvs(flavour, isIpvsModeChain, execOf(opts))));
 const beginUserspace = (opts: BackendOptions): Promise<StartUp> => startUp(execOf(opts), async (flavour) => void (await removeLeftoversForUserspace(flavour, execOf(opts))));
 const iptablesStartUp = oncePerOptions(beginIptables);

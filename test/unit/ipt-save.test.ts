@@ -88,7 +88,8 @@ test('kernelChainsReader: built-in and chosen chains whole, every other chain as
   for (const rules of [['-j RETURN'], ['-j DROP'], ['-j RETURN', '-j DROP']]) {
     assert.notEqual(digests.get('nat/A'), rulesDigest(rules), 'a chain whose rules came in two runs equals no rendering');
   }
-  assert.deepEqual([...builtinTables(k).get('nat')!.chains], [...whole.get('nat')!.chains].filter(([name]) => whole.get('nat')!.builtin.has(name)));
+  assert.deepEqual([...builtinTables(k)!.get('nat')!.chains], [...whole.get('nat')!.chains].filter(([name]) => whole.get('nat')!.builtin.has(name)));
+  assert.equal(builtinTables({ whole: new Map(), digests: new Map(), builtin: new Set() }), undefined, 'none known (a checkpoint): the caller lists them');
 });
 
 test('toolFor names the tool of each family, flavour and kind', () => {

@@ -317,7 +317,6 @@ export abstract class GenerationMonitor {
     this.child.kill('SIGKILL');
   }
 
-
   protected onData(d: string): void {
     this.lineSplitter.push(d);
   }

@@ -18,8 +18,7 @@ import { iptablesForeignWatch } from './monitor.js';
 import type { ForeignWatch } from '../common/foreign-watch.js';
 import { opsToRestore, opsToRestoreChunks } from './restore.js';
 import { newToken } from '../common/checkpoint-file.js';
-import { MARKER_TABLE, writeIptablesCheckpoint } from './checkpoint.js';
-import { checkpointMarker } from './names.js';
+import { markerChain, writeIptablesCheckpoint } from './checkpoint.js';
 import { KernelCheck, NOTHING_TO_REPAIR, type Finding } from '../common/verify.js';
 
 export interface IptablesBackendOptions {
@@ -200,8 +199,7 @@ export class IptablesBackend implements Backend {
           collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
         }
         await pending;
-        // A checkpoint holds our chains only: the built-in ones are then listed.
-        if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, saved.builtin.size > 0 ? builtinTables(saved) : undefined);
+        if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, builtinTables(saved));
       };
       // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
       // (xtables-monitor exits on it), and so do a large partial one's: it is written unwatched,
@@ -323,7 +321,7 @@ export class IptablesBackend implements Backend {
     const token = newToken();
     const t0 = Date.now();
     writeIptablesCheckpoint(path, { token, family: this.family, flavour }, this.state.chains());
-    await restoreAlone(`*${MARKER_TABLE}\n:${checkpointMarker(token)} - [0:0]\nCOMMIT\n`, this.family, flavour, this.exec);
+    await restoreAlone(toRestoreInput({ family: this.family, chains: [markerChain(token)] }), this.family, flavour, this.exec);
     log.info('wrote a restart checkpoint', { family: this.family, file: path, ms: Date.now() - t0 });
   }
 

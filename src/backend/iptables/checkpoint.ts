@@ -19,8 +19,11 @@ import type { IptChain } from './render.js';
 import { keptWhole, rulesDigest, type KernelChains } from './save.js';
 
 const FORMAT = 1;
-/** The marker's table: iptables-mode's smallest of those both flavours always have. */
-export const MARKER_TABLE = 'filter';
+
+/** The marker chain of the checkpoint with `token`, in filter: a chain of ours the ruleset never has. */
+export function markerChain(token: string): IptChain {
+  return { table: 'filter', name: checkpointMarker(token), rules: [] };
+}
 
 interface Head {
   format: number;
@@ -87,13 +90,13 @@ export async function checkpointedKernel(path: string, family: IPFamily, flavour
     log.warn('ignoring the restart checkpoint; reading the rules back instead', { family, file: path, error: cp.error });
     return undefined;
   }
-  const marker = checkpointMarker(cp.token);
-  if (cp.family !== family || cp.flavour !== flavour || !(await chainExists(family, flavour, MARKER_TABLE, marker, exec))) {
+  const marker = markerChain(cp.token);
+  if (cp.family !== family || cp.flavour !== flavour || !(await chainExists(family, flavour, marker.table, marker.name, exec))) {
     log.info('the restart checkpoint does not match the kernel; reading the rules back', { family, flavour, checkpointFlavour: cp.flavour });
     return undefined;
   }
   log.info('restarting from the checkpoint of the previous clean stop; the rules are read back at the first verification', { family });
-  cp.kernel.whole.set(`${MARKER_TABLE}/${marker}`, []);
+  cp.kernel.whole.set(`${marker.table}/${marker.name}`, []);
   return cp.kernel;
 }
 

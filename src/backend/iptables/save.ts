@@ -211,8 +211,13 @@ export function kernelChainsReader(whole: (id: string) => boolean): { line(line:
   };
 }
 
-/** The built-in chains of KernelChains, as parseSave would give them. */
-export function builtinTables(k: KernelChains): SavedTables {
+/**
+ * The built-in chains of KernelChains, as parseSave would give them; undefined when it has none
+ * (a checkpoint holds only our chains; a node without tables has none to read): the caller lists
+ * them.
+ */
+export function builtinTables(k: KernelChains): SavedTables | undefined {
+  if (k.builtin.size === 0) return undefined;
   const out: SavedTables = new Map();
   for (const id of k.builtin) {
     const slash = id.indexOf('/');
