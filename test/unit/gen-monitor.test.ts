@@ -264,6 +264,8 @@ it('monitors stopped or dead leave no exit listener behind (one per restart warn
   for (let i = 0; i < 12; i++) new FakeMonitor().stop();
   const died = new FakeMonitor();
   const exited = new Promise((resolve) => died['child'].once('exit', resolve));
+  // The monitor's process does not keep the event loop alive; waiting for its exit must.
+  died['child'].ref();
   died['child'].kill('SIGKILL');
   await exited;
   assert.equal(process.listenerCount('exit'), before);
