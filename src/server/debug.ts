@@ -38,12 +38,16 @@ export class SyncHistory {
   ) {}
 
   event(e: SourceEvent): void {
+    // Past the listed causes only a count is kept: an initial list is tens of thousands of
+    // events, and naming each cost ~20 ms at 10,000 Services.
+    if (this.pending.length >= MAX_CAUSES) {
+      this.pendingMore++;
+      return;
+    }
     const m = e.object.metadata ?? {};
     const name = m.namespace ? `${m.namespace}/${m.name}` : String(m.name);
     const cause = `${e.kind} ${name} (${e.type})`;
-    if (this.pending.includes(cause)) return;
-    if (this.pending.length < MAX_CAUSES) this.pending.push(cause);
-    else this.pendingMore++;
+    if (!this.pending.includes(cause)) this.pending.push(cause);
   }
 
   syncStarted(): (ok: boolean) => void {
@@ -64,7 +68,11 @@ export class SyncHistory {
       rec.durationMs = this.now() - started;
       if (this.current === rec) this.current = null;
       // A failed sync is retried: its causes stay pending for the next one.
-      if (!ok) this.pending = [...rec.causes, ...this.pending.filter((c) => !rec.causes.includes(c))];
+      if (!ok) {
+        const carried = [...rec.causes, ...this.pending.filter((c) => !rec.causes.includes(c))];
+        this.pending = carried.slice(0, MAX_CAUSES);
+        this.pendingMore += rec.moreCauses + carried.length - this.pending.length;
+      }
       this.records.push(rec);
       if (this.records.length > this.keep) this.records.shift();
     };

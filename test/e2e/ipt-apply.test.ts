@@ -10,6 +10,7 @@ import {
   ensureJumps,
   parseSave,
   restore,
+  restoreTogether,
   saveTables,
   toolFor,
   type ExecOptions,
@@ -89,6 +90,27 @@ for (const [family, flavour] of cases) {
       assert.deepEqual(after.get('nat')!.chains.get('KUBE-SERVICES'), ['-j RETURN']);
       assert.equal(after.get('nat')!.chains.has('KUBE-NODEPORTS'), false);
       assert.deepEqual(after.get('filter')!.chains.get('KUBE-FORWARD'), ['-j ACCEPT']);
+    });
+
+    test('inputs restored together are all committed; a failing one is reported by its own line, the others stay', async () => {
+      const chain = (i: number): string => `*nat\n:KUBE-SVC-TOGETHER${i} - [0:0]\n-A KUBE-SVC-TOGETHER${i} -j RETURN\nCOMMIT\n`;
+      await restoreTogether([1, 2, 3, 4].map(chain), family, flavour, exec);
+      const held = (await save(family, flavour, 'nat')).get('nat')!.chains;
+      for (const i of [1, 2, 3, 4]) assert.deepEqual(held.get(`KUBE-SVC-TOGETHER${i}`), ['-j RETURN'], `chain ${i}`);
+
+      const bad = '*nat\n:KUBE-SVC-TOGETHER6 - [0:0]\n-A KUBE-SVC-TOGETHER6 -p tcp -m tcp --dport 99999 -j RETURN\nCOMMIT\n';
+      const err = await restoreTogether([chain(5), bad, chain(7)], family, flavour, exec).then(
+        () => assert.fail('the restore was accepted'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof IptablesRestoreError, String(err));
+      assert.equal(err.line, 3, err.message);
+      assert.match(err.lineText, /99999/);
+      const after = (await save(family, flavour, 'nat')).get('nat')!.chains;
+      assert.equal(after.has('KUBE-SVC-TOGETHER6'), false);
+      // Legacy restores one after the other and stops at the failure.
+      assert.deepEqual(after.get('KUBE-SVC-TOGETHER5'), ['-j RETURN']);
+      assert.equal(after.has('KUBE-SVC-TOGETHER7'), flavour === 'nft');
     });
 
     test('a jump to a chain that does not exist is reported at the rule naming it', async () => {

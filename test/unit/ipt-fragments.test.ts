@@ -137,7 +137,7 @@ test('a full sync rendered partly ahead (while the start-up runs) writes the sam
   const snap = snapshot(syntheticCluster(1000, 3));
   const inputs = async (state: IptState): Promise<string[]> => {
     const out: string[] = [];
-    for await (const input of state.chunkedInputs('IPv4', snap, 2000, async () => [])) out.push(input);
+    for await (const input of state.chunkedInputs('IPv4', snap, 2000, async () => [])) out.push(...[input].flat());
     return out;
   };
   const plain = await inputs(new IptState(renderContext(backendConfig())));
@@ -159,4 +159,35 @@ test('a full sync rendered partly ahead (while the start-up runs) writes the sam
   await late.renderAhead(snap, Promise.resolve());
   assert.equal([...late.store.keys()].length, 0);
   assert.deepEqual(await inputs(late), plain);
+});
+
+test("a full sync's service groups come several at a time, between the fixed chains and the dispatch chains", async () => {
+  const snap = snapshot(syntheticCluster(300, 3));
+  const steps = async (together: number): Promise<Array<string | string[]>> => {
+    const out: Array<string | string[]> = [];
+    const state = new IptState(renderContext(backendConfig()));
+    for await (const step of state.chunkedInputs('IPv4', snap, 400, async () => [], undefined, together)) out.push(step);
+    return out;
+  };
+  const one = await steps(1);
+  const three = await steps(3);
+  assert.deepEqual(three.flat(), one.flat(), 'the same transactions in the same order');
+  const first = three[0]!;
+  const last = three[three.length - 1]!;
+  assert.equal(typeof first, 'string', 'the fixed chains alone, first');
+  assert.match(first as string, /^:KUBE-MARK-MASQ /m);
+  assert.equal(typeof last, 'string', 'the dispatch chains alone, last');
+  assert.match(last as string, /^-A KUBE-SERVICES /m);
+  const groups = three.slice(1, -1);
+  assert.ok(groups.length >= 3, `${groups.length} steps of groups`);
+  for (const [i, g] of groups.entries()) {
+    assert.ok(Array.isArray(g), `step ${i + 1} is a set of groups`);
+    assert.ok(g.length === 3 || (i === groups.length - 1 && g.length >= 1), `step ${i + 1}: ${g.length} groups`);
+    for (const input of g) assert.doesNotMatch(input, /^-A KUBE-SERVICES /m, 'no group makes a service reachable');
+  }
+  // No group jumps to a chain another group declares.
+  const declared = groups.flat().map((input) => new Set([...input.matchAll(/^:(\S+) /gm)].map((m) => m[1]!)));
+  groups.flat().forEach((input, i) => {
+    for (const m of input.matchAll(/ -j (KUBE-(?:SVC|SEP|SVL|EXT|FW)-\S+)/g)) assert.ok(declared[i]!.has(m[1]!), `${m[1]} is declared in its own group`);
+  });
 });

@@ -314,6 +314,23 @@ describe('debug views', () => {
     third(true);
     assert.equal(h.list().length, 2, 'only the last syncs are kept');
   });
+
+  test('/debug/syncs names the first 50 changes of a sync and counts the rest, across a failed sync', () => {
+    const h = new SyncHistory();
+    const svc = (i: number) => ({ kind: 'Service' as const, type: 'ADDED' as const, object: { metadata: { namespace: 'default', name: `web-${i}` } } });
+    h.event(svc(0));
+    h.event(svc(0));
+    for (let i = 1; i < 60; i++) h.event(svc(i));
+    h.syncStarted()(false);
+    h.event(svc(60));
+    h.syncStarted()(true);
+    const [latest, failed] = h.list();
+    assert.equal(failed!.causes.length, 50);
+    assert.equal(failed!.causes[0], 'Service default/web-0 (ADDED)', 'a repeated change is listed once');
+    assert.equal(failed!.moreCauses, 10);
+    assert.deepEqual(latest!.causes, failed!.causes, 'the retry lists what the failed sync listed');
+    assert.equal(latest!.moreCauses, 11, 'and counts what it counted, with the change since');
+  });
 });
 
 describe('config reload', () => {

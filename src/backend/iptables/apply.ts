@@ -89,6 +89,25 @@ export async function restore(input: string, family: IPFamily, flavour: Flavour,
 }
 
 /**
+ * Inputs that do not depend on each other, one restore process each, all at once: on
+ * iptables-nft most of a restore's time is turning rules into nf_tables expressions, which then
+ * runs on as many cores (the kernel serializes the commits; one that finds the ruleset changed
+ * since its tool read it is retried by the tool). Throws the first failure once all have ended;
+ * the others are committed. Legacy replaces the whole table at every commit: never together there.
+ * The monitor cannot tell these commits from foreign ones: for writes it does not watch.
+ */
+export async function restoreTogether(inputs: string[], family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<void> {
+  if (flavour === 'legacy' || inputs.length === 1) {
+    for (const input of inputs) await restore(input, family, flavour, opts);
+    return;
+  }
+  const tool = toolFor(family, flavour, 'restore');
+  const results = await shellFor(opts).runTogether([tool, '--noflush', WAIT_ARG], inputs);
+  const failed = results.findIndex((r) => r.code !== 0);
+  if (failed >= 0) throw restoreError(tool, inputs[failed]!, results[failed]!.code, results[failed]!.stderr);
+}
+
+/**
  * As restore, in a process of its own: the helper shell runs one tool at a time, and a read-back
  * that a stop abandoned may hold it for seconds. The monitor cannot tell its commit from a
  * foreign one: for a proxy that is exiting.

@@ -2,13 +2,14 @@
 // --noflush into whichever iptables flavour (nft or legacy) the node already uses. A full sync
 // rewrites every chain of ours; a partial sync writes only what the changed service ports
 // contribute (see docs/iptables-layout.md).
+import { availableParallelism } from 'node:os';
 import type { Backend, BackendConfig, SyncResult, VerifyResult } from '../types.js';
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { collectGarbage, collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
-import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, restoreAlone, saveLines, type Flavour } from './apply.js';
+import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, restoreAlone, restoreTogether, saveLines, type Flavour } from './apply.js';
 import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, type KernelChains } from './save.js';
 import { compareWithSave, staleChains } from './compare.js';
 import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
@@ -32,6 +33,8 @@ export interface IptablesBackendOptions {
   flavour?: Flavour;
   /** Lines per transaction of a full sync on iptables-nft (legacy: always one transaction). */
   budget?: number;
+  /** Transactions of services a full sync on iptables-nft writes side by side (default: the cores, at most 4). */
+  restoresTogether?: number;
   /**
    * The start-up shared by every family (flavour, other modes' leftovers; the mode descriptor
    * supplies it). Its save of this family, when it has one, is what the first sync compares
@@ -123,7 +126,8 @@ export class IptablesBackend implements Backend {
     // it here would cost three processes per partial sync.
     const kernelUnknown = this.needFull || !this.state;
     const full = kernelUnknown || snapshot.changes.full || large !== this.state?.ctx.largeCluster;
-    let inputs: AsyncIterable<string>;
+    // An array: inputs written side by side.
+    let inputs: AsyncIterable<string | string[]>;
     let operations: () => number;
     // A partial sync too large for the monitor to follow (or written in pieces).
     let tooLarge = false;
@@ -146,7 +150,8 @@ export class IptablesBackend implements Backend {
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
       // Over rules already there (a restart), only the chains that differ are written.
       if (this.flavour === 'nft') {
-        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, saved);
+        const together = this.opts.restoresTogether ?? Math.min(4, availableParallelism());
+        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, saved, together);
       } else {
         inputs = (async function* () {
           state.renderRest(snapshot, [...snapshot.services.keys()].sort());
@@ -181,17 +186,20 @@ export class IptablesBackend implements Backend {
       const sendAll = async (): Promise<void> => {
         // Each transaction is restored while the next one renders.
         let pending: Promise<void> | undefined;
-        for await (const input of inputs) {
-          this.lastTransactions++;
-          this.lastInputBytes += input.length;
-          // A partial sync counts its store operations, and counted its lines before writing.
-          if (full) written += countOperations(input);
-          if (this.opts.dryRun) {
-            this.print(input);
-            continue;
+        for await (const step of inputs) {
+          const together = typeof step === 'string' ? [step] : step;
+          for (const input of together) {
+            this.lastTransactions++;
+            this.lastInputBytes += input.length;
+            // A partial sync counts its store operations, and counted its lines before writing.
+            if (full) written += countOperations(input);
+            if (this.opts.dryRun) this.print(input);
           }
+          if (this.opts.dryRun) continue;
           await pending;
-          pending = restore(input, this.family, this.flavour!, this.exec);
+          pending = typeof step === 'string' ? restore(step, this.family, this.flavour!, this.exec) : restoreTogether(step, this.family, this.flavour!, this.exec);
+          // Awaited at the next step: a failure while that renders is not an unhandled rejection.
+          pending.catch(() => undefined);
           // The next group renders synchronously as soon as it is asked for, which would hold
           // back the start of this restore (its process is started from a queued callback):
           // ask for it only once the event loop has turned.

@@ -117,7 +117,8 @@ export class IptState {
    * rules never leaves one half-written); last the dispatch chains, which make the services
    * reachable, and the deletion of `stale()` chains. With `saved`, the kernel's rules as read,
    * chains it already holds as rendered are left out (a restart over our own rules writes
-   * only what changed meanwhile).
+   * only what changed meanwhile). The groups refer to no chain of another group: they come
+   * `together` at a time, as an array, to be written side by side.
    */
   async *chunkedInputs(
     family: IPFamily,
@@ -125,7 +126,8 @@ export class IptState {
     budget: number,
     stale: () => Promise<Array<{ table: IptChain['table']; name: string }>>,
     saved?: KernelChains,
-  ): AsyncGenerator<string> {
+    together = 1,
+  ): AsyncGenerator<string | string[]> {
     const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
     const shared = this.sharedChains();
     const late = new Set<string>(DISPATCH_CHAINS);
@@ -143,7 +145,8 @@ export class IptState {
     if (early.length > 0) yield toRestoreInput({ family, chains: early });
     let group: string[] = [];
     let lines = 0;
-    const flush = (): string => {
+    let batch: string[] = [];
+    const flush = (): void => {
       this.renderRest(snapshot, group);
       const chains = [...this.store.ownedObjects(group)].flat().filter(missing);
       group = [];
@@ -151,22 +154,24 @@ export class IptState {
       // A group the kernel already holds (a restart) is not written, so no restore gives the
       // collector its moment: the render's garbage would pile up to the restart's peak.
       if (chains.length === 0) collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
-      return toRestoreInput({ family, chains });
+      const input = toRestoreInput({ family, chains });
+      if (input.trim() !== '') batch.push(input);
+    };
+    const takeBatch = (): string[] => {
+      const out = batch;
+      batch = [];
+      return out;
     };
     for (const key of [...snapshot.services.keys()].sort()) {
       const st = snapshot.services.get(key)!;
       // A service port's size: its endpoint chains (3 lines each) and its own chains.
       lines += 8 + 3 * (st.clusterEndpoints.length + st.localEndpoints.length);
       group.push(key);
-      if (lines >= budget) {
-        const input = flush();
-        if (input.trim() !== '') yield input;
-      }
+      if (lines >= budget) flush();
+      if (batch.length >= together) yield takeBatch();
     }
-    if (group.length > 0) {
-      const input = flush();
-      if (input.trim() !== '') yield input;
-    }
+    if (group.length > 0) flush();
+    if (batch.length > 0) yield takeBatch();
     const gone = await stale();
     const dispatch = this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`) && missing(c));
     if (dispatch.length + gone.length > 0) yield toRestoreInput({ family, chains: dispatch }, gone);
