@@ -124,9 +124,9 @@ export function keepAlive(child: ChildProcessWithoutNullStreams, on: boolean): v
   }
 }
 
-/** One long-lived helper per command prefix, replaced when it has died. */
-export function helperFor<T extends { dead: boolean }>(pool: Map<string, T>, opts: ExecOptions, make: (wrap: string[]) => T): T {
-  const k = JSON.stringify(opts.wrap ?? []);
+/** One long-lived helper per command prefix (and lane: helpers that work side by side), replaced when it has died. */
+export function helperFor<T extends { dead: boolean }>(pool: Map<string, T>, opts: ExecOptions, make: (wrap: string[]) => T, lane = 0): T {
+  const k = JSON.stringify(opts.wrap ?? []) + (lane > 0 ? `#${lane}` : '');
   let h = pool.get(k);
   if (!h || h.dead) pool.set(k, (h = make(opts.wrap ?? [])));
   return h;

@@ -236,7 +236,7 @@ function writeInput(path: string, input: string | Iterable<string>): void {
 
 const shells = new Map<string, CommandShell>();
 
-/** The helper shell for a command prefix. */
-export function shellFor(opts: ExecOptions): CommandShell {
-  return helperFor(shells, opts, (wrap) => new CommandShell(wrap));
+/** The helper shell for a command prefix; each lane is a shell of its own, to run tools side by side. */
+export function shellFor(opts: ExecOptions, lane = 0): CommandShell {
+  return helperFor(shells, opts, (wrap) => new CommandShell(wrap), lane);
 }

@@ -10,7 +10,6 @@ import {
   ensureJumps,
   parseSave,
   restore,
-  restoreTogether,
   saveTables,
   toolFor,
   type ExecOptions,
@@ -92,25 +91,29 @@ for (const [family, flavour] of cases) {
       assert.deepEqual(after.get('filter')!.chains.get('KUBE-FORWARD'), ['-j ACCEPT']);
     });
 
-    test('inputs restored together are all committed; a failing one is reported by its own line, the others stay', async () => {
-      const chain = (i: number): string => `*nat\n:KUBE-SVC-TOGETHER${i} - [0:0]\n-A KUBE-SVC-TOGETHER${i} -j RETURN\nCOMMIT\n`;
-      await restoreTogether([1, 2, 3, 4].map(chain), family, flavour, exec);
+    test('restores on lanes of their own run side by side (nft); a failing one reports its own line, the others stay', async () => {
+      const chain = (i: number): string => `*nat\n:KUBE-SVC-LANE${i} - [0:0]\n-A KUBE-SVC-LANE${i} -j RETURN\nCOMMIT\n`;
+      if (flavour === 'legacy') {
+        await assert.rejects(restore(chain(1), family, flavour, exec, 1), /side by side/);
+        return;
+      }
+      await Promise.all([0, 1, 2, 3].map((lane) => restore(chain(lane), family, flavour, exec, lane)));
       const held = (await save(family, flavour, 'nat')).get('nat')!.chains;
-      for (const i of [1, 2, 3, 4]) assert.deepEqual(held.get(`KUBE-SVC-TOGETHER${i}`), ['-j RETURN'], `chain ${i}`);
+      for (const i of [0, 1, 2, 3]) assert.deepEqual(held.get(`KUBE-SVC-LANE${i}`), ['-j RETURN'], `chain ${i}`);
 
-      const bad = '*nat\n:KUBE-SVC-TOGETHER6 - [0:0]\n-A KUBE-SVC-TOGETHER6 -p tcp -m tcp --dport 99999 -j RETURN\nCOMMIT\n';
-      const err = await restoreTogether([chain(5), bad, chain(7)], family, flavour, exec).then(
-        () => assert.fail('the restore was accepted'),
-        (e: unknown) => e,
-      );
+      const bad = '*nat\n:KUBE-SVC-LANE5 - [0:0]\n-A KUBE-SVC-LANE5 -p tcp -m tcp --dport 99999 -j RETURN\nCOMMIT\n';
+      const [first, failed, third] = await Promise.allSettled([restore(chain(4), family, flavour, exec, 0), restore(bad, family, flavour, exec, 1), restore(chain(6), family, flavour, exec, 2)]);
+      assert.equal(first.status, 'fulfilled');
+      assert.equal(third.status, 'fulfilled');
+      assert.equal(failed.status, 'rejected');
+      const err = (failed as PromiseRejectedResult).reason as unknown;
       assert.ok(err instanceof IptablesRestoreError, String(err));
       assert.equal(err.line, 3, err.message);
       assert.match(err.lineText, /99999/);
       const after = (await save(family, flavour, 'nat')).get('nat')!.chains;
-      assert.equal(after.has('KUBE-SVC-TOGETHER6'), false);
-      // Legacy restores one after the other and stops at the failure.
-      assert.deepEqual(after.get('KUBE-SVC-TOGETHER5'), ['-j RETURN']);
-      assert.equal(after.has('KUBE-SVC-TOGETHER7'), flavour === 'nft');
+      assert.equal(after.has('KUBE-SVC-LANE5'), false);
+      assert.deepEqual(after.get('KUBE-SVC-LANE4'), ['-j RETURN']);
+      assert.deepEqual(after.get('KUBE-SVC-LANE6'), ['-j RETURN']);
     });
 
     test('a jump to a chain that does not exist is reported at the rule naming it', async () => {

@@ -77,34 +77,19 @@ function restoreError(tool: string, input: string, code: number, stderr: string)
 /**
  * `<tool>-restore --noflush` with `input` on stdin. Each table of the input is committed
  * atomically: on failure the failing table keeps its previous rules, and the error carries the
- * failing line.
+ * failing line. Restores on different `lane`s run side by side: on iptables-nft most of a
+ * restore's time is turning rules into nf_tables expressions, which then runs on as many cores
+ * (the kernel serializes the commits; one that finds the ruleset changed since its tool read it
+ * is retried by the tool). Legacy replaces the whole table at every commit: never side by side.
  */
-export async function restore(input: string, family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<void> {
+export async function restore(input: string, family: IPFamily, flavour: Flavour, opts: ExecOptions = {}, lane = 0): Promise<void> {
+  if (flavour === 'legacy' && lane > 0) throw new Error('iptables-legacy restores cannot run side by side');
   const tool = toolFor(family, flavour, 'restore');
   // Its PID tells xtables-monitor's report of the commit apart from foreign ones.
-  const res = await shellFor(opts).run([...PRINT_PID, tool, '--noflush', WAIT_ARG], input, 'stdin');
+  const res = await shellFor(opts, lane).run([...PRINT_PID, tool, '--noflush', WAIT_ARG], input, 'stdin');
   const { pid } = splitPid(res.stdout);
   if (pid !== undefined) noteOwnTool(pid);
   if (res.code !== 0) throw restoreError(tool, input, res.code, res.stderr);
-}
-
-/**
- * Inputs that do not depend on each other, one restore process each, all at once: on
- * iptables-nft most of a restore's time is turning rules into nf_tables expressions, which then
- * runs on as many cores (the kernel serializes the commits; one that finds the ruleset changed
- * since its tool read it is retried by the tool). Throws the first failure once all have ended;
- * the others are committed. Legacy replaces the whole table at every commit: never together there.
- * The monitor cannot tell these commits from foreign ones: for writes it does not watch.
- */
-export async function restoreTogether(inputs: string[], family: IPFamily, flavour: Flavour, opts: ExecOptions = {}): Promise<void> {
-  if (flavour === 'legacy' || inputs.length === 1) {
-    for (const input of inputs) await restore(input, family, flavour, opts);
-    return;
-  }
-  const tool = toolFor(family, flavour, 'restore');
-  const results = await shellFor(opts).runTogether([tool, '--noflush', WAIT_ARG], inputs);
-  const failed = results.findIndex((r) => r.code !== 0);
-  if (failed >= 0) throw restoreError(tool, inputs[failed]!, results[failed]!.code, results[failed]!.stderr);
 }
 
 /**

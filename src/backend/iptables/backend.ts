@@ -9,7 +9,8 @@ import { log } from '../../log.js';
 import { flushStale } from '../../node/conntrack.js';
 import { collectGarbage, collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
-import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, restoreAlone, restoreTogether, saveLines, type Flavour } from './apply.js';
+import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore, restoreAlone, saveLines, type Flavour } from './apply.js';
+import { RestoreLanes } from './lanes.js';
 import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, type KernelChains } from './save.js';
 import { compareWithSave, staleChains } from './compare.js';
 import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
@@ -112,6 +113,11 @@ export class IptablesBackend implements Backend {
     if (this.flavour === 'nft') this.foreignWatch = iptablesForeignWatch(this.family, this.exec, Math.max(1, this.opts.fullReadEvery ?? 10));
   }
 
+  /** Restores a full sync writes side by side: iptables-nft's service groups, never legacy's whole table. */
+  private restoresTogether(): number {
+    return this.flavour === 'nft' ? Math.max(1, this.opts.restoresTogether ?? Math.min(4, availableParallelism())) : 1;
+  }
+
   /** Runs a write of ours; on the nft flavour bracketed so that the monitor does not take it for a foreign change. */
   private write<T>(write: () => Promise<T>): Promise<T> {
     return this.foreignWatch ? this.foreignWatch.write(write) : write();
@@ -150,8 +156,7 @@ export class IptablesBackend implements Backend {
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
       // Over rules already there (a restart), only the chains that differ are written.
       if (this.flavour === 'nft') {
-        const together = this.opts.restoresTogether ?? Math.min(4, availableParallelism());
-        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, saved, together);
+        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, saved, this.restoresTogether());
       } else {
         inputs = (async function* () {
           state.renderRest(snapshot, [...snapshot.services.keys()].sort());
@@ -185,7 +190,7 @@ export class IptablesBackend implements Backend {
       if (saved) await this.foreignWatch?.forget();
       const sendAll = async (): Promise<void> => {
         // Each transaction is restored while the next one renders.
-        let pending: Promise<void> | undefined;
+        const lanes = new RestoreLanes(this.restoresTogether(), (input, lane) => restore(input, this.family, this.flavour!, this.exec, lane));
         for await (const step of inputs) {
           const together = typeof step === 'string' ? [step] : step;
           for (const input of together) {
@@ -196,17 +201,15 @@ export class IptablesBackend implements Backend {
             if (this.opts.dryRun) this.print(input);
           }
           if (this.opts.dryRun) continue;
-          await pending;
-          pending = typeof step === 'string' ? restore(step, this.family, this.flavour!, this.exec) : restoreTogether(step, this.family, this.flavour!, this.exec);
-          // Awaited at the next step: a failure while that renders is not an unhandled rejection.
-          pending.catch(() => undefined);
+          if (typeof step === 'string') await lanes.alone(step);
+          else for (const input of step) await lanes.beside(input);
           // The next group renders synchronously as soon as it is asked for, which would hold
           // back the start of this restore (its process is started from a queued callback):
           // ask for it only once the event loop has turned.
           await new Promise((resolve) => setImmediate(resolve));
           collectGarbageIfGrown(GARBAGE_WHILE_TOOL_WORKS_MIB);
         }
-        await pending;
+        await lanes.drain();
         if (saved) await ensureJumps(jumpRules(next.ctx), this.family, this.flavour!, this.exec, builtinTables(saved));
       };
       // A full sync's hundreds of thousands of change notifications overrun the monitor's socket
