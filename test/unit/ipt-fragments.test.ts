@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { FragmentStore, type ObjectKind, type StoreOp } from '../../src/backend/common/fragments.js';
 import { baseChains, render, renderContext, renderServicePort, type IptChain, type IptContext } from '../../src/backend/iptables/render.js';
 import { IptState } from '../../src/backend/iptables/state.js';
+import type { KernelChains } from '../../src/backend/iptables/save.js';
 import type { ServicePortState, Snapshot } from '../../src/model/types.js';
 import { backendConfig, endpoint, key, randomPorts, rng, servicePort, snapshot, syntheticCluster } from '../support/snapshots.js';
 
@@ -190,4 +191,50 @@ test("a full sync's service groups come several at a time, between the fixed cha
   groups.flat().forEach((input, i) => {
     for (const m of input.matchAll(/ -j (KUBE-(?:SVC|SEP|SVL|EXT|FW)-\S+)/g)) assert.ok(declared[i]!.has(m[1]!), `${m[1]} is declared in its own group`);
   });
+});
+
+test('dispatch chains the kernel lacks are filled over several transactions in order; ones it holds are replaced in one', async () => {
+  const snap = snapshot(syntheticCluster(300, 3));
+  const steps = async (saved: KernelChains | undefined): Promise<string[]> => {
+    const out: string[] = [];
+    const state = new IptState(renderContext(backendConfig()));
+    for await (const step of state.chunkedInputs('IPv4', snap, 400, async () => [], saved, 2)) out.push(...[step].flat());
+    return out;
+  };
+  const empty: KernelChains = { whole: new Map(), digests: new Map(), builtin: new Set() };
+  const rulesOf = (inputs: string[], table: string): string[] =>
+    inputs.flatMap((input) => {
+      const t = input.indexOf(`*${table}\n`);
+      if (t < 0) return [];
+      const body = input.slice(t, input.indexOf('COMMIT', t));
+      return body.split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ') || l.startsWith('-A KUBE-CLUSTER-IPS ') || l.startsWith('-A KUBE-NODEPORTS '));
+    });
+  const whole = await steps(undefined);
+  const pieced = await steps(empty);
+  const lastWhole = whole[whole.length - 1]!;
+  const dispatchPieces = pieced.slice(whole.length - 1);
+  assert.ok(dispatchPieces.length >= 3, `${dispatchPieces.length} dispatch transactions`);
+  assert.deepEqual(pieced.slice(0, whole.length - 1), whole.slice(0, -1), 'the same groups before');
+  for (const table of ['filter', 'nat']) assert.deepEqual(rulesOf(dispatchPieces, table), rulesOf([lastWhole], table), `${table}: the same rules in the same order`);
+  const declared = new Set<string>();
+  for (const [i, input] of dispatchPieces.entries()) {
+    const rules = input.split('\n').filter((l) => l.startsWith('-A ')).length;
+    assert.ok(rules <= 2 * 200, `transaction ${i}: ${rules} rules`);
+    let table = '';
+    for (const line of input.split('\n')) {
+      if (line.startsWith('*')) table = line.slice(1);
+      const chain = /^:(\S+) /.exec(line)?.[1];
+      if (chain === undefined) continue;
+      assert.ok(!declared.has(`${table}/${chain}`), `transaction ${i} flushes ${table}/${chain}, which an earlier one filled`);
+      declared.add(`${table}/${chain}`);
+    }
+  }
+  assert.ok(declared.has('filter/KUBE-SERVICES') && declared.has('nat/KUBE-SERVICES'));
+  assert.match(dispatchPieces[dispatchPieces.length - 1]!, /-j KUBE-NODEPORTS$/m, "KUBE-SERVICES' jump to KUBE-NODEPORTS stays last");
+
+  // A kernel that holds KUBE-SERVICES (other rules): it is replaced in one transaction.
+  const held: KernelChains = { whole: new Map([['nat/KUBE-SERVICES', ['-j RETURN']]]), digests: new Map(), builtin: new Set() };
+  const over = await steps(held);
+  assert.equal(over.length, whole.length);
+  assert.equal(over[over.length - 1], lastWhole);
 });

@@ -60,6 +60,8 @@ export interface IptablesBackendOptions {
  */
 const NFT_FULL_SYNC_BUDGET = 10_000;
 
+const NO_CHAINS: KernelChains = { whole: new Map(), digests: new Map(), builtin: new Set() };
+
 /**
  * Restore lines that change something (each a change notification) above which a partial sync is
  * written without xtables-monitor: it does not enlarge its socket's receive buffer, which
@@ -156,7 +158,9 @@ export class IptablesBackend implements Backend {
       // Legacy rewrites the whole table at every commit: one transaction. nft: chunks.
       // Over rules already there (a restart), only the chains that differ are written.
       if (this.flavour === 'nft') {
-        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, saved, this.restoresTogether());
+        // A dry run prints what an empty kernel would be sent.
+        const kernel = saved ?? (this.opts.dryRun ? NO_CHAINS : undefined);
+        inputs = state.chunkedInputs(this.family, snapshot, this.opts.budget ?? NFT_FULL_SYNC_BUDGET, stale, kernel, this.restoresTogether());
       } else {
         inputs = (async function* () {
           state.renderRest(snapshot, [...snapshot.services.keys()].sort());

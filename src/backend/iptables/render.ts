@@ -35,7 +35,7 @@ import { BalancingChain, EndpointChain, type EndpointShape } from './service-cha
 import { MAX_COMMENT, canonicalCIDR, canonicalIP, comment, hostCIDR, joinHostPort, rule, type IptChain, type IptRuleset, type IptTable } from './syntax.js';
 
 export { baseChains, jumpRules, renderContext, type IptContext } from './base.js';
-export { toRestoreInput, type IptChain, type IptRuleset, type IptTable } from './syntax.js';
+export { toRestoreInput, toRestorePieces, type IptChain, type IptRuleset, type IptTable } from './syntax.js';
 
 /** Upstream's threshold: past this many endpoints, per-endpoint rule comments are dropped. */
 const LARGE_CLUSTER_ENDPOINTS = 1000;

@@ -8,7 +8,7 @@ import { sameStrings } from '../../model/service.js';
 import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { rulesDigest, type KernelChains } from './save.js';
 import { DISPATCH_CHAINS } from './base.js';
-import { baseChains, renderServicePort, toRestoreInput, type IptChain, type IptContext } from './render.js';
+import { baseChains, renderServicePort, toRestoreInput, toRestorePieces, type IptChain, type IptContext } from './render.js';
 
 /** Service ports rendered between two turns of the event loop by renderAhead(): ~25 ms. */
 const AHEAD_GROUP = 200;
@@ -174,6 +174,13 @@ export class IptState {
     if (batch.length > 0) yield takeBatch();
     const gone = await stale();
     const dispatch = this.sharedChains().filter((c) => late.has(`${c.table}/${c.name}`) && missing(c));
-    if (dispatch.length + gone.length > 0) yield toRestoreInput({ family, chains: dispatch }, gone);
+    if (dispatch.length + gone.length === 0) return;
+    // Chains the kernel lacks can be filled over several transactions; one it holds is
+    // replaced in one, so that none of its services goes missing meanwhile. Half the budget of
+    // rules each: 44,000 KUBE-SERVICES rules took 5.4 s in pieces of 10,000, 3.7 s of 5,000 and
+    // 3.2 s of 2,500 (by hand, iptables-nft 1.8.9).
+    const absent = (c: IptChain): boolean => saved !== undefined && !saved.whole.has(`${c.table}/${c.name}`) && !saved.digests.has(`${c.table}/${c.name}`);
+    if (dispatch.every(absent)) yield* toRestorePieces({ family, chains: dispatch }, gone, Math.ceil(budget / 2));
+    else yield toRestoreInput({ family, chains: dispatch }, gone);
   }
 }
