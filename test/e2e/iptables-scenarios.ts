@@ -132,6 +132,21 @@ function iptablesScenarios(c: () => E2ECluster, flavour: IptablesFlavour): void 
     assert.equal(written('IPv6'), 2, 'nothing changed for IPv6');
   });
 
+  it('a Service created while the proxy was down: the restart inserts its rule into KUBE-SERVICES, not the whole chain', async (t) => {
+    const from = c().proxyLog().length;
+    await c().restartProxy(async () => {
+      await c().addService({ name: 'while-down', clusterIPs: ['10.96.0.92'], ports: [{ name: 'http', port: 80, targetPort: 8080 }] }, { expectRules: false });
+      await c().setEndpoints('while-down', ['a-1'], { expectRules: false });
+    });
+    assert.deepEqual(sorted((await requestMany(c().topo, 'c-1', '10.96.0.92', 80, 20)).pods), ['a-1']);
+    const log = c().proxyLog().slice(from);
+    const written = Number(/iptables sync done family="IPv4" full=true operations=(\d+)/.exec(log)?.[1] ?? NaN);
+    const services = (await c().iptablesSave('IPv4')).split('\n').filter((l) => l.startsWith('-A KUBE-SERVICES ')).length;
+    t.diagnostic(`restart wrote ${written} IPv4 lines; KUBE-SERVICES holds ${services} rules`);
+    // Legacy replaces the whole table at every commit and writes changed chains whole.
+    if (flavour === 'nft') assert.ok(written > 0 && written < services, `${written} lines written, KUBE-SERVICES has ${services} rules`);
+  });
+
   /** Our chains in node1 for a family, kubelet's left out. */
   const ourChains = async (family: Family, table: string): Promise<string[]> => {
     const saved = await c().iptablesSave(family);

@@ -238,3 +238,26 @@ test('dispatch chains the kernel lacks are filled over several transactions in o
   assert.equal(over.length, whole.length);
   assert.equal(over[over.length - 1], lastWhole);
 });
+
+test('a restart edits a dispatch chain the kernel holds with a service rule too many and one too few', async () => {
+  const snap = snapshot(syntheticCluster(50, 2));
+  const state = new IptState(renderContext(backendConfig()));
+  state.renderRest(snap, [...snap.services.keys()]);
+  const kernel: KernelChains = { whole: new Map(), digests: new Map(), builtin: new Set() };
+  for (const c of state.sharedChains()) kernel.whole.set(`${c.table}/${c.name}`, [...c.rules]);
+  for (const c of state.store.objects()) kernel.whole.set(`${c.table}/${c.name}`, [...c.rules]);
+  const services = kernel.whole.get('nat/KUBE-SERVICES')!;
+  const missing = services[3]!;
+  const extra = '-d 10.96.99.99/32 -p tcp -m comment --comment "gone/svc:http cluster IP" -m tcp --dport 80 -j KUBE-SVC-GONEGONEGONEGONE';
+  kernel.whole.set('nat/KUBE-SERVICES', [extra, ...services.filter((r) => r !== missing)]);
+  const out: string[] = [];
+  for await (const step of state.chunkedInputs('IPv4', snap, 10000, async () => [], kernel, 2)) out.push(...[step].flat());
+  assert.deepEqual(out, [`*nat\n-D KUBE-SERVICES ${extra}\n-I KUBE-SERVICES 1 ${missing}\nCOMMIT\n`]);
+
+  // Its fixed tail out of place: rewritten whole.
+  kernel.whole.set('nat/KUBE-SERVICES', services.slice().reverse());
+  const rewritten: string[] = [];
+  for await (const step of state.chunkedInputs('IPv4', snap, 10000, async () => [], kernel, 2)) rewritten.push(...[step].flat());
+  assert.equal(rewritten.length, 1);
+  assert.match(rewritten[0]!, /^:KUBE-SERVICES - \[0:0\]$/m);
+});
