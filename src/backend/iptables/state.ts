@@ -2,13 +2,13 @@
 // rules in the shared dispatch chains) and the fixed chains they are assembled into, with the
 // full sync's restore input in transactions and the chain-by-chain comparison with a read-back.
 import type { IPFamily, Snapshot } from '../../model/types.js';
-import { FragmentStore, type ObjectKind } from '../common/fragments.js';
+import { FragmentStore, type ObjectKind, type StoreOp } from '../common/fragments.js';
 import { sameMultiset } from '../common/verify.js';
 import { sameStrings } from '../../model/service.js';
 import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { rulesDigest, type KernelChains } from './save.js';
 import { DISPATCH_CHAINS } from './base.js';
-import { TABLE_ORDER } from './syntax.js';
+import { opsToRestore } from './restore.js';
 import { baseChains, renderServicePort, toRestoreInput, toRestorePieces, type IptChain, type IptContext } from './render.js';
 
 /** Edits of one dispatch chain a restart writes in place of rewriting it. */
@@ -100,27 +100,28 @@ export class IptState {
   }
 
   /**
-   * The restore lines that take a shared chain as the kernel holds it (`kernel`: read back, or a
-   * checkpoint's, whose order need not be the kernel's) to this state's, when its fixed tail is
-   * in place: the service rules it has too many deleted by their text, as partial syncs do, the
-   * missing ones inserted at its top. Undefined for a chain without a fixed tail or whose tail
+   * The item operations that take a shared chain as the kernel holds it (`kernel`: read back, or
+   * a checkpoint's, whose order need not be the kernel's) to this state's, when its fixed tail is
+   * in place: the service rules it has too many deleted, the missing ones added, as a partial
+   * sync writes them (opsToRestore). Undefined for a chain without a fixed tail or whose tail
    * differs.
    */
-  editsTo(c: IptChain, kernel: readonly string[]): string[] | undefined {
-    const base = this.baseById.get(`${c.table}/${c.name}`);
+  itemOpsTo(c: IptChain, kernel: readonly string[]): Array<StoreOp<IptChain>> | undefined {
+    const collection = `${c.table}/${c.name}`;
+    const base = this.baseById.get(collection);
     if (!base) return undefined;
     const head = kernel.length - base.rules.length;
     if (head < 0 || !base.rules.every((r, i) => kernel[head + i] === r)) return undefined;
     const wanted = new Map<string, number>();
-    for (const r of this.store.items(`${c.table}/${c.name}`).keys()) wanted.set(r, (wanted.get(r) ?? 0) + 1);
-    const lines: string[] = [];
+    for (const r of this.store.items(collection).keys()) wanted.set(r, (wanted.get(r) ?? 0) + 1);
+    const ops: Array<StoreOp<IptChain>> = [];
     for (let i = 0; i < head; i++) {
       const left = wanted.get(kernel[i]!) ?? 0;
       if (left > 0) wanted.set(kernel[i]!, left - 1);
-      else lines.push(`-D ${c.name} ${kernel[i]}`);
+      else ops.push({ kind: 'delete-item', collection, key: kernel[i]!, value: undefined });
     }
-    for (const [r, n] of wanted) for (let k = 0; k < n; k++) lines.push(`-I ${c.name} 1 ${r}`);
-    return lines;
+    for (const [r, n] of wanted) for (let k = 0; k < n; k++) ops.push({ kind: 'add-item', collection, key: r, value: undefined });
+    return ops;
   }
 
   /** The same for one chain's rules as read (`kernel`). */
@@ -215,25 +216,16 @@ export class IptState {
     // A chain the kernel holds with a few rules more or less (services changed while no proxy
     // ran) is edited in place: rewritten whole, 44,000 rules took 33.8 s. Past MAX_EDITS it is
     // rewritten: each deletion searches the chain.
-    const edits = new Map<IptChain['table'], string[]>();
+    const edits: Array<StoreOp<IptChain>> = [];
     const whole: IptChain[] = [];
     for (const c of dispatch) {
       const rules = saved?.whole.get(`${c.table}/${c.name}`);
-      const lines = rules ? this.editsTo(c, rules) : undefined;
-      if (lines === undefined || lines.length > MAX_EDITS) whole.push(c);
-      else if (lines.length > 0) edits.set(c.table, [...(edits.get(c.table) ?? []), ...lines]);
+      const ops = rules ? this.itemOpsTo(c, rules) : undefined;
+      if (ops === undefined || ops.length > MAX_EDITS) whole.push(c);
+      else edits.push(...ops);
     }
-    if (edits.size > 0) yield editInput(edits);
+    if (edits.length > 0) yield opsToRestore(edits);
     if (whole.length + gone.length > 0) yield toRestoreInput({ family, chains: whole }, gone);
   }
 }
 
-/** Restore input of edits to chains, table by table. */
-function editInput(edits: Map<IptChain['table'], string[]>): string {
-  const out: string[] = [];
-  for (const table of TABLE_ORDER) {
-    const lines = edits.get(table);
-    if (lines && lines.length > 0) out.push(`*${table}`, ...lines, 'COMMIT');
-  }
-  return out.join('\n') + '\n';
-}
