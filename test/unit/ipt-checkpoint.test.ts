@@ -5,9 +5,10 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { takeIptablesCheckpoint, writeIptablesCheckpoint } from '../../src/backend/iptables/checkpoint.js';
-import { renderContext } from '../../src/backend/iptables/render.js';
+import { contextDigest, renderContext, renderInputsDigest } from '../../src/backend/iptables/render.js';
 import { IptState } from '../../src/backend/iptables/state.js';
-import { backendConfig, snapshot, syntheticCluster } from '../support/snapshots.js';
+import type { Snapshot } from '../../src/model/types.js';
+import { backendConfig, endpoint, snapshot, syntheticCluster } from '../support/snapshots.js';
 import { tempFiles } from '../support/tempfiles.js';
 
 const files = tempFiles('kpt-ipt-checkpoint-');
@@ -19,10 +20,16 @@ function stateOf(services: number, endpoints: number): IptState {
   return state;
 }
 
+const HEAD = { token: '0123456789abcdef', family: 'IPv4', flavour: 'nft', context: contextDigest(renderContext(backendConfig())) } as const;
+
+function renderedFrom(snap: Snapshot): Array<[string, number]> {
+  return [...snap.services].map(([k, s]) => [k, renderInputsDigest(s)]);
+}
+
 test('every chain a stopping proxy wrote is held, by the checkpoint, as the restart renders it', () => {
   const state = stateOf(50, 3);
   const path = join(files.dir, 'held.checkpoint');
-  writeIptablesCheckpoint(path, { token: '0123456789abcdef', family: 'IPv4', flavour: 'nft' }, state.chains());
+  writeIptablesCheckpoint(path, HEAD, state.chains(), []);
   const cp = takeIptablesCheckpoint(path);
   assert.ok(cp && !('error' in cp), JSON.stringify(cp));
   assert.deepEqual([cp.token, cp.family, cp.flavour], ['0123456789abcdef', 'IPv4', 'nft']);
@@ -44,7 +51,7 @@ test('every chain a stopping proxy wrote is held, by the checkpoint, as the rest
 
 test('a checkpoint is taken once: the file is gone after it is read', () => {
   const path = join(files.dir, 'once.checkpoint');
-  writeIptablesCheckpoint(path, { token: 'ffffffffffffffff', family: 'IPv6', flavour: 'legacy' }, stateOf(2, 1).chains());
+  writeIptablesCheckpoint(path, { ...HEAD, family: 'IPv6', flavour: 'legacy' }, stateOf(2, 1).chains(), []);
   assert.ok(existsSync(path));
   assert.ok(takeIptablesCheckpoint(path));
   assert.equal(existsSync(path), false);
@@ -54,11 +61,14 @@ test('a checkpoint is taken once: the file is gone after it is read', () => {
 test('a damaged checkpoint is an error to log, not a crash, and it is removed', () => {
   const cases: Array<[string, RegExp]> = [
     ['', /unknown checkpoint format/],
-    ['{"format":99,"token":"t","family":"IPv4","flavour":"nft"}\n', /unknown checkpoint format/],
-    ['{"format":1,"token":"t","family":"IPv4","flavour":"nft"}\nnat/KUBE-SEP-X\tnot-a-number\n', /malformed digest/],
-    ['{"format":1,"token":"t","family":"IPv4","flavour":"nft"}\nno tab here\n', /malformed digest/],
-    ['{"format":1,"token":"t","family":"IPv4","flavour":"nft"}\n{"id":"nat/KUBE-SERVICES","rules":[1]}\n', /malformed chain/],
-    ['{"format":1,"token":"t","family":"IPv4","flavour":"nft"}\n{"id":"nat/KUBE-SER', /unreadable checkpoint/],
+    ['{"format":99,"token":"t","family":"IPv4","flavour":"nft","context":1}\n', /unknown checkpoint format/],
+    // The format before service ports were recorded.
+    ['{"format":1,"token":"t","family":"IPv4","flavour":"nft"}\n', /unknown checkpoint format/],
+    ['{"format":2,"token":"t","family":"IPv4","flavour":"nft","context":1}\nnat/KUBE-SEP-X\tnot-a-number\n', /malformed digest/],
+    ['{"format":2,"token":"t","family":"IPv4","flavour":"nft","context":1}\n@default/web:http/TCP\t\n', /malformed digest/],
+    ['{"format":2,"token":"t","family":"IPv4","flavour":"nft","context":1}\nno tab here\n', /malformed digest/],
+    ['{"format":2,"token":"t","family":"IPv4","flavour":"nft","context":1}\n{"id":"nat/KUBE-SERVICES","rules":[1]}\n', /malformed chain/],
+    ['{"format":2,"token":"t","family":"IPv4","flavour":"nft","context":1}\n{"id":"nat/KUBE-SER', /unreadable checkpoint/],
   ];
   for (const [text, error] of cases) {
     const path = files.write(text, 'checkpoint');
@@ -66,4 +76,35 @@ test('a damaged checkpoint is an error to log, not a crash, and it is removed', 
     assert.ok(cp && 'error' in cp && error.test(cp.error), `${JSON.stringify(text)}: ${JSON.stringify(cp)}`);
     assert.equal(existsSync(path), false);
   }
+});
+
+test("a restart takes the checkpoint's word for the chains of service ports rendered from the same, and compares the others", async () => {
+  const ports = syntheticCluster(6, 2);
+  const snap = snapshot(ports);
+  const state = new IptState(renderContext(backendConfig()));
+  state.renderRest(snap, [...snap.services.keys()].sort());
+  const path = join(files.dir, 'rendered.checkpoint');
+  writeIptablesCheckpoint(path, HEAD, state.chains(), renderedFrom(snap));
+  const cp = takeIptablesCheckpoint(path);
+  assert.ok(cp && !('error' in cp), JSON.stringify(cp));
+  assert.equal(cp.kernel.rendered?.inputs.size, 6);
+  // Digests that match nothing: only what is compared chain by chain is written.
+  for (const id of cp.kernel.digests.keys()) cp.kernel.digests.set(id, 0);
+  const written = async (s: Snapshot, config = backendConfig()): Promise<string[]> => {
+    const restarted = new IptState(renderContext(config));
+    const out: string[] = [];
+    for await (const step of restarted.chunkedInputs('IPv4', s, 10000, async () => [], cp.kernel)) out.push(...[step].flat());
+    return out.join('').split('\n').filter((l) => l.startsWith(':KUBE-S'));
+  };
+
+  assert.deepEqual(await written(snap), [], 'every port rendered from the same: nothing read, nothing written');
+
+  const changed = ports.map((p, i) => (i === 2 ? { ...p, clusterEndpoints: [...p.clusterEndpoints, endpoint('10.244.9.9', 8080)] } : p));
+  const declared = await written(snapshot(changed));
+  assert.ok(declared.some((l) => l.startsWith(':KUBE-SVC-')), declared.join());
+  // The changed port's service chain and its three endpoint chains, nothing of the others.
+  assert.equal(declared.length, 4, declared.join());
+
+  const otherContext = await written(snap, backendConfig({ masqueradeAll: true }));
+  assert.equal(otherContext.length, 6 * 3, 'under another context every service port is compared (and here rewritten)');
 });

@@ -1,7 +1,7 @@
 // Golden renders of upstream's reference cases: whole chains, exactly, in iptables-save's form.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { baseChains, isLargeCluster, render, renderContext, renderServicePort, type IptRuleset } from '../../src/backend/iptables/render.js';
+import { baseChains, isLargeCluster, render, renderContext, renderInputsDigest, renderServicePort, type IptRuleset } from '../../src/backend/iptables/render.js';
 import { probability } from '../../src/backend/iptables/syntax.js';
 import { endpointChainName, serviceChainName } from '../../src/backend/iptables/names.js';
 import type { BackendConfig } from '../../src/backend/types.js';
@@ -342,4 +342,43 @@ describe('large clusters and bad input', () => {
     assert.deepEqual(c.get(`nat/${SVC}`), threeWay);
     assert.deepEqual(c.get('filter/KUBE-CLUSTER-IPS'), []);
   });
+});
+
+test('what a service port renders from, as a digest: equal for equal inputs, different whenever the render differs', () => {
+  const eps = [endpoint('10.180.0.1', 80), endpoint('10.180.0.2', 80), localEndpoint('10.180.0.3', 80)];
+  const spec = { namespace: 'ns1', serviceName: 'svc1', portName: 'p80', clusterIP: '172.30.0.41', port: 80, endpoints: eps };
+  const variants: ServicePortState[] = [
+    servicePort(spec),
+    servicePort({ ...spec, clusterIP: '172.30.0.42' }),
+    servicePort({ ...spec, port: 81 }),
+    servicePort({ ...spec, protocol: 'UDP' }),
+    servicePort({ ...spec, nodePort: 30080 }),
+    servicePort({ ...spec, nodePort: 30080, externalPolicyLocal: true, healthCheckNodePort: 30000 }),
+    servicePort({ ...spec, internalPolicyLocal: true }),
+    servicePort({ ...spec, externalIPs: ['192.168.99.11'] }),
+    servicePort({ ...spec, loadBalancerIPs: ['1.2.3.4'] }),
+    servicePort({ ...spec, loadBalancerIPs: ['1.2.3.4'], loadBalancerSourceRanges: ['203.0.113.0/25'] }),
+    servicePort({ ...spec, loadBalancerIPs: ['1.2.3.4'], sourceRangesDenyAll: true }),
+    servicePort({ ...spec, sessionAffinity: { clientIPTimeoutSeconds: 10800 } }),
+    servicePort({ ...spec, endpoints: eps.slice(0, 2) }),
+    servicePort({ ...spec, endpoints: [endpoint('10.180.0.1', 8080), ...eps.slice(1)] }),
+    servicePort({ ...spec, endpoints: [endpoint('10.180.0.9', 80), ...eps.slice(1)] }),
+    servicePort({ ...spec, endpoints: [] }),
+    { ...servicePort({ ...spec, endpoints: [] }), hasAnyEndpoints: true },
+  ];
+  const rendered = (s: ServicePortState): string => {
+    const f = renderServicePort(s, renderContext(cfg));
+    return JSON.stringify([f.items, f.objects.map((o) => [o.name, o.rules])]);
+  };
+  for (const [i, a] of variants.entries()) {
+    assert.equal(renderInputsDigest(structuredClone(a)), renderInputsDigest(a), `variant ${i}: a copy digests the same`);
+    for (const [j, b] of variants.entries()) {
+      if (j > i && rendered(a) !== rendered(b)) assert.notEqual(renderInputsDigest(a), renderInputsDigest(b), `variants ${i} and ${j} render differently`);
+    }
+  }
+  // Fields the render does not read leave the digest as it is.
+  const base = variants[0]!;
+  const unread = { ...base, endpoints: [], allReachableEndpoints: [], localReadyCount: 7, clusterEndpoints: base.clusterEndpoints.map((e) => ({ ...e, zone: 'z9' })) };
+  assert.equal(rendered(unread), rendered(base));
+  assert.equal(renderInputsDigest(unread), renderInputsDigest(base));
 });

@@ -13,7 +13,7 @@ import { IptablesRestoreError, canaryAlive, detectFlavour, ensureJumps, restore,
 import { RestoreLanes } from './lanes.js';
 import { builtinTables, IPTABLES_MODE_TABLES, kernelChainsReader, keptWhole, type KernelChains } from './save.js';
 import { compareWithSave, staleChains } from './compare.js';
-import { isLargeCluster, jumpRules, renderContext, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
+import { contextDigest, isLargeCluster, jumpRules, renderContext, renderInputsDigest, renderServicePort, type IptChain, type IptRuleset, toRestoreInput } from './render.js';
 import { IptState } from './state.js';
 import { startUpFlavour, type StartUp } from './startup.js';
 import { iptablesForeignWatch } from './monitor.js';
@@ -80,6 +80,8 @@ export class IptablesBackend implements Backend {
   lastInputBytes = 0;
   flavour: Flavour | undefined;
   private state: IptState | undefined;
+  /** The snapshot `state` was last brought to (a stop's checkpoint records what it rendered from). */
+  private synced: Snapshot | undefined;
   private needFull = true;
   private startedUp = false;
   private readonly check: KernelCheck;
@@ -224,6 +226,7 @@ export class IptablesBackend implements Backend {
       this.syncFailures++;
       this.needFull = true;
       this.state = undefined;
+      this.synced = undefined;
       if (e instanceof IptablesRestoreError) {
         log.error('iptables-restore failed', { family: this.family, error: e.toolMessage, line: e.line, text: e.lineText.trim() });
       } else {
@@ -232,6 +235,7 @@ export class IptablesBackend implements Backend {
       throw e;
     }
     this.state = next;
+    this.synced = snapshot;
     this.needFull = false;
     log.v(2, 'iptables sync done', { family: this.family, full, operations: operations(), transactions: this.lastTransactions });
     if (!this.opts.dryRun && (snapshot.changes.staleEndpoints.length > 0 || snapshot.changes.staleServiceIPs.length > 0)) {
@@ -332,10 +336,11 @@ export class IptablesBackend implements Backend {
   async stop(proxyStops: boolean): Promise<void> {
     const path = this.opts.checkpointFile;
     const flavour = this.flavour;
-    if (!proxyStops || !path || this.opts.dryRun || !this.state || !flavour || !this.kernelInSync()) return;
+    if (!proxyStops || !path || this.opts.dryRun || !this.state || !this.synced || !flavour || !this.kernelInSync()) return;
     const token = newToken();
     const t0 = Date.now();
-    writeIptablesCheckpoint(path, { token, family: this.family, flavour }, this.state.chains());
+    const renderedFrom = [...this.synced.services].map(([key, s]): [string, number] => [key, renderInputsDigest(s)]);
+    writeIptablesCheckpoint(path, { token, family: this.family, flavour, context: contextDigest(this.state.ctx) }, this.state.chains(), renderedFrom);
     await restoreAlone(toRestoreInput({ family: this.family, chains: [markerChain(token)] }), this.family, flavour, this.exec);
     log.info('wrote a restart checkpoint', { family: this.family, file: path, ms: Date.now() - t0 });
   }
@@ -343,6 +348,7 @@ export class IptablesBackend implements Backend {
   /** Removes our chains (and the jumps to them) from this family in the flavour in use. */
   async cleanup(): Promise<void> {
     this.state = undefined;
+    this.synced = undefined;
     this.needFull = true;
     if (this.opts.dryRun) return;
     if (!this.flavour) this.flavour = (await detectFlavour(this.exec)).flavour;

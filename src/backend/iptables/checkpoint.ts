@@ -7,7 +7,9 @@
 // removes it with the rest of our chains. The file then stands in for the start-up's save, the
 // first sync deletes the marker as a chain of ours the ruleset lacks, and the first verification
 // reads the rules back to repair what changed while no proxy was watching. The file is removed
-// when taken, so a checkpoint is trusted at most once.
+// when taken, so a checkpoint is trusted at most once. It also records, per service port, what
+// its chains were rendered from (renderInputsDigest): a restart that would render them from the
+// same, under the same context, takes them as held without rendering them.
 import { log } from '../../log.js';
 import type { IPFamily } from '../../model/types.js';
 import type { ExecOptions } from '../../node/exec.js';
@@ -18,7 +20,7 @@ import { checkpointMarker } from './names.js';
 import type { IptChain } from './render.js';
 import { keptWhole, rulesDigest, type KernelChains } from './save.js';
 
-const FORMAT = 1;
+const FORMAT = 2;
 
 /** The marker chain of the checkpoint with `token`, in filter: a chain of ours the ruleset never has. */
 export function markerChain(token: string): IptChain {
@@ -30,6 +32,8 @@ interface Head {
   token: string;
   family: IPFamily;
   flavour: Flavour;
+  /** contextDigest of the render context the service ports' chains were rendered in. */
+  context: number;
 }
 
 export interface IptablesCheckpoint extends Head {
@@ -39,18 +43,25 @@ export interface IptablesCheckpoint extends Head {
 
 /**
  * Writes the checkpoint (see checkpoint-file.ts). One line per chain: `table/chain`, a tab and the
- * digest of its rules; a chain kept whole (see keptWhole) is a JSON object with its rules.
+ * digest of its rules; a chain kept whole (see keptWhole) is a JSON object with its rules. Then
+ * one line per service port the chains were rendered from: `@`, its key, a tab and the digest.
  */
-export function writeIptablesCheckpoint(path: string, head: Omit<Head, 'format'>, chains: readonly IptChain[]): void {
-  writeCheckpointFile(path, checkpointLines({ format: FORMAT, ...head }, chains));
+export function writeIptablesCheckpoint(
+  path: string,
+  head: Omit<Head, 'format'>,
+  chains: readonly IptChain[],
+  renderedFrom: Iterable<[string, number]>,
+): void {
+  writeCheckpointFile(path, checkpointLines({ format: FORMAT, ...head }, chains, renderedFrom));
 }
 
-function* checkpointLines(head: Head, chains: readonly IptChain[]): Generator<string> {
+function* checkpointLines(head: Head, chains: readonly IptChain[], renderedFrom: Iterable<[string, number]>): Generator<string> {
   yield `${JSON.stringify(head)}\n`;
   for (const c of chains) {
     const id = `${c.table}/${c.name}`;
     yield keptWhole(id) ? `${JSON.stringify({ id, rules: c.rules })}\n` : `${id}\t${rulesDigest(c.rules)}\n`;
   }
+  for (const [key, digest] of renderedFrom) yield `@${key}\t${digest}\n`;
 }
 
 /** Reads and removes the checkpoint (see takeCheckpointFile). */
@@ -58,10 +69,17 @@ export function takeIptablesCheckpoint(path: string): IptablesCheckpoint | { err
   return takeCheckpointFile(path, (lines): IptablesCheckpoint | { error: string } => {
     const first = lines.next();
     const head = first.done ? undefined : (JSON.parse(first.value) as Partial<Head>);
-    if (head?.format !== FORMAT || typeof head.token !== 'string' || typeof head.family !== 'string' || typeof head.flavour !== 'string') {
+    if (
+      head?.format !== FORMAT ||
+      typeof head.token !== 'string' ||
+      typeof head.family !== 'string' ||
+      typeof head.flavour !== 'string' ||
+      typeof head.context !== 'number'
+    ) {
       return { error: 'unknown checkpoint format' };
     }
-    const kernel: KernelChains = { whole: new Map(), digests: new Map(), builtin: new Set() };
+    const inputs = new Map<string, number>();
+    const kernel: KernelChains = { whole: new Map(), digests: new Map(), builtin: new Set(), rendered: { context: head.context, inputs } };
     for (const line of lines) {
       if (line.startsWith('{')) {
         const { id, rules } = JSON.parse(line) as { id: unknown; rules: unknown };
@@ -70,11 +88,12 @@ export function takeIptablesCheckpoint(path: string): IptablesCheckpoint | { err
         continue;
       }
       const tab = line.indexOf('\t');
-      const digest = Number(line.slice(tab + 1));
+      const digest = /^\d+$/.test(line.slice(tab + 1)) ? Number(line.slice(tab + 1)) : NaN;
       if (tab <= 0 || !Number.isSafeInteger(digest)) return { error: 'unreadable checkpoint: a malformed digest line' };
-      kernel.digests.set(line.slice(0, tab), digest);
+      if (line.startsWith('@')) inputs.set(line.slice(1, tab), digest);
+      else kernel.digests.set(line.slice(0, tab), digest);
     }
-    return { format: head.format, token: head.token, family: head.family, flavour: head.flavour, kernel };
+    return { format: head.format, token: head.token, family: head.family, flavour: head.flavour, context: head.context, kernel };
   });
 }
 

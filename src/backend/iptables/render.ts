@@ -18,6 +18,7 @@
 import type { BackendConfig } from '../types.js';
 import type { Endpoint, IPFamily, ServicePortState, Snapshot } from '../../model/types.js';
 import { emptyFragment, type Fragment } from '../common/fragments.js';
+import { textDigest } from '../common/hash.js';
 import { cidrContains, parseCIDR, parseIP } from '../../net/ip.js';
 import {
   CLUSTER_IPS,
@@ -106,6 +107,25 @@ export function validated(s: ServicePortState, ctx: Pick<IptContext, 'family'>) 
   // Ranges given but none usable: fail closed rather than open to everyone.
   const denyAll = info.sourceRangesDenyAll === true || (info.loadBalancerSourceRanges.length > 0 && ranges.length === 0);
   return { info, proto, clusterIP, externalIPs, lbIPs, ranges: denyAll ? [] : ranges, firewalled: denyAll || ranges.length > 0 };
+}
+
+/**
+ * What renderServicePort reads of a service port, as a number: equal for two states that render
+ * the same chains (under one context). A restart from a checkpoint leaves the chains of a port
+ * whose digest is unchanged unrendered: rendering and hashing the 110,000 chains of 10,000
+ * services took ~1.5 s. Of the endpoints only the address and port are read (`usable`).
+ */
+export function renderInputsDigest(s: ServicePortState): number {
+  let text = `${JSON.stringify(s.info)}\n${s.hasAnyEndpoints}\n`;
+  for (const e of s.clusterEndpoints) text += `${e.ip} ${e.port},`;
+  text += '\n';
+  for (const e of s.localEndpoints) text += `${e.ip} ${e.port},`;
+  return textDigest(text);
+}
+
+/** The context as a number: the service port digests of one context say nothing under another. */
+export function contextDigest(ctx: IptContext): number {
+  return textDigest(JSON.stringify(ctx));
 }
 
 /**

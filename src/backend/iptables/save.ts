@@ -1,5 +1,5 @@
 // Reading `iptables-save` output. Pure.
-import { hash } from 'node:crypto';
+import { textDigest } from '../common/hash.js';
 import { flat } from '../common/fragments.js';
 import { isServicePortChain } from './names.js';
 
@@ -176,17 +176,21 @@ export interface KernelChains {
   digests: Map<string, number>;
   /** `table/chain` of the built-in chains. */
   builtin: Set<string>;
+  /**
+   * From a checkpoint: the service ports whose chains it holds, by key, each with the digest of
+   * what its chains were rendered from (renderInputsDigest), under a context (contextDigest).
+   */
+  rendered?: { context: number; inputs: Map<string, number> };
 }
 
 /**
- * A chain's rules, in order, as a number: equal rules give equal digests. 52 bits of SHA-1 (a
- * number, not a text: 110,000 texts took 5 MiB more): a chain that changed passes for unchanged
- * with odds of 1 in 2^52, all 110,000 chains of a restart at 10,000 services about 1 in 4 × 10^10.
+ * A chain's rules, in order, as a number (textDigest): all 110,000 chains of a restart at 10,000
+ * services pass for unchanged when one changed with odds of about 1 in 4 × 10^10.
  */
 export function rulesDigest(rules: readonly string[]): number {
   // One-shot hash of the joined text: a hash object per chain, fed rule by rule, cost 2.5× as
   // much over the 110,000 chains of 10,000 services. The count tells [] from [''].
-  return parseInt(hash('sha1', `${rules.length}\n${rules.join('\n')}`, 'hex').slice(0, 13), 16);
+  return textDigest(`${rules.length}\n${rules.join('\n')}`);
 }
 
 /** Never a digest: a chain whose rules came in several runs equals no rendering. */

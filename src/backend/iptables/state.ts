@@ -9,7 +9,7 @@ import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/
 import { rulesDigest, type KernelChains } from './save.js';
 import { DISPATCH_CHAINS } from './base.js';
 import { opsToRestore } from './restore.js';
-import { baseChains, renderServicePort, toRestoreInput, toRestorePieces, type IptChain, type IptContext } from './render.js';
+import { baseChains, contextDigest, renderInputsDigest, renderServicePort, toRestoreInput, toRestorePieces, type IptChain, type IptContext } from './render.js';
 
 /** Edits of one dispatch chain a restart writes in place of rewriting it. */
 const MAX_EDITS = 1000;
@@ -158,6 +158,11 @@ export class IptState {
     together = 1,
   ): AsyncGenerator<string | string[]> {
     const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
+    // A checkpoint's service ports rendered from what this sync renders them from: their chains
+    // are held, unread.
+    const rendered = saved?.rendered?.context === contextDigest(this.ctx) ? saved.rendered.inputs : undefined;
+    const unsure = (keys: string[]): string[] =>
+      rendered ? keys.filter((k) => rendered.get(k) !== renderInputsDigest(snapshot.services.get(k)!)) : keys;
     const shared = this.sharedChains();
     const late = new Set<string>(DISPATCH_CHAINS);
     for (let grew = true; grew; ) {
@@ -177,7 +182,7 @@ export class IptState {
     let batch: string[] = [];
     const flush = (): void => {
       this.renderRest(snapshot, group);
-      const chains = [...this.store.ownedObjects(group)].flat().filter(missing);
+      const chains = [...this.store.ownedObjects(unsure(group))].flat().filter(missing);
       group = [];
       lines = 0;
       // A group the kernel already holds (a restart) is not written, so no restore gives the
