@@ -32,9 +32,17 @@ export function sha256(text: string): Buffer {
  * of the ruleset, and a string built by `+` or `slice` keeps its pieces or its whole source.
  */
 export function nameWithHash(prefix: string, text: string, chars: number): string {
-  const codes: number[] = [];
-  for (let i = 0; i < prefix.length; i++) codes.push(prefix.charCodeAt(i));
-  return String.fromCharCode(...codes, ...base32(sha256(text), chars));
+  return namesWithHash([prefix], text, chars)[0]!;
+}
+
+/** nameWithHash for several prefixes over one text, hashed once. */
+export function namesWithHash(prefixes: readonly string[], text: string, chars: number): string[] {
+  const hashed = base32(sha256(text), chars);
+  return prefixes.map((prefix) => {
+    const codes: number[] = [];
+    for (let i = 0; i < prefix.length; i++) codes.push(prefix.charCodeAt(i));
+    return String.fromCharCode(...codes, ...hashed);
+  });
 }
 
 /**

@@ -1,6 +1,6 @@
 // Per-service chain names, hashed as upstream's iptables mode hashes them, so that runbooks
 // and tools that look for KUBE-SVC-… / KUBE-SEP-… chains keep finding the same names.
-import { nameWithHash } from '../common/hash.js';
+import { nameWithHash, namesWithHash } from '../common/hash.js';
 
 export type ServiceChainPrefix = 'KUBE-SVC-' | 'KUBE-SVL-' | 'KUBE-EXT-' | 'KUBE-FW-';
 
@@ -15,6 +15,12 @@ export function isServicePortChain(table: string, chain: string): boolean {
 /** prefix + base32(sha256(servicePortName + protocol))[:16]; protocol is lower-cased. */
 export function serviceChainName(prefix: ServiceChainPrefix, servicePortName: string, protocol: string): string {
   return nameWithHash(prefix, servicePortName + protocol.toLowerCase(), 16);
+}
+
+/** The four service chain names of a service port: one hash, as the names differ only in prefix. */
+export function serviceChainNames(servicePortName: string, protocol: string): Record<'svc' | 'svl' | 'ext' | 'fw', string> {
+  const [svc, svl, ext, fw] = namesWithHash(['KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-'], servicePortName + protocol.toLowerCase(), 16);
+  return { svc: svc!, svl: svl!, ext: ext!, fw: fw! };
 }
 
 /**

@@ -31,7 +31,7 @@ import {
   renderContext,
   type IptContext,
 } from './base.js';
-import { endpointChainName, serviceChainName } from './names.js';
+import { endpointChainName, serviceChainNames } from './names.js';
 import { BalancingChain, EndpointChain, type EndpointShape } from './service-chains.js';
 import { MAX_COMMENT, canonicalCIDR, canonicalIP, comment, hostCIDR, joinHostPort, rule, type IptChain, type IptRuleset, type IptTable } from './syntax.js';
 
@@ -156,10 +156,7 @@ export function renderServicePort(s: ServicePortState, ctx: IptContext): Fragmen
   const local = usesLocal ? usable(s.localEndpoints, family) : [];
   const hasEndpoints = s.hasAnyEndpoints || cluster.length > 0 || local.length > 0;
 
-  const svcChain = serviceChainName('KUBE-SVC-', name, proto);
-  const svlChain = serviceChainName('KUBE-SVL-', name, proto);
-  const extChain = serviceChainName('KUBE-EXT-', name, proto);
-  const fwChain = serviceChainName('KUBE-FW-', name, proto);
+  const { svc: svcChain, svl: svlChain, ext: extChain, fw: fwChain } = serviceChainNames(name, proto);
   const internalChain = info.internalPolicyLocal ? svlChain : svcChain;
   const hasInternal = (info.internalPolicyLocal ? local : cluster).length > 0;
   const externalChainEps = externalLocal ? local : cluster;
