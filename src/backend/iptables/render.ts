@@ -123,9 +123,57 @@ export function renderInputsDigest(s: ServicePortState): number {
   return textDigest(text);
 }
 
-/** The context as a number: the service port digests of one context say nothing under another. */
+/** A service port that takes most of the render's paths: NodePort, LB IP with source ranges, affinity, Local policy. */
+const REFERENCE_PORT: ServicePortState = (() => {
+  const endpoint = (ip: string, isLocal: boolean): Endpoint => ({
+    ip,
+    port: 8080,
+    ready: true,
+    serving: true,
+    terminating: false,
+    isLocal,
+    nodeName: isLocal ? 'this' : 'other',
+    zone: '',
+    hintsForZones: [],
+    hintsForNodes: [],
+  });
+  const [local, remote] = [endpoint('10.0.0.2', true), endpoint('10.0.0.3', false)];
+  return {
+    info: {
+      name: 'ns/reference:http',
+      namespace: 'ns',
+      serviceName: 'reference',
+      portName: 'http',
+      protocol: 'TCP',
+      clusterIP: '10.96.0.10',
+      port: 80,
+      nodePort: 30080,
+      externalIPs: ['192.0.2.10'],
+      loadBalancerIPs: ['192.0.2.20'],
+      loadBalancerSourceRanges: ['198.51.100.0/24'],
+      sessionAffinity: { clientIPTimeoutSeconds: 10800 },
+      externalPolicyLocal: true,
+      internalPolicyLocal: false,
+      healthCheckNodePort: 30081,
+      trafficDistribution: '',
+      type: 'LoadBalancer',
+    },
+    endpoints: [local, remote],
+    clusterEndpoints: [local, remote],
+    localEndpoints: [local],
+    allReachableEndpoints: [local, remote],
+    hasAnyEndpoints: true,
+    localReadyCount: 1,
+  };
+})();
+
+/**
+ * The context as a number, with the render of a reference port: service port digests taken under
+ * one context, or by a proxy that renders differently (another version), say nothing here.
+ */
 export function contextDigest(ctx: IptContext): number {
-  return textDigest(JSON.stringify(ctx));
+  const reference = renderServicePort(REFERENCE_PORT, ctx);
+  return textDigest(JSON.stringify([ctx, reference.items, reference.objects.map((o) => [o.name, o.rules])]));
 }
 
 /**
