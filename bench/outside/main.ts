@@ -8,6 +8,7 @@
 //   --workload NAME[,NAME]     100, 1k, 10k, 30k, 5k, 44k or mixed (default: all, see workload.ts)
 //   --changes N                one-service changes timed per workload (default 40)
 //   --connects N               connections for the first-packet latency (default 1000)
+//   --restarts N               restarts over the existing rules; the median is reported (default 1)
 //   --profile DIR              write the proxy's CPU profile of the change phase there
 //   --stages                   run the proxy at --v 4 and split each change by stage (its log's timestamps)
 //   --proxy-main PATH          the proxy's command file (default: this build's bundle, kube-proxy-ts.js)
@@ -34,6 +35,7 @@ function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS
     run: {
       changes: 40,
       connects: 1000,
+      restarts: 1,
       profileDir: undefined as string | undefined,
       stages: false,
       proxyMain: join(root, 'dist', 'src', 'cli', 'kube-proxy-ts.js'),
@@ -66,10 +68,11 @@ function parseArgs(argv: string[]): { modes: Mode[]; workloads: typeof WORKLOADS
         break;
       }
       case '--changes':
-      case '--connects': {
+      case '--connects':
+      case '--restarts': {
         const n = Number(value);
         if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: a positive integer, not ${value}`);
-        opts.run[flag === '--changes' ? 'changes' : 'connects'] = n;
+        opts.run[flag.slice(2) as 'changes' | 'connects' | 'restarts'] = n;
         break;
       }
       case '--profile':

@@ -16,8 +16,10 @@ export interface Result {
   changes: number;
   /** Every change's time in the order made, to see when the slow ones came (e.g. right after start). */
   changeMs: number[];
-  /** Restart over the rules already in the kernel → first sync done. */
+  /** Restart over the rules already in the kernel → first sync done (the median with --restarts). */
   restartMs: number;
+  /** Each restart's figure, with --restarts. */
+  restartsMs?: number[];
   /** SIGTERM → the proxy exited, before that restart (a clean stop writes its checkpoint). */
   stopMs: number;
   peakRssMiB: number;
