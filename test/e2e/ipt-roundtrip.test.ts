@@ -14,7 +14,8 @@ import {
   type IptRuleset,
   type IptTable,
 } from '../../src/backend/iptables/render.js';
-import { FragmentStore, type StoreOp } from '../../src/backend/common/fragments.js';
+import { FragmentStore } from '../../src/backend/common/fragment-store.js';
+import type { StoreOp } from '../../src/backend/common/fragment.js';
 import type { BackendConfig } from '../../src/backend/types.js';
 import type { ServicePortState } from '../../src/model/types.js';
 import { backendConfig, endpoint, key, localEndpoint, servicePort, snapshot, syntheticCluster, type PortSpec } from '../support/snapshots.js';

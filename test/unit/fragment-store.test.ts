@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FragmentStore, type Fragment, type StoreOp } from '../../src/backend/common/fragments.js';
+import { FragmentStore } from '../../src/backend/common/fragment-store.js';
+import type { Fragment, StoreOp } from '../../src/backend/common/fragment.js';
 
 const KIND = { id: (o: string) => o, same: (a: string, b: string) => a === b };
 

@@ -4,7 +4,8 @@
 // ruleset to the next one's render.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FragmentStore, type ObjectKind, type StoreOp } from '../../src/backend/common/fragments.js';
+import { FragmentStore } from '../../src/backend/common/fragment-store.js';
+import type { ObjectKind, StoreOp } from '../../src/backend/common/fragment.js';
 import { baseChains, render, renderContext, renderServicePort, type IptChain, type IptContext } from '../../src/backend/iptables/render.js';
 import { IptState } from '../../src/backend/iptables/state.js';
 import type { KernelChains } from '../../src/backend/iptables/save.js';

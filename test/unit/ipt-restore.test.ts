@@ -1,7 +1,8 @@
 // Partial and full restore inputs built from fragment-store operations.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { FragmentStore, type Fragment, type StoreOp } from '../../src/backend/common/fragments.js';
+import { FragmentStore } from '../../src/backend/common/fragment-store.js';
+import type { Fragment, StoreOp } from '../../src/backend/common/fragment.js';
 import type { IptChain } from '../../src/backend/iptables/render.js';
 import { opsToRestore, opsToRestoreChunks } from '../../src/backend/iptables/restore.js';
 

@@ -17,7 +17,7 @@
 // chain deletion removes it; either way the apply layer sees a dead canary and resyncs.
 import type { BackendConfig } from '../types.js';
 import type { Endpoint, IPFamily, ServicePortState, Snapshot } from '../../model/types.js';
-import { emptyFragment, type Fragment } from '../common/fragments.js';
+import { emptyFragment, type Fragment } from '../common/fragment.js';
 import { textDigest } from '../common/hash.js';
 import { cidrContains, parseCIDR, parseIP } from '../../net/ip.js';
 import {

@@ -2,7 +2,7 @@
 // ruleset is written by toRestoreInput in syntax.ts). Each table is one block, committed atomically by the kernel. Within a block, every
 // chain we write is declared first (which creates or flushes it), rules follow, and chains that
 // go away are deleted last, once nothing jumps to them any more.
-import type { StoreOp } from '../common/fragments.js';
+import type { StoreOp } from '../common/fragment.js';
 import { TABLE_ORDER, type IptChain, type IptTable } from './syntax.js';
 
 

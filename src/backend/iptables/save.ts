@@ -1,6 +1,6 @@
 // Reading `iptables-save` output. Pure.
 import { textDigest } from '../common/hash.js';
-import { flat } from '../common/fragments.js';
+import { flat } from '../common/fragment.js';
 import { isServicePortChain } from './names.js';
 
 /** One table of a save: chain name → its rules, each as the text after `-A <chain> `, in order. */

@@ -3,7 +3,7 @@
 // rendered to text when written, compared or shown. As rule strings, the 110,000 chains of
 // 10,000 services × 10 endpoints held ~27 MiB for the life of the ruleset.
 import type { IPFamily } from '../../model/types.js';
-import { flat } from '../common/fragments.js';
+import { flat } from '../common/fragment.js';
 import { MARK_MASQ } from './base.js';
 import { comment, hostCIDR, probability, rule, type IptChain, type IptTable } from './syntax.js';
 

@@ -2,7 +2,8 @@
 // rules in the shared dispatch chains) and the fixed chains they are assembled into, with the
 // full sync's restore input in transactions and the chain-by-chain comparison with a read-back.
 import type { IPFamily, Snapshot } from '../../model/types.js';
-import { FragmentStore, type ObjectKind, type StoreOp } from '../common/fragments.js';
+import { FragmentStore } from '../common/fragment-store.js';
+import type { ObjectKind, StoreOp } from '../common/fragment.js';
 import { sameMultiset } from '../common/verify.js';
 import { sameStrings } from '../../model/service.js';
 import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';

@@ -7,7 +7,8 @@ import type { BackendConfig } from '../types.js';
 import type { Endpoint, IPFamily, Protocol, ServicePortState, Snapshot } from '../../model/types.js';
 import { cidrContains, parseCIDR, parseIP } from '../../net/ip.js';
 import { MAX_COMMENT, canonicalCIDR, canonicalIP, comment, hostCIDR, rule } from '../iptables/syntax.js';
-import { FragmentStore, emptyFragment, type Fragment, type ObjectKind } from '../common/fragments.js';
+import { FragmentStore } from '../common/fragment-store.js';
+import { emptyFragment, type Fragment, type ObjectKind } from '../common/fragment.js';
 import type { IptChain } from '../iptables/syntax.js';
 import { buildChains, ipvsJumpRules } from './chains.js';
 import {

@@ -3,7 +3,7 @@
 // entries, kube-ipvs0 addresses, the virtual servers of those ports, and whether the chains'
 // text may have changed. What it holds always equals renderIpvs of the last snapshot it saw.
 import type { Snapshot } from '../../model/types.js';
-import type { FragmentStore } from '../common/fragments.js';
+import type { FragmentStore } from '../common/fragment-store.js';
 import type { IptChain } from '../iptables/syntax.js';
 import { IPSET_SPECS, ipsetName } from './ipsets.js';
 import {

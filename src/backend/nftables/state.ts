@@ -3,7 +3,8 @@
 // that differ. Its ruleset always equals `render(snapshot, config)` for the snapshot it last saw.
 import type { BackendConfig } from '../types.js';
 import type { Snapshot } from '../../model/types.js';
-import { FragmentStore, type Fragment as GenericFragment, type ObjectKind } from '../common/fragments.js';
+import { FragmentStore } from '../common/fragment-store.js';
+import type { Fragment as GenericFragment, ObjectKind } from '../common/fragment.js';
 import { orderOps, sameRules, type NftOp } from './diff.js';
 import {
   TABLE,

@@ -6,7 +6,8 @@ import type { Backend, BackendConfig, CarriedTraffic, SyncResult, VerifyResult }
 import type { Snapshot } from '../../model/types.js';
 import { log } from '../../log.js';
 import type { ExecOptions } from '../../node/exec.js';
-import { FragmentStore, type Fragment, type ObjectKind } from '../common/fragments.js';
+import { FragmentStore } from '../common/fragment-store.js';
+import type { Fragment, ObjectKind } from '../common/fragment.js';
 import { removeIptablesLeftovers } from '../common/leftovers.js';
 import { collectGarbage } from '../../node/memory.js';
 import { sameMultiset } from '../common/verify.js';

@@ -1,35 +1,8 @@
-// Per-service-port fragments and the bookkeeping behind partial syncs, shared by every backend.
-// A backend's renderer turns one service port into a Fragment: items it adds to shared
-// collections (nftables set and map elements, iptables rules in dispatch chains such as
-// KUBE-SERVICES), objects it owns (per-service chains and sets), and shared objects it refers to
-// (nftables shape chains). The store keeps each service port's fragment, so a sync re-renders
-// only the changed service ports and yields exactly the operations that take the previous
-// ruleset to the new one. What the store holds always equals a fresh render of the last snapshot.
-
-export interface Fragment<O> {
-  /** Items in shared collections, as flat triples: collection, key, value (undefined when none). */
-  items: Array<string | undefined>;
-  /** Objects owned by this service port. Several claiming one id: the smallest service key wins. */
-  objects: O[];
-  /** Shared objects this service port refers to: one exists while anything refers to it. */
-  refs: string[];
-}
-
-export function emptyFragment<O>(): Fragment<O> {
-  return { items: [], objects: [], refs: [] };
-}
-
-export type StoreOp<O> =
-  | { kind: 'add-item'; collection: string; key: string; value: string | undefined }
-  /** Same key, new value. */
-  | { kind: 'replace-item'; collection: string; key: string; value: string | undefined; before: string | undefined }
-  | { kind: 'delete-item'; collection: string; key: string; value: string | undefined }
-  | { kind: 'add-object'; object: O }
-  | { kind: 'replace-object'; object: O; before: O }
-  /** `object` is the deleted object as it was. */
-  | { kind: 'delete-object'; object: O }
-  | { kind: 'add-ref'; name: string }
-  | { kind: 'drop-ref'; name: string };
+// The bookkeeping behind partial syncs, shared by every backend. The store keeps each service
+// port's fragment (see fragment.ts), so a sync re-renders only the changed service ports and
+// yields exactly the operations that take the previous ruleset to the new one. What the store
+// holds always equals a fresh render of the last snapshot.
+import { flat, type Fragment, type ObjectKind, type StoreOp } from './fragment.js';
 
 /** Claims on one id by service port keys; the smallest key wins. */
 type Claims<T> = Map<string, T>;
@@ -56,22 +29,6 @@ type Owner = string | Map<string, string | undefined>;
 
 const NONE = Symbol('none');
 type Before = string | undefined | typeof NONE;
-
-// Renderers build keys and values by concatenation, which V8 keeps as trees of string pieces
-// several times the size of the text. Converting to a number makes V8 flatten the string in
-// place, and the next scavenge drops the tree: items the store keeps for the life of the
-// ruleset then cost their text, not their history.
-export function flat(s: string): string {
-  Number(s);
-  return s;
-}
-
-export interface ObjectKind<O> {
-  /** Unique id of an object (e.g. `chain:name`, `nat/KUBE-SVC-…`). */
-  id(o: O): string;
-  /** Whether two objects with the same id have the same content. */
-  same(a: O, b: O): boolean;
-}
 
 /**
  * What the store keeps of a fragment: an item's value is in its collection, so only the
