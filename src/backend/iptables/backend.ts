@@ -166,9 +166,8 @@ export class IptablesBackend implements Backend {
       } else {
         inputs = (async function* () {
           state.renderRest(snapshot, [...snapshot.services.keys()].sort());
-          const chains = state.chains();
           const gone = await stale();
-          const write = saved ? chains.filter((c) => !state.held(saved, c)) : chains;
+          const write = saved ? state.chainsToWrite(snapshot, saved) : state.chains();
           if (write.length + gone.length > 0) yield toRestoreInput({ family: snapshot.family, chains: write }, gone);
         })();
       }

@@ -125,7 +125,23 @@ export class IptState {
     return ops;
   }
 
-  /** The same for one chain's rules as read (`kernel`). */
+  /**
+   * Of service port keys, those whose chains must be compared with `kernel`: all but the ports a
+   * checkpoint says were rendered from what `snapshot` renders them from, under this context,
+   * whose chains are held unread (rendering and hashing 110,000 chains took ~1.5 s).
+   */
+  private unsure(snapshot: Snapshot, kernel: KernelChains | undefined): (keys: string[]) => string[] {
+    const rendered = kernel?.rendered?.context === contextDigest(this.ctx) ? kernel.rendered.inputs : undefined;
+    return (keys) => (rendered ? keys.filter((k) => rendered.get(k) !== renderInputsDigest(snapshot.services.get(k)!)) : keys);
+  }
+
+  /** The chains a full sync writes over `kernel` in one transaction (legacy): those it does not hold. */
+  chainsToWrite(snapshot: Snapshot, kernel: KernelChains): IptChain[] {
+    const owned = [...this.store.ownedObjects(this.unsure(snapshot, kernel)([...this.store.keys()]))].flat();
+    return [...this.sharedChains(), ...owned].filter((c) => !this.held(kernel, c));
+  }
+
+  /** Whether the kernel holds chain `c` as this state renders it, from its rules as read (`kernel`). */
   heldAs(c: IptChain, kernel: readonly string[]): boolean {
     const base = this.baseById.get(`${c.table}/${c.name}`);
     if (!base) return sameStrings(kernel, c.rules);
@@ -159,11 +175,7 @@ export class IptState {
     together = 1,
   ): AsyncGenerator<string | string[]> {
     const missing = (c: IptChain): boolean => !saved || !this.held(saved, c);
-    // A checkpoint's service ports rendered from what this sync renders them from: their chains
-    // are held, unread.
-    const rendered = saved?.rendered?.context === contextDigest(this.ctx) ? saved.rendered.inputs : undefined;
-    const unsure = (keys: string[]): string[] =>
-      rendered ? keys.filter((k) => rendered.get(k) !== renderInputsDigest(snapshot.services.get(k)!)) : keys;
+    const unsure = this.unsure(snapshot, saved);
     const shared = this.sharedChains();
     const late = new Set<string>(DISPATCH_CHAINS);
     for (let grew = true; grew; ) {
