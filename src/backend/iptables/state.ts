@@ -4,7 +4,6 @@
 import type { IPFamily, Snapshot } from '../../model/types.js';
 import { FragmentStore } from '../common/fragment-store.js';
 import type { ObjectKind, StoreOp } from '../common/fragment.js';
-import { sameMultiset } from '../common/verify.js';
 import { sameStrings } from '../../model/service.js';
 import { collectGarbageIfGrown, GARBAGE_WHILE_TOOL_WORKS_MIB } from '../../node/memory.js';
 import { rulesDigest, type KernelChains } from './save.js';
@@ -143,14 +142,9 @@ export class IptState {
 
   /** Whether the kernel holds chain `c` as this state renders it, from its rules as read (`kernel`). */
   heldAs(c: IptChain, kernel: readonly string[]): boolean {
-    const base = this.baseById.get(`${c.table}/${c.name}`);
-    if (!base) return sameStrings(kernel, c.rules);
-    const head = kernel.length - base.rules.length;
-    return (
-      head >= 0 &&
-      base.rules.every((r, i) => kernel[head + i] === r) &&
-      sameMultiset(kernel.slice(0, head), [...this.store.items(`${c.table}/${c.name}`).keys()])
-    );
+    if (!this.baseById.has(`${c.table}/${c.name}`)) return sameStrings(kernel, c.rules);
+    // A shared chain: its fixed tail in place and nothing to edit in its service rules.
+    return this.itemOpsTo(c, kernel)?.length === 0;
   }
 
   /**
