@@ -88,7 +88,8 @@ export function takeIptablesCheckpoint(path: string): IptablesCheckpoint | { err
         continue;
       }
       const tab = line.indexOf('\t');
-      const digest = /^\d+$/.test(line.slice(tab + 1)) ? Number(line.slice(tab + 1)) : NaN;
+      const text = line.slice(tab + 1);
+      const digest = /^\d+$/.test(text) ? Number(text) : NaN;
       if (tab <= 0 || !Number.isSafeInteger(digest)) return { error: 'unreadable checkpoint: a malformed digest line' };
       if (line.startsWith('@')) inputs.set(line.slice(1, tab), digest);
       else kernel.digests.set(line.slice(0, tab), digest);
